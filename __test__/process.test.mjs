@@ -1,0 +1,166 @@
+import { describe, test, expect } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import * as esm from 'ramus';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const require = createRequire(import.meta.url);
+
+/** Run `node <args>` in the package root; it must exit by itself within `timeout` ms. */
+function node(args, timeout = 8000) {
+  const started = Date.now();
+  const res = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', timeout });
+  return { ...res, elapsed: Date.now() - started };
+}
+
+function expectCleanExit(res) {
+  // res.error is set (ETIMEDOUT) and signal is SIGTERM when the child had to be killed.
+  expect(res.error?.code, `child did not exit by itself; stderr:\n${res.stderr}`).toBeUndefined();
+  expect(res.signal, `child was killed; stderr:\n${res.stderr}`).toBeNull();
+  expect(res.status, `stderr:\n${res.stderr}`).toBe(0);
+}
+
+describe('package loading', () => {
+  test("require('ramus') resolves to this package (self-reference) with every export", () => {
+    const cjs = require('ramus');
+    expect(require.resolve('ramus')).toBe(`${ROOT}lib/index.js`);
+    for (const name of ['runDag', 'DagRunner', 'CompiledDag', 'analyzeDag', 'LocalSemaphore', 'CancelledError']) {
+      expect(typeof cjs[name], name).toBe('function');
+    }
+  });
+
+  test("import from 'ramus' under vitest exposes every export", () => {
+    for (const name of ['runDag', 'DagRunner', 'CompiledDag', 'analyzeDag', 'LocalSemaphore', 'CancelledError']) {
+      expect(typeof esm[name], name).toBe('function');
+    }
+  });
+});
+
+describe('process exit', () => {
+  test('a process that only requires ramus exits by itself', () => {
+    const res = node(['-e', "require('ramus'); console.log('loaded')"]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('loaded');
+  });
+
+  test('a process that runs a DAG and does nothing else exits by itself', () => {
+    const code = `
+      const { runDag } = require('ramus');
+      runDag({
+        dag: { name: 'exit', nodes: {
+          a: { run: async () => 1 },
+          b: { parents: ['a'], run: ({ input }) => input.a + 1 },
+        } },
+        input: null,
+      }).then((out) => console.log('out=' + out));
+    `;
+    const res = node(['-e', code]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('out=2');
+  });
+
+  test('a process whose DAG fails (error caught) exits by itself', () => {
+    const code = `
+      const { runDag } = require('ramus');
+      runDag({
+        dag: { name: 'exit-fail', nodes: {
+          a: { run: async () => { throw new Error('boom'); } },
+          b: { run: () => new Promise((r) => setTimeout(r, 50)) },
+        } },
+        input: null,
+      }).catch((e) => console.log('caught=' + e.message));
+    `;
+    const res = node(['-e', code]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('caught=boom');
+  });
+
+  test('a process with a cancelled DagRunner, listeners and semaphores exits by itself', () => {
+    const code = `
+      const { DagRunner, LocalSemaphore } = require('ramus');
+      const sem = new LocalSemaphore({ k: 1 });
+      const runner = new DagRunner({
+        dag: { name: 'exit-cancel', nodes: {
+          a: { semaphoreKey: 'k', run: async ({ isCancelled }) => { await new Promise((r) => setTimeout(r, 20)); return isCancelled(); } },
+          b: { parents: ['a'], run: () => 'never' },
+        } },
+        input: null,
+        semaphores: [sem],
+      });
+      runner.on('event', () => {});
+      runner.on('dag:state', () => {});
+      runner.run().catch((e) => console.log('cancelled=' + e.message));
+      setTimeout(() => runner.cancel(), 5);
+    `;
+    const res = node(['-e', code]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('cancelled=Cancelled');
+  });
+
+  test('a process with a stepwise runner left unfinished exits by itself', () => {
+    const code = `
+      const { DagRunner } = require('ramus');
+      const runner = new DagRunner({
+        dag: { name: 'exit-stepwise', nodes: { a: { run: () => 1 }, b: { parents: ['a'], run: () => 2 } } },
+        input: null,
+        autorun: () => false,
+      });
+      runner.run().catch(() => {});
+      runner.runNode('a').then((ok) => console.log('ran=' + ok));
+    `;
+    const res = node(['-e', code]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('ran=true');
+  });
+
+  test('a process running a nested DAG and many runs exits by itself', () => {
+    const code = `
+      const { runDag } = require('ramus');
+      const inner = { name: 'inner', nodes: { x: { run: () => 'x' } } };
+      const outer = { name: 'outer', nodes: { a: { run: async () => { await new Promise((r) => setTimeout(r, 1)); return runDag({ dag: inner, input: 1 }); } } } };
+      Promise.all(Array.from({ length: 50 }, () => runDag({ dag: outer, input: null })))
+        .then((outs) => console.log('n=' + outs.filter((o) => o === 'x').length));
+    `;
+    const res = node(['-e', code]);
+    expectCleanExit(res);
+    expect(res.stdout.trim()).toBe('n=50');
+  });
+});
+
+describe('ESM', () => {
+  test("node --input-type=module: import { runDag } from 'ramus' works", () => {
+    const code = `
+      import { runDag, DagRunner, CompiledDag, analyzeDag, LocalSemaphore, CancelledError } from 'ramus';
+      const out = await runDag({
+        dag: { name: 'esm', nodes: { a: { run: ({ rootInput }) => rootInput * 2 }, b: { parents: ['a'], run: ({ input }) => input.a + 1 } } },
+        input: 20,
+      });
+      console.log(JSON.stringify({
+        out,
+        kinds: [DagRunner, CompiledDag, analyzeDag, LocalSemaphore, CancelledError].map((f) => typeof f),
+      }));
+    `;
+    const res = node(['--input-type=module', '-e', code]);
+    expectCleanExit(res);
+    expect(JSON.parse(res.stdout)).toEqual({ out: 41, kinds: ['function', 'function', 'function', 'function', 'function'] });
+  });
+
+  test('ESM and CJS share the same classes (CancelledError instanceof works across both)', () => {
+    const code = `
+      import { createRequire } from 'node:module';
+      import * as esm from 'ramus';
+      const cjs = createRequire(import.meta.url)('ramus');
+      const same = ['runDag', 'DagRunner', 'CompiledDag', 'analyzeDag', 'LocalSemaphore', 'CancelledError']
+        .filter((n) => esm[n] !== cjs[n]);
+      const runner = new cjs.DagRunner({ dag: { name: 'x', nodes: { a: { run: () => 1 } } }, input: null });
+      runner.cancel();
+      let crossInstance = false;
+      try { await runner.run(); } catch (e) { crossInstance = e instanceof esm.CancelledError; }
+      console.log(JSON.stringify({ differing: same, crossInstance }));
+    `;
+    const res = node(['--input-type=module', '-e', code]);
+    expectCleanExit(res);
+    expect(JSON.parse(res.stdout)).toEqual({ differing: [], crossInstance: true });
+  });
+});

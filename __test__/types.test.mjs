@@ -1,0 +1,56 @@
+import { describe, test, expect, beforeAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const TSC = `${ROOT}node_modules/.bin/tsc`;
+
+let result;
+let diagnostics = [];
+
+beforeAll(() => {
+  result = spawnSync(TSC, ['--noEmit', '--pretty', 'false', '-p', '__test__/tsconfig.json'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 110_000,
+  });
+  diagnostics = `${result.stdout}${result.stderr}`
+    .split('\n')
+    .filter((l) => /error TS\d+/.test(l));
+}, 120_000);
+
+const errorsIn = (file) => diagnostics.filter((l) => l.includes(file));
+
+describe('TypeScript types (strict tsc --noEmit)', () => {
+  test('the package ships typings where package.json points', () => {
+    expect(existsSync(`${ROOT}lib/index.d.ts`)).toBe(true);
+  });
+
+  test("'ramus' resolves to typed declarations (no implicit any module)", () => {
+    const unresolved = diagnostics.filter((l) => /TS2307|TS7016/.test(l));
+    expect(unresolved).toEqual([]);
+  });
+
+  test('context and rootInput are typed; misuse is rejected (types/usage.ts)', () => {
+    expect(errorsIn('usage.ts')).toEqual([]);
+  });
+
+  test('node inputs and outputs are typed via DagNode / NodeArgs (types/node-types.ts)', () => {
+    expect(errorsIn('node-types.ts')).toEqual([]);
+  });
+
+  test('types resolve from an ES module too (types/usage-esm.mts)', () => {
+    expect(errorsIn('usage-esm.mts')).toEqual([]);
+  });
+
+  test('the shipped declaration files themselves type-check', () => {
+    const libErrors = diagnostics.filter((l) => !l.includes('__test__/'));
+    expect(libErrors).toEqual([]);
+  });
+
+  test('tsc exits 0 overall', () => {
+    expect(result.error).toBeUndefined();
+    expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+  });
+});

@@ -1,0 +1,347 @@
+//! The DAG run executor: a deterministic state machine over one run of a [`CompiledDag`].
+//!
+//! The driver starts the run, launches what it is told to launch, and reports each
+//! launched node's outcome with [`DagRun::complete`]. Every call appends to a list of
+//! [`Launch`]es and records events in the run's [`Recorder`].
+
+use std::sync::Arc;
+
+use crate::dag::CompiledDag;
+use crate::event::{DataRef, EventKind, Recorder};
+use crate::ids::Id;
+
+/// The state of one node in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NodeState {
+    /// Some parent has not settled yet.
+    Waiting,
+    /// Runnable, waiting for the driver to start it (stepwise mode).
+    Ready,
+    /// Waiting for semaphore slots.
+    PendingSemaphore,
+    /// Its runner is executing.
+    Running,
+    /// It will not run, or its result will be ignored: the run was cancelled or failed, a
+    /// parent it does not tolerate failed, or it cancelled itself.
+    Cancelled,
+    /// Its runner failed.
+    Error,
+    /// Its runner returned an output.
+    Finished,
+}
+
+impl NodeState {
+    /// The public name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Waiting => "waiting",
+            NodeState::Ready => "ready",
+            NodeState::PendingSemaphore => "pendingSemaphore",
+            NodeState::Running => "running",
+            NodeState::Cancelled => "cancelled",
+            NodeState::Error => "error",
+            NodeState::Finished => "finished",
+        }
+    }
+
+    /// Whether the node is done for this run.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            NodeState::Cancelled | NodeState::Error | NodeState::Finished
+        )
+    }
+}
+
+/// How a launched node ended, as reported by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned an output (held by the driver).
+    Ok,
+    /// It failed (the error is held by the driver).
+    Error,
+    /// It stopped itself because it saw the cancellation (not a failure).
+    Cancelled,
+}
+
+/// The state of the run as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Not started.
+    Pending,
+    /// Started, not settled.
+    Running,
+    /// Every node settled without a fatal failure; the output is the leaves' outputs.
+    Finished,
+    /// A node failed and failures are not tolerated; see [`DagRun::failed_node`].
+    Failed,
+    /// Cancelled from outside.
+    Cancelled,
+}
+
+/// What the driver must do next with a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// Call the node's runner now, then report with [`DagRun::complete`].
+    Run(u32),
+    /// Acquire the node's semaphore slots, then call [`DagRun::semaphore_acquired`].
+    AcquireSemaphore(u32),
+    /// The node is ready but the run is stepwise: start it with [`DagRun::run_node`] when
+    /// the driver decides to.
+    Ready(u32),
+}
+
+/// Options of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DagRunOptions {
+    /// Keep running what can run when a node fails; the run then finishes normally.
+    pub tolerate_failures: bool,
+    /// Stepwise: ready nodes are reported as [`Launch::Ready`] instead of starting.
+    pub manual: bool,
+    /// The run has semaphores, so nodes with a semaphore key must acquire before running.
+    pub semaphores: bool,
+}
+
+/// One run of a compiled DAG.
+#[derive(Debug)]
+pub struct DagRun {
+    dag: Arc<CompiledDag>,
+    opts: DagRunOptions,
+    state: Vec<NodeState>,
+    remaining: Vec<u32>,
+    unsettled: usize,
+    status: RunStatus,
+    failed: Option<u32>,
+    rec: Recorder,
+    worklist: Vec<u32>,
+}
+
+impl DagRun {
+    /// A new run of `dag`; `rec` holds its identity and records its events.
+    pub fn new(dag: Arc<CompiledDag>, opts: DagRunOptions, rec: Recorder) -> DagRun {
+        let n = dag.len();
+        let remaining = (0..n as u32).map(|i| dag.parents(i).len() as u32).collect();
+        DagRun {
+            dag,
+            opts,
+            state: vec![NodeState::Waiting; n],
+            remaining,
+            unsettled: n,
+            status: RunStatus::Pending,
+            failed: None,
+            rec,
+            worklist: Vec::new(),
+        }
+    }
+
+    /// The compiled DAG.
+    pub fn dag(&self) -> &Arc<CompiledDag> {
+        &self.dag
+    }
+
+    /// The run's recorder (ids and events).
+    pub fn recorder(&mut self) -> &mut Recorder {
+        &mut self.rec
+    }
+
+    /// The run's status.
+    pub fn status(&self) -> RunStatus {
+        self.status
+    }
+
+    /// The node whose failure failed the run.
+    pub fn failed_node(&self) -> Option<u32> {
+        self.failed
+    }
+
+    /// A node's state.
+    pub fn node_state(&self, node: u32) -> NodeState {
+        self.state[node as usize]
+    }
+
+    /// Whether a node should stop: true once it is cancelled (the run was cancelled or
+    /// failed while it ran).
+    pub fn is_cancelled(&self, node: u32) -> bool {
+        self.state[node as usize] == NodeState::Cancelled
+    }
+
+    /// The id of a node's step.
+    pub fn step_id(&mut self, node: u32, now: u64) -> Id {
+        self.rec.step(node, now)
+    }
+
+    /// Start the run: the roots become ready (and start, unless stepwise).
+    pub fn start(&mut self, now: u64, out: &mut Vec<Launch>) {
+        if self.status != RunStatus::Pending {
+            return;
+        }
+        self.status = RunStatus::Running;
+        self.rec
+            .run_event(EventKind::DagStart, DataRef::RunInput, now);
+        let dag = Arc::clone(&self.dag);
+        for &root in dag.roots() {
+            self.make_ready(root, now, out);
+        }
+    }
+
+    /// Report how a launched node ended. Reports for nodes that are not running (because
+    /// the run was cancelled or failed meanwhile) are ignored.
+    pub fn complete(&mut self, node: u32, outcome: Outcome, now: u64, out: &mut Vec<Launch>) {
+        if self.state[node as usize] != NodeState::Running {
+            return;
+        }
+        match outcome {
+            Outcome::Ok => {
+                self.rec
+                    .step_event(node, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
+                self.set_state(node, NodeState::Finished, now);
+                let dag = Arc::clone(&self.dag);
+                for &child in dag.children(node) {
+                    self.parent_settled(child, now, out);
+                }
+            }
+            Outcome::Error => {
+                self.set_state(node, NodeState::Error, now);
+                self.rec
+                    .step_event(node, EventKind::DagNodeError, DataRef::NodeError, now);
+                if self.opts.tolerate_failures {
+                    self.parent_failed(node, now, out);
+                } else {
+                    self.failed = Some(node);
+                    self.status = RunStatus::Failed;
+                    self.rec
+                        .run_event(EventKind::DagError, DataRef::RunError, now);
+                    self.cancel_nodes(now);
+                }
+            }
+            Outcome::Cancelled => {
+                self.set_state(node, NodeState::Cancelled, now);
+                self.parent_failed(node, now, out);
+            }
+        }
+        self.check_finished(now);
+    }
+
+    /// A node's semaphore slots were acquired. Returns false when the node should not run
+    /// any more (the run ended meanwhile): the driver then gives the slots back.
+    pub fn semaphore_acquired(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) -> bool {
+        if self.state[node as usize] != NodeState::PendingSemaphore {
+            return false;
+        }
+        self.begin(node, now, out);
+        true
+    }
+
+    /// Stepwise mode: start a ready node. False when it is not ready.
+    pub fn run_node(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) -> bool {
+        if self.status != RunStatus::Running || self.state[node as usize] != NodeState::Ready {
+            return false;
+        }
+        self.launch(node, now, out);
+        true
+    }
+
+    /// Cancel the run: nodes that have not started never will, running nodes see
+    /// [`DagRun::is_cancelled`]. Returns false when the run had already ended.
+    pub fn cancel(&mut self, now: u64) -> bool {
+        if !matches!(self.status, RunStatus::Pending | RunStatus::Running) {
+            return false;
+        }
+        self.status = RunStatus::Cancelled;
+        self.cancel_nodes(now);
+        true
+    }
+
+    fn cancel_nodes(&mut self, now: u64) {
+        for i in 0..self.state.len() as u32 {
+            if !self.state[i as usize].is_terminal() {
+                self.set_state(i, NodeState::Cancelled, now);
+            }
+        }
+    }
+
+    fn set_state(&mut self, node: u32, state: NodeState, now: u64) {
+        let slot = &mut self.state[node as usize];
+        if *slot == state {
+            return;
+        }
+        if !slot.is_terminal() && state.is_terminal() {
+            self.unsettled -= 1;
+        }
+        *slot = state;
+        self.rec.step_event(
+            node,
+            EventKind::DagNodeState,
+            DataRef::State(state.as_str()),
+            now,
+        );
+    }
+
+    fn make_ready(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+        if self.opts.manual {
+            self.set_state(node, NodeState::Ready, now);
+            out.push(Launch::Ready(node));
+        } else {
+            self.launch(node, now, out);
+        }
+    }
+
+    fn launch(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+        if self.opts.semaphores && self.dag.semaphore_key(node).is_some() {
+            self.set_state(node, NodeState::PendingSemaphore, now);
+            out.push(Launch::AcquireSemaphore(node));
+        } else {
+            self.begin(node, now, out);
+        }
+    }
+
+    fn begin(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+        self.set_state(node, NodeState::Running, now);
+        self.rec
+            .step_event(node, EventKind::DagNodeStart, DataRef::NodeInput, now);
+        out.push(Launch::Run(node));
+    }
+
+    /// One parent of `child` settled in a way the child can use.
+    fn parent_settled(&mut self, child: u32, now: u64, out: &mut Vec<Launch>) {
+        if self.state[child as usize] != NodeState::Waiting {
+            return;
+        }
+        let r = &mut self.remaining[child as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.make_ready(child, now, out);
+        }
+    }
+
+    /// `node` ended without an output: children that tolerate it treat it as settled, the
+    /// others are cancelled and pass the failure on. A worklist, not recursion, because a
+    /// failure at the head of a long chain reaches every node below it.
+    fn parent_failed(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+        let dag = Arc::clone(&self.dag);
+        self.worklist.clear();
+        self.worklist.push(node);
+        while let Some(failed) = self.worklist.pop() {
+            for &child in dag.children(failed) {
+                if self.state[child as usize] != NodeState::Waiting {
+                    continue;
+                }
+                if dag.tolerates_parent_errors(child) {
+                    self.parent_settled(child, now, out);
+                } else {
+                    self.set_state(child, NodeState::Cancelled, now);
+                    self.worklist.push(child);
+                }
+            }
+        }
+    }
+
+    fn check_finished(&mut self, now: u64) {
+        if self.status == RunStatus::Running && self.unsettled == 0 {
+            self.status = RunStatus::Finished;
+            self.rec
+                .run_event(EventKind::DagFinish, DataRef::RunOutput, now);
+        }
+    }
+}

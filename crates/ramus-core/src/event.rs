@@ -1,0 +1,218 @@
+//! The one run/step/event model shared by every executor.
+//!
+//! Every fact a run learns is an [`Event`] with a UUIDv7 id, tied to a step. The values
+//! that belong in an event (inputs, outputs, errors) live with the driver (in Node they are
+//! JS values), so an event carries a [`DataRef`] naming which value it refers to; each sink
+//! (JS listeners, later the store and tracing) resolves it against what the driver holds.
+
+use crate::ids::{Id, IdGen};
+
+/// What kind of fact an event records. The string forms are the public event types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A DAG run started.
+    DagStart,
+    /// A DAG node started running.
+    DagNodeStart,
+    /// A DAG node finished with an output.
+    DagNodeFinish,
+    /// A DAG node failed.
+    DagNodeError,
+    /// A DAG node changed state.
+    DagNodeState,
+    /// A DAG run finished with an output.
+    DagFinish,
+    /// A DAG run failed.
+    DagError,
+    /// A custom event emitted by a runner; the type is chosen by the runner.
+    Custom(Box<str>),
+}
+
+impl EventKind {
+    /// The event's `type` as listeners see it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::DagStart => "dag:start",
+            EventKind::DagNodeStart => "dag:node_start",
+            EventKind::DagNodeFinish => "dag:node_finish",
+            EventKind::DagNodeError => "dag:node_error",
+            EventKind::DagNodeState => "dag:node_state",
+            EventKind::DagFinish => "dag:finish",
+            EventKind::DagError => "dag:error",
+            EventKind::Custom(t) => t,
+        }
+    }
+}
+
+/// Which value an event's `data` refers to. The driver holds the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataRef {
+    /// No data.
+    None,
+    /// `{ input }`: the run's root input.
+    RunInput,
+    /// `{ output }`: the run's output.
+    RunOutput,
+    /// `{ error }`: the error that failed the run (the failing node's error).
+    RunError,
+    /// `{ input }`: the input of the event's node.
+    NodeInput,
+    /// `{ output }`: the output of the event's node.
+    NodeOutput,
+    /// `{ error }`: the error of the event's node.
+    NodeError,
+    /// `{ state }`: a node state, known to the core.
+    State(&'static str),
+    /// The data a runner passed to `emit`.
+    Custom,
+}
+
+/// One recorded fact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The event's own id.
+    pub id: Id,
+    /// What happened.
+    pub kind: EventKind,
+    /// The step the event belongs to (a node's step, or the run's own step).
+    pub step: Id,
+    /// The parent of `step`: the run's step for node events, the step that started the
+    /// run (if any) for run events.
+    pub parent_step: Option<Id>,
+    /// The node the event is about, if any.
+    pub node: Option<u32>,
+    /// Milliseconds since the Unix epoch, as passed in by the driver.
+    pub time: u64,
+    /// Which value the event's data refers to.
+    pub data: DataRef,
+}
+
+/// Ids and events of one run: its run id, its own step, one step per slot (a DAG node, or
+/// a state visit), and the event buffer that sinks drain.
+///
+/// Ids are minted lazily: a run nobody observes never formats or even generates a step id
+/// unless someone (a nested run, a listener) asks for it.
+#[derive(Debug)]
+pub struct Recorder {
+    ids: IdGen,
+    run_id: Option<Id>,
+    run_step: Option<Id>,
+    parent_step: Option<Id>,
+    steps: Vec<Option<Id>>,
+    observe: bool,
+    events: Vec<Event>,
+}
+
+impl Recorder {
+    /// A recorder for a run with `slots` steps. `run_id` and `parent_step` are given when
+    /// the run is nested in a step of another run, whose run id it shares.
+    pub fn new(seed: u64, slots: usize, run_id: Option<Id>, parent_step: Option<Id>) -> Self {
+        Recorder {
+            ids: IdGen::new(seed),
+            run_id,
+            run_step: None,
+            parent_step,
+            steps: vec![None; slots],
+            observe: false,
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether events are being recorded.
+    pub fn observing(&self) -> bool {
+        self.observe
+    }
+
+    /// Turn event recording on or off; off drops nothing already recorded.
+    pub fn set_observe(&mut self, on: bool) {
+        self.observe = on;
+    }
+
+    /// The run id, minted on first use.
+    pub fn run_id(&mut self, now: u64) -> Id {
+        match self.run_id {
+            Some(id) => id,
+            None => {
+                let id = self.ids.next(now);
+                self.run_id = Some(id);
+                id
+            }
+        }
+    }
+
+    /// The run's own step, minted on first use.
+    pub fn run_step(&mut self, now: u64) -> Id {
+        match self.run_step {
+            Some(id) => id,
+            None => {
+                let id = self.ids.next(now);
+                self.run_step = Some(id);
+                id
+            }
+        }
+    }
+
+    /// The step that started this run, if it is nested.
+    pub fn parent_step(&self) -> Option<Id> {
+        self.parent_step
+    }
+
+    /// The step of `slot`, minted on first use.
+    pub fn step(&mut self, slot: u32, now: u64) -> Id {
+        match self.steps[slot as usize] {
+            Some(id) => id,
+            None => {
+                let id = self.ids.next(now);
+                self.steps[slot as usize] = Some(id);
+                id
+            }
+        }
+    }
+
+    /// Record a run-level event (on the run's own step).
+    pub fn run_event(&mut self, kind: EventKind, data: DataRef, now: u64) {
+        if !self.observe {
+            return;
+        }
+        let step = self.run_step(now);
+        let id = self.ids.next(now);
+        self.events.push(Event {
+            id,
+            kind,
+            step,
+            parent_step: self.parent_step,
+            node: None,
+            time: now,
+            data,
+        });
+    }
+
+    /// Record an event of a slot's step.
+    pub fn step_event(&mut self, slot: u32, kind: EventKind, data: DataRef, now: u64) {
+        if !self.observe {
+            return;
+        }
+        let step = self.step(slot, now);
+        let parent = self.run_step(now);
+        let id = self.ids.next(now);
+        self.events.push(Event {
+            id,
+            kind,
+            step,
+            parent_step: Some(parent),
+            node: Some(slot),
+            time: now,
+            data,
+        });
+    }
+
+    /// Take the events recorded since the last drain, oldest first.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether events wait to be drained.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+}

@@ -1,0 +1,356 @@
+//! Scheduling invariants of the DAG executor, for random DAGs and random completion orders.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use ramus_core::{
+    analyze, CompiledDag, DagRun, DagRunOptions, Launch, NodeSpec, NodeState, Outcome, Recorder,
+    RunStatus,
+};
+
+/// A random DAG: node `i` may only take parents among nodes `< i` (so it is acyclic), and
+/// the declaration order is shuffled so parents are not always declared first.
+fn random_dag() -> impl Strategy<Value = Vec<NodeSpec>> {
+    (1usize..40)
+        .prop_flat_map(|n| {
+            let parents = (0..n)
+                .map(|i| proptest::collection::vec(0..i.max(1), 0..=i.min(3)))
+                .collect::<Vec<_>>();
+            (parents, Just(n)).prop_flat_map(|(parents, n)| {
+                (
+                    Just(parents),
+                    Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                )
+            })
+        })
+        .prop_map(|(parents, order)| {
+            order
+                .iter()
+                .map(|&i| {
+                    let mut ps: Vec<String> = parents[i]
+                        .iter()
+                        .filter(|&&p| p < i)
+                        .map(|p| format!("n{p}"))
+                        .collect();
+                    ps.dedup();
+                    NodeSpec {
+                        name: format!("n{i}"),
+                        parents: ps,
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        })
+}
+
+/// Drive a run, completing in-flight nodes in the order picked by `picks`; each node's
+/// output is a hash of its name and its parents' outputs.
+fn drive(dag: &Arc<CompiledDag>, picks: &[usize]) -> (Vec<u64>, Vec<u32>) {
+    let mut run = DagRun::new(
+        Arc::clone(dag),
+        DagRunOptions::default(),
+        Recorder::new(7, dag.len(), None, None),
+    );
+    let mut launches = Vec::new();
+    let mut in_flight: Vec<u32> = Vec::new();
+    let mut outputs = vec![0u64; dag.len()];
+    let mut order = Vec::new();
+    run.start(0, &mut launches);
+    let mut k = 0;
+    loop {
+        for l in launches.drain(..) {
+            match l {
+                Launch::Run(n) => in_flight.push(n),
+                other => panic!("unexpected launch {other:?}"),
+            }
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        let pick = picks.get(k).copied().unwrap_or(0) % in_flight.len();
+        k += 1;
+        let node = in_flight.swap_remove(pick);
+        for &p in dag.parents(node) {
+            assert_eq!(
+                run.node_state(p),
+                NodeState::Finished,
+                "a node ran before its parent"
+            );
+        }
+        let mut h: u64 = 1469598103934665603;
+        for b in dag.node_name(node).bytes() {
+            h = (h ^ b as u64).wrapping_mul(1099511628211);
+        }
+        for &p in dag.parents(node) {
+            h = (h ^ outputs[p as usize]).wrapping_mul(1099511628211);
+        }
+        outputs[node as usize] = h;
+        order.push(node);
+        run.complete(node, Outcome::Ok, 0, &mut launches);
+    }
+    assert_eq!(run.status(), RunStatus::Finished);
+    (outputs, order)
+}
+
+proptest! {
+    #[test]
+    fn every_node_runs_once_after_its_parents_with_the_same_output(
+        specs in random_dag(),
+        picks_a in proptest::collection::vec(any::<usize>(), 0..64),
+        picks_b in proptest::collection::vec(any::<usize>(), 0..64),
+    ) {
+        let dag = Arc::new(CompiledDag::compile("random", &specs).unwrap());
+        let (out_a, order_a) = drive(&dag, &picks_a);
+        let (out_b, order_b) = drive(&dag, &picks_b);
+        for order in [&order_a, &order_b] {
+            let mut seen = vec![0; dag.len()];
+            for &n in order.iter() { seen[n as usize] += 1; }
+            prop_assert!(seen.iter().all(|&c| c == 1), "each node runs exactly once");
+        }
+        let leaves: Vec<u64> = dag.leaves().iter().map(|&l| out_a[l as usize]).collect();
+        let leaves_b: Vec<u64> = dag.leaves().iter().map(|&l| out_b[l as usize]).collect();
+        prop_assert_eq!(leaves, leaves_b);
+    }
+
+    #[test]
+    fn cycle_detection_agrees_with_petgraph(
+        n in 1usize..25,
+        edges in proptest::collection::vec((0usize..25, 0usize..25), 0..60),
+    ) {
+        let specs: Vec<NodeSpec> = (0..n).map(|i| NodeSpec {
+            name: format!("n{i}"),
+            parents: edges.iter().filter(|(c, p)| *c == i && *p < n).map(|(_, p)| format!("n{p}")).collect(),
+            ..Default::default()
+        }).collect();
+        let mut g = petgraph::graph::DiGraph::<(), ()>::new();
+        let ids: Vec<_> = (0..n).map(|_| g.add_node(())).collect();
+        for (c, p) in &edges {
+            if *c < n && *p < n { g.add_edge(ids[*p], ids[*c], ()); }
+        }
+        let cyclic = petgraph::algo::is_cyclic_directed(&g);
+        match analyze(&specs) {
+            Ok(_) => prop_assert!(!cyclic),
+            Err(e) => {
+                prop_assert!(cyclic);
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with("Cycle detected: "));
+                // The reported path is a real walk over parents that closes a loop.
+                let path: Vec<&str> = msg["Cycle detected: ".len()..].split(" -> ").collect();
+                let last = *path.last().unwrap();
+                prop_assert!(path[..path.len() - 1].contains(&last));
+                for w in path.windows(2) {
+                    let child = specs.iter().find(|s| s.name == w[0]).unwrap();
+                    prop_assert!(child.parents.iter().any(|p| p == w[1]));
+                }
+            }
+        }
+    }
+}
+
+fn chain(n: usize) -> Arc<CompiledDag> {
+    let specs: Vec<NodeSpec> = (0..n)
+        .map(|i| NodeSpec {
+            name: format!("n{i}"),
+            parents: if i == 0 {
+                vec![]
+            } else {
+                vec![format!("n{}", i - 1)]
+            },
+            ..Default::default()
+        })
+        .collect();
+    Arc::new(CompiledDag::compile("chain", &specs).unwrap())
+}
+
+#[test]
+fn failure_cancels_the_rest_unless_tolerated() {
+    let specs = vec![
+        NodeSpec::new("root", &[]),
+        NodeSpec::new("bad", &["root"]),
+        NodeSpec::new("good", &["root"]),
+        NodeSpec {
+            tolerate_parent_errors: true,
+            ..NodeSpec::new("after", &["bad", "good"])
+        },
+        NodeSpec::new("strict", &["bad"]),
+    ];
+    let dag = Arc::new(CompiledDag::compile("d", &specs).unwrap());
+    let id = |n: &str| dag.node_id(n).unwrap();
+
+    // Not tolerated: the run fails with the failing node and nothing else starts.
+    let mut run = DagRun::new(
+        Arc::clone(&dag),
+        DagRunOptions::default(),
+        Recorder::new(1, dag.len(), None, None),
+    );
+    let mut l = Vec::new();
+    run.start(0, &mut l);
+    assert_eq!(l, vec![Launch::Run(id("root"))]);
+    l.clear();
+    run.complete(id("root"), Outcome::Ok, 0, &mut l);
+    assert_eq!(l, vec![Launch::Run(id("bad")), Launch::Run(id("good"))]);
+    l.clear();
+    run.complete(id("bad"), Outcome::Error, 0, &mut l);
+    assert_eq!(run.status(), RunStatus::Failed);
+    assert_eq!(run.failed_node(), Some(id("bad")));
+    assert!(
+        run.is_cancelled(id("good")),
+        "a running sibling sees the cancellation"
+    );
+    run.complete(id("good"), Outcome::Ok, 0, &mut l);
+    assert!(l.is_empty());
+    assert_eq!(run.node_state(id("after")), NodeState::Cancelled);
+
+    // Tolerated: the tolerant child runs, the strict one is cancelled, the run finishes.
+    let opts = DagRunOptions {
+        tolerate_failures: true,
+        ..Default::default()
+    };
+    let mut run = DagRun::new(
+        Arc::clone(&dag),
+        opts,
+        Recorder::new(1, dag.len(), None, None),
+    );
+    run.start(0, &mut l);
+    l.clear();
+    run.complete(id("root"), Outcome::Ok, 0, &mut l);
+    l.clear();
+    run.complete(id("bad"), Outcome::Error, 0, &mut l);
+    assert!(l.is_empty());
+    assert_eq!(run.node_state(id("strict")), NodeState::Cancelled);
+    run.complete(id("good"), Outcome::Ok, 0, &mut l);
+    assert_eq!(l, vec![Launch::Run(id("after"))]);
+    l.clear();
+    run.complete(id("after"), Outcome::Ok, 0, &mut l);
+    assert_eq!(run.status(), RunStatus::Finished);
+}
+
+#[test]
+fn stepwise_and_semaphores_and_cancel() {
+    let dag = chain(3);
+    let opts = DagRunOptions {
+        manual: true,
+        ..Default::default()
+    };
+    let mut run = DagRun::new(Arc::clone(&dag), opts, Recorder::new(1, 3, None, None));
+    let mut l = Vec::new();
+    run.start(0, &mut l);
+    assert_eq!(l, vec![Launch::Ready(0)]);
+    assert!(
+        !run.run_node(1, 0, &mut l),
+        "node 1 still waits for its parent"
+    );
+    l.clear();
+    assert!(run.run_node(0, 0, &mut l));
+    assert_eq!(l, vec![Launch::Run(0)]);
+    assert!(!run.run_node(0, 0, &mut l), "a running node is not ready");
+    l.clear();
+    run.complete(0, Outcome::Ok, 0, &mut l);
+    assert_eq!(l, vec![Launch::Ready(1)]);
+    assert!(run.cancel(0));
+    assert!(!run.cancel(0));
+    assert_eq!(run.node_state(1), NodeState::Cancelled);
+    assert_eq!(run.status(), RunStatus::Cancelled);
+
+    let specs = vec![NodeSpec {
+        semaphore_key: Some("llm".into()),
+        ..NodeSpec::new("a", &[])
+    }];
+    let dag = Arc::new(CompiledDag::compile("s", &specs).unwrap());
+    let opts = DagRunOptions {
+        semaphores: true,
+        ..Default::default()
+    };
+    let mut run = DagRun::new(Arc::clone(&dag), opts, Recorder::new(1, 1, None, None));
+    l.clear();
+    run.start(0, &mut l);
+    assert_eq!(l, vec![Launch::AcquireSemaphore(0)]);
+    assert_eq!(run.node_state(0), NodeState::PendingSemaphore);
+    l.clear();
+    assert!(run.semaphore_acquired(0, 0, &mut l));
+    assert_eq!(l, vec![Launch::Run(0)]);
+}
+
+#[test]
+fn events_follow_the_run_and_nest() {
+    let dag = chain(2);
+    let mut rec = Recorder::new(3, 2, None, None);
+    rec.set_observe(true);
+    let mut run = DagRun::new(Arc::clone(&dag), DagRunOptions::default(), rec);
+    let mut l = Vec::new();
+    run.start(10, &mut l);
+    run.complete(0, Outcome::Ok, 11, &mut l);
+    run.complete(1, Outcome::Ok, 12, &mut l);
+    let outer_step = run.step_id(1, 12);
+    let run_id = run.recorder().run_id(12);
+    let events = run.recorder().drain();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "dag:start",
+            "dag:node_state",
+            "dag:node_start",
+            "dag:node_finish",
+            "dag:node_state",
+            "dag:node_state",
+            "dag:node_start",
+            "dag:node_finish",
+            "dag:node_state",
+            "dag:finish"
+        ]
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].id < w[1].id),
+        "event ids increase"
+    );
+    let run_step = events[0].step;
+    assert_eq!(events[0].parent_step, None);
+    assert!(events[1..9].iter().all(|e| e.parent_step == Some(run_step)));
+
+    // A run nested in node 1's step shares the run id and hangs under that step.
+    let mut inner_rec = Recorder::new(4, 2, Some(run_id), Some(outer_step));
+    inner_rec.set_observe(true);
+    let mut inner = DagRun::new(Arc::clone(&dag), DagRunOptions::default(), inner_rec);
+    inner.start(13, &mut l);
+    assert_eq!(inner.recorder().run_id(13), run_id);
+    let first = &inner.recorder().drain()[0];
+    assert_eq!(first.parent_step, Some(outer_step));
+}
+
+#[test]
+fn rust_closures_run_a_dag_concurrently() {
+    let specs = vec![
+        NodeSpec::new("a", &[]),
+        NodeSpec::new("b", &["a"]),
+        NodeSpec::new("c", &["a"]),
+        NodeSpec::new("d", &["b", "c"]),
+    ];
+    let dag = Arc::new(CompiledDag::compile("diamond", &specs).unwrap());
+    let result = ramus_core::local::run(
+        &dag,
+        2,
+        |name, inputs: &[Option<u64>]| -> Result<u64, String> {
+            let sum: u64 = inputs.iter().flatten().sum();
+            Ok(match name {
+                "a" => 1,
+                "b" => sum + 10,
+                "c" => sum + 100,
+                _ => sum,
+            })
+        },
+    )
+    .unwrap();
+    assert_eq!(result.output(&dag, "d"), Some(&112));
+
+    let err = ramus_core::local::run(&dag, 2, |name, _: &[Option<u64>]| {
+        if name == "c" {
+            Err(format!("{name} failed"))
+        } else {
+            Ok(1)
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.node, "c");
+    assert_eq!(err.error, "c failed");
+}

@@ -1,0 +1,443 @@
+//! The Node.js binding of Ramus: JS values in and out of `ramus-core`, nothing more.
+//!
+//! The JS face (ts/) drives runs on the JS thread: it calls runners and reports each
+//! outcome here synchronously. Calls pass integers and a reusable `Uint32Array`; structured
+//! data crosses as JSON, which V8 and serde both handle far faster than napi property
+//! access (see ARCHITECTURE.md).
+
+#![deny(clippy::all)]
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use ramus_core::{
+    CompiledDag, DagRun, DagRunOptions, DataRef, Event, Id, Launch, NodeSpec, Outcome, Recorder,
+    RunStatus, SemaphoreTable,
+};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh seed per run: the OS-seeded keys of `RandomState`, so ids of runs in different
+/// processes never share their random bits.
+fn seed() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.finish()
+}
+
+fn parse_id(what: &str, s: &str) -> Result<Id> {
+    s.parse()
+        .map_err(|_| Error::from_reason(format!("{what} is not a UUID: {s}")))
+}
+
+/// Node specs arrive as one JSON array of `[name, parents, tolerateParentErrors, semaphoreKey]`.
+fn parse_specs(json: &str) -> Result<Vec<NodeSpec>> {
+    type Row = (String, Option<Vec<String>>, bool, Option<String>);
+    let rows: Vec<Row> = serde_json::from_str(json)
+        .map_err(|e| Error::from_reason(format!("invalid DAG node list: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, parents, tolerate, key)| NodeSpec {
+            name,
+            parents: parents.unwrap_or_default(),
+            tolerate_parent_errors: tolerate,
+            semaphore_key: key,
+        })
+        .collect())
+}
+
+/// Roots and leaves of a DAG, by name.
+#[napi(object)]
+pub struct DagAnalysis {
+    /// Nodes without parents.
+    pub root_nodes: Vec<String>,
+    /// Nodes that are nobody's parent.
+    pub leaf_nodes: Vec<String>,
+}
+
+/// Validate a node list (JSON rows) and return its roots and leaves.
+#[napi]
+pub fn analyze_dag_specs(spec_json: String) -> Result<DagAnalysis> {
+    let a = ramus_core::analyze(&parse_specs(&spec_json)?)
+        .map_err(|e| Error::from_reason(e.to_string()))?;
+    Ok(DagAnalysis {
+        root_nodes: a.root_nodes,
+        leaf_nodes: a.leaf_nodes,
+    })
+}
+
+/// A compiled DAG, shared by its runs.
+#[napi]
+pub struct NativeDag {
+    inner: Arc<CompiledDag>,
+}
+
+#[napi]
+impl NativeDag {
+    /// Validate and compile; throws with the contract's messages.
+    #[napi(constructor)]
+    pub fn new(name: String, spec_json: String) -> Result<Self> {
+        let specs = parse_specs(&spec_json)?;
+        let inner =
+            CompiledDag::compile(name, &specs).map_err(|e| Error::from_reason(e.to_string()))?;
+        Ok(NativeDag {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Leaf node ids, in declaration order.
+    #[napi]
+    pub fn leaves(&self) -> Uint32Array {
+        Uint32Array::new(self.inner.leaves().to_vec())
+    }
+
+    /// Root node ids, in declaration order.
+    #[napi]
+    pub fn roots(&self) -> Uint32Array {
+        Uint32Array::new(self.inner.roots().to_vec())
+    }
+
+    /// Parents of every node as a compressed table: entries `[n+1 .. ]` hold the parent ids
+    /// and entry `i` the offset of node `i`'s parents in it, so JS builds inputs with
+    /// integer loops.
+    #[napi]
+    pub fn parent_table(&self) -> Uint32Array {
+        let n = self.inner.len();
+        let mut table = Vec::with_capacity(n + 1 + n);
+        let mut off = n as u32 + 1;
+        for i in 0..n as u32 {
+            table.push(off);
+            off += self.inner.parents(i).len() as u32;
+        }
+        table.push(off);
+        for i in 0..n as u32 {
+            table.extend_from_slice(self.inner.parents(i));
+        }
+        Uint32Array::new(table)
+    }
+}
+
+const STATUS_SHIFT: u32 = 24;
+const KIND_ACQUIRE: u32 = 1 << 30;
+const KIND_READY: u32 = 2 << 30;
+
+fn status_code(s: RunStatus) -> u32 {
+    match s {
+        RunStatus::Pending => 0,
+        RunStatus::Running => 1,
+        RunStatus::Finished => 2,
+        RunStatus::Failed => 3,
+        RunStatus::Cancelled => 4,
+    }
+}
+
+/// One DAG run, driven by the JS face.
+///
+/// Every driving call writes the nodes to launch into `buf` (node id, with the kind in the
+/// top two bits: run now, acquire semaphores first, or ready in stepwise mode) and returns
+/// `count | status << 24`, so one crossing tells the driver both what to do and whether
+/// the run ended.
+#[napi]
+pub struct NativeDagRun {
+    run: DagRun,
+    launches: Vec<Launch>,
+    name: String,
+}
+
+#[napi]
+impl NativeDagRun {
+    /// `flags`: 1 tolerate failures, 2 stepwise, 4 has semaphores. `run_id` and
+    /// `parent_step_id` are given when the run is nested in another run's step.
+    #[napi(constructor)]
+    pub fn new(
+        dag: &NativeDag,
+        name: String,
+        flags: u32,
+        run_id: Option<String>,
+        parent_step_id: Option<String>,
+    ) -> Result<Self> {
+        let run_id = run_id.map(|s| parse_id("runId", &s)).transpose()?;
+        let parent = parent_step_id
+            .map(|s| parse_id("parentStepId", &s))
+            .transpose()?;
+        let opts = DagRunOptions {
+            tolerate_failures: flags & 1 != 0,
+            manual: flags & 2 != 0,
+            semaphores: flags & 4 != 0,
+        };
+        let rec = Recorder::new(seed(), dag.inner.len(), run_id, parent);
+        Ok(NativeDagRun {
+            run: DagRun::new(Arc::clone(&dag.inner), opts, rec),
+            launches: Vec::new(),
+            name,
+        })
+    }
+
+    fn now(&mut self) -> u64 {
+        if self.run.recorder().observing() {
+            now_ms()
+        } else {
+            0
+        }
+    }
+
+    fn flush(&mut self, mut buf: Uint32ArraySlice) -> u32 {
+        // SAFETY: the buffer is only touched by JS on this same thread, which is blocked in
+        // this call; nothing else aliases it while we write.
+        let out: &mut [u32] = unsafe { buf.as_mut() };
+        let mut count = 0u32;
+        for launch in self.launches.drain(..) {
+            out[count as usize] = match launch {
+                Launch::Run(n) => n,
+                Launch::AcquireSemaphore(n) => n | KIND_ACQUIRE,
+                Launch::Ready(n) => n | KIND_READY,
+            };
+            count += 1;
+        }
+        count | status_code(self.run.status()) << STATUS_SHIFT
+    }
+
+    /// Start the run.
+    #[napi]
+    pub fn start(&mut self, buf: Uint32ArraySlice) -> u32 {
+        let now = self.now();
+        self.run.start(now, &mut self.launches);
+        self.flush(buf)
+    }
+
+    /// Report a node's outcome: 0 ok, 1 error, 2 cancelled itself.
+    #[napi]
+    pub fn complete(&mut self, node: u32, outcome: u32, buf: Uint32ArraySlice) -> u32 {
+        let outcome = match outcome {
+            0 => Outcome::Ok,
+            1 => Outcome::Error,
+            _ => Outcome::Cancelled,
+        };
+        let now = self.now();
+        self.run.complete(node, outcome, now, &mut self.launches);
+        self.flush(buf)
+    }
+
+    /// A node's semaphores were acquired; a count of 0 means it must not run (release).
+    #[napi]
+    pub fn acquired(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
+        let now = self.now();
+        self.run.semaphore_acquired(node, now, &mut self.launches);
+        self.flush(buf)
+    }
+
+    /// Stepwise: start a ready node; a count of 0 means it was not ready.
+    #[napi]
+    pub fn run_node(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
+        let now = self.now();
+        self.run.run_node(node, now, &mut self.launches);
+        self.flush(buf)
+    }
+
+    /// Cancel the run; false when it had already ended.
+    #[napi]
+    pub fn cancel(&mut self) -> bool {
+        let now = self.now();
+        self.run.cancel(now)
+    }
+
+    /// The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled).
+    #[napi(getter)]
+    pub fn status(&self) -> u32 {
+        status_code(self.run.status())
+    }
+
+    /// The node whose failure failed the run, or -1.
+    #[napi(getter)]
+    pub fn failed_node(&self) -> i32 {
+        self.run.failed_node().map_or(-1, |n| n as i32)
+    }
+
+    /// A node's state name.
+    #[napi]
+    pub fn node_state(&self, node: u32) -> &'static str {
+        self.run.node_state(node).as_str()
+    }
+
+    /// Whether a node was cancelled (what `isCancelled()` reads).
+    #[napi]
+    pub fn is_cancelled(&self, node: u32) -> bool {
+        self.run.is_cancelled(node)
+    }
+
+    /// The run id (shared with the enclosing run when nested).
+    #[napi]
+    pub fn run_id(&mut self) -> String {
+        self.run.recorder().run_id(now_ms()).to_string()
+    }
+
+    /// A node's step id.
+    #[napi]
+    pub fn step_id(&mut self, node: u32) -> String {
+        self.run.step_id(node, now_ms()).to_string()
+    }
+
+    /// Turn event recording on or off.
+    #[napi]
+    pub fn set_observe(&mut self, on: bool) {
+        self.run.recorder().set_observe(on);
+    }
+
+    /// Record a custom event of a node's step; the JS face attaches its data.
+    #[napi]
+    pub fn custom_event(&mut self, node: u32, event_type: String) {
+        let now = self.now();
+        self.run.recorder().step_event(
+            node,
+            ramus_core::EventKind::Custom(event_type.into()),
+            DataRef::Custom,
+            now,
+        );
+    }
+
+    /// The events recorded since the last call, as a JSON array (null when none).
+    #[napi]
+    pub fn drain_events(&mut self) -> Option<String> {
+        if !self.run.recorder().has_events() {
+            return None;
+        }
+        let events = self.run.recorder().drain();
+        let run_id = self.run.recorder().run_id(now_ms());
+        let dag = Arc::clone(self.run.dag());
+        Some(events_json(&events, run_id, &self.name, |n| {
+            dag.node_name(n)
+        }))
+    }
+}
+
+/// Data codes the JS face resolves against the values it holds.
+fn data_code(d: DataRef) -> (u8, &'static str) {
+    match d {
+        DataRef::None => (0, ""),
+        DataRef::RunInput => (1, ""),
+        DataRef::RunOutput => (2, ""),
+        DataRef::RunError => (3, ""),
+        DataRef::NodeInput => (4, ""),
+        DataRef::NodeOutput => (5, ""),
+        DataRef::NodeError => (6, ""),
+        DataRef::State(s) => (7, s),
+        DataRef::Custom => (8, ""),
+    }
+}
+
+fn events_json<'a>(
+    events: &[Event],
+    run_id: Id,
+    source: &str,
+    node_name: impl Fn(u32) -> &'a str,
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(events.len() * 260);
+    let source = serde_json::to_string(source).unwrap_or_default();
+    s.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let node = e.node.map_or(-1, |n| n as i64);
+        let node_name = e.node.map_or("", &node_name);
+        let (code, state) = data_code(e.data);
+        let _ = write!(
+            s,
+            r#"{{"id":"{}","type":{},"runId":"{}","stepId":"{}","parentStepId":{},"source":{},"sourceNode":{},"time":{},"node":{},"data":{},"state":"{}"}}"#,
+            e.id,
+            serde_json::to_string(e.kind.as_str()).unwrap_or_default(),
+            run_id,
+            e.step,
+            e.parent_step
+                .map_or("null".to_string(), |p| format!("\"{p}\"")),
+            source,
+            serde_json::to_string(node_name).unwrap_or_default(),
+            e.time,
+            node,
+            code,
+            state
+        );
+    }
+    s.push(']');
+    s
+}
+
+/// Keyed counting semaphores for `LocalSemaphore`; the JS face keeps the promise
+/// resolvers, keyed by the waiter ids this hands out.
+#[napi]
+pub struct NativeSemaphore {
+    table: SemaphoreTable,
+    next_waiter: u32,
+}
+
+fn limit_value(key: &str, limit: f64) -> Result<u32> {
+    if limit.is_finite() && limit >= 0.0 && limit.fract() == 0.0 && limit <= u32::MAX as f64 {
+        Ok(limit as u32)
+    } else {
+        Err(Error::from_reason(format!(
+            "Semaphore limit for '{key}' must be a non-negative integer, got {limit}"
+        )))
+    }
+}
+
+#[napi]
+impl NativeSemaphore {
+    /// Limits per key.
+    #[napi(constructor)]
+    pub fn new(limits: HashMap<String, f64>) -> Result<Self> {
+        let limits = limits
+            .into_iter()
+            .map(|(k, v)| limit_value(&k, v).map(|l| (k, l)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(NativeSemaphore {
+            table: SemaphoreTable::new(limits),
+            next_waiter: 0,
+        })
+    }
+
+    /// 0 when a slot was taken now, else the waiter id that a later release will return.
+    #[napi]
+    pub fn acquire(&mut self, key: String) -> u32 {
+        self.next_waiter = self.next_waiter.wrapping_add(1).max(1);
+        if self.table.acquire(&key, self.next_waiter as u64) {
+            0
+        } else {
+            self.next_waiter
+        }
+    }
+
+    /// Give a slot back; returns the waiter that now holds it, or 0.
+    #[napi]
+    pub fn release(&mut self, key: String) -> u32 {
+        self.table.release(&key).map_or(0, |w| w as u32)
+    }
+
+    /// Change or create a key's limit; returns the waiters that now hold slots.
+    #[napi]
+    pub fn set_limit(&mut self, key: String, limit: f64) -> Result<Vec<u32>> {
+        let limit = limit_value(&key, limit)?;
+        Ok(self
+            .table
+            .set_limit(&key, limit)
+            .into_iter()
+            .map(|w| w as u32)
+            .collect())
+    }
+
+    /// Slots of `key` held now.
+    #[napi]
+    pub fn current(&self, key: String) -> u32 {
+        self.table.current(&key)
+    }
+}

@@ -1,0 +1,132 @@
+import type { Semaphore } from './semaphore';
+
+/** Clients, functions and connections handed to every runner; never serialized. */
+export type Tools = Record<string, any>;
+
+/** Node states of a DAG run. */
+export type DagNodeState = 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished';
+
+/** Parent outputs keyed by parent name. */
+export type AnyInputs = Record<string, unknown>;
+
+/** What a runner receives. */
+export interface NodeArgs<Ctx, Root, Inputs> {
+  /** The run's context: one JSON-serializable object, mutable, shared by the run's nodes. */
+  context: Ctx;
+  /** The outputs of this node's parents, keyed by parent name (`{}` for roots). */
+  input: Inputs;
+  /** The run's input. */
+  rootInput: Root;
+  tools: Tools;
+  /** True once the run was cancelled (or failed) while this node runs. */
+  isCancelled(): boolean;
+  /** Throws a `CancelledError`, which the engine does not count as a failure, once cancelled. */
+  exitIfCancelled(): void;
+  /** Record a custom event tied to this node's step. */
+  emit(type: string, data?: unknown): void;
+}
+
+export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = unknown> {
+  /** Names of the nodes whose outputs this node needs. */
+  parents?: Array<keyof Inputs & string>;
+  /** Join rate limiting under this key: the node holds a slot of each of the run's semaphores while it runs. */
+  semaphoreKey?: string;
+  /** Run even when a parent failed; that parent's input is `undefined`. */
+  tolerateParentErrors?: boolean;
+  tags?: string[];
+  /** Extra data logged with the node. */
+  info?: object;
+  run(args: NodeArgs<Ctx, Root, Inputs>): Out | Promise<Out>;
+}
+
+export type DagNodes<Ctx, Root> = Record<string, DagNode<Ctx, Root, any, any>>;
+
+export interface Dag<Ctx extends object, Root, Out = unknown> {
+  name: string;
+  /** The default context when the caller gives none. */
+  context?: () => Ctx;
+  description?: string;
+  inputSchema?: object;
+  /** Keep running what can run when a node fails; the failed leaves' outputs are `undefined`. */
+  tolerateFailures?: boolean;
+  tags?: string[];
+  info?: object;
+  nodes: DagNodes<Ctx, Root>;
+  /** Phantom: the run's output type, carried by `DagBuilder`. */
+  readonly __output?: Out;
+}
+
+/** The output type of a node. */
+export type DagOutput<N> = N extends DagNode<any, any, any, infer O> ? Awaited<O> : never;
+
+/** Parent outputs keyed by node name, for a nodes record. */
+export type DagInputs<T extends Record<string, DagNode<any, any, any, any>>> = { [K in keyof T]: DagOutput<T[K]> };
+
+/** Options of `runDag` and `new DagRunner`. */
+export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
+  dag: Dag<Ctx, Root, Out> | import('./dag').CompiledDag<Ctx, Root, Out>;
+  input: Root;
+  /** The run's context; defaults to `dag.context()`, or `{}`. */
+  context?: Ctx;
+  tools?: Tools;
+  /** The run's name in events; defaults to the DAG's name. */
+  name?: string;
+  /** Rate limiters for nodes with a `semaphoreKey`. */
+  semaphores?: Semaphore[];
+  /** Asked when a node becomes ready: return false to leave it `ready` for `runNode`. */
+  autorun?: () => boolean;
+  /** Memoizes node outputs by node, runner source and input. */
+  cache?: NodeResultCache;
+}
+
+/** A store for node outputs, keyed by node name and a hash of the runner and its input. */
+export interface NodeResultCache {
+  get(node: string, key: string): string | undefined | null | Promise<string | undefined | null>;
+  set(node: string, key: string, value: string): void | Promise<void>;
+}
+
+type IsUnion<T, U = T> = T extends unknown ? ([U] extends [T] ? false : true) : never;
+
+/** A DAG's output: the leaf's output, or an object of the leaves' outputs. */
+export type LeafOutput<Outs, Leaves extends keyof Outs> = [Leaves] extends [never]
+  ? unknown
+  : true extends IsUnion<Leaves>
+    ? { [K in Leaves]: Outs[K] }
+    : Outs[Leaves];
+
+/**
+ * Builds a DAG with each node's `input` typed from its parents' outputs, and the run's
+ * output typed from the leaves:
+ *
+ * ```ts
+ * const dag = new DagBuilder<{ apiKey: string }, string>('research')
+ *   .node('search', { run: async ({ rootInput }) => [rootInput] })
+ *   .node('summarize', { parents: ['search'], run: ({ input }) => input.search.join() })
+ *   .build();
+ * const text: string = await runDag({ dag, input: 'rust', context: { apiKey } });
+ * ```
+ */
+export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, Parents extends string = never> {
+  readonly #name: string;
+  readonly #nodes: DagNodes<Ctx, Root> = {};
+  readonly #options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'>;
+
+  constructor(name: string, options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'> = {}) {
+    this.#name = name;
+    this.#options = options;
+  }
+
+  /** Add a node; `parents` must name nodes added before it. */
+  node<const K extends string, O, const P extends keyof Outs & string = never>(
+    name: K,
+    node: Omit<DagNode<Ctx, Root, Pick<Outs, P>, O>, 'parents'> & { parents?: readonly P[] },
+  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P> {
+    this.#nodes[name] = { ...node, parents: node.parents ? [...node.parents] : undefined } as DagNode<Ctx, Root>;
+    return this as unknown as DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P>;
+  }
+
+  /** The finished definition. */
+  build(): Dag<Ctx, Root, LeafOutput<Outs, Exclude<keyof Outs, Parents>>> {
+    return { ...this.#options, name: this.#name, nodes: this.#nodes };
+  }
+}

@@ -1,0 +1,107 @@
+import { NativeSemaphore } from './native';
+
+/** Anything a run can take slots from: `LocalSemaphore`, or your own (e.g. a shared one). */
+export interface Semaphore {
+  acquire(key: string): Promise<void>;
+  release(key: string): void | Promise<void>;
+}
+
+/**
+ * Keyed counting semaphores in this process. The counting lives in the Rust core; this
+ * class only keeps the promise resolvers of the waiters.
+ */
+export class LocalSemaphore implements Semaphore {
+  #core: NativeSemaphore;
+  #waiters = new Map<number, () => void>();
+
+  /** `limits`: maximum concurrent holders per key. Keys not listed are unlimited. */
+  constructor(limits: Record<string, number> = {}) {
+    this.#core = new NativeSemaphore(limits);
+  }
+
+  /** Resolves once a slot of `key` is held. Pair every acquire with a `release`. */
+  acquire(key: string): Promise<void> {
+    const waiter = this.#core.acquire(key);
+    if (waiter === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#waiters.set(waiter, resolve));
+  }
+
+  /** Give a slot of `key` back; the longest waiter, if any, gets it. */
+  release(key: string): void {
+    this.#wake(this.#core.release(key));
+  }
+
+  /** Change (or create) the limit of `key`; raising it wakes waiters in order. */
+  setLimit(key: string, limit: number): void {
+    for (const waiter of this.#core.setLimit(key, limit)) this.#wake(waiter);
+  }
+
+  /** Slots of `key` held now. */
+  current(key: string): number {
+    return this.#core.current(key);
+  }
+
+  /** Run `fn` while holding a slot of `key`; the slot is released even if `fn` throws. */
+  async run<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
+    await this.acquire(key);
+    try {
+      return await fn();
+    } finally {
+      this.release(key);
+    }
+  }
+
+  #wake(waiter: number): void {
+    if (waiter === 0) return;
+    const resolve = this.#waiters.get(waiter);
+    this.#waiters.delete(waiter);
+    resolve?.();
+  }
+}
+
+/**
+ * One node's claim on a slot of `key` in every semaphore of its run. Slots taken are given
+ * back by `release()`; after `abort()` (the node will never run) the slots taken so far go
+ * back at once and those granted later go back as they arrive, so a cancelled node does not
+ * sit on one semaphore while waiting for another.
+ */
+export class SlotRequest {
+  readonly #semaphores: readonly Semaphore[];
+  readonly #key: string;
+  #held: Semaphore[] = [];
+  #aborted = false;
+
+  constructor(semaphores: readonly Semaphore[], key: string) {
+    this.#semaphores = semaphores;
+    this.#key = key;
+  }
+
+  /** Resolves once every slot is held; rejects (after giving back what it took) if one acquisition fails. */
+  async acquire(): Promise<void> {
+    try {
+      await Promise.all(
+        this.#semaphores.map(async (s) => {
+          await s.acquire(this.#key);
+          if (this.#aborted) void s.release(this.#key);
+          else this.#held.push(s);
+        }),
+      );
+    } catch (err) {
+      this.abort();
+      throw err;
+    }
+  }
+
+  /** Give back every slot held. */
+  release(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const s of held) void s.release(this.#key);
+  }
+
+  /** Give back what is held and refuse what comes later. */
+  abort(): void {
+    this.#aborted = true;
+    this.release();
+  }
+}
