@@ -75,6 +75,21 @@ describe('event shape', () => {
     expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
   });
 
+  test('ids stay unique across many concurrent runs (event ids, runIds and step ids)', async () => {
+    const runners = Array.from({ length: 50 }, () => new DagRunner({ dag: diamond(), input: 1 }));
+    const all = runners.map((r) => collectEvents(r));
+    await Promise.all(runners.map((r) => r.run()));
+    await settle();
+    const events = all.flat();
+    expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
+    expect(new Set(all.map((evs) => evs[0].runId)).size).toBe(50);
+    const stepIds = new Set(
+      events.filter((e) => e.type === 'dag:start' || e.type === 'dag:node_start').map((e) => e.stepId)
+    );
+    expect(stepIds.size).toBe(50 * 4);
+    for (const evs of all) expect(evs[0].runId).not.toBe(evs[0].stepId);
+  });
+
   test('all events of one run share a runId; two runs get different runIds', async () => {
     const first = await runCollect({ dag: diamond(), input: 1 });
     const second = await runCollect({ dag: diamond(), input: 1 });

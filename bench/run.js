@@ -107,11 +107,12 @@ function projectSeconds(history, n) {
 async function measureAll({ sizes, shapes, peers, budgetS }) {
   const engines = ['floor', 'ramus', ...peers];
   const timeoutMs = Math.max(60, 4 * budgetS) * 1000;
-  const results = new Map(); // `${engine}/${shape}/${n}` → worker answer, or { skipped } for budget skips
+  const results = new Map(); // `${engine}/${shape}/${n}` → worker answer, or a stand-in for a size not run
   for (const shape of shapes) {
     for (const engine of engines) {
       const history = [];
-      let stopped; // once an engine fails, times out or is skipped on a shape, its larger sizes are not tried
+      // Once an engine is skipped, unavailable, failed or killed on a shape, its larger sizes are not tried.
+      let stopped;
       for (const n of sizes) {
         const key = `${engine}/${shape}/${n}`;
         if (stopped) {
@@ -133,8 +134,8 @@ async function measureAll({ sizes, shapes, peers, budgetS }) {
           history.push({ n, perNodeUs: ((result.setupMs + result.runMs) * 1000) / n });
           console.error(`${key}: ${formatNumber((result.runMs * 1000) / n)} µs/node (${tookS} s)`);
         } else {
-          console.error(`${key}: ${result.unavailable ?? result.error ?? (result.timedOut ? 'timed out' : '?')}`);
-          stopped = result;
+          console.error(`${key}: ${result.unavailable ?? result.error ?? 'killed (timeout)'}`);
+          stopped = result.unavailable ? result : { ok: false, afterFailure: true };
         }
       }
     }
@@ -166,8 +167,9 @@ function report({ sizes, shapes, peers, budgetS }, { engines, results, timeoutMs
     return `—${superscript(footnotes.get(text))}`;
   };
   const missing = (result) => {
-    if (result.skipped) return footnoted(`skipped: projected (from the smaller sizes) to exceed the ${budgetS} s budget`);
+    if (result.skipped) return footnoted(`skipped: projected from the smaller sizes to exceed the ${budgetS} s budget`);
     if (result.timedOut) return footnoted(`killed after ${timeoutMs / 1000} s`);
+    if (result.afterFailure) return footnoted('not run: a smaller size failed or was killed');
     if (result.unavailable) return footnoted(result.unavailable);
     return footnoted(`failed: ${result.error.split('\n')[0]}`);
   };
@@ -210,6 +212,10 @@ function report({ sizes, shapes, peers, budgetS }, { engines, results, timeoutMs
     }
   }
 
+  // Markdown line breaks ('  \n') keep the footnotes on separate lines of one paragraph.
+  const footnoteLines = footnotes.size
+    ? [[...footnotes].map(([text, number]) => `${superscript(number)} ${text}`).join('  \n'), '']
+    : [];
   const cpus = os.cpus();
   const versions = peers.map((peer) => `${PEERS[peer].pkg} ${require(`${PEERS[peer].pkg}/package.json`).version}`);
   const out = [
@@ -223,16 +229,16 @@ function report({ sizes, shapes, peers, budgetS }, { engines, results, timeoutMs
       ...versions,
     ].join(' · '),
     '',
-    'µs per node = median run wall time ÷ N (setup excluded; each measurement in a fresh process after a warm-up ' +
-      'run at ≤ 1k). "Ramus ÷ floor": how many times the bare-JS floor Ramus costs; "Peer ÷ Ramus": how many ' +
-      'times Ramus the peer costs. For agent-loop, N is the number of loop steps.',
+    'µs per node = median run wall time ÷ N, setup excluded; each measurement in a fresh process after a warm-up ' +
+      'run at ≤ 1k. "Ramus ÷ floor" = Ramus µs ÷ bare-JS floor µs; "Peer ÷ Ramus" = peer µs ÷ Ramus µs. ' +
+      'For agent-loop, N is the number of loop steps.',
     '',
     markdownTable(summaryHeader, summaryRows),
     '',
-    ...(footnotes.size ? [[...footnotes].map(([text, number]) => `${superscript(number)} ${text}`).join('  \n'), ''] : []),
-    'Setup = define + compile the graph/machine. Runs = measured runs (median reported). Peak ΔRSS = process peak RSS ' +
-      'over the RSS before setup; retained heap = JS heap still live after the first run and a full GC, with the ' +
-      'compiled graph referenced (native memory shows only in RSS).',
+    ...footnoteLines,
+    'Setup = define + compile the graph/machine. Runs = measured runs (median reported). Peak ΔRSS = process ' +
+      'peak RSS over the RSS before setup; retained heap = JS heap still live after the first run and a full GC, ' +
+      'with the compiled graph referenced (native memory shows only in RSS).',
     '',
     markdownTable(
       ['shape', 'N', 'engine', 'setup ms', 'run ms', 'runs', 'peak ΔRSS MB', 'retained heap MB'],

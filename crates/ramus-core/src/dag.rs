@@ -329,6 +329,9 @@ impl CompiledDag {
 mod tests {
     use super::*;
 
+    /// Nodes as `(name, parents)`, and the message analysis must report.
+    type Case<'a> = (&'a [(&'a str, &'a [&'a str])], &'a str);
+
     fn spec(list: &[(&str, &[&str])]) -> Vec<NodeSpec> {
         list.iter().map(|(n, p)| NodeSpec::new(*n, p)).collect()
     }
@@ -349,7 +352,7 @@ mod tests {
 
     #[test]
     fn messages() {
-        let cases: &[(&[(&str, &[&str])], &str)] = &[
+        let cases: &[Case] = &[
             (
                 &[("one", &[]), ("two", &["one", "three"])],
                 "Node 'two' has unknown parent 'three'",
