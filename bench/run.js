@@ -16,19 +16,17 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { shapes: ALL_SHAPES } = require('./workloads');
 
-const PEERS = {
-  xstate: { label: 'XState', pkg: 'xstate' },
-  langgraph: { label: 'LangGraph', pkg: '@langchain/langgraph' },
-};
+const PEER_PACKAGES = { xstate: 'xstate', langgraph: '@langchain/langgraph' };
+const PEERS = Object.keys(PEER_PACKAGES);
 const LABELS = { floor: 'floor', ramus: 'Ramus', xstate: 'XState', langgraph: 'LangGraph' };
 const DEFAULT_SIZES = '1k,10k,100k,1M';
-// Workers get far more heap than Node's default: at 1M nodes a peer's definition alone can pass 4 GB. Warnings are
-// silenced because LangGraph trips MaxListenersExceededWarning on every large graph, which is noise here.
+// Workers get far more heap than Node's default (~4 GB): XState keeps ~3 KB per state, so a 1M-state machine alone
+// is ~3 GB. Warnings are silenced because LangGraph trips MaxListenersExceededWarning on every large graph.
 const WORKER_EXEC_ARGV = ['--expose-gc', '--no-warnings', '--max-old-space-size=16384'];
 
 function usage(message) {
   console.error(`${message}\n\nusage: node --expose-gc bench/run.js [--sizes ${DEFAULT_SIZES}] ` +
-    `[--shapes ${ALL_SHAPES.join(',')}] [--peers ${Object.keys(PEERS).join(',')}] [--budget SECONDS]`);
+    `[--shapes ${ALL_SHAPES.join(',')}] [--peers ${PEERS.join(',')}] [--budget SECONDS]`);
   process.exit(2);
 }
 
@@ -52,7 +50,7 @@ function parseOptions() {
       options: {
         sizes: { type: 'string', default: DEFAULT_SIZES },
         shapes: { type: 'string', default: ALL_SHAPES.join(',') },
-        peers: { type: 'string', default: Object.keys(PEERS).join(',') },
+        peers: { type: 'string', default: PEERS.join(',') },
         budget: { type: 'string', default: '30' },
       },
     }));
@@ -64,7 +62,7 @@ function parseOptions() {
   return {
     sizes: values.sizes.split(',').map(parseSize).sort((a, b) => a - b),
     shapes: parseList(values.shapes, ALL_SHAPES, 'shape'),
-    peers: parseList(values.peers, Object.keys(PEERS), 'peer'),
+    peers: parseList(values.peers, PEERS, 'peer'),
     budgetS,
   };
 }
@@ -106,6 +104,8 @@ function projectSeconds(history, n) {
 
 async function measureAll({ sizes, shapes, peers, budgetS }) {
   const engines = ['floor', 'ramus', ...peers];
+  // The kill timeout is generous because one measured size gives no growth rate: LangGraph's chain, at ~2 ms/node
+  // at 1k, projects 20 s at 10k but takes ~75 s, and that data point is still worth having.
   const timeoutMs = Math.max(60, 4 * budgetS) * 1000;
   const results = new Map(); // `${engine}/${shape}/${n}` → worker answer, or a stand-in for a size not run
   for (const shape of shapes) {
@@ -179,7 +179,7 @@ function report({ sizes, shapes, peers, budgetS }, { engines, results, timeoutMs
   };
 
   const summaryHeader = ['shape', 'N', 'floor µs', 'Ramus µs', 'Ramus ÷ floor'];
-  for (const peer of peers) summaryHeader.push(`${PEERS[peer].label} µs`, `${PEERS[peer].label} ÷ Ramus`);
+  for (const peer of peers) summaryHeader.push(`${LABELS[peer]} µs`, `${LABELS[peer]} ÷ Ramus`);
   const summaryRows = [];
   const detailRows = [];
   for (const shape of shapes) {
@@ -217,7 +217,10 @@ function report({ sizes, shapes, peers, budgetS }, { engines, results, timeoutMs
     ? [[...footnotes].map(([text, number]) => `${superscript(number)} ${text}`).join('  \n'), '']
     : [];
   const cpus = os.cpus();
-  const versions = peers.map((peer) => `${PEERS[peer].pkg} ${require(`${PEERS[peer].pkg}/package.json`).version}`);
+  const versions = peers.map((peer) => {
+    const pkg = PEER_PACKAGES[peer];
+    return `${pkg} ${require(`${pkg}/package.json`).version}`;
+  });
   const out = [
     '### Ramus benchmark: engine overhead per node',
     '',

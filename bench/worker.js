@@ -50,8 +50,9 @@ async function measure(engine, shape, n) {
     totalMs += ms;
     if (retainedHeapMB === undefined) {
       // After the first run, with the compiled graph still referenced: what the definition + engine keep alive.
+      // Clamped because for tiny graphs GC noise can put heapUsed a few KB below the baseline.
       collect();
-      retainedHeapMB = (process.memoryUsage().heapUsed - heapBefore) / MB;
+      retainedHeapMB = Math.max(0, (process.memoryUsage().heapUsed - heapBefore) / MB);
     }
   } while (runMs.length < MAX_RUNS && totalMs < REPEAT_WHILE_TOTAL_MS_BELOW);
 

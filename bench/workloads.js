@@ -57,18 +57,16 @@ const increment = async (i) => i + 1;
 // `{ [name]: value }` with a million distinct names creates a hidden class per name and makes the floor several
 // times slower than it needs to be at 100k+.
 
-function inputOf(names, values) {
-  const input = Object.create(null);
-  for (let i = 0; i < names.length; i++) input[names[i]] = values[i];
-  return input;
-}
-
 const floor = {
   chain(n) {
     const { names, runs } = chainNodes(n);
     return async () => {
       let output = await runs[0]({ input: {} });
-      for (let i = 1; i < n; i++) output = await runs[i]({ input: inputOf([names[i - 1]], [output]) });
+      for (let i = 1; i < n; i++) {
+        const input = Object.create(null);
+        input[names[i - 1]] = output;
+        output = await runs[i]({ input });
+      }
       return output;
     };
   },
@@ -77,7 +75,9 @@ const floor = {
     return async () => {
       const rootOutput = await root({ input: {} });
       const outputs = await Promise.all(middleRuns.map((run) => run({ input: { root: rootOutput } })));
-      return sink({ input: inputOf(middleNames, outputs) });
+      const input = Object.create(null);
+      for (let i = 0; i < n; i++) input[middleNames[i]] = outputs[i];
+      return sink({ input });
     };
   },
   'agent-loop'(k) {
@@ -125,13 +125,30 @@ const ramus = {
     const dag = new CompiledDag({ name: 'bench-fanout', nodes });
     return () => runDag({ dag, input: {} });
   },
-  // Agent-loop hook: StateMachineRunner is not part of the engine yet. Until it is exported this reports the
-  // Ramus column as skipped; once it is, wire a machine here with one `step` state whose transition guard
-  // (`i < k`) loops back to itself, mirroring the XState and LangGraph versions below.
-  'agent-loop'() {
+  // Agent-loop hook (StateMachineRunner; builds without it report the column as skipped): one `step` state whose
+  // eventless transition loops back to itself while its guard holds, then rests in `done`. Each state's output is
+  // the next state's input. The machine config is compiled on first use and cached per config object, so a run
+  // here is a new runner over an already-compiled machine, like a new XState actor or a LangGraph invoke.
+  'agent-loop'(k) {
     const { StateMachineRunner } = loadRamus();
     if (typeof StateMachineRunner !== 'function') throw new Unavailable('Ramus has no StateMachineRunner export yet');
-    throw new Unavailable('StateMachineRunner exists but the agent-loop hook in bench/workloads.js is not wired yet');
+    const config = {
+      name: 'bench-agent-loop',
+      initial: 'step',
+      maxSteps: k + 10,
+      nodes: {
+        step: {
+          run: ({ input }) => increment(input),
+          transition: { '': [{ state: 'step', condition: ({ output }) => output < k }, { state: 'done' }] },
+        },
+        done: { final: true, run: ({ input }) => input },
+      },
+    };
+    return async () => {
+      const runner = new StateMachineRunner({ config, input: 0 });
+      await runner.run();
+      return runner.output;
+    };
   },
 };
 
