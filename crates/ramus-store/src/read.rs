@@ -1,0 +1,286 @@
+//! The reads, on the read connection. In WAL mode they see the last committed state and
+//! never wait for the writer (nor make it wait).
+
+use rusqlite::types::{Type, Value};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    CustomEvent, Definition, PendingEvent, Run, RunFilter, Step, Timer, Transition,
+};
+
+const RUN_COLUMNS: &str = "id, name, kind, definition_name, definition_version, status, input, \
+    output, error, tags, info, trace_id, span_id, parent_run_id, parent_step_id, snapshot, \
+    created_at, updated_at, ended_at";
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
+    let tags: String = row.get(9)?;
+    let tags = serde_json::from_str(&tags)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, Type::Text, Box::new(e)))?;
+    Ok(Run {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        definition_name: row.get(3)?,
+        definition_version: row.get(4)?,
+        status: row.get(5)?,
+        input: row.get(6)?,
+        output: row.get(7)?,
+        error: row.get(8)?,
+        tags,
+        info: row.get(10)?,
+        trace_id: row.get(11)?,
+        span_id: row.get(12)?,
+        parent_run_id: row.get(13)?,
+        parent_step_id: row.get(14)?,
+        snapshot: row.get(15)?,
+        created_at: row.get(16)?,
+        updated_at: row.get(17)?,
+        ended_at: row.get(18)?,
+    })
+}
+
+const STEP_COLUMNS: &str = "id, run_id, seq, node, parent_step_id, input, output, error, \
+    status, attempt, started_at, ended_at";
+
+fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
+    Ok(Step {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        seq: row.get(2)?,
+        node: row.get(3)?,
+        parent_step_id: row.get(4)?,
+        input: row.get(5)?,
+        output: row.get(6)?,
+        error: row.get(7)?,
+        status: row.get(8)?,
+        attempt: row.get(9)?,
+        started_at: row.get(10)?,
+        ended_at: row.get(11)?,
+    })
+}
+
+const TRANSITION_COLUMNS: &str =
+    "id, run_id, step_id, seq, from_state, to_state, event_type, event_data, time";
+
+fn transition_row(row: &Row<'_>) -> rusqlite::Result<Transition> {
+    Ok(Transition {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        step_id: row.get(2)?,
+        seq: row.get(3)?,
+        from_state: row.get(4)?,
+        to_state: row.get(5)?,
+        event_type: row.get(6)?,
+        event_data: row.get(7)?,
+        time: row.get(8)?,
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "id, run_id, step_id, parent_step_id, type, source, source_node, data, time";
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<CustomEvent> {
+    Ok(CustomEvent {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        step_id: row.get(2)?,
+        parent_step_id: row.get(3)?,
+        event_type: row.get(4)?,
+        source: row.get(5)?,
+        source_node: row.get(6)?,
+        data: row.get(7)?,
+        time: row.get(8)?,
+    })
+}
+
+const PENDING_COLUMNS: &str = "id, run_id, type, data, queue, created_at, delivered_at";
+
+fn pending_row(row: &Row<'_>) -> rusqlite::Result<PendingEvent> {
+    Ok(PendingEvent {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        event_type: row.get(2)?,
+        data: row.get(3)?,
+        queue: row.get(4)?,
+        created_at: row.get(5)?,
+        delivered_at: row.get(6)?,
+    })
+}
+
+const TIMER_COLUMNS: &str = "id, run_id, kind, due_at, payload, fired_at";
+
+fn timer_row(row: &Row<'_>) -> rusqlite::Result<Timer> {
+    Ok(Timer {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        kind: row.get(2)?,
+        due_at: row.get(3)?,
+        payload: row.get(4)?,
+        fired_at: row.get(5)?,
+    })
+}
+
+const DEFINITION_COLUMNS: &str = "name, version, kind, hash, config, created_at";
+
+fn definition_row(row: &Row<'_>) -> rusqlite::Result<Definition> {
+    Ok(Definition {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        kind: row.get(2)?,
+        hash: row.get(3)?,
+        config: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// Run `sql` with `params` and collect its rows; `what` names the read in errors.
+fn collect<T, P>(
+    conn: &Connection,
+    what: impl Fn() -> String,
+    sql: &str,
+    params: P,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>>
+where
+    P: rusqlite::Params,
+{
+    let run = || -> rusqlite::Result<Vec<T>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, map)?;
+        rows.collect()
+    };
+    run().map_err(|source| Error::read(what(), source))
+}
+
+pub(crate) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(name) = &filter.name {
+        sql.push_str(" AND name = ?");
+        params.push(Value::Text(name.clone()));
+    }
+    if let Some(status) = filter.status {
+        sql.push_str(" AND status = ?");
+        params.push(Value::Text(status.as_str().to_owned()));
+    }
+    for tag in &filter.tags {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)");
+        params.push(Value::Text(tag.clone()));
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = filter.limit {
+        sql.push_str(" LIMIT ?");
+        params.push(Value::Integer(limit.into()));
+    }
+    collect(
+        conn,
+        || "runs".to_owned(),
+        &sql,
+        params_from_iter(params),
+        run_row,
+    )
+}
+
+pub(crate) fn run(conn: &Connection, id: &str) -> Result<Option<Run>> {
+    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], run_row).optional())
+        .map_err(|source| Error::read(format!("run {id}"), source))
+}
+
+pub(crate) fn steps(conn: &Connection, run_id: &str) -> Result<Vec<Step>> {
+    collect(
+        conn,
+        || format!("steps of run {run_id}"),
+        &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY seq"),
+        [run_id],
+        step_row,
+    )
+}
+
+pub(crate) fn transitions(conn: &Connection, run_id: &str) -> Result<Vec<Transition>> {
+    collect(
+        conn,
+        || format!("transitions of run {run_id}"),
+        &format!("SELECT {TRANSITION_COLUMNS} FROM transitions WHERE run_id = ?1 ORDER BY seq"),
+        [run_id],
+        transition_row,
+    )
+}
+
+pub(crate) fn events(conn: &Connection, run_id: &str) -> Result<Vec<CustomEvent>> {
+    collect(
+        conn,
+        || format!("events of run {run_id}"),
+        &format!("SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY time, id"),
+        [run_id],
+        event_row,
+    )
+}
+
+pub(crate) fn pending_events(conn: &Connection, run_id: &str) -> Result<Vec<PendingEvent>> {
+    collect(
+        conn,
+        || format!("pending events of run {run_id}"),
+        &format!(
+            "SELECT {PENDING_COLUMNS} FROM pending_events \
+             WHERE run_id = ?1 AND delivered_at IS NULL ORDER BY created_at, id"
+        ),
+        [run_id],
+        pending_row,
+    )
+}
+
+pub(crate) fn due_timers(conn: &Connection, now: i64) -> Result<Vec<Timer>> {
+    collect(
+        conn,
+        || "due timers".to_owned(),
+        &format!(
+            "SELECT {TIMER_COLUMNS} FROM timers \
+             WHERE fired_at IS NULL AND due_at <= ?1 ORDER BY due_at, id"
+        ),
+        [now],
+        timer_row,
+    )
+}
+
+pub(crate) fn timers(conn: &Connection, run_id: &str) -> Result<Vec<Timer>> {
+    collect(
+        conn,
+        || format!("timers of run {run_id}"),
+        &format!("SELECT {TIMER_COLUMNS} FROM timers WHERE run_id = ?1 ORDER BY due_at, id"),
+        [run_id],
+        timer_row,
+    )
+}
+
+pub(crate) fn definition(
+    conn: &Connection,
+    name: &str,
+    version: Option<i64>,
+) -> Result<Option<Definition>> {
+    let result = match version {
+        Some(version) => conn
+            .prepare_cached(&format!(
+                "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ?1 AND version = ?2"
+            ))
+            .and_then(|mut stmt| stmt.query_row((name, version), definition_row).optional()),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ?1 \
+                 ORDER BY version DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([name], definition_row).optional()),
+    };
+    result.map_err(|source| Error::read(format!("definition {name:?}"), source))
+}
+
+pub(crate) fn schema_version(conn: &Connection) -> Result<u32> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get::<_, String>(0),
+    )
+    .map_err(|source| Error::read("schema version", source))
+    .map(|v| v.parse().unwrap_or(0))
+}

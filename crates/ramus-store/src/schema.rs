@@ -1,0 +1,190 @@
+//! The schema and its migrations.
+//!
+//! `meta` holds `schema_version`; `MIGRATIONS[i]` takes the schema from version `i` to
+//! `i + 1`. Opening a database applies the missing migrations in one `BEGIN IMMEDIATE`
+//! transaction, so two processes opening the same new file serialize on the write lock and
+//! the second sees the first's result instead of failing on `CREATE TABLE`. Migrations
+//! are append-only: a released migration is never edited, a change is a new one.
+//! `docs/schema.md` documents the result and must change with it.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+/// The ordered migrations. The schema version of a database is how many were applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE definitions (
+        name        TEXT    NOT NULL,
+        version     INTEGER NOT NULL CHECK (version >= 1),
+        kind        TEXT    NOT NULL CHECK (kind IN ('dag', 'machine')),
+        hash        TEXT    NOT NULL,
+        config      TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+
+    CREATE TABLE runs (
+        id                  TEXT    NOT NULL PRIMARY KEY,
+        name                TEXT    NOT NULL,
+        kind                TEXT    NOT NULL CHECK (kind IN ('dag', 'machine')),
+        definition_name     TEXT,
+        definition_version  INTEGER,
+        status              TEXT    NOT NULL,
+        input               TEXT,
+        output              TEXT,
+        error               TEXT,
+        tags                TEXT    NOT NULL DEFAULT '[]',
+        info                TEXT,
+        trace_id            TEXT,
+        span_id             TEXT,
+        parent_run_id       TEXT,
+        parent_step_id      TEXT,
+        snapshot            TEXT,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        ended_at            INTEGER
+    );
+    CREATE INDEX runs_created ON runs (created_at);
+    CREATE INDEX runs_name_created ON runs (name, created_at);
+    CREATE INDEX runs_status_created ON runs (status, created_at);
+    CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+
+    CREATE TABLE steps (
+        id              TEXT    NOT NULL PRIMARY KEY,
+        run_id          TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq             INTEGER NOT NULL,
+        node            TEXT    NOT NULL,
+        parent_step_id  TEXT,
+        input           TEXT,
+        output          TEXT,
+        error           TEXT,
+        status          TEXT    NOT NULL,
+        attempt         INTEGER NOT NULL DEFAULT 1,
+        started_at      INTEGER,
+        ended_at        INTEGER
+    );
+    CREATE UNIQUE INDEX steps_run_seq ON steps (run_id, seq);
+
+    CREATE TABLE transitions (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        run_id      TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step_id     TEXT,
+        seq         INTEGER NOT NULL,
+        from_state  TEXT,
+        to_state    TEXT    NOT NULL,
+        event_type  TEXT,
+        event_data  TEXT,
+        time        INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX transitions_run_seq ON transitions (run_id, seq);
+
+    CREATE TABLE events (
+        id              TEXT    NOT NULL PRIMARY KEY,
+        run_id          TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step_id         TEXT,
+        parent_step_id  TEXT,
+        type            TEXT    NOT NULL,
+        source          TEXT,
+        source_node     TEXT,
+        data            TEXT,
+        time            INTEGER NOT NULL
+    );
+    CREATE INDEX events_run_time ON events (run_id, time);
+
+    CREATE TABLE pending_events (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        run_id        TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        type          TEXT    NOT NULL,
+        data          TEXT,
+        queue         INTEGER NOT NULL DEFAULT 0 CHECK (queue IN (0, 1)),
+        created_at    INTEGER NOT NULL,
+        delivered_at  INTEGER
+    );
+    -- (run_id, delivered_at) serves both "undelivered events of a run" and the
+    -- foreign-key lookup of the cascade, which a partial index could not.
+    CREATE INDEX pending_events_run ON pending_events (run_id, delivered_at, created_at);
+
+    CREATE TABLE timers (
+        id        TEXT    NOT NULL PRIMARY KEY,
+        run_id    TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind      TEXT    NOT NULL CHECK (kind IN ('delay', 'timeout')),
+        due_at    INTEGER NOT NULL,
+        payload   TEXT,
+        fired_at  INTEGER
+    );
+    CREATE INDEX timers_run ON timers (run_id);
+    CREATE INDEX timers_due ON timers (due_at) WHERE fired_at IS NULL;
+    "#,
+];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the database to [`SCHEMA_VERSION`]. Returns the version found before.
+pub(crate) fn migrate(conn: &mut Connection, now_ms: i64) -> Result<u32> {
+    let migration_err = |version: u32| {
+        move |source: rusqlite::Error| Error::Migration {
+            version,
+            source: Arc::new(source),
+        }
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(migration_err(1))?;
+    // `meta` exists before any migration because it records which ones ran.
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    .map_err(migration_err(1))?;
+    let found: u32 = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(migration_err(1))?
+        .map(|v| v.parse().unwrap_or(u32::MAX))
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        // Nothing to do; dropping `tx` rolls back the no-op `CREATE TABLE IF NOT EXISTS`.
+        return Ok(found);
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as u32 + 1;
+        tx.execute_batch(sql).map_err(migration_err(version))?;
+    }
+    let set = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+               ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    let stamp = [
+        ("schema_version", SCHEMA_VERSION.to_string()),
+        ("migrated_at", now_ms.to_string()),
+        (
+            "writer",
+            concat!("ramus-store ", env!("CARGO_PKG_VERSION")).to_owned(),
+        ),
+    ];
+    for (key, value) in stamp {
+        tx.execute(set, (key, value))
+            .map_err(migration_err(SCHEMA_VERSION))?;
+    }
+    if found == 0 {
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?1)",
+            [now_ms.to_string()],
+        )
+        .map_err(migration_err(1))?;
+    }
+    tx.commit().map_err(migration_err(SCHEMA_VERSION))?;
+    Ok(found)
+}
