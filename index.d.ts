@@ -69,6 +69,74 @@ export declare class NativeDagRun {
   drainEvents(): string | null
 }
 
+/** A compiled state machine, shared by its runs. */
+export declare class NativeMachine {
+  /** Validate and compile; throws with the contract's messages. */
+  constructor(specJson: string)
+  /** A state's id by name, or -1. */
+  stateId(name: string): number
+}
+
+/** One state machine run, driven by the JS face. */
+export declare class NativeMachineRun {
+  /**
+   * `flags`: 1 has semaphores. `run_id`/`parent_step_id` when nested; `initial`
+   * overrides the machine's initial state.
+   */
+  constructor(machine: NativeMachine, name: string, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null)
+  /** Actions left over when the last call's buffer was full. */
+  more(buf: Float64Array): number
+  /** The message of the last core-made error (limits). */
+  get message(): string | null
+  /** Run the current state once, if it can step. */
+  step(buf: Float64Array): number
+  /**
+   * Report a state run: outcome 0 ok, 1 error, 2 chose `target` (with `delay_ms` >= 0),
+   * 3 stopped itself on cancellation.
+   */
+  stateDone(slot: number, outcome: number, target: number, delayMs: number, guards: (arg0: number, arg1: number) => number, buf: Float64Array): number
+  /** Deliver an event; `handle` is the face's key for its data. */
+  send(handle: number, eventType: string, queue: boolean, guards: (arg0: number, arg1: number) => number, buf: Float64Array): number
+  /** A timer fired. */
+  timerFired(timer: number, buf: Float64Array): number
+  /**
+   * Semaphore slots acquired for `slot`; `false` means the state must not run any
+   * more and the face gives the slots back.
+   */
+  semaphoreAcquired(slot: number): boolean
+  /** Cancel the machine; false when it already was. */
+  cancel(): boolean
+  /** Validate a runner's `transitionTo` target; returns the state id. */
+  resolveChoice(target: string): number
+  /** The status name. */
+  get status(): string
+  /** Whether the machine halted on a failure without an error state. */
+  get halted(): boolean
+  /** Auto mode: the machine steps by itself whenever it can (see `MachineRun::set_auto`). */
+  setAuto(on: boolean): void
+  /** Whether `step()` would run a state now. */
+  canStep(): boolean
+  /** The current state id. */
+  get current(): number
+  /** Whether the run of `slot` should stop. */
+  isCancelled(slot: number): boolean
+  /** Event types of the current state. */
+  availableEvents(): Array<string>
+  /** The run id. */
+  runId(): string
+  /** A step's id. */
+  stepId(slot: number): string
+  /** Turn event recording on or off. */
+  setObserve(on: boolean): void
+  /** Record a custom event of a step; the face attaches its data. */
+  customEvent(slot: number, eventType: string): void
+  /**
+   * The events recorded since the last call, as a JSON array (null when none). An
+   * event's `node` is its step slot; the face knows which state that visit was.
+   */
+  drainEvents(): string | null
+}
+
 /**
  * Keyed counting semaphores for `LocalSemaphore`; the JS face keeps the promise
  * resolvers, keyed by the waiter ids this hands out.
@@ -96,3 +164,6 @@ export interface DagAnalysis {
   /** Nodes that are nobody's parent. */
   leafNodes: Array<string>
 }
+
+/** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
+export declare function parseDurationMs(text: string): number

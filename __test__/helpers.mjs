@@ -86,3 +86,76 @@ export function concurrencyTracker() {
   };
   return t;
 }
+
+// ---- State machine helpers (added for the machine*.test.mjs files) ----
+
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A RegExp matching exactly `msg` (for `toThrow`). */
+export const exactMessage = (msg) => new RegExp(`^${escapeRegExp(msg)}$`);
+
+/** Call `fn`, expect it to throw a plain Error (name 'Error') with exactly `msg`; returns the error. */
+export function expectPlainThrow(fn, msg) {
+  let caught;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  if (caught === undefined) throw new Error(`expected to throw "${msg}", but it did not throw`);
+  if (!(caught instanceof Error)) throw new Error(`expected an Error, got ${String(caught)}`);
+  if (caught.message !== msg) throw new Error(`expected message "${msg}", got "${caught.message}"`);
+  if (caught.name !== 'Error') throw new Error(`expected a plain Error, got name "${caught.name}"`);
+  return caught;
+}
+
+/** Record every 'state_machine:state' payload of a machine runner as "status@state" strings and raw payloads. */
+export function statusLog(runner) {
+  const raw = [];
+  runner.on('state_machine:state', (s) => raw.push(s));
+  return {
+    raw,
+    get seq() {
+      return raw.map((s) => `${s.machineState}@${s.state}`);
+    },
+  };
+}
+
+/** Wait until a machine runner's machineStatus is `status` (and optionally its state is `state`). */
+export function waitForStatus(runner, status, state, ms = 3000) {
+  return waitUntil(
+    () => runner.machineStatus === status && (state === undefined || runner.state === state),
+    `machineStatus ${status}${state ? ` at ${state}` : ''} (now ${runner.machineStatus} at ${runner.state})`,
+    ms
+  );
+}
+
+/** Attach handlers to a promise now and read its outcome later (avoids unhandled rejections). */
+export function outcome(promise) {
+  const o = { settled: false, status: 'pending', value: undefined, reason: undefined };
+  o.promise = Promise.resolve(promise).then(
+    (value) => Object.assign(o, { settled: true, status: 'fulfilled', value }),
+    (reason) => Object.assign(o, { settled: true, status: 'rejected', reason })
+  );
+  return o;
+}
+
+/**
+ * Guard a machine runner against a runaway synchronous loop in the engine (which would block the
+ * test worker forever): after `max` 'running' statuses it cancels the runner. Assert
+ * `guard.tripped` is false to report such a loop as a normal test failure.
+ */
+export function loopGuard(runner, max = 25) {
+  const guard = { tripped: false, runs: 0 };
+  runner.on('state_machine:state', (s) => {
+    if (s.machineState !== 'running') return;
+    guard.runs += 1;
+    if (guard.runs > max && !guard.tripped) {
+      guard.tripped = true;
+      runner.cancel();
+    }
+  });
+  return guard;
+}
+
+export const RUNAWAY = 'runaway loop: the engine kept re-running states (guard cancelled the machine)';

@@ -20,7 +20,9 @@ use ramus_core::{
     RunStatus, SemaphoreTable,
 };
 
-fn now_ms() -> u64 {
+pub mod machine;
+
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -29,13 +31,13 @@ fn now_ms() -> u64 {
 
 /// A fresh seed per run: the OS-seeded keys of `RandomState`, so ids of runs in different
 /// processes never share their random bits.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(now_ms());
     h.finish()
 }
 
-fn parse_id(what: &str, s: &str) -> Result<Id> {
+pub(crate) fn parse_id(what: &str, s: &str) -> Result<Id> {
     s.parse()
         .map_err(|_| Error::from_reason(format!("{what} is not a UUID: {s}")))
 }
@@ -321,21 +323,24 @@ impl NativeDagRun {
 }
 
 /// Data codes the JS face resolves against the values it holds.
-fn data_code(d: DataRef) -> (u8, &'static str) {
+/// `(code, state name, argument)`; the argument is the machine's state id for status events.
+fn data_code(d: DataRef) -> (u8, &'static str, i64) {
     match d {
-        DataRef::None => (0, ""),
-        DataRef::RunInput => (1, ""),
-        DataRef::RunOutput => (2, ""),
-        DataRef::RunError => (3, ""),
-        DataRef::NodeInput => (4, ""),
-        DataRef::NodeOutput => (5, ""),
-        DataRef::NodeError => (6, ""),
-        DataRef::State(s) => (7, s),
-        DataRef::Custom => (8, ""),
+        DataRef::None => (0, "", -1),
+        DataRef::RunInput => (1, "", -1),
+        DataRef::RunOutput => (2, "", -1),
+        DataRef::RunError => (3, "", -1),
+        DataRef::NodeInput => (4, "", -1),
+        DataRef::NodeOutput => (5, "", -1),
+        DataRef::NodeError => (6, "", -1),
+        DataRef::State(s) => (7, s, -1),
+        DataRef::Custom => (8, "", -1),
+        DataRef::Status(s, state) => (9, s, state as i64),
+        DataRef::Transition => (10, "", -1),
     }
 }
 
-fn events_json<'a>(
+pub(crate) fn events_json<'a>(
     events: &[Event],
     run_id: Id,
     source: &str,
@@ -351,10 +356,10 @@ fn events_json<'a>(
         }
         let node = e.node.map_or(-1, |n| n as i64);
         let node_name = e.node.map_or("", &node_name);
-        let (code, state) = data_code(e.data);
+        let (code, state, arg) = data_code(e.data);
         let _ = write!(
             s,
-            r#"{{"id":"{}","type":{},"runId":"{}","stepId":"{}","parentStepId":{},"source":{},"sourceNode":{},"time":{},"node":{},"data":{},"state":"{}"}}"#,
+            r#"{{"id":"{}","type":{},"runId":"{}","stepId":"{}","parentStepId":{},"source":{},"sourceNode":{},"time":{},"node":{},"data":{},"state":"{}","arg":{}}}"#,
             e.id,
             serde_json::to_string(e.kind.as_str()).unwrap_or_default(),
             run_id,
@@ -366,7 +371,8 @@ fn events_json<'a>(
             e.time,
             node,
             code,
-            state
+            state,
+            arg
         );
     }
     s.push(']');

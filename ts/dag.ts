@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 
-import { currentStep, type StepFrame, type StepOwner } from './context';
-import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache, Tools } from './dag-types';
+import { currentStep } from './context';
+import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError } from './errors';
-import { DataCode, reportListenerError, type RamusEvent, type WireEvent } from './events';
+import { DataCode, type RamusEvent, type WireEvent } from './events';
 import { analyzeDagSpecs, NativeDag, NativeDagRun } from './native';
+import { callInStep, RunnerBase, StepArgs } from './runner-base';
 import { SlotRequest, type Semaphore } from './semaphore';
 
 /** Node rows as the binding reads them: `[name, parents, tolerateParentErrors, semaphoreKey]`. */
@@ -103,59 +103,25 @@ const STATUS_CANCELLED = 4;
 const COUNT_MASK = 0xffffff;
 const NODE_MASK = 0x3fffffff;
 
-/** The arguments of one node call; also the async-context frame of its step. */
-class DagNodeArgs implements NodeArgs<any, any, any>, StepFrame {
-  context: any;
+/** The arguments of one node call. */
+class DagNodeArgs extends StepArgs implements NodeArgs<any, any, any> {
   input: any;
-  rootInput: any;
-  tools: Tools;
-  readonly owner: DagRunner<any, any, any>;
-  readonly slot: number;
 
   constructor(owner: DagRunner<any, any, any>, slot: number, input: unknown) {
-    this.context = owner.context;
+    super(owner, slot);
     this.input = input;
-    this.rootInput = owner.input;
-    this.tools = owner.tools;
-    this.owner = owner;
-    this.slot = slot;
   }
-
-  // Getters returning closures, so destructured `({ isCancelled, emit })` works, while a
-  // node that never touches them allocates nothing.
-  get isCancelled(): () => boolean {
-    return () => this.owner.nodeCancelled(this.slot);
-  }
-
-  get exitIfCancelled(): () => void {
-    return () => {
-      if (this.owner.nodeCancelled(this.slot)) throw new CancelledError();
-    };
-  }
-
-  get emit(): (type: string, data?: unknown) => void {
-    return (type, data) => this.owner.customEvent(this.slot, type, data);
-  }
-}
-
-function callRunner(args: DagNodeArgs): unknown {
-  return args.owner.dag.runners[args.slot]!(args);
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as any).then === 'function';
 }
 
 /**
  * Runs one DAG. The Rust core decides what runs when; this class calls the runners on the
  * JS thread and reports each outcome back in one synchronous call.
  */
-export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> extends EventEmitter implements StepOwner {
+export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> extends RunnerBase<Out> {
   readonly dag: CompiledDag<Ctx, Root, Out>;
-  readonly name: string;
-  readonly context: Ctx;
+  declare readonly context: Ctx;
+  /** The run's input. */
   readonly input: Root;
-  readonly tools: Tools;
   /** The run's output once it finished. */
   output: Out | undefined;
 
@@ -166,35 +132,30 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   #queue: number[] = [];
   #queueHead = 0;
   #pumping = false;
-  #observed = false;
-  #parent: StepFrame | undefined;
   #semaphores: Semaphore[];
   #slotRequests: Array<SlotRequest | undefined> | undefined;
   #autorun: (() => boolean) | undefined;
   #cache: NodeResultCache | undefined;
-  #customData: unknown[] = [];
   #nodeWaiters: Map<number, Array<(ran: boolean) => void>> | undefined;
-  #children: Map<number, Set<{ cancel(): void }>> | undefined;
-  #status = 0;
-  #finished: Promise<Out> | undefined;
-  #settle: { resolve(v: Out): void; reject(e: unknown): void } | undefined;
 
   constructor(options: DagRunnerOptions<Ctx, Root, Out>) {
-    super();
     if (options === null || typeof options !== 'object') throw new TypeError('DagRunner options must be an object');
     const dag = options.dag instanceof CompiledDag ? options.dag : new CompiledDag(options.dag);
+    super(
+      options.name ?? dag.config.name,
+      options.context ?? dag.config.context?.() ?? {},
+      options.input,
+      options.tools,
+      ['dag:state'],
+    );
     this.dag = dag;
-    this.name = options.name ?? dag.config.name;
     this.input = options.input;
-    this.context = options.context ?? dag.config.context?.() ?? ({} as Ctx);
-    this.#parent = currentStep.getStore();
-    this.tools = options.tools ?? (this.#parent?.owner.tools as Tools | undefined) ?? {};
     this.#semaphores = options.semaphores ?? [];
     this.#autorun = options.autorun;
     this.#cache = options.cache;
     const flags =
       (dag.config.tolerateFailures ? 1 : 0) | (options.autorun ? 2 : 0) | (this.#semaphores.length > 0 ? 4 : 0);
-    const parent = this.#parent;
+    const parent = this.parentFrame;
     this.#core = new NativeDagRun(
       dag.native,
       this.name,
@@ -205,28 +166,18 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const n = dag.names.length;
     this.#buf = new Uint32Array(n);
     this.#outputs = new Array(n);
-    if (parent?.owner.isObserved()) this.#observe();
-    this.on('newListener', (type: string | symbol) => {
-      if (type === 'event' || type === 'dag:state') this.#observe();
-    });
+    if (parent?.owner.isObserved()) this.observe();
   }
 
-  /** Resolves with the output, or rejects with the failing node's error (or a `CancelledError`). */
-  get finished(): Promise<Out> {
-    if (!this.#finished) {
-      if (this.#status === STATUS_FINISHED) this.#finished = Promise.resolve(this.output as Out);
-      else if (this.#status === STATUS_FAILED) this.#finished = Promise.reject(this.#errors[this.#core.failedNode]);
-      else if (this.#status === STATUS_CANCELLED) this.#finished = Promise.reject(new CancelledError());
-      else this.#finished = new Promise<Out>((resolve, reject) => (this.#settle = { resolve, reject }));
-    }
-    return this.#finished;
+  protected get core(): NativeDagRun {
+    return this.#core;
   }
 
   /** Start the run (once); resolves like `finished`. */
   run(): Promise<Out> {
     const finished = this.finished;
     if (this.#core.status === 0) {
-      if (this.#parent) this.#parent.owner.adoptChild(this.#parent.slot, this);
+      this.attachToParent();
       this.#drive(this.#core.start(this.#buf));
     }
     return finished;
@@ -235,10 +186,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** Stop the run: nodes not started never will; running nodes see `isCancelled()` turn true. */
   cancel(): void {
     if (!this.#core.cancel()) return;
-    this.#deliverEvents();
-    const children = this.#children;
-    this.#children = undefined;
-    if (children) for (const set of children.values()) for (const c of set) c.cancel();
+    if (this.observed) this.deliverEvents();
+    this.cancelChildren();
     this.#end(STATUS_CANCELLED);
   }
 
@@ -271,53 +220,9 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     return done;
   }
 
-  // ---- StepOwner: what runs started inside a node see ----
-
   /** @internal */
-  runIdentity(): string {
-    return this.#core.runId();
-  }
-
-  /** @internal */
-  stepIdentity(slot: number): string {
-    return this.#core.stepId(slot);
-  }
-
-  /** @internal */
-  isObserved(): boolean {
-    return this.#observed;
-  }
-
-  /** @internal Events of runs nested in this run's nodes. */
-  forwardEvent(event: RamusEvent): void {
-    this.#dispatch(event, false);
-  }
-
-  /** @internal */
-  adoptChild(slot: number, child: { cancel(): void }): void {
-    this.#children ??= new Map();
-    let set = this.#children.get(slot);
-    if (!set) this.#children.set(slot, (set = new Set()));
-    set.add(child);
-  }
-
-  /** @internal */
-  releaseChild(slot: number, child: { cancel(): void }): void {
-    this.#children?.get(slot)?.delete(child);
-  }
-
-  /** @internal */
-  nodeCancelled(slot: number): boolean {
+  slotCancelled(slot: number): boolean {
     return this.#core.isCancelled(slot);
-  }
-
-  /** @internal */
-  customEvent(slot: number, type: string, data: unknown): void {
-    if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
-    if (!this.#observed) return;
-    this.#customData.push(data);
-    this.#core.customEvent(slot, type);
-    this.#deliverEvents();
   }
 
   // ---- driving ----
@@ -326,12 +231,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const id = this.dag.nodeId(name);
     if (id === undefined) throw new Error(`DAG '${this.dag.config.name}' has no node '${name}'`);
     return id;
-  }
-
-  #observe(): void {
-    if (this.#observed) return;
-    this.#observed = true;
-    this.#core.setObserve(true);
   }
 
   /** Apply a core result now if already inside the pump, else start pumping with it. */
@@ -396,8 +295,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     let many: Uint32Array | undefined;
     if (count === 1) single = this.#buf[0]!;
     else if (count > 1) many = this.#buf.slice(0, count);
-    if (status === STATUS_FINISHED && this.#status !== STATUS_FINISHED) this.output = this.#buildOutput();
-    if (this.#observed) this.#deliverEvents();
+    if (status === STATUS_FINISHED && !this.settled) this.output = this.#buildOutput();
+    if (this.observed) this.deliverEvents();
     if (count === 1) this.#launch(single);
     else if (many) for (let k = 0; k < count; k++) this.#launch(many[k]!);
     if (status >= STATUS_FINISHED) this.#end(status);
@@ -417,29 +316,18 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       this.#callCached(args, this.#cache);
       return;
     }
-    let result: unknown;
-    try {
-      result = currentStep.run(args, callRunner, args);
-    } catch (err) {
-      this.#settleNode(slot, err instanceof CancelledError ? CANCELLED : FAILED, err);
-      return;
-    }
-    if (isThenable(result)) {
-      result.then(
-        (v) => this.#settleNode(slot, OK, v),
-        (err) => this.#settleNode(slot, err instanceof CancelledError ? CANCELLED : FAILED, err),
-      );
-    } else {
-      this.#settleNode(slot, OK, result);
-    }
+    callInStep(args, this.dag.runners[slot]!, (failed, value) =>
+      this.#settleNode(slot, failed ? (value instanceof CancelledError ? CANCELLED : FAILED) : OK, value),
+    );
   }
 
   async #callCached(args: DagNodeArgs, cache: NodeResultCache): Promise<void> {
     const slot = args.slot;
     const name = this.dag.names[slot]!;
+    const run = this.dag.runners[slot]!;
     try {
       const key = createHash('sha256')
-        .update(String(this.dag.runners[slot]))
+        .update(String(run))
         .update('\0')
         .update(JSON.stringify(args.input) ?? '')
         .update('\0')
@@ -450,7 +338,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
         this.#settleNode(slot, OK, JSON.parse(hit));
         return;
       }
-      const output = await currentStep.run(args, callRunner, args);
+      const output = await currentStep.run(args, run, args);
       const text = JSON.stringify(output);
       if (text !== undefined) await cache.set(name, key, text);
       this.#settleNode(slot, OK, output);
@@ -508,9 +396,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   #end(status: number): void {
-    if (this.#status !== 0) return;
-    this.#status = status;
-    if (this.#parent) this.#parent.owner.releaseChild(this.#parent.slot, this);
+    if (this.settled) return;
     if (this.#nodeWaiters) {
       // Nodes that will never settle now (cancelled while waiting) answer their runNode.
       for (const [slot, waiters] of this.#nodeWaiters) {
@@ -523,50 +409,12 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
         if (this.#core.nodeState(slot) !== 'running') this.#slotRequests[slot]?.abort();
       }
     }
-    const settle = this.#settle;
-    this.#settle = undefined;
-    if (status === STATUS_FINISHED) {
-      settle?.resolve(this.output as Out);
-      this.#emitSafely('finish', this.output);
-    } else if (status === STATUS_FAILED) {
-      const error = this.#errors[this.#core.failedNode];
-      this.#emitSafely('ramus:error', error);
-      settle?.reject(error);
-    } else {
-      this.#emitSafely('cancelled');
-      settle?.reject(new CancelledError());
-    }
+    if (status === STATUS_FINISHED) this.resolveFinished(this.output as Out);
+    else if (status === STATUS_FAILED) this.rejectFinished(this.#errors[this.#core.failedNode], true);
+    else this.rejectFinished(new CancelledError(), false);
   }
 
-  #emitSafely(type: string, ...args: unknown[]): void {
-    try {
-      this.emit(type, ...args);
-    } catch (err) {
-      reportListenerError(err);
-    }
-  }
-
-  #deliverEvents(): void {
-    const json = this.#core.drainEvents();
-    if (json == null) return;
-    const wire = JSON.parse(json) as WireEvent[];
-    for (const w of wire) {
-      const event: RamusEvent = {
-        id: w.id,
-        type: w.type,
-        runId: w.runId,
-        stepId: w.stepId,
-        parentStepId: w.parentStepId,
-        source: w.source,
-        sourceNode: w.sourceNode,
-        time: w.time,
-        data: this.#eventData(w),
-      };
-      this.#dispatch(event, w.data === DataCode.State);
-    }
-  }
-
-  #eventData(w: WireEvent): unknown {
+  protected eventData(w: WireEvent): unknown {
     switch (w.data as DataCode) {
       case DataCode.RunInput:
         return { input: this.input };
@@ -582,17 +430,13 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
         return { error: this.#errors[w.node] };
       case DataCode.State:
         return { state: w.state };
-      case DataCode.Custom:
-        return this.#customData.shift();
       default:
         return undefined;
     }
   }
 
-  #dispatch(event: RamusEvent, isState: boolean): void {
-    if (isState) this.#emitSafely('dag:state', { sourceNode: event.sourceNode, state: (event.data as { state: string }).state });
-    this.#emitSafely('event', event);
-    this.#parent?.owner.forwardEvent(event);
+  protected onEvent(event: RamusEvent, w: WireEvent): void {
+    if (w.data === DataCode.State) this.emitSafely('dag:state', { sourceNode: event.sourceNode, state: w.state });
   }
 }
 

@@ -1,4 +1,13 @@
 /** The event types the engine emits for DAG runs. */
+export type MachineEventType =
+  | 'state_machine:start'
+  | 'state_machine:node_start'
+  | 'state_machine:node_finish'
+  | 'state_machine:transition'
+  | 'state_machine:status'
+  | 'state_machine:finish'
+  | 'state_machine:error';
+
 export type DagEventType =
   | 'dag:start'
   | 'dag:node_start'
@@ -42,6 +51,8 @@ export interface WireEvent {
   node: number;
   data: number;
   state: string;
+  /** For machine status events: the state the machine is in. */
+  arg: number;
 }
 
 /** What a wire event's `data` code refers to (`DataRef` in ramus-core). */
@@ -55,6 +66,8 @@ export const enum DataCode {
   NodeError = 6,
   State = 7,
   Custom = 8,
+  Status = 9,
+  Transition = 10,
 }
 
 /** Rethrow a listener's exception outside the engine's call stack, so a faulty listener

@@ -15,5 +15,20 @@ export type {
   Tools,
 } from './dag-types';
 export { CancelledError } from './errors';
-export type { DagEventType, RamusEvent } from './events';
+export type { DagEventType, MachineEventType, RamusEvent } from './events';
+export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';
+export type {
+  CurrentState,
+  Duration,
+  MachineEvent,
+  MachineStatus,
+  StateArgs,
+  StateMachine,
+  StateMachineRunnerOptions,
+  StateNode,
+  Transition,
+  TransitionGuard,
+  TransitionGuardInput,
+} from './machine-types';
+export { runAll, type RunAllResult } from './run-all';
 export { LocalSemaphore, type Semaphore } from './semaphore';

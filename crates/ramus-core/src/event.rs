@@ -24,6 +24,20 @@ pub enum EventKind {
     DagFinish,
     /// A DAG run failed.
     DagError,
+    /// A state machine run started.
+    MachineStart,
+    /// A state started running.
+    MachineNodeStart,
+    /// A state finished running.
+    MachineNodeFinish,
+    /// The machine moved from one state to another.
+    MachineTransition,
+    /// The machine's status changed.
+    MachineStatus,
+    /// The machine rests in a final state.
+    MachineFinish,
+    /// A state failed.
+    MachineError,
     /// A custom event emitted by a runner; the type is chosen by the runner.
     Custom(Box<str>),
 }
@@ -39,6 +53,13 @@ impl EventKind {
             EventKind::DagNodeState => "dag:node_state",
             EventKind::DagFinish => "dag:finish",
             EventKind::DagError => "dag:error",
+            EventKind::MachineStart => "state_machine:start",
+            EventKind::MachineNodeStart => "state_machine:node_start",
+            EventKind::MachineNodeFinish => "state_machine:node_finish",
+            EventKind::MachineTransition => "state_machine:transition",
+            EventKind::MachineStatus => "state_machine:status",
+            EventKind::MachineFinish => "state_machine:finish",
+            EventKind::MachineError => "state_machine:error",
             EventKind::Custom(t) => t,
         }
     }
@@ -65,6 +86,10 @@ pub enum DataRef {
     State(&'static str),
     /// The data a runner passed to `emit`.
     Custom,
+    /// `{ status }`: a machine status, known to the core, and the state the machine is in.
+    Status(&'static str, u32),
+    /// `{ from, to, event, input, output, final }` of the transition the driver just applied.
+    Transition,
 }
 
 /// One recorded fact.
@@ -204,6 +229,12 @@ impl Recorder {
             time: now,
             data,
         });
+    }
+
+    /// Add a step slot (a state machine allocates one per state visit) and return it.
+    pub fn new_slot(&mut self) -> u32 {
+        self.steps.push(None);
+        (self.steps.len() - 1) as u32
     }
 
     /// Take the events recorded since the last drain, oldest first.

@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod local;
+pub mod machine;
 pub mod semaphore;
 
 pub use dag::{analyze, Analysis, CompiledDag, NodeSpec};
@@ -25,4 +26,8 @@ pub use dag_run::{DagRun, DagRunOptions, Launch, NodeState, Outcome, RunStatus};
 pub use error::DagError;
 pub use event::{DataRef, Event, EventKind, Recorder};
 pub use ids::{Id, IdGen};
+pub use machine::{
+    parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineError,
+    MachineRun, MachineSpec, MachineStatus, NoGuards, StateOutcome, StateSpec, TransitionSpec,
+};
 pub use semaphore::SemaphoreTable;

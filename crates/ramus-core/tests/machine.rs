@@ -1,0 +1,585 @@
+//! Transition logic of the state machine executor, driven with a simulated clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ramus_core::{
+    parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineRun,
+    MachineSpec, MachineStatus, NoGuards, Recorder, StateOutcome, StateSpec, TransitionSpec,
+};
+
+fn t(event: &str, target: &str) -> TransitionSpec {
+    TransitionSpec {
+        event: event.into(),
+        target: target.into(),
+        ..Default::default()
+    }
+}
+
+fn state(name: &str, transitions: Vec<TransitionSpec>) -> StateSpec {
+    StateSpec {
+        name: name.into(),
+        has_run: true,
+        transitions,
+        ..Default::default()
+    }
+}
+
+fn machine(initial: &str, states: Vec<StateSpec>) -> MachineSpec {
+    MachineSpec {
+        name: "m".into(),
+        initial: Some(initial.into()),
+        states,
+        ..Default::default()
+    }
+}
+
+/// Guards answered from a table: transition id -> answer; unlisted ids hold.
+struct Table(HashMap<u32, Result<bool, GuardFailed>>);
+
+impl Guards for Table {
+    fn holds(&mut self, transition: u32, _: Option<u64>) -> Result<bool, GuardFailed> {
+        self.0.get(&transition).copied().unwrap_or(Ok(true))
+    }
+}
+
+struct Sim {
+    run: MachineRun,
+    now: u64,
+    out: Vec<MachineAction>,
+}
+
+impl Sim {
+    fn new(spec: MachineSpec) -> Sim {
+        let m = Arc::new(CompiledMachine::compile(&spec).unwrap());
+        Sim {
+            run: MachineRun::new(m, Recorder::new(1, 0, None, None), false, None),
+            now: 1_000,
+            out: Vec::new(),
+        }
+    }
+
+    fn name(&self, state: u32) -> &str {
+        self.run.machine().state_name(state)
+    }
+
+    fn state(&self) -> &str {
+        self.name(self.run.current())
+    }
+
+    /// Step and return the slot of the state run it asked for.
+    fn step(&mut self) -> u32 {
+        self.out.clear();
+        assert!(self.run.step(self.now, &mut self.out));
+        self.out
+            .iter()
+            .find_map(|a| match a {
+                MachineAction::RunState { slot, .. } => Some(*slot),
+                _ => None,
+            })
+            .expect("a state run")
+    }
+
+    fn done(
+        &mut self,
+        slot: u32,
+        outcome: StateOutcome,
+        guards: &mut dyn Guards,
+    ) -> Vec<MachineAction> {
+        self.out.clear();
+        self.run
+            .state_done(slot, outcome, guards, self.now, &mut self.out);
+        std::mem::take(&mut self.out)
+    }
+
+    fn send(&mut self, handle: u64, event: &str, queue: bool) -> Vec<MachineAction> {
+        self.out.clear();
+        self.run
+            .send(handle, event, queue, &mut NoGuards, self.now, &mut self.out);
+        std::mem::take(&mut self.out)
+    }
+}
+
+#[test]
+fn validation_messages() {
+    let cases: Vec<(MachineSpec, &str)> = vec![
+        (
+            MachineSpec {
+                name: "m".into(),
+                states: vec![state("a", vec![])],
+                ..Default::default()
+            },
+            "No initial state",
+        ),
+        (
+            machine("zz", vec![state("a", vec![])]),
+            "Initial state zz does not exist",
+        ),
+        (
+            MachineSpec {
+                error_state: Some("oops".into()),
+                ..machine("a", vec![state("a", vec![])])
+            },
+            "Error state oops does not exist",
+        ),
+        (
+            machine(
+                "a",
+                vec![StateSpec {
+                    error_state: Some("nope".into()),
+                    ..state("a", vec![])
+                }],
+            ),
+            "Error state nope does not exist",
+        ),
+        (
+            machine("a", vec![state("a", vec![t("go", "b")])]),
+            "State a Transition target b does not exist",
+        ),
+        (
+            machine(
+                "a",
+                vec![StateSpec {
+                    timeout: Some((5, "late".into())),
+                    ..state("a", vec![])
+                }],
+            ),
+            "State a timeout target late does not exist",
+        ),
+        (machine("a", vec![]), "Machine m has no states"),
+    ];
+    for (spec, msg) in cases {
+        assert_eq!(
+            CompiledMachine::compile(&spec).unwrap_err().to_string(),
+            msg
+        );
+    }
+}
+
+#[test]
+fn guarded_loop_then_event_then_final() {
+    let mut think = state(
+        "think",
+        vec![
+            TransitionSpec {
+                guarded: true,
+                ..t("", "think")
+            },
+            t("", "ask"),
+        ],
+    );
+    think.has_run = true;
+    let ask = StateSpec {
+        has_run: false,
+        ..state("ask", vec![t("approve", "done"), t("reject", "think")])
+    };
+    let done = StateSpec {
+        is_final: true,
+        has_run: false,
+        ..state("done", vec![])
+    };
+    let mut sim = Sim::new(machine("think", vec![think, ask, done]));
+    assert_eq!(sim.run.status(), MachineStatus::Initial);
+
+    // The guard (transition 0) holds twice, then fails: the unguarded fallback wins.
+    for holds in [true, true, false] {
+        let slot = sim.step();
+        assert_eq!(sim.run.status(), MachineStatus::Running);
+        let acts = sim.done(
+            slot,
+            StateOutcome::Ok,
+            &mut Table(HashMap::from([(0, Ok(holds))])),
+        );
+        let to = if holds { "think" } else { "ask" };
+        assert!(matches!(
+            acts[0],
+            MachineAction::Transitioned {
+                input: InputRef::Output,
+                event: None,
+                ..
+            }
+        ));
+        assert_eq!(sim.state(), to);
+        assert_eq!(sim.run.status(), MachineStatus::Ready);
+    }
+    // A state without run still steps (the driver passes its input through), then waits.
+    let slot = sim.step();
+    assert!(sim.done(slot, StateOutcome::Ok, &mut NoGuards).is_empty());
+    assert_eq!(sim.run.status(), MachineStatus::WaitingForEvent);
+    assert!(!sim.run.can_step());
+    assert_eq!(
+        sim.run.machine().available_events(sim.run.current()),
+        vec!["approve", "reject"]
+    );
+
+    // An unknown event without queue is dropped; approve moves to the final state.
+    assert_eq!(
+        sim.send(7, "nonsense", false),
+        vec![MachineAction::DropEvent { handle: 7 }]
+    );
+    let acts = sim.send(8, "approve", false);
+    assert_eq!(acts.last(), Some(&MachineAction::Finished));
+    assert!(matches!(
+        acts[0],
+        MachineAction::Transitioned { event: Some(8), .. }
+    ));
+    assert_eq!(sim.run.status(), MachineStatus::Final);
+}
+
+#[test]
+fn events_during_a_run_wait_their_turn() {
+    let a = state("a", vec![t("go", "b"), t("", "c")]);
+    let b = state("b", vec![t("later", "c")]);
+    let c = StateSpec {
+        is_final: true,
+        ..state("c", vec![])
+    };
+    let mut sim = Sim::new(machine("a", vec![a, b, c]));
+    let slot = sim.step();
+    // Sent while a runs: all queued. `later` (queue) waits for b; `noise` is dropped.
+    assert!(sim.send(1, "later", true).is_empty());
+    assert!(sim.send(2, "noise", false).is_empty());
+    assert!(sim.send(3, "go", false).is_empty());
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(acts.contains(&MachineAction::DropEvent { handle: 2 }));
+    assert!(acts.contains(&MachineAction::Transitioned {
+        from: 0,
+        to: 1,
+        event: Some(3),
+        input: InputRef::Output
+    }));
+    assert_eq!(sim.state(), "b");
+    // b runs; the queued `later` now fires its transition before any '' transition.
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(matches!(
+        acts[0],
+        MachineAction::Transitioned { event: Some(1), .. }
+    ));
+    assert_eq!(sim.state(), "c");
+}
+
+#[test]
+fn errors_go_to_error_state_or_halt_for_retry() {
+    let spec = MachineSpec {
+        error_state: Some("recover".into()),
+        ..machine(
+            "work",
+            vec![
+                state("work", vec![t("", "end")]),
+                StateSpec {
+                    is_final: true,
+                    ..state("recover", vec![])
+                },
+                StateSpec {
+                    is_final: true,
+                    has_run: false,
+                    ..state("end", vec![])
+                },
+            ],
+        )
+    };
+    let mut sim = Sim::new(spec);
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
+    assert_eq!(
+        acts[0],
+        MachineAction::Errored {
+            message: None,
+            halted: false
+        }
+    );
+    assert!(matches!(
+        acts[1],
+        MachineAction::Transitioned {
+            input: InputRef::Error,
+            ..
+        }
+    ));
+    assert_eq!(
+        (sim.state(), sim.run.status()),
+        ("recover", MachineStatus::Error)
+    );
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert_eq!(acts, vec![MachineAction::Finished]);
+    assert_eq!(
+        sim.run.status(),
+        MachineStatus::Error,
+        "resting in a final error state"
+    );
+
+    // Without an error state the machine halts on the failing state and can retry.
+    let mut sim = Sim::new(machine(
+        "work",
+        vec![state("work", vec![t("", "end")]), state("end", vec![])],
+    ));
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
+    assert_eq!(
+        acts,
+        vec![MachineAction::Errored {
+            message: None,
+            halted: true
+        }]
+    );
+    assert!(sim.run.halted() && sim.run.can_step());
+    let slot = sim.step();
+    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert_eq!(sim.state(), "end");
+
+    // A throwing guard fails the state like its run would.
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![
+            state(
+                "a",
+                vec![TransitionSpec {
+                    guarded: true,
+                    ..t("", "b")
+                }],
+            ),
+            state("b", vec![]),
+        ],
+    ));
+    let slot = sim.step();
+    let acts = sim.done(
+        slot,
+        StateOutcome::Ok,
+        &mut Table(HashMap::from([(0, Err(GuardFailed))])),
+    );
+    assert!(matches!(
+        acts[0],
+        MachineAction::Errored { halted: true, .. }
+    ));
+}
+
+#[test]
+fn limits_fail_with_messages_and_error_states_are_exempt() {
+    let spec = MachineSpec {
+        max_steps: Some(3),
+        error_state: Some("stop".into()),
+        ..machine(
+            "loop",
+            vec![
+                state("loop", vec![t("", "loop")]),
+                StateSpec {
+                    is_final: true,
+                    ..state("stop", vec![])
+                },
+            ],
+        )
+    };
+    let mut sim = Sim::new(spec);
+    for _ in 0..3 {
+        let slot = sim.step();
+        sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    }
+    sim.out.clear();
+    assert!(sim.run.step(sim.now, &mut sim.out));
+    assert_eq!(
+        sim.out[0],
+        MachineAction::Errored {
+            message: Some("Machine m exceeded maxSteps (3) at state loop".into()),
+            halted: false
+        }
+    );
+    assert_eq!(sim.state(), "stop");
+    let slot = sim.step(); // the error state runs although the limit is reached
+    assert_eq!(
+        sim.done(slot, StateOutcome::Ok, &mut NoGuards),
+        vec![MachineAction::Finished]
+    );
+
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![StateSpec {
+            max_visits: Some(1),
+            ..state("a", vec![t("", "a")])
+        }],
+    ));
+    let slot = sim.step();
+    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    sim.out.clear();
+    sim.run.step(sim.now, &mut sim.out);
+    assert_eq!(
+        sim.out[0],
+        MachineAction::Errored {
+            message: Some("State a exceeded maxVisits (1)".into()),
+            halted: true
+        }
+    );
+}
+
+#[test]
+fn delays_sleep_and_events_preempt_them() {
+    let a = state(
+        "a",
+        vec![
+            TransitionSpec {
+                delay_ms: Some(90_000),
+                ..t("", "b")
+            },
+            t("hurry", "c"),
+        ],
+    );
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![a, state("b", vec![]), state("c", vec![])],
+    ));
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    let MachineAction::ArmTimer { timer, at } = acts[0] else {
+        panic!("expected a timer, got {acts:?}")
+    };
+    assert_eq!(at, sim.now + 90_000);
+    assert_eq!(sim.run.status(), MachineStatus::Sleeping);
+    assert_eq!(sim.state(), "a");
+
+    // The delay fires: the machine moves.
+    let mut fired = Sim::new(machine(
+        "a",
+        vec![
+            state(
+                "a",
+                vec![TransitionSpec {
+                    delay_ms: Some(5),
+                    ..t("", "b")
+                }],
+            ),
+            state("b", vec![]),
+        ],
+    ));
+    let s = fired.step();
+    fired.done(s, StateOutcome::Ok, &mut NoGuards);
+    fired.out.clear();
+    fired.run.timer_fired(1, 1_005, &mut fired.out);
+    assert_eq!(fired.state(), "b");
+    assert_eq!(fired.run.status(), MachineStatus::Ready);
+
+    // An event that another transition takes pre-empts the sleep.
+    let acts = sim.send(1, "hurry", false);
+    assert_eq!(acts[0], MachineAction::ClearTimer { timer });
+    assert_eq!(sim.state(), "c");
+    sim.out.clear();
+    sim.run.timer_fired(timer, sim.now + 90_000, &mut sim.out);
+    assert_eq!(sim.state(), "c", "a cleared timer does nothing");
+}
+
+#[test]
+fn timeouts_abandon_the_run_and_cover_the_wait() {
+    let a = StateSpec {
+        timeout: Some((1_000, "late".into())),
+        ..state("a", vec![t("answer", "ok")])
+    };
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![a, state("late", vec![]), state("ok", vec![])],
+    ));
+    let slot = sim.step();
+    let MachineAction::ArmTimer { timer, at } = sim.out[0] else {
+        panic!("timeout armed first")
+    };
+    assert_eq!(at, 2_000);
+    sim.out.clear();
+    sim.run.timer_fired(timer, at, &mut sim.out);
+    assert!(sim.run.is_cancelled(slot), "the run sees isCancelled()");
+    assert!(matches!(
+        sim.out[0],
+        MachineAction::Transitioned {
+            input: InputRef::Timeout,
+            ..
+        }
+    ));
+    assert_eq!(sim.state(), "late");
+    assert!(
+        sim.done(slot, StateOutcome::Ok, &mut NoGuards).is_empty(),
+        "the late result is ignored"
+    );
+
+    // While waiting for an event.
+    let a = StateSpec {
+        timeout: Some((1_000, "late".into())),
+        ..state("a", vec![t("answer", "ok")])
+    };
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![a, state("late", vec![]), state("ok", vec![])],
+    ));
+    let slot = sim.step();
+    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+        panic!()
+    };
+    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert_eq!(sim.run.status(), MachineStatus::WaitingForEvent);
+    sim.out.clear();
+    sim.run.timer_fired(timer, 2_000, &mut sim.out);
+    assert_eq!(sim.state(), "late");
+}
+
+#[test]
+fn cancel_lets_the_running_state_take_its_transition_then_stops() {
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![state("a", vec![t("", "b")]), state("b", vec![t("", "a")])],
+    ));
+    let slot = sim.step();
+    sim.out.clear();
+    assert!(sim.run.cancel(sim.now, &mut sim.out));
+    assert!(sim.run.is_cancelled(slot));
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(matches!(acts[0], MachineAction::Transitioned { .. }));
+    assert_eq!(
+        (sim.state(), sim.run.status()),
+        ("b", MachineStatus::Cancelled)
+    );
+    assert!(!sim.run.can_step());
+    assert_eq!(
+        sim.send(4, "x", true),
+        vec![MachineAction::DropEvent { handle: 4 }]
+    );
+}
+
+#[test]
+fn chosen_targets_are_validated() {
+    let sim = Sim::new(machine(
+        "a",
+        vec![
+            state("a", vec![t("", "b")]),
+            state("b", vec![]),
+            state("c", vec![]),
+        ],
+    ));
+    let m = sim.run.machine();
+    assert_eq!(m.resolve_choice(0, "b"), Ok(1));
+    assert_eq!(
+        m.resolve_choice(0, "zz").unwrap_err().to_string(),
+        "State a chose transition target zz, which does not exist"
+    );
+    assert_eq!(
+        m.resolve_choice(0, "c").unwrap_err().to_string(),
+        "State a chose transition target c, which is not among its transitions"
+    );
+    // A state without declared transitions may go anywhere.
+    assert_eq!(m.resolve_choice(2, "a"), Ok(0));
+}
+
+#[test]
+fn durations() {
+    let cases = [
+        ("250", Some(250)),
+        ("250ms", Some(250)),
+        ("90s", Some(90_000)),
+        ("15m", Some(900_000)),
+        ("1.5h", Some(5_400_000)),
+        ("30d", Some(2_592_000_000)),
+        (" 2s ", Some(2_000)),
+        ("", None),
+        ("s", None),
+        ("10 weeks", None),
+        ("-5s", None),
+    ];
+    for (text, ms) in cases {
+        assert_eq!(parse_duration(text), ms, "{text:?}");
+    }
+}

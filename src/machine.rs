@@ -1,0 +1,455 @@
+//! The state machine half of the binding: the same shape as the DAG half. Actions come
+//! back as a flat array of numbers, five per action, so one crossing carries a whole step.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use ramus_core::{
+    parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineRun,
+    MachineSpec, Recorder, StateOutcome, StateSpec, TransitionSpec,
+};
+
+use crate::{events_json, now_ms, parse_id, seed};
+
+type TransitionRow = (String, String, bool, Option<String>);
+type StateRow = (
+    String,
+    bool,
+    bool,
+    Option<String>,
+    Option<u32>,
+    Option<(String, String)>,
+    Option<String>,
+    Vec<TransitionRow>,
+);
+type MachineRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+    Vec<StateRow>,
+);
+
+fn duration(state: &str, what: &str, text: &str) -> Result<u64> {
+    parse_duration(text)
+        .ok_or_else(|| Error::from_reason(format!("State {state} has an invalid {what}: {text}")))
+}
+
+fn parse_machine(json: &str) -> Result<MachineSpec> {
+    let (name, initial, error_state, max_steps, rows): MachineRow = serde_json::from_str(json)
+        .map_err(|e| Error::from_reason(format!("invalid state machine: {e}")))?;
+    let mut states = Vec::with_capacity(rows.len());
+    for (state, has_run, is_final, error_state, max_visits, timeout, semaphore_key, transitions) in
+        rows
+    {
+        let timeout = match timeout {
+            Some((after, target)) => Some((duration(&state, "timeout", &after)?, target)),
+            None => None,
+        };
+        let transitions = transitions
+            .into_iter()
+            .map(|(event, target, guarded, delay)| {
+                let delay_ms = delay.map(|d| duration(&state, "delay", &d)).transpose()?;
+                Ok(TransitionSpec {
+                    event,
+                    target,
+                    guarded,
+                    delay_ms,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        states.push(StateSpec {
+            name: state,
+            has_run,
+            is_final,
+            error_state,
+            max_visits,
+            timeout,
+            semaphore_key,
+            transitions,
+        });
+    }
+    Ok(MachineSpec {
+        name,
+        initial,
+        error_state,
+        max_steps,
+        states,
+    })
+}
+
+/// Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`).
+#[napi]
+pub fn parse_duration_ms(text: String) -> Result<f64> {
+    parse_duration(&text)
+        .map(|ms| ms as f64)
+        .ok_or_else(|| Error::from_reason(format!("Invalid duration: {text}")))
+}
+
+/// A compiled state machine, shared by its runs.
+#[napi]
+pub struct NativeMachine {
+    inner: Arc<CompiledMachine>,
+}
+
+#[napi]
+impl NativeMachine {
+    /// Validate and compile; throws with the contract's messages.
+    #[napi(constructor)]
+    pub fn new(spec_json: String) -> Result<Self> {
+        let spec = parse_machine(&spec_json)?;
+        let inner =
+            CompiledMachine::compile(&spec).map_err(|e| Error::from_reason(e.to_string()))?;
+        Ok(NativeMachine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A state's id by name, or -1.
+    #[napi]
+    pub fn state_id(&self, name: String) -> i32 {
+        self.inner.state_id(&name).map_or(-1, |i| i as i32)
+    }
+}
+
+const ACT_RUN: f64 = 1.0;
+const ACT_ACQUIRE: f64 = 2.0;
+const ACT_ERRORED: f64 = 3.0;
+const ACT_TRANSITIONED: f64 = 4.0;
+const ACT_ARM: f64 = 5.0;
+const ACT_CLEAR: f64 = 6.0;
+const ACT_DROP: f64 = 7.0;
+const ACT_FINISHED: f64 = 8.0;
+
+fn input_code(i: InputRef) -> f64 {
+    match i {
+        InputRef::Output => 0.0,
+        InputRef::Error => 1.0,
+        InputRef::Timeout => 2.0,
+    }
+}
+
+/// Calls the JS face's guard evaluator: it answers 1 (holds), 0 (does not) or 2 (the
+/// condition threw; the face keeps the error).
+struct JsGuards<'a, 'env> {
+    f: &'a Function<'env, FnArgs<(u32, f64)>, u32>,
+    error: Option<Error>,
+}
+
+impl Guards for JsGuards<'_, '_> {
+    fn holds(
+        &mut self,
+        transition: u32,
+        event: Option<u64>,
+    ) -> std::result::Result<bool, GuardFailed> {
+        let event = event.map_or(-1.0, |e| e as f64);
+        match self.f.call((transition, event).into()) {
+            Ok(1) => Ok(true),
+            Ok(0) => Ok(false),
+            Ok(_) => Err(GuardFailed),
+            Err(e) => {
+                self.error = Some(e);
+                Err(GuardFailed)
+            }
+        }
+    }
+}
+
+/// One state machine run, driven by the JS face.
+#[napi]
+pub struct NativeMachineRun {
+    run: MachineRun,
+    actions: Vec<MachineAction>,
+    name: String,
+    message: Option<String>,
+}
+
+#[napi]
+impl NativeMachineRun {
+    /// `flags`: 1 has semaphores. `run_id`/`parent_step_id` when nested; `initial`
+    /// overrides the machine's initial state.
+    #[napi(constructor)]
+    pub fn new(
+        machine: &NativeMachine,
+        name: String,
+        flags: u32,
+        run_id: Option<String>,
+        parent_step_id: Option<String>,
+        initial: Option<String>,
+    ) -> Result<Self> {
+        let run_id = run_id.map(|s| parse_id("runId", &s)).transpose()?;
+        let parent = parent_step_id
+            .map(|s| parse_id("parentStepId", &s))
+            .transpose()?;
+        let initial = match initial {
+            Some(name) => Some(machine.inner.state_id(&name).ok_or_else(|| {
+                Error::from_reason(format!("Initial state {name} does not exist"))
+            })?),
+            None => None,
+        };
+        let rec = Recorder::new(seed(), 0, run_id, parent);
+        Ok(NativeMachineRun {
+            run: MachineRun::new(Arc::clone(&machine.inner), rec, flags & 1 != 0, initial),
+            actions: Vec::new(),
+            name,
+            message: None,
+        })
+    }
+
+    fn now(&mut self) -> u64 {
+        now_ms()
+    }
+
+    /// Write the pending actions into `buf`, five numbers each. Returns
+    /// `count * 4 + 2 * resting + more`: how many were written, whether the machine rests
+    /// (nothing runs), and whether more are pending (the face then calls `more`). The buffer
+    /// is the face's, reused for every call, so no array is built per crossing.
+    fn flush(&mut self, mut buf: Float64ArraySlice) -> u32 {
+        // SAFETY: the buffer is only touched by JS on this same thread, which is blocked in
+        // this call; nothing else aliases it while we write.
+        let out: &mut [f64] = unsafe { buf.as_mut() };
+        let fit = (out.len() / 5).min(self.actions.len());
+        for (i, a) in self.actions.drain(..fit).enumerate() {
+            let row = match a {
+                MachineAction::RunState { state, slot } => {
+                    [ACT_RUN, state as f64, slot as f64, 0.0, 0.0]
+                }
+                MachineAction::AcquireSemaphore { state, slot } => {
+                    [ACT_ACQUIRE, state as f64, slot as f64, 0.0, 0.0]
+                }
+                MachineAction::Errored { message, halted } => {
+                    let has_message = message.is_some();
+                    self.message = message;
+                    [
+                        ACT_ERRORED,
+                        halted as u8 as f64,
+                        has_message as u8 as f64,
+                        0.0,
+                        0.0,
+                    ]
+                }
+                MachineAction::Transitioned {
+                    from,
+                    to,
+                    event,
+                    input,
+                } => [
+                    ACT_TRANSITIONED,
+                    from as f64,
+                    to as f64,
+                    event.map_or(-1.0, |e| e as f64),
+                    input_code(input),
+                ],
+                MachineAction::ArmTimer { timer, at } => {
+                    [ACT_ARM, timer as f64, at as f64, 0.0, 0.0]
+                }
+                MachineAction::ClearTimer { timer } => [ACT_CLEAR, timer as f64, 0.0, 0.0, 0.0],
+                MachineAction::DropEvent { handle } => [ACT_DROP, handle as f64, 0.0, 0.0, 0.0],
+                MachineAction::Finished => [ACT_FINISHED, 0.0, 0.0, 0.0, 0.0],
+            };
+            out[i * 5..i * 5 + 5].copy_from_slice(&row);
+        }
+        fit as u32 * 4 + 2 * self.run.resting() as u32 + !self.actions.is_empty() as u32
+    }
+
+    /// Actions left over when the last call's buffer was full.
+    #[napi]
+    pub fn more(&mut self, buf: Float64ArraySlice) -> u32 {
+        self.flush(buf)
+    }
+
+    fn guarded<T>(
+        &mut self,
+        guards: &Function<FnArgs<(u32, f64)>, u32>,
+        f: impl FnOnce(&mut MachineRun, &mut dyn Guards, u64, &mut Vec<MachineAction>) -> T,
+    ) -> Result<T> {
+        let now = self.now();
+        let mut g = JsGuards {
+            f: guards,
+            error: None,
+        };
+        let result = f(&mut self.run, &mut g, now, &mut self.actions);
+        match g.error {
+            Some(e) => Err(e),
+            None => Ok(result),
+        }
+    }
+
+    /// The message of the last core-made error (limits).
+    #[napi(getter)]
+    pub fn message(&self) -> Option<String> {
+        self.message.clone()
+    }
+
+    /// Run the current state once, if it can step.
+    #[napi]
+    pub fn step(&mut self, buf: Float64ArraySlice) -> u32 {
+        let now = self.now();
+        self.run.step(now, &mut self.actions);
+        self.flush(buf)
+    }
+
+    /// Report a state run: outcome 0 ok, 1 error, 2 chose `target` (with `delay_ms` >= 0),
+    /// 3 stopped itself on cancellation.
+    #[napi]
+    pub fn state_done(
+        &mut self,
+        slot: u32,
+        outcome: u32,
+        target: u32,
+        delay_ms: f64,
+        guards: Function<FnArgs<(u32, f64)>, u32>,
+        buf: Float64ArraySlice,
+    ) -> Result<u32> {
+        let outcome = match outcome {
+            0 => StateOutcome::Ok,
+            1 => StateOutcome::Err,
+            3 => StateOutcome::Cancelled,
+            _ => StateOutcome::Chose {
+                target,
+                delay_ms: (delay_ms >= 0.0).then_some(delay_ms as u64),
+            },
+        };
+        self.guarded(&guards, |run, g, now, out| {
+            run.state_done(slot, outcome, g, now, out)
+        })?;
+        Ok(self.flush(buf))
+    }
+
+    /// Deliver an event; `handle` is the face's key for its data.
+    #[napi]
+    pub fn send(
+        &mut self,
+        handle: f64,
+        event_type: String,
+        queue: bool,
+        guards: Function<FnArgs<(u32, f64)>, u32>,
+        buf: Float64ArraySlice,
+    ) -> Result<u32> {
+        self.guarded(&guards, |run, g, now, out| {
+            run.send(handle as u64, &event_type, queue, g, now, out)
+        })?;
+        Ok(self.flush(buf))
+    }
+
+    /// A timer fired.
+    #[napi]
+    pub fn timer_fired(&mut self, timer: f64, buf: Float64ArraySlice) -> u32 {
+        let now = self.now();
+        self.run.timer_fired(timer as u64, now, &mut self.actions);
+        self.flush(buf)
+    }
+
+    /// Semaphore slots acquired for `slot`; `false` means the state must not run any
+    /// more and the face gives the slots back.
+    #[napi]
+    pub fn semaphore_acquired(&mut self, slot: u32) -> bool {
+        let now = self.now();
+        self.run.semaphore_acquired(slot, now, &mut self.actions)
+    }
+
+    /// Cancel the machine; false when it already was.
+    #[napi]
+    pub fn cancel(&mut self) -> bool {
+        let now = self.now();
+        self.run.cancel(now, &mut self.actions)
+    }
+
+    /// Validate a runner's `transitionTo` target; returns the state id.
+    #[napi]
+    pub fn resolve_choice(&self, target: String) -> Result<u32> {
+        self.run
+            .machine()
+            .resolve_choice(self.run.current(), &target)
+            .map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    /// The status name.
+    #[napi(getter)]
+    pub fn status(&self) -> &'static str {
+        self.run.status().as_str()
+    }
+
+    /// Whether the machine halted on a failure without an error state.
+    #[napi(getter)]
+    pub fn halted(&self) -> bool {
+        self.run.halted()
+    }
+
+    /// Auto mode: the machine steps by itself whenever it can (see `MachineRun::set_auto`).
+    #[napi]
+    pub fn set_auto(&mut self, on: bool) {
+        self.run.set_auto(on);
+    }
+
+    /// Whether `step()` would run a state now.
+    #[napi]
+    pub fn can_step(&self) -> bool {
+        self.run.can_step()
+    }
+
+    /// The current state id.
+    #[napi(getter)]
+    pub fn current(&self) -> u32 {
+        self.run.current()
+    }
+
+    /// Whether the run of `slot` should stop.
+    #[napi]
+    pub fn is_cancelled(&self, slot: u32) -> bool {
+        self.run.is_cancelled(slot)
+    }
+
+    /// Event types of the current state.
+    #[napi]
+    pub fn available_events(&self) -> Vec<String> {
+        let m = self.run.machine();
+        m.available_events(self.run.current())
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The run id.
+    #[napi]
+    pub fn run_id(&mut self) -> String {
+        self.run.recorder().run_id(now_ms()).to_string()
+    }
+
+    /// A step's id.
+    #[napi]
+    pub fn step_id(&mut self, slot: u32) -> String {
+        self.run.recorder().step(slot, now_ms()).to_string()
+    }
+
+    /// Turn event recording on or off.
+    #[napi]
+    pub fn set_observe(&mut self, on: bool) {
+        self.run.recorder().set_observe(on);
+    }
+
+    /// Record a custom event of a step; the face attaches its data.
+    #[napi]
+    pub fn custom_event(&mut self, slot: u32, event_type: String) {
+        let now = self.now();
+        self.run.recorder().step_event(
+            slot,
+            ramus_core::EventKind::Custom(event_type.into()),
+            ramus_core::DataRef::Custom,
+            now,
+        );
+    }
+
+    /// The events recorded since the last call, as a JSON array (null when none). An
+    /// event's `node` is its step slot; the face knows which state that visit was.
+    #[napi]
+    pub fn drain_events(&mut self) -> Option<String> {
+        if !self.run.recorder().has_events() {
+            return None;
+        }
+        let events = self.run.recorder().drain();
+        let run_id = self.run.recorder().run_id(now_ms());
+        Some(events_json(&events, run_id, &self.name, |_| ""))
+    }
+}

@@ -1,0 +1,257 @@
+import { EventEmitter } from 'node:events';
+
+import { currentStep, type StepFrame, type StepOwner } from './context';
+import type { Tools } from './dag-types';
+import { CancelledError } from './errors';
+import { DataCode, reportListenerError, type RamusEvent, type WireEvent } from './events';
+
+/** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
+export interface NativeRunCore {
+  runId(): string;
+  stepId(slot: number): string;
+  setObserve(on: boolean): void;
+  customEvent(slot: number, type: string): void;
+  drainEvents(): string | null;
+}
+
+/** What a runner call receives besides its inputs; also the async-context frame of its step. */
+export class StepArgs implements StepFrame {
+  context: any;
+  rootInput: any;
+  tools: Tools;
+  // Own properties, as plain objects had them in the original: destructuring and spreading
+  // (`{ ...args }`) both keep working.
+  isCancelled: () => boolean;
+  exitIfCancelled: () => void;
+  emit: (type: string, data?: unknown) => void;
+  readonly owner: RunnerBase<any>;
+  readonly slot: number;
+
+  constructor(owner: RunnerBase<any>, slot: number) {
+    this.context = owner.context;
+    this.rootInput = owner.rootInput;
+    this.tools = owner.tools;
+    this.isCancelled = () => owner.slotCancelled(slot);
+    this.exitIfCancelled = () => {
+      if (owner.slotCancelled(slot)) throw new CancelledError();
+    };
+    this.emit = (type, data) => owner.customEvent(slot, type, data);
+    this.owner = owner;
+    this.slot = slot;
+  }
+}
+
+/** Finished-promise states. */
+const PENDING = 0;
+const RESOLVED = 1;
+const REJECTED = 2;
+
+/**
+ * What DAG and state machine runners share: the `finished` promise, listeners, the event
+ * stream (observation is switched on by the first listener, or inherited from the step a
+ * run is nested in), forwarding to the enclosing run, and the runs nested in its steps.
+ */
+export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner {
+  readonly name: string;
+  readonly context: any;
+  readonly rootInput: unknown;
+  readonly tools: Tools;
+  /** The step this run was started in, if any. */
+  protected readonly parentFrame: StepFrame | undefined;
+  protected observed = false;
+  #customData: unknown[] = [];
+  #children: Map<number, Set<{ cancel(): void }>> | undefined;
+  #outcome = PENDING;
+  #value: unknown;
+  #finished: Promise<Out> | undefined;
+  #settle: { resolve(v: Out): void; reject(e: unknown): void } | undefined;
+
+  protected constructor(name: string, context: unknown, rootInput: unknown, tools: Tools | undefined, stateTypes: readonly string[]) {
+    super();
+    this.name = name;
+    this.context = context;
+    this.rootInput = rootInput;
+    this.parentFrame = currentStep.getStore();
+    this.tools = tools ?? (this.parentFrame?.owner.tools as Tools | undefined) ?? {};
+    this.on('newListener', (type: string | symbol) => {
+      if (type === 'event' || stateTypes.includes(type as string)) this.observe();
+    });
+  }
+
+  /** The binding's run object. */
+  protected abstract get core(): NativeRunCore;
+
+  /** Resolves with the output, or rejects with the error (or a `CancelledError`). */
+  get finished(): Promise<Out> {
+    if (!this.#finished) {
+      if (this.#outcome === RESOLVED) this.#finished = Promise.resolve(this.#value as Out);
+      else if (this.#outcome === REJECTED) this.#finished = Promise.reject(this.#value);
+      else this.#finished = new Promise<Out>((resolve, reject) => (this.#settle = { resolve, reject }));
+    }
+    return this.#finished;
+  }
+
+  /** Whether `finished` has settled. */
+  protected get settled(): boolean {
+    return this.#outcome !== PENDING;
+  }
+
+  protected resolveFinished(value: Out): void {
+    if (this.#outcome !== PENDING) return;
+    this.#outcome = RESOLVED;
+    this.#value = value;
+    this.#releaseFromParent();
+    this.#settle?.resolve(value);
+    this.emitSafely('finish', value);
+  }
+
+  protected rejectFinished(error: unknown, emitError: boolean): void {
+    if (this.#outcome !== PENDING) return;
+    this.#outcome = REJECTED;
+    this.#value = error;
+    this.#releaseFromParent();
+    if (emitError) this.emitSafely('ramus:error', error);
+    else this.emitSafely('cancelled');
+    this.#settle?.reject(error);
+  }
+
+  /** Register with the enclosing step, so cancelling it cancels this run. */
+  protected attachToParent(): void {
+    this.parentFrame?.owner.adoptChild(this.parentFrame.slot, this);
+  }
+
+  #releaseFromParent(): void {
+    this.parentFrame?.owner.releaseChild(this.parentFrame.slot, this);
+  }
+
+  abstract cancel(): void;
+
+  /** Cancel runs nested in one step, or in all steps. */
+  protected cancelChildren(slot?: number): void {
+    const children = this.#children;
+    if (!children) return;
+    const sets = slot === undefined ? [...children.values()] : [children.get(slot) ?? new Set()];
+    if (slot === undefined) this.#children = undefined;
+    else children.delete(slot);
+    for (const set of sets) for (const child of set) child.cancel();
+  }
+
+  protected observe(): void {
+    if (this.observed) return;
+    this.observed = true;
+    this.core.setObserve(true);
+  }
+
+  protected emitSafely(type: string, ...args: unknown[]): void {
+    try {
+      this.emit(type, ...args);
+    } catch (err) {
+      reportListenerError(err);
+    }
+  }
+
+  /** Turn the events the core recorded into public events and dispatch them. */
+  protected deliverEvents(): void {
+    const json = this.core.drainEvents();
+    if (json == null) return;
+    for (const w of JSON.parse(json) as WireEvent[]) {
+      const data = w.data === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
+      const event: RamusEvent = {
+        id: w.id,
+        type: w.type,
+        runId: w.runId,
+        stepId: w.stepId,
+        parentStepId: w.parentStepId,
+        source: w.source,
+        sourceNode: this.sourceNode(w),
+        time: w.time,
+        data,
+      };
+      this.onEvent(event, w);
+      this.emitSafely('event', event);
+      this.parentFrame?.owner.forwardEvent(event);
+    }
+  }
+
+  /** The `data` of a core event, from the values this runner holds. */
+  protected abstract eventData(w: WireEvent): unknown;
+
+  /** The `sourceNode` of a core event. */
+  protected sourceNode(w: WireEvent): string {
+    return w.sourceNode;
+  }
+
+  /** Runner-specific listeners (state changes) for one event. */
+  protected abstract onEvent(event: RamusEvent, w: WireEvent): void;
+
+  // ---- StepOwner: what runs started inside a step see ----
+
+  /** @internal */
+  runIdentity(): string {
+    return this.core.runId();
+  }
+
+  /** @internal */
+  stepIdentity(slot: number): string {
+    return this.core.stepId(slot);
+  }
+
+  /** @internal */
+  isObserved(): boolean {
+    return this.observed;
+  }
+
+  /** @internal Events of runs nested in this run's steps. */
+  forwardEvent(event: RamusEvent): void {
+    this.emitSafely('event', event);
+    this.parentFrame?.owner.forwardEvent(event);
+  }
+
+  /** @internal */
+  adoptChild(slot: number, child: { cancel(): void }): void {
+    this.#children ??= new Map();
+    let set = this.#children.get(slot);
+    if (!set) this.#children.set(slot, (set = new Set()));
+    set.add(child);
+  }
+
+  /** @internal */
+  releaseChild(slot: number, child: { cancel(): void }): void {
+    this.#children?.get(slot)?.delete(child);
+  }
+
+  /** @internal */
+  abstract slotCancelled(slot: number): boolean;
+
+  /** @internal */
+  customEvent(slot: number, type: string, data: unknown): void {
+    if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
+    if (!this.observed) return;
+    this.#customData.push(data);
+    this.core.customEvent(slot, type);
+    this.deliverEvents();
+  }
+}
+
+/** Call a step's runner inside its async-context frame; `settle(outcome, value)` gets the result. */
+export function callInStep(
+  args: StepArgs,
+  run: (args: any) => unknown,
+  settle: (failed: boolean, value: unknown) => void,
+): void {
+  let result: unknown;
+  try {
+    result = currentStep.run(args, run, args);
+  } catch (err) {
+    settle(true, err);
+    return;
+  }
+  if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as PromiseLike<unknown>).then === 'function') {
+    (result as PromiseLike<unknown>).then(
+      (v) => settle(false, v),
+      (err) => settle(true, err),
+    );
+  } else {
+    settle(false, result);
+  }
+}
