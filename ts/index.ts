@@ -30,5 +30,6 @@ export type {
   TransitionGuard,
   TransitionGuardInput,
 } from './machine-types';
+export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
 export { LocalSemaphore, type Semaphore } from './semaphore';

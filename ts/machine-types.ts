@@ -39,7 +39,7 @@ export type TransitionGuard<Ctx, Root> = (
 
 export interface Transition<Ctx, Root, S extends string = string> {
   /** The state to go to. */
-  state: S;
+  state: NoInfer<S>;
   condition?: TransitionGuard<Ctx, Root>;
   /** Wait this long before moving; an event that another transition takes pre-empts the wait. */
   delay?: Duration;
@@ -56,27 +56,27 @@ export interface StateArgs<Ctx, Root, In = any> extends NodeArgs<Ctx, Root, In> 
 export interface StateNode<Ctx, Root, S extends string = string> {
   run?: (args: StateArgs<Ctx, Root>) => unknown;
   /** A state name (always go there), or transitions by event type (`''` fires without an event). */
-  transition?: S | Record<string, S | Transition<Ctx, Root, S> | Array<Transition<Ctx, Root, S>>>;
+  transition?: NoInfer<S> | Record<string, NoInfer<S> | Transition<Ctx, Root, S> | Array<Transition<Ctx, Root, S>>>;
   /** Resting here finishes the machine. */
   final?: boolean;
   /** Where this state goes when its run throws (overrides the machine's `errorState`). */
-  errorState?: S;
+  errorState?: NoInfer<S>;
   semaphoreKey?: string;
   /** How often this state may run in one machine run. */
   maxVisits?: number;
   /** When the state's run, or its wait for an event, lasts longer than `after`, move to `state`
    * with a `TimeoutError` as input. */
-  timeout?: { after: Duration; state: S };
+  timeout?: { after: Duration; state: NoInfer<S> };
   tags?: string[];
   info?: object;
 }
 
 export interface StateMachine<Ctx extends object, Root, S extends string = string> {
   name: string;
-  initial: S;
+  initial: NoInfer<S>;
   context?: () => Ctx;
   /** Where any state goes when its run throws. */
-  errorState?: S;
+  errorState?: NoInfer<S>;
   /** Loop guard: state runs beyond this are an error. */
   maxSteps?: number;
   tags?: string[];
@@ -107,4 +107,19 @@ export interface CurrentState<S extends string = string> {
   input: unknown;
   event?: MachineEvent;
   output: unknown;
+}
+
+/**
+ * Identity helper that types a machine literal: the state names are inferred from `nodes`,
+ * so `initial`, `errorState`, transition targets and timeout states must name real states.
+ *
+ * ```ts
+ * const config = defineMachine<{ n: number }, string>()({
+ *   name: 'm', initial: 'a',
+ *   nodes: { a: { transition: 'b' }, b: { final: true } },   // transition: 'c' would not compile
+ * });
+ * ```
+ */
+export function defineMachine<Ctx extends object, Root>() {
+  return <const S extends string>(config: StateMachine<Ctx, Root, S>): StateMachine<Ctx, Root, S> => config;
 }

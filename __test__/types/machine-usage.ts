@@ -1,7 +1,7 @@
 // Typed usage of the state machine surface, checked with strict `tsc --noEmit` by
 // __test__/machine-types.test.mjs. Every `@ts-expect-error` must hit a real error: if the types
 // were `any`, tsc would report "Unused '@ts-expect-error' directive" and the test fails.
-import { StateMachineRunner, transitionTo, runAll, TimeoutError, parseDuration, DagRunner, LocalSemaphore } from 'ramus';
+import { StateMachineRunner, transitionTo, runAll, TimeoutError, parseDuration, DagRunner, LocalSemaphore, defineMachine } from 'ramus';
 import type { StateMachine, MachineStatus, RunAllResult, CurrentState, Dag } from 'ramus';
 
 interface Ctx {
@@ -167,3 +167,34 @@ export function useMisc(): void {
   const bad: string = parseDuration('1s');
   void [ms, n, te, t, bad];
 }
+
+// defineMachine infers the state names from `nodes`: every other state reference must name one.
+
+const typedMachine = defineMachine<{ n: number }, string>()({
+  name: 'typed',
+  initial: 'a',
+  errorState: 'b',
+  nodes: {
+    a: {
+      run: ({ context }) => context.n,
+      transition: { go: 'b', '': [{ state: 'a', condition: ({ context }) => context.n < 3 }] },
+      timeout: { after: '1m', state: 'b' },
+    },
+    b: { final: true },
+  },
+});
+new StateMachineRunner({ config: typedMachine, input: 'x' });
+
+defineMachine<{ n: number }, string>()({
+  name: 'bad-target',
+  initial: 'a',
+  // @ts-expect-error 'c' is not a state of this machine
+  nodes: { a: { transition: 'c' }, b: { final: true } },
+});
+
+defineMachine<{ n: number }, string>()({
+  name: 'bad-initial',
+  // @ts-expect-error 'zz' is not a state of this machine
+  initial: 'zz',
+  nodes: { a: { transition: 'b' }, b: { final: true } },
+});
