@@ -163,6 +163,7 @@ pub struct NativeMachineRun {
     actions: Vec<MachineAction>,
     name: String,
     message: Option<String>,
+    uses_timers: bool,
 }
 
 #[napi]
@@ -189,7 +190,9 @@ impl NativeMachineRun {
             None => None,
         };
         let rec = Recorder::new(seed(), 0, run_id, parent);
+        let uses_timers = machine.inner.uses_timers();
         Ok(NativeMachineRun {
+            uses_timers,
             run: MachineRun::new(Arc::clone(&machine.inner), rec, flags & 1 != 0, initial),
             actions: Vec::new(),
             name,
@@ -197,8 +200,14 @@ impl NativeMachineRun {
         })
     }
 
-    fn now(&mut self) -> u64 {
-        now_ms()
+    /// The clock is read only when something needs it: events being recorded, or timers
+    /// (configured ones, or `force` for a delay a runner chose).
+    fn now_if_needed(&mut self, force: bool) -> u64 {
+        if force || self.uses_timers || self.run.recorder().observing() {
+            now_ms()
+        } else {
+            0
+        }
     }
 
     /// Write the pending actions into `buf`, five numbers each. Returns
@@ -262,9 +271,10 @@ impl NativeMachineRun {
     fn guarded<T>(
         &mut self,
         guards: &Function<FnArgs<(u32, f64)>, u32>,
+        force_clock: bool,
         f: impl FnOnce(&mut MachineRun, &mut dyn Guards, u64, &mut Vec<MachineAction>) -> T,
     ) -> Result<T> {
-        let now = self.now();
+        let now = self.now_if_needed(force_clock);
         let mut g = JsGuards {
             f: guards,
             error: None,
@@ -285,7 +295,7 @@ impl NativeMachineRun {
     /// Run the current state once, if it can step.
     #[napi]
     pub fn step(&mut self, buf: Float64ArraySlice) -> u32 {
-        let now = self.now();
+        let now = self.now_if_needed(false);
         self.run.step(now, &mut self.actions);
         self.flush(buf)
     }
@@ -311,7 +321,14 @@ impl NativeMachineRun {
                 delay_ms: (delay_ms >= 0.0).then_some(delay_ms as u64),
             },
         };
-        self.guarded(&guards, |run, g, now, out| {
+        let chose_delay = matches!(
+            outcome,
+            StateOutcome::Chose {
+                delay_ms: Some(_),
+                ..
+            }
+        );
+        self.guarded(&guards, chose_delay, |run, g, now, out| {
             run.state_done(slot, outcome, g, now, out)
         })?;
         Ok(self.flush(buf))
@@ -327,7 +344,7 @@ impl NativeMachineRun {
         guards: Function<FnArgs<(u32, f64)>, u32>,
         buf: Float64ArraySlice,
     ) -> Result<u32> {
-        self.guarded(&guards, |run, g, now, out| {
+        self.guarded(&guards, false, |run, g, now, out| {
             run.send(handle as u64, &event_type, queue, g, now, out)
         })?;
         Ok(self.flush(buf))
@@ -336,7 +353,7 @@ impl NativeMachineRun {
     /// A timer fired.
     #[napi]
     pub fn timer_fired(&mut self, timer: f64, buf: Float64ArraySlice) -> u32 {
-        let now = self.now();
+        let now = self.now_if_needed(false);
         self.run.timer_fired(timer as u64, now, &mut self.actions);
         self.flush(buf)
     }
@@ -345,14 +362,14 @@ impl NativeMachineRun {
     /// more and the face gives the slots back.
     #[napi]
     pub fn semaphore_acquired(&mut self, slot: u32) -> bool {
-        let now = self.now();
+        let now = self.now_if_needed(false);
         self.run.semaphore_acquired(slot, now, &mut self.actions)
     }
 
     /// Cancel the machine; false when it already was.
     #[napi]
     pub fn cancel(&mut self) -> bool {
-        let now = self.now();
+        let now = self.now_if_needed(false);
         self.run.cancel(now, &mut self.actions)
     }
 
@@ -432,7 +449,7 @@ impl NativeMachineRun {
     /// Record a custom event of a step; the face attaches its data.
     #[napi]
     pub fn custom_event(&mut self, slot: u32, event_type: String) {
-        let now = self.now();
+        let now = self.now_if_needed(false);
         self.run.recorder().step_event(
             slot,
             ramus_core::EventKind::Custom(event_type.into()),

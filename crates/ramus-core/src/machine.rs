@@ -309,6 +309,13 @@ impl CompiledMachine {
         self.states[state as usize].is_final
     }
 
+    /// Whether any transition has a delay or any state a timeout: only then does a run need
+    /// the clock when nobody observes it.
+    pub fn uses_timers(&self) -> bool {
+        self.transitions.iter().any(|t| t.delay_ms.is_some())
+            || self.states.iter().any(|s| s.timeout.is_some())
+    }
+
     /// A state's timeout, `(after_ms, target)`.
     pub fn timeout(&self, state: u32) -> Option<(u64, u32)> {
         self.states[state as usize].timeout
