@@ -7,7 +7,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use ramus_core::{
     parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineRun,
-    MachineSpec, Recorder, StateOutcome, StateSpec, TransitionSpec,
+    MachineSpec, MachineStatus, Recorder, StateOutcome, StateSpec, TransitionSpec,
 };
 
 use crate::{events_json, now_ms, parse_id, seed};
@@ -113,6 +113,24 @@ impl NativeMachine {
     }
 }
 
+/// Numbers before the actions in the buffer: status code, current state.
+const HEADER: usize = 2;
+
+/// Status codes, in the order of `MACHINE_STATUSES` in ts/machine.ts.
+fn status_code(s: MachineStatus) -> f64 {
+    match s {
+        MachineStatus::Initial => 0.0,
+        MachineStatus::Ready => 1.0,
+        MachineStatus::PendingSemaphore => 2.0,
+        MachineStatus::Running => 3.0,
+        MachineStatus::WaitingForEvent => 4.0,
+        MachineStatus::Sleeping => 5.0,
+        MachineStatus::Final => 6.0,
+        MachineStatus::Error => 7.0,
+        MachineStatus::Cancelled => 8.0,
+    }
+}
+
 const ACT_RUN: f64 = 1.0;
 const ACT_ACQUIRE: f64 = 2.0;
 const ACT_ERRORED: f64 = 3.0;
@@ -210,15 +228,20 @@ impl NativeMachineRun {
         }
     }
 
-    /// Write the pending actions into `buf`, five numbers each. Returns
-    /// `count * 4 + 2 * resting + more`: how many were written, whether the machine rests
-    /// (nothing runs), and whether more are pending (the face then calls `more`). The buffer
-    /// is the face's, reused for every call, so no array is built per crossing.
+    /// Write the machine's status code and current state into `buf[0..2]`, then the
+    /// pending actions, five numbers each. Returns `count * 8 + 4 * can_step + 2 * resting +
+    /// more`: how many actions were written, whether a step would run a state, whether the
+    /// machine rests (nothing runs), and whether more actions are pending (the face then
+    /// calls `more`). The buffer is the face's, reused for every call, so no array is built
+    /// per crossing, and the face can answer `state`/`machineStatus` without calling in
+    /// (a transition condition runs while this object is borrowed).
     fn flush(&mut self, mut buf: Float64ArraySlice) -> u32 {
         // SAFETY: the buffer is only touched by JS on this same thread, which is blocked in
         // this call; nothing else aliases it while we write.
         let out: &mut [f64] = unsafe { buf.as_mut() };
-        let fit = (out.len() / 5).min(self.actions.len());
+        out[0] = status_code(self.run.status());
+        out[1] = self.run.current() as f64;
+        let fit = ((out.len() - HEADER) / 5).min(self.actions.len());
         for (i, a) in self.actions.drain(..fit).enumerate() {
             let row = match a {
                 MachineAction::RunState { state, slot } => {
@@ -257,9 +280,13 @@ impl NativeMachineRun {
                 MachineAction::DropEvent { handle } => [ACT_DROP, handle as f64, 0.0, 0.0, 0.0],
                 MachineAction::Finished => [ACT_FINISHED, 0.0, 0.0, 0.0, 0.0],
             };
-            out[i * 5..i * 5 + 5].copy_from_slice(&row);
+            let at = HEADER + i * 5;
+            out[at..at + 5].copy_from_slice(&row);
         }
-        fit as u32 * 4 + 2 * self.run.resting() as u32 + !self.actions.is_empty() as u32
+        fit as u32 * 8
+            + 4 * self.run.can_step() as u32
+            + 2 * self.run.resting() as u32
+            + !self.actions.is_empty() as u32
     }
 
     /// Actions left over when the last call's buffer was full.
@@ -318,7 +345,8 @@ impl NativeMachineRun {
             3 => StateOutcome::Cancelled,
             _ => StateOutcome::Chose {
                 target,
-                delay_ms: (delay_ms >= 0.0).then_some(delay_ms as u64),
+                delay_ms: (delay_ms >= 0.0)
+                    .then_some(delay_ms.min(ramus_core::machine::MAX_DURATION_MS as f64) as u64),
             },
         };
         let chose_delay = matches!(

@@ -103,6 +103,12 @@ const STATUS_CANCELLED = 4;
 const COUNT_MASK = 0xffffff;
 const NODE_MASK = 0x3fffffff;
 
+/** Set an own property, even one named `__proto__` (which plain assignment would turn into a prototype change). */
+function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  else obj[key] = value;
+}
+
 /** The arguments of one node call. */
 class DagNodeArgs extends StepArgs implements NodeArgs<any, any, any> {
   input: any;
@@ -137,6 +143,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   #autorun: (() => boolean) | undefined;
   #cache: NodeResultCache | undefined;
   #nodeWaiters: Map<number, Array<(ran: boolean) => void>> | undefined;
+  /** 1 while a node's runner is executing (the core marks such nodes cancelled on failure). */
+  #running: Uint8Array;
 
   constructor(options: DagRunnerOptions<Ctx, Root, Out>) {
     if (options === null || typeof options !== 'object') throw new TypeError('DagRunner options must be an object');
@@ -166,6 +174,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const n = dag.names.length;
     this.#buf = new Uint32Array(n);
     this.#outputs = new Array(n);
+    this.#running = new Uint8Array(n);
     if (parent?.owner.isObserved()) this.observe();
   }
 
@@ -176,11 +185,14 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** Start the run (once); resolves like `finished`. */
   run(): Promise<Out> {
     const finished = this.finished;
-    if (this.#core.status === 0) {
-      this.attachToParent();
-      this.#drive(this.#core.start(this.#buf));
-    }
+    this.#start();
     return finished;
+  }
+
+  #start(): void {
+    if (this.#core.status !== 0) return;
+    this.attachToParent();
+    this.#drive(this.#core.start(this.#buf));
   }
 
   /** Stop the run: nodes not started never will; running nodes see `isCancelled()` turn true. */
@@ -207,7 +219,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this.#core.status === 0) this.run();
+    this.#start();
     const r = this.#core.runNode(id, this.#buf);
     if ((r & COUNT_MASK) === 0) return Promise.resolve(false);
     const done = new Promise<boolean>((resolve) => {
@@ -253,6 +265,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
    * million synchronous runners in a chain do not grow the stack.
    */
   #settleNode(slot: number, outcome: number, value: unknown): void {
+    this.#running[slot] = 0;
     if (outcome === OK) this.#outputs[slot] = value;
     else if (outcome === FAILED) this.#errors[slot] = value;
     const request = this.#slotRequests?.[slot];
@@ -303,6 +316,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   #launch(entry: number): void {
+    // A listener may have cancelled the run while this batch was being delivered.
+    if (this.settled) return;
     const slot = entry & NODE_MASK;
     const kind = entry >>> 30;
     if (kind === 0) this.#call(slot);
@@ -311,6 +326,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   #call(slot: number): void {
+    this.#running[slot] = 1;
     const args = new DagNodeArgs(this, slot, this.#buildInput(slot));
     if (this.#cache) {
       this.#callCached(args, this.#cache);
@@ -382,7 +398,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const input: Record<string, unknown> = Object.setPrototypeOf(Object.create(null), Object.prototype);
     for (let k = start; k < end; k++) {
       const p = table[k]!;
-      input[names[p]!] = outputs[p];
+      setKey(input, names[p]!, outputs[p]);
     }
     return input;
   }
@@ -391,24 +407,26 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const leaves = this.dag.leaves;
     if (leaves.length === 1) return this.#outputs[leaves[0]!] as Out;
     const out: Record<string, unknown> = {};
-    for (const leaf of leaves) out[this.dag.names[leaf]!] = this.#outputs[leaf];
+    for (const leaf of leaves) setKey(out, this.dag.names[leaf]!, this.#outputs[leaf]);
     return out as Out;
   }
 
   #end(status: number): void {
     if (this.settled) return;
     if (this.#nodeWaiters) {
-      // Nodes that will never settle now (cancelled while waiting) answer their runNode.
+      // Nodes that will never settle now (cancelled before they ran) answer their runNode.
       for (const [slot, waiters] of this.#nodeWaiters) {
-        if (this.#core.nodeState(slot) !== 'running') for (const w of waiters) w(false);
+        if (!this.#running[slot]) for (const w of waiters) w(false);
       }
     }
     if (status !== STATUS_FINISHED && this.#slotRequests) {
-      // Nodes still waiting for slots will never run: give back what they took.
+      // Nodes still waiting for slots will never run: give back what they took. Running
+      // nodes keep theirs until they end.
       for (let slot = 0; slot < this.#slotRequests.length; slot++) {
-        if (this.#core.nodeState(slot) !== 'running') this.#slotRequests[slot]?.abort();
+        if (!this.#running[slot]) this.#slotRequests[slot]?.abort();
       }
     }
+    if (status === STATUS_FAILED) this.cancelChildren();
     if (status === STATUS_FINISHED) this.resolveFinished(this.output as Out);
     else if (status === STATUS_FAILED) this.rejectFinished(this.#errors[this.#core.failedNode], true);
     else this.rejectFinished(new CancelledError(), false);

@@ -1,4 +1,4 @@
-/** The event types the engine emits for DAG runs. */
+/** The event types the engine emits for state machine runs. */
 export type MachineEventType =
   | 'state_machine:start'
   | 'state_machine:node_start'
@@ -8,6 +8,7 @@ export type MachineEventType =
   | 'state_machine:finish'
   | 'state_machine:error';
 
+/** The event types the engine emits for DAG runs. */
 export type DagEventType =
   | 'dag:start'
   | 'dag:node_start'

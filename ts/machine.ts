@@ -24,7 +24,8 @@ export class TimeoutError extends Error {
 /** Milliseconds of a duration (`250`, `'250ms'`, `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
 export function parseDuration(value: Duration): number {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) throw new Error(`Invalid duration: ${value}`);
+    // Beyond 2^53 ms numbers stop being exact integers: no real delay is that long.
+    if (!Number.isFinite(value) || value < 0 || value > 2 ** 53) throw new Error(`Invalid duration: ${value}`);
     return value;
   }
   try {
@@ -58,6 +59,8 @@ class CompiledMachine {
   readonly isFinal: boolean[];
   readonly timeouts: Array<Duration | undefined>;
   readonly semaphoreKeys: Array<string | null>;
+  /** Event types each state has transitions for (without ''), by state id. */
+  readonly events: string[][] = [];
   /** Conditions by transition id (declaration order, state by state). */
   readonly conditions: Array<TransitionGuard<any, any> | undefined> = [];
 
@@ -95,6 +98,7 @@ class CompiledMachine {
           }
         }
       }
+      this.events.push([...new Set(transitions.map((t) => t[0]).filter((e) => e !== ''))]);
       const timeout = node.timeout;
       if (timeout != null && (typeof timeout !== 'object' || typeof timeout.state !== 'string')) {
         throw new TypeError(`State ${name} timeout must be { after, state }`);
@@ -149,6 +153,19 @@ const ACT_CLEAR = 6;
 const ACT_DROP = 7;
 const ACT_FINISHED = 8;
 
+/** Status names by the binding's status codes (see `status_code` in src/machine.rs). */
+const MACHINE_STATUSES: readonly MachineStatus[] = [
+  'initial',
+  'ready',
+  'pendingSemaphore',
+  'running',
+  'waitingForEvent',
+  'sleeping',
+  'final',
+  'error',
+  'cancelled',
+];
+
 const INPUT_ERROR = 1;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const INPUT_TIMEOUT = 2;
@@ -187,7 +204,15 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #lastError: unknown;
   #events = new Map<number, MachineEvent>();
   #nextHandle = 0;
-  #slotState: number[] = [];
+  /** The state of each recent visit's slot (older ones are dropped as the machine moves on). */
+  #slotState = new Map<number, number>();
+  #statusCode = 0;
+  #current: number;
+  #canStep = true;
+  /** Set while the core calls back into a condition: the runner must not be re-entered then. */
+  #inCore = false;
+  #depth = 0;
+  #notices: Array<() => void> = [];
   #activeSlot = -1;
   #timers = new Map<number, NodeJS.Timeout>();
   #slotRequests = new Map<number, SlotRequest>();
@@ -199,7 +224,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #runWaiters: Array<() => void> = [];
   #guard: (transition: number, handle: number) => number;
   /** Where the core writes its actions, five numbers each; reused for every call. */
-  #buf = new Float64Array(5 * 32);
+  #buf = new Float64Array(2 + 5 * 32);
   #resting = true;
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>) {
@@ -230,6 +255,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     } catch (err) {
       throw new Error((err as Error).message);
     }
+    this.#current = m.native.stateId(options.initial ?? options.config.initial ?? '');
     if (parent?.owner.isObserved()) this.observe();
     this.#guard = (transition, handle) => {
       const condition = this.#m.conditions[transition]!;
@@ -253,11 +279,11 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
 
   /** The current state's name. */
   get state(): S {
-    return this.#m.names[this.#core.current] as S;
+    return this.#m.names[this.#current] as S;
   }
 
   get machineStatus(): MachineStatus {
-    return this.#core.status as MachineStatus;
+    return MACHINE_STATUSES[this.#statusCode]!;
   }
 
   /** The current state, its input and output, and how the machine got there. */
@@ -278,17 +304,17 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
 
   /** Whether `step()` would run a state now. */
   canStep(): boolean {
-    return this.#core.canStep();
+    return this.#canStep;
   }
 
   /** Event types the current state has transitions for. */
   availableEvents(): string[] {
-    return this.#core.availableEvents();
+    return [...this.#m.events[this.#current]!];
   }
 
   /** Run the current state once; resolves true when the machine took (or scheduled) a transition. */
   step(): Promise<boolean> {
-    if (!this.#core.canStep()) return Promise.resolve(false);
+    if (!this.#canStep) return Promise.resolve(false);
     this.attachToParent();
     return new Promise<boolean>((resolve) => {
       this.#stepWaiters.push(resolve);
@@ -315,13 +341,22 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     if (event === null || typeof event !== 'object' || typeof event.type !== 'string' || event.type === '') {
       throw new TypeError('send(event): event.type must be a non-empty string');
     }
+    if (this.#inCore) {
+      // Called from a transition condition: deliver once the core is done with this step.
+      queueMicrotask(() => this.send(event));
+      return;
+    }
     const handle = ++this.#nextHandle;
     this.#events.set(handle, { type: event.type, data: event.data });
-    this.#drive(this.#core.send(handle, event.type, event.queue === true, this.#guard, this.#buf));
+    this.#drive(this.#callCore(() => this.#core.send(handle, event.type, event.queue === true, this.#guard, this.#buf)));
   }
 
   /** Stop: a running state finishes and takes its transition, then nothing more runs. */
   cancel(): void {
+    if (this.#inCore) {
+      queueMicrotask(() => this.cancel());
+      return;
+    }
     if (!this.#core.cancel()) return;
     this.#drive(this.#core.more(this.#buf));
     this.cancelChildren();
@@ -355,7 +390,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   #wakeWaiters(): void {
-    const moved = this.#transitioned || this.#core.status === 'sleeping';
+    const moved = this.#transitioned || MACHINE_STATUSES[this.#statusCode] === 'sleeping';
     const steps = this.#stepWaiters;
     this.#stepWaiters = [];
     for (const w of steps) w(moved);
@@ -371,20 +406,47 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
    */
   #take(r: number, skipRun = false): void {
     if (r < 0) return;
-    for (;;) {
-      this.#resting = (r & 2) !== 0;
-      const count = r >>> 2;
-      if (count === 1) {
+    this.#depth++;
+    try {
+      for (;;) {
         const b = this.#buf;
-        this.#act(b[0]!, b[1]!, b[2]!, b[3]!, b[4]!, skipRun);
-      } else if (count > 1) {
-        const a = this.#buf.slice(0, count * 5);
-        for (let k = 0; k < a.length; k += 5) this.#act(a[k]!, a[k + 1]!, a[k + 2]!, a[k + 3]!, a[k + 4]!, skipRun);
+        this.#statusCode = b[0]!;
+        this.#current = b[1]!;
+        this.#canStep = (r & 4) !== 0;
+        this.#resting = (r & 2) !== 0;
+        const count = r >>> 3;
+        if (count === 1) {
+          this.#act(b[2]!, b[3]!, b[4]!, b[5]!, b[6]!, skipRun);
+        } else if (count > 1) {
+          const a = b.slice(2, 2 + count * 5);
+          for (let k = 0; k < a.length; k += 5) this.#act(a[k]!, a[k + 1]!, a[k + 2]!, a[k + 3]!, a[k + 4]!, skipRun);
+        }
+        if ((r & 1) === 0) break;
+        r = this.#core.more(this.#buf);
       }
-      if ((r & 1) === 0) break;
-      r = this.#core.more(this.#buf);
+    } finally {
+      this.#depth--;
     }
-    if (this.observed) this.deliverEvents();
+    // Events and listeners only at the outermost level, once every action is applied: a
+    // listener that calls back into the runner then sees a consistent machine.
+    if (this.#depth === 0) {
+      if (this.observed) this.deliverEvents();
+      const notices = this.#notices;
+      if (notices.length > 0) {
+        this.#notices = [];
+        for (const notice of notices) notice();
+      }
+    }
+  }
+
+  /** Call into the core where it may call transition conditions back. */
+  #callCore(call: () => number): number {
+    this.#inCore = true;
+    try {
+      return call();
+    } finally {
+      this.#inCore = false;
+    }
   }
 
   #act(kind: number, a: number, b: number, c: number, d: number, skipRun: boolean): void {
@@ -395,11 +457,13 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case ACT_ACQUIRE:
         this.#acquire(a, b);
         break;
-      case ACT_ERRORED:
+      case ACT_ERRORED: {
         if (b === 1) this.#lastError = new Error(this.#core.message ?? 'state machine error');
-        if (a === 1) this.rejectFinished(this.#lastError, true);
-        else this.emitSafely('ramus:error', this.#lastError);
+        const error = this.#lastError;
+        if (a === 1) this.#notices.push(() => this.rejectFinished(error, true));
+        else this.#notices.push(() => this.emitSafely('ramus:error', error));
         break;
+      }
       case ACT_TRANSITIONED:
         this.#transition(a, b, c, d);
         break;
@@ -415,14 +479,17 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case ACT_DROP:
         this.#events.delete(a);
         break;
-      case ACT_FINISHED:
-        this.resolveFinished(this.#output as Out);
+      case ACT_FINISHED: {
+        const output = this.#output as Out;
+        this.#notices.push(() => this.resolveFinished(output));
         break;
+      }
     }
   }
 
   #runState(state: number, slot: number): void {
-    this.#slotState[slot] = state;
+    this.#slotState.set(slot, state);
+    this.#slotState.delete(slot - 2);
     this.#activeSlot = slot;
     const run = this.#m.runs[state];
     if (!run) {
@@ -448,13 +515,12 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     if (slot !== this.#activeSlot) return -1;
     this.#activeSlot = -1;
     if (failed && value instanceof CancelledError) {
-      const actions = this.#core.stateDone(slot, 3, 0, -1, this.#guard, this.#buf);
-      this.rejectFinished(value, false);
-      return actions;
+      this.#notices.push(() => this.rejectFinished(value, false));
+      return this.#callCore(() => this.#core.stateDone(slot, 3, 0, -1, this.#guard, this.#buf));
     }
     if (failed) {
       this.#lastError = value;
-      return this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf);
+      return this.#callCore(() => this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf));
     }
     if (value instanceof TransitionTo) {
       let target: number;
@@ -464,13 +530,13 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         if (value.delay !== undefined) delay = parseDuration(value.delay);
       } catch (err) {
         this.#lastError = err instanceof Error ? new Error(err.message) : err;
-        return this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf);
+        return this.#callCore(() => this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf));
       }
       this.#output = this.#stateOutput = value.output;
-      return this.#core.stateDone(slot, 2, target, delay, this.#guard, this.#buf);
+      return this.#callCore(() => this.#core.stateDone(slot, 2, target, delay, this.#guard, this.#buf));
     }
     this.#output = this.#stateOutput = value;
-    return this.#core.stateDone(slot, 0, 0, -1, this.#guard, this.#buf);
+    return this.#callCore(() => this.#core.stateDone(slot, 0, 0, -1, this.#guard, this.#buf));
   }
 
   #acquire(state: number, slot: number): void {
@@ -489,7 +555,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         this.#slotRequests.delete(slot);
         if (!this.#core.semaphoreAcquired(slot)) return;
         // The state never ran: its semaphore's failure is its failure.
-        this.#slotState[slot] = state;
+        this.#slotState.set(slot, state);
         this.#activeSlot = slot;
         this.#queue.push([slot, true, err]);
         if (this.#pumping) this.#take(this.#core.more(this.#buf), true);
@@ -575,7 +641,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   protected override sourceNode(w: WireEvent): string {
-    return w.node >= 0 ? this.#m.names[this.#slotState[w.node]!]! : '';
+    const state = w.node >= 0 ? this.#slotState.get(w.node) : undefined;
+    return state === undefined ? '' : this.#m.names[state]!;
   }
 
   protected onEvent(_event: RamusEvent, w: WireEvent): void {

@@ -217,7 +217,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** @internal */
   releaseChild(slot: number, child: { cancel(): void }): void {
-    this.#children?.get(slot)?.delete(child);
+    const set = this.#children?.get(slot);
+    if (set?.delete(child) && set.size === 0) this.#children!.delete(slot);
   }
 
   /** @internal */

@@ -1,3 +1,4 @@
+import { reportListenerError } from './events';
 import { NativeSemaphore } from './native';
 
 /** Anything a run can take slots from: `LocalSemaphore`, or your own (e.g. a shared one). */
@@ -59,6 +60,16 @@ export class LocalSemaphore implements Semaphore {
   }
 }
 
+/** Release a slot; a custom semaphore whose release fails is reported, not left unhandled. */
+function giveBack(s: Semaphore, key: string): void {
+  try {
+    const done = s.release(key);
+    if (done && typeof (done as Promise<void>).then === 'function') (done as Promise<void>).then(undefined, reportListenerError);
+  } catch (err) {
+    reportListenerError(err);
+  }
+}
+
 /**
  * One node's claim on a slot of `key` in every semaphore of its run. Slots taken are given
  * back by `release()`; after `abort()` (the node will never run) the slots taken so far go
@@ -82,7 +93,7 @@ export class SlotRequest {
       await Promise.all(
         this.#semaphores.map(async (s) => {
           await s.acquire(this.#key);
-          if (this.#aborted) void s.release(this.#key);
+          if (this.#aborted) giveBack(s, this.#key);
           else this.#held.push(s);
         }),
       );
@@ -96,7 +107,7 @@ export class SlotRequest {
   release(): void {
     const held = this.#held;
     this.#held = [];
-    for (const s of held) void s.release(this.#key);
+    for (const s of held) giveBack(s, this.#key);
   }
 
   /** Give back what is held and refuse what comes later. */

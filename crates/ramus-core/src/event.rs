@@ -5,6 +5,8 @@
 //! JS values), so an event carries a [`DataRef`] naming which value it refers to; each sink
 //! (JS listeners, later the store and tracing) resolves it against what the driver holds.
 
+use std::collections::VecDeque;
+
 use crate::ids::{Id, IdGen};
 
 /// What kind of fact an event records. The string forms are the public event types.
@@ -123,7 +125,10 @@ pub struct Recorder {
     run_id: Option<Id>,
     run_step: Option<Id>,
     parent_step: Option<Id>,
-    steps: Vec<Option<Id>>,
+    /// Step ids of slots `base..`; a machine forgets the slots of visits long past so a
+    /// run of millions of steps keeps a constant footprint.
+    steps: VecDeque<Option<Id>>,
+    base: u32,
     observe: bool,
     events: Vec<Event>,
 }
@@ -137,7 +142,8 @@ impl Recorder {
             run_id,
             run_step: None,
             parent_step,
-            steps: vec![None; slots],
+            steps: std::iter::repeat_n(None, slots).collect(),
+            base: 0,
             observe: false,
             events: Vec::new(),
         }
@@ -182,13 +188,19 @@ impl Recorder {
         self.parent_step
     }
 
-    /// The step of `slot`, minted on first use.
+    /// The step of `slot`, minted on first use. A forgotten slot gets a fresh id each time.
     pub fn step(&mut self, slot: u32, now: u64) -> Id {
-        match self.steps[slot as usize] {
+        let Some(entry) = slot
+            .checked_sub(self.base)
+            .and_then(|i| self.steps.get_mut(i as usize))
+        else {
+            return self.ids.next(now);
+        };
+        match *entry {
             Some(id) => id,
             None => {
                 let id = self.ids.next(now);
-                self.steps[slot as usize] = Some(id);
+                *entry = Some(id);
                 id
             }
         }
@@ -233,8 +245,16 @@ impl Recorder {
 
     /// Add a step slot (a state machine allocates one per state visit) and return it.
     pub fn new_slot(&mut self) -> u32 {
-        self.steps.push(None);
-        (self.steps.len() - 1) as u32
+        self.steps.push_back(None);
+        self.base + self.steps.len() as u32 - 1
+    }
+
+    /// Forget the step ids of slots before `slot`.
+    pub fn forget_before(&mut self, slot: u32) {
+        while self.base < slot && !self.steps.is_empty() {
+            self.steps.pop_front();
+            self.base += 1;
+        }
     }
 
     /// Take the events recorded since the last drain, oldest first.

@@ -66,6 +66,9 @@ pub enum MachineError {
     DuplicateState(String),
 }
 
+/// The longest duration accepted, in ms: 2^53, the largest integer JS numbers hold exactly.
+pub const MAX_DURATION_MS: u64 = 1 << 53;
+
 /// Parse a duration: a number of milliseconds, or a number with a unit `ms`, `s`, `m`, `h`
 /// or `d` (`'90s'`, `'15m'`, `'1.5h'`, `'30d'`).
 pub fn parse_duration(text: &str) -> Option<u64> {
@@ -84,7 +87,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
         _ => return None,
     };
     let ms = value * factor;
-    (ms.is_finite() && ms >= 0.0 && ms < u64::MAX as f64).then(|| ms.round() as u64)
+    // Beyond 2^53 ms (285,000 years) JS numbers lose integer precision: no real delay.
+    (ms.is_finite() && ms >= 0.0 && ms <= MAX_DURATION_MS as f64).then(|| ms.round() as u64)
 }
 
 /// A transition as declared.
@@ -559,7 +563,8 @@ pub struct MachineRun {
     previous: Option<u32>,
     slot: Option<u32>,
     last_slot: Option<u32>,
-    abandoned: Option<u32>,
+    /// Runs that timed out and still run: their late reports are ignored.
+    abandoned: Vec<u32>,
     steps: u32,
     visits: Vec<u32>,
     queue: VecDeque<Queued>,
@@ -567,10 +572,15 @@ pub struct MachineRun {
     timeout: Option<u64>,
     next_timer: u64,
     errored: bool,
+    /// A limit was exceeded once: the next breach halts instead of going to an error state
+    /// again, so a loop through an error state cannot escape `maxSteps`.
+    limit_hit: bool,
     /// Resting in a final state (status `final`, or `error` on the error path).
     at_rest: bool,
     halted: bool,
     exempt: bool,
+    /// The current state was entered because of an error.
+    by_error: bool,
     started: bool,
     semaphores: bool,
     auto: bool,
@@ -594,7 +604,7 @@ impl MachineRun {
             previous: None,
             slot: None,
             last_slot: None,
-            abandoned: None,
+            abandoned: Vec::new(),
             steps: 0,
             visits: vec![0; n],
             queue: VecDeque::new(),
@@ -602,9 +612,11 @@ impl MachineRun {
             timeout: None,
             next_timer: 0,
             errored: false,
+            limit_hit: false,
             at_rest: false,
             halted: false,
             exempt: false,
+            by_error: false,
             started: false,
             semaphores,
             auto: false,
@@ -674,7 +686,7 @@ impl MachineRun {
     /// Whether the run of `slot` should stop: the machine was cancelled, or the state
     /// timed out while it ran.
     pub fn is_cancelled(&self, slot: u32) -> bool {
-        self.status == MachineStatus::Cancelled || self.abandoned == Some(slot)
+        self.status == MachineStatus::Cancelled || self.abandoned.contains(&slot)
     }
 
     /// Run the current state once (or report the failure of a limit). False when it cannot step.
@@ -691,17 +703,19 @@ impl MachineRun {
                     self.m.name,
                     self.m.state_name(state)
                 );
-                self.fail(Some(msg), None, now, out);
+                self.fail_limit(msg, now, out);
                 self.continue_auto(now, out);
                 return true;
             }
             let s = &self.m.states[state as usize];
+            // A visit caused by an error does not count against the state's own limit (an
+            // error handler may be reached many times); `maxSteps` still bounds the loop.
             if let Some(max) = s
                 .max_visits
-                .filter(|&max| self.visits[state as usize] >= max)
+                .filter(|&max| !self.by_error && self.visits[state as usize] >= max)
             {
                 let msg = format!("State {} exceeded maxVisits ({max})", s.name);
-                self.fail(Some(msg), None, now, out);
+                self.fail_limit(msg, now, out);
                 self.continue_auto(now, out);
                 return true;
             }
@@ -715,10 +729,20 @@ impl MachineRun {
                 .run_event(EventKind::MachineStart, DataRef::RunInput, now);
         }
         let slot = self.rec.new_slot();
+        // Keep the ids of the previous visit (its transition event) and of runs that timed
+        // out but may still emit; forget older ones.
+        let keep = self
+            .abandoned
+            .iter()
+            .copied()
+            .chain(self.last_slot)
+            .min()
+            .unwrap_or(slot);
+        self.rec.forget_before(keep);
         self.slot = Some(slot);
         if self.timeout.is_none() {
             if let Some((after, _)) = self.m.timeout(state) {
-                self.timeout = Some(self.arm(now + after, out));
+                self.timeout = Some(self.arm(now.saturating_add(after), out));
             }
         }
         if self.semaphores && self.m.states[state as usize].semaphore {
@@ -756,6 +780,7 @@ impl MachineRun {
         out: &mut Vec<MachineAction>,
     ) {
         if self.slot != Some(slot) {
+            self.abandoned.retain(|&s| s != slot);
             return;
         }
         self.slot = None;
@@ -831,6 +856,7 @@ impl MachineRun {
             Err(GuardFailed) => {
                 out.push(MachineAction::DropEvent { handle });
                 self.fail(None, self.last_slot, now, out);
+                self.continue_auto(now, out);
                 false
             }
         }
@@ -850,7 +876,7 @@ impl MachineRun {
         self.timeout = None;
         match self.status {
             MachineStatus::Running | MachineStatus::PendingSemaphore => {
-                self.abandoned = self.slot.take();
+                self.abandoned.extend(self.slot.take());
             }
             MachineStatus::WaitingForEvent | MachineStatus::Sleeping => {}
             _ => return,
@@ -1003,7 +1029,7 @@ impl MachineRun {
     ) {
         match mv.delay_ms {
             Some(delay) if delay > 0 && self.status != MachineStatus::Cancelled => {
-                let timer = self.arm(now + delay, out);
+                let timer = self.arm(now.saturating_add(delay), out);
                 self.sleep = Some(Sleep {
                     timer,
                     target: mv.target,
@@ -1046,7 +1072,8 @@ impl MachineRun {
         self.previous = Some(from);
         self.current = to;
         self.at_rest = false;
-        self.exempt = input == InputRef::Error;
+        self.exempt = false;
+        self.by_error = input == InputRef::Error;
         if input != InputRef::Error {
             self.errored = false;
         }
@@ -1080,6 +1107,14 @@ impl MachineRun {
 
     /// The current state failed: go to its error state, or halt. An error state that
     /// fails itself halts rather than loop.
+    /// A limit was exceeded: handled like a state error the first time, a halt after that.
+    fn fail_limit(&mut self, message: String, now: u64, out: &mut Vec<MachineAction>) {
+        let again = std::mem::replace(&mut self.limit_hit, true);
+        self.fail_to(Some(message), None, !again, now, out);
+        // The error state this leads to may run once although the limit is reached.
+        self.exempt = !again;
+    }
+
     fn fail(
         &mut self,
         message: Option<String>,
@@ -1087,9 +1122,20 @@ impl MachineRun {
         now: u64,
         out: &mut Vec<MachineAction>,
     ) {
+        self.fail_to(message, slot, true, now, out);
+    }
+
+    fn fail_to(
+        &mut self,
+        message: Option<String>,
+        slot: Option<u32>,
+        use_error_state: bool,
+        now: u64,
+        out: &mut Vec<MachineAction>,
+    ) {
         let target = self.m.states[self.current as usize]
             .error_state
-            .filter(|&t| t != self.current);
+            .filter(|&t| use_error_state && t != self.current);
         let halted = target.is_none();
         out.push(MachineAction::Errored { message, halted });
         match slot {
@@ -1114,6 +1160,10 @@ impl MachineRun {
             }
             None => {
                 self.halted = true;
+                // A retry (a step) arms the timeout again.
+                if let Some(timer) = self.timeout.take() {
+                    out.push(MachineAction::ClearTimer { timer });
+                }
                 if self.status != MachineStatus::Cancelled {
                     self.set_status(MachineStatus::Error, now);
                 }

@@ -583,3 +583,77 @@ fn durations() {
         assert_eq!(parse_duration(text), ms, "{text:?}");
     }
 }
+
+#[test]
+fn max_steps_bounds_a_loop_through_error_states() {
+    // work fails into retry, retry fails into work: only maxSteps can stop this loop.
+    let spec = MachineSpec {
+        max_steps: Some(4),
+        ..machine(
+            "work",
+            vec![
+                StateSpec {
+                    error_state: Some("retry".into()),
+                    ..state("work", vec![])
+                },
+                StateSpec {
+                    error_state: Some("work".into()),
+                    ..state("retry", vec![])
+                },
+            ],
+        )
+    };
+    let mut sim = Sim::new(spec);
+    let mut runs = 0;
+    while sim.run.can_step() && !sim.run.halted() {
+        sim.out.clear();
+        sim.run.step(sim.now, &mut sim.out);
+        if let Some(slot) = sim.out.iter().find_map(|a| match a {
+            MachineAction::RunState { slot, .. } => Some(*slot),
+            _ => None,
+        }) {
+            runs += 1;
+            sim.done(slot, StateOutcome::Err, &mut NoGuards);
+        }
+        assert!(runs < 10, "the loop escaped maxSteps");
+    }
+    // Four runs, one exempt run of the error state after the first breach, then a halt.
+    assert_eq!(runs, 5);
+    assert!(sim.run.halted());
+}
+
+#[test]
+fn every_timed_out_run_stays_cancelled_and_a_halt_clears_the_timeout() {
+    let a = StateSpec {
+        timeout: Some((10, "a".into())),
+        ..state("a", vec![t("", "a")])
+    };
+    let mut sim = Sim::new(machine("a", vec![a]));
+    let first = sim.step();
+    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+        panic!()
+    };
+    sim.out.clear();
+    sim.run.timer_fired(timer, 1_010, &mut sim.out);
+    let second = sim.step();
+    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+        panic!()
+    };
+    sim.out.clear();
+    sim.run.timer_fired(timer, 1_020, &mut sim.out);
+    assert!(sim.run.is_cancelled(first) && sim.run.is_cancelled(second));
+    assert!(sim.done(first, StateOutcome::Ok, &mut NoGuards).is_empty());
+
+    // A failure without an error state halts and disarms the state's timeout.
+    let a = StateSpec {
+        timeout: Some((10, "b".into())),
+        ..state("a", vec![])
+    };
+    let mut sim = Sim::new(machine("a", vec![a, state("b", vec![])]));
+    let slot = sim.step();
+    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+        panic!()
+    };
+    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
+    assert!(acts.contains(&MachineAction::ClearTimer { timer }));
+}
