@@ -33,3 +33,4 @@ export type {
 export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
 export { LocalSemaphore, type Semaphore } from './semaphore';
+export { toMermaid, type MermaidSource, type ToMermaidOptions } from './mermaid';
