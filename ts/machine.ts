@@ -212,6 +212,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** Set while the core calls back into a condition: the runner must not be re-entered then. */
   #inCore = false;
   #depth = 0;
+  #scratch: number[][] = [];
   #notices: Array<() => void> = [];
   #activeSlot = -1;
   #timers = new Map<number, NodeJS.Timeout>();
@@ -400,8 +401,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   /**
-   * Apply the actions a core call wrote into the buffer; `r` is `count * 4 + 2 * resting +
-   * more` (see src/machine.rs). They are copied out first: applying one may call back into
+   * Apply the actions a core call wrote into the buffer; `r` is `count * 8 + 4 * canStep +
+   * 2 * resting + more` (see src/machine.rs). They are copied out first: applying one may call back into
    * the core, which reuses the buffer. `skipRun` drops a state run the face must not start.
    */
   #take(r: number, skipRun = false): void {
@@ -418,8 +419,11 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         if (count === 1) {
           this.#act(b[2]!, b[3]!, b[4]!, b[5]!, b[6]!, skipRun);
         } else if (count > 1) {
-          const a = b.slice(2, 2 + count * 5);
-          for (let k = 0; k < a.length; k += 5) this.#act(a[k]!, a[k + 1]!, a[k + 2]!, a[k + 3]!, a[k + 4]!, skipRun);
+          // One scratch array per nesting depth: no allocation per call.
+          const a = (this.#scratch[this.#depth] ??= []);
+          const len = count * 5;
+          for (let k = 0; k < len; k++) a[k] = b[2 + k]!;
+          for (let k = 0; k < len; k += 5) this.#act(a[k]!, a[k + 1]!, a[k + 2]!, a[k + 3]!, a[k + 4]!, skipRun);
         }
         if ((r & 1) === 0) break;
         r = this.#core.more(this.#buf);
