@@ -299,27 +299,29 @@ impl NativeDagRun {
     #[napi]
     pub fn custom_event(&mut self, node: u32, event_type: String) {
         let now = self.now();
-        self.run.recorder().step_event(
-            node,
-            ramus_core::EventKind::Custom(event_type.into()),
-            DataRef::Custom,
-            now,
-        );
+        self.run.recorder().custom_event(node, &event_type, now);
     }
 
     /// The events recorded since the last call, as a JSON array (null when none).
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        if !self.run.recorder().has_events() {
-            return None;
-        }
-        let events = self.run.recorder().drain();
-        let run_id = self.run.recorder().run_id(now_ms());
         let dag = Arc::clone(self.run.dag());
-        Some(events_json(&events, run_id, &self.name, |n| {
-            dag.node_name(n)
-        }))
+        drain_json(self.run.recorder(), &self.name, |n| dag.node_name(n))
     }
+}
+
+/// Drain a recorder's events into the JSON array the JS face reads (None when empty).
+pub(crate) fn drain_json<'a>(
+    rec: &mut Recorder,
+    source: &str,
+    node_name: impl Fn(u32) -> &'a str,
+) -> Option<String> {
+    if !rec.has_events() {
+        return None;
+    }
+    let events = rec.drain();
+    let run_id = rec.run_id(now_ms());
+    Some(events_json(&events, run_id, source, node_name))
 }
 
 /// Data codes the JS face resolves against the values it holds.

@@ -10,7 +10,7 @@ use ramus_core::{
     MachineSpec, MachineStatus, Recorder, StateOutcome, StateSpec, TransitionSpec,
 };
 
-use crate::{events_json, now_ms, parse_id, seed};
+use crate::{drain_json, now_ms, parse_id, seed};
 
 type TransitionRow = (String, String, bool, Option<String>);
 type StateRow = (
@@ -478,23 +478,13 @@ impl NativeMachineRun {
     #[napi]
     pub fn custom_event(&mut self, slot: u32, event_type: String) {
         let now = self.now_if_needed(false);
-        self.run.recorder().step_event(
-            slot,
-            ramus_core::EventKind::Custom(event_type.into()),
-            ramus_core::DataRef::Custom,
-            now,
-        );
+        self.run.recorder().custom_event(slot, &event_type, now);
     }
 
     /// The events recorded since the last call, as a JSON array (null when none). An
     /// event's `node` is its step slot; the face knows which state that visit was.
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        if !self.run.recorder().has_events() {
-            return None;
-        }
-        let events = self.run.recorder().drain();
-        let run_id = self.run.recorder().run_id(now_ms());
-        Some(events_json(&events, run_id, &self.name, |_| ""))
+        drain_json(self.run.recorder(), &self.name, |_| "")
     }
 }

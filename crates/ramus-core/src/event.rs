@@ -257,6 +257,17 @@ impl Recorder {
         }
     }
 
+    /// Record a custom event a runner emitted on the step of `slot`; its data stays with the
+    /// driver.
+    pub fn custom_event(&mut self, slot: u32, event_type: &str, now: u64) {
+        self.step_event(
+            slot,
+            EventKind::Custom(event_type.into()),
+            DataRef::Custom,
+            now,
+        );
+    }
+
     /// Take the events recorded since the last drain, oldest first.
     pub fn drain(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
