@@ -1080,7 +1080,10 @@ impl MachineRun {
         if self.status == MachineStatus::Cancelled {
             return;
         }
-        if self.m.is_final(to) && !self.m.has_run(to) {
+        // A final state without run rests at once, unless a queued event waits for it: then
+        // it steps like any state (passing its input on) and the queue is tried after it.
+        let queued_for_it = self.queue.iter().any(|q| self.m.handles(to, q.event));
+        if self.m.is_final(to) && !self.m.has_run(to) && !queued_for_it {
             self.rest_final(now, out);
         } else if self.errored {
             self.set_status(MachineStatus::Error, now);

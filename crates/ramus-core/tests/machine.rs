@@ -657,3 +657,32 @@ fn every_timed_out_run_stays_cancelled_and_a_halt_clears_the_timeout() {
     let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
     assert!(acts.contains(&MachineAction::ClearTimer { timer }));
 }
+
+#[test]
+fn a_queued_event_moves_a_final_state_without_run_on() {
+    let a = state("a", vec![t("", "parked")]);
+    let parked = StateSpec {
+        is_final: true,
+        has_run: false,
+        ..state("parked", vec![t("restart", "again")])
+    };
+    let mut sim = Sim::new(machine("a", vec![a, parked, state("again", vec![])]));
+    let slot = sim.step();
+    assert!(
+        sim.send(1, "restart", true).is_empty(),
+        "queued while a runs"
+    );
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(
+        !acts.contains(&MachineAction::Finished),
+        "the queued event keeps it from resting"
+    );
+    assert_eq!(sim.run.status(), MachineStatus::Ready);
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(matches!(
+        acts[0],
+        MachineAction::Transitioned { event: Some(1), .. }
+    ));
+    assert_eq!(sim.state(), "again");
+}
