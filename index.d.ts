@@ -38,7 +38,7 @@ export declare class NativeDagRun {
    * `flags`: 1 tolerate failures, 2 stepwise, 4 has semaphores. `run_id` and
    * `parent_step_id` are given when the run is nested in another run's step.
    */
-  constructor(dag: NativeDag, name: string, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null)
+  constructor(dag: NativeDag, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null)
   /** Start the run. */
   start(buf: Uint32Array): number
   /** Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. */
@@ -83,7 +83,7 @@ export declare class NativeMachineRun {
    * `flags`: 1 has semaphores. `run_id`/`parent_step_id` when nested; `initial`
    * overrides the machine's initial state.
    */
-  constructor(machine: NativeMachine, name: string, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null)
+  constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null)
   /** Actions left over when the last call's buffer was full. */
   more(buf: Float64Array): number
   /** The message of the last core-made error (limits). */

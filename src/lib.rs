@@ -153,7 +153,6 @@ fn status_code(s: RunStatus) -> u32 {
 pub struct NativeDagRun {
     run: DagRun,
     launches: Vec<Launch>,
-    name: String,
 }
 
 #[napi]
@@ -163,7 +162,6 @@ impl NativeDagRun {
     #[napi(constructor)]
     pub fn new(
         dag: &NativeDag,
-        name: String,
         flags: u32,
         run_id: Option<String>,
         parent_step_id: Option<String>,
@@ -181,7 +179,6 @@ impl NativeDagRun {
         Ok(NativeDagRun {
             run: DagRun::new(Arc::clone(&dag.inner), opts, rec),
             launches: Vec::new(),
-            name,
         })
     }
 
@@ -305,26 +302,20 @@ impl NativeDagRun {
     /// The events recorded since the last call, as a JSON array (null when none).
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        let dag = Arc::clone(self.run.dag());
-        drain_json(self.run.recorder(), &self.name, |n| dag.node_name(n))
+        drain_json(self.run.recorder())
     }
 }
 
-/// Drain a recorder's events into the JSON array the JS face reads (None when empty).
-pub(crate) fn drain_json<'a>(
-    rec: &mut Recorder,
-    source: &str,
-    node_name: impl Fn(u32) -> &'a str,
-) -> Option<String> {
+/// Drain a recorder's events into the JSON the JS face reads (None when empty).
+pub(crate) fn drain_json(rec: &mut Recorder) -> Option<String> {
     if !rec.has_events() {
         return None;
     }
     let events = rec.drain();
     let run_id = rec.run_id(now_ms());
-    Some(events_json(&events, run_id, source, node_name))
+    Some(events_json(&events, run_id))
 }
 
-/// Data codes the JS face resolves against the values it holds.
 /// `(code, state name, argument)`; the argument is the machine's state id for status events.
 fn data_code(d: DataRef) -> (u8, &'static str, i64) {
     match d {
@@ -342,42 +333,53 @@ fn data_code(d: DataRef) -> (u8, &'static str, i64) {
     }
 }
 
-pub(crate) fn events_json<'a>(
-    events: &[Event],
-    run_id: Id,
-    source: &str,
-    node_name: impl Fn(u32) -> &'a str,
-) -> String {
+/// Events as compact JSON: `{"r": runId, "s": [stepId, …], "e": [[id, type, step, parentStep,
+/// node, time, data, state, arg], …]}` where `step`/`parentStep` index the `s` table (-1 for
+/// none). Step ids repeat across a step's events and the run id across all of them, so each
+/// is formatted and parsed once per drain; the source and node names are the face's to add.
+pub(crate) fn events_json(events: &[Event], run_id: Id) -> String {
     use std::fmt::Write;
-    let mut s = String::with_capacity(events.len() * 260);
-    let source = serde_json::to_string(source).unwrap_or_default();
-    s.push('[');
+    let mut steps: Vec<Id> = Vec::new();
+    let mut seen: HashMap<Id, usize> = HashMap::new();
+    let mut index = |id: Id, steps: &mut Vec<Id>| {
+        *seen.entry(id).or_insert_with(|| {
+            steps.push(id);
+            steps.len() - 1
+        })
+    };
+    let mut body = String::with_capacity(events.len() * 100);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            body.push(',');
         }
-        let node = e.node.map_or(-1, |n| n as i64);
-        let node_name = e.node.map_or("", &node_name);
+        let step = index(e.step, &mut steps);
+        let parent = e.parent_step.map_or(-1, |p| index(p, &mut steps) as i64);
         let (code, state, arg) = data_code(e.data);
         let _ = write!(
-            s,
-            r#"{{"id":"{}","type":{},"runId":"{}","stepId":"{}","parentStepId":{},"source":{},"sourceNode":{},"time":{},"node":{},"data":{},"state":"{}","arg":{}}}"#,
+            body,
+            r#"["{}",{},{},{},{},{},{},"{}",{}]"#,
             e.id,
             serde_json::to_string(e.kind.as_str()).unwrap_or_default(),
-            run_id,
-            e.step,
-            e.parent_step
-                .map_or("null".to_string(), |p| format!("\"{p}\"")),
-            source,
-            serde_json::to_string(node_name).unwrap_or_default(),
+            step,
+            parent,
+            e.node.map_or(-1, |n| n as i64),
             e.time,
-            node,
             code,
             state,
             arg
         );
     }
-    s.push(']');
+    let mut s = String::with_capacity(body.len() + steps.len() * 40 + 64);
+    let _ = write!(s, r#"{{"r":"{run_id}","s":["#);
+    for (i, id) in steps.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "\"{id}\"");
+    }
+    s.push_str("],\"e\":[");
+    s.push_str(&body);
+    s.push_str("]}");
     s
 }
 

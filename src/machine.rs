@@ -179,7 +179,6 @@ impl Guards for JsGuards<'_, '_> {
 pub struct NativeMachineRun {
     run: MachineRun,
     actions: Vec<MachineAction>,
-    name: String,
     message: Option<String>,
     uses_timers: bool,
 }
@@ -191,7 +190,6 @@ impl NativeMachineRun {
     #[napi(constructor)]
     pub fn new(
         machine: &NativeMachine,
-        name: String,
         flags: u32,
         run_id: Option<String>,
         parent_step_id: Option<String>,
@@ -213,7 +211,6 @@ impl NativeMachineRun {
             uses_timers,
             run: MachineRun::new(Arc::clone(&machine.inner), rec, flags & 1 != 0, initial),
             actions: Vec::new(),
-            name,
             message: None,
         })
     }
@@ -485,6 +482,6 @@ impl NativeMachineRun {
     /// event's `node` is its step slot; the face knows which state that visit was.
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        drain_json(self.run.recorder(), &self.name, |_| "")
+        drain_json(self.run.recorder())
     }
 }

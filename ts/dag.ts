@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { currentStep } from './context';
 import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError } from './errors';
-import { DataCode, type RamusEvent, type WireEvent } from './events';
+import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { analyzeDagSpecs, NativeDag, NativeDagRun } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
 import { SlotRequest, type Semaphore } from './semaphore';
@@ -166,7 +166,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const parent = this.parentFrame;
     this.#core = new NativeDagRun(
       dag.native,
-      this.name,
       flags,
       parent?.owner.runIdentity(),
       parent ? parent.owner.stepIdentity(parent.slot) : undefined,
@@ -433,7 +432,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected eventData(w: WireEvent): unknown {
-    switch (w.data as DataCode) {
+    const node = w[W_NODE];
+    switch (w[W_DATA] as DataCode) {
       case DataCode.RunInput:
         return { input: this.input };
       case DataCode.RunOutput:
@@ -441,20 +441,24 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       case DataCode.RunError:
         return { error: this.#errors[this.#core.failedNode] };
       case DataCode.NodeInput:
-        return { input: this.#buildInput(w.node) };
+        return { input: this.#buildInput(node) };
       case DataCode.NodeOutput:
-        return { output: this.#outputs[w.node] };
+        return { output: this.#outputs[node] };
       case DataCode.NodeError:
-        return { error: this.#errors[w.node] };
+        return { error: this.#errors[node] };
       case DataCode.State:
-        return { state: w.state };
+        return { state: w[W_STATE] };
       default:
         return undefined;
     }
   }
 
+  protected sourceNode(w: WireEvent): string {
+    return w[W_NODE] >= 0 ? this.dag.names[w[W_NODE]]! : '';
+  }
+
   protected onEvent(event: RamusEvent, w: WireEvent): void {
-    if (w.data === DataCode.State) this.emitSafely('dag:state', { sourceNode: event.sourceNode, state: w.state });
+    if (w[W_DATA] === DataCode.State) this.emitSafely('dag:state', { sourceNode: event.sourceNode, state: w[W_STATE] });
   }
 }
 

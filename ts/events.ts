@@ -39,22 +39,27 @@ export interface RamusEvent<T extends string = string, D = unknown> {
   data: D;
 }
 
-/** The shape the binding sends events in (see `events_json` in src/lib.rs). */
-export interface WireEvent {
-  id: string;
-  type: string;
-  runId: string;
-  stepId: string;
-  parentStepId: string | null;
-  source: string;
-  sourceNode: string;
-  time: number;
-  node: number;
-  data: number;
-  state: string;
-  /** For machine status events: the state the machine is in. */
-  arg: number;
+/**
+ * One event as the binding sends it (see `events_json` in src/lib.rs):
+ * `[id, type, step, parentStep, node, time, data, state, arg]`, where `step`/`parentStep`
+ * index the drain's step-id table (-1: none), `node` is the DAG node or machine step slot
+ * (-1 for run events), `data` a `DataCode`, `state` a node state or machine status, and
+ * `arg` the machine's state id for status events.
+ */
+export type WireEvent = [string, string, number, number, number, number, number, string, number];
+
+/** One drain of events: the run id, the step-id table, and the events. */
+export interface WireBatch {
+  r: string;
+  s: string[];
+  e: WireEvent[];
 }
+
+/** Positions in a `WireEvent`. */
+export const W_NODE = 4;
+export const W_DATA = 6;
+export const W_STATE = 7;
+export const W_ARG = 8;
 
 /** What a wire event's `data` code refers to (`DataRef` in ramus-core). */
 export const enum DataCode {

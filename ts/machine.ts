@@ -1,5 +1,5 @@
 import { CancelledError } from './errors';
-import { DataCode, type RamusEvent, type WireEvent } from './events';
+import { DataCode, W_ARG, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type {
   CurrentState,
   Duration,
@@ -247,7 +247,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     try {
       this.#core = new NativeMachineRun(
         m.native,
-        this.name,
         this.#semaphores.length > 0 ? 1 : 0,
         parent?.owner.runIdentity(),
         parent ? parent.owner.stepIdentity(parent.slot) : undefined,
@@ -623,7 +622,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   protected eventData(w: WireEvent): unknown {
-    switch (w.data as DataCode) {
+    switch (w[W_DATA] as DataCode) {
       case DataCode.RunInput:
         return { input: this.rootInput };
       case DataCode.RunOutput:
@@ -636,7 +635,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case DataCode.NodeOutput:
         return { output: this.#output };
       case DataCode.Status:
-        return { status: w.state };
+        return { status: w[W_STATE] };
       case DataCode.Transition:
         return this.#transitionData.shift();
       default:
@@ -644,12 +643,14 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     }
   }
 
-  protected override sourceNode(w: WireEvent): string {
-    const state = w.node >= 0 ? this.#slotState.get(w.node) : undefined;
+  protected sourceNode(w: WireEvent): string {
+    const state = w[W_NODE] >= 0 ? this.#slotState.get(w[W_NODE]) : undefined;
     return state === undefined ? '' : this.#m.names[state]!;
   }
 
   protected onEvent(_event: RamusEvent, w: WireEvent): void {
-    if (w.data === DataCode.Status) this.emitSafely('state_machine:state', { machineState: w.state, state: this.#m.names[w.arg]! });
+    if (w[W_DATA] === DataCode.Status) {
+      this.emitSafely('state_machine:state', { machineState: w[W_STATE], state: this.#m.names[w[W_ARG]]! });
+    }
   }
 }

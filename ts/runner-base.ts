@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { currentStep, type StepFrame, type StepOwner } from './context';
 import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
-import { DataCode, reportListenerError, type RamusEvent, type WireEvent } from './events';
+import { DataCode, reportListenerError, W_DATA, type RamusEvent, type WireBatch, type WireEvent } from './events';
 
 /** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
 export interface NativeRunCore {
@@ -154,17 +154,19 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   protected deliverEvents(): void {
     const json = this.core.drainEvents();
     if (json == null) return;
-    for (const w of JSON.parse(json) as WireEvent[]) {
-      const data = w.data === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
+    const batch = JSON.parse(json) as WireBatch;
+    const steps = batch.s;
+    for (const w of batch.e) {
+      const data = w[W_DATA] === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
       const event: RamusEvent = {
-        id: w.id,
-        type: w.type,
-        runId: w.runId,
-        stepId: w.stepId,
-        parentStepId: w.parentStepId,
-        source: w.source,
+        id: w[0],
+        type: w[1],
+        runId: batch.r,
+        stepId: steps[w[2]]!,
+        parentStepId: w[3] < 0 ? null : steps[w[3]]!,
+        source: this.name,
         sourceNode: this.sourceNode(w),
-        time: w.time,
+        time: w[5],
         data,
       };
       this.onEvent(event, w);
@@ -176,10 +178,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** The `data` of a core event, from the values this runner holds. */
   protected abstract eventData(w: WireEvent): unknown;
 
-  /** The `sourceNode` of a core event. */
-  protected sourceNode(w: WireEvent): string {
-    return w.sourceNode;
-  }
+  /** The `sourceNode` of a core event: the node or state name, '' for run events. */
+  protected abstract sourceNode(w: WireEvent): string;
 
   /** Runner-specific listeners (state changes) for one event. */
   protected abstract onEvent(event: RamusEvent, w: WireEvent): void;
