@@ -108,20 +108,10 @@ export declare class NativeMachineRun {
   cancel(): boolean
   /** Validate a runner's `transitionTo` target; returns the state id. */
   resolveChoice(target: string): number
-  /** The status name. */
-  get status(): string
-  /** Whether the machine halted on a failure without an error state. */
-  get halted(): boolean
   /** Auto mode: the machine steps by itself whenever it can (see `MachineRun::set_auto`). */
   setAuto(on: boolean): void
-  /** Whether `step()` would run a state now. */
-  canStep(): boolean
-  /** The current state id. */
-  get current(): number
   /** Whether the run of `slot` should stop. */
   isCancelled(slot: number): boolean
-  /** Event types of the current state. */
-  availableEvents(): Array<string>
   /** The run id. */
   runId(): string
   /** A step's id. */

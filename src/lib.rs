@@ -319,7 +319,6 @@ pub(crate) fn drain_json(rec: &mut Recorder) -> Option<String> {
 /// `(code, state name, argument)`; the argument is the machine's state id for status events.
 fn data_code(d: DataRef) -> (u8, &'static str, i64) {
     match d {
-        DataRef::None => (0, "", -1),
         DataRef::RunInput => (1, "", -1),
         DataRef::RunOutput => (2, "", -1),
         DataRef::RunError => (3, "", -1),

@@ -407,50 +407,16 @@ impl NativeMachineRun {
             .map_err(|e| Error::from_reason(e.to_string()))
     }
 
-    /// The status name.
-    #[napi(getter)]
-    pub fn status(&self) -> &'static str {
-        self.run.status().as_str()
-    }
-
-    /// Whether the machine halted on a failure without an error state.
-    #[napi(getter)]
-    pub fn halted(&self) -> bool {
-        self.run.halted()
-    }
-
     /// Auto mode: the machine steps by itself whenever it can (see `MachineRun::set_auto`).
     #[napi]
     pub fn set_auto(&mut self, on: bool) {
         self.run.set_auto(on);
     }
 
-    /// Whether `step()` would run a state now.
-    #[napi]
-    pub fn can_step(&self) -> bool {
-        self.run.can_step()
-    }
-
-    /// The current state id.
-    #[napi(getter)]
-    pub fn current(&self) -> u32 {
-        self.run.current()
-    }
-
     /// Whether the run of `slot` should stop.
     #[napi]
     pub fn is_cancelled(&self, slot: u32) -> bool {
         self.run.is_cancelled(slot)
-    }
-
-    /// Event types of the current state.
-    #[napi]
-    pub fn available_events(&self) -> Vec<String> {
-        let m = self.run.machine();
-        m.available_events(self.run.current())
-            .into_iter()
-            .map(String::from)
-            .collect()
     }
 
     /// The run id.

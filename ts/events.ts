@@ -63,7 +63,6 @@ export const W_ARG = 8;
 
 /** What a wire event's `data` code refers to (`DataRef` in ramus-core). */
 export const enum DataCode {
-  None = 0,
   RunInput = 1,
   RunOutput = 2,
   RunError = 3,

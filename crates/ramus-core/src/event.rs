@@ -70,8 +70,6 @@ impl EventKind {
 /// Which value an event's `data` refers to. The driver holds the values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataRef {
-    /// No data.
-    None,
     /// `{ input }`: the run's root input.
     RunInput,
     /// `{ output }`: the run's output.
