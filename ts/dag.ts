@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 import { currentStep } from './context';
 import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
-import { CancelledError } from './errors';
+import { CancelledError, plainErrors } from './errors';
 import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { analyzeDagSpecs, NativeDag, NativeDagRun } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
@@ -32,15 +32,6 @@ function specRows(nodes: DagNodes<any, any>, requireRun: boolean): { names: stri
     rows[i] = [name, parents ?? null, node.tolerateParentErrors === true, key ?? null];
   }
   return { names, rows };
-}
-
-/** Definition errors from the binding carry napi's `code` field; users get plain Errors. */
-function plainErrors<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (err) {
-    throw new Error((err as Error).message);
-  }
 }
 
 /**

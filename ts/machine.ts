@@ -1,4 +1,4 @@
-import { CancelledError } from './errors';
+import { CancelledError, plainErrors } from './errors';
 import { DataCode, W_ARG, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type {
   CurrentState,
@@ -28,11 +28,7 @@ export function parseDuration(value: Duration): number {
     if (!Number.isFinite(value) || value < 0 || value > 2 ** 53) throw new Error(`Invalid duration: ${value}`);
     return value;
   }
-  try {
-    return parseDurationMs(String(value));
-  } catch (err) {
-    throw new Error((err as Error).message);
-  }
+  return plainErrors(() => parseDurationMs(String(value)));
 }
 
 /** A state's own choice of next state, returned from its `run`. */
@@ -115,11 +111,7 @@ class CompiledMachine {
       ]);
     }
     const spec = [String(config.name ?? ''), config.initial || initial || null, config.errorState ?? null, config.maxSteps ?? null, rows];
-    try {
-      this.native = new NativeMachine(JSON.stringify(spec));
-    } catch (err) {
-      throw new Error((err as Error).message);
-    }
+    this.native = plainErrors(() => new NativeMachine(JSON.stringify(spec)));
     this.runs = this.names.map((n) => (nodes as Record<string, any>)[n].run);
     this.isFinal = rows.map((r) => r[2]);
     this.timeouts = this.names.map((n) => (nodes as Record<string, any>)[n].timeout?.after);
@@ -244,17 +236,16 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.#keepAlive = options.keepAlive === true;
     this.#input = options.input;
     const parent = this.parentFrame;
-    try {
-      this.#core = new NativeMachineRun(
-        m.native,
-        this.#semaphores.length > 0 ? 1 : 0,
-        parent?.owner.runIdentity(),
-        parent ? parent.owner.stepIdentity(parent.slot) : undefined,
-        options.initial,
-      );
-    } catch (err) {
-      throw new Error((err as Error).message);
-    }
+    this.#core = plainErrors(
+      () =>
+        new NativeMachineRun(
+          m.native,
+          this.#semaphores.length > 0 ? 1 : 0,
+          parent?.owner.runIdentity(),
+          parent ? parent.owner.stepIdentity(parent.slot) : undefined,
+          options.initial,
+        ),
+    );
     this.#current = m.native.stateId(options.initial ?? options.config.initial ?? '');
     if (parent?.owner.isObserved()) this.observe();
     this.#guard = (transition, handle) => {
