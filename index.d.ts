@@ -144,6 +144,57 @@ export declare class NativeSemaphore {
   current(key: string): number
 }
 
+/** An open run database: what `Engine` and the inspector hold. */
+export declare class NativeStore {
+  /** Open (creating and migrating if needed) the database at `path` (or `:memory:`). */
+  constructor(path: string, durability: string)
+  /** The path it was opened with. */
+  get path(): string
+  /**
+   * Runs matching a filter (JSON `{ name?, status?, tags?, limit? }`), newest first, as
+   * a JSON array without snapshots.
+   */
+  runs(filterJson?: string | undefined | null): string
+  /** Runs waiting for an event, newest first (JSON array). */
+  waiting(filterJson?: string | undefined | null): string
+  /** One run with its snapshot (JSON), or null. */
+  run(id: string): string | null
+  /** A run's steps in `seq` order (JSON array). */
+  steps(runId: string): string
+  /** A run's transitions in order (JSON array). */
+  transitions(runId: string): string
+  /** A run's custom events, oldest first (JSON array). */
+  events(runId: string): string
+  /** Events sent to a run and not taken yet, oldest first (JSON array). */
+  pendingEvents(runId: string): string
+  /** A run's timers, armed and fired, in due order (JSON array). */
+  timers(runId: string): string
+  /** Armed timers of every run due at or before `now` (ms), in due order (JSON array). */
+  dueTimers(now: number): string
+  /** Runs started inside steps of `run_id` (JSON array, oldest first). */
+  children(runId: string): string
+  /** A stored definition (the latest version unless one is given), or null. */
+  definition(name: string, version?: number | undefined | null): string | null
+  /** Store a definition; returns `{ name, version, hash, created }` as JSON. */
+  putDefinition(name: string, kind: string, configJson: string): string
+  /**
+   * Store an event for a run (`engine.send`, the inspector's buttons) and wait for the
+   * commit, so another process polling the database sees it. Returns the event id.
+   */
+  sendEvent(runId: string, eventType: string, dataJson: string | undefined | null, queue: boolean, delivered: boolean): string
+  /** Mark events sent to a run as taken. */
+  markDelivered(ids: Array<string>): void
+  /**
+   * Delete runs created before `older_than` (ms), optionally only with `status`.
+   * Returns how many runs were deleted.
+   */
+  prune(olderThan: number, status?: string | undefined | null): number
+  /** Wait until everything submitted so far is committed. */
+  flush(): void
+  /** Flush and stop the writer; reads keep working. */
+  close(): void
+}
+
 /** Validate a node list (JSON rows) and return its roots and leaves. */
 export declare function analyzeDagSpecs(specJson: string): DagAnalysis
 

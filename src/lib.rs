@@ -21,6 +21,16 @@ use ramus_core::{
 };
 
 pub mod machine;
+pub mod store;
+
+/// A fresh UUIDv7 (runs of an engine, stored events, timers).
+pub(crate) fn new_id() -> String {
+    // One generator per process keeps ids minted in the same millisecond ordered.
+    static IDS: std::sync::LazyLock<std::sync::Mutex<ramus_core::IdGen>> =
+        std::sync::LazyLock::new(|| std::sync::Mutex::new(ramus_core::IdGen::new(seed())));
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    ids.next(now_ms()).to_string()
+}
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

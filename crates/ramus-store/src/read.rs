@@ -188,6 +188,16 @@ pub(crate) fn run(conn: &Connection, id: &str) -> Result<Option<Run>> {
         .map_err(|source| Error::read(format!("run {id}"), source))
 }
 
+pub(crate) fn children(conn: &Connection, run_id: &str) -> Result<Vec<Run>> {
+    collect(
+        conn,
+        || format!("runs started inside run {run_id}"),
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ?1 ORDER BY created_at, id"),
+        [run_id],
+        run_row,
+    )
+}
+
 pub(crate) fn steps(conn: &Connection, run_id: &str) -> Result<Vec<Step>> {
     collect(
         conn,

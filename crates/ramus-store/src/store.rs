@@ -471,6 +471,11 @@ impl Store {
         read::run(&self.reader(), id)
     }
 
+    /// The runs started inside steps of `run_id` (child DAGs and machines), oldest first.
+    pub fn children(&self, run_id: &str) -> Result<Vec<Run>> {
+        read::children(&self.reader(), run_id)
+    }
+
     /// The steps of a run, in `seq` order.
     pub fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
         read::steps(&self.reader(), run_id)

@@ -1,0 +1,352 @@
+//! The store binding: a `ramus_store::Store` shared by an engine's runs, its reads as JSON
+//! for the JS face and the inspector, and the sinks that turn a run's events into records.
+//!
+//! Reads return JSON text (one `JSON.parse` in JS) rather than napi objects: a run with
+//! 10k steps is one string, not 10k×12 property sets.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use ramus_store::{
+    CustomEvent, Definition, Durability, Kind, PendingEvent, Record, Run, RunFilter, RunStatus,
+    Step, Store, Timer, Transition,
+};
+use serde_json::{json, Map, Value};
+
+use crate::now_ms;
+
+pub(crate) fn store_error(e: ramus_store::Error) -> Error {
+    Error::from_reason(e.to_string())
+}
+
+/// A stored JSON text as a value (a column the store wrote from `JSON.stringify`). Text
+/// that does not parse (a row edited by hand) is kept as a string rather than lost.
+fn value(text: &Option<String>) -> Value {
+    match text {
+        None => Value::Null,
+        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.clone())),
+    }
+}
+
+fn run_json(r: &Run, with_snapshot: bool) -> Value {
+    let mut v = json!({
+        "id": r.id, "name": r.name, "kind": r.kind.as_str(),
+        "definitionName": r.definition_name, "definitionVersion": r.definition_version,
+        "status": r.status.as_str(), "input": value(&r.input), "output": value(&r.output),
+        "error": value(&r.error), "tags": r.tags, "info": value(&r.info),
+        "traceId": r.trace_id, "spanId": r.span_id,
+        "parentRunId": r.parent_run_id, "parentStepId": r.parent_step_id,
+        "createdAt": r.created_at, "updatedAt": r.updated_at, "endedAt": r.ended_at,
+    });
+    if with_snapshot {
+        v["snapshot"] = value(&r.snapshot);
+    }
+    v
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "id": s.id, "runId": s.run_id, "seq": s.seq, "node": s.node,
+        "parentStepId": s.parent_step_id, "input": value(&s.input), "output": value(&s.output),
+        "error": value(&s.error), "status": s.status.as_str(), "attempt": s.attempt,
+        "startedAt": s.started_at, "endedAt": s.ended_at,
+    })
+}
+
+fn transition_json(t: &Transition) -> Value {
+    json!({
+        "id": t.id, "runId": t.run_id, "stepId": t.step_id, "seq": t.seq,
+        "from": t.from_state, "to": t.to_state, "eventType": t.event_type,
+        "eventData": value(&t.event_data), "time": t.time,
+    })
+}
+
+fn event_json(e: &CustomEvent) -> Value {
+    json!({
+        "id": e.id, "runId": e.run_id, "stepId": e.step_id, "parentStepId": e.parent_step_id,
+        "type": e.event_type, "source": e.source, "sourceNode": e.source_node,
+        "data": value(&e.data), "time": e.time,
+    })
+}
+
+fn pending_json(e: &PendingEvent) -> Value {
+    json!({
+        "id": e.id, "runId": e.run_id, "type": e.event_type, "data": value(&e.data),
+        "queue": e.queue, "createdAt": e.created_at, "deliveredAt": e.delivered_at,
+    })
+}
+
+fn timer_json(t: &Timer) -> Value {
+    json!({
+        "id": t.id, "runId": t.run_id, "kind": t.kind.as_str(), "dueAt": t.due_at,
+        "payload": value(&t.payload), "firedAt": t.fired_at,
+    })
+}
+
+fn definition_json(d: &Definition) -> Value {
+    json!({
+        "name": d.name, "version": d.version, "kind": d.kind.as_str(), "hash": d.hash,
+        "config": value(&Some(d.config.clone())), "createdAt": d.created_at,
+    })
+}
+
+fn list<T>(items: &[T], f: impl Fn(&T) -> Value) -> String {
+    Value::Array(items.iter().map(f).collect()).to_string()
+}
+
+/// `{ name?, status?, tags?, limit? }` from the JS face (already checked there).
+fn parse_filter(json: Option<String>) -> Result<RunFilter> {
+    let Some(json) = json else {
+        return Ok(RunFilter::default());
+    };
+    let v: Map<String, Value> = serde_json::from_str(&json)
+        .map_err(|e| Error::from_reason(format!("invalid run filter: {e}")))?;
+    let status = match v.get("status").and_then(Value::as_str) {
+        Some(s) => Some(s.parse::<RunStatus>().map_err(|_| {
+            Error::from_reason(format!(
+                "Unknown run status '{s}' (expected one of {})",
+                RunStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    Ok(RunFilter {
+        name: v.get("name").and_then(Value::as_str).map(str::to_owned),
+        status,
+        tags: v
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        limit: v.get("limit").and_then(Value::as_u64).map(|l| l as u32),
+    })
+}
+
+pub(crate) fn parse_durability(s: &str) -> Result<Durability> {
+    match s {
+        "sync" => Ok(Durability::Sync),
+        "batched" => Ok(Durability::Batched),
+        "off" => Ok(Durability::Off),
+        other => Err(Error::from_reason(format!(
+            "Unknown durability '{other}' (expected 'sync', 'batched' or 'off')"
+        ))),
+    }
+}
+
+pub(crate) fn parse_kind(s: &str) -> Result<Kind> {
+    s.parse()
+        .map_err(|_| Error::from_reason(format!("Unknown definition kind '{s}'")))
+}
+
+/// An open run database: what `Engine` and the inspector hold.
+#[napi]
+pub struct NativeStore {
+    pub(crate) inner: Arc<Store>,
+}
+
+#[napi]
+impl NativeStore {
+    /// Open (creating and migrating if needed) the database at `path` (or `:memory:`).
+    #[napi(constructor)]
+    pub fn new(path: String, durability: String) -> Result<Self> {
+        let durability = parse_durability(&durability)?;
+        let inner = Store::open(&path, durability).map_err(store_error)?;
+        Ok(NativeStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The path it was opened with.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.inner.path().to_owned()
+    }
+
+    /// Runs matching a filter (JSON `{ name?, status?, tags?, limit? }`), newest first, as
+    /// a JSON array without snapshots.
+    #[napi]
+    pub fn runs(&self, filter_json: Option<String>) -> Result<String> {
+        let runs = self
+            .inner
+            .runs(&parse_filter(filter_json)?)
+            .map_err(store_error)?;
+        Ok(list(&runs, |r| run_json(r, false)))
+    }
+
+    /// Runs waiting for an event, newest first (JSON array).
+    #[napi]
+    pub fn waiting(&self, filter_json: Option<String>) -> Result<String> {
+        let runs = self
+            .inner
+            .waiting(&parse_filter(filter_json)?)
+            .map_err(store_error)?;
+        Ok(list(&runs, |r| run_json(r, false)))
+    }
+
+    /// One run with its snapshot (JSON), or null.
+    #[napi]
+    pub fn run(&self, id: String) -> Result<Option<String>> {
+        let run = self.inner.run(&id).map_err(store_error)?;
+        Ok(run.map(|r| run_json(&r, true).to_string()))
+    }
+
+    /// A run's steps in `seq` order (JSON array).
+    #[napi]
+    pub fn steps(&self, run_id: String) -> Result<String> {
+        let steps = self.inner.steps(&run_id).map_err(store_error)?;
+        Ok(list(&steps, step_json))
+    }
+
+    /// A run's transitions in order (JSON array).
+    #[napi]
+    pub fn transitions(&self, run_id: String) -> Result<String> {
+        let t = self.inner.transitions(&run_id).map_err(store_error)?;
+        Ok(list(&t, transition_json))
+    }
+
+    /// A run's custom events, oldest first (JSON array).
+    #[napi]
+    pub fn events(&self, run_id: String) -> Result<String> {
+        let e = self.inner.events(&run_id).map_err(store_error)?;
+        Ok(list(&e, event_json))
+    }
+
+    /// Events sent to a run and not taken yet, oldest first (JSON array).
+    #[napi]
+    pub fn pending_events(&self, run_id: String) -> Result<String> {
+        let e = self.inner.pending_events(&run_id).map_err(store_error)?;
+        Ok(list(&e, pending_json))
+    }
+
+    /// A run's timers, armed and fired, in due order (JSON array).
+    #[napi]
+    pub fn timers(&self, run_id: String) -> Result<String> {
+        let t = self.inner.timers(&run_id).map_err(store_error)?;
+        Ok(list(&t, timer_json))
+    }
+
+    /// Armed timers of every run due at or before `now` (ms), in due order (JSON array).
+    #[napi]
+    pub fn due_timers(&self, now: f64) -> Result<String> {
+        let t = self.inner.due_timers(now as i64).map_err(store_error)?;
+        Ok(list(&t, timer_json))
+    }
+
+    /// Runs started inside steps of `run_id` (JSON array, oldest first).
+    #[napi]
+    pub fn children(&self, run_id: String) -> Result<String> {
+        let runs = self.inner.children(&run_id).map_err(store_error)?;
+        Ok(list(&runs, |r| run_json(r, false)))
+    }
+
+    /// A stored definition (the latest version unless one is given), or null.
+    #[napi]
+    pub fn definition(&self, name: String, version: Option<f64>) -> Result<Option<String>> {
+        let d = self
+            .inner
+            .definition(&name, version.map(|v| v as i64))
+            .map_err(store_error)?;
+        Ok(d.map(|d| definition_json(&d).to_string()))
+    }
+
+    /// Store a definition; returns `{ name, version, hash, created }` as JSON.
+    #[napi]
+    pub fn put_definition(
+        &self,
+        name: String,
+        kind: String,
+        config_json: String,
+    ) -> Result<String> {
+        let v = self
+            .inner
+            .put_definition(&name, parse_kind(&kind)?, &config_json, now_ms() as i64)
+            .map_err(store_error)?;
+        Ok(
+            json!({ "name": v.name, "version": v.version, "hash": v.hash, "created": v.created })
+                .to_string(),
+        )
+    }
+
+    /// Store an event for a run (`engine.send`, the inspector's buttons) and wait for the
+    /// commit, so another process polling the database sees it. Returns the event id.
+    #[napi]
+    pub fn send_event(
+        &self,
+        run_id: String,
+        event_type: String,
+        data_json: Option<String>,
+        queue: bool,
+        delivered: bool,
+    ) -> Result<String> {
+        let run = self.inner.run(&run_id).map_err(store_error)?;
+        if run.is_none() {
+            return Err(Error::from_reason(format!(
+                "No run with id '{run_id}' in the database"
+            )));
+        }
+        let id = crate::new_id();
+        let now = now_ms() as i64;
+        self.inner
+            .submit_sync(vec![Record::PendingEvent(PendingEvent {
+                id: id.clone(),
+                run_id,
+                event_type,
+                data: data_json,
+                queue,
+                created_at: now,
+                delivered_at: delivered.then_some(now),
+            })])
+            .map_err(store_error)?;
+        Ok(id)
+    }
+
+    /// Mark events sent to a run as taken.
+    #[napi]
+    pub fn mark_delivered(&self, ids: Vec<String>) -> Result<()> {
+        let now = now_ms() as i64;
+        self.inner
+            .submit(
+                ids.into_iter()
+                    .map(|id| Record::EventDelivered { id, at: now })
+                    .collect(),
+            )
+            .map_err(store_error)
+    }
+
+    /// Delete runs created before `older_than` (ms), optionally only with `status`.
+    /// Returns how many runs were deleted.
+    #[napi]
+    pub fn prune(&self, older_than: f64, status: Option<String>) -> Result<u32> {
+        let status = status
+            .map(|s| parse_filter(Some(json!({ "status": s }).to_string())).map(|f| f.status))
+            .transpose()?
+            .flatten();
+        let n = self
+            .inner
+            .prune(older_than as i64, status)
+            .map_err(store_error)?;
+        Ok(n as u32)
+    }
+
+    /// Wait until everything submitted so far is committed.
+    #[napi]
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush().map_err(store_error)
+    }
+
+    /// Flush and stop the writer; reads keep working.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        self.inner.close().map_err(store_error)
+    }
+}
