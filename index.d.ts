@@ -47,6 +47,11 @@ export declare class NativeDagRun {
   acquired(node: number, buf: Uint32Array): number
   /** Stepwise: start a ready node; a count of 0 means it was not ready. */
   runNode(node: number, buf: Uint32Array): number
+  /**
+   * Before `start`: a node that finished in an earlier process (restore); false when
+   * it is unknown or already marked.
+   */
+  restoreFinished(node: number): boolean
   /** Cancel the run; false when it had already ended. */
   cancel(): boolean
   /** The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled). */
@@ -83,7 +88,9 @@ export declare class NativeMachineRun {
    * `flags`: 1 has semaphores. `run_id`/`parent_step_id` when nested; `initial`
    * overrides the machine's initial state.
    */
-  constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null)
+  constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null, snapshot?: string | undefined | null)
+  /** The run's restorable state as JSON (a `MachineSnapshot`), for durable runs. */
+  snapshot(): string
   /** Actions left over when the last call's buffer was full. */
   more(buf: Float64Array): number
   /** The message of the last core-made error (limits). */
@@ -144,6 +151,23 @@ export declare class NativeSemaphore {
   current(key: string): number
 }
 
+/**
+ * One durable run's writer: turns the face's batches into store records. It numbers steps
+ * and transitions (continuing after a restore) and remembers which steps are open, so a
+ * cancelled node that never started writes nothing.
+ */
+export declare class NativeSink {
+  /** The store run id this sink writes. */
+  get runId(): string
+  /**
+   * Mark steps that were running when the process stopped (found on resume) as
+   * cancelled, with an error that says why; their nodes run again as new steps.
+   */
+  interrupt(stepIds: Array<string>): void
+  /** Store one batch (see `Batch`). Returns the run's stored status. */
+  persist(batchJson: string): string
+}
+
 /** An open run database: what `Engine` and the inspector hold. */
 export declare class NativeStore {
   /** Open (creating and migrating if needed) the database at `path` (or `:memory:`). */
@@ -193,6 +217,11 @@ export declare class NativeStore {
   flush(): void
   /** Flush and stop the writer; reads keep working. */
   close(): void
+  /**
+   * A writer for a new run (`run_json`: its row) or, with `resume`, for a stored run
+   * that continues in this process. `sync`: wait for the commit of each batch.
+   */
+  sink(runJson: string, resume: boolean, sync: boolean): NativeSink
 }
 
 /** Validate a node list (JSON rows) and return its roots and leaves. */
@@ -205,6 +234,9 @@ export interface DagAnalysis {
   /** Nodes that are nobody's parent. */
   leafNodes: Array<string>
 }
+
+/** A fresh UUIDv7 for a stored run. */
+export declare function newRunId(): string
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
 export declare function parseDurationMs(text: string): number

@@ -23,6 +23,12 @@ use ramus_core::{
 pub mod machine;
 pub mod store;
 
+/// A fresh UUIDv7 for a stored run.
+#[napi]
+pub fn new_run_id() -> String {
+    new_id()
+}
+
 /// A fresh UUIDv7 (runs of an engine, stored events, timers).
 pub(crate) fn new_id() -> String {
     // One generator per process keeps ids minted in the same millisecond ordered.
@@ -251,6 +257,13 @@ impl NativeDagRun {
         let now = self.now();
         self.run.run_node(node, now, &mut self.launches);
         self.flush(buf)
+    }
+
+    /// Before `start`: a node that finished in an earlier process (restore); false when
+    /// it is unknown or already marked.
+    #[napi]
+    pub fn restore_finished(&mut self, node: u32) -> bool {
+        self.run.restore_finished(node)
     }
 
     /// Cancel the run; false when it had already ended.

@@ -7,7 +7,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use ramus_core::{
     parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineRun,
-    MachineSpec, MachineStatus, Recorder, StateOutcome, StateSpec, TransitionSpec,
+    MachineSnapshot, MachineSpec, MachineStatus, Recorder, StateOutcome, StateSpec, TransitionSpec,
 };
 
 use crate::{drain_json, now_ms, parse_id, seed};
@@ -194,6 +194,7 @@ impl NativeMachineRun {
         run_id: Option<String>,
         parent_step_id: Option<String>,
         initial: Option<String>,
+        snapshot: Option<String>,
     ) -> Result<Self> {
         let run_id = run_id.map(|s| parse_id("runId", &s)).transpose()?;
         let parent = parent_step_id
@@ -207,9 +208,19 @@ impl NativeMachineRun {
         };
         let rec = Recorder::new(seed(), 0, run_id, parent);
         let uses_timers = machine.inner.uses_timers();
+        let semaphores = flags & 1 != 0;
+        let run = match snapshot {
+            Some(json) => {
+                let snap: MachineSnapshot = serde_json::from_str(&json)
+                    .map_err(|e| Error::from_reason(format!("invalid machine snapshot: {e}")))?;
+                MachineRun::restore(Arc::clone(&machine.inner), rec, semaphores, &snap)
+                    .map_err(|e| Error::from_reason(e.to_string()))?
+            }
+            None => MachineRun::new(Arc::clone(&machine.inner), rec, semaphores, initial),
+        };
         Ok(NativeMachineRun {
             uses_timers,
-            run: MachineRun::new(Arc::clone(&machine.inner), rec, flags & 1 != 0, initial),
+            run,
             actions: Vec::new(),
             message: None,
         })
@@ -270,8 +281,8 @@ impl NativeMachineRun {
                     event.map_or(-1.0, |e| e as f64),
                     input_code(input),
                 ],
-                MachineAction::ArmTimer { timer, at } => {
-                    [ACT_ARM, timer as f64, at as f64, 0.0, 0.0]
+                MachineAction::ArmTimer { timer, at, delay } => {
+                    [ACT_ARM, timer as f64, at as f64, delay as u8 as f64, 0.0]
                 }
                 MachineAction::ClearTimer { timer } => [ACT_CLEAR, timer as f64, 0.0, 0.0, 0.0],
                 MachineAction::DropEvent { handle } => [ACT_DROP, handle as f64, 0.0, 0.0, 0.0],
@@ -284,6 +295,12 @@ impl NativeMachineRun {
             + 4 * self.run.can_step() as u32
             + 2 * self.run.resting() as u32
             + !self.actions.is_empty() as u32
+    }
+
+    /// The run's restorable state as JSON (a `MachineSnapshot`), for durable runs.
+    #[napi]
+    pub fn snapshot(&self) -> String {
+        serde_json::to_string(&self.run.snapshot()).unwrap_or_default()
     }
 
     /// Actions left over when the last call's buffer was full.

@@ -12,6 +12,7 @@ use ramus_store::{
     CustomEvent, Definition, Durability, Kind, PendingEvent, Record, Run, RunFilter, RunStatus,
     Step, Store, Timer, Transition,
 };
+use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
 use crate::now_ms;
@@ -349,4 +350,432 @@ impl NativeStore {
     pub fn close(&self) -> Result<()> {
         self.inner.close().map_err(store_error)
     }
+}
+
+/// What the face sends once per drain of a durable run: the run's events (with their data
+/// already JSON-checked), its snapshot, timer changes, delivered events and its end.
+#[derive(serde::Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow, default)]
+    e: Vec<WireEvent<'a>>,
+    #[serde(borrow, default)]
+    snap: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    timers: Vec<TimerOp>,
+    #[serde(default)]
+    delivered: Vec<String>,
+    #[serde(borrow, default)]
+    end: Option<End<'a>>,
+}
+
+/// `[type, stepId, parentStepId, node, time, data]`.
+type WireEvent<'a> = (
+    String,
+    String,
+    Option<String>,
+    String,
+    f64,
+    Option<&'a serde_json::value::RawValue>,
+);
+
+/// The fields event data may have (`{ input }`, `{ output }`, `{ error }`, `{ status }`,
+/// transitions' `{ from, to, event, eventData }`); each value is kept as JSON text.
+#[derive(serde::Deserialize, Default)]
+struct Data<'a> {
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    output: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(borrow, default, rename = "eventData")]
+    event_data: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// `["arm", id, kind, dueAt, payload]`, `["clear", id]`, `["fired", id, at]`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TimerOp {
+    Arm(IgnoredAny, String, String, f64, serde_json::Value),
+    Fired(IgnoredAny, String, f64),
+    Clear(IgnoredAny, String),
+}
+
+#[derive(serde::Deserialize)]
+struct End<'a> {
+    status: String,
+    #[serde(borrow, default)]
+    output: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+    time: f64,
+}
+
+/// The run row a sink writes first (`engine.start`), camelCase from the face.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewRun<'a> {
+    id: String,
+    name: String,
+    kind: String,
+    definition_name: Option<String>,
+    definition_version: Option<i64>,
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(borrow, default)]
+    info: Option<&'a serde_json::value::RawValue>,
+    parent_run_id: Option<String>,
+    parent_step_id: Option<String>,
+}
+
+fn text(v: Option<&serde_json::value::RawValue>) -> Option<String> {
+    v.map(|r| r.get().to_owned())
+}
+
+fn run_status(status: &str) -> Option<RunStatus> {
+    Some(match status {
+        "waitingForEvent" => RunStatus::WaitingForEvent,
+        "sleeping" => RunStatus::Sleeping,
+        "running" | "ready" | "pendingSemaphore" | "initial" => RunStatus::Running,
+        "finished" | "final" => RunStatus::Finished,
+        "error" => RunStatus::Error,
+        "cancelled" => RunStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+/// One durable run's writer: turns the face's batches into store records. It numbers steps
+/// and transitions (continuing after a restore) and remembers which steps are open, so a
+/// cancelled node that never started writes nothing.
+#[napi]
+pub struct NativeSink {
+    store: Arc<Store>,
+    run_id: String,
+    sync: bool,
+    step_seq: i64,
+    transition_seq: i64,
+    status: RunStatus,
+    open_steps: std::collections::HashSet<String>,
+    last_step: Option<String>,
+    source: &'static str,
+    ended: bool,
+}
+
+fn sink_error(run: &str, e: ramus_store::Error) -> Error {
+    Error::from_reason(format!("Could not store run {run}: {e}"))
+}
+
+#[napi]
+impl NativeStore {
+    /// A writer for a new run (`run_json`: its row) or, with `resume`, for a stored run
+    /// that continues in this process. `sync`: wait for the commit of each batch.
+    #[napi]
+    pub fn sink(&self, run_json: String, resume: bool, sync: bool) -> Result<NativeSink> {
+        let run: NewRun = serde_json::from_str(&run_json)
+            .map_err(|e| Error::from_reason(format!("invalid run record: {e}")))?;
+        let kind = parse_kind(&run.kind)?;
+        let (step_seq, transition_seq) = if resume {
+            self.inner.max_seqs(&run.id).map_err(store_error)?
+        } else {
+            (0, 0)
+        };
+        let sink = NativeSink {
+            store: Arc::clone(&self.inner),
+            run_id: run.id.clone(),
+            sync,
+            step_seq,
+            transition_seq,
+            status: RunStatus::Running,
+            open_steps: Default::default(),
+            last_step: None,
+            source: if kind == Kind::Dag {
+                "dag"
+            } else {
+                "state_machine"
+            },
+            ended: false,
+        };
+        let now = now_ms() as i64;
+        let record = if resume {
+            Record::RunUpdate(ramus_store::RunUpdate::status(
+                &run.id,
+                RunStatus::Running,
+                now,
+            ))
+        } else {
+            Record::Run(Run {
+                id: run.id,
+                name: run.name,
+                kind,
+                definition_name: run.definition_name,
+                definition_version: run.definition_version,
+                status: RunStatus::Running,
+                input: text(run.input),
+                output: None,
+                error: None,
+                tags: run.tags,
+                info: text(run.info),
+                trace_id: None,
+                span_id: None,
+                parent_run_id: run.parent_run_id,
+                parent_step_id: run.parent_step_id,
+                snapshot: None,
+                created_at: now,
+                updated_at: now,
+                ended_at: None,
+            })
+        };
+        sink.write(vec![record])?;
+        Ok(sink)
+    }
+}
+
+#[napi]
+impl NativeSink {
+    /// The store run id this sink writes.
+    #[napi(getter)]
+    pub fn run_id(&self) -> String {
+        self.run_id.clone()
+    }
+
+    fn write(&self, records: Vec<Record>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let r = if self.sync {
+            self.store.submit_sync(records)
+        } else {
+            self.store.submit(records)
+        };
+        r.map_err(|e| sink_error(&self.run_id, e))
+    }
+
+    /// Mark steps that were running when the process stopped (found on resume) as
+    /// cancelled, with an error that says why; their nodes run again as new steps.
+    #[napi]
+    pub fn interrupt(&mut self, step_ids: Vec<String>) -> Result<()> {
+        let now = now_ms() as i64;
+        let error = json!({
+            "name": "Interrupted",
+            "message": "the process stopped while this step ran; it runs again on resume",
+        })
+        .to_string();
+        self.write(
+            step_ids
+                .into_iter()
+                .map(|id| {
+                    Record::StepUpdate(ramus_store::StepUpdate {
+                        id,
+                        status: ramus_store::StepStatus::Cancelled,
+                        output: None,
+                        error: Some(error.clone()),
+                        started_at: None,
+                        ended_at: Some(now),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Store one batch (see `Batch`). Returns the run's stored status.
+    #[napi]
+    pub fn persist(&mut self, batch_json: String) -> Result<String> {
+        let batch: Batch = serde_json::from_str(&batch_json)
+            .map_err(|e| Error::from_reason(format!("invalid durable batch: {e}")))?;
+        let mut records = Vec::with_capacity(batch.e.len() + 2);
+        let mut run_changed = false;
+        for (kind, step, parent, node, time, data) in &batch.e {
+            let time = *time as i64;
+            let d: Data = match data {
+                Some(raw) if raw.get().starts_with('{') => {
+                    serde_json::from_str(raw.get()).unwrap_or_default()
+                }
+                _ => Data::default(),
+            };
+            match kind.as_str() {
+                "dag:node_start" | "state_machine:node_start" => {
+                    self.step_seq += 1;
+                    self.open_steps.insert(step.clone());
+                    self.last_step = Some(step.clone());
+                    records.push(Record::Step(Step {
+                        id: step.clone(),
+                        run_id: self.run_id.clone(),
+                        seq: self.step_seq,
+                        node: node.clone(),
+                        parent_step_id: parent.clone(),
+                        input: text(d.input),
+                        output: None,
+                        error: None,
+                        status: ramus_store::StepStatus::Running,
+                        attempt: 1,
+                        started_at: Some(time),
+                        ended_at: None,
+                    }));
+                }
+                "dag:node_finish" | "state_machine:node_finish" => {
+                    if self.open_steps.remove(step) {
+                        records.push(step_end(
+                            step,
+                            ramus_store::StepStatus::Finished,
+                            text(d.output),
+                            None,
+                            time,
+                        ));
+                    }
+                }
+                "dag:node_error" => {
+                    if self.open_steps.remove(step) {
+                        records.push(step_end(
+                            step,
+                            ramus_store::StepStatus::Error,
+                            None,
+                            text(d.error),
+                            time,
+                        ));
+                    }
+                }
+                "state_machine:error" => {
+                    if self.open_steps.remove(step) {
+                        records.push(step_end(
+                            step,
+                            ramus_store::StepStatus::Error,
+                            None,
+                            text(d.error),
+                            time,
+                        ));
+                    }
+                }
+                "dag:node_state" => {
+                    if d.state.as_deref() == Some("cancelled") && self.open_steps.remove(step) {
+                        records.push(step_end(
+                            step,
+                            ramus_store::StepStatus::Cancelled,
+                            None,
+                            None,
+                            time,
+                        ));
+                    }
+                }
+                "state_machine:transition" => {
+                    self.transition_seq += 1;
+                    records.push(Record::Transition(Transition {
+                        id: crate::new_id(),
+                        run_id: self.run_id.clone(),
+                        step_id: self.last_step.clone().filter(|s| s == step),
+                        seq: self.transition_seq,
+                        from_state: d.from,
+                        to_state: d.to.unwrap_or_default(),
+                        event_type: d.event,
+                        event_data: text(d.event_data),
+                        time,
+                    }));
+                }
+                "state_machine:status" => {
+                    if let Some(s) = d.status.as_deref().and_then(run_status) {
+                        if !s.is_terminal() && s != self.status {
+                            self.status = s;
+                            run_changed = true;
+                        }
+                    }
+                }
+                k if k.starts_with("dag:") || k.starts_with("state_machine:") => {}
+                custom => records.push(Record::Event(CustomEvent {
+                    id: crate::new_id(),
+                    run_id: self.run_id.clone(),
+                    step_id: Some(step.clone()),
+                    parent_step_id: parent.clone(),
+                    event_type: custom.to_owned(),
+                    source: Some(self.source.to_owned()),
+                    source_node: Some(node.clone()).filter(|n| !n.is_empty()),
+                    data: data.map(|r| r.get().to_owned()),
+                    time,
+                })),
+            }
+        }
+        for op in batch.timers {
+            records.push(match op {
+                TimerOp::Arm(_, id, kind, due, payload) => Record::Timer(Timer {
+                    id,
+                    run_id: self.run_id.clone(),
+                    kind: if kind == "delay" {
+                        ramus_store::TimerKind::Delay
+                    } else {
+                        ramus_store::TimerKind::Timeout
+                    },
+                    due_at: due as i64,
+                    payload: Some(payload.to_string()),
+                    fired_at: None,
+                }),
+                TimerOp::Fired(_, id, at) => Record::TimerFired { id, at: at as i64 },
+                TimerOp::Clear(_, id) => Record::TimerCancelled { id },
+            });
+        }
+        let now = now_ms() as i64;
+        for id in batch.delivered {
+            records.push(Record::EventDelivered { id, at: now });
+        }
+        let mut update = None;
+        if run_changed || batch.snap.is_some() {
+            let mut u = ramus_store::RunUpdate::status(&self.run_id, self.status, now);
+            u.snapshot = text(batch.snap);
+            update = Some(u);
+        }
+        if let Some(end) = batch.end {
+            if !self.ended {
+                self.ended = true;
+                let status = run_status(&end.status).unwrap_or(RunStatus::Error);
+                self.status = status;
+                let mut u = update
+                    .take()
+                    .unwrap_or_else(|| ramus_store::RunUpdate::status(&self.run_id, status, now));
+                u.status = status;
+                u.output = text(end.output);
+                u.error = text(end.error);
+                u.ended_at = Some(end.time as i64);
+                // Steps left open (cancelled with the run) end with it.
+                for step in self.open_steps.drain() {
+                    records.push(step_end(
+                        &step,
+                        ramus_store::StepStatus::Cancelled,
+                        None,
+                        None,
+                        end.time as i64,
+                    ));
+                }
+                update = Some(u);
+            }
+        }
+        records.extend(update.map(Record::RunUpdate));
+        self.write(records)?;
+        Ok(self.status.as_str().to_owned())
+    }
+}
+
+fn step_end(
+    id: &str,
+    status: ramus_store::StepStatus,
+    output: Option<String>,
+    error: Option<String>,
+    at: i64,
+) -> Record {
+    Record::StepUpdate(ramus_store::StepUpdate {
+        id: id.to_owned(),
+        status,
+        output,
+        error,
+        started_at: None,
+        ended_at: Some(at),
+    })
 }

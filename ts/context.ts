@@ -13,6 +13,8 @@ export interface StepOwner {
   adoptChild(slot: number, child: { cancel(): void }): void;
   releaseChild(slot: number, child: { cancel(): void }): void;
   readonly tools: unknown;
+  /** The durable writer of the owning run, when it is stored: runs nested in it are too. */
+  durableParent(): import('./durable').DurableRun | undefined;
 }
 
 /** The step a piece of code runs in: set around every runner call. */

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { currentStep } from './context';
 import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError, plainErrors } from './errors';
+import { ENGINE, storable, type EngineInit } from './durable';
 import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { analyzeDagSpecs, NativeDag, NativeDagRun } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
@@ -155,17 +156,29 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const flags =
       (dag.config.tolerateFailures ? 1 : 0) | (options.autorun ? 2 : 0) | (this.#semaphores.length > 0 ? 4 : 0);
     const parent = this.parentFrame;
+    const init = (options as { [ENGINE]?: EngineInit })[ENGINE];
     this.#core = new NativeDagRun(
       dag.native,
       flags,
-      parent?.owner.runIdentity(),
+      parent?.owner.runIdentity() ?? init?.runId,
       parent ? parent.owner.stepIdentity(parent.slot) : undefined,
     );
     const n = dag.names.length;
     this.#buf = new Uint32Array(n);
     this.#outputs = new Array(n);
     this.#running = new Uint8Array(n);
+    if (init?.finished) {
+      for (const [name, output] of init.finished) {
+        const id = dag.nodeId(name);
+        if (id !== undefined && this.#core.restoreFinished(id)) this.#outputs[id] = output;
+      }
+    }
     if (parent?.owner.isObserved()) this.observe();
+    this.nestDurable('dag', this.input);
+  }
+
+  protected override snapshot(): string {
+    return `{"context":${storable(this.context, 'context') ?? 'null'}}`;
   }
 
   protected get core(): NativeDagRun {

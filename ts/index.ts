@@ -34,3 +34,23 @@ export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
 export { LocalSemaphore, type Semaphore } from './semaphore';
 export { toMermaid, type MermaidSource, type ToMermaidOptions } from './mermaid';
+export { Engine } from './engine';
+export type {
+  Definition,
+  Durability,
+  EngineOptions,
+  EngineRun,
+  RegisteredCondition,
+  RegisteredRunner,
+  RegisteredRunnerArgs,
+  RunFilter,
+  StartOptions,
+  StoredDag,
+  StoredDagNode,
+  StoredMachine,
+  StoredRun,
+  StoredState,
+  StoredStep,
+  StoredTransition,
+} from './engine';
+export { StorageError } from './durable';

@@ -1,3 +1,4 @@
+import { ENGINE, storable, type EngineInit, type RunEnd } from './durable';
 import { CancelledError, plainErrors } from './errors';
 import { DataCode, W_ARG, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type {
@@ -9,7 +10,7 @@ import type {
   StateMachineRunnerOptions,
   TransitionGuard,
 } from './machine-types';
-import { NativeMachine, NativeMachineRun, parseDurationMs } from './native';
+import { NativeMachine, NativeMachineRun, newRunId, parseDurationMs } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
 import { SlotRequest, type Semaphore } from './semaphore';
 
@@ -122,7 +123,7 @@ class CompiledMachine {
 const compiled = new WeakMap<object, Map<string, CompiledMachine>>();
 
 /** Compile once per config object (and per `initial` the caller supplies when the config has none). */
-function compile(config: StateMachine<any, any>, initial: string | undefined): CompiledMachine {
+export function compile(config: StateMachine<any, any>, initial: string | undefined): CompiledMachine {
   if (config === null || typeof config !== 'object') throw new TypeError('A state machine config must be an object');
   const supplied = config.initial ? '' : (initial ?? '');
   let byInitial = compiled.get(config);
@@ -219,6 +220,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** Where the core writes its actions, five numbers each; reused for every call. */
   #buf = new Float64Array(2 + 5 * 32);
   #resting = true;
+  /** Durable runs: the store's timer row id of each armed core timer. */
+  #timerRows = new Map<number, string>();
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
@@ -236,18 +239,36 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.#keepAlive = options.keepAlive === true;
     this.#input = options.input;
     const parent = this.parentFrame;
+    const init = (options as { [ENGINE]?: EngineInit })[ENGINE];
+    const restore = init?.machine;
     this.#core = plainErrors(
       () =>
         new NativeMachineRun(
           m.native,
           this.#semaphores.length > 0 ? 1 : 0,
-          parent?.owner.runIdentity(),
+          parent?.owner.runIdentity() ?? init?.runId,
           parent ? parent.owner.stepIdentity(parent.slot) : undefined,
           options.initial,
+          restore?.core,
         ),
     );
     this.#current = m.native.stateId(options.initial ?? options.config.initial ?? '');
+    if (restore) {
+      this.#input = restore.input;
+      this.#output = restore.output;
+      this.#stateOutput = restore.stateOutput;
+      this.#event = restore.event;
+      for (const [handle, event] of restore.events) {
+        this.#events.set(handle, event);
+        this.#nextHandle = Math.max(this.#nextHandle, handle);
+      }
+      const previous = (JSON.parse(restore.core) as { previous: string | null }).previous;
+      this.#previous = previous === null ? -1 : m.native.stateId(previous);
+      // Load the restored status and state into the face's mirror of them.
+      this.#take(this.#core.more(this.#buf));
+    }
     if (parent?.owner.isObserved()) this.observe();
+    this.nestDurable('machine', this.#input);
     this.#guard = (transition, handle) => {
       const condition = this.#m.conditions[transition]!;
       const event = handle >= 0 ? this.#events.get(handle) : undefined;
@@ -266,6 +287,33 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
 
   protected get core(): NativeMachineRun {
     return this.#core;
+  }
+
+  protected override endStatus(): RunEnd['status'] {
+    return this.machineStatus === 'error' ? 'error' : 'finished';
+  }
+
+  protected override snapshot(): string {
+    const json = (value: unknown, path: string) => storable(value, path) ?? 'null';
+    const events = json([...this.#events], 'queued events');
+    return (
+      `{"core":${this.#core.snapshot()},"context":${json(this.context, 'context')},` +
+      `"input":${json(this.#input, `input of state ${this.state}`)},"output":${json(this.#output, 'output')},` +
+      `"stateOutput":${json(this.#stateOutput, `output of state ${this.state}`)},` +
+      `"event":${json(this.#event, 'event')},"events":${events}}`
+    );
+  }
+
+  /** @internal Re-arm a stored timer after a restore (fires at once when already due). */
+  restoreTimer(timer: number, at: number, rowId: string): void {
+    this.#timerRows.set(timer, rowId);
+    this.#arm(timer, at);
+  }
+
+  /** @internal Deliver an event stored for this run (`engine.send` from another process). */
+  deliverStored(id: string, event: { type: string; data?: unknown; queue?: boolean }): void {
+    this.durableParent()?.delivered(id);
+    this.send(event);
   }
 
   /** The current state's name. */
@@ -461,13 +509,25 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case ACT_TRANSITIONED:
         this.#transition(a, b, c, d);
         break;
-      case ACT_ARM:
+      case ACT_ARM: {
+        const durable = this.durableParent();
+        if (durable) {
+          const row = newRunId();
+          this.#timerRows.set(a, row);
+          durable.timer(['arm', row, c === 1 ? 'delay' : 'timeout', b, { timer: a }]);
+        }
         this.#arm(a, b);
         break;
+      }
       case ACT_CLEAR: {
         const timer = this.#timers.get(a);
         if (timer) clearTimeout(timer);
         this.#timers.delete(a);
+        const row = this.#timerRows.get(a);
+        if (row !== undefined) {
+          this.#timerRows.delete(a);
+          this.durableParent()?.timer(['clear', row]);
+        }
         break;
       }
       case ACT_DROP:
@@ -583,6 +643,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         from: this.#m.names[from],
         to: this.#m.names[to],
         event: event?.type ?? null,
+        ...(event && this.durableParent() ? { eventData: event.data } : {}),
         input: this.#input,
         output: this.#output,
         final: this.#m.isFinal[to],
@@ -606,6 +667,11 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         return;
       }
       this.#timers.delete(timer);
+      const row = this.#timerRows.get(timer);
+      if (row !== undefined) {
+        this.#timerRows.delete(timer);
+        this.durableParent()?.timer(['fired', row, Date.now()]);
+      }
       this.#drive(this.#core.timerFired(timer, this.#buf));
     }, Math.min(wait, MAX_TIMER_MS));
     if (!this.#keepAlive) handle.unref();

@@ -3,6 +3,8 @@ import { EventEmitter } from 'node:events';
 import { currentStep, type StepFrame, type StepOwner } from './context';
 import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
+import { DurableRun, storable, type RunEnd } from './durable';
+import { newRunId } from './native';
 import { DataCode, reportListenerError, W_DATA, type RamusEvent, type WireBatch, type WireEvent } from './events';
 
 /** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
@@ -65,6 +67,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   #value: unknown;
   #finished: Promise<Out> | undefined;
   #settle: { resolve(v: Out): void; reject(e: unknown): void } | undefined;
+  /** Set when the run is stored (started through an `Engine`, or nested in such a run). */
+  #durable: DurableRun | undefined;
+  /** A value the store could not hold: the run fails with it. */
+  #storageError: unknown;
 
   protected constructor(name: string, context: unknown, rootInput: unknown, tools: Tools | undefined, stateTypes: readonly string[]) {
     super();
@@ -81,6 +87,14 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** The binding's run object. */
   protected abstract get core(): NativeRunCore;
 
+  /**
+   * The run id (UUIDv7) its events carry; a run nested in a step shares its outer run's.
+   * For a run started through an `Engine`, the id to `resume`, `send` to and read back.
+   */
+  get runId(): string {
+    return this.#durable?.runId ?? this.core.runId();
+  }
+
   /** Resolves with the output, or rejects with the error (or a `CancelledError`). */
   get finished(): Promise<Out> {
     if (!this.#finished) {
@@ -96,8 +110,77 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return this.#outcome !== PENDING;
   }
 
+  /** @internal Make the run durable; its events are recorded from now on. */
+  setDurable(durable: DurableRun): void {
+    this.#durable = durable;
+    this.observe();
+  }
+
+  /**
+   * A run started inside a step of a stored run is stored too, as its own row linked to
+   * that step. Called by subclasses once their native run exists.
+   */
+  protected nestDurable(kind: 'dag' | 'machine', input: unknown): void {
+    const frame = this.parentFrame;
+    const parent = frame?.owner.durableParent();
+    if (!frame || !parent || this.#durable) return;
+    const runId = newRunId();
+    const row = {
+      id: runId,
+      name: this.name,
+      kind,
+      input: undefined as unknown,
+      tags: [],
+      parentRunId: parent.runId,
+      parentStepId: frame.owner.stepIdentity(frame.slot),
+    };
+    const json = `${JSON.stringify(row).slice(0, -1)},"input":${storable(input, 'input') ?? 'null'}}`;
+    this.setDurable(new DurableRun(parent.store, parent.store.sink(json, false, parent.sync), runId, parent.sync));
+  }
+
+  /** How a finished run is stored (a machine resting in a final error state: `error`). */
+  protected endStatus(): RunEnd['status'] {
+    return 'finished';
+  }
+
+  /** The run's restorable state as JSON text, written with each batch. */
+  protected snapshot(): string | undefined {
+    return undefined;
+  }
+
+  #writeEnd(end: RunEnd): void {
+    const durable = this.#durable;
+    if (!durable) return;
+    try {
+      durable.end(end);
+    } catch (err) {
+      // The output cannot be stored: the run is stored as failed with the reason.
+      durable.end({ status: 'error', error: err });
+    }
+    this.persist(false);
+  }
+
+  /** Hand what the run recorded to its store; a value JSON cannot hold fails the run. */
+  protected persist(withSnapshot = true): void {
+    const durable = this.#durable;
+    if (!durable?.pending) return;
+    try {
+      durable.flush(withSnapshot ? this.snapshot() : undefined);
+    } catch (err) {
+      this.failStorage(err);
+    }
+  }
+
+  /** The run cannot be stored any more: it stops, and `finished` rejects with the reason. */
+  protected failStorage(err: unknown): void {
+    if (this.#storageError !== undefined || this.#outcome !== PENDING) return;
+    this.#storageError = err;
+    queueMicrotask(() => this.cancel());
+  }
+
   protected resolveFinished(value: Out): void {
     if (this.#outcome !== PENDING) return;
+    this.#writeEnd({ status: this.endStatus(), output: value });
     this.#outcome = RESOLVED;
     this.#value = value;
     this.#releaseFromParent();
@@ -107,6 +190,11 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   protected rejectFinished(error: unknown, emitError: boolean): void {
     if (this.#outcome !== PENDING) return;
+    if (this.#storageError !== undefined) {
+      error = this.#storageError;
+      emitError = true;
+    }
+    this.#writeEnd(emitError ? { status: 'error', error } : { status: 'cancelled' });
     this.#outcome = REJECTED;
     this.#value = error;
     this.#releaseFromParent();
@@ -153,8 +241,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** Turn the events the core recorded into public events and dispatch them. */
   protected deliverEvents(): void {
     const json = this.core.drainEvents();
-    if (json == null) return;
+    if (json == null) {
+      if (this.#durable?.pending) this.persist();
+      return;
+    }
     const batch = JSON.parse(json) as WireBatch;
+    const durable = this.#durable;
     const steps = batch.s;
     for (const w of batch.e) {
       const data = w[W_DATA] === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
@@ -169,10 +261,18 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
         time: w[5],
         data,
       };
+      if (durable) {
+        try {
+          durable.event(event);
+        } catch (err) {
+          this.failStorage(err);
+        }
+      }
       this.onEvent(event, w);
       this.emitSafely('event', event);
       this.parentFrame?.owner.forwardEvent(event);
     }
+    if (durable) this.persist();
   }
 
   /** The `data` of a core event, from the values this runner holds. */
@@ -223,6 +323,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** @internal */
   abstract slotCancelled(slot: number): boolean;
+
+  /** @internal */
+  /** @internal The durable writer of the run, for runs nested in its steps. */
+  durableParent(): DurableRun | undefined {
+    return this.#durable;
+  }
 
   /** @internal */
   customEvent(slot: number, type: string, data: unknown): void {

@@ -115,6 +115,8 @@ pub struct DagRun {
     failed: Option<u32>,
     rec: Recorder,
     worklist: Vec<u32>,
+    /// Nodes were restored as finished: `start` must look past the roots.
+    restored: bool,
 }
 
 impl DagRun {
@@ -132,7 +134,28 @@ impl DagRun {
             failed: None,
             rec,
             worklist: Vec::new(),
+            restored: false,
         }
+    }
+
+    /// Before [`start`](Self::start): mark a node as finished in an earlier process (its
+    /// output is the driver's, read back from the store). It will not run; its children
+    /// count it as settled. False when the node is unknown or already marked.
+    pub fn restore_finished(&mut self, node: u32) -> bool {
+        if self.status != RunStatus::Pending
+            || node as usize >= self.state.len()
+            || self.state[node as usize] != NodeState::Waiting
+        {
+            return false;
+        }
+        self.state[node as usize] = NodeState::Finished;
+        self.unsettled -= 1;
+        self.restored = true;
+        let dag = Arc::clone(&self.dag);
+        for &child in dag.children(node) {
+            self.remaining[child as usize] -= 1;
+        }
+        true
     }
 
     /// The compiled DAG.
@@ -180,8 +203,20 @@ impl DagRun {
         self.rec
             .run_event(EventKind::DagStart, DataRef::RunInput, now);
         let dag = Arc::clone(&self.dag);
-        for &root in dag.roots() {
-            self.make_ready(root, now, out);
+        if self.restored {
+            // Nodes whose parents all finished before the restore are ready now.
+            for node in 0..self.state.len() as u32 {
+                if self.state[node as usize] == NodeState::Waiting
+                    && self.remaining[node as usize] == 0
+                {
+                    self.make_ready(node, now, out);
+                }
+            }
+            self.check_finished(now);
+        } else {
+            for &root in dag.roots() {
+                self.make_ready(root, now, out);
+            }
         }
     }
 

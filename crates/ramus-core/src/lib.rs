@@ -28,6 +28,7 @@ pub use event::{DataRef, Event, EventKind, Recorder};
 pub use ids::{Id, IdGen};
 pub use machine::{
     parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineError,
-    MachineRun, MachineSpec, MachineStatus, NoGuards, StateOutcome, StateSpec, TransitionSpec,
+    MachineRun, MachineSnapshot, MachineSpec, MachineStatus, NoGuards, QueuedEvent, SleepSnapshot,
+    StateOutcome, StateSpec, TransitionSpec,
 };
 pub use semaphore::SemaphoreTable;

@@ -64,6 +64,12 @@ pub enum MachineError {
     /// Two states share a name.
     #[error("State {0} is declared twice")]
     DuplicateState(String),
+    /// A snapshot does not fit the machine it is restored into.
+    #[error("Cannot restore the machine: {reason}")]
+    Restore {
+        /// What does not fit.
+        reason: String,
+    },
 }
 
 /// The longest duration accepted, in ms: 2^53, the largest integer JS numbers hold exactly.
@@ -495,6 +501,8 @@ pub enum MachineAction {
         timer: u64,
         /// When it is due.
         at: u64,
+        /// A delayed transition (true) or a state timeout (false); a store keeps the kind.
+        delay: bool,
     },
     /// Disarm a timer.
     ClearTimer {
@@ -551,6 +559,79 @@ struct Sleep {
 struct Move {
     target: u32,
     delay_ms: Option<u64>,
+}
+
+/// An event waiting in a snapshot's queue: the driver's handle, its type, and whether it
+/// waits for a state that handles it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueuedEvent {
+    /// The driver's handle of the event (its data is the driver's to keep).
+    pub handle: u64,
+    /// The event type.
+    pub event: String,
+    /// `queue: true` when sent.
+    pub queue: bool,
+}
+
+/// A pending delayed transition in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SleepSnapshot {
+    /// Its timer id.
+    pub timer: u64,
+    /// The state it moves to.
+    pub target: String,
+    /// The handle of the event that chose it, if one did.
+    pub event: Option<u64>,
+    /// Which value becomes the target's input: `output`, `error` or `timeout`.
+    pub input: String,
+}
+
+/// Everything a machine run needs to continue in another process, by state *name* so a
+/// snapshot reads well in the database. Taken at a step boundary: a state that was running
+/// runs again after a restore. What the driver holds (context, the current input and
+/// output, event data) is stored beside it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineSnapshot {
+    /// The state the machine is in.
+    pub current: String,
+    /// The state before it.
+    pub previous: Option<String>,
+    /// The status to restore (`running` becomes `ready`: the state runs again).
+    pub status: String,
+    /// States run so far (for `maxSteps`).
+    pub steps: u32,
+    /// Visits per state name (for `maxVisits`); states never visited are left out.
+    pub visits: Vec<(String, u32)>,
+    /// Events waiting for the running state to end or for a state that handles them.
+    pub queue: Vec<QueuedEvent>,
+    /// A delayed transition waiting for its timer.
+    pub sleep: Option<SleepSnapshot>,
+    /// The armed timeout timer of the current state.
+    pub timeout: Option<u64>,
+    /// The last timer id handed out.
+    pub next_timer: u64,
+    /// Flags of the error path and limits (see the fields of `MachineRun`).
+    pub errored: bool,
+    /// A limit was already exceeded once.
+    pub limit_hit: bool,
+    /// Resting in a final state.
+    pub at_rest: bool,
+    /// Halted on a failure without an error state.
+    pub halted: bool,
+    /// The next step is exempt from the limits.
+    pub exempt: bool,
+    /// The current state was entered because of an error.
+    pub by_error: bool,
+    /// The run's start event was recorded.
+    pub started: bool,
+}
+
+fn input_name(i: InputRef) -> &'static str {
+    match i {
+        InputRef::Output => "output",
+        InputRef::Error => "error",
+        InputRef::Timeout => "timeout",
+    }
 }
 
 /// One run of a compiled machine.
@@ -621,6 +702,125 @@ impl MachineRun {
             semaphores,
             auto: false,
         }
+    }
+
+    /// The run's restorable state (see [`MachineSnapshot`]).
+    pub fn snapshot(&self) -> MachineSnapshot {
+        let name = |s: u32| self.m.state_name(s).to_owned();
+        let status = match self.status {
+            MachineStatus::Running | MachineStatus::PendingSemaphore if self.errored => {
+                MachineStatus::Error
+            }
+            MachineStatus::Running | MachineStatus::PendingSemaphore => MachineStatus::Ready,
+            s => s,
+        };
+        MachineSnapshot {
+            current: name(self.current),
+            previous: self.previous.map(name),
+            status: status.as_str().to_owned(),
+            steps: self.steps,
+            visits: self
+                .visits
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| v > 0)
+                .map(|(i, &v)| (name(i as u32), v))
+                .collect(),
+            queue: self
+                .queue
+                .iter()
+                .map(|q| QueuedEvent {
+                    handle: q.handle,
+                    event: q
+                        .event
+                        .map_or(String::new(), |e| self.m.event_name(e).to_owned()),
+                    queue: q.queue,
+                })
+                .collect(),
+            sleep: self.sleep.map(|s| SleepSnapshot {
+                timer: s.timer,
+                target: name(s.target),
+                event: s.event,
+                input: input_name(s.input).to_owned(),
+            }),
+            timeout: self.timeout,
+            next_timer: self.next_timer,
+            errored: self.errored,
+            limit_hit: self.limit_hit,
+            at_rest: self.at_rest,
+            halted: self.halted,
+            exempt: self.exempt,
+            by_error: self.by_error,
+            started: self.started,
+        }
+    }
+
+    /// A run continued from a snapshot. Fails when the snapshot names a state or status
+    /// the machine does not have (the definition changed under it).
+    pub fn restore(
+        m: Arc<CompiledMachine>,
+        rec: Recorder,
+        semaphores: bool,
+        snap: &MachineSnapshot,
+    ) -> Result<MachineRun, MachineError> {
+        let state = |name: &str| {
+            m.state_id(name).ok_or_else(|| MachineError::Restore {
+                reason: format!("the snapshot names state {name}, which the machine does not have"),
+            })
+        };
+        let status = match snap.status.as_str() {
+            "initial" => MachineStatus::Initial,
+            "ready" | "running" | "pendingSemaphore" => MachineStatus::Ready,
+            "waitingForEvent" => MachineStatus::WaitingForEvent,
+            "sleeping" => MachineStatus::Sleeping,
+            "final" => MachineStatus::Final,
+            "error" => MachineStatus::Error,
+            "cancelled" => MachineStatus::Cancelled,
+            other => {
+                return Err(MachineError::Restore {
+                    reason: format!("unknown machine status {other}"),
+                })
+            }
+        };
+        let mut run = MachineRun::new(Arc::clone(&m), rec, semaphores, Some(state(&snap.current)?));
+        run.status = status;
+        run.previous = snap.previous.as_deref().map(state).transpose()?;
+        run.steps = snap.steps;
+        for (name, v) in &snap.visits {
+            run.visits[state(name)? as usize] = *v;
+        }
+        run.queue = snap
+            .queue
+            .iter()
+            .map(|q| Queued {
+                handle: q.handle,
+                event: m.event_id(&q.event).filter(|&e| e != 0),
+                queue: q.queue,
+            })
+            .collect();
+        run.sleep = match &snap.sleep {
+            Some(s) => Some(Sleep {
+                timer: s.timer,
+                target: state(&s.target)?,
+                event: s.event,
+                input: match s.input.as_str() {
+                    "error" => InputRef::Error,
+                    "timeout" => InputRef::Timeout,
+                    _ => InputRef::Output,
+                },
+            }),
+            None => None,
+        };
+        run.timeout = snap.timeout;
+        run.next_timer = snap.next_timer;
+        run.errored = snap.errored;
+        run.limit_hit = snap.limit_hit;
+        run.at_rest = snap.at_rest;
+        run.halted = snap.halted;
+        run.exempt = snap.exempt;
+        run.by_error = snap.by_error;
+        run.started = snap.started;
+        Ok(run)
     }
 
     /// Auto mode (after `run()`): whenever the machine can step after a report, an event or
@@ -742,7 +942,7 @@ impl MachineRun {
         self.slot = Some(slot);
         if self.timeout.is_none() {
             if let Some((after, _)) = self.m.timeout(state) {
-                self.timeout = Some(self.arm(now.saturating_add(after), out));
+                self.timeout = Some(self.arm(now.saturating_add(after), false, out));
             }
         }
         if self.semaphores && self.m.states[state as usize].semaphore {
@@ -910,11 +1110,12 @@ impl MachineRun {
         true
     }
 
-    fn arm(&mut self, at: u64, out: &mut Vec<MachineAction>) -> u64 {
+    fn arm(&mut self, at: u64, delay: bool, out: &mut Vec<MachineAction>) -> u64 {
         self.next_timer += 1;
         out.push(MachineAction::ArmTimer {
             timer: self.next_timer,
             at,
+            delay,
         });
         self.next_timer
     }
@@ -1029,7 +1230,7 @@ impl MachineRun {
     ) {
         match mv.delay_ms {
             Some(delay) if delay > 0 && self.status != MachineStatus::Cancelled => {
-                let timer = self.arm(now.saturating_add(delay), out);
+                let timer = self.arm(now.saturating_add(delay), true, out);
                 self.sleep = Some(Sleep {
                     timer,
                     target: mv.target,

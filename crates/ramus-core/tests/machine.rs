@@ -429,9 +429,10 @@ fn delays_sleep_and_events_preempt_them() {
     ));
     let slot = sim.step();
     let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    let MachineAction::ArmTimer { timer, at } = acts[0] else {
+    let MachineAction::ArmTimer { timer, at, delay } = acts[0] else {
         panic!("expected a timer, got {acts:?}")
     };
+    assert!(delay, "a delayed transition's timer is a delay");
     assert_eq!(at, sim.now + 90_000);
     assert_eq!(sim.run.status(), MachineStatus::Sleeping);
     assert_eq!(sim.state(), "a");
@@ -477,9 +478,10 @@ fn timeouts_abandon_the_run_and_cover_the_wait() {
         vec![a, state("late", vec![]), state("ok", vec![])],
     ));
     let slot = sim.step();
-    let MachineAction::ArmTimer { timer, at } = sim.out[0] else {
+    let MachineAction::ArmTimer { timer, at, delay } = sim.out[0] else {
         panic!("timeout armed first")
     };
+    assert!(!delay, "a state timeout's timer is not a delay");
     assert_eq!(at, 2_000);
     sim.out.clear();
     sim.run.timer_fired(timer, at, &mut sim.out);

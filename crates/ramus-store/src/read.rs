@@ -188,6 +188,15 @@ pub(crate) fn run(conn: &Connection, id: &str) -> Result<Option<Run>> {
         .map_err(|source| Error::read(format!("run {id}"), source))
 }
 
+pub(crate) fn max_seqs(conn: &Connection, run_id: &str) -> Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?1), \
+                (SELECT coalesce(max(seq), 0) FROM transitions WHERE run_id = ?1)",
+    )
+    .and_then(|mut stmt| stmt.query_row([run_id], |row| Ok((row.get(0)?, row.get(1)?))))
+    .map_err(|source| Error::read(format!("sequence numbers of run {run_id}"), source))
+}
+
 pub(crate) fn children(conn: &Connection, run_id: &str) -> Result<Vec<Run>> {
     collect(
         conn,

@@ -471,6 +471,12 @@ impl Store {
         read::run(&self.reader(), id)
     }
 
+    /// The highest step and transition `seq` of a run (0 when none): where a restored run
+    /// continues numbering.
+    pub fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)> {
+        read::max_seqs(&self.reader(), run_id)
+    }
+
     /// The runs started inside steps of `run_id` (child DAGs and machines), oldest first.
     pub fn children(&self, run_id: &str) -> Result<Vec<Run>> {
         read::children(&self.reader(), run_id)
