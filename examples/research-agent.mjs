@@ -7,8 +7,12 @@
 //          ├─ search:forums ──┤
 //          └─ search:code ────┘
 //
+// It runs as a durable run of an `Engine` on the embedded default store, `./ramus.sqlite`:
+// every step, input and output is written there, and the run can be opened in the
+// inspector afterwards (the command is printed at the end).
+//
 // Run it with `npm run demo`.
-import { DagRunner, LocalSemaphore } from 'ramus';
+import { Engine, LocalSemaphore } from 'ramus';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -20,51 +24,48 @@ const tools = {
   },
 };
 
-const sources = ['web', 'news', 'papers', 'forums', 'code'];
-const searchNodes = Object.fromEntries(
-  sources.map((source) => [
-    `search:${source}`,
-    {
-      parents: ['plan'],
-      // Every search holds one slot of the 'search' semaphore while it runs.
-      semaphoreKey: 'search',
-      async run({ input, tools, emit, context }) {
-        const hits = await tools.search(source, input.plan.query);
-        emit('search:hits', { source, count: hits.length });
-        context.calls += 1;
-        return hits;
-      },
-    },
-  ]),
-);
+const engine = new Engine({ db: './ramus.sqlite', tools });
 
-const dag = {
-  name: 'research',
-  context: () => ({ calls: 0 }),
-  nodes: {
-    plan: { run: ({ rootInput }) => ({ query: rootInput.topic.toLowerCase() }) },
-    ...searchNodes,
-    rank: {
-      parents: sources.map((s) => `search:${s}`),
-      run: ({ input }) =>
-        Object.values(input)
-          .flat()
-          .sort((a, b) => b.score - a.score)
-          .slice(0, 5),
-    },
-    summarize: {
-      parents: ['rank'],
-      run: ({ input, context }) => ({
-        top: input.rank.map((hit) => hit.title),
-        toolCalls: context.calls,
-      }),
-    },
+// Serializable runners: the stored definition names them by key, so a run can be resumed
+// in any process that registers the same keys.
+engine.register({
+  plan: ({ rootInput }) => ({ query: rootInput.topic.toLowerCase() }),
+  async search({ args, input, tools, emit, context }) {
+    const hits = await tools.search(args.source, input.plan.query);
+    emit('search:hits', { source: args.source, count: hits.length });
+    context.calls += 1;
+    return hits;
   },
-};
+  rank: ({ input }) =>
+    Object.values(input)
+      .flat()
+      .sort((a, b) => b.score - a.score)
+      .slice(0, 5),
+  summarize: ({ input, context }) => ({ top: input.rank.map((hit) => hit.title), toolCalls: context.calls }),
+});
+
+const sources = ['web', 'news', 'papers', 'forums', 'code'];
+// The definition is pure JSON: `engine.define` stores it (a new version only when it changed).
+const { version } = engine.define({
+  name: 'research',
+  context: { calls: 0 },
+  nodes: {
+    plan: { runner: 'plan' },
+    ...Object.fromEntries(
+      sources.map((source) => [
+        `search:${source}`,
+        // Every search holds one slot of the 'search' semaphore while it runs.
+        { runner: 'search', args: { source }, parents: ['plan'], semaphoreKey: 'search' },
+      ]),
+    ),
+    rank: { runner: 'rank', parents: sources.map((s) => `search:${s}`) },
+    summarize: { runner: 'summarize', parents: ['rank'] },
+  },
+});
 
 // At most two searches at a time, whatever the DAG's width.
 const semaphore = new LocalSemaphore({ search: 2 });
-const runner = new DagRunner({ dag, input: { topic: 'Rust async runtimes' }, tools, semaphores: [semaphore] });
+const runner = engine.start('research', { input: { topic: 'Rust async runtimes' }, tags: ['demo'], semaphores: [semaphore] });
 
 const t0 = Date.now();
 runner.on('event', (e) => {
@@ -79,5 +80,10 @@ runner.on('event', (e) => {
   console.log(`${at} ms  ${e.type.padEnd(16)} ${e.sourceNode.padEnd(14)} ${detail}`);
 });
 
-const result = await runner.run();
+const result = await runner.finished;
 console.log('\nSummary:', JSON.stringify(result, null, 2));
+engine.flush();
+const steps = engine.steps(runner.runId).length;
+await engine.close();
+console.log(`\nStored run ${runner.runId} (research v${version}, ${steps} steps) in ./ramus.sqlite.`);
+console.log('Open it in the inspector:  npx ramus inspect --db ./ramus.sqlite');

@@ -464,7 +464,7 @@ export class Engine {
    * Resume every run that has not ended (optionally only those with `name`), the ones whose
    * timers fell due first, in due order. For a process that starts after others stopped.
    */
-  async resumeAll(filter: { name?: string } = {}): Promise<EngineRun[]> {
+  async resumeAll(filter: { name?: string } = {}, options: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun[]> {
     this.#open();
     const rows: StoredRun[] = [];
     for (const status of ['running', 'waitingForEvent', 'sleeping'] as const) {
@@ -479,7 +479,7 @@ export class Engine {
     const errors: unknown[] = [];
     for (const row of rows) {
       try {
-        runs.push(await this.resume(row.id));
+        runs.push(await this.resume(row.id, options));
       } catch (err) {
         errors.push(err);
       }

@@ -222,6 +222,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #resting = true;
   /** Durable runs: the store's timer row id of each armed core timer. */
   #timerRows = new Map<number, string>();
+  /** Durable runs: state runs held back until the step's records are written. */
+  #deferred: Array<[number, number]> = [];
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
@@ -473,6 +475,11 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     // listener that calls back into the runner then sees a consistent machine.
     if (this.#depth === 0) {
       if (this.observed) this.deliverEvents();
+      if (this.#deferred.length > 0) {
+        const runs = this.#deferred;
+        this.#deferred = [];
+        for (const [state, slot] of runs) this.#runState(state, slot);
+      }
       const notices = this.#notices;
       if (notices.length > 0) {
         this.#notices = [];
@@ -494,7 +501,14 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #act(kind: number, a: number, b: number, c: number, d: number, skipRun: boolean): void {
     switch (kind) {
       case ACT_RUN:
-        if (!skipRun) this.#runState(a, b);
+        // A durable run stores the step (and the context as it is before the state runs)
+        // first: a runner's synchronous part must not reach the snapshot of its own start.
+        if (skipRun) break;
+        this.#slotState.set(b, a);
+        this.#slotState.delete(b - 2);
+        this.#activeSlot = b;
+        if (this.durableParent()) this.#deferred.push([a, b]);
+        else this.#runState(a, b);
         break;
       case ACT_ACQUIRE:
         this.#acquire(a, b);
@@ -542,9 +556,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   #runState(state: number, slot: number): void {
-    this.#slotState.set(slot, state);
-    this.#slotState.delete(slot - 2);
-    this.#activeSlot = slot;
     const run = this.#m.runs[state];
     if (!run) {
       // A state without run passes its input on as its output.
