@@ -199,6 +199,8 @@ export declare class NativeStore {
   children(runId: string): string
   /** A stored definition (the latest version unless one is given), or null. */
   definition(name: string, version?: number | undefined | null): string | null
+  /** The latest version of a definition, or null when there is none. */
+  latestVersion(name: string): number | null
   /** Store a definition; returns `{ name, version, hash, created }` as JSON. */
   putDefinition(name: string, kind: string, configJson: string): string
   /**

@@ -85,11 +85,15 @@ fn timer_json(t: &Timer) -> Value {
     })
 }
 
-fn definition_json(d: &Definition) -> Value {
-    json!({
+/// The config is written into the answer as the stored text: a large DAG's definition is
+/// not parsed and re-encoded on every read.
+fn definition_json(d: &Definition) -> String {
+    let head = json!({
         "name": d.name, "version": d.version, "kind": d.kind.as_str(), "hash": d.hash,
-        "config": value(&Some(d.config.clone())), "createdAt": d.created_at,
+        "createdAt": d.created_at,
     })
+    .to_string();
+    format!("{},\"config\":{}}}", &head[..head.len() - 1], d.config)
 }
 
 fn list<T>(items: &[T], f: impl Fn(&T) -> Value) -> String {
@@ -257,7 +261,14 @@ impl NativeStore {
             .inner
             .definition(&name, version.map(|v| v as i64))
             .map_err(store_error)?;
-        Ok(d.map(|d| definition_json(&d).to_string()))
+        Ok(d.map(|d| definition_json(&d)))
+    }
+
+    /// The latest version of a definition, or null when there is none.
+    #[napi]
+    pub fn latest_version(&self, name: String) -> Result<Option<f64>> {
+        let v = self.inner.latest_version(&name).map_err(store_error)?;
+        Ok(v.map(|v| v as f64))
     }
 
     /// Store a definition; returns `{ name, version, hash, created }` as JSON.

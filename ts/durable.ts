@@ -159,8 +159,18 @@ export class DurableRun {
     readonly sync: boolean,
   ) {}
 
+  /** A batched write waits for the next turn of the event loop (setImmediate). */
+  scheduled = false;
+  /** The snapshot taken at the last step boundary, for runs that must not be snapshotted between. */
+  boundary: string | undefined;
+
   get pending(): boolean {
     return this.#events.length > 0 || this.#timers.length > 0 || this.#delivered.length > 0 || this.#end !== undefined;
+  }
+
+  /** Enough collected that a batched run writes now rather than at the end of the turn. */
+  get full(): boolean {
+    return this.#events.length >= 4096;
   }
 
   event(event: RamusEvent): void {

@@ -1,4 +1,4 @@
-import { analyzeDag, DagRunner } from './dag';
+import { analyzeDag, CompiledDag, DagRunner } from './dag';
 import type { Dag, NodeArgs, Tools } from './dag-types';
 import { DurableRun, ENGINE, storable, type EngineInit, type MachineRestore } from './durable';
 import { plainErrors } from './errors';
@@ -156,6 +156,13 @@ export interface RunFilter {
 
 export type EngineRun = DagRunner<any, any, any> | StateMachineRunner<any, any, any, any>;
 
+/** What runs: a machine config, a DAG config, or a DAG compiled once for many runs. */
+type Runnable = Dag<any, any> | StateMachine<any, any> | CompiledDag;
+
+function plain(config: Runnable): { tags?: string[]; info?: object } {
+  return config instanceof CompiledDag ? config.config : config;
+}
+
 const TERMINAL = new Set(['finished', 'error', 'cancelled']);
 
 function isMachine(config: object): boolean {
@@ -185,6 +192,8 @@ export class Engine {
   /** Stored events already handed to a live run (their delivery may not be committed yet). */
   #taken = new Set<string>();
   #closed = false;
+  /** Stored definitions made runnable, by `name@version`: a DAG compiles once per version. */
+  #loaded = new Map<string, Runnable>();
 
   constructor(options: EngineOptions = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('Engine options must be an object');
@@ -208,6 +217,8 @@ export class Engine {
       if (keyOrRegistry === '') throw new TypeError('register(key, fn): key must be a non-empty string');
       if (typeof fn !== 'function') throw new TypeError(`register('${keyOrRegistry}', fn): fn must be a function`);
       this.#runners.set(keyOrRegistry, fn as RegisteredRunner);
+      // Loaded definitions hold the functions registered when they were loaded.
+      this.#loaded.clear();
       return this;
     }
     if (keyOrRegistry === null || typeof keyOrRegistry !== 'object') throw new TypeError('register() takes a key and a function, or an object of them');
@@ -319,21 +330,21 @@ export class Engine {
     this.#open();
     if (options === null || typeof options !== 'object') throw new TypeError('start(definition, options): options must be an object');
     const durability = checkDurability(options.durability ?? this.durability);
-    let config: Dag<any, any> | StateMachine<any, any>;
+    let config: Runnable;
     let defName: string | null = null;
     let version: number | null = null;
     if (typeof definition === 'string') {
-      const stored = this.#definition(definition, options.version);
-      config = this.#materialize(stored.config, `Definition '${definition}' (version ${stored.version})`);
+      version = options.version ?? plainErrors(() => this.#store.latestVersion(definition)) ?? null;
+      if (version === null) throw new Error(`No definition named '${definition}' in ${this.db}`);
+      config = this.#load(definition, version);
       defName = definition;
-      version = stored.version;
     } else if (definition !== null && typeof definition === 'object' && this.#storableConfig(definition)) {
       const v = this.define(definition as Definition);
-      config = this.#materialize(definition as Definition, `Definition '${v.name}' (version ${v.version})`);
+      config = this.#load(v.name, v.version, definition as Definition);
       defName = v.name;
       version = v.version;
     } else {
-      config = definition as Dag<any, any>;
+      config = definition as Runnable;
       if (config === null || typeof config !== 'object') throw new TypeError('start() takes a definition name or a DAG or machine config');
     }
     const runId = newRunId();
@@ -345,19 +356,32 @@ export class Engine {
         kind: isMachine(config) ? 'machine' : 'dag',
         definitionName: defName,
         definitionVersion: version,
-        tags: options.tags ?? config.tags ?? [],
+        tags: options.tags ?? plain(config).tags ?? [],
         parentRunId: null,
         parentStepId: null,
       };
       const json =
         JSON.stringify(row).slice(0, -1) +
-        `,"input":${storable(options.input, 'input') ?? 'null'},"info":${storable(options.info ?? config.info, 'info') ?? 'null'}}`;
+        `,"input":${storable(options.input, 'input') ?? 'null'},"info":${storable(options.info ?? plain(config).info, 'info') ?? 'null'}}`;
       const sink = plainErrors(() => this.#store.sink(json, false, durability === 'sync'));
       runner.setDurable(new DurableRun(this.#store, sink, runId, durability === 'sync'));
     }
     this.#track(runId, runner);
     void runner.run();
     return runner as EngineRun & { readonly finished: Promise<Out> };
+  }
+
+  /** A stored definition's runnable form, made once per version (and per registry change). */
+  #load(name: string, version: number, config?: Definition): Runnable {
+    const key = `${name}@${version}`;
+    let loaded = this.#loaded.get(key);
+    if (!loaded) {
+      config ??= this.#definition(name, version).config;
+      const materialized = this.#materialize(config, `Definition '${name}' (version ${version})`);
+      loaded = isMachine(config) ? materialized : new CompiledDag(materialized as Dag<any, any>);
+      this.#loaded.set(key, loaded);
+    }
+    return loaded;
   }
 
   #definition(name: string, version: number | undefined): { config: Definition; version: number } {
@@ -369,7 +393,7 @@ export class Engine {
     return { config: d.config, version: d.version };
   }
 
-  #create(config: Dag<any, any> | StateMachine<any, any>, runId: string, options: StartOptions, init: Omit<EngineInit, 'runId'>): EngineRun {
+  #create(config: Runnable, runId: string, options: StartOptions, init: Omit<EngineInit, 'runId'>): EngineRun {
     const common = {
       input: options.input,
       context: options.context,
@@ -380,7 +404,7 @@ export class Engine {
     };
     return isMachine(config)
       ? new StateMachineRunner({ ...common, config: config as StateMachine<any, any>, keepAlive: options.keepAlive })
-      : new DagRunner({ ...common, dag: config as Dag<any, any> });
+      : new DagRunner({ ...common, dag: config as Dag<any, any> | CompiledDag });
   }
 
   #track(runId: string, runner: EngineRun): void {
@@ -411,8 +435,7 @@ export class Engine {
         `Run ${runId} (${row.name}) was started from a config with inline run functions, so it cannot be resumed; define it with registered runners (engine.define) to make its runs resumable`,
       );
     }
-    const stored = this.#definition(row.definitionName, row.definitionVersion);
-    const config = this.#materialize(stored.config, `Definition '${row.definitionName}' (version ${stored.version})`);
+    const config = this.#load(row.definitionName, row.definitionVersion);
     const durability = checkDurability(options.durability ?? this.durability);
     const steps = this.steps(runId);
     const interrupted = steps.filter((s) => s.status === 'running' || s.status === 'pending').map((s) => s.id);
@@ -606,8 +629,9 @@ export class Engine {
     return plainErrors(() => this.#store.prune(before, options.status));
   }
 
-  /** Wait until everything written so far is committed. */
+  /** Write what live runs collected and wait until everything written so far is committed. */
   flush(): void {
+    for (const run of this.#live.values()) run.flushDurable();
     plainErrors(() => this.#store.flush());
   }
 
@@ -616,6 +640,7 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     this.#stopPolling();
+    for (const run of this.#live.values()) run.flushDurable();
     plainErrors(() => this.#store.close());
   }
 

@@ -295,6 +295,10 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return this.machineStatus === 'error' ? 'error' : 'finished';
   }
 
+  protected override snapshotAtBoundary(): boolean {
+    return true;
+  }
+
   protected override snapshot(): string {
     const json = (value: unknown, path: string) => storable(value, path) ?? 'null';
     const events = json([...this.#events], 'queued events');

@@ -5,7 +5,7 @@ import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
 import { DurableRun, storable, type RunEnd } from './durable';
 import { newRunId } from './native';
-import { DataCode, reportListenerError, W_DATA, type RamusEvent, type WireBatch, type WireEvent } from './events';
+import { DataCode, reportListenerError, W_DATA, W_STATE, type RamusEvent, type WireBatch, type WireEvent } from './events';
 
 /** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
 export interface NativeRunCore {
@@ -157,18 +157,58 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       // The output cannot be stored: the run is stored as failed with the reason.
       durable.end({ status: 'error', error: err });
     }
-    this.persist(false);
+    this.persist(true);
   }
 
-  /** Hand what the run recorded to its store; a value JSON cannot hold fails the run. */
-  protected persist(withSnapshot = true): void {
+  /**
+   * Whether the snapshot must be taken at each step boundary (a machine: a state's runner
+   * may change the context before the batch is written). A DAG's snapshot is taken when
+   * the batch is written.
+   */
+  protected snapshotAtBoundary(): boolean {
+    return false;
+  }
+
+  /**
+   * Hand what the run recorded to its store; a value JSON cannot hold fails the run. In
+   * `'sync'` (or `now`) the batch is written at once and committed before this returns;
+   * in `'batched'` everything a turn of the event loop produced is written as one batch.
+   */
+  protected persist(now = false): void {
     const durable = this.#durable;
     if (!durable?.pending) return;
     try {
-      durable.flush(withSnapshot ? this.snapshot() : undefined);
+      if (this.snapshotAtBoundary()) durable.boundary = this.snapshot();
+      if (now || durable.sync || durable.full) {
+        this.#write(durable);
+      } else if (!durable.scheduled) {
+        durable.scheduled = true;
+        setImmediate(() => {
+          durable.scheduled = false;
+          if (durable.pending) this.#tryWrite(durable);
+        });
+      }
     } catch (err) {
       this.failStorage(err);
     }
+  }
+
+  #write(durable: DurableRun): void {
+    durable.flush(this.snapshotAtBoundary() ? durable.boundary : this.snapshot());
+  }
+
+  #tryWrite(durable: DurableRun): void {
+    try {
+      this.#write(durable);
+    } catch (err) {
+      this.failStorage(err);
+    }
+  }
+
+  /** @internal Write what is waiting for the end of the turn (`engine.flush()`). */
+  flushDurable(): void {
+    const durable = this.#durable;
+    if (durable?.pending) this.#tryWrite(durable);
   }
 
   /** The run cannot be stored any more: it stops, and `finished` rejects with the reason. */
@@ -261,7 +301,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
         time: w[5],
         data,
       };
-      if (durable) {
+      // A DAG node's state changes repeat what its start and finish say; only a cancel is news.
+      if (durable && (w[W_DATA] !== DataCode.State || w[W_STATE] === 'cancelled')) {
         try {
           durable.event(event);
         } catch (err) {

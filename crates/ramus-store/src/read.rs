@@ -273,6 +273,12 @@ pub(crate) fn timers(conn: &Connection, run_id: &str) -> Result<Vec<Timer>> {
     )
 }
 
+pub(crate) fn latest_version(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT max(version) FROM definitions WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)))
+        .map_err(|source| Error::read(format!("latest version of definition {name}"), source))
+}
+
 pub(crate) fn definition(
     conn: &Connection,
     name: &str,

@@ -523,6 +523,11 @@ impl Store {
         read::pending_events(&self.reader(), run_id)
     }
 
+    /// The latest version of a definition, without reading its config.
+    pub fn latest_version(&self, name: &str) -> Result<Option<i64>> {
+        read::latest_version(&self.reader(), name)
+    }
+
     /// A definition: the given version, or the latest.
     pub fn definition(&self, name: &str, version: Option<i64>) -> Result<Option<Definition>> {
         read::definition(&self.reader(), name, version)
