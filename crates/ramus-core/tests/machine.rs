@@ -688,3 +688,83 @@ fn a_queued_event_moves_a_final_state_without_run_on() {
     ));
     assert_eq!(sim.state(), "again");
 }
+
+#[test]
+fn a_snapshot_restores_the_run_in_a_new_process() {
+    let a = StateSpec {
+        transitions: vec![TransitionSpec {
+            delay_ms: Some(1_000),
+            ..t("", "b")
+        }],
+        ..state("a", vec![])
+    };
+    let spec = machine(
+        "a",
+        vec![
+            a,
+            state("b", vec![t("go", "c")]),
+            StateSpec {
+                is_final: true,
+                ..state("c", vec![])
+            },
+        ],
+    );
+    let mut sim = Sim::new(spec.clone());
+    let slot = sim.step();
+    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    let MachineAction::ArmTimer { timer, .. } = acts[0] else {
+        panic!("a delay timer, got {acts:?}")
+    };
+    assert_eq!(sim.run.status(), MachineStatus::Sleeping);
+    // An event the sleeping state does not handle, queued for a state that does.
+    assert!(sim.send(7, "go", true).is_empty());
+
+    // Through JSON, as the store keeps it, into a new run of a freshly compiled machine.
+    let json = serde_json::to_string(&sim.run.snapshot()).unwrap();
+    let snap: ramus_core::MachineSnapshot = serde_json::from_str(&json).unwrap();
+    let m = Arc::new(CompiledMachine::compile(&spec).unwrap());
+    let mut restored = Sim {
+        run: MachineRun::restore(m, Recorder::new(2, 0, None, None), false, &snap).unwrap(),
+        now: sim.now + 5_000,
+        out: Vec::new(),
+    };
+    assert_eq!(restored.run.status(), MachineStatus::Sleeping);
+    assert_eq!(restored.state(), "a");
+    restored
+        .run
+        .timer_fired(timer, restored.now, &mut restored.out);
+    assert_eq!(restored.state(), "b");
+    let slot = restored.step();
+    // b's run ends, the queued `go` fires, and c (final, no run of its own here) is reached.
+    let acts = restored.done(slot, StateOutcome::Ok, &mut NoGuards);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, MachineAction::Transitioned { event: Some(7), .. })),
+        "the queued event survived the restore: {acts:?}"
+    );
+    assert_eq!(restored.state(), "c");
+    let snap = restored.run.snapshot();
+    assert_eq!(snap.steps, 2, "steps counted across the restore");
+    assert_eq!(
+        snap.visits,
+        vec![("a".to_string(), 1), ("b".to_string(), 1)]
+    );
+}
+
+#[test]
+fn a_snapshot_of_another_machine_is_refused() {
+    let mut sim = Sim::new(machine(
+        "a",
+        vec![state("a", vec![t("go", "b")]), state("b", vec![])],
+    ));
+    sim.step();
+    let snap = sim.run.snapshot();
+    let other =
+        Arc::new(CompiledMachine::compile(&machine("x", vec![state("x", vec![])])).unwrap());
+    let err =
+        MachineRun::restore(other, Recorder::new(1, 0, None, None), false, &snap).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Cannot restore the machine: the snapshot names state a, which the machine does not have"
+    );
+}

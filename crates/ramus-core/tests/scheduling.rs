@@ -46,18 +46,38 @@ fn random_dag() -> impl Strategy<Value = Vec<NodeSpec>> {
 /// Drive a run, completing in-flight nodes in the order picked by `picks`; each node's
 /// output is a hash of its name and its parents' outputs.
 fn drive(dag: &Arc<CompiledDag>, picks: &[usize]) -> (Vec<u64>, Vec<u32>) {
+    let (outputs, order, finished) = drive_from(dag, &[], picks, usize::MAX);
+    assert!(finished);
+    (outputs, order)
+}
+
+/// Like `drive`, for a run restored with `done` (node, output) finished before, stopping
+/// (a crash) after `stop_after` completions. Returns whether the run finished.
+fn drive_from(
+    dag: &Arc<CompiledDag>,
+    done: &[(u32, u64)],
+    picks: &[usize],
+    stop_after: usize,
+) -> (Vec<u64>, Vec<u32>, bool) {
     let mut run = DagRun::new(
         Arc::clone(dag),
         DagRunOptions::default(),
         Recorder::new(7, dag.len(), None, None),
     );
+    let mut outputs = vec![0u64; dag.len()];
+    for &(node, output) in done {
+        assert!(run.restore_finished(node));
+        outputs[node as usize] = output;
+    }
     let mut launches = Vec::new();
     let mut in_flight: Vec<u32> = Vec::new();
-    let mut outputs = vec![0u64; dag.len()];
     let mut order = Vec::new();
     run.start(0, &mut launches);
     let mut k = 0;
     loop {
+        if order.len() >= stop_after {
+            return (outputs, order, false);
+        }
         for l in launches.drain(..) {
             match l {
                 Launch::Run(n) => in_flight.push(n),
@@ -89,7 +109,7 @@ fn drive(dag: &Arc<CompiledDag>, picks: &[usize]) -> (Vec<u64>, Vec<u32>) {
         run.complete(node, Outcome::Ok, 0, &mut launches);
     }
     assert_eq!(run.status(), RunStatus::Finished);
-    (outputs, order)
+    (outputs, order, true)
 }
 
 proptest! {
@@ -110,6 +130,27 @@ proptest! {
         let leaves: Vec<u64> = dag.leaves().iter().map(|&l| out_a[l as usize]).collect();
         let leaves_b: Vec<u64> = dag.leaves().iter().map(|&l| out_b[l as usize]).collect();
         prop_assert_eq!(leaves, leaves_b);
+    }
+
+    #[test]
+    fn a_run_restored_after_a_crash_runs_only_what_had_not_finished(
+        specs in random_dag(),
+        crash_after in 0usize..40,
+        picks_a in proptest::collection::vec(any::<usize>(), 0..64),
+        picks_b in proptest::collection::vec(any::<usize>(), 0..64),
+    ) {
+        let dag = Arc::new(CompiledDag::compile("random", &specs).unwrap());
+        let (whole, _) = drive(&dag, &picks_a);
+        let (before, ran_before, _) = drive_from(&dag, &[], &picks_a, crash_after);
+        let done: Vec<(u32, u64)> = ran_before.iter().map(|&n| (n, before[n as usize])).collect();
+        let (after, ran_after, finished) = drive_from(&dag, &done, &picks_b, usize::MAX);
+        prop_assert!(finished);
+        let mut seen = vec![0; dag.len()];
+        for &n in ran_before.iter().chain(&ran_after) { seen[n as usize] += 1; }
+        prop_assert!(seen.iter().all(|&c| c == 1), "each node runs once across the crash");
+        for &l in dag.leaves() {
+            prop_assert_eq!(after[l as usize], whole[l as usize]);
+        }
     }
 
     #[test]
