@@ -39,10 +39,22 @@ export declare class NativeDagRun {
    * `parent_step_id` are given when the run is nested in another run's step.
    */
   constructor(dag: NativeDag, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null)
+  /** Make the run durable: `run_json` describes its row (see `RunWriter::open`). */
+  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean): void
+  /**
+   * Write what the run collected (with its snapshot, JSON) to the store: committed
+   * before this returns in `sync`.
+   */
+  storeFlush(snapshot?: string | undefined | null): void
+  /** Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON. */
+  storeEnd(status: string, output?: string | undefined | null, error?: string | undefined | null): void
   /** Start the run. */
   start(buf: Uint32Array): number
-  /** Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. */
-  complete(node: number, outcome: number, buf: Uint32Array): number
+  /**
+   * Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. A durable run passes
+   * the output (or error) as JSON.
+   */
+  complete(node: number, outcome: number, buf: Uint32Array, value?: string | undefined | null): number
   /** A node's semaphores were acquired; a count of 0 means it must not run (release). */
   acquired(node: number, buf: Uint32Array): number
   /** Stepwise: start a ready node; a count of 0 means it was not ready. */
@@ -51,7 +63,7 @@ export declare class NativeDagRun {
    * Before `start`: a node that finished in an earlier process (restore); false when
    * it is unknown or already marked.
    */
-  restoreFinished(node: number): boolean
+  restoreFinished(node: number, output?: string | undefined | null): boolean
   /** Cancel the run; false when it had already ended. */
   cancel(): boolean
   /** The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled). */
@@ -66,10 +78,13 @@ export declare class NativeDagRun {
   runId(): string
   /** A node's step id. */
   stepId(node: number): string
-  /** Turn event recording on or off. */
+  /** Turn event delivery to JS on or off (a durable run records events anyway). */
   setObserve(on: boolean): void
-  /** Record a custom event of a node's step; the JS face attaches its data. */
-  customEvent(node: number, eventType: string): void
+  /**
+   * Record a custom event of a node's step; the JS face keeps its data, and passes it
+   * as JSON when the run is durable.
+   */
+  customEvent(node: number, eventType: string, data?: string | undefined | null): void
   /** The events recorded since the last call, as a JSON array (null when none). */
   drainEvents(): string | null
 }
@@ -89,6 +104,22 @@ export declare class NativeMachineRun {
    * overrides the machine's initial state.
    */
   constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null, snapshot?: string | undefined | null)
+  /**
+   * Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
+   * `input` is the current state's input. `output` is the last output (a restore).
+   */
+  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean, output?: string | undefined | null): void
+  /**
+   * Write what the run collected (with its snapshot, JSON): committed before this
+   * returns in `sync`.
+   */
+  storeFlush(snapshot?: string | undefined | null): void
+  /** Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON. */
+  storeEnd(status: string, output?: string | undefined | null, error?: string | undefined | null): void
+  /** A stored timer re-armed after a restore: its row, for when it fires or is cleared. */
+  storeTimerRow(timer: number, id: string): void
+  /** A stored event (`engine.send`) was taken by the run. */
+  storeDelivered(id: string): void
   /** The run's restorable state as JSON (a `MachineSnapshot`), for durable runs. */
   snapshot(): string
   /** Actions left over when the last call's buffer was full. */
@@ -101,9 +132,9 @@ export declare class NativeMachineRun {
    * Report a state run: outcome 0 ok, 1 error, 2 chose `target` (with `delay_ms` >= 0),
    * 3 stopped itself on cancellation.
    */
-  stateDone(slot: number, outcome: number, target: number, delayMs: number, guards: (arg0: number, arg1: number) => number, buf: Float64Array): number
+  stateDone(slot: number, outcome: number, target: number, delayMs: number, guards: (arg0: number, arg1: number) => number, buf: Float64Array, value?: string | undefined | null): number
   /** Deliver an event; `handle` is the face's key for its data. */
-  send(handle: number, eventType: string, queue: boolean, guards: (arg0: number, arg1: number) => number, buf: Float64Array): number
+  send(handle: number, eventType: string, queue: boolean, guards: (arg0: number, arg1: number) => number, buf: Float64Array, data?: string | undefined | null): number
   /** A timer fired. */
   timerFired(timer: number, buf: Float64Array): number
   /**
@@ -123,10 +154,13 @@ export declare class NativeMachineRun {
   runId(): string
   /** A step's id. */
   stepId(slot: number): string
-  /** Turn event recording on or off. */
+  /** Turn event delivery to JS on or off (a durable run records events anyway). */
   setObserve(on: boolean): void
-  /** Record a custom event of a step; the face attaches its data. */
-  customEvent(slot: number, eventType: string): void
+  /**
+   * Record a custom event of a step; the face keeps its data, and passes it as JSON
+   * when the run is durable.
+   */
+  customEvent(slot: number, eventType: string, data?: string | undefined | null): void
   /**
    * The events recorded since the last call, as a JSON array (null when none). An
    * event's `node` is its step slot; the face knows which state that visit was.
@@ -149,23 +183,6 @@ export declare class NativeSemaphore {
   setLimit(key: string, limit: number): Array<number>
   /** Slots of `key` held now. */
   current(key: string): number
-}
-
-/**
- * One durable run's writer: turns the face's batches into store records. It numbers steps
- * and transitions (continuing after a restore) and remembers which steps are open, so a
- * cancelled node that never started writes nothing.
- */
-export declare class NativeSink {
-  /** The store run id this sink writes. */
-  get runId(): string
-  /**
-   * Mark steps that were running when the process stopped (found on resume) as
-   * cancelled, with an error that says why; their nodes run again as new steps.
-   */
-  interrupt(stepIds: Array<string>): void
-  /** Store one batch (see `Batch`). Returns the run's stored status. */
-  persist(batchJson: string): string
 }
 
 /** An open run database: what `Engine` and the inspector hold. */
@@ -220,10 +237,15 @@ export declare class NativeStore {
   /** Flush and stop the writer; reads keep working. */
   close(): void
   /**
-   * A writer for a new run (`run_json`: its row) or, with `resume`, for a stored run
-   * that continues in this process. `sync`: wait for the commit of each batch.
+   * Mark steps that were running when the process stopped (found on resume) as
+   * cancelled with an error that says why; their nodes run again as new steps.
    */
-  sink(runJson: string, resume: boolean, sync: boolean): NativeSink
+  interruptSteps(stepIds: Array<string>): void
+  /**
+   * Mark a stored run that will not continue (a child run whose parent step runs
+   * again) as ended with `status` and an error (JSON).
+   */
+  endRun(runId: string, status: string, errorJson?: string | undefined | null): void
 }
 
 /** Validate a node list (JSON rows) and return its roots and leaves. */

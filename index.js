@@ -840,7 +840,6 @@ module.exports.NativeDagRun = nativeBinding.NativeDagRun
 module.exports.NativeMachine = nativeBinding.NativeMachine
 module.exports.NativeMachineRun = nativeBinding.NativeMachineRun
 module.exports.NativeSemaphore = nativeBinding.NativeSemaphore
-module.exports.NativeSink = nativeBinding.NativeSink
 module.exports.NativeStore = nativeBinding.NativeStore
 module.exports.analyzeDagSpecs = nativeBinding.analyzeDagSpecs
 module.exports.newRunId = nativeBinding.newRunId

@@ -15,7 +15,7 @@ interface Report {
 
 describe('crash test: SIGKILL at random points, restart, resume', () => {
   it.each(['sync', 'batched'] as const)('%s: every job completes, each step is stored once, no finished node runs again', async (durability) => {
-    const report = (await crashTest({ jobs: 30, kills: 8, durability, maxKillMs: 200 })) as Report;
+    const report = (await crashTest({ jobs: 30, kills: 8, durability, maxKillMs: 80 })) as Report;
     expect(report.problems, `seed ${report.seed}`).toEqual([]);
     expect(report.runs).toBe(30);
     // The kills must have landed while work was in flight, or the test proves nothing.

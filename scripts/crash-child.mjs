@@ -7,7 +7,7 @@ import fs from 'node:fs';
 const [ramusPath, db, log, jobs, durability] = process.argv.slice(2);
 const { Engine } = await import(ramusPath);
 const engine = new Engine({ db, durability });
-const jitter = () => new Promise((r) => setTimeout(r, Math.random() * 4));
+const jitter = () => new Promise((r) => setTimeout(r, Math.random() * 10));
 const record = (job, node) => fs.appendFileSync(log, `${job}\t${node}\n`);
 
 engine.register({

@@ -24,6 +24,14 @@ function child(ramus, db, log, jobs, durability) {
   });
 }
 
+function size(file) {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
 function exited(proc) {
   return new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
 }
@@ -54,8 +62,15 @@ export async function crashTest({ jobs = 20, kills = 5, durability = 'sync', see
     let stderr = '';
     proc.stderr.on('data', (d) => (stderr += d));
     const done = exited(proc);
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 20 + random() * maxKillMs);
+    // Kill at a random point after the child has started working (it appends to the call
+    // log), not while Node is still loading, so each kill lands in the middle of runs.
+    const before = size(log);
+    let timer;
+    const poll = setInterval(() => {
+      if (size(log) > before && !timer) timer = setTimeout(() => proc.kill('SIGKILL'), random() * maxKillMs);
+    }, 2);
     const { code, signal } = await done;
+    clearInterval(poll);
     clearTimeout(timer);
     if (signal === 'SIGKILL') killed++;
     else if (code !== 0) throw new Error(`crash child ${i} exited with ${code}: ${stderr}`);

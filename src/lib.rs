@@ -16,9 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use ramus_core::{
-    CompiledDag, DagRun, DagRunOptions, DataRef, Event, Id, Launch, NodeSpec, Outcome, Recorder,
-    RunStatus, SemaphoreTable,
+    CompiledDag, DagRun, DagRunOptions, DataRef, Event, EventKind, Id, Launch, NodeSpec, Outcome,
+    Recorder, RunStatus, SemaphoreTable,
 };
+use ramus_store::StepStatus;
+use store::{NativeStore, RunWriter};
 
 pub mod machine;
 pub mod store;
@@ -169,6 +171,37 @@ fn status_code(s: RunStatus) -> u32 {
 pub struct NativeDagRun {
     run: DagRun,
     launches: Vec<Launch>,
+    /// Set when the run is durable: its store writer and the JSON of its values.
+    durable: Option<DurableDag>,
+}
+
+/// What a durable DAG run keeps for its records: outputs (a node's stored input is built
+/// from its parents' outputs), errors, and the data of custom events not written yet.
+struct DurableDag {
+    writer: RunWriter,
+    outputs: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    custom: std::collections::VecDeque<Option<String>>,
+}
+
+impl DurableDag {
+    /// A node's input as stored: `{ parent: output, … }`, like the object its runner gets
+    /// (an undefined output is left out, as `JSON.stringify` does).
+    fn input(&self, dag: &CompiledDag, node: u32) -> String {
+        let mut s = String::from("{");
+        for &p in dag.parents(node) {
+            if let Some(out) = &self.outputs[p as usize] {
+                if s.len() > 1 {
+                    s.push(',');
+                }
+                s.push_str(&serde_json::to_string(dag.node_name(p)).unwrap_or_default());
+                s.push(':');
+                s.push_str(out);
+            }
+        }
+        s.push('}');
+        s
+    }
 }
 
 #[napi]
@@ -195,7 +228,116 @@ impl NativeDagRun {
         Ok(NativeDagRun {
             run: DagRun::new(Arc::clone(&dag.inner), opts, rec),
             launches: Vec::new(),
+            durable: None,
         })
+    }
+
+    /// Make the run durable: `run_json` describes its row (see `RunWriter::open`).
+    #[napi]
+    pub fn attach_store(
+        &mut self,
+        store: &NativeStore,
+        run_json: String,
+        resume: bool,
+        sync: bool,
+    ) -> Result<()> {
+        let (writer, _) = RunWriter::open(store, &run_json, resume, sync)?;
+        let n = self.run.dag().len();
+        let listened = self.run.recorder().observing();
+        self.run.recorder().set_observe(true);
+        let mut durable = DurableDag {
+            writer,
+            outputs: vec![None; n],
+            errors: vec![None; n],
+            custom: Default::default(),
+        };
+        durable.writer.listened = listened;
+        self.durable = Some(durable);
+        Ok(())
+    }
+
+    /// Write the events of the last call (see `RunWriter`).
+    fn persist(&mut self) {
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let dag = Arc::clone(self.run.dag());
+        let rec = self.run.recorder();
+        let events = rec.events();
+        for e in &events[d.writer.cursor.min(events.len())..] {
+            let node = e.node.unwrap_or(0);
+            let step = || e.step.to_string();
+            match &e.kind {
+                EventKind::DagNodeStart => {
+                    let input = d.input(&dag, node);
+                    d.writer.step_started(
+                        node,
+                        step(),
+                        dag.node_name(node).to_owned(),
+                        e.parent_step.map(|p| p.to_string()),
+                        Some(input),
+                        e.time,
+                    );
+                }
+                EventKind::DagNodeFinish => d.writer.step_ended(
+                    node,
+                    StepStatus::Finished,
+                    d.outputs[node as usize].clone(),
+                    None,
+                    e.time,
+                ),
+                EventKind::DagNodeError => d.writer.step_ended(
+                    node,
+                    StepStatus::Error,
+                    None,
+                    d.errors[node as usize].clone(),
+                    e.time,
+                ),
+                EventKind::DagNodeState if e.data == DataRef::State("cancelled") => d
+                    .writer
+                    .step_ended(node, StepStatus::Cancelled, None, None, e.time),
+                EventKind::Custom(t) => {
+                    let data = d.custom.pop_front().flatten();
+                    d.writer.custom(
+                        step(),
+                        e.parent_step.map(|p| p.to_string()),
+                        t,
+                        e.node.map(|n| dag.node_name(n).to_owned()),
+                        data,
+                        e.time,
+                    );
+                }
+                _ => {}
+            }
+        }
+        if d.writer.listened {
+            d.writer.cursor = events.len();
+        } else {
+            rec.clear_events();
+            d.writer.cursor = 0;
+        }
+        if d.writer.full() {
+            // Errors surface at the face's next flush or at close.
+            let _ = d.writer.flush(None);
+        }
+    }
+
+    /// Write what the run collected (with its snapshot, JSON) to the store: committed
+    /// before this returns in `sync`.
+    #[napi]
+    pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
+        match self.durable.as_mut() {
+            Some(d) => d.writer.flush(snapshot),
+            None => Ok(()),
+        }
+    }
+
+    /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
+    #[napi]
+    pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.end(&status, output, error);
+        }
     }
 
     fn now(&mut self) -> u64 {
@@ -227,19 +369,39 @@ impl NativeDagRun {
     pub fn start(&mut self, buf: Uint32ArraySlice) -> u32 {
         let now = self.now();
         self.run.start(now, &mut self.launches);
+        self.persist();
         self.flush(buf)
     }
 
-    /// Report a node's outcome: 0 ok, 1 error, 2 cancelled itself.
+    /// Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. A durable run passes
+    /// the output (or error) as JSON.
     #[napi]
-    pub fn complete(&mut self, node: u32, outcome: u32, buf: Uint32ArraySlice) -> u32 {
+    pub fn complete(
+        &mut self,
+        node: u32,
+        outcome: u32,
+        buf: Uint32ArraySlice,
+        value: Option<String>,
+    ) -> u32 {
         let outcome = match outcome {
             0 => Outcome::Ok,
             1 => Outcome::Error,
             _ => Outcome::Cancelled,
         };
+        if let Some(d) = self
+            .durable
+            .as_mut()
+            .filter(|_| (node as usize) < self.run.dag().len())
+        {
+            match outcome {
+                Outcome::Ok => d.outputs[node as usize] = value,
+                Outcome::Error => d.errors[node as usize] = value,
+                Outcome::Cancelled => {}
+            }
+        }
         let now = self.now();
         self.run.complete(node, outcome, now, &mut self.launches);
+        self.persist();
         self.flush(buf)
     }
 
@@ -248,6 +410,7 @@ impl NativeDagRun {
     pub fn acquired(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
         let now = self.now();
         self.run.semaphore_acquired(node, now, &mut self.launches);
+        self.persist();
         self.flush(buf)
     }
 
@@ -256,21 +419,28 @@ impl NativeDagRun {
     pub fn run_node(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
         let now = self.now();
         self.run.run_node(node, now, &mut self.launches);
+        self.persist();
         self.flush(buf)
     }
 
     /// Before `start`: a node that finished in an earlier process (restore); false when
     /// it is unknown or already marked.
     #[napi]
-    pub fn restore_finished(&mut self, node: u32) -> bool {
-        self.run.restore_finished(node)
+    pub fn restore_finished(&mut self, node: u32, output: Option<String>) -> bool {
+        let restored = self.run.restore_finished(node);
+        if let Some(d) = self.durable.as_mut().filter(|_| restored) {
+            d.outputs[node as usize] = output;
+        }
+        restored
     }
 
     /// Cancel the run; false when it had already ended.
     #[napi]
     pub fn cancel(&mut self) -> bool {
         let now = self.now();
-        self.run.cancel(now)
+        let cancelled = self.run.cancel(now);
+        self.persist();
+        cancelled
     }
 
     /// The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled).
@@ -309,22 +479,33 @@ impl NativeDagRun {
         self.run.step_id(node, now_ms()).to_string()
     }
 
-    /// Turn event recording on or off.
+    /// Turn event delivery to JS on or off (a durable run records events anyway).
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
-        self.run.recorder().set_observe(on);
+        match self.durable.as_mut() {
+            Some(d) => d.writer.listened = on,
+            None => self.run.recorder().set_observe(on),
+        }
     }
 
-    /// Record a custom event of a node's step; the JS face attaches its data.
+    /// Record a custom event of a node's step; the JS face keeps its data, and passes it
+    /// as JSON when the run is durable.
     #[napi]
-    pub fn custom_event(&mut self, node: u32, event_type: String) {
+    pub fn custom_event(&mut self, node: u32, event_type: String, data: Option<String>) {
         let now = self.now();
+        if let Some(d) = self.durable.as_mut() {
+            d.custom.push_back(data);
+        }
         self.run.recorder().custom_event(node, &event_type, now);
+        self.persist();
     }
 
     /// The events recorded since the last call, as a JSON array (null when none).
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.cursor = 0;
+        }
         drain_json(self.run.recorder())
     }
 }

@@ -10,6 +10,12 @@ use ramus_core::{
     MachineSnapshot, MachineSpec, MachineStatus, Recorder, StateOutcome, StateSpec, TransitionSpec,
 };
 
+use std::collections::{HashMap, VecDeque};
+
+use ramus_core::{DataRef, EventKind};
+use ramus_store::StepStatus;
+
+use crate::store::{NativeStore, RunWriter};
 use crate::{drain_json, now_ms, parse_id, seed};
 
 type TransitionRow = (String, String, bool, Option<String>);
@@ -181,6 +187,21 @@ pub struct NativeMachineRun {
     actions: Vec<MachineAction>,
     message: Option<String>,
     uses_timers: bool,
+    durable: Option<DurableMachine>,
+}
+
+/// What a durable machine run keeps for its records: the JSON of the last output and
+/// error and of the current state's input, sent events' data by handle, which state each
+/// recent slot visits, and the transitions of the last call (in the order of their events).
+struct DurableMachine {
+    writer: RunWriter,
+    output: Option<String>,
+    error: Option<String>,
+    input: Option<String>,
+    events: HashMap<u64, (String, Option<String>)>,
+    slots: HashMap<u32, u32>,
+    moves: VecDeque<(u32, u32, Option<u64>, InputRef)>,
+    custom: VecDeque<Option<String>>,
 }
 
 #[napi]
@@ -223,7 +244,212 @@ impl NativeMachineRun {
             run,
             actions: Vec::new(),
             message: None,
+            durable: None,
         })
+    }
+
+    /// Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
+    /// `input` is the current state's input. `output` is the last output (a restore).
+    #[napi]
+    pub fn attach_store(
+        &mut self,
+        store: &NativeStore,
+        run_json: String,
+        resume: bool,
+        sync: bool,
+        output: Option<String>,
+    ) -> Result<()> {
+        let (mut writer, input) = RunWriter::open(store, &run_json, resume, sync)?;
+        writer.listened = self.run.recorder().observing();
+        if resume {
+            // A restored machine may rest (waiting for an event, sleeping): that is its status.
+            writer.status(self.run.status().as_str());
+        }
+        self.run.recorder().set_observe(true);
+        self.durable = Some(DurableMachine {
+            writer,
+            output,
+            error: None,
+            input,
+            events: HashMap::new(),
+            slots: HashMap::new(),
+            moves: VecDeque::new(),
+            custom: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Note what the actions of the last call mean for the records, then write its events.
+    fn persist(&mut self, from: usize) {
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let m = Arc::clone(self.run.machine());
+        let current = self.run.current();
+        for a in &self.actions[from.min(self.actions.len())..] {
+            match a {
+                MachineAction::RunState { state, slot }
+                | MachineAction::AcquireSemaphore { state, slot } => {
+                    d.slots.insert(*slot, *state);
+                }
+                MachineAction::Transitioned {
+                    from,
+                    to,
+                    event,
+                    input,
+                } => d.moves.push_back((*from, *to, *event, *input)),
+                MachineAction::ArmTimer { timer, at, delay } => {
+                    d.writer.timer_armed(*timer, *at, *delay)
+                }
+                MachineAction::ClearTimer { timer } => d.writer.timer_cleared(*timer),
+                MachineAction::DropEvent { handle } => {
+                    d.events.remove(handle);
+                }
+                MachineAction::Errored {
+                    message: Some(msg), ..
+                } => {
+                    d.error =
+                        Some(serde_json::json!({ "name": "Error", "message": msg }).to_string())
+                }
+                _ => {}
+            }
+        }
+        let rec = self.run.recorder();
+        let events = rec.events();
+        for e in &events[d.writer.cursor.min(events.len())..] {
+            let slot = e.node.unwrap_or(0);
+            let state_name = |d: &DurableMachine| {
+                d.slots
+                    .get(&slot)
+                    .map(|&s| m.state_name(s).to_owned())
+                    .unwrap_or_default()
+            };
+            match &e.kind {
+                EventKind::MachineNodeStart => {
+                    let name = state_name(d);
+                    let input = d.input.clone();
+                    d.writer.step_started(
+                        slot,
+                        e.step.to_string(),
+                        name,
+                        e.parent_step.map(|p| p.to_string()),
+                        input,
+                        e.time,
+                    );
+                }
+                EventKind::MachineNodeFinish => {
+                    let output = d.output.clone();
+                    d.writer
+                        .step_ended(slot, StepStatus::Finished, output, None, e.time);
+                    d.slots.remove(&slot);
+                }
+                EventKind::MachineError if e.node.is_some() => {
+                    let error = d.error.clone();
+                    d.writer
+                        .step_ended(slot, StepStatus::Error, None, error, e.time);
+                    d.slots.remove(&slot);
+                }
+                EventKind::MachineStart => {
+                    // The entry into the first state: a transition from nowhere, as the
+                    // schema has it. The state is the one the next step visits.
+                    let first = events
+                        .iter()
+                        .find(|e| e.kind == EventKind::MachineNodeStart)
+                        .and_then(|e| e.node)
+                        .and_then(|slot| d.slots.get(&slot))
+                        .map_or_else(
+                            || m.state_name(current).to_owned(),
+                            |&s| m.state_name(s).to_owned(),
+                        );
+                    d.writer.transition(None, None, &first, None, e.time);
+                }
+                EventKind::MachineTransition => {
+                    let Some((from, to, event, input)) = d.moves.pop_front() else {
+                        continue;
+                    };
+                    let event = event.and_then(|h| d.events.remove(&h));
+                    d.writer.transition(
+                        Some(e.step.to_string()),
+                        Some(m.state_name(from)),
+                        m.state_name(to),
+                        event,
+                        e.time,
+                    );
+                    d.input = match input {
+                        InputRef::Output => d.output.clone(),
+                        InputRef::Error => d.error.clone(),
+                        InputRef::Timeout => Some(
+                            serde_json::json!({
+                                "name": "TimeoutError",
+                                "message": format!("State {} timed out", m.state_name(from)),
+                            })
+                            .to_string(),
+                        ),
+                    };
+                }
+                EventKind::MachineStatus => {
+                    if let DataRef::Status(status, _) = e.data {
+                        d.writer.status(status);
+                    }
+                }
+                EventKind::Custom(t) => {
+                    let data = d.custom.pop_front().flatten();
+                    let node = d.slots.get(&slot).map(|&s| m.state_name(s).to_owned());
+                    d.writer.custom(
+                        e.step.to_string(),
+                        e.parent_step.map(|p| p.to_string()),
+                        t,
+                        node,
+                        data,
+                        e.time,
+                    );
+                }
+                _ => {}
+            }
+        }
+        if d.writer.listened {
+            d.writer.cursor = events.len();
+        } else {
+            rec.clear_events();
+            d.writer.cursor = 0;
+        }
+        if d.writer.full() {
+            let _ = d.writer.flush(None);
+        }
+    }
+
+    /// Write what the run collected (with its snapshot, JSON): committed before this
+    /// returns in `sync`.
+    #[napi]
+    pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
+        match self.durable.as_mut() {
+            Some(d) => d.writer.flush(snapshot),
+            None => Ok(()),
+        }
+    }
+
+    /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
+    #[napi]
+    pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.end(&status, output, error);
+        }
+    }
+
+    /// A stored timer re-armed after a restore: its row, for when it fires or is cleared.
+    #[napi]
+    pub fn store_timer_row(&mut self, timer: f64, id: String) {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.timer_row(timer as u64, id);
+        }
+    }
+
+    /// A stored event (`engine.send`) was taken by the run.
+    #[napi]
+    pub fn store_delivered(&mut self, id: String) {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.delivered(id);
+        }
     }
 
     /// The clock is read only when something needs it: events being recorded, or timers
@@ -337,13 +563,17 @@ impl NativeMachineRun {
     #[napi]
     pub fn step(&mut self, buf: Float64ArraySlice) -> u32 {
         let now = self.now_if_needed(false);
+        let from = self.actions.len();
         self.run.step(now, &mut self.actions);
+        self.persist(from);
         self.flush(buf)
     }
 
     /// Report a state run: outcome 0 ok, 1 error, 2 chose `target` (with `delay_ms` >= 0),
     /// 3 stopped itself on cancellation.
     #[napi]
+    // One crossing carries the whole report, with the value a durable run stores.
+    #[allow(clippy::too_many_arguments)]
     pub fn state_done(
         &mut self,
         slot: u32,
@@ -352,7 +582,15 @@ impl NativeMachineRun {
         delay_ms: f64,
         guards: Function<FnArgs<(u32, f64)>, u32>,
         buf: Float64ArraySlice,
+        value: Option<String>,
     ) -> Result<u32> {
+        if let Some(d) = self.durable.as_mut() {
+            if outcome == 1 {
+                d.error = value;
+            } else if outcome != 3 {
+                d.output = value;
+            }
+        }
         let outcome = match outcome {
             0 => StateOutcome::Ok,
             1 => StateOutcome::Err,
@@ -370,9 +608,12 @@ impl NativeMachineRun {
                 ..
             }
         );
-        self.guarded(&guards, chose_delay, |run, g, now, out| {
+        let from = self.actions.len();
+        let r = self.guarded(&guards, chose_delay, |run, g, now, out| {
             run.state_done(slot, outcome, g, now, out)
-        })?;
+        });
+        self.persist(from);
+        r?;
         Ok(self.flush(buf))
     }
 
@@ -385,10 +626,17 @@ impl NativeMachineRun {
         queue: bool,
         guards: Function<FnArgs<(u32, f64)>, u32>,
         buf: Float64ArraySlice,
+        data: Option<String>,
     ) -> Result<u32> {
-        self.guarded(&guards, false, |run, g, now, out| {
+        if let Some(d) = self.durable.as_mut() {
+            d.events.insert(handle as u64, (event_type.clone(), data));
+        }
+        let from = self.actions.len();
+        let r = self.guarded(&guards, false, |run, g, now, out| {
             run.send(handle as u64, &event_type, queue, g, now, out)
-        })?;
+        });
+        self.persist(from);
+        r?;
         Ok(self.flush(buf))
     }
 
@@ -396,7 +644,12 @@ impl NativeMachineRun {
     #[napi]
     pub fn timer_fired(&mut self, timer: f64, buf: Float64ArraySlice) -> u32 {
         let now = self.now_if_needed(false);
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.timer_fired(timer as u64, now_ms());
+        }
+        let from = self.actions.len();
         self.run.timer_fired(timer as u64, now, &mut self.actions);
+        self.persist(from);
         self.flush(buf)
     }
 
@@ -405,14 +658,20 @@ impl NativeMachineRun {
     #[napi]
     pub fn semaphore_acquired(&mut self, slot: u32) -> bool {
         let now = self.now_if_needed(false);
-        self.run.semaphore_acquired(slot, now, &mut self.actions)
+        let from = self.actions.len();
+        let acquired = self.run.semaphore_acquired(slot, now, &mut self.actions);
+        self.persist(from);
+        acquired
     }
 
     /// Cancel the machine; false when it already was.
     #[napi]
     pub fn cancel(&mut self) -> bool {
         let now = self.now_if_needed(false);
-        self.run.cancel(now, &mut self.actions)
+        let from = self.actions.len();
+        let cancelled = self.run.cancel(now, &mut self.actions);
+        self.persist(from);
+        cancelled
     }
 
     /// Validate a runner's `transitionTo` target; returns the state id.
@@ -448,23 +707,34 @@ impl NativeMachineRun {
         self.run.recorder().step(slot, now_ms()).to_string()
     }
 
-    /// Turn event recording on or off.
+    /// Turn event delivery to JS on or off (a durable run records events anyway).
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
-        self.run.recorder().set_observe(on);
+        match self.durable.as_mut() {
+            Some(d) => d.writer.listened = on,
+            None => self.run.recorder().set_observe(on),
+        }
     }
 
-    /// Record a custom event of a step; the face attaches its data.
+    /// Record a custom event of a step; the face keeps its data, and passes it as JSON
+    /// when the run is durable.
     #[napi]
-    pub fn custom_event(&mut self, slot: u32, event_type: String) {
+    pub fn custom_event(&mut self, slot: u32, event_type: String, data: Option<String>) {
         let now = self.now_if_needed(false);
+        if let Some(d) = self.durable.as_mut() {
+            d.custom.push_back(data);
+        }
         self.run.recorder().custom_event(slot, &event_type, now);
+        self.persist(self.actions.len());
     }
 
     /// The events recorded since the last call, as a JSON array (null when none). An
     /// event's `node` is its step slot; the face knows which state that visit was.
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
+        if let Some(d) = self.durable.as_mut() {
+            d.writer.cursor = 0;
+        }
         drain_json(self.run.recorder())
     }
 }

@@ -12,7 +12,6 @@ use ramus_store::{
     CustomEvent, Definition, Durability, Kind, PendingEvent, Record, Run, RunFilter, RunStatus,
     Step, Store, Timer, Transition,
 };
-use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
 use crate::now_ms;
@@ -363,83 +362,16 @@ impl NativeStore {
     }
 }
 
-/// What the face sends once per drain of a durable run: the run's events (with their data
-/// already JSON-checked), its snapshot, timer changes, delivered events and its end.
-#[derive(serde::Deserialize)]
-struct Batch<'a> {
-    #[serde(borrow, default)]
-    e: Vec<WireEvent<'a>>,
-    #[serde(borrow, default)]
-    snap: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    timers: Vec<TimerOp>,
-    #[serde(default)]
-    delivered: Vec<String>,
-    #[serde(borrow, default)]
-    end: Option<End<'a>>,
-}
-
-/// `[type, stepId, parentStepId, node, time, data]`.
-type WireEvent<'a> = (
-    String,
-    String,
-    Option<String>,
-    String,
-    f64,
-    Option<&'a serde_json::value::RawValue>,
-);
-
-/// The fields event data may have (`{ input }`, `{ output }`, `{ error }`, `{ status }`,
-/// transitions' `{ from, to, event, eventData }`); each value is kept as JSON text.
-#[derive(serde::Deserialize, Default)]
-struct Data<'a> {
-    #[serde(borrow, default)]
-    input: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    output: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(borrow, default, rename = "eventData")]
-    event_data: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    state: Option<String>,
-}
-
-/// `["arm", id, kind, dueAt, payload]`, `["clear", id]`, `["fired", id, at]`.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum TimerOp {
-    Arm(IgnoredAny, String, String, f64, serde_json::Value),
-    Fired(IgnoredAny, String, f64),
-    Clear(IgnoredAny, String),
-}
-
-#[derive(serde::Deserialize)]
-struct End<'a> {
-    status: String,
-    #[serde(borrow, default)]
-    output: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a serde_json::value::RawValue>,
-    time: f64,
-}
-
-/// The run row a sink writes first (`engine.start`), camelCase from the face.
+/// The run row the face describes when a run is attached to the store, camelCase.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NewRun<'a> {
     id: String,
     name: String,
     kind: String,
+    #[serde(default)]
     definition_name: Option<String>,
+    #[serde(default)]
     definition_version: Option<i64>,
     #[serde(borrow, default)]
     input: Option<&'a serde_json::value::RawValue>,
@@ -447,11 +379,13 @@ struct NewRun<'a> {
     tags: Vec<String>,
     #[serde(borrow, default)]
     info: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
     parent_run_id: Option<String>,
+    #[serde(default)]
     parent_step_id: Option<String>,
 }
 
-fn text(v: Option<&serde_json::value::RawValue>) -> Option<String> {
+fn raw(v: Option<&serde_json::value::RawValue>) -> Option<String> {
     v.map(|r| r.get().to_owned())
 }
 
@@ -467,77 +401,88 @@ fn run_status(status: &str) -> Option<RunStatus> {
     })
 }
 
-/// One durable run's writer: turns the face's batches into store records. It numbers steps
-/// and transitions (continuing after a restore) and remembers which steps are open, so a
-/// cancelled node that never started writes nothing.
-#[napi]
-pub struct NativeSink {
-    store: Arc<Store>,
-    run_id: String,
-    sync: bool,
-    step_seq: i64,
-    transition_seq: i64,
-    status: RunStatus,
-    open_steps: std::collections::HashSet<String>,
-    last_step: Option<String>,
-    source: &'static str,
-    ended: bool,
-}
-
-fn sink_error(run: &str, e: ramus_store::Error) -> Error {
+fn write_error(run: &str, e: ramus_store::Error) -> Error {
     Error::from_reason(format!("Could not store run {run}: {e}"))
 }
 
-#[napi]
-impl NativeStore {
-    /// A writer for a new run (`run_json`: its row) or, with `resume`, for a stored run
-    /// that continues in this process. `sync`: wait for the commit of each batch.
-    #[napi]
-    pub fn sink(&self, run_json: String, resume: bool, sync: bool) -> Result<NativeSink> {
-        let run: NewRun = serde_json::from_str(&run_json)
+fn step_end(
+    id: String,
+    status: ramus_store::StepStatus,
+    output: Option<String>,
+    error: Option<String>,
+    at: i64,
+) -> Record {
+    Record::StepUpdate(ramus_store::StepUpdate {
+        id,
+        status,
+        output,
+        error,
+        started_at: None,
+        ended_at: Some(at),
+    })
+}
+
+/// The store side of one durable run, owned by its native run object: it turns the events
+/// the core records into records, with the values the face passed in its calls (outputs,
+/// errors, event data as JSON text), and hands them to the store's writer when the face
+/// flushes (every call in `sync`, once per event-loop turn in `batched`). Nothing about
+/// a durable run crosses to JS unless a listener asks for events.
+pub(crate) struct RunWriter {
+    store: Arc<Store>,
+    run_id: String,
+    sync: bool,
+    source: &'static str,
+    step_seq: i64,
+    transition_seq: i64,
+    status: RunStatus,
+    status_changed: bool,
+    /// Open steps by slot: step id and node name.
+    open: std::collections::HashMap<u32, (String, String)>,
+    last_step: Option<String>,
+    records: Vec<Record>,
+    /// Events of the recorder already written (a listener drains them later).
+    pub(crate) cursor: usize,
+    /// Whether JS drains the recorder too; if not, written events are dropped.
+    pub(crate) listened: bool,
+    /// Timer rows by core timer id.
+    timers: std::collections::HashMap<u64, String>,
+}
+
+impl RunWriter {
+    /// Attach a run: a new row (`resume` false), or a stored run continuing here. Returns
+    /// the writer and the `input` the face described (a machine's current input).
+    pub(crate) fn open(
+        store: &NativeStore,
+        run_json: &str,
+        resume: bool,
+        sync: bool,
+    ) -> Result<(RunWriter, Option<String>)> {
+        let run: NewRun = serde_json::from_str(run_json)
             .map_err(|e| Error::from_reason(format!("invalid run record: {e}")))?;
         let kind = parse_kind(&run.kind)?;
         let (step_seq, transition_seq) = if resume {
-            self.inner.max_seqs(&run.id).map_err(store_error)?
+            store.inner.max_seqs(&run.id).map_err(store_error)?
         } else {
             (0, 0)
         };
-        let sink = NativeSink {
-            store: Arc::clone(&self.inner),
-            run_id: run.id.clone(),
-            sync,
-            step_seq,
-            transition_seq,
-            status: RunStatus::Running,
-            open_steps: Default::default(),
-            last_step: None,
-            source: if kind == Kind::Dag {
-                "dag"
-            } else {
-                "state_machine"
-            },
-            ended: false,
-        };
         let now = now_ms() as i64;
-        let record = if resume {
-            Record::RunUpdate(ramus_store::RunUpdate::status(
-                &run.id,
-                RunStatus::Running,
-                now,
-            ))
+        let input = raw(run.input);
+        let first = if resume {
+            // The status is written with the first batch: the restored run knows it.
+            None
         } else {
-            Record::Run(Run {
-                id: run.id,
+            Some(Record::Run(Run {
+                id: run.id.clone(),
                 name: run.name,
                 kind,
                 definition_name: run.definition_name,
                 definition_version: run.definition_version,
                 status: RunStatus::Running,
-                input: text(run.input),
+                input: input.clone(),
                 output: None,
                 error: None,
                 tags: run.tags,
-                info: text(run.info),
+                info: raw(run.info),
                 trace_id: None,
                 span_id: None,
                 parent_run_id: run.parent_run_id,
@@ -546,247 +491,279 @@ impl NativeStore {
                 created_at: now,
                 updated_at: now,
                 ended_at: None,
-            })
+            }))
         };
-        sink.write(vec![record])?;
-        Ok(sink)
+        // The row goes out at once: runs nested in this one, and its own steps, refer to it.
+        if let Some(first) = first {
+            let submitted = if sync {
+                store.inner.submit_sync(vec![first])
+            } else {
+                store.inner.submit(vec![first])
+            };
+            submitted.map_err(|e| write_error(&run.id, e))?;
+        }
+        let writer = RunWriter {
+            store: Arc::clone(&store.inner),
+            run_id: run.id,
+            sync,
+            source: if kind == Kind::Dag {
+                "dag"
+            } else {
+                "state_machine"
+            },
+            step_seq,
+            transition_seq,
+            status: RunStatus::Running,
+            status_changed: resume,
+            open: Default::default(),
+            last_step: None,
+            records: Vec::new(),
+            cursor: 0,
+            listened: false,
+            timers: Default::default(),
+        };
+        Ok((writer, input))
     }
-}
 
-#[napi]
-impl NativeSink {
-    /// The store run id this sink writes.
-    #[napi(getter)]
-    pub fn run_id(&self) -> String {
-        self.run_id.clone()
+    pub(crate) fn step_started(
+        &mut self,
+        slot: u32,
+        step: String,
+        node: String,
+        parent: Option<String>,
+        input: Option<String>,
+        time: u64,
+    ) {
+        self.step_seq += 1;
+        self.last_step = Some(step.clone());
+        self.records.push(Record::Step(Step {
+            id: step.clone(),
+            run_id: self.run_id.clone(),
+            seq: self.step_seq,
+            node: node.clone(),
+            parent_step_id: parent,
+            input,
+            output: None,
+            error: None,
+            status: ramus_store::StepStatus::Running,
+            attempt: 1,
+            started_at: Some(time as i64),
+            ended_at: None,
+        }));
+        self.open.insert(slot, (step, node));
     }
 
-    fn write(&self, records: Vec<Record>) -> Result<()> {
-        if records.is_empty() {
+    pub(crate) fn step_ended(
+        &mut self,
+        slot: u32,
+        status: ramus_store::StepStatus,
+        output: Option<String>,
+        error: Option<String>,
+        time: u64,
+    ) {
+        if let Some((id, _)) = self.open.remove(&slot) {
+            self.records
+                .push(step_end(id, status, output, error, time as i64));
+        }
+    }
+
+    pub(crate) fn transition(
+        &mut self,
+        step: Option<String>,
+        from: Option<&str>,
+        to: &str,
+        event: Option<(String, Option<String>)>,
+        time: u64,
+    ) {
+        self.transition_seq += 1;
+        let (event_type, event_data) = event.map_or((None, None), |(t, d)| (Some(t), d));
+        self.records.push(Record::Transition(Transition {
+            id: crate::new_id(),
+            run_id: self.run_id.clone(),
+            step_id: step.filter(|s| self.last_step.as_ref() == Some(s)),
+            seq: self.transition_seq,
+            from_state: from.map(str::to_owned),
+            to_state: to.to_owned(),
+            event_type,
+            event_data,
+            time: time as i64,
+        }));
+    }
+
+    pub(crate) fn status(&mut self, status: &str) {
+        if let Some(s) = run_status(status).filter(|s| !s.is_terminal()) {
+            if s != self.status || self.status_changed {
+                self.status = s;
+                self.status_changed = true;
+            }
+        }
+    }
+
+    pub(crate) fn custom(
+        &mut self,
+        step: String,
+        parent: Option<String>,
+        event_type: &str,
+        node: Option<String>,
+        data: Option<String>,
+        time: u64,
+    ) {
+        self.records.push(Record::Event(CustomEvent {
+            id: crate::new_id(),
+            run_id: self.run_id.clone(),
+            step_id: Some(step),
+            parent_step_id: parent,
+            event_type: event_type.to_owned(),
+            source: Some(self.source.to_owned()),
+            source_node: node.filter(|n| !n.is_empty()),
+            data,
+            time: time as i64,
+        }));
+    }
+
+    pub(crate) fn timer_armed(&mut self, timer: u64, at: u64, delay: bool) {
+        let id = crate::new_id();
+        self.records.push(Record::Timer(Timer {
+            id: id.clone(),
+            run_id: self.run_id.clone(),
+            kind: if delay {
+                ramus_store::TimerKind::Delay
+            } else {
+                ramus_store::TimerKind::Timeout
+            },
+            due_at: at as i64,
+            payload: Some(json!({ "timer": timer }).to_string()),
+            fired_at: None,
+        }));
+        self.timers.insert(timer, id);
+    }
+
+    /// A stored timer re-armed after a restore.
+    pub(crate) fn timer_row(&mut self, timer: u64, id: String) {
+        self.timers.insert(timer, id);
+    }
+
+    pub(crate) fn timer_cleared(&mut self, timer: u64) {
+        if let Some(id) = self.timers.remove(&timer) {
+            self.records.push(Record::TimerCancelled { id });
+        }
+    }
+
+    pub(crate) fn timer_fired(&mut self, timer: u64, at: u64) {
+        if let Some(id) = self.timers.remove(&timer) {
+            self.records.push(Record::TimerFired { id, at: at as i64 });
+        }
+    }
+
+    pub(crate) fn delivered(&mut self, id: String) {
+        self.records.push(Record::EventDelivered {
+            id,
+            at: now_ms() as i64,
+        });
+    }
+
+    /// How the run ended; steps left open end with it (cancelled).
+    pub(crate) fn end(&mut self, status: &str, output: Option<String>, error: Option<String>) {
+        let status = run_status(status).unwrap_or(RunStatus::Error);
+        let now = now_ms() as i64;
+        for (_, (id, _)) in self.open.drain() {
+            self.records.push(step_end(
+                id,
+                ramus_store::StepStatus::Cancelled,
+                None,
+                None,
+                now,
+            ));
+        }
+        self.status = status;
+        self.status_changed = false;
+        let mut u = ramus_store::RunUpdate::status(&self.run_id, status, now);
+        u.output = output;
+        u.error = error;
+        u.ended_at = Some(now);
+        self.records.push(Record::RunUpdate(u));
+    }
+
+    /// Hand what was collected to the writer (waiting for the commit in `sync`), with the
+    /// run's snapshot when given.
+    pub(crate) fn flush(&mut self, snapshot: Option<String>) -> Result<()> {
+        if self.status_changed || snapshot.is_some() {
+            self.status_changed = false;
+            let mut u = ramus_store::RunUpdate::status(&self.run_id, self.status, now_ms() as i64);
+            u.snapshot = snapshot;
+            // Before an end written in the same batch, so the end is what stays.
+            let at = self
+                .records
+                .iter()
+                .rposition(|r| matches!(r, Record::RunUpdate(u) if u.ended_at.is_some()))
+                .unwrap_or(self.records.len());
+            self.records.insert(at, Record::RunUpdate(u));
+        }
+        if self.records.is_empty() {
             return Ok(());
         }
+        let records = std::mem::take(&mut self.records);
         let r = if self.sync {
             self.store.submit_sync(records)
         } else {
             self.store.submit(records)
         };
-        r.map_err(|e| sink_error(&self.run_id, e))
+        r.map_err(|e| write_error(&self.run_id, e))
     }
 
+    /// Enough collected that a batched run should write before the end of its turn.
+    pub(crate) fn full(&self) -> bool {
+        self.records.len() >= 4096
+    }
+}
+
+#[napi]
+impl NativeStore {
     /// Mark steps that were running when the process stopped (found on resume) as
-    /// cancelled, with an error that says why; their nodes run again as new steps.
+    /// cancelled with an error that says why; their nodes run again as new steps.
     #[napi]
-    pub fn interrupt(&mut self, step_ids: Vec<String>) -> Result<()> {
+    pub fn interrupt_steps(&self, step_ids: Vec<String>) -> Result<()> {
         let now = now_ms() as i64;
         let error = json!({
             "name": "Interrupted",
             "message": "the process stopped while this step ran; it runs again on resume",
         })
         .to_string();
-        self.write(
-            step_ids
-                .into_iter()
-                .map(|id| {
-                    Record::StepUpdate(ramus_store::StepUpdate {
-                        id,
-                        status: ramus_store::StepStatus::Cancelled,
-                        output: None,
-                        error: Some(error.clone()),
-                        started_at: None,
-                        ended_at: Some(now),
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    /// Store one batch (see `Batch`). Returns the run's stored status.
-    #[napi]
-    pub fn persist(&mut self, batch_json: String) -> Result<String> {
-        let batch: Batch = serde_json::from_str(&batch_json)
-            .map_err(|e| Error::from_reason(format!("invalid durable batch: {e}")))?;
-        let mut records = Vec::with_capacity(batch.e.len() + 2);
-        let mut run_changed = false;
-        for (kind, step, parent, node, time, data) in &batch.e {
-            let time = *time as i64;
-            let d: Data = match data {
-                Some(raw) if raw.get().starts_with('{') => {
-                    serde_json::from_str(raw.get()).unwrap_or_default()
-                }
-                _ => Data::default(),
-            };
-            match kind.as_str() {
-                "dag:node_start" | "state_machine:node_start" => {
-                    self.step_seq += 1;
-                    self.open_steps.insert(step.clone());
-                    self.last_step = Some(step.clone());
-                    records.push(Record::Step(Step {
-                        id: step.clone(),
-                        run_id: self.run_id.clone(),
-                        seq: self.step_seq,
-                        node: node.clone(),
-                        parent_step_id: parent.clone(),
-                        input: text(d.input),
-                        output: None,
-                        error: None,
-                        status: ramus_store::StepStatus::Running,
-                        attempt: 1,
-                        started_at: Some(time),
-                        ended_at: None,
-                    }));
-                }
-                "dag:node_finish" | "state_machine:node_finish" => {
-                    if self.open_steps.remove(step) {
-                        records.push(step_end(
-                            step,
-                            ramus_store::StepStatus::Finished,
-                            text(d.output),
-                            None,
-                            time,
-                        ));
-                    }
-                }
-                "dag:node_error" => {
-                    if self.open_steps.remove(step) {
-                        records.push(step_end(
-                            step,
-                            ramus_store::StepStatus::Error,
-                            None,
-                            text(d.error),
-                            time,
-                        ));
-                    }
-                }
-                "state_machine:error" => {
-                    if self.open_steps.remove(step) {
-                        records.push(step_end(
-                            step,
-                            ramus_store::StepStatus::Error,
-                            None,
-                            text(d.error),
-                            time,
-                        ));
-                    }
-                }
-                "dag:node_state" => {
-                    if d.state.as_deref() == Some("cancelled") && self.open_steps.remove(step) {
-                        records.push(step_end(
-                            step,
+        self.inner
+            .submit(
+                step_ids
+                    .into_iter()
+                    .map(|id| {
+                        step_end(
+                            id,
                             ramus_store::StepStatus::Cancelled,
                             None,
-                            None,
-                            time,
-                        ));
-                    }
-                }
-                "state_machine:transition" => {
-                    self.transition_seq += 1;
-                    records.push(Record::Transition(Transition {
-                        id: crate::new_id(),
-                        run_id: self.run_id.clone(),
-                        step_id: self.last_step.clone().filter(|s| s == step),
-                        seq: self.transition_seq,
-                        from_state: d.from,
-                        to_state: d.to.unwrap_or_default(),
-                        event_type: d.event,
-                        event_data: text(d.event_data),
-                        time,
-                    }));
-                }
-                "state_machine:status" => {
-                    if let Some(s) = d.status.as_deref().and_then(run_status) {
-                        if !s.is_terminal() && s != self.status {
-                            self.status = s;
-                            run_changed = true;
-                        }
-                    }
-                }
-                k if k.starts_with("dag:") || k.starts_with("state_machine:") => {}
-                custom => records.push(Record::Event(CustomEvent {
-                    id: crate::new_id(),
-                    run_id: self.run_id.clone(),
-                    step_id: Some(step.clone()),
-                    parent_step_id: parent.clone(),
-                    event_type: custom.to_owned(),
-                    source: Some(self.source.to_owned()),
-                    source_node: Some(node.clone()).filter(|n| !n.is_empty()),
-                    data: data.map(|r| r.get().to_owned()),
-                    time,
-                })),
-            }
-        }
-        for op in batch.timers {
-            records.push(match op {
-                TimerOp::Arm(_, id, kind, due, payload) => Record::Timer(Timer {
-                    id,
-                    run_id: self.run_id.clone(),
-                    kind: if kind == "delay" {
-                        ramus_store::TimerKind::Delay
-                    } else {
-                        ramus_store::TimerKind::Timeout
-                    },
-                    due_at: due as i64,
-                    payload: Some(payload.to_string()),
-                    fired_at: None,
-                }),
-                TimerOp::Fired(_, id, at) => Record::TimerFired { id, at: at as i64 },
-                TimerOp::Clear(_, id) => Record::TimerCancelled { id },
-            });
-        }
-        let now = now_ms() as i64;
-        for id in batch.delivered {
-            records.push(Record::EventDelivered { id, at: now });
-        }
-        let mut update = None;
-        if run_changed || batch.snap.is_some() {
-            let mut u = ramus_store::RunUpdate::status(&self.run_id, self.status, now);
-            u.snapshot = text(batch.snap);
-            update = Some(u);
-        }
-        if let Some(end) = batch.end {
-            if !self.ended {
-                self.ended = true;
-                let status = run_status(&end.status).unwrap_or(RunStatus::Error);
-                self.status = status;
-                let mut u = update
-                    .take()
-                    .unwrap_or_else(|| ramus_store::RunUpdate::status(&self.run_id, status, now));
-                u.status = status;
-                u.output = text(end.output);
-                u.error = text(end.error);
-                u.ended_at = Some(end.time as i64);
-                // Steps left open (cancelled with the run) end with it.
-                for step in self.open_steps.drain() {
-                    records.push(step_end(
-                        &step,
-                        ramus_store::StepStatus::Cancelled,
-                        None,
-                        None,
-                        end.time as i64,
-                    ));
-                }
-                update = Some(u);
-            }
-        }
-        records.extend(update.map(Record::RunUpdate));
-        self.write(records)?;
-        Ok(self.status.as_str().to_owned())
+                            Some(error.clone()),
+                            now,
+                        )
+                    })
+                    .collect(),
+            )
+            .map_err(store_error)
     }
-}
 
-fn step_end(
-    id: &str,
-    status: ramus_store::StepStatus,
-    output: Option<String>,
-    error: Option<String>,
-    at: i64,
-) -> Record {
-    Record::StepUpdate(ramus_store::StepUpdate {
-        id: id.to_owned(),
-        status,
-        output,
-        error,
-        started_at: None,
-        ended_at: Some(at),
-    })
+    /// Mark a stored run that will not continue (a child run whose parent step runs
+    /// again) as ended with `status` and an error (JSON).
+    #[napi]
+    pub fn end_run(
+        &self,
+        run_id: String,
+        status: String,
+        error_json: Option<String>,
+    ) -> Result<()> {
+        let status = run_status(&status)
+            .ok_or_else(|| Error::from_reason(format!("Unknown run status '{status}'")))?;
+        let now = now_ms() as i64;
+        let mut u = ramus_store::RunUpdate::status(&run_id, status, now);
+        u.error = error_json;
+        u.ended_at = Some(now);
+        self.inner
+            .submit(vec![Record::RunUpdate(u)])
+            .map_err(store_error)
+    }
 }

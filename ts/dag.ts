@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import { currentStep } from './context';
 import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError, plainErrors } from './errors';
-import { ENGINE, storable, type EngineInit } from './durable';
+import { ENGINE, storable, StorageError, type EngineInit } from './durable';
 import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
-import { analyzeDagSpecs, NativeDag, NativeDagRun } from './native';
+import { analyzeDagSpecs, NativeDag, NativeDagRun, type NativeStore } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
 import { SlotRequest, type Semaphore } from './semaphore';
 
@@ -94,6 +94,8 @@ const STATUS_FAILED = 3;
 const STATUS_CANCELLED = 4;
 const COUNT_MASK = 0xffffff;
 const NODE_MASK = 0x3fffffff;
+/** A node output JSON cannot hold (see `#valueJson`). */
+const STORAGE_FAILED = '\0storage';
 
 /** Set an own property, even one named `__proto__` (which plain assignment would turn into a prototype change). */
 function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
@@ -167,18 +169,24 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#buf = new Uint32Array(n);
     this.#outputs = new Array(n);
     this.#running = new Uint8Array(n);
-    if (init?.finished) {
-      for (const [name, output] of init.finished) {
-        const id = dag.nodeId(name);
-        if (id !== undefined && this.#core.restoreFinished(id)) this.#outputs[id] = output;
-      }
-    }
     if (parent?.owner.isObserved()) this.observe();
     this.nestDurable('dag', this.input);
   }
 
   protected override snapshot(): string {
     return `{"context":${storable(this.context, 'context') ?? 'null'}}`;
+  }
+
+  protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean): void {
+    this.#core.attachStore(store, row, resume, sync);
+  }
+
+  /** @internal Before `run`: nodes that finished in an earlier process, with their outputs. */
+  restoreFinished(finished: Map<string, unknown>): void {
+    for (const [name, output] of finished) {
+      const id = this.dag.nodeId(name);
+      if (id !== undefined && this.#core.restoreFinished(id, this.storeJson(output, `${name}.output`))) this.#outputs[id] = output;
+    }
   }
 
   protected get core(): NativeDagRun {
@@ -290,16 +298,42 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const queue = this.#queue;
     while (this.#queueHead < queue.length) {
       const slot = queue[this.#queueHead++]!;
-      const outcome = queue[this.#queueHead++]!;
+      let outcome = queue[this.#queueHead++]!;
       const waiters = this.#nodeWaiters?.get(slot);
       if (waiters) {
         this.#nodeWaiters!.delete(slot);
         for (const w of waiters) w(true);
       }
-      this.#apply(this.#core.complete(slot, outcome, this.#buf));
+      let json: string | undefined;
+      if (this.isStored) {
+        json = this.#valueJson(slot, outcome);
+        if (json === STORAGE_FAILED) {
+          outcome = FAILED;
+          json = this.storeError(this.#errors[slot]);
+        }
+      }
+      this.#apply(this.#core.complete(slot, outcome, this.#buf, json));
     }
     queue.length = 0;
     this.#queueHead = 0;
+  }
+
+  /**
+   * The JSON of a durable node's output or error. An output JSON cannot hold makes the node
+   * fail with the `StorageError` naming the path (`STORAGE_FAILED`; the error is kept).
+   */
+  #valueJson(slot: number, outcome: number): string | undefined {
+    if (outcome === OK) {
+      try {
+        return this.storeJson(this.#outputs[slot], `${this.dag.names[slot]}.output`);
+      } catch (err) {
+        if (!(err instanceof StorageError)) throw err;
+        this.#errors[slot] = err;
+        this.#outputs[slot] = undefined;
+        return STORAGE_FAILED;
+      }
+    }
+    return outcome === FAILED ? this.storeError(this.#errors[slot]) : undefined;
   }
 
   #apply(result: number): void {
@@ -313,6 +347,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     else if (count > 1) many = this.#buf.slice(0, count);
     if (status === STATUS_FINISHED && !this.settled) this.output = this.#buildOutput();
     if (this.observed) this.deliverEvents();
+    // Written (in 'sync': committed) before the nodes it launches start.
+    this.persist();
     if (count === 1) this.#launch(single);
     else if (many) for (let k = 0; k < count; k++) this.#launch(many[k]!);
     if (status >= STATUS_FINISHED) this.#end(status);

@@ -1,5 +1,4 @@
-import type { RamusEvent } from './events';
-import type { NativeSink, NativeStore } from './native';
+import type { NativeStore } from './native';
 
 /** Thrown when a value a durable run must store is not JSON: the message names its path. */
 export class StorageError extends Error {
@@ -95,12 +94,6 @@ export function storable(value: unknown, path: string): string | undefined {
   }
 }
 
-/** The top-level keys of event data whose values are user data, named in error paths. */
-function label(event: RamusEvent): string {
-  const node = event.sourceNode ? `${event.source}.${event.sourceNode}` : event.source;
-  return `${event.type} of ${node}`;
-}
-
 /**
  * What an `Engine` passes to the runners it creates (kept off the public option types):
  * the run id to use, and what a restore brings back.
@@ -129,9 +122,6 @@ export interface MachineRestore {
   events: Array<[number, { type: string; data: unknown }]>;
 }
 
-/** A timer change for the `timers` table. */
-export type TimerOp = ['arm', string, 'delay' | 'timeout', number, unknown] | ['fired', string, number] | ['clear', string];
-
 /** How a run ended, for its row. */
 export interface RunEnd {
   status: 'finished' | 'error' | 'cancelled';
@@ -139,78 +129,34 @@ export interface RunEnd {
   error?: unknown;
 }
 
+/** An error as stored: JSON text of `{ name, message, stack, …own fields }` (never throws). */
+export function errorText(err: unknown): string {
+  const value = err instanceof Error ? errorJson(err) : err;
+  try {
+    return storable(value, 'error') ?? 'null';
+  } catch {
+    // Own fields JSON cannot hold: keep what identifies the error.
+    return JSON.stringify(err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : { message: String(err) });
+  }
+}
+
 /**
- * The durable side of one run: collects what a drain of the core's events produced and
- * hands it to the binding's sink in one call (`persist`), which turns it into store
- * records in Rust. Only checked JSON text crosses.
+ * A run's link to the store. The records themselves are made in Rust, from the events the
+ * core records and the JSON the face passes with its calls; this only says where and how
+ * they are written, and holds what the face must remember between writes.
  */
 export class DurableRun {
-  #events: string[] = [];
-  #timers: TimerOp[] = [];
-  #delivered: string[] = [];
-  #end: string | undefined;
+  /** A batched write waits for the next turn of the event loop (setImmediate). */
+  scheduled = false;
+  /** The snapshot taken at the last step boundary (machines: a state's runner may change
+   * the context before the batch is written). */
+  boundary: string | undefined;
 
   constructor(
     readonly store: NativeStore,
-    readonly sink: NativeSink,
     /** The run's id in the store (a nested run has its own, unlike its events' runId). */
     readonly runId: string,
-    /** Each batch waits for its commit (`durability: 'sync'`). */
+    /** Each write waits for its commit (`durability: 'sync'`). */
     readonly sync: boolean,
   ) {}
-
-  /** A batched write waits for the next turn of the event loop (setImmediate). */
-  scheduled = false;
-  /** The snapshot taken at the last step boundary, for runs that must not be snapshotted between. */
-  boundary: string | undefined;
-
-  get pending(): boolean {
-    return this.#events.length > 0 || this.#timers.length > 0 || this.#delivered.length > 0 || this.#end !== undefined;
-  }
-
-  /** Enough collected that a batched run writes now rather than at the end of the turn. */
-  get full(): boolean {
-    return this.#events.length >= 4096;
-  }
-
-  event(event: RamusEvent): void {
-    const data = storable(event.data, label(event)) ?? 'null';
-    this.#events.push(
-      `[${JSON.stringify(event.type)},"${event.stepId}",${event.parentStepId ? `"${event.parentStepId}"` : 'null'},${JSON.stringify(event.sourceNode)},${event.time},${data}]`,
-    );
-  }
-
-  timer(op: TimerOp): void {
-    this.#timers.push(op);
-  }
-
-  delivered(id: string): void {
-    this.#delivered.push(id);
-  }
-
-  end(end: RunEnd): void {
-    const parts = [`"status":"${end.status}"`, `"time":${Date.now()}`];
-    if (end.status === 'finished') {
-      const output = storable(end.output, 'output');
-      if (output !== undefined) parts.push(`"output":${output}`);
-    } else if (end.error !== undefined) {
-      parts.push(`"error":${storable(end.error instanceof Error ? errorJson(end.error) : end.error, 'error') ?? 'null'}`);
-    }
-    this.#end = `{${parts.join(',')}}`;
-  }
-
-  /** Write what was collected, with the run's snapshot (JSON text) when given. */
-  flush(snapshot: string | undefined): void {
-    let batch = `{"e":[${this.#events.join(',')}]`;
-    if (snapshot !== undefined) batch += `,"snap":${snapshot}`;
-    if (this.#timers.length > 0) batch += `,"timers":${JSON.stringify(this.#timers)}`;
-    if (this.#delivered.length > 0) batch += `,"delivered":${JSON.stringify(this.#delivered)}`;
-    if (this.#end !== undefined) batch += `,"end":${this.#end}`;
-    batch += '}';
-    this.#events = [];
-    this.#timers = [];
-    this.#delivered = [];
-    this.#end = undefined;
-    this.sink.persist(batch);
-  }
 }

@@ -1,6 +1,6 @@
 import { analyzeDag, CompiledDag, DagRunner } from './dag';
 import type { Dag, NodeArgs, Tools } from './dag-types';
-import { DurableRun, ENGINE, storable, type EngineInit, type MachineRestore } from './durable';
+import { ENGINE, storable, type EngineInit, type MachineRestore } from './durable';
 import { plainErrors } from './errors';
 import { compile, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, MachineEvent, StateArgs, StateMachine } from './machine-types';
@@ -363,8 +363,7 @@ export class Engine {
       const json =
         JSON.stringify(row).slice(0, -1) +
         `,"input":${storable(options.input, 'input') ?? 'null'},"info":${storable(options.info ?? plain(config).info, 'info') ?? 'null'}}`;
-      const sink = plainErrors(() => this.#store.sink(json, false, durability === 'sync'));
-      runner.setDurable(new DurableRun(this.#store, sink, runId, durability === 'sync'));
+      runner.attachDurable(this.#store, runId, json, false, durability === 'sync');
     }
     this.#track(runId, runner);
     void runner.run();
@@ -441,20 +440,22 @@ export class Engine {
     const interrupted = steps.filter((s) => s.status === 'running' || s.status === 'pending').map((s) => s.id);
     this.#cancelChildren(runId);
     const snapshot = (row.snapshot ?? null) as (Omit<MachineRestore, 'core'> & { core: unknown }) | null;
+    const machine = isMachine(config);
     const init: Omit<EngineInit, 'runId'> = {};
-    if (isMachine(config)) {
-      if (snapshot?.core) init.machine = { ...snapshot, core: JSON.stringify(snapshot.core) };
-    } else {
+    if (machine && snapshot?.core) init.machine = { ...snapshot, core: JSON.stringify(snapshot.core) };
+    const runner = this.#create(config, runId, { ...options, input: row.input ?? undefined, context: snapshot?.context ?? undefined, name: row.name }, init);
+    if (interrupted.length > 0) plainErrors(() => this.#store.interruptSteps(interrupted));
+    if (durability !== 'off') {
+      // A machine continues with the input of the state it is in and its last output.
+      const current = machine && init.machine ? init.machine.input : row.input;
+      const json = JSON.stringify({ id: runId, name: row.name, kind: row.kind, input: current ?? null });
+      const output = machine && init.machine ? storable(init.machine.output, 'output') : undefined;
+      runner.attachDurable(this.#store, runId, json, true, durability === 'sync', output);
+    }
+    if (runner instanceof DagRunner) {
       const finished = new Map<string, unknown>();
       for (const s of steps) if (s.status === 'finished') finished.set(s.node, s.output ?? undefined);
-      init.finished = finished;
-    }
-    const runner = this.#create(config, runId, { ...options, input: row.input ?? undefined, context: snapshot?.context ?? undefined, name: row.name }, init);
-    const sync = durability === 'sync';
-    const sink = plainErrors(() => this.#store.sink(JSON.stringify({ id: runId, name: row.name, kind: row.kind, tags: row.tags }), true, sync));
-    if (durability !== 'off') {
-      sink.interrupt(interrupted);
-      runner.setDurable(new DurableRun(this.#store, sink, runId, sync));
+      runner.restoreFinished(finished);
     }
     this.#track(runId, runner);
     if (runner instanceof StateMachineRunner) {
@@ -474,11 +475,12 @@ export class Engine {
     for (const child of children) {
       if (TERMINAL.has(child.status)) continue;
       this.#cancelChildren(child.id);
-      const sink = this.#store.sink(JSON.stringify({ id: child.id, name: child.name, kind: child.kind }), true, false);
       const interrupted = this.steps(child.id).filter((s) => s.status === 'running' || s.status === 'pending');
-      sink.interrupt(interrupted.map((s) => s.id));
-      sink.persist(
-        `{"end":{"status":"cancelled","time":${Date.now()},"error":${JSON.stringify({ name: 'Interrupted', message: 'the process stopped while this run ran; the step that started it runs again on resume' })}}}`,
+      this.#store.interruptSteps(interrupted.map((s) => s.id));
+      this.#store.endRun(
+        child.id,
+        'cancelled',
+        JSON.stringify({ name: 'Interrupted', message: 'the process stopped while this run ran; the step that started it runs again on resume' }),
       );
     }
   }
@@ -525,7 +527,8 @@ export class Engine {
     const live = this.#live.get(runId);
     if (live) {
       if (!(live instanceof StateMachineRunner)) throw new Error(`Run ${runId} is a DAG; only state machines take events`);
-      const id = plainErrors(() => this.#store.sendEvent(runId, event.type, data, event.queue === true, true));
+      // Kept in the log (already taken) when the run is stored; a run with durability 'off' has no row.
+      const id = live.isStored ? plainErrors(() => this.#store.sendEvent(runId, event.type, data, event.queue === true, true)) : newRunId();
       live.send(event);
       return id;
     }

@@ -1,4 +1,4 @@
-import { ENGINE, storable, type EngineInit, type RunEnd } from './durable';
+import { ENGINE, storable, StorageError, type EngineInit, type RunEnd } from './durable';
 import { CancelledError, plainErrors } from './errors';
 import { DataCode, W_ARG, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type {
@@ -10,7 +10,7 @@ import type {
   StateMachineRunnerOptions,
   TransitionGuard,
 } from './machine-types';
-import { NativeMachine, NativeMachineRun, newRunId, parseDurationMs } from './native';
+import { NativeMachine, NativeMachineRun, parseDurationMs, type NativeStore } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
 import { SlotRequest, type Semaphore } from './semaphore';
 
@@ -220,8 +220,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** Where the core writes its actions, five numbers each; reused for every call. */
   #buf = new Float64Array(2 + 5 * 32);
   #resting = true;
-  /** Durable runs: the store's timer row id of each armed core timer. */
-  #timerRows = new Map<number, string>();
   /** Durable runs: state runs held back until the step's records are written. */
   #deferred: Array<[number, number]> = [];
 
@@ -312,14 +310,18 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
 
   /** @internal Re-arm a stored timer after a restore (fires at once when already due). */
   restoreTimer(timer: number, at: number, rowId: string): void {
-    this.#timerRows.set(timer, rowId);
+    this.#core.storeTimerRow(timer, rowId);
     this.#arm(timer, at);
   }
 
   /** @internal Deliver an event stored for this run (`engine.send` from another process). */
   deliverStored(id: string, event: { type: string; data?: unknown; queue?: boolean }): void {
-    this.durableParent()?.delivered(id);
+    this.#core.storeDelivered(id);
     this.send(event);
+  }
+
+  protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string): void {
+    this.#core.attachStore(store, row, resume, sync, output);
   }
 
   /** The current state's name. */
@@ -391,9 +393,10 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       queueMicrotask(() => this.send(event));
       return;
     }
+    const data = this.storeJson(event.data, `data of event '${event.type}'`);
     const handle = ++this.#nextHandle;
     this.#events.set(handle, { type: event.type, data: event.data });
-    this.#drive(this.#callCore(() => this.#core.send(handle, event.type, event.queue === true, this.#guard, this.#buf)));
+    this.#drive(this.#callCore(() => this.#core.send(handle, event.type, event.queue === true, this.#guard, this.#buf, data)));
   }
 
   /** Stop: a running state finishes and takes its transition, then nothing more runs. */
@@ -479,6 +482,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     // listener that calls back into the runner then sees a consistent machine.
     if (this.#depth === 0) {
       if (this.observed) this.deliverEvents();
+      this.persist();
       if (this.#deferred.length > 0) {
         const runs = this.#deferred;
         this.#deferred = [];
@@ -511,7 +515,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         this.#slotState.set(b, a);
         this.#slotState.delete(b - 2);
         this.#activeSlot = b;
-        if (this.durableParent()) this.#deferred.push([a, b]);
+        if (this.isStored) this.#deferred.push([a, b]);
         else this.#runState(a, b);
         break;
       case ACT_ACQUIRE:
@@ -527,25 +531,13 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case ACT_TRANSITIONED:
         this.#transition(a, b, c, d);
         break;
-      case ACT_ARM: {
-        const durable = this.durableParent();
-        if (durable) {
-          const row = newRunId();
-          this.#timerRows.set(a, row);
-          durable.timer(['arm', row, c === 1 ? 'delay' : 'timeout', b, { timer: a }]);
-        }
+      case ACT_ARM:
         this.#arm(a, b);
         break;
-      }
       case ACT_CLEAR: {
         const timer = this.#timers.get(a);
         if (timer) clearTimeout(timer);
         this.#timers.delete(a);
-        const row = this.#timerRows.get(a);
-        if (row !== undefined) {
-          this.#timerRows.delete(a);
-          this.durableParent()?.timer(['clear', row]);
-        }
         break;
       }
       case ACT_DROP:
@@ -587,10 +579,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       this.#notices.push(() => this.rejectFinished(value, false));
       return this.#callCore(() => this.#core.stateDone(slot, 3, 0, -1, this.#guard, this.#buf));
     }
-    if (failed) {
-      this.#lastError = value;
-      return this.#callCore(() => this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf));
-    }
+    if (failed) return this.#stateFailed(slot, value);
     if (value instanceof TransitionTo) {
       let target: number;
       let delay = -1;
@@ -598,14 +587,32 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         target = this.#core.resolveChoice(value.state);
         if (value.delay !== undefined) delay = parseDuration(value.delay);
       } catch (err) {
-        this.#lastError = err instanceof Error ? new Error(err.message) : err;
-        return this.#callCore(() => this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf));
+        return this.#stateFailed(slot, err instanceof Error ? new Error(err.message) : err);
       }
+      const json = this.#outputJson(value.output);
+      if (json instanceof StorageError) return this.#stateFailed(slot, json);
       this.#output = this.#stateOutput = value.output;
-      return this.#callCore(() => this.#core.stateDone(slot, 2, target, delay, this.#guard, this.#buf));
+      return this.#callCore(() => this.#core.stateDone(slot, 2, target, delay, this.#guard, this.#buf, json));
     }
+    const json = this.#outputJson(value);
+    if (json instanceof StorageError) return this.#stateFailed(slot, json);
     this.#output = this.#stateOutput = value;
-    return this.#callCore(() => this.#core.stateDone(slot, 0, 0, -1, this.#guard, this.#buf));
+    return this.#callCore(() => this.#core.stateDone(slot, 0, 0, -1, this.#guard, this.#buf, json));
+  }
+
+  /** A durable state's output as JSON, or the `StorageError` that fails the state. */
+  #outputJson(value: unknown): string | undefined | StorageError {
+    try {
+      return this.storeJson(value, `${this.state}.output`);
+    } catch (err) {
+      if (err instanceof StorageError) return err;
+      throw err;
+    }
+  }
+
+  #stateFailed(slot: number, error: unknown): number {
+    this.#lastError = error;
+    return this.#callCore(() => this.#core.stateDone(slot, 1, 0, -1, this.#guard, this.#buf, this.storeError(error)));
   }
 
   #acquire(state: number, slot: number): void {
@@ -658,7 +665,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         from: this.#m.names[from],
         to: this.#m.names[to],
         event: event?.type ?? null,
-        ...(event && this.durableParent() ? { eventData: event.data } : {}),
         input: this.#input,
         output: this.#output,
         final: this.#m.isFinal[to],
@@ -682,11 +688,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         return;
       }
       this.#timers.delete(timer);
-      const row = this.#timerRows.get(timer);
-      if (row !== undefined) {
-        this.#timerRows.delete(timer);
-        this.durableParent()?.timer(['fired', row, Date.now()]);
-      }
       this.#drive(this.#core.timerFired(timer, this.#buf));
     }, Math.min(wait, MAX_TIMER_MS));
     if (!this.#keepAlive) handle.unref();

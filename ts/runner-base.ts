@@ -3,17 +3,21 @@ import { EventEmitter } from 'node:events';
 import { currentStep, type StepFrame, type StepOwner } from './context';
 import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
-import { DurableRun, storable, type RunEnd } from './durable';
+import { DurableRun, errorText, storable, type RunEnd } from './durable';
+import { plainErrors } from './errors';
+import type { NativeStore } from './native';
 import { newRunId } from './native';
-import { DataCode, reportListenerError, W_DATA, W_STATE, type RamusEvent, type WireBatch, type WireEvent } from './events';
+import { DataCode, reportListenerError, W_DATA, type RamusEvent, type WireBatch, type WireEvent } from './events';
 
 /** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
 export interface NativeRunCore {
   runId(): string;
   stepId(slot: number): string;
   setObserve(on: boolean): void;
-  customEvent(slot: number, type: string): void;
+  customEvent(slot: number, type: string, data?: string | null): void;
   drainEvents(): string | null;
+  storeFlush(snapshot?: string | null): void;
+  storeEnd(status: string, output?: string | null, error?: string | null): void;
 }
 
 /** What a runner call receives besides its inputs; also the async-context frame of its step. */
@@ -110,11 +114,18 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return this.#outcome !== PENDING;
   }
 
-  /** @internal Make the run durable; its events are recorded from now on. */
-  setDurable(durable: DurableRun): void {
-    this.#durable = durable;
-    this.observe();
+  /**
+   * @internal Make the run durable: the binding writes its steps to `store` from now on.
+   * `row` describes the run (JSON, see `RunWriter::open` in src/store.rs); `resume` for a
+   * stored run continuing here; `output` a restored machine's last output (JSON).
+   */
+  attachDurable(store: NativeStore, runId: string, row: string, resume: boolean, sync: boolean, output?: string): void {
+    plainErrors(() => this.attachNative(store, row, resume, sync, output));
+    this.#durable = new DurableRun(store, runId, sync);
   }
+
+  /** The binding call that attaches the store (its shape differs per run kind). */
+  protected abstract attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string): void;
 
   /**
    * A run started inside a step of a stored run is stored too, as its own row linked to
@@ -129,13 +140,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       id: runId,
       name: this.name,
       kind,
-      input: undefined as unknown,
       tags: [],
       parentRunId: parent.runId,
       parentStepId: frame.owner.stepIdentity(frame.slot),
     };
     const json = `${JSON.stringify(row).slice(0, -1)},"input":${storable(input, 'input') ?? 'null'}}`;
-    this.setDurable(new DurableRun(parent.store, parent.store.sink(json, false, parent.sync), runId, parent.sync));
+    this.attachDurable(parent.store, runId, json, false, parent.sync);
   }
 
   /** How a finished run is stored (a machine resting in a final error state: `error`). */
@@ -148,18 +158,6 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return undefined;
   }
 
-  #writeEnd(end: RunEnd): void {
-    const durable = this.#durable;
-    if (!durable) return;
-    try {
-      durable.end(end);
-    } catch (err) {
-      // The output cannot be stored: the run is stored as failed with the reason.
-      durable.end({ status: 'error', error: err });
-    }
-    this.persist(true);
-  }
-
   /**
    * Whether the snapshot must be taken at each step boundary (a machine: a state's runner
    * may change the context before the batch is written). A DAG's snapshot is taken when
@@ -169,46 +167,57 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return false;
   }
 
+  /** @internal Whether the run is stored (started through an `Engine` with durability). */
+  get isStored(): boolean {
+    return this.#durable !== undefined;
+  }
+
+  /** The JSON of a value the run must store; throws a `StorageError` naming its path. */
+  protected storeJson(value: unknown, path: string): string | undefined {
+    return this.#durable ? storable(value, path) : undefined;
+  }
+
+  /** The JSON of an error the run must store (undefined when the run is not stored). */
+  protected storeError(err: unknown): string | undefined {
+    return this.#durable ? errorText(err) : undefined;
+  }
+
   /**
-   * Hand what the run recorded to its store; a value JSON cannot hold fails the run. In
-   * `'sync'` (or `now`) the batch is written at once and committed before this returns;
-   * in `'batched'` everything a turn of the event loop produced is written as one batch.
+   * After a driving call: have the binding write what it recorded. In `'sync'` (or `now`)
+   * it is committed before this returns; in `'batched'` all a turn of the event loop
+   * produced is written at once, at the end of the turn.
    */
   protected persist(now = false): void {
     const durable = this.#durable;
-    if (!durable?.pending) return;
+    if (!durable || this.#outcome !== PENDING) return;
     try {
       if (this.snapshotAtBoundary()) durable.boundary = this.snapshot();
-      if (now || durable.sync || durable.full) {
-        this.#write(durable);
-      } else if (!durable.scheduled) {
-        durable.scheduled = true;
-        setImmediate(() => {
-          durable.scheduled = false;
-          if (durable.pending) this.#tryWrite(durable);
-        });
-      }
     } catch (err) {
       this.failStorage(err);
+      return;
+    }
+    if (now || durable.sync) {
+      this.#write(durable);
+    } else if (!durable.scheduled) {
+      durable.scheduled = true;
+      setImmediate(() => {
+        durable.scheduled = false;
+        if (this.#outcome === PENDING) this.#write(durable);
+      });
     }
   }
 
   #write(durable: DurableRun): void {
-    durable.flush(this.snapshotAtBoundary() ? durable.boundary : this.snapshot());
-  }
-
-  #tryWrite(durable: DurableRun): void {
     try {
-      this.#write(durable);
+      this.core.storeFlush(this.snapshotAtBoundary() ? durable.boundary : this.snapshot());
     } catch (err) {
       this.failStorage(err);
     }
   }
 
-  /** @internal Write what is waiting for the end of the turn (`engine.flush()`). */
+  /** @internal Write what waits for the end of the turn (`engine.flush()`). */
   flushDurable(): void {
-    const durable = this.#durable;
-    if (durable?.pending) this.#tryWrite(durable);
+    if (this.#durable && this.#outcome === PENDING) this.#write(this.#durable);
   }
 
   /** The run cannot be stored any more: it stops, and `finished` rejects with the reason. */
@@ -218,9 +227,44 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     queueMicrotask(() => this.cancel());
   }
 
+  /**
+   * Store how the run ended, with its last snapshot, committed (in `sync`) before
+   * `finished` settles. Returns the `StorageError` when the output or the context cannot
+   * be stored: the run then ends as an error instead.
+   */
+  #storeEnd(end: RunEnd): unknown {
+    const core = this.core;
+    let problem: unknown;
+    let snapshot: string | undefined;
+    let output: string | undefined;
+    try {
+      if (end.status === 'finished') output = storable(end.output, 'output');
+      snapshot = this.snapshotAtBoundary() ? this.#durable!.boundary : this.snapshot();
+    } catch (err) {
+      problem = err;
+    }
+    try {
+      if (problem !== undefined) core.storeEnd('error', undefined, errorText(problem));
+      else if (end.status === 'error') core.storeEnd('error', undefined, errorText(end.error));
+      else core.storeEnd(end.status, output, undefined);
+      core.storeFlush(snapshot);
+    } catch (err) {
+      // The database itself failed: nothing more can be stored; report it.
+      reportListenerError(err);
+    }
+    return problem;
+  }
+
   protected resolveFinished(value: Out): void {
     if (this.#outcome !== PENDING) return;
-    this.#writeEnd({ status: this.endStatus(), output: value });
+    if (this.#durable) {
+      const problem = this.#storeEnd({ status: this.endStatus(), output: value });
+      if (problem !== undefined) {
+        this.#storageError = problem;
+        this.#reject(problem, true);
+        return;
+      }
+    }
     this.#outcome = RESOLVED;
     this.#value = value;
     this.#releaseFromParent();
@@ -234,7 +278,11 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       error = this.#storageError;
       emitError = true;
     }
-    this.#writeEnd(emitError ? { status: 'error', error } : { status: 'cancelled' });
+    if (this.#durable) this.#storeEnd(emitError ? { status: 'error', error } : { status: 'cancelled' });
+    this.#reject(error, emitError);
+  }
+
+  #reject(error: unknown, emitError: boolean): void {
     this.#outcome = REJECTED;
     this.#value = error;
     this.#releaseFromParent();
@@ -281,12 +329,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** Turn the events the core recorded into public events and dispatch them. */
   protected deliverEvents(): void {
     const json = this.core.drainEvents();
-    if (json == null) {
-      if (this.#durable?.pending) this.persist();
-      return;
-    }
+    if (json == null) return;
     const batch = JSON.parse(json) as WireBatch;
-    const durable = this.#durable;
     const steps = batch.s;
     for (const w of batch.e) {
       const data = w[W_DATA] === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
@@ -301,19 +345,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
         time: w[5],
         data,
       };
-      // A DAG node's state changes repeat what its start and finish say; only a cancel is news.
-      if (durable && (w[W_DATA] !== DataCode.State || w[W_STATE] === 'cancelled')) {
-        try {
-          durable.event(event);
-        } catch (err) {
-          this.failStorage(err);
-        }
-      }
       this.onEvent(event, w);
       this.emitSafely('event', event);
       this.parentFrame?.owner.forwardEvent(event);
     }
-    if (durable) this.persist();
   }
 
   /** The `data` of a core event, from the values this runner holds. */
@@ -374,10 +409,13 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** @internal */
   customEvent(slot: number, type: string, data: unknown): void {
     if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
-    if (!this.observed) return;
-    this.#customData.push(data);
-    this.core.customEvent(slot, type);
-    this.deliverEvents();
+    if (!this.observed && !this.#durable) return;
+    // A durable run stores the data: what JSON cannot hold fails the emit, naming the path.
+    const json = this.storeJson(data, `data of event '${type}'`);
+    if (this.observed) this.#customData.push(data);
+    this.core.customEvent(slot, type, json);
+    if (this.observed) this.deliverEvents();
+    this.persist();
   }
 }
 

@@ -271,6 +271,17 @@ impl Recorder {
         std::mem::take(&mut self.events)
     }
 
+    /// The events recorded since the last drain, oldest first, without taking them (a
+    /// store writes them while a listener may still drain them).
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Drop the recorded events (written to a store, and nobody listens).
+    pub fn clear_events(&mut self) {
+        self.events.clear();
+    }
+
     /// Whether events wait to be drained.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()

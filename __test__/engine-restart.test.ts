@@ -1,0 +1,603 @@
+// The durable Engine across restarts: a child Node process starts runs and SIGKILLs itself
+// at a known point; the test process (a new Engine on the same file) resumes them.
+import { afterEach, describe, expect, test } from 'vitest';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { Engine, TimeoutError } from 'ramus';
+// @ts-expect-error: plain ESM helpers without types
+import { sleep, waitUntil, within } from './helpers.mjs';
+
+const RAMUS = createRequire(import.meta.url).resolve('ramus');
+
+// ---- fixtures ----
+
+const dirs: string[] = [];
+const engines: Engine[] = [];
+const liveRuns: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
+
+afterEach(async () => {
+  for (const run of liveRuns.splice(0)) run.cancel();
+  await sleep(5);
+  for (const engine of engines.splice(0)) await engine.close();
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface Workspace {
+  dir: string;
+  db: string;
+  /** What runners in child processes logged (one line per call). */
+  calls(): string[];
+  /** Run a child script (prelude + body); resolves when it exits. */
+  child(body: string, args?: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string; report: any }>;
+  /** A child that must SIGKILL itself: returns its report. */
+  killed(body: string, args?: string[]): Promise<any>;
+  /** A new engine on the workspace's file, in this process. */
+  engine(options?: ConstructorParameters<typeof Engine>[0]): Engine;
+}
+
+/** What every child script starts with. `report(x)` and `log(s)` write files synchronously, so they survive SIGKILL. */
+const PRELUDE = `
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+const require = createRequire(import.meta.url);
+const [ramusPath, db, dir, ...args] = process.argv.slice(2);
+const ramus = require(ramusPath);
+const { Engine, runDag } = ramus;
+const log = (s) => fs.appendFileSync(dir + '/calls.log', s + '\\n');
+const report = (o) => fs.writeFileSync(dir + '/report.json', JSON.stringify(o));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const hang = () => new Promise(() => {});
+async function until(fn, what, ms = 5000) {
+  const t = Date.now();
+  while (!fn()) {
+    if (Date.now() - t > ms) throw new Error('child: timed out waiting for ' + what);
+    await sleep(2);
+  }
+}
+const die = () => process.kill(process.pid, 'SIGKILL');
+process.on('unhandledRejection', (e) => { console.error(e); process.exit(3); });
+`;
+
+let scripts = 0;
+
+function workspace(): Workspace {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-restart-'));
+  dirs.push(dir);
+  const db = path.join(dir, 'runs.sqlite');
+  const ws: Workspace = {
+    dir,
+    db,
+    calls: () => {
+      const f = path.join(dir, 'calls.log');
+      return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').split('\n').filter(Boolean) : [];
+    },
+    child(body, args = []) {
+      const script = path.join(dir, `child-${++scripts}.mjs`);
+      fs.writeFileSync(script, `${PRELUDE}\n${body}\n`);
+      fs.rmSync(path.join(dir, 'report.json'), { force: true });
+      return new Promise((resolve, reject) => {
+        const proc = spawn(process.execPath, [script, RAMUS, db, dir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        proc.stdout.on('data', (d) => (stdout += d));
+        proc.stderr.on('data', (d) => (stderr += d));
+        const timer = setTimeout(() => {
+          proc.kill('SIGKILL');
+          reject(new Error(`child script did not end within 8s\n${stderr}`));
+        }, 8000);
+        proc.on('error', reject);
+        proc.on('close', (code, signal) => {
+          clearTimeout(timer);
+          const f = path.join(dir, 'report.json');
+          resolve({ code, signal, stderr, stdout, report: fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, 'utf8')) : undefined });
+        });
+      });
+    },
+    async killed(body, args) {
+      const r = await ws.child(body, args);
+      expect(r.signal, `the child should have killed itself; exit code ${r.code}\n${r.stderr}`).toBe('SIGKILL');
+      expect(r.report, 'the child reports before it dies').toBeDefined();
+      return r.report;
+    },
+    engine(options = {}) {
+      const engine = new Engine({ db, ...options });
+      engines.push(engine);
+      return engine;
+    },
+  };
+  return ws;
+}
+
+function track<T extends { cancel(): void; finished: Promise<unknown> }>(run: T): T {
+  run.finished.catch(() => {});
+  liveRuns.push(run);
+  return run;
+}
+
+/** Read-only SQL on the file (docs/schema.md is the contract for readers), with the sqlite3 CLI when installed. */
+const HAS_SQLITE3 = (() => {
+  try {
+    execFileSync('sqlite3', ['-version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+function sql(db: string, query: string): any[] {
+  const out = execFileSync('sqlite3', ['-readonly', '-json', db, query], { encoding: 'utf8' }).trim();
+  return out === '' ? [] : JSON.parse(out);
+}
+
+const later = <T>(value: T, ms = 2) => new Promise<T>((r) => setTimeout(() => r(value), ms));
+
+// ---- shared definitions (pure JSON: the child embeds them) ----
+
+const PIPELINE = {
+  name: 'pipeline',
+  nodes: {
+    a: { runner: 'fetch', args: { i: 1 } },
+    b: { runner: 'fetch', args: { i: 2 } },
+    total: { runner: 'slow', parents: ['a', 'b'] },
+  },
+};
+
+const APPROVAL = {
+  name: 'approval',
+  initial: 'draft',
+  nodes: {
+    draft: { runner: 'draft', transition: 'review' },
+    review: { transition: { approve: 'publish', reject: 'draft' } },
+    publish: { runner: 'publish', final: true },
+  },
+};
+
+const CHILD_APPROVAL_RUNNERS = `
+engine.register({
+  draft: async ({ input }) => { log('draft:' + input); await sleep(1); return 'draft of ' + input; },
+  publish: async ({ input, event }) => { log('publish'); return { input, event }; },
+});
+`;
+
+/** The test process's runners for APPROVAL; counts calls. */
+function approvalRunners(engine: Engine) {
+  const calls: string[] = [];
+  engine.register({
+    draft: async ({ input }: any) => {
+      calls.push(`draft:${input}`);
+      return later(`draft of ${input}`);
+    },
+    publish: async ({ input, event }: any) => {
+      calls.push('publish');
+      return later({ input, event });
+    },
+  });
+  return calls;
+}
+
+// ---- (1) a DAG killed while a node hangs ----
+
+describe('a DAG killed while one node runs', () => {
+  test.each(['sync', 'batched'] as const)('%s: resume runs the interrupted node again, never a finished one', async (durability) => {
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const DEF = ${JSON.stringify(PIPELINE)};
+      const engine = new Engine({ db, durability: '${durability}' });
+      engine.register({
+        fetch: async ({ args }) => { log('fetch' + args.i); await sleep(1); return args.i * 10; },
+        slow: async () => { log('slow'); return hang(); },
+      });
+      const run = engine.start(DEF, { input: 'root' });
+      // Die only once the store shows both fetches finished and 'total' running.
+      await until(() => engine.steps(run.runId).some((s) => s.node === 'total' && s.status === 'running'), 'total running');
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls().sort()).toEqual(['fetch1', 'fetch2', 'slow']);
+
+    const engine = ws.engine({ durability: 'sync' });
+    expect(engine.run(runId)).toMatchObject({ status: 'running', output: null, endedAt: null });
+    const calls: string[] = [];
+    engine.register({
+      fetch: async ({ args }: any) => {
+        calls.push(`fetch${args.i}`);
+        return later(args.i * 10);
+      },
+      slow: async ({ input, rootInput }: any) => {
+        calls.push('slow');
+        return later({ sum: input.a + input.b, rootInput });
+      },
+    });
+    const run = await engine.resume(runId);
+    expect(run.runId).toBe(runId);
+    expect(await within(run.finished, 5000, 'resumed run')).toEqual({ sum: 30, rootInput: 'root' });
+    expect(calls).toEqual(['slow']);
+    expect(engine.steps(runId).map((s) => [s.seq, s.node, s.status, s.output])).toEqual([
+      [1, expect.stringMatching(/^[ab]$/), 'finished', expect.any(Number)],
+      [2, expect.stringMatching(/^[ab]$/), 'finished', expect.any(Number)],
+      [3, 'total', 'cancelled', null],
+      [4, 'total', 'finished', { sum: 30, rootInput: 'root' }],
+    ]);
+    const steps = engine.steps(runId);
+    expect(steps[3].input).toEqual({ a: 10, b: 20 });
+    expect(steps[2].endedAt).not.toBeNull();
+    expect(engine.run(runId)).toMatchObject({ status: 'finished', output: { sum: 30, rootInput: 'root' } });
+  });
+});
+
+// ---- (2) a machine waiting for an event across a restart ----
+
+describe('a machine waiting for an event across a restart', () => {
+  test('send() while no process runs it stores the event; resume() delivers it', async () => {
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      ${CHILD_APPROVAL_RUNNERS}
+      const run = engine.start(${JSON.stringify(APPROVAL)}, { input: 'essay', tags: ['needs-review'] });
+      await until(() => engine.run(run.runId)?.status === 'waitingForEvent', 'waitingForEvent');
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls()).toEqual(['draft:essay']);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const calls = approvalRunners(engine);
+    expect(engine.waiting({ tags: ['needs-review'] }).map((r) => r.id)).toEqual([runId]);
+    const eventId = engine.send(runId, { type: 'approve', data: { by: 'ann' } });
+    expect(typeof eventId).toBe('string');
+    await sleep(30);
+    // Nobody runs it: the event waits in the store, the run has not moved.
+    expect(engine.run(runId)!.status).toBe('waitingForEvent');
+    expect(calls).toEqual([]);
+    if (HAS_SQLITE3) {
+      const pending = sql(ws.db, `SELECT id, type, data, delivered_at FROM pending_events WHERE run_id = '${runId}'`);
+      expect(pending.map((p) => ({ ...p, data: JSON.parse(p.data) }))).toEqual([{ id: eventId, type: 'approve', data: { by: 'ann' }, delivered_at: null }]);
+    }
+
+    const run = await engine.resume(runId);
+    const out = { input: 'draft of essay', event: { type: 'approve', data: { by: 'ann' } } };
+    expect(await within(run.finished, 5000, 'resumed machine')).toEqual(out);
+    expect(calls).toEqual(['publish']); // draft did not run again
+    expect(engine.run(runId)).toMatchObject({ status: 'finished', output: out });
+    expect(engine.steps(runId).map((s) => [s.node, s.status])).toEqual([
+      ['draft', 'finished'],
+      ['review', 'finished'],
+      ['publish', 'finished'],
+    ]);
+    expect(engine.transitions(runId).filter((t) => t.eventType !== null).map((t) => [t.from, t.to, t.eventType, t.eventData])).toEqual([
+      ['review', 'publish', 'approve', { by: 'ann' }],
+    ]);
+    expect(engine.waiting()).toEqual([]);
+    if (HAS_SQLITE3) {
+      const [row] = sql(ws.db, `SELECT delivered_at FROM pending_events WHERE id = '${eventId}'`);
+      expect(row.delivered_at).toEqual(expect.any(Number));
+    }
+  });
+
+  test('resumeAll() picks up every waiting run; a stored event reaches its run, the others keep waiting', async () => {
+    const ws = workspace();
+    const { ids } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      ${CHILD_APPROVAL_RUNNERS}
+      const runs = ['one', 'two'].map((input) => engine.start(${JSON.stringify(APPROVAL)}, { input }));
+      await until(() => runs.every((r) => engine.run(r.runId)?.status === 'waitingForEvent'), 'both waiting');
+      report({ ids: runs.map((r) => r.runId) });
+      die();
+    `);
+    const engine = ws.engine({ durability: 'sync' });
+    const calls = approvalRunners(engine);
+    engine.send(ids[0], { type: 'approve', data: 'first' });
+    const runs = await engine.resumeAll();
+    expect(runs.map((r) => r.runId).sort()).toEqual([...ids].sort());
+    const [one, two] = ids.map((id: string) => track(runs.find((r) => r.runId === id)!));
+    expect(await within(one.finished, 5000, 'run one')).toEqual({ input: 'draft of one', event: { type: 'approve', data: 'first' } });
+    await sleep(20);
+    expect((two as any).machineStatus).toBe('waitingForEvent');
+    expect(engine.run(ids[0])!.status).toBe('finished');
+    // The resumed run that still waits is stored as waiting, and listed as such.
+    await waitUntil(() => engine.run(ids[1])!.status === 'waitingForEvent', 'two stored as waiting');
+    expect(engine.waiting().map((r) => r.id)).toContain(ids[1]);
+    // The second one is live here now: an event reaches it at once.
+    engine.send(ids[1], { type: 'reject' });
+    await waitUntil(() => calls.includes('draft:draft of two'), 'two drafted again after reject');
+    await waitUntil(() => (two as any).machineStatus === 'waitingForEvent', 'two waiting again');
+    engine.send(ids[1], { type: 'approve', data: 'second' });
+    expect(await within(two.finished, 5000, 'run two')).toEqual({ input: 'draft of draft of two', event: { type: 'approve', data: 'second' } });
+    // resumeAll() again finds nothing left.
+    expect(await engine.resumeAll()).toEqual([]);
+  });
+
+  test('an event sent from another process reaches a run live in this one', async () => {
+    const ws = workspace();
+    const engine = ws.engine({ durability: 'sync', pollInterval: 20 });
+    approvalRunners(engine);
+    const run = engine.start(APPROVAL, { input: 'memo' });
+    await waitUntil(() => engine.run(run.runId)?.status === 'waitingForEvent', 'waiting');
+    const sender = await ws.child(`
+      const engine = new Engine({ db });
+      const id = engine.send(args[0], { type: 'approve', data: { from: 'other process' } });
+      await engine.close();
+      report({ id });
+    `, [run.runId]);
+    expect(sender.code, sender.stderr).toBe(0);
+    expect(await within(run.finished, 3000, 'live run takes the stored event')).toEqual({
+      input: 'draft of memo',
+      event: { type: 'approve', data: { from: 'other process' } },
+    });
+  });
+});
+
+// ---- (3) a delay that falls due while no process runs ----
+
+const SLEEPY = {
+  name: 'sleepy',
+  initial: 's',
+  nodes: {
+    s: { runner: 'nap', args: 's', transition: { '': { state: 'z', delay: 300 } } },
+    z: { runner: 'nap', args: 'z', final: true },
+  },
+};
+
+const SLEEPY_CHILD = (waitAfterSleeping: number) => `
+  const engine = new Engine({ db, durability: 'sync' });
+  engine.register('nap', async ({ args }) => { log('nap:' + args); return 'napped ' + args; });
+  const run = engine.start(${JSON.stringify(SLEEPY)});
+  await until(() => engine.run(run.runId)?.status === 'sleeping', 'sleeping');
+  const sleptAt = Date.now();
+  await sleep(${waitAfterSleeping});
+  report({ runId: run.runId, sleptAt });
+  die();
+`;
+
+describe('a delayed transition across a restart', () => {
+  test('a delay that fell due while no process ran fires at once on resumeAll()', async () => {
+    const ws = workspace();
+    const { runId, sleptAt } = await ws.killed(SLEEPY_CHILD(0));
+    expect(ws.calls()).toEqual(['nap:s']);
+    let dueAt = sleptAt + 300;
+    if (HAS_SQLITE3) {
+      const timers = sql(ws.db, `SELECT id, kind, due_at, fired_at FROM timers WHERE run_id = '${runId}'`);
+      expect(timers).toEqual([{ id: expect.any(String), kind: 'delay', due_at: expect.any(Number), fired_at: null }]);
+      dueAt = timers[0].due_at;
+      expect(dueAt).toBeGreaterThanOrEqual(sleptAt + 250);
+      expect(dueAt).toBeLessThanOrEqual(sleptAt + 300);
+    }
+    await waitUntil(() => Date.now() > dueAt + 30, 'the delay falls due', 2000);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const naps: string[] = [];
+    engine.register('nap', async ({ args }: any) => {
+      naps.push(args);
+      return `napped ${args} again`;
+    });
+    const t0 = Date.now();
+    const runs = await engine.resumeAll();
+    expect(runs.map((r) => r.runId)).toEqual([runId]);
+    expect(await within(runs[0].finished, 2000, 'sleepy')).toBe('napped z again');
+    const took = Date.now() - t0;
+    expect(took, 'a due delay fires at once, not after another 300ms').toBeLessThan(150);
+    expect(naps).toEqual(['z']);
+    expect(engine.steps(runId).map((s) => [s.node, s.status])).toEqual([
+      ['s', 'finished'],
+      ['z', 'finished'],
+    ]);
+    expect(engine.run(runId)).toMatchObject({ status: 'finished', output: 'napped z again' });
+    if (HAS_SQLITE3) {
+      const [timer] = sql(ws.db, `SELECT fired_at FROM timers WHERE run_id = '${runId}' AND kind = 'delay'`);
+      expect(timer.fired_at).toBeGreaterThanOrEqual(t0);
+    }
+  });
+
+  test('a delay not yet due at restart waits only for what is left', async () => {
+    const ws = workspace();
+    const { runId, sleptAt } = await ws.killed(SLEEPY_CHILD(150));
+    let dueAt = sleptAt + 300 - 40;
+    if (HAS_SQLITE3) dueAt = sql(ws.db, `SELECT due_at FROM timers WHERE run_id = '${runId}'`)[0].due_at;
+    const engine = ws.engine({ durability: 'sync' });
+    engine.register('nap', async ({ args }: any) => `napped ${args}`);
+    const resumedAt = Date.now();
+    expect(resumedAt - sleptAt).toBeLessThan(280); // otherwise the test proves nothing
+    const run = await engine.resume(runId);
+    expect(await within(run.finished, 2000, 'sleepy')).toBe('napped z');
+    const doneAt = Date.now();
+    expect(doneAt, 'not before the delay is due').toBeGreaterThanOrEqual(dueAt);
+    expect(doneAt, 'not a whole new delay from the restart').toBeLessThan(resumedAt + 280);
+  });
+});
+
+// ---- (4) a state timeout that expires across a restart ----
+
+describe('a state timeout across a restart', () => {
+  test('a wait whose timeout expired while no process ran goes to the timeout state with a TimeoutError', async () => {
+    const DEADLINE = {
+      name: 'deadline',
+      initial: 'ask',
+      nodes: {
+        ask: { runner: 'echo', transition: 'wait' },
+        wait: { transition: { answer: 'done' }, timeout: { after: 300, state: 'late' } },
+        done: { runner: 'echo', final: true },
+        late: { runner: 'late', final: true },
+      },
+    };
+    const ws = workspace();
+    const { runId, waitingAt } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({ echo: async ({ input }) => input, late: () => { log('late'); return 'late in child'; } });
+      const run = engine.start(${JSON.stringify(DEADLINE)}, { input: 'question' });
+      await until(() => engine.run(run.runId)?.status === 'waitingForEvent', 'waiting');
+      report({ runId: run.runId, waitingAt: Date.now() });
+      die();
+    `);
+    await waitUntil(() => Date.now() > waitingAt + 340, 'the timeout expires', 2000);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const seen: any[] = [];
+    engine.register({
+      echo: async ({ input }: any) => input,
+      late: ({ input, previousState }: any) => {
+        seen.push(input);
+        return { name: input?.name, message: input?.message, isTimeoutError: input instanceof TimeoutError, previousState };
+      },
+    });
+    const t0 = Date.now();
+    const run = await engine.resume(runId);
+    const out: any = await within(run.finished, 2000, 'deadline');
+    expect(Date.now() - t0).toBeLessThan(200);
+    expect(out).toMatchObject({ name: 'TimeoutError', previousState: 'wait' });
+    expect(out.message).toMatch(/wait/);
+    expect(seen[0]).toBeInstanceOf(Error);
+    expect(ws.calls()).toEqual([]);
+    expect(engine.steps(runId).map((s) => s.node)).toEqual(['ask', 'wait', 'late']);
+    expect(engine.transitions(runId).filter((t) => t.from !== null).map((t) => [t.from, t.to])).toEqual([
+      ['ask', 'wait'],
+      ['wait', 'late'],
+    ]);
+    expect(engine.run(runId)!.status).toBe('finished');
+    if (HAS_SQLITE3) {
+      const timers = sql(ws.db, `SELECT kind, fired_at FROM timers WHERE run_id = '${runId}'`);
+      expect(timers).toEqual([{ kind: 'timeout', fired_at: expect.any(Number) }]);
+    }
+  });
+});
+
+// ---- (5) the context is restored ----
+
+describe('context across a restart', () => {
+  test('a loop killed midway resumes with the stored context', async () => {
+    const LOOP = {
+      name: 'counter',
+      initial: 'inc',
+      context: { n: 0, seen: [] },
+      nodes: {
+        inc: { runner: 'inc', transition: { '': [{ state: 'done', condition: 'enough' }, { state: 'inc' }] } },
+        done: { runner: 'report', final: true },
+      },
+    };
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({
+        inc: async ({ context }) => {
+          context.n += 1;
+          context.seen.push('child' + context.n);
+          log('inc' + context.n);
+          if (context.n === 3) return hang();
+          await sleep(1);
+          return context.n;
+        },
+        enough: ({ context }) => context.n >= 5,
+        report: ({ context }) => ({ ...context }),
+      });
+      const run = engine.start(${JSON.stringify(LOOP)});
+      await until(() => engine.steps(run.runId).filter((s) => s.status === 'running').length === 1 && engine.steps(run.runId).length === 3, 'third inc running');
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls()).toEqual(['inc1', 'inc2', 'inc3']);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const saw: number[] = [];
+    engine.register({
+      inc: async ({ context }: any) => {
+        saw.push(context.n);
+        context.n += 1;
+        context.seen.push(`test${context.n}`);
+        return later(context.n);
+      },
+      enough: ({ context }: any) => context.n >= 5,
+      report: ({ context }: any) => JSON.parse(JSON.stringify(context)),
+    });
+    const run = await engine.resume(runId);
+    // The third visit was interrupted: its change to the context was never stored, so it runs again from n = 2.
+    expect(await within(run.finished, 3000, 'counter')).toEqual({ n: 5, seen: ['child1', 'child2', 'test3', 'test4', 'test5'] });
+    expect(saw).toEqual([2, 3, 4]);
+    expect(engine.steps(runId).map((s) => [s.node, s.status])).toEqual([
+      ['inc', 'finished'],
+      ['inc', 'finished'],
+      ['inc', 'cancelled'],
+      ['inc', 'finished'],
+      ['inc', 'finished'],
+      ['inc', 'finished'],
+      ['done', 'finished'],
+    ]);
+  });
+});
+
+// ---- (6) a process without the runner ----
+
+describe('a process that did not register a runner', () => {
+  test('resume, resumeAll and start name the missing key; registering it fixes the resume', async () => {
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({
+        fetch: async ({ args }) => { log('fetch' + args.i); return args.i * 10; },
+        slow: async () => { log('slow'); return hang(); },
+      });
+      const run = engine.start(${JSON.stringify(PIPELINE)});
+      await until(() => engine.steps(run.runId).some((s) => s.node === 'total' && s.status === 'running'), 'total running');
+      report({ runId: run.runId });
+      die();
+    `);
+    const engine = ws.engine({ durability: 'sync' });
+    engine.register('fetch', ({ args }: any) => args.i * 10);
+    await expect(engine.resume(runId)).rejects.toThrow(/'total'.*'slow'/);
+    await expect(engine.resumeAll()).rejects.toThrow(/'slow'/);
+    expect(() => engine.start('pipeline')).toThrow(/'total'.*'slow'/);
+    // The failed attempts changed nothing stored.
+    expect(engine.run(runId)!.status).toBe('running');
+    expect(engine.steps(runId).map((s) => [s.node, s.status]).sort()).toEqual([
+      ['a', 'finished'],
+      ['b', 'finished'],
+      ['total', 'running'],
+    ]);
+    engine.register('slow', ({ input }: any) => input.a + input.b);
+    const run = await engine.resume(runId);
+    expect(await within(run.finished, 3000, 'resumed')).toBe(30);
+  });
+});
+
+// ---- (7) what cannot be resumed ----
+
+describe('runs that cannot be resumed', () => {
+  test('a finished run, an unknown id, a child run and an inline-config run are clear errors', async () => {
+    const ws = workspace();
+    const { finishedId, parentId, inlineId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({
+        quick: async () => 'quick',
+        nest: async () => {
+          log('nest');
+          return runDag({ dag: { name: 'inner', nodes: { stuck: { run: () => { log('stuck'); return hang(); } } } }, input: 'in' });
+        },
+      });
+      const done = engine.start({ name: 'quick', nodes: { q: { runner: 'quick' } } });
+      await done.finished;
+      const parent = engine.start({ name: 'outer', nodes: { n: { runner: 'nest' } } });
+      const inline = engine.start({ name: 'inline', nodes: { x: { run: () => hang() } } });
+      await until(() => engine.children(parent.runId).length === 1 && engine.steps(engine.children(parent.runId)[0].id).length === 1, 'inner stuck');
+      await until(() => engine.steps(inline.runId).length === 1, 'inline running');
+      report({ finishedId: done.runId, parentId: parent.runId, inlineId: inline.runId });
+      die();
+    `);
+    const engine = ws.engine({ durability: 'sync' });
+    engine.register({ quick: async () => 'quick', nest: async () => 'no longer nested' });
+
+    await expect(engine.resume(finishedId)).rejects.toThrow(new RegExp(`${finishedId}.*finished`));
+    const unknown = '01900000-0000-7000-8000-00000000abcd';
+    await expect(engine.resume(unknown)).rejects.toThrow(new RegExp(unknown));
+    const [child] = engine.children(parentId);
+    expect(child).toMatchObject({ name: 'inner', status: 'running', parentRunId: parentId });
+    await expect(engine.resume(child.id)).rejects.toThrow(new RegExp(`inside run ${parentId}`));
+    await expect(engine.resume(inlineId)).rejects.toThrow(/inline/);
+
+    // Resuming the parent runs its step again; the interrupted child is closed as cancelled.
+    const parent = await engine.resume(parentId);
+    expect(await within(parent.finished, 3000, 'parent')).toBe('no longer nested');
+    expect(engine.run(child.id)!.status).toBe('cancelled');
+    expect(engine.steps(child.id).map((s) => s.status)).toEqual(['cancelled']);
+    await expect(engine.resume(child.id)).rejects.toThrow();
+  });
+});
