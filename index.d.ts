@@ -64,6 +64,12 @@ export declare class NativeDagRun {
    * it is unknown or already marked.
    */
   restoreFinished(node: number, output?: string | undefined | null): boolean
+  /**
+   * Before `start`: restore every node with a finished step of stored run `run_id`.
+   * Returns `[[node, output], …]` (JSON; `[node]` when the output was undefined) for the
+   * face's copy of the outputs.
+   */
+  restoreFromStore(store: NativeStore, runId: string): string
   /** Cancel the run; false when it had already ended. */
   cancel(): boolean
   /** The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled). */
@@ -212,6 +218,8 @@ export declare class NativeStore {
   timers(runId: string): string
   /** Armed timers of every run due at or before `now` (ms), in due order (JSON array). */
   dueTimers(now: number): string
+  /** The ids of a run's steps still running or pending (interrupted by a crash). */
+  openSteps(runId: string): Array<string>
   /** Runs started inside steps of `run_id` (JSON array, oldest first). */
   children(runId: string): string
   /** A stored definition (the latest version unless one is given), or null. */

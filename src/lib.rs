@@ -434,6 +434,45 @@ impl NativeDagRun {
         restored
     }
 
+    /// Before `start`: restore every node with a finished step of stored run `run_id`.
+    /// Returns `[[node, output], …]` (JSON; `[node]` when the output was undefined) for the
+    /// face's copy of the outputs.
+    #[napi]
+    pub fn restore_from_store(&mut self, store: &NativeStore, run_id: String) -> Result<String> {
+        let rows = store
+            .inner
+            .finished_outputs(&run_id)
+            .map_err(store::store_error)?;
+        let dag = Arc::clone(self.run.dag());
+        let mut out = String::from("[");
+        for (name, output) in rows {
+            let Some(node) = dag.node_id(&name) else {
+                continue;
+            };
+            if !self.run.restore_finished(node) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            use std::fmt::Write;
+            // `[node]` for an undefined output (stored as NULL), so it comes back undefined.
+            match output.as_deref() {
+                Some(json) => {
+                    let _ = write!(out, "[{node},{json}]");
+                }
+                None => {
+                    let _ = write!(out, "[{node}]");
+                }
+            }
+            if let Some(d) = self.durable.as_mut() {
+                d.outputs[node as usize] = output;
+            }
+        }
+        out.push(']');
+        Ok(out)
+    }
+
     /// Cancel the run; false when it had already ended.
     #[napi]
     pub fn cancel(&mut self) -> bool {

@@ -246,6 +246,12 @@ impl NativeStore {
         Ok(list(&t, timer_json))
     }
 
+    /// The ids of a run's steps still running or pending (interrupted by a crash).
+    #[napi]
+    pub fn open_steps(&self, run_id: String) -> Result<Vec<String>> {
+        self.inner.open_steps(&run_id).map_err(store_error)
+    }
+
     /// Runs started inside steps of `run_id` (JSON array, oldest first).
     #[napi]
     pub fn children(&self, run_id: String) -> Result<String> {
@@ -436,8 +442,10 @@ pub(crate) struct RunWriter {
     transition_seq: i64,
     status: RunStatus,
     status_changed: bool,
-    /// Open steps by slot: step id and node name.
-    open: std::collections::HashMap<u32, (String, String)>,
+    /// Open steps by slot: step id, node name, and the position of the step's insert in
+    /// `records` while it is not written yet (an end in the same batch then completes the
+    /// insert instead of adding an update: one row write per step instead of two).
+    open: std::collections::HashMap<u32, (String, String, Option<usize>)>,
     last_step: Option<String>,
     records: Vec<Record>,
     /// Events of the recorder already written (a listener drains them later).
@@ -536,6 +544,7 @@ impl RunWriter {
     ) {
         self.step_seq += 1;
         self.last_step = Some(step.clone());
+        let at = self.records.len();
         self.records.push(Record::Step(Step {
             id: step.clone(),
             run_id: self.run_id.clone(),
@@ -550,7 +559,7 @@ impl RunWriter {
             started_at: Some(time as i64),
             ended_at: None,
         }));
-        self.open.insert(slot, (step, node));
+        self.open.insert(slot, (step, node, Some(at)));
     }
 
     pub(crate) fn step_ended(
@@ -561,10 +570,18 @@ impl RunWriter {
         error: Option<String>,
         time: u64,
     ) {
-        if let Some((id, _)) = self.open.remove(&slot) {
-            self.records
-                .push(step_end(id, status, output, error, time as i64));
+        let Some((id, _, pending)) = self.open.remove(&slot) else {
+            return;
+        };
+        if let Some(Record::Step(step)) = pending.and_then(|at| self.records.get_mut(at)) {
+            step.status = status;
+            step.output = output;
+            step.error = error;
+            step.ended_at = Some(time as i64);
+            return;
         }
+        self.records
+            .push(step_end(id, status, output, error, time as i64));
     }
 
     pub(crate) fn transition(
@@ -666,7 +683,7 @@ impl RunWriter {
     pub(crate) fn end(&mut self, status: &str, output: Option<String>, error: Option<String>) {
         let status = run_status(status).unwrap_or(RunStatus::Error);
         let now = now_ms() as i64;
-        for (_, (id, _)) in self.open.drain() {
+        for (_, (id, _, _)) in self.open.drain() {
             self.records.push(step_end(
                 id,
                 ramus_store::StepStatus::Cancelled,
@@ -701,6 +718,9 @@ impl RunWriter {
         }
         if self.records.is_empty() {
             return Ok(());
+        }
+        for (_, _, pending) in self.open.values_mut() {
+            *pending = None;
         }
         let records = std::mem::take(&mut self.records);
         let r = if self.sync {

@@ -181,12 +181,10 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#core.attachStore(store, row, resume, sync);
   }
 
-  /** @internal Before `run`: nodes that finished in an earlier process, with their outputs. */
-  restoreFinished(finished: Map<string, unknown>): void {
-    for (const [name, output] of finished) {
-      const id = this.dag.nodeId(name);
-      if (id !== undefined && this.#core.restoreFinished(id, this.storeJson(output, `${name}.output`))) this.#outputs[id] = output;
-    }
+  /** @internal Before `run`: the nodes that finished in an earlier process keep their stored outputs. */
+  restoreFromStore(store: NativeStore, runId: string): void {
+    const rows = JSON.parse(plainErrors(() => this.#core.restoreFromStore(store, runId))) as Array<[number, unknown?]>;
+    for (const row of rows) this.#outputs[row[0]] = row[1];
   }
 
   protected get core(): NativeDagRun {

@@ -436,8 +436,7 @@ export class Engine {
     }
     const config = this.#load(row.definitionName, row.definitionVersion);
     const durability = checkDurability(options.durability ?? this.durability);
-    const steps = this.steps(runId);
-    const interrupted = steps.filter((s) => s.status === 'running' || s.status === 'pending').map((s) => s.id);
+    const interrupted = plainErrors(() => this.#store.openSteps(runId));
     this.#cancelChildren(runId);
     const snapshot = (row.snapshot ?? null) as (Omit<MachineRestore, 'core'> & { core: unknown }) | null;
     const machine = isMachine(config);
@@ -452,11 +451,7 @@ export class Engine {
       const output = machine && init.machine ? storable(init.machine.output, 'output') : undefined;
       runner.attachDurable(this.#store, runId, json, true, durability === 'sync', output);
     }
-    if (runner instanceof DagRunner) {
-      const finished = new Map<string, unknown>();
-      for (const s of steps) if (s.status === 'finished') finished.set(s.node, s.output ?? undefined);
-      runner.restoreFinished(finished);
-    }
+    if (runner instanceof DagRunner) runner.restoreFromStore(this.#store, runId);
     this.#track(runId, runner);
     if (runner instanceof StateMachineRunner) {
       const timers = JSON.parse(this.#store.timers(runId)) as Array<{ id: string; dueAt: number; payload: { timer?: number } | null; firedAt: number | null }>;
@@ -475,8 +470,7 @@ export class Engine {
     for (const child of children) {
       if (TERMINAL.has(child.status)) continue;
       this.#cancelChildren(child.id);
-      const interrupted = this.steps(child.id).filter((s) => s.status === 'running' || s.status === 'pending');
-      this.#store.interruptSteps(interrupted.map((s) => s.id));
+      this.#store.interruptSteps(this.#store.openSteps(child.id));
       this.#store.endRun(
         child.id,
         'cancelled',
@@ -643,7 +637,8 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     this.#stopPolling();
-    for (const run of this.#live.values()) run.flushDurable();
+    for (const run of this.#live.values()) run.detachDurable();
+    this.#live.clear();
     plainErrors(() => this.#store.close());
   }
 

@@ -215,6 +215,15 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     }
   }
 
+  /**
+   * @internal The engine closes: write what waits, then stop writing. The run stays in the
+   * database as it is (resumable); what it does from now on is not stored.
+   */
+  detachDurable(): void {
+    this.flushDurable();
+    this.#durable = undefined;
+  }
+
   /** @internal Write what waits for the end of the turn (`engine.flush()`). */
   flushDurable(): void {
     if (this.#durable && this.#outcome === PENDING) this.#write(this.#durable);
@@ -249,8 +258,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       else core.storeEnd(end.status, output, undefined);
       core.storeFlush(snapshot);
     } catch (err) {
-      // The database itself failed: nothing more can be stored; report it.
-      reportListenerError(err);
+      // The database itself failed (closed, disk full): the caller learns it from `finished`.
+      problem ??= err;
     }
     return problem;
   }

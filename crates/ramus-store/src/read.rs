@@ -197,6 +197,29 @@ pub(crate) fn max_seqs(conn: &Connection, run_id: &str) -> Result<(i64, i64)> {
     .map_err(|source| Error::read(format!("sequence numbers of run {run_id}"), source))
 }
 
+pub(crate) fn open_steps(conn: &Connection, run_id: &str) -> Result<Vec<String>> {
+    collect(
+        conn,
+        || format!("open steps of run {run_id}"),
+        "SELECT id FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') ORDER BY seq",
+        [run_id],
+        |row| row.get(0),
+    )
+}
+
+pub(crate) fn finished_outputs(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<(String, Option<String>)>> {
+    collect(
+        conn,
+        || format!("finished steps of run {run_id}"),
+        "SELECT node, output FROM steps WHERE run_id = ?1 AND status = 'finished' ORDER BY seq",
+        [run_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
 pub(crate) fn children(conn: &Connection, run_id: &str) -> Result<Vec<Run>> {
     collect(
         conn,

@@ -477,6 +477,17 @@ impl Store {
         read::max_seqs(&self.reader(), run_id)
     }
 
+    /// The ids of a run's steps still `running` or `pending` (interrupted, after a crash).
+    pub fn open_steps(&self, run_id: &str) -> Result<Vec<String>> {
+        read::open_steps(&self.reader(), run_id)
+    }
+
+    /// The node and output of each finished step of a run, in `seq` order: what a DAG
+    /// restore keeps.
+    pub fn finished_outputs(&self, run_id: &str) -> Result<Vec<(String, Option<String>)>> {
+        read::finished_outputs(&self.reader(), run_id)
+    }
+
     /// The runs started inside steps of `run_id` (child DAGs and machines), oldest first.
     pub fn children(&self, run_id: &str) -> Result<Vec<Run>> {
         read::children(&self.reader(), run_id)
