@@ -193,6 +193,17 @@ export declare class NativeStore {
   flush(): void
   /** Flush and stop the writer; reads keep working. */
   close(): void
+  /**
+   * The inspector's run list: JSON `{ nameContains?, status?, tags?, since?, until?,
+   * topLevel?, limit? }` in, a JSON array of runs (without snapshots) each with `steps`,
+   * its step count, out. Newest first.
+   */
+  runList(queryJson?: string | undefined | null): string
+  /**
+   * A number that changes whenever anything was committed to the database since it was
+   * last read (by this store or another process): pollers compare it to skip re-reads.
+   */
+  dataVersion(): number
 }
 
 /** Validate a node list (JSON rows) and return its roots and leaves. */
