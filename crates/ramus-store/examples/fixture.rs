@@ -500,7 +500,7 @@ fn big(store: &Store, t0: i64, visits: usize) -> Result<String> {
             t,
             Some(t + 1 + (i % 3) as i64),
         );
-        t += 2 + (i % 3) as i64;
+        t += 1 + (i % 3) as i64;
         previous = Some((state, step));
     }
     let mut records = vec![Record::Run(Run {
