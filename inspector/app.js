@@ -163,6 +163,7 @@ function runView(runId, stepId) {
   let panel;
   let selected = stepId;
   let selectedKey = '';
+  let sendResult = { text: '', className: 'send-result' };
   const childCache = new Map();
 
   const openRun = (id) => {
@@ -243,7 +244,13 @@ function runView(runId, stepId) {
     payload.addEventListener('input', () => {
       waitBox.dataset.payload = payload.value;
     });
-    const result = h('p', { class: 'send-result', role: 'status' });
+    // Kept across re-renders: sending changes the database, which re-renders this box.
+    const result = h('p', { class: sendResult.className, role: 'status', text: sendResult.text });
+    const say = (text, ok) => {
+      sendResult = { text, className: `send-result ${ok ? 'ok' : 'bad'}` };
+      result.textContent = text;
+      result.className = sendResult.className;
+    };
     const send = async (type) => {
       let dataValue;
       const text = payload.value.trim();
@@ -251,8 +258,7 @@ function runView(runId, stepId) {
         try {
           dataValue = JSON.parse(text);
         } catch (e) {
-          result.textContent = `The payload is not JSON: ${e.message}`;
-          result.className = 'send-result bad';
+          say(`The payload is not JSON: ${e.message}`, false);
           return;
         }
       }
@@ -262,11 +268,9 @@ function runView(runId, stepId) {
           headers: { 'Content-Type': 'application/json' },
           body: JSON.stringify(dataValue === undefined ? { type } : { type, data: dataValue }),
         });
-        result.textContent = `Sent '${type}' (${res.json().id}); the engine takes it when it next looks.`;
-        result.className = 'send-result ok';
+        say(`Sent '${type}' (${res.json().id}); the engine takes it when it next looks.`, true);
       } catch (e) {
-        result.textContent = `Not sent: ${e.message}`;
-        result.className = 'send-result bad';
+        say(`Not sent: ${e.message}`, false);
       }
     };
     const custom = h('input', { class: 'custom-type', placeholder: 'event type', 'aria-label': 'event type' });

@@ -108,23 +108,21 @@ function sendJson(req: http.IncomingMessage, res: http.ServerResponse, status: n
 
 function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > MAX_BODY) {
-      reject(new HttpError(413, `Request body over ${MAX_BODY} bytes`));
-      return;
-    }
     const chunks: Buffer[] = [];
     let size = 0;
+    let tooLarge = Number(req.headers['content-length'] ?? 0) > MAX_BODY;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_BODY) {
-        reject(new HttpError(413, `Request body over ${MAX_BODY} bytes`));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
+      if (size > MAX_BODY) tooLarge = true;
+      // Drain a moderately oversized body so the client reads our 413 instead of a reset;
+      // past that, stop reading altogether.
+      if (size > 16 * MAX_BODY) req.destroy();
+      if (!tooLarge) chunks.push(chunk);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => {
+      if (tooLarge) reject(new HttpError(413, `Request body over ${MAX_BODY} bytes`));
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    });
     req.on('error', reject);
   });
 }
@@ -288,8 +286,6 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
         res.destroy();
         return;
       }
-      // An unread body left on the socket would be parsed as the next request.
-      if (status === 413) res.setHeader('Connection', 'close');
       sendJson(req, res, status, { error: message });
     });
   });
