@@ -194,6 +194,11 @@ export declare class NativeStore {
   /** Flush and stop the writer; reads keep working. */
   close(): void
   /**
+   * The schema version of the Ramus database at `path` without opening it for writing,
+   * or null when the file is not one (the inspector refuses to migrate a foreign file).
+   */
+  static probe(path: string): number | null
+  /**
    * The inspector's run list: JSON `{ nameContains?, status?, tags?, since?, until?,
    * topLevel?, limit? }` in, a JSON array of runs (without snapshots) each with `steps`,
    * its step count, out. Newest first.

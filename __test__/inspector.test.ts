@@ -1,7 +1,7 @@
 // The inspector end to end: its HTTP API without a browser, then the real web app in headless
 // Chromium against a database of runs. Screenshots go to test-output/inspector/.
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -102,6 +102,14 @@ const postEvent = (id: string, body: unknown) =>
   http(`/api/runs/${id}/events`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
 
 describe('inspector API', () => {
+  it('refuses a file that is not a Ramus database, and leaves it as it was', async () => {
+    const foreign = join(dir, 'empty.sqlite');
+    writeFileSync(foreign, '');
+    await expect(inspect({ db: foreign })).rejects.toThrow(/is not a Ramus database/);
+    expect(readFileSync(foreign).length).toBe(0);
+    await expect(inspect({ db: join(dir, 'nope.sqlite') })).rejects.toThrow(/No Ramus database at/);
+  });
+
   it('binds loopback on a free port and prints a loopback URL', () => {
     expect(inspector.host).toBe('127.0.0.1');
     expect(inspector.port).toBeGreaterThan(0);
@@ -234,6 +242,8 @@ describe('inspector API', () => {
     expect(await fails(['frobnicate'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command/) });
     expect(await fails(['inspect', '--db', join(dir, 'missing.sqlite')])).toMatchObject({ code: 1, stderr: expect.stringMatching(/no database at/) });
     expect(existsSync(join(dir, 'missing.sqlite'))).toBe(false);
+    writeFileSync(join(dir, 'notes.txt'), 'not a database at all, just some text '.repeat(20));
+    expect(await fails(['inspect', '--db', join(dir, 'notes.txt')])).toMatchObject({ code: 1, stderr: expect.stringMatching(/Cannot read .* as a Ramus database/) });
 
     const child = spawn('node', [cli, 'inspect', '--db', db], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {

@@ -374,6 +374,13 @@ impl NativeStore {
         self.inner.close().map_err(store_error)
     }
 
+    /// The schema version of the Ramus database at `path` without opening it for writing,
+    /// or null when the file is not one (the inspector refuses to migrate a foreign file).
+    #[napi]
+    pub fn probe(path: String) -> Result<Option<u32>> {
+        Store::probe(&path).map_err(store_error)
+    }
+
     /// The inspector's run list: JSON `{ nameContains?, status?, tags?, since?, until?,
     /// topLevel?, limit? }` in, a JSON array of runs (without snapshots) each with `steps`,
     /// its step count, out. Newest first.

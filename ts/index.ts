@@ -34,4 +34,4 @@ export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
 export { LocalSemaphore, type Semaphore } from './semaphore';
 export { toMermaid, type MermaidSource, type ToMermaidOptions } from './mermaid';
-export { inspect, type InspectOptions, type Inspector } from './inspect/server';
+export { inspect, inspectorAssets, type InspectOptions, type Inspector } from './inspect/server';

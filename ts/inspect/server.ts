@@ -164,6 +164,15 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   const db = options.db;
   if (typeof db !== 'string' || db === '') throw new TypeError('inspect: `db` must be the path of a Ramus database');
   if (db === ':memory:' || !fs.existsSync(db)) throw new Error(`No Ramus database at ${db}`);
+  // Opening a store migrates the file: make sure it is a Ramus database first, so a wrong
+  // --db never turns somebody's SQLite file into one.
+  let schema: number | null;
+  try {
+    schema = NativeStore.probe(db);
+  } catch (e) {
+    throw new Error(`Cannot read ${db} as a Ramus database: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (schema === null) throw new Error(`${db} is not a Ramus database (it has no meta table)`);
   const host = options.host ?? '127.0.0.1';
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`inspect: bad port ${String(options.port)}`);

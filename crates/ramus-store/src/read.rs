@@ -354,3 +354,18 @@ pub(crate) fn data_version(conn: &Connection) -> Result<i64> {
     conn.query_row("PRAGMA data_version", [], |row| row.get(0))
         .map_err(|source| Error::read("data version", source))
 }
+
+/// The schema version in `meta`, or `None` when the file has no `meta` table.
+pub(crate) fn probe(conn: &Connection) -> Result<Option<u32>> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|source| Error::read("schema", source))?;
+    if !has_meta {
+        return Ok(None);
+    }
+    schema_version(conn).map(Some)
+}

@@ -527,6 +527,18 @@ impl Store {
         read::schema_version(&self.reader())
     }
 
+    /// The schema version of the Ramus database at `path`, read without opening it for
+    /// writing; `None` when the file is not a Ramus database (no `meta` table). Lets a
+    /// reader refuse a foreign SQLite file instead of migrating it into a Ramus one.
+    pub fn probe(path: &str) -> Result<Option<u32>> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::open(path, e))?;
+        read::probe(&conn)
+    }
+
     /// Runs matching `query`, newest first, with their step counts (the inspector's list).
     pub fn run_list(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
         read::run_list(&self.reader(), query)

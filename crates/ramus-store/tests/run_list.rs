@@ -164,3 +164,31 @@ fn data_version_changes_when_another_connection_commits() {
         "the store's own writer is another connection than its reader"
     );
 }
+
+#[test]
+fn probe_tells_a_ramus_database_from_another_sqlite_file() {
+    let dir = TempDir::new().unwrap();
+    let ours = dir.path().join("ramus.sqlite");
+    let ours = ours.to_str().unwrap();
+    Store::open(ours, Durability::Sync)
+        .unwrap()
+        .close()
+        .unwrap();
+    assert_eq!(
+        Store::probe(ours).unwrap(),
+        Some(ramus_store::SCHEMA_VERSION)
+    );
+
+    let other = dir.path().join("other.sqlite");
+    let other = other.to_str().unwrap();
+    rusqlite::Connection::open(other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    assert_eq!(Store::probe(other).unwrap(), None);
+    assert!(
+        Store::probe(dir.path().join("missing.sqlite").to_str().unwrap()).is_err(),
+        "a missing file is an error, not created"
+    );
+    assert!(!dir.path().join("missing.sqlite").exists());
+}
