@@ -2,7 +2,7 @@
 // Chromium against a database of runs. Screenshots go to test-output/inspector/.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { inspect, type Inspector } from 'ramus';
+import { inspect, inspectorAssets, type Inspector } from 'ramus';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -394,6 +394,71 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
     await page.locator('.tl-row[data-node="done"]').click();
     await expect.poll(() => page.locator('.step-panel .step-title').textContent()).toBe('done');
     await shot('07-10k-steps');
+  });
+
+  it('mounts the components in another app against its own API', async () => {
+    // The host app of docs/inspector.md: its own server and API, the components from
+    // inspectorAssets() under /ramus/.
+    const assets = inspectorAssets();
+    const store = new NativeStore(db, 'off');
+    const hostJs = `
+      import { mountGraph, mountTimeline, mountStepPanel } from '/ramus/components.js';
+      const data = await (await fetch('/my-api/run')).json();
+      const panel = { view: null };
+      const showStep = async (step) => {
+        const detail = await (await fetch('/my-api/step/' + step.id)).json();
+        if (panel.view) panel.view.update(detail);
+        else panel.view = mountStepPanel(document.getElementById('step'), detail);
+      };
+      mountGraph(document.getElementById('graph'), data, { onSelect: (node, step) => step && showStep(step) });
+      mountTimeline(document.getElementById('timeline'), data.steps, { ...data, onSelect: showStep });
+      document.body.dataset.ready = 'yes';
+    `;
+    const host: Server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://host');
+      const reply = (type: string, body: string | Buffer) => {
+        res.writeHead(200, { 'Content-Type': type });
+        res.end(body);
+      };
+      if (url.pathname === '/') {
+        return reply('text/html', '<!doctype html><link rel="stylesheet" href="/ramus/style.css"><h1>My app</h1><div id="graph"></div><div id="timeline"></div><div id="step"></div><script type="module" src="/host.js"></script>');
+      }
+      if (url.pathname === '/host.js') return reply('text/javascript', hostJs);
+      if (url.pathname === '/my-api/run') {
+        const steps = JSON.parse(store.steps(runs.dag));
+        return reply('application/json', JSON.stringify({
+          run: JSON.parse(store.run(runs.dag)!),
+          steps,
+          transitions: [],
+          definition: JSON.parse(store.definition('research')!),
+        }));
+      }
+      if (url.pathname.startsWith('/my-api/step/')) {
+        const id = url.pathname.slice('/my-api/step/'.length);
+        const step = JSON.parse(store.steps(runs.dag)).find((x: { id: string }) => x.id === id);
+        return reply('application/json', JSON.stringify({ step, events: [], children: [] }));
+      }
+      const file = url.pathname.startsWith('/ramus/') ? assets.get(url.pathname.slice('/ramus'.length)) : undefined;
+      if (!file) {
+        res.writeHead(404).end();
+        return;
+      }
+      reply(file.endsWith('.css') ? 'text/css' : 'text/javascript', readFileSync(file));
+    });
+    await new Promise<void>((resolve) => host.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = host.address() as { port: number };
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.locator('body[data-ready="yes"]').waitFor();
+      expect(await node('news').getAttribute('data-status')).toBe('error');
+      await page.locator('.tl-row[data-node="web"]').click();
+      await expect.poll(() => page.locator('.step-panel .step-title').textContent()).toBe('web');
+      await shot('10-components-in-another-app');
+    } finally {
+      host.closeAllConnections();
+      await new Promise((resolve) => host.close(resolve));
+      store.close();
+    }
   });
 
   it('sends an event to a waiting machine and follows it as it resumes', async () => {
