@@ -357,9 +357,12 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
 
   it('expands child runs in place', async () => {
     await open(`#/run/${runs.parent}`);
+    // The node whose step started the runs says so; clicking it opens them in place.
+    expect(await node('fanout').getAttribute('data-children')).toBe('2');
+    await node('fanout').click();
     const child = page.locator('details.child').first();
-    await child.locator('summary').click();
     await child.locator('svg.graph g.node[data-node="fetch"]').waitFor();
+    expect(await page.locator('details.child[open]').count()).toBe(2);
     // The timeline nests the child runs under the step that started them, and expands them.
     const row = page.locator('.tl-run-row').first();
     await row.locator('.tl-toggle').click();

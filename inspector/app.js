@@ -325,9 +325,14 @@ function runView(runId, stepId) {
     }
   }
 
+  let infoKey = '';
   function renderInfo() {
-    clear(runInfo);
     const r = data.run;
+    // Re-drawn only when the values change, so opened sections stay open while the run moves.
+    const key = JSON.stringify([r.input, r.output, r.snapshot]);
+    if (key === infoKey) return;
+    infoKey = key;
+    clear(runInfo);
     runInfo.appendChild(h('h3', { text: 'Run' }));
     const rows = [['Input', r.input], ['Output', r.output], ['Snapshot (latest, engine state)', r.snapshot]];
     for (const [title, v] of rows) {
@@ -354,7 +359,20 @@ function runView(runId, stepId) {
       renderHead();
       renderWaiting();
       const onSelectNode = (name, step) => {
-        if (step) selectStep(step.id, { reveal: true });
+        if (!step) return;
+        selectStep(step.id, { reveal: true });
+        // A node whose steps started runs opens them in place, below.
+        const ids = new Set(data.steps.filter((st) => st.node === name).map((st) => st.id));
+        let first;
+        for (const c of data.children) {
+          if (!ids.has(c.parentStepId)) continue;
+          const el = childrenBox.querySelector(`details[data-child-run="${CSS.escape(c.id)}"]`);
+          if (el) {
+            el.open = true;
+            first ??= el;
+          }
+        }
+        first?.scrollIntoView({ block: 'nearest' });
       };
       const selectedNode = data.steps.find((st) => st.id === selected)?.node;
       if (graph) graph.update(data, { selected: selectedNode });

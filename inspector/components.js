@@ -260,7 +260,8 @@ export function machineModel({ run, steps, transitions, definition }) {
 
 const textWidth = (text, size = 7.2) => Math.max(40, Math.ceil(String(text).length * size));
 
-function layout(model) {
+function layout(model, children, steps) {
+  for (const n of model.nodes) n.children = childCount(children, steps, n.id);
   const g = new dagre.graphlib.Graph({ multigraph: true });
   const loops = model.edges.some((e) => e.from === e.to);
   // Self-loops are drawn above their node by hand (dagre's own loop points curl into
@@ -268,7 +269,7 @@ function layout(model) {
   g.setGraph({ rankdir: 'LR', nodesep: loops ? 56 : 28, ranksep: 70, edgesep: 14, marginx: 16, marginy: loops ? 48 : 16 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of model.nodes) {
-    const sub = n.visits ? `${n.visits} visit${n.visits === 1 ? '' : 's'}` : n.status;
+    const sub = `${n.visits ? `${n.visits} visits` : n.status}${n.children ? ` · ${n.children} runs ▸` : ''}`;
     g.setNode(n.id, { width: Math.max(textWidth(n.label, 7.8), textWidth(sub, 6.6)) + 28, height: 44 });
   }
   model.edges.forEach((e, i) => {
@@ -301,8 +302,16 @@ function pathOf(points) {
   return d;
 }
 
+/** How many runs the steps of `node` started. */
+function childCount(children, steps, node) {
+  if (!children?.length) return 0;
+  const ids = new Set(steps.filter((st) => st.node === node).map((st) => st.id));
+  return children.filter((c) => ids.has(c.parentStepId)).length;
+}
+
 function drawGraph(el, data, options) {
   const model = data.run.kind === 'machine' ? machineModel(data) : dagModel(data);
+  const steps = data.steps;
   if (model.nodes.length > MAX_GRAPH_NODES) {
     el.appendChild(h('p', { class: 'note', text: `${model.nodes.length} nodes: too many to lay out here; the timeline below lists every step.` }));
     return;
@@ -311,7 +320,7 @@ function drawGraph(el, data, options) {
     el.appendChild(h('p', { class: 'note', text: 'No steps yet.' }));
     return;
   }
-  const g = layout(model);
+  const g = layout(model, options.children, steps);
   const { width, height } = g.graph();
   const svg = s('svg', {
     class: `graph graph-${model.kind}`,
@@ -380,7 +389,9 @@ function drawGraph(el, data, options) {
     if (n.final) group.appendChild(s('rect', { x: x + 3, y: y + 3, width: box.width - 6, height: box.height - 6, rx: 11, class: 'final-ring' }));
     group.appendChild(s('text', { x: box.x, y: box.y - 3, 'text-anchor': 'middle', class: 'node-label', text: n.label }));
     const sub = model.kind === 'machine' ? (n.visits ? `${n.visits} visit${n.visits === 1 ? '' : 's'}` : 'not visited') : n.runs > 1 ? `${n.status} ×${n.runs}` : n.status;
-    group.appendChild(s('text', { x: box.x, y: box.y + 13, 'text-anchor': 'middle', class: 'node-sub', text: sub }));
+    const started = childCount(options.children, steps, n.id);
+    group.appendChild(s('text', { x: box.x, y: box.y + 13, 'text-anchor': 'middle', class: 'node-sub', text: started ? `${sub} · ${started} run${started === 1 ? '' : 's'} ▸` : sub }));
+    if (started) group.setAttribute('data-children', String(started));
     if (n.initial) group.appendChild(s('circle', { cx: x - 8, cy: box.y, r: 5, class: 'initial-dot' }));
     svg.appendChild(group);
   }
@@ -398,14 +409,15 @@ function legend(kind) {
 }
 
 /** Draws a run's DAG, or its state machine with the path taken. `data`: `{ run, steps,
- * transitions, definition }`; `options.onSelect(nodeName, lastStep)` on a click. */
+ * transitions, definition, children? }` (children: runs started by steps, counted on their
+ * node); `options.onSelect(nodeName, lastStep)` on a click. */
 export function mountGraph(el, data, options = {}) {
   const root = h('div', { class: 'graph-view' });
   el.appendChild(root);
   let current = data;
   const draw = () => {
     clear(root);
-    drawGraph(root, current, options);
+    drawGraph(root, current, { ...options, children: current.children ?? options.children });
   };
   draw();
   return {
