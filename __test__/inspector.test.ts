@@ -491,4 +491,11 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
     expect(await page.locator('.waiting').isHidden()).toBe(true);
     await shot('09-machine-resumed');
   }, 30_000);
+
+  it('the run list follows runs written while it is open', async () => {
+    await open('#/');
+    const before = await page.locator('tr.run-row').count();
+    await produceDatabase(db); // another batch of runs, as an engine in another process would write
+    await expect.poll(() => page.locator('tr.run-row').count(), { timeout: 5_000 }).toBe(before + 6);
+  });
 });
