@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import * as ramus from 'ramus';
 import { inspect, inspectorAssets, type Inspector } from 'ramus';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -498,4 +499,101 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
     await produceDatabase(db); // another batch of runs, as an engine in another process would write
     await expect.poll(() => page.locator('tr.run-row').count(), { timeout: 5_000 }).toBe(before + 6);
   });
+});
+
+// ---------------------------------------------------------------------------------------
+// Against the durable engine itself: a run of the research demo, and a person approving a
+// waiting machine from the browser while an engine in this process holds the run. Skipped
+// where the package has no Engine yet.
+
+type EngineLike = {
+  register(r: Record<string, (args: any) => unknown>): unknown;
+  start(config: object, options: object): { runId: string; finished: Promise<unknown> };
+  run(id: string): { status: string; output: unknown } | undefined;
+  close(): Promise<void>;
+};
+const Engine = (ramus as unknown as { Engine?: new (options: object) => EngineLike }).Engine;
+
+describe.skipIf(!Engine || (!existsSync(CHROMIUM) && process.env.CI !== 'true'))('inspector on real engine runs', () => {
+  let browser: Browser;
+  let page: Page;
+  let work: string;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'ramus-inspector-engine-'));
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'],
+    });
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('shows a run of the research demo: every node finished, searches waiting for the semaphore', async () => {
+    await run('node', [join(root, 'examples', 'research-agent.mjs')], { cwd: work });
+    const demo = await inspect({ db: join(work, 'ramus.sqlite'), pollInterval: 100 });
+    try {
+      const { runs: list } = (await (await fetch(`${demo.url}api/runs`)).json()) as { runs: Array<{ id: string; name: string; steps: number }> };
+      expect(list.map((r) => [r.name, r.steps])).toEqual([['research', 8]]);
+      await page.goto(`${demo.url}#/run/${list[0]!.id}`);
+      await page.locator('svg.graph g.node[data-node="summarize"]').waitFor();
+      const statuses = await page.locator('svg.graph g.node').evaluateAll((els) => els.map((e) => e.getAttribute('data-status')));
+      expect(statuses).toHaveLength(8);
+      expect(new Set(statuses)).toEqual(new Set(['finished']));
+      expect(await page.locator('svg.graph g.edge').count()).toBe(11);
+      // Two search slots for five searches: some waited, and the timeline says so.
+      expect(await page.locator('.tl-row .tl-wait').count()).toBeGreaterThan(0);
+      await page.screenshot({ path: join(shots, '11-engine-research-demo.png'), fullPage: true });
+    } finally {
+      await demo.close();
+    }
+  });
+
+  it('approves a waiting machine from the browser; the engine holding it resumes', async () => {
+    const path = join(work, 'hitl.sqlite');
+    const engine = new Engine!({ db: path, durability: 'sync', pollInterval: 100 });
+    engine.register({
+      draft: ({ input }) => ({ text: `a draft about ${input.topic}` }),
+      send: ({ input, event }) => ({ sent: input.text, approvedBy: event?.data?.by ?? null }),
+    });
+    const started = engine.start(
+      {
+        name: 'approval',
+        initial: 'draft',
+        nodes: {
+          draft: { runner: 'draft', transition: 'review' },
+          review: { transition: { approve: 'send', reject: 'draft' } },
+          send: { runner: 'send', final: true },
+        },
+      },
+      { input: { topic: 'engines' }, tags: ['hitl'] },
+    );
+    await expect.poll(() => engine.run(started.runId)?.status).toBe('waitingForEvent');
+    const live = await inspect({ db: path, pollInterval: 100 });
+    try {
+      await page.goto(`${live.url}#/run/${started.runId}`);
+      await page.locator('.waiting button.send-event[data-event="approve"]').waitFor();
+      expect(await page.locator('.waiting button.send-event').allTextContents()).toEqual(['approve', 'reject']);
+      await page.fill('.waiting textarea.payload', '{"by": "ana@example.com"}');
+      await page.click('.waiting button.send-event[data-event="approve"]');
+      await expect.poll(() => page.locator('.run-head .badge').first().getAttribute('data-status'), { timeout: 5_000 }).toBe('finished');
+      expect(await started.finished).toEqual({ sent: 'a draft about engines', approvedBy: 'ana@example.com' });
+      for (const state of ['draft', 'review', 'send']) {
+        expect(await page.locator(`svg.graph g.node[data-node="${state}"]`).getAttribute('data-visits')).toBe('1');
+      }
+      expect(await page.locator('svg.graph g.edge[data-from="review"][data-to="send"]').getAttribute('data-taken')).toBe('1');
+      // The time review rested waiting for the person is drawn apart from its run.
+      expect(await page.locator('.tl-row[data-node="review"] .tl-rest').count()).toBe(1);
+      await page.locator('svg.graph g.node[data-node="send"]').click();
+      await expect.poll(() => page.locator('.step-panel').textContent()).toContain('ana@example.com');
+      await page.screenshot({ path: join(shots, '12-engine-approved-from-browser.png'), fullPage: true });
+    } finally {
+      await live.close();
+      await engine.close();
+    }
+  }, 30_000);
 });

@@ -214,17 +214,22 @@ function configEdges(cfg) {
  * visit counts; the path the run took is the edges with `taken > 0`. */
 export function machineModel({ run, steps, transitions, definition }) {
   const cfg = configNodes(definition);
+  // A visit is a step; transitions count only where a state has none (the entry into the
+  // initial state may or may not have a transition row).
   const visits = new Map();
+  for (const st of steps) visits.set(st.node, (visits.get(st.node) ?? 0) + 1);
+  const entered = new Map();
   const taken = new Map();
   for (const t of transitions) {
-    visits.set(t.to, (visits.get(t.to) ?? 0) + 1);
+    entered.set(t.to, (entered.get(t.to) ?? 0) + 1);
     if (t.from !== null && t.from !== undefined) {
       const k = `${t.from}\u0000${t.to}\u0000${t.eventType ?? ''}`;
       taken.set(k, (taken.get(k) ?? 0) + 1);
     }
   }
-  const current = transitions.length ? transitions[transitions.length - 1].to : undefined;
-  const initial = definition?.config?.initial ?? transitions[0]?.to;
+  for (const [state, n] of entered) if (!visits.has(state)) visits.set(state, n);
+  const current = transitions.length ? transitions[transitions.length - 1].to : steps[steps.length - 1]?.node;
+  const initial = definition?.config?.initial ?? transitions[0]?.from ?? transitions[0]?.to ?? steps[0]?.node;
   const names = new Set([...(cfg ? Object.keys(cfg) : []), ...visits.keys()]);
   const last = lastByNode(steps);
   const nodes = [...names].map((name) => {
@@ -451,10 +456,9 @@ const ROW = 22;
 export function readyTimes({ run, steps, transitions, definition }) {
   const ready = new Map();
   if (run?.kind === 'machine') {
-    const ts = transitions ?? [];
-    // The k-th transition enters the state of the k-th visit.
+    const entering = enteringTransitions(transitions);
     steps.forEach((st, i) => {
-      const t = ts[i];
+      const t = entering(i);
       if (t && t.to === st.node && st.startedAt !== null && t.time <= st.startedAt) ready.set(st.id, t.time);
     });
     return ready;
@@ -462,14 +466,22 @@ export function readyTimes({ run, steps, transitions, definition }) {
   return dagReady(run, steps, definition, ready);
 }
 
+/** The transition that entered the i-th visit. Each visit after the first is entered by one
+ * transition, in order; the entry into the initial state has a row (from NULL) or not. */
+function enteringTransitions(transitions) {
+  const ts = transitions ?? [];
+  const offset = ts.length > 0 && (ts[0].from === null || ts[0].from === undefined) ? 0 : 1;
+  return (i) => ts[i - offset];
+}
+
 /** For a machine: until when each visit rested in its state after its run ended, waiting for
  * an event or a delay (the time of the transition out; now for a run still waiting). */
 export function restTimes({ run, steps, transitions }) {
   const rest = new Map();
   if (run?.kind !== 'machine') return rest;
-  const ts = transitions ?? [];
+  const entering = enteringTransitions(transitions);
   steps.forEach((st, i) => {
-    const out = ts[i + 1];
+    const out = entering(i + 1);
     if (st.endedAt === null) return;
     if (out && out.from === st.node && out.time > st.endedAt) rest.set(st.id, out.time);
     else if (!out && i === steps.length - 1 && (run.status === 'waitingForEvent' || run.status === 'sleeping')) rest.set(st.id, Date.now());

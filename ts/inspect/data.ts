@@ -111,9 +111,11 @@ export function eventsOf(config: unknown, state: string): string[] | undefined {
   return Object.keys(t).filter((k) => k !== '');
 }
 
-export function acceptedEvents(run: RunRow, transitions: TransitionRow[], config: unknown): Accepts {
-  const state = transitions.length > 0 ? transitions[transitions.length - 1]!.to : null;
-  if (run.kind !== 'machine' || state === null) return { state, events: [], source: 'none' };
+export function acceptedEvents(run: RunRow, transitions: TransitionRow[], config: unknown, steps: Array<{ node: string }> = []): Accepts {
+  if (run.kind !== 'machine') return { state: null, events: [], source: 'none' };
+  // The last transition's target; a machine that has not moved yet rests in its first state.
+  const state = transitions.length > 0 ? transitions[transitions.length - 1]!.to : (steps[steps.length - 1]?.node ?? null);
+  if (state === null) return { state, events: [], source: 'none' };
   const fromConfig = config === undefined ? undefined : eventsOf(config, state);
   if (fromConfig !== undefined) return { state, events: fromConfig, source: 'definition' };
   const seen = new Set<string>();
@@ -161,7 +163,7 @@ export class RunReader {
       timers: JSON.parse(this.store.timers(runId)) as Json,
       children: JSON.parse(this.store.children(runId)) as Json,
       definition,
-      accepts: acceptedEvents(run, transitions, definition?.['config']) as unknown as Json,
+      accepts: acceptedEvents(run, transitions, definition?.['config'], steps) as unknown as Json,
     };
   }
 
