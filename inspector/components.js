@@ -265,24 +265,41 @@ export function machineModel({ run, steps, transitions, definition }) {
 
 const textWidth = (text, size = 7.2) => Math.max(40, Math.ceil(String(text).length * size));
 
-function layout(model, children, steps) {
+/** Sizes move in steps of this many pixels, so a counter that grows (`×9` → `×10`) rarely
+ * changes the layout's input and a live update can reuse the last layout. */
+const BUCKET = 24;
+const bucket = (w) => Math.ceil(w / BUCKET) * BUCKET;
+
+function layout(model, children, steps, cache) {
   for (const n of model.nodes) n.children = childCount(children, steps, n.id);
-  const g = new dagre.graphlib.Graph({ multigraph: true });
+  const nodes = model.nodes.map((n) => {
+    const sub = `${n.visits ? `${n.visits} visits` : n.status}${n.children ? ` · ${n.children} runs ▸` : ''}`;
+    return [n.id, bucket(Math.max(textWidth(n.label, 7.8), textWidth(sub, 6.6)) + 28)];
+  });
+  const edges = model.edges.map((e, i) => {
+    const label = edgeLabel(e);
+    return [e.from, e.to, `e${i}`, e.from === e.to ? 0 : label ? bucket(textWidth(label, 6.4)) : 0];
+  });
+  // dagre takes about a second for 1,500 nodes: a live update whose nodes, edges and sizes
+  // are unchanged (a step finished, a count grew within its bucket) keeps the last layout.
+  const signature = JSON.stringify([nodes, edges]);
+  if (cache && cache.signature === signature) return cache.g;
   const loops = model.edges.some((e) => e.from === e.to);
+  const g = new dagre.graphlib.Graph({ multigraph: true });
   // Self-loops are drawn above their node by hand (dagre's own loop points curl into
   // neighbours); leave room for them.
   g.setGraph({ rankdir: 'LR', nodesep: loops ? 56 : 28, ranksep: 70, edgesep: 14, marginx: 16, marginy: loops ? 48 : 16 });
   g.setDefaultEdgeLabel(() => ({}));
-  for (const n of model.nodes) {
-    const sub = `${n.visits ? `${n.visits} visits` : n.status}${n.children ? ` · ${n.children} runs ▸` : ''}`;
-    g.setNode(n.id, { width: Math.max(textWidth(n.label, 7.8), textWidth(sub, 6.6)) + 28, height: 44 });
+  for (const [id, width] of nodes) g.setNode(id, { width, height: 44 });
+  for (const [from, to, name, width] of edges) {
+    if (from === to) continue;
+    g.setEdge(from, to, { width, height: width ? 16 : 0, labelpos: 'c' }, name);
   }
-  model.edges.forEach((e, i) => {
-    if (e.from === e.to) return;
-    const label = edgeLabel(e);
-    g.setEdge(e.from, e.to, { width: label ? textWidth(label, 6.4) : 0, height: label ? 16 : 0, labelpos: 'c' }, `e${i}`);
-  });
   dagre.layout(g);
+  if (cache) {
+    cache.signature = signature;
+    cache.g = g;
+  }
   return g;
 }
 
@@ -325,7 +342,7 @@ function drawGraph(el, data, options) {
     el.appendChild(h('p', { class: 'note', text: 'No steps yet.' }));
     return;
   }
-  const g = layout(model, options.children, steps);
+  const g = layout(model, options.children, steps, options.layoutCache);
   const { width, height } = g.graph();
   const svg = s('svg', {
     class: `graph graph-${model.kind}`,
@@ -420,9 +437,15 @@ export function mountGraph(el, data, options = {}) {
   const root = h('div', { class: 'graph-view' });
   el.appendChild(root);
   let current = data;
+  const layoutCache = { signature: '', g: null };
   const draw = () => {
+    // A live update redraws; keep where the user had scrolled a large graph to.
+    const scroller = root.querySelector('.graph-scroll');
+    const at = scroller ? [scroller.scrollLeft, scroller.scrollTop] : null;
     clear(root);
-    drawGraph(root, current, { ...options, children: current.children ?? options.children });
+    drawGraph(root, current, { ...options, children: current.children ?? options.children, layoutCache });
+    const next = root.querySelector('.graph-scroll');
+    if (at && next) [next.scrollLeft, next.scrollTop] = at;
   };
   draw();
   return {
