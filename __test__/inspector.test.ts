@@ -37,6 +37,8 @@ interface Runs {
   xss: string;
   /** a 10,000-step machine run without a stored definition */
   big: string;
+  /** a DAG of 2,002 nodes: more than the graph lays out */
+  wide: string;
 }
 
 // The one place that knows where runs come from. When durable engine runs exist, this becomes
@@ -121,7 +123,7 @@ describe('inspector API', () => {
     const res = await http('/api/runs');
     expect(res.status).toBe(200);
     const list = res.json().runs as Array<{ id: string; name: string; steps: number; createdAt: number; error: unknown }>;
-    expect(list.map((r) => r.id)).toEqual([runs.waiting, runs.xss, runs.parent, runs.machine, runs.dag, runs.big]);
+    expect(list.map((r) => r.id)).toEqual([runs.waiting, runs.xss, runs.parent, runs.machine, runs.dag, runs.big, runs.wide]);
     expect(list.find((r) => r.id === runs.big)!.steps).toBe(10_000);
     expect(list.find((r) => r.id === runs.dag)!.steps).toBe(5);
     expect(list.find((r) => r.id === runs.xss)!.error).toMatchObject({ message: '<script>alert(3)</script>' });
@@ -134,6 +136,7 @@ describe('inspector API', () => {
     expect(await names('name=APPROVAL')).toEqual([runs.waiting, runs.machine]);
     expect(await names('status=waitingForEvent')).toEqual([runs.waiting]);
     expect(await names('tag=demo')).toEqual([runs.machine, runs.dag]);
+    expect(await names('tag=load')).toEqual([runs.big, runs.wide]);
     expect(await names(`tag=${encodeURIComponent('<i>tag</i>')}`)).toEqual([runs.xss]);
     expect(await names(`name=${encodeURIComponent(`' OR '1'='1`)}`)).toEqual([]);
     expect(await names(`name=${encodeURIComponent('x"); DROP TABLE runs; --')}`)).toEqual([]);
@@ -144,7 +147,7 @@ describe('inspector API', () => {
     expect((await http('/api/runs?since=yesterday')).status).toBe(400);
     expect((await http('/api/runs?limit=0')).status).toBe(400);
     // The table survived.
-    expect((await names('')).length).toBe(6);
+    expect((await names('')).length).toBe(7);
   });
 
   it('serves a run with its steps, transitions, definition and the events it accepts', async () => {
@@ -304,7 +307,7 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
 
   it('lists runs and filters them', async () => {
     await open('#/');
-    await expect.poll(() => page.locator('tr.run-row').count()).toBe(6);
+    await expect.poll(() => page.locator('tr.run-row').count()).toBe(7);
     expect(await page.locator('tr.run-row').first().getAttribute('data-run-id')).toBe(runs.waiting);
     await expect.poll(() => page.locator(`tr[data-run-id="${runs.big}"] td.num`).textContent()).toBe('10000');
     await shot('01-run-list');
@@ -398,6 +401,14 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
     await page.locator('.tl-row[data-node="done"]').click();
     await expect.poll(() => page.locator('.step-panel .step-title').textContent()).toBe('done');
     await shot('07-10k-steps');
+  });
+
+  it('lists every step of a DAG too large to lay out', async () => {
+    await open(`#/run/${runs.wide}`);
+    await page.locator('.graph-view .note').waitFor();
+    expect(await page.locator('.graph-view .note').textContent()).toMatch(/^2002 nodes: too many to lay out/);
+    expect(await page.locator('.timeline .tl-header').textContent()).toContain('2002 rows');
+    expect(await page.locator('.tl-row').count()).toBeLessThan(100);
   });
 
   it('mounts the components in another app against its own API', async () => {
@@ -497,7 +508,7 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
     await open('#/');
     const before = await page.locator('tr.run-row').count();
     await produceDatabase(db); // another batch of runs, as an engine in another process would write
-    await expect.poll(() => page.locator('tr.run-row').count(), { timeout: 5_000 }).toBe(before + 6);
+    await expect.poll(() => page.locator('tr.run-row').count(), { timeout: 5_000 }).toBe(before + 7);
   });
 });
 

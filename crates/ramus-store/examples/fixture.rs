@@ -467,6 +467,68 @@ fn xss(store: &Store, t0: i64) -> Result<String> {
 
 /// An agent loop of 10,000 state visits, without a stored definition: the inspector must
 /// draw the machine from its transitions and stay responsive.
+/// A DAG of `width` parallel nodes between a root and a join, with its definition: more
+/// nodes than the inspector lays out as a graph.
+fn wide(store: &Store, t0: i64, width: usize) -> Result<String> {
+    let mut nodes = serde_json::Map::new();
+    nodes.insert("root".into(), json!({ "runner": "split" }));
+    let names: Vec<String> = (0..width).map(|i| format!("item{i}")).collect();
+    for name in &names {
+        nodes.insert(
+            name.clone(),
+            json!({ "runner": "work", "parents": ["root"] }),
+        );
+    }
+    nodes.insert("join".into(), json!({ "runner": "join", "parents": names }));
+    let config = json!({ "name": "wide", "nodes": nodes });
+    let def = store.put_definition("wide", Kind::Dag, &config.to_string(), t0)?;
+    let id = new_id(t0);
+    let mut s = Steps::new(&id, t0);
+    s.add(
+        "root",
+        StepStatus::Finished,
+        None,
+        Some(json!(width)),
+        None,
+        t0,
+        Some(t0 + 5),
+    );
+    for (i, name) in names.iter().enumerate() {
+        let start = t0 + 5 + (i as i64 / 8) * 3;
+        s.add(
+            name,
+            StepStatus::Finished,
+            Some(json!(i)),
+            Some(json!(i * 2)),
+            None,
+            start,
+            Some(start + 3),
+        );
+    }
+    let end = t0 + 10 + (width as i64 / 8) * 3;
+    s.add(
+        "join",
+        StepStatus::Finished,
+        None,
+        Some(json!("done")),
+        None,
+        end,
+        Some(end + 1),
+    );
+    let mut records = vec![Record::Run(Run {
+        definition_name: Some(def.name),
+        definition_version: Some(def.version),
+        output: Some(json!("done").to_string()),
+        tags: vec!["load".into()],
+        updated_at: end + 1,
+        ended_at: Some(end + 1),
+        ..run(&id, "wide", Kind::Dag, RunStatus::Finished, t0)
+    })];
+    records.append(&mut s.records);
+    store.submit_sync(records)?;
+    Ok(id)
+}
+
 fn big(store: &Store, t0: i64, visits: usize) -> Result<String> {
     let id = new_id(t0);
     let mut s = Steps::new(&id, t0);
@@ -521,6 +583,7 @@ fn write_all(path: &str) -> Result<()> {
     let t0 = now_ms() - 3_600_000;
     let minute = 60_000;
     let ids = json!({
+        "wide": wide(&store, t0 - minute, 2_000)?,
         "big": big(&store, t0, 10_000)?,
         "dag": research_dag(&store, t0 + minute)?,
         "machine": machine_run(
