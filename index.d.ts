@@ -245,6 +245,22 @@ export declare class NativeStore {
   /** Flush and stop the writer; reads keep working. */
   close(): void
   /**
+   * The schema version of the Ramus database at `path` without opening it for writing,
+   * or null when the file is not one (the inspector refuses to migrate a foreign file).
+   */
+  static probe(path: string): number | null
+  /**
+   * The inspector's run list: JSON `{ nameContains?, status?, tags?, since?, until?,
+   * topLevel?, limit? }` in, a JSON array of runs (without snapshots) each with `steps`,
+   * its step count, out. Newest first.
+   */
+  runList(queryJson?: string | undefined | null): string
+  /**
+   * A number that changes whenever anything was committed to the database since it was
+   * last read (by this store or another process): pollers compare it to skip re-reads.
+   */
+  dataVersion(): number
+  /**
    * Mark steps that were running when the process stopped (found on resume) as
    * cancelled with an error that says why; their nodes run again as new steps.
    */

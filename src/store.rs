@@ -9,8 +9,8 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use ramus_store::{
-    CustomEvent, Definition, Durability, Kind, PendingEvent, Record, Run, RunFilter, RunStatus,
-    Step, Store, Timer, Transition,
+    CustomEvent, Definition, Durability, Kind, PendingEvent, Record, Run, RunFilter, RunQuery,
+    RunStatus, Step, Store, Timer, Transition,
 };
 use serde_json::{json, Map, Value};
 
@@ -133,6 +133,30 @@ fn parse_filter(json: Option<String>) -> Result<RunFilter> {
             })
             .unwrap_or_default(),
         limit: v.get("limit").and_then(Value::as_u64).map(|l| l as u32),
+    })
+}
+
+/// The inspector's run query; the same status check as [`parse_filter`].
+fn parse_query(json: Option<String>) -> Result<RunQuery> {
+    let Some(json) = json else {
+        return Ok(RunQuery::default());
+    };
+    let v: Map<String, Value> = serde_json::from_str(&json)
+        .map_err(|e| Error::from_reason(format!("invalid run query: {e}")))?;
+    let filter = parse_filter(Some(json))?;
+    let time = |key: &str| v.get(key).and_then(Value::as_f64).map(|t| t as i64);
+    Ok(RunQuery {
+        name_contains: v
+            .get("nameContains")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        status: filter.status,
+        tags: filter.tags,
+        since: time("since"),
+        until: time("until"),
+        top_level: v.get("topLevel").and_then(Value::as_bool).unwrap_or(false),
+        limit: filter.limit,
     })
 }
 
@@ -365,6 +389,34 @@ impl NativeStore {
     #[napi]
     pub fn close(&self) -> Result<()> {
         self.inner.close().map_err(store_error)
+    }
+
+    /// The schema version of the Ramus database at `path` without opening it for writing,
+    /// or null when the file is not one (the inspector refuses to migrate a foreign file).
+    #[napi]
+    pub fn probe(path: String) -> Result<Option<u32>> {
+        Store::probe(&path).map_err(store_error)
+    }
+
+    /// The inspector's run list: JSON `{ nameContains?, status?, tags?, since?, until?,
+    /// topLevel?, limit? }` in, a JSON array of runs (without snapshots) each with `steps`,
+    /// its step count, out. Newest first.
+    #[napi]
+    pub fn run_list(&self, query_json: Option<String>) -> Result<String> {
+        let query = parse_query(query_json)?;
+        let runs = self.inner.run_list(&query).map_err(store_error)?;
+        Ok(list(&runs, |s| {
+            let mut v = run_json(&s.run, false);
+            v["steps"] = json!(s.steps);
+            v
+        }))
+    }
+
+    /// A number that changes whenever anything was committed to the database since it was
+    /// last read (by this store or another process): pollers compare it to skip re-reads.
+    #[napi]
+    pub fn data_version(&self) -> Result<i64> {
+        self.inner.data_version().map_err(store_error)
     }
 }
 

@@ -4,6 +4,7 @@ import { ENGINE, storable, type EngineInit, type MachineRestore } from './durabl
 import { plainErrors } from './errors';
 import { compile, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, MachineEvent, StateArgs, StateMachine } from './machine-types';
+import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { NativeStore, newRunId } from './native';
 import type { Semaphore } from './semaphore';
 
@@ -624,6 +625,17 @@ export class Engine {
     else throw new TypeError("prune({ olderThan }): olderThan must be a Date, a time in ms or an age such as '30d'");
     if (!Number.isFinite(before)) throw new TypeError(`prune({ olderThan }): invalid time ${String(olderThan)}`);
     return plainErrors(() => this.#store.prune(before, options.status));
+  }
+
+  /**
+   * Serve the inspector on this engine's database (127.0.0.1, a free port unless one is
+   * given); resolves with its `url` and a `close()`. See docs/inspector.md.
+   */
+  async inspect(options: Omit<InspectOptions, 'db'> = {}): Promise<Inspector> {
+    this.#open();
+    if (this.db === ':memory:') throw new Error('The inspector reads a database file; an engine on :memory: has none to show');
+    this.flush();
+    return inspect({ ...options, db: this.db });
   }
 
   /** Write what live runs collected and wait until everything written so far is committed. */

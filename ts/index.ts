@@ -54,3 +54,4 @@ export type {
   StoredTransition,
 } from './engine';
 export { StorageError } from './durable';
+export { inspect, inspectorAssets, type InspectOptions, type Inspector } from './inspect/server';

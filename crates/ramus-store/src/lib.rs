@@ -52,8 +52,8 @@ pub use error::{Error, Result};
 pub use hash::content_hash;
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
-    RunFilter, RunStatus, RunUpdate, Stats, Step, StepStatus, StepUpdate, Timer, TimerKind,
-    Transition, UnknownValue,
+    RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,
+    Timer, TimerKind, Transition, UnknownValue,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{Durability, Options, Store, Synchronous};

@@ -493,3 +493,33 @@ pub struct Stats {
     /// thread: `:memory:`, `Off`, `checkpoint_pages` 0).
     pub wal_pages: u64,
 }
+
+/// Which runs to list in a run browser (the inspector): [`RunFilter`] plus a name
+/// search, a creation-time window and a top-level-only switch. Empty fields do not filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs whose name contains this text (ASCII case-insensitive).
+    pub name_contains: Option<String>,
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs that carry every one of these tags.
+    pub tags: Vec<String>,
+    /// Only runs created at or after this time (ms).
+    pub since: Option<i64>,
+    /// Only runs created before this time (ms).
+    pub until: Option<i64>,
+    /// Only runs that no step started (`parent_run_id IS NULL`).
+    pub top_level: bool,
+    /// At most this many runs (newest first).
+    pub limit: Option<u32>,
+}
+
+/// A run as a run browser lists it: the run (without its snapshot, which a list never
+/// shows and which can be large) and how many steps it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run; `snapshot` is always `None`.
+    pub run: Run,
+    /// The number of rows in `steps` for this run.
+    pub steps: i64,
+}

@@ -6,7 +6,8 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CustomEvent, Definition, PendingEvent, Run, RunFilter, Step, Timer, Transition,
+    CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step, Timer,
+    Transition,
 };
 
 const RUN_COLUMNS: &str = "id, name, kind, definition_name, definition_version, status, input, \
@@ -331,4 +332,78 @@ pub(crate) fn schema_version(conn: &Connection) -> Result<u32> {
     )
     .map_err(|source| Error::read("schema version", source))
     .map(|v| v.parse().unwrap_or(0))
+}
+
+/// The run list of a run browser: like [`runs`] but with a name search, a time window, a
+/// top-level switch and each run's step count; the snapshot column is not read.
+pub(crate) fn run_list(conn: &Connection, query: &RunQuery) -> Result<Vec<RunSummary>> {
+    let columns = RUN_COLUMNS.replace("snapshot", "NULL");
+    let mut sql = format!(
+        "SELECT {columns}, (SELECT count(*) FROM steps s WHERE s.run_id = runs.id) \
+         FROM runs WHERE 1 = 1"
+    );
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(name) = &query.name_contains {
+        sql.push_str(" AND instr(lower(name), lower(?)) > 0");
+        params.push(Value::Text(name.clone()));
+    }
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        params.push(Value::Text(status.as_str().to_owned()));
+    }
+    for tag in &query.tags {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)");
+        params.push(Value::Text(tag.clone()));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND created_at >= ?");
+        params.push(Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND created_at < ?");
+        params.push(Value::Integer(until));
+    }
+    if query.top_level {
+        sql.push_str(" AND parent_run_id IS NULL");
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = query.limit {
+        sql.push_str(" LIMIT ?");
+        params.push(Value::Integer(limit.into()));
+    }
+    collect(
+        conn,
+        || "run list".to_owned(),
+        &sql,
+        params_from_iter(params),
+        |row| {
+            Ok(RunSummary {
+                run: run_row(row)?,
+                steps: row.get(19)?,
+            })
+        },
+    )
+}
+
+/// SQLite's `data_version` of the read connection: it changes whenever another connection
+/// (this store's writer, or another process) commits, so a poller can skip re-reading an
+/// unchanged database.
+pub(crate) fn data_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+        .map_err(|source| Error::read("data version", source))
+}
+
+/// The schema version in `meta`, or `None` when the file has no `meta` table.
+pub(crate) fn probe(conn: &Connection) -> Result<Option<u32>> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|source| Error::read("schema", source))?;
+    if !has_meta {
+        return Ok(None);
+    }
+    schema_version(conn).map(Some)
 }

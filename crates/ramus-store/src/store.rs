@@ -23,7 +23,7 @@ use crate::checkpoint::{self, Checkpointer};
 use crate::error::{Error, Result};
 use crate::model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
-    RunFilter, RunStatus, Stats, Step, Timer, Transition,
+    RunFilter, RunQuery, RunStatus, RunSummary, Stats, Step, Timer, Transition,
 };
 use crate::{read, schema, write};
 
@@ -547,6 +547,30 @@ impl Store {
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32> {
         read::schema_version(&self.reader())
+    }
+
+    /// The schema version of the Ramus database at `path`, read without opening it for
+    /// writing; `None` when the file is not a Ramus database (no `meta` table). Lets a
+    /// reader refuse a foreign SQLite file instead of migrating it into a Ramus one.
+    pub fn probe(path: &str) -> Result<Option<u32>> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::open(path, e))?;
+        read::probe(&conn)
+    }
+
+    /// Runs matching `query`, newest first, with their step counts (the inspector's list).
+    pub fn run_list(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        read::run_list(&self.reader(), query)
+    }
+
+    /// A number that changes whenever anything has been committed to the database since
+    /// the last call saw it, by this store or by another process (SQLite's
+    /// `PRAGMA data_version` on the read connection). Pollers compare it to skip work.
+    pub fn data_version(&self) -> Result<i64> {
+        read::data_version(&self.reader())
     }
 }
 
