@@ -86,4 +86,6 @@ engine.flush();
 const steps = engine.steps(runner.runId).length;
 await engine.close();
 console.log(`\nStored run ${runner.runId} (research v${version}, ${steps} steps) in ./ramus.sqlite.`);
-console.log('Open it in the inspector:  npx ramus inspect --db ./ramus.sqlite');
+console.log('Open it in the inspector:');
+console.log('  npm run inspect -- --db ./ramus.sqlite     (in this repository)');
+console.log('  npx ramus inspect --db ./ramus.sqlite      (in a project that installed ramus)');
