@@ -39,6 +39,14 @@ export declare class NativeDagRun {
    * `parent_step_id` are given when the run is nested in another run's step.
    */
   constructor(dag: NativeDag, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null)
+  /**
+   * Record spans of this run (tracing is configured): `traceparent` is the caller's
+   * active span or the step the run is nested in; `attributes` (JSON) extra attributes
+   * per node. Call before `start` or `attach_store`.
+   */
+  trace(name: string, traceparent?: string | undefined | null, attributes?: string | undefined | null): void
+  /** The `traceparent` of a node's span (or the run's), for runs started inside it. */
+  traceparent(node?: number | undefined | null): string | null
   /** Make the run durable: `run_json` describes its row (see `RunWriter::open`). */
   attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean): void
   /**
@@ -110,6 +118,14 @@ export declare class NativeMachineRun {
    * overrides the machine's initial state.
    */
   constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null, snapshot?: string | undefined | null)
+  /**
+   * Record spans of this run (tracing is configured): `traceparent` is the caller's
+   * active span or the step the run is nested in; `attributes` (JSON) extra attributes
+   * per state. Call before `step` or `attach_store`.
+   */
+  trace(name: string, traceparent?: string | undefined | null, attributes?: string | undefined | null): void
+  /** The `traceparent` of a state visit's span (or the run's), for runs started inside it. */
+  traceparent(slot?: number | undefined | null): string | null
   /**
    * Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
    * `input` is the current state's input. `output` is the last output (a restore).
@@ -275,6 +291,12 @@ export declare class NativeStore {
 /** Validate a node list (JSON rows) and return its roots and leaves. */
 export declare function analyzeDagSpecs(specJson: string): DagAnalysis
 
+/**
+ * Export spans to an OTLP/HTTP endpoint (`http://host:4318/v1/traces`), replacing any
+ * earlier configuration. `headers` are sent with every export (e.g. an API key).
+ */
+export declare function configureTracing(endpoint: string, serviceName?: string | undefined | null, headers?: Record<string, string> | undefined | null, timeoutMs?: number | undefined | null): void
+
 /** Roots and leaves of a DAG, by name. */
 export interface DagAnalysis {
   /** Nodes without parents. */
@@ -283,8 +305,17 @@ export interface DagAnalysis {
   leafNodes: Array<string>
 }
 
+/** Export the spans ended so far; resolves when the collector answered. */
+export declare function flushTracing(): Promise<unknown>
+
 /** A fresh UUIDv7 for a stored run. */
 export declare function newRunId(): string
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
 export declare function parseDurationMs(text: string): number
+
+/** Flush and stop exporting; runs created afterwards record no spans. */
+export declare function shutdownTracing(): Promise<unknown>
+
+/** Whether spans are being exported. */
+export declare function tracingEnabled(): boolean

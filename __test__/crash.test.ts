@@ -18,8 +18,10 @@ describe('crash test: SIGKILL at random points, restart, resume', () => {
     const report = (await crashTest({ jobs: 30, kills: 8, durability, maxKillMs: 80 })) as Report;
     expect(report.problems, `seed ${report.seed}`).toEqual([]);
     expect(report.runs).toBe(30);
-    // The kills must have landed while work was in flight, or the test proves nothing.
+    // The kills must have landed while work was in flight, or the test proves nothing. In
+    // 'sync' a step's start is committed before its runner is called, so some kill finds
+    // steps running; in 'batched' the writer may not have committed them yet.
     expect(report.killed).toBeGreaterThan(0);
-    expect(report.interrupted).toBeGreaterThan(0);
+    if (durability === 'sync') expect(report.interrupted).toBeGreaterThan(0);
   }, 60_000);
 });

@@ -21,9 +21,11 @@ use ramus_core::{
 };
 use ramus_store::StepStatus;
 use store::{NativeStore, RunWriter};
+use trace::{error_message, RunKind, RunSpans};
 
 pub mod machine;
 pub mod store;
+pub mod trace;
 
 /// A fresh UUIDv7 for a stored run.
 #[napi]
@@ -171,20 +173,26 @@ fn status_code(s: RunStatus) -> u32 {
 pub struct NativeDagRun {
     run: DagRun,
     launches: Vec<Launch>,
-    /// Set when the run is durable: its store writer and the JSON of its values.
-    durable: Option<DurableDag>,
+    /// Set when the run is stored or traced: what those sinks need from its events.
+    tap: Option<DagTap>,
 }
 
-/// What a durable DAG run keeps for its records: outputs (a node's stored input is built
-/// from its parents' outputs), errors, and the data of custom events not written yet.
-struct DurableDag {
-    writer: RunWriter,
+/// What a DAG run keeps for the sinks fed in Rust (the store, spans): outputs (a node's
+/// stored input is built from its parents' outputs), errors, the data of custom events not
+/// written yet, and how far the recorder's events were taken.
+struct DagTap {
+    writer: Option<RunWriter>,
+    spans: Option<RunSpans>,
     outputs: Vec<Option<String>>,
     errors: Vec<Option<String>>,
     custom: std::collections::VecDeque<Option<String>>,
+    /// Events of the recorder already handled (a listener drains them later).
+    cursor: usize,
+    /// Whether JS drains the recorder too; if not, handled events are dropped.
+    listened: bool,
 }
 
-impl DurableDag {
+impl DagTap {
     /// A node's input as stored: `{ parent: output, … }`, like the object its runner gets
     /// (an undefined output is left out, as `JSON.stringify` does).
     fn input(&self, dag: &CompiledDag, node: u32) -> String {
@@ -228,8 +236,50 @@ impl NativeDagRun {
         Ok(NativeDagRun {
             run: DagRun::new(Arc::clone(&dag.inner), opts, rec),
             launches: Vec::new(),
-            durable: None,
+            tap: None,
         })
+    }
+
+    fn tap(&mut self) -> &mut DagTap {
+        let n = self.run.dag().len();
+        let listened = self.run.recorder().observing();
+        self.run.recorder().set_observe(true);
+        self.tap.get_or_insert_with(|| DagTap {
+            writer: None,
+            spans: None,
+            outputs: Vec::new(),
+            errors: vec![None; n],
+            custom: Default::default(),
+            cursor: 0,
+            listened,
+        })
+    }
+
+    /// Record spans of this run (tracing is configured): `traceparent` is the caller's
+    /// active span or the step the run is nested in; `attributes` (JSON) extra attributes
+    /// per node. Call before `start` or `attach_store`.
+    #[napi]
+    pub fn trace(&mut self, name: String, traceparent: Option<String>, attributes: Option<String>) {
+        let run_id = self.run.recorder().run_id(now_ms()).to_string();
+        if let Some(spans) = RunSpans::start(
+            RunKind::Dag,
+            &name,
+            &run_id,
+            traceparent.as_deref(),
+            attributes.as_deref(),
+        ) {
+            self.tap().spans = Some(spans);
+        }
+    }
+
+    /// The `traceparent` of a node's span (or the run's), for runs started inside it.
+    #[napi]
+    pub fn traceparent(&self, node: Option<u32>) -> Option<String> {
+        self.tap
+            .as_ref()?
+            .spans
+            .as_ref()
+            .map(|s| s.traceparent(node))
     }
 
     /// Make the run durable: `run_json` describes its row (see `RunWriter::open`).
@@ -241,84 +291,119 @@ impl NativeDagRun {
         resume: bool,
         sync: bool,
     ) -> Result<()> {
-        let (writer, _) = RunWriter::open(store, &run_json, resume, sync)?;
+        let ids = self
+            .tap
+            .as_ref()
+            .and_then(|t| t.spans.as_ref())
+            .map(|s| s.ids());
+        let (writer, _) = RunWriter::open(store, &run_json, resume, sync, ids)?;
         let n = self.run.dag().len();
-        let listened = self.run.recorder().observing();
-        self.run.recorder().set_observe(true);
-        let mut durable = DurableDag {
-            writer,
-            outputs: vec![None; n],
-            errors: vec![None; n],
-            custom: Default::default(),
-        };
-        durable.writer.listened = listened;
-        self.durable = Some(durable);
+        let tap = self.tap();
+        tap.outputs = vec![None; n];
+        tap.writer = Some(writer);
         Ok(())
     }
 
-    /// Write the events of the last call (see `RunWriter`).
+    /// Hand the events of the last call to the store writer and the spans.
     fn persist(&mut self) {
-        let Some(d) = self.durable.as_mut() else {
+        let Some(d) = self.tap.as_mut() else {
             return;
         };
         let dag = Arc::clone(self.run.dag());
+        let failed = self.run.failed_node();
         let rec = self.run.recorder();
         let events = rec.events();
-        for e in &events[d.writer.cursor.min(events.len())..] {
+        for e in &events[d.cursor.min(events.len())..] {
             let node = e.node.unwrap_or(0);
             let step = || e.step.to_string();
             match &e.kind {
                 EventKind::DagNodeStart => {
-                    let input = d.input(&dag, node);
-                    d.writer.step_started(
-                        node,
-                        step(),
-                        dag.node_name(node).to_owned(),
-                        e.parent_step.map(|p| p.to_string()),
-                        Some(input),
-                        e.time,
-                    );
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_started(node, dag.node_name(node), &step(), e.time);
+                    }
+                    if d.writer.is_some() {
+                        let input = d.input(&dag, node);
+                        if let Some(w) = d.writer.as_mut() {
+                            w.step_started(
+                                node,
+                                step(),
+                                dag.node_name(node).to_owned(),
+                                e.parent_step.map(|p| p.to_string()),
+                                Some(input),
+                                e.time,
+                            );
+                        }
+                    }
                 }
-                EventKind::DagNodeFinish => d.writer.step_ended(
-                    node,
-                    StepStatus::Finished,
-                    d.outputs[node as usize].clone(),
-                    None,
-                    e.time,
-                ),
-                EventKind::DagNodeError => d.writer.step_ended(
-                    node,
-                    StepStatus::Error,
-                    None,
-                    d.errors[node as usize].clone(),
-                    e.time,
-                ),
-                EventKind::DagNodeState if e.data == DataRef::State("cancelled") => d
-                    .writer
-                    .step_ended(node, StepStatus::Cancelled, None, None, e.time),
+                EventKind::DagNodeFinish => {
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_ended(node, "finished", None, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        let output = d.outputs[node as usize].clone();
+                        w.step_ended(node, StepStatus::Finished, output, None, e.time);
+                    }
+                }
+                EventKind::DagNodeError => {
+                    let error = d.errors[node as usize].clone();
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_ended(node, "error", Some(error_message(error.as_deref())), e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.step_ended(node, StepStatus::Error, None, error, e.time);
+                    }
+                }
+                EventKind::DagNodeState if e.data == DataRef::State("cancelled") => {
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_ended(node, "cancelled", None, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.step_ended(node, StepStatus::Cancelled, None, None, e.time);
+                    }
+                }
+                EventKind::DagFinish => {
+                    if let Some(s) = d.spans.as_mut() {
+                        s.end("finished", None);
+                    }
+                }
+                EventKind::DagError => {
+                    if let Some(s) = d.spans.as_mut() {
+                        let failed = failed.and_then(|n| d.errors[n as usize].clone());
+                        s.end("error", Some(error_message(failed.as_deref())));
+                    }
+                }
                 EventKind::Custom(t) => {
                     let data = d.custom.pop_front().flatten();
-                    d.writer.custom(
-                        step(),
-                        e.parent_step.map(|p| p.to_string()),
-                        t,
-                        e.node.map(|n| dag.node_name(n).to_owned()),
-                        data,
-                        e.time,
-                    );
+                    if let Some(s) = d.spans.as_ref() {
+                        let attrs = data
+                            .iter()
+                            .map(|d| opentelemetry::KeyValue::new("event.data", d.clone()))
+                            .collect();
+                        s.event(e.node, t, attrs, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.custom(
+                            step(),
+                            e.parent_step.map(|p| p.to_string()),
+                            t,
+                            e.node.map(|n| dag.node_name(n).to_owned()),
+                            data,
+                            e.time,
+                        );
+                    }
                 }
                 _ => {}
             }
         }
-        if d.writer.listened {
-            d.writer.cursor = events.len();
+        if d.listened {
+            d.cursor = events.len();
         } else {
             rec.clear_events();
-            d.writer.cursor = 0;
+            d.cursor = 0;
         }
-        if d.writer.full() {
+        if let Some(w) = d.writer.as_mut().filter(|w| w.full()) {
             // Errors surface at the face's next flush or at close.
-            let _ = d.writer.flush(None);
+            let _ = w.flush(None);
         }
     }
 
@@ -326,8 +411,8 @@ impl NativeDagRun {
     /// before this returns in `sync`.
     #[napi]
     pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
-        match self.durable.as_mut() {
-            Some(d) => d.writer.flush(snapshot),
+        match self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            Some(w) => w.flush(snapshot),
             None => Ok(()),
         }
     }
@@ -335,8 +420,8 @@ impl NativeDagRun {
     /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
     #[napi]
     pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.end(&status, output, error);
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            w.end(&status, output, error);
         }
     }
 
@@ -388,15 +473,15 @@ impl NativeDagRun {
             1 => Outcome::Error,
             _ => Outcome::Cancelled,
         };
-        if let Some(d) = self
-            .durable
-            .as_mut()
-            .filter(|_| (node as usize) < self.run.dag().len())
-        {
+        if let Some(d) = self.tap.as_mut() {
             match outcome {
-                Outcome::Ok => d.outputs[node as usize] = value,
-                Outcome::Error => d.errors[node as usize] = value,
-                Outcome::Cancelled => {}
+                Outcome::Ok if (node as usize) < d.outputs.len() => {
+                    d.outputs[node as usize] = value
+                }
+                Outcome::Error if (node as usize) < d.errors.len() => {
+                    d.errors[node as usize] = value
+                }
+                _ => {}
             }
         }
         let now = self.now();
@@ -428,7 +513,11 @@ impl NativeDagRun {
     #[napi]
     pub fn restore_finished(&mut self, node: u32, output: Option<String>) -> bool {
         let restored = self.run.restore_finished(node);
-        if let Some(d) = self.durable.as_mut().filter(|_| restored) {
+        if let Some(d) = self
+            .tap
+            .as_mut()
+            .filter(|d| restored && !d.outputs.is_empty())
+        {
             d.outputs[node as usize] = output;
         }
         restored
@@ -465,7 +554,7 @@ impl NativeDagRun {
                     let _ = write!(out, "[{node}]");
                 }
             }
-            if let Some(d) = self.durable.as_mut() {
+            if let Some(d) = self.tap.as_mut().filter(|d| !d.outputs.is_empty()) {
                 d.outputs[node as usize] = output;
             }
         }
@@ -479,6 +568,14 @@ impl NativeDagRun {
         let now = self.now();
         let cancelled = self.run.cancel(now);
         self.persist();
+        if let Some(s) = self
+            .tap
+            .as_mut()
+            .and_then(|t| t.spans.as_mut())
+            .filter(|_| cancelled)
+        {
+            s.end("cancelled", None);
+        }
         cancelled
     }
 
@@ -521,8 +618,8 @@ impl NativeDagRun {
     /// Turn event delivery to JS on or off (a durable run records events anyway).
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
-        match self.durable.as_mut() {
-            Some(d) => d.writer.listened = on,
+        match self.tap.as_mut() {
+            Some(d) => d.listened = on,
             None => self.run.recorder().set_observe(on),
         }
     }
@@ -532,7 +629,7 @@ impl NativeDagRun {
     #[napi]
     pub fn custom_event(&mut self, node: u32, event_type: String, data: Option<String>) {
         let now = self.now();
-        if let Some(d) = self.durable.as_mut() {
+        if let Some(d) = self.tap.as_mut() {
             d.custom.push_back(data);
         }
         self.run.recorder().custom_event(node, &event_type, now);
@@ -542,8 +639,8 @@ impl NativeDagRun {
     /// The events recorded since the last call, as a JSON array (null when none).
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.cursor = 0;
+        if let Some(d) = self.tap.as_mut() {
+            d.cursor = 0;
         }
         drain_json(self.run.recorder())
     }

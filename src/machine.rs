@@ -16,7 +16,9 @@ use ramus_core::{DataRef, EventKind};
 use ramus_store::StepStatus;
 
 use crate::store::{NativeStore, RunWriter};
+use crate::trace::{error_message, RunKind, RunSpans};
 use crate::{drain_json, now_ms, parse_id, seed};
+use opentelemetry::KeyValue;
 
 type TransitionRow = (String, String, bool, Option<String>);
 type StateRow = (
@@ -187,14 +189,18 @@ pub struct NativeMachineRun {
     actions: Vec<MachineAction>,
     message: Option<String>,
     uses_timers: bool,
-    durable: Option<DurableMachine>,
+    tap: Option<MachineTap>,
 }
 
-/// What a durable machine run keeps for its records: the JSON of the last output and
-/// error and of the current state's input, sent events' data by handle, which state each
-/// recent slot visits, and the transitions of the last call (in the order of their events).
-struct DurableMachine {
-    writer: RunWriter,
+/// What a machine run keeps for the sinks fed in Rust (the store, spans): the JSON of the
+/// last output and error and of the current state's input, sent events' data by handle,
+/// which state each recent slot visits, the transitions of the last call (in the order of
+/// their events), and how far the recorder's events were taken.
+struct MachineTap {
+    writer: Option<RunWriter>,
+    spans: Option<RunSpans>,
+    cursor: usize,
+    listened: bool,
     output: Option<String>,
     error: Option<String>,
     input: Option<String>,
@@ -244,8 +250,53 @@ impl NativeMachineRun {
             run,
             actions: Vec::new(),
             message: None,
-            durable: None,
+            tap: None,
         })
+    }
+
+    fn tap(&mut self) -> &mut MachineTap {
+        let listened = self.run.recorder().observing();
+        self.run.recorder().set_observe(true);
+        self.tap.get_or_insert_with(|| MachineTap {
+            writer: None,
+            spans: None,
+            cursor: 0,
+            listened,
+            output: None,
+            error: None,
+            input: None,
+            events: HashMap::new(),
+            slots: HashMap::new(),
+            moves: VecDeque::new(),
+            custom: VecDeque::new(),
+        })
+    }
+
+    /// Record spans of this run (tracing is configured): `traceparent` is the caller's
+    /// active span or the step the run is nested in; `attributes` (JSON) extra attributes
+    /// per state. Call before `step` or `attach_store`.
+    #[napi]
+    pub fn trace(&mut self, name: String, traceparent: Option<String>, attributes: Option<String>) {
+        let run_id = self.run.recorder().run_id(now_ms()).to_string();
+        if let Some(spans) = RunSpans::start(
+            RunKind::Machine,
+            &name,
+            &run_id,
+            traceparent.as_deref(),
+            attributes.as_deref(),
+        ) {
+            self.tap().spans = Some(spans);
+        }
+    }
+
+    /// The `traceparent` of a state visit's span (or the run's), for runs started inside it.
+    #[napi]
+    pub fn traceparent(&self, slot: Option<u32>) -> Option<String> {
+        self.tap
+            .as_ref()?
+            .spans
+            .as_ref()
+            .map(|s| s.traceparent(slot))
     }
 
     /// Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
@@ -259,33 +310,31 @@ impl NativeMachineRun {
         sync: bool,
         output: Option<String>,
     ) -> Result<()> {
-        let (mut writer, input) = RunWriter::open(store, &run_json, resume, sync)?;
-        writer.listened = self.run.recorder().observing();
+        let ids = self
+            .tap
+            .as_ref()
+            .and_then(|t| t.spans.as_ref())
+            .map(|s| s.ids());
+        let (mut writer, input) = RunWriter::open(store, &run_json, resume, sync, ids)?;
         if resume {
             // A restored machine may rest (waiting for an event, sleeping): that is its status.
             writer.status(self.run.status().as_str());
         }
-        self.run.recorder().set_observe(true);
-        self.durable = Some(DurableMachine {
-            writer,
-            output,
-            error: None,
-            input,
-            events: HashMap::new(),
-            slots: HashMap::new(),
-            moves: VecDeque::new(),
-            custom: VecDeque::new(),
-        });
+        let tap = self.tap();
+        tap.writer = Some(writer);
+        tap.output = output;
+        tap.input = input;
         Ok(())
     }
 
     /// Note what the actions of the last call mean for the records, then write its events.
     fn persist(&mut self, from: usize) {
-        let Some(d) = self.durable.as_mut() else {
+        let Some(d) = self.tap.as_mut() else {
             return;
         };
         let m = Arc::clone(self.run.machine());
         let current = self.run.current();
+        let resting_error = self.run.status() == MachineStatus::Error;
         for a in &self.actions[from.min(self.actions.len())..] {
             match a {
                 MachineAction::RunState { state, slot }
@@ -299,54 +348,77 @@ impl NativeMachineRun {
                     input,
                 } => d.moves.push_back((*from, *to, *event, *input)),
                 MachineAction::ArmTimer { timer, at, delay } => {
-                    d.writer.timer_armed(*timer, *at, *delay)
+                    if let Some(w) = d.writer.as_mut() {
+                        w.timer_armed(*timer, *at, *delay)
+                    }
                 }
-                MachineAction::ClearTimer { timer } => d.writer.timer_cleared(*timer),
+                MachineAction::ClearTimer { timer } => {
+                    if let Some(w) = d.writer.as_mut() {
+                        w.timer_cleared(*timer)
+                    }
+                }
                 MachineAction::DropEvent { handle } => {
                     d.events.remove(handle);
                 }
-                MachineAction::Errored {
-                    message: Some(msg), ..
-                } => {
-                    d.error =
-                        Some(serde_json::json!({ "name": "Error", "message": msg }).to_string())
+                MachineAction::Errored { message, halted } => {
+                    if let Some(msg) = message {
+                        d.error = Some(
+                            serde_json::json!({ "name": "Error", "message": msg }).to_string(),
+                        );
+                    }
+                    if *halted {
+                        let msg = error_message(d.error.as_deref());
+                        if let Some(s) = d.spans.as_mut() {
+                            s.end("error", Some(msg));
+                        }
+                    }
                 }
                 _ => {}
             }
         }
         let rec = self.run.recorder();
         let events = rec.events();
-        for e in &events[d.writer.cursor.min(events.len())..] {
+        for e in &events[d.cursor.min(events.len())..] {
             let slot = e.node.unwrap_or(0);
-            let state_name = |d: &DurableMachine| {
-                d.slots
-                    .get(&slot)
-                    .map(|&s| m.state_name(s).to_owned())
-                    .unwrap_or_default()
-            };
+            let state = d.slots.get(&slot).map(|&s| m.state_name(s));
             match &e.kind {
                 EventKind::MachineNodeStart => {
-                    let name = state_name(d);
-                    let input = d.input.clone();
-                    d.writer.step_started(
-                        slot,
-                        e.step.to_string(),
-                        name,
-                        e.parent_step.map(|p| p.to_string()),
-                        input,
-                        e.time,
-                    );
+                    let name = state.unwrap_or_default();
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_started(slot, name, &e.step.to_string(), e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.step_started(
+                            slot,
+                            e.step.to_string(),
+                            name.to_owned(),
+                            e.parent_step.map(|p| p.to_string()),
+                            d.input.clone(),
+                            e.time,
+                        );
+                    }
                 }
                 EventKind::MachineNodeFinish => {
-                    let output = d.output.clone();
-                    d.writer
-                        .step_ended(slot, StepStatus::Finished, output, None, e.time);
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_ended(slot, "finished", None, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.step_ended(slot, StepStatus::Finished, d.output.clone(), None, e.time);
+                    }
                     d.slots.remove(&slot);
                 }
                 EventKind::MachineError if e.node.is_some() => {
-                    let error = d.error.clone();
-                    d.writer
-                        .step_ended(slot, StepStatus::Error, None, error, e.time);
+                    if let Some(s) = d.spans.as_mut() {
+                        s.step_ended(
+                            slot,
+                            "error",
+                            Some(error_message(d.error.as_deref())),
+                            e.time,
+                        );
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.step_ended(slot, StepStatus::Error, None, d.error.clone(), e.time);
+                    }
                     d.slots.remove(&slot);
                 }
                 EventKind::MachineStart => {
@@ -357,24 +429,38 @@ impl NativeMachineRun {
                         .find(|e| e.kind == EventKind::MachineNodeStart)
                         .and_then(|e| e.node)
                         .and_then(|slot| d.slots.get(&slot))
-                        .map_or_else(
-                            || m.state_name(current).to_owned(),
-                            |&s| m.state_name(s).to_owned(),
-                        );
-                    d.writer.transition(None, None, &first, None, e.time);
+                        .map_or_else(|| m.state_name(current), |&s| m.state_name(s));
+                    if let Some(w) = d.writer.as_mut() {
+                        w.transition(None, None, first, None, e.time);
+                    }
                 }
                 EventKind::MachineTransition => {
                     let Some((from, to, event, input)) = d.moves.pop_front() else {
                         continue;
                     };
                     let event = event.and_then(|h| d.events.remove(&h));
-                    d.writer.transition(
-                        Some(e.step.to_string()),
-                        Some(m.state_name(from)),
-                        m.state_name(to),
-                        event,
-                        e.time,
-                    );
+                    if let Some(s) = d.spans.as_ref() {
+                        let mut attrs = vec![
+                            KeyValue::new(
+                                "workflow.state_machine.from",
+                                m.state_name(from).to_owned(),
+                            ),
+                            KeyValue::new("workflow.state_machine.to", m.state_name(to).to_owned()),
+                        ];
+                        if let Some((t, _)) = &event {
+                            attrs.push(KeyValue::new("workflow.state_machine.event", t.clone()));
+                        }
+                        s.event(None, "workflow.state_machine.transition", attrs, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.transition(
+                            Some(e.step.to_string()),
+                            Some(m.state_name(from)),
+                            m.state_name(to),
+                            event,
+                            e.time,
+                        );
+                    }
                     d.input = match input {
                         InputRef::Output => d.output.clone(),
                         InputRef::Error => d.error.clone(),
@@ -388,33 +474,50 @@ impl NativeMachineRun {
                     };
                 }
                 EventKind::MachineStatus => {
-                    if let DataRef::Status(status, _) = e.data {
-                        d.writer.status(status);
+                    if let (DataRef::Status(status, _), Some(w)) = (e.data, d.writer.as_mut()) {
+                        w.status(status);
+                    }
+                }
+                EventKind::MachineFinish => {
+                    if let Some(s) = d.spans.as_mut() {
+                        if resting_error {
+                            s.end("error", Some(error_message(d.error.as_deref())));
+                        } else {
+                            s.end("finished", None);
+                        }
                     }
                 }
                 EventKind::Custom(t) => {
                     let data = d.custom.pop_front().flatten();
-                    let node = d.slots.get(&slot).map(|&s| m.state_name(s).to_owned());
-                    d.writer.custom(
-                        e.step.to_string(),
-                        e.parent_step.map(|p| p.to_string()),
-                        t,
-                        node,
-                        data,
-                        e.time,
-                    );
+                    if let Some(s) = d.spans.as_ref() {
+                        let attrs = data
+                            .iter()
+                            .map(|d| KeyValue::new("event.data", d.clone()))
+                            .collect();
+                        s.event(e.node, t, attrs, e.time);
+                    }
+                    if let Some(w) = d.writer.as_mut() {
+                        w.custom(
+                            e.step.to_string(),
+                            e.parent_step.map(|p| p.to_string()),
+                            t,
+                            state.map(str::to_owned),
+                            data,
+                            e.time,
+                        );
+                    }
                 }
                 _ => {}
             }
         }
-        if d.writer.listened {
-            d.writer.cursor = events.len();
+        if d.listened {
+            d.cursor = events.len();
         } else {
             rec.clear_events();
-            d.writer.cursor = 0;
+            d.cursor = 0;
         }
-        if d.writer.full() {
-            let _ = d.writer.flush(None);
+        if let Some(w) = d.writer.as_mut().filter(|w| w.full()) {
+            let _ = w.flush(None);
         }
     }
 
@@ -422,8 +525,8 @@ impl NativeMachineRun {
     /// returns in `sync`.
     #[napi]
     pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
-        match self.durable.as_mut() {
-            Some(d) => d.writer.flush(snapshot),
+        match self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            Some(w) => w.flush(snapshot),
             None => Ok(()),
         }
     }
@@ -431,24 +534,24 @@ impl NativeMachineRun {
     /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
     #[napi]
     pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.end(&status, output, error);
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            w.end(&status, output, error);
         }
     }
 
     /// A stored timer re-armed after a restore: its row, for when it fires or is cleared.
     #[napi]
     pub fn store_timer_row(&mut self, timer: f64, id: String) {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.timer_row(timer as u64, id);
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            w.timer_row(timer as u64, id);
         }
     }
 
     /// A stored event (`engine.send`) was taken by the run.
     #[napi]
     pub fn store_delivered(&mut self, id: String) {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.delivered(id);
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            w.delivered(id);
         }
     }
 
@@ -584,7 +687,7 @@ impl NativeMachineRun {
         buf: Float64ArraySlice,
         value: Option<String>,
     ) -> Result<u32> {
-        if let Some(d) = self.durable.as_mut() {
+        if let Some(d) = self.tap.as_mut() {
             if outcome == 1 {
                 d.error = value;
             } else if outcome != 3 {
@@ -628,7 +731,7 @@ impl NativeMachineRun {
         buf: Float64ArraySlice,
         data: Option<String>,
     ) -> Result<u32> {
-        if let Some(d) = self.durable.as_mut() {
+        if let Some(d) = self.tap.as_mut() {
             d.events.insert(handle as u64, (event_type.clone(), data));
         }
         let from = self.actions.len();
@@ -644,8 +747,8 @@ impl NativeMachineRun {
     #[napi]
     pub fn timer_fired(&mut self, timer: f64, buf: Float64ArraySlice) -> u32 {
         let now = self.now_if_needed(false);
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.timer_fired(timer as u64, now_ms());
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+            w.timer_fired(timer as u64, now_ms());
         }
         let from = self.actions.len();
         self.run.timer_fired(timer as u64, now, &mut self.actions);
@@ -671,6 +774,14 @@ impl NativeMachineRun {
         let from = self.actions.len();
         let cancelled = self.run.cancel(now, &mut self.actions);
         self.persist(from);
+        if let Some(s) = self
+            .tap
+            .as_mut()
+            .and_then(|t| t.spans.as_mut())
+            .filter(|_| cancelled)
+        {
+            s.end("cancelled", None);
+        }
         cancelled
     }
 
@@ -710,8 +821,8 @@ impl NativeMachineRun {
     /// Turn event delivery to JS on or off (a durable run records events anyway).
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
-        match self.durable.as_mut() {
-            Some(d) => d.writer.listened = on,
+        match self.tap.as_mut() {
+            Some(d) => d.listened = on,
             None => self.run.recorder().set_observe(on),
         }
     }
@@ -721,7 +832,7 @@ impl NativeMachineRun {
     #[napi]
     pub fn custom_event(&mut self, slot: u32, event_type: String, data: Option<String>) {
         let now = self.now_if_needed(false);
-        if let Some(d) = self.durable.as_mut() {
+        if let Some(d) = self.tap.as_mut() {
             d.custom.push_back(data);
         }
         self.run.recorder().custom_event(slot, &event_type, now);
@@ -732,8 +843,8 @@ impl NativeMachineRun {
     /// event's `node` is its step slot; the face knows which state that visit was.
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
-        if let Some(d) = self.durable.as_mut() {
-            d.writer.cursor = 0;
+        if let Some(d) = self.tap.as_mut() {
+            d.cursor = 0;
         }
         drain_json(self.run.recorder())
     }

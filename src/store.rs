@@ -500,10 +500,6 @@ pub(crate) struct RunWriter {
     open: std::collections::HashMap<u32, (String, String, Option<usize>)>,
     last_step: Option<String>,
     records: Vec<Record>,
-    /// Events of the recorder already written (a listener drains them later).
-    pub(crate) cursor: usize,
-    /// Whether JS drains the recorder too; if not, written events are dropped.
-    pub(crate) listened: bool,
     /// Timer rows by core timer id.
     timers: std::collections::HashMap<u64, String>,
 }
@@ -516,6 +512,7 @@ impl RunWriter {
         run_json: &str,
         resume: bool,
         sync: bool,
+        trace: Option<(String, String)>,
     ) -> Result<(RunWriter, Option<String>)> {
         let run: NewRun = serde_json::from_str(run_json)
             .map_err(|e| Error::from_reason(format!("invalid run record: {e}")))?;
@@ -543,8 +540,8 @@ impl RunWriter {
                 error: None,
                 tags: run.tags,
                 info: raw(run.info),
-                trace_id: None,
-                span_id: None,
+                trace_id: trace.as_ref().map(|t| t.0.clone()),
+                span_id: trace.map(|t| t.1),
                 parent_run_id: run.parent_run_id,
                 parent_step_id: run.parent_step_id,
                 snapshot: None,
@@ -578,8 +575,6 @@ impl RunWriter {
             open: Default::default(),
             last_step: None,
             records: Vec::new(),
-            cursor: 0,
-            listened: false,
             timers: Default::default(),
         };
         Ok((writer, input))

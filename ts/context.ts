@@ -15,6 +15,8 @@ export interface StepOwner {
   readonly tools: unknown;
   /** The durable writer of the owning run, when it is stored: runs nested in it are too. */
   durableParent(): import('./durable').DurableRun | undefined;
+  /** The W3C traceparent of a step's span, when the owning run records spans. */
+  stepTraceparent(slot: number): string | undefined;
 }
 
 /** The step a piece of code runs in: set around every runner call. */

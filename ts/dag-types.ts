@@ -77,6 +77,8 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   autorun?: () => boolean;
   /** Memoizes node outputs by node, runner source and input. */
   cache?: NodeResultCache;
+  /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */
+  traceparent?: string;
 }
 
 /** A store for node outputs, keyed by node name and a hash of the runner and its input. */

@@ -4,6 +4,7 @@ import { currentStep } from './context';
 import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError, plainErrors } from './errors';
 import { ENGINE, storable, StorageError, type EngineInit } from './durable';
+import { nodeAttributes } from './tracing';
 import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { analyzeDagSpecs, NativeDag, NativeDagRun, type NativeStore } from './native';
 import { callInStep, RunnerBase, StepArgs } from './runner-base';
@@ -103,6 +104,14 @@ function setKey(obj: Record<string, unknown>, key: string, value: unknown): void
   else obj[key] = value;
 }
 
+const attributeCache = new WeakMap<CompiledDag<any, any, any>, string | undefined>();
+
+/** Span attributes from the nodes' `tags` and `info`, once per compiled DAG. */
+function dagAttributes(dag: CompiledDag<any, any, any>): string | undefined {
+  if (!attributeCache.has(dag)) attributeCache.set(dag, nodeAttributes(dag.config.nodes));
+  return attributeCache.get(dag);
+}
+
 /** The arguments of one node call. */
 class DagNodeArgs extends StepArgs implements NodeArgs<any, any, any> {
   input: any;
@@ -170,6 +179,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#outputs = new Array(n);
     this.#running = new Uint8Array(n);
     if (parent?.owner.isObserved()) this.observe();
+    this.startTrace(options.traceparent, () => dagAttributes(dag));
     this.nestDurable('dag', this.input);
   }
 
@@ -309,6 +319,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
           outcome = FAILED;
           json = this.storeError(this.#errors[slot]);
         }
+      } else if (outcome === FAILED) {
+        json = this.storeError(this.#errors[slot]); // for the node's span, when traced
       }
       this.#apply(this.#core.complete(slot, outcome, this.#buf, json));
     }

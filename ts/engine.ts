@@ -105,6 +105,8 @@ export interface StartOptions<Root = unknown, Ctx = any> {
   tools?: Tools;
   semaphores?: Semaphore[];
   keepAlive?: boolean;
+  /** The W3C traceparent the run's span joins (default: the caller's active span). */
+  traceparent?: string;
 }
 
 /** A run as stored (`runs` table, docs/schema.md). */
@@ -400,6 +402,7 @@ export class Engine {
       tools: options.tools ? { ...this.#tools, ...options.tools } : this.#tools,
       name: options.name,
       semaphores: options.semaphores,
+      traceparent: options.traceparent,
       [ENGINE]: { runId, ...init } satisfies EngineInit,
     };
     return isMachine(config)

@@ -55,3 +55,4 @@ export type {
 } from './engine';
 export { StorageError } from './durable';
 export { inspect, inspectorAssets, type InspectOptions, type Inspector } from './inspect/server';
+export { configureTracing, flushTracing, shutdownTracing, type TracingOptions } from './tracing';

@@ -98,6 +98,8 @@ export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends s
   semaphores?: Semaphore[];
   /** Let pending delays and timeouts keep the process alive (by default they do not). */
   keepAlive?: boolean;
+  /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */
+  traceparent?: string;
 }
 
 /** The state a machine is in, with what brought it there. */

@@ -1,4 +1,5 @@
 import { ENGINE, storable, StorageError, type EngineInit, type RunEnd } from './durable';
+import { nodeAttributes } from './tracing';
 import { CancelledError, plainErrors } from './errors';
 import { DataCode, W_ARG, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type {
@@ -268,6 +269,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       this.#take(this.#core.more(this.#buf));
     }
     if (parent?.owner.isObserved()) this.observe();
+    this.startTrace(options.traceparent, () => nodeAttributes(options.config.nodes as Record<string, { tags?: unknown; info?: unknown }>));
     this.nestDurable('machine', this.#input);
     this.#guard = (transition, handle) => {
       const condition = this.#m.conditions[transition]!;

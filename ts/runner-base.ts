@@ -7,6 +7,7 @@ import { DurableRun, errorText, storable, type RunEnd } from './durable';
 import { plainErrors } from './errors';
 import type { NativeStore } from './native';
 import { newRunId } from './native';
+import { activeTraceparent, tracingOn } from './tracing';
 import { DataCode, reportListenerError, W_DATA, type RamusEvent, type WireBatch, type WireEvent } from './events';
 
 /** The binding's per-run surface both runners share (see src/lib.rs and src/machine.rs). */
@@ -18,6 +19,8 @@ export interface NativeRunCore {
   drainEvents(): string | null;
   storeFlush(snapshot?: string | null): void;
   storeEnd(status: string, output?: string | null, error?: string | null): void;
+  trace(name: string, traceparent?: string | null, attributes?: string | null): void;
+  traceparent(slot?: number | null): string | null;
 }
 
 /** What a runner call receives besides its inputs; also the async-context frame of its step. */
@@ -177,9 +180,29 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return this.#durable ? storable(value, path) : undefined;
   }
 
-  /** The JSON of an error the run must store (undefined when the run is not stored). */
+  /** The JSON of an error for the run's record and span (undefined when neither exists). */
   protected storeError(err: unknown): string | undefined {
-    return this.#durable ? errorText(err) : undefined;
+    return this.#durable || this.#traced ? errorText(err) : undefined;
+  }
+
+  #traced = false;
+
+  /**
+   * Record spans when tracing is configured: under the span of the step this run is
+   * nested in, the `traceparent` option, or the caller's active OpenTelemetry span. Called
+   * by subclasses once their native run exists.
+   */
+  protected startTrace(traceparent: string | undefined, attributes: () => string | undefined): void {
+    if (!tracingOn()) return;
+    const frame = this.parentFrame;
+    const parent = traceparent ?? (frame ? frame.owner.stepTraceparent(frame.slot) : activeTraceparent());
+    this.core.trace(this.name, parent, attributes());
+    this.#traced = true;
+  }
+
+  /** @internal The traceparent of a step's span, for runs started inside it. */
+  stepTraceparent(slot: number): string | undefined {
+    return this.#traced ? (this.core.traceparent(slot) ?? undefined) : activeTraceparent();
   }
 
   /**
@@ -418,7 +441,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** @internal */
   customEvent(slot: number, type: string, data: unknown): void {
     if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
-    if (!this.observed && !this.#durable) return;
+    if (!this.observed && !this.#durable && !this.#traced) return;
     // A durable run stores the data: what JSON cannot hold fails the emit, naming the path.
     const json = this.storeJson(data, `data of event '${type}'`);
     if (this.observed) this.#customData.push(data);
