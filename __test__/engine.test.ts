@@ -906,3 +906,26 @@ describe('prune', () => {
     expect(() => (engine as any).prune({})).toThrow(/olderThan/);
   });
 });
+
+describe('engine.inspect', () => {
+  test("serves the inspector on the engine's database, with the runs it just wrote", async () => {
+    const engine = open({ durability: 'batched' });
+    engine.register('one', () => 1);
+    const run = engine.start({ name: 'seen', nodes: { a: { runner: 'one' } } });
+    await run.finished;
+    const inspector = await engine.inspect({ port: 0 });
+    try {
+      expect(inspector.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      const list = (await (await fetch(`${inspector.url}api/runs`)).json()) as { runs: Array<{ id: string; status: string }> };
+      expect(list.runs.find((r) => r.id === run.runId)?.status).toBe('finished');
+    } finally {
+      await inspector.close();
+    }
+  });
+
+  test('an engine on :memory: has no file to show', async () => {
+    const engine = new Engine({ db: ':memory:' });
+    await expect(engine.inspect()).rejects.toThrow(/:memory:/);
+    await engine.close();
+  });
+});
