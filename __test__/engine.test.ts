@@ -929,3 +929,29 @@ describe('engine.inspect', () => {
     await engine.close();
   });
 });
+
+describe('timers and pending events are readable', () => {
+  test('a delay is a timer row until it fires; an event sent to a stored run waits as pending', async () => {
+    const engine = open({ durability: 'sync' });
+    engine.register('go', () => 'went');
+    const run = engine.start({
+      name: 'later',
+      initial: 'wait',
+      nodes: {
+        wait: { runner: 'go', transition: { '': { state: 'done', delay: '30d' }, poke: 'done' } },
+        done: { final: true },
+      },
+    });
+    await waitUntil(() => engine.timers(run.runId).length === 1, 'the delay stored');
+    const [timer] = engine.timers(run.runId);
+    expect(timer).toMatchObject({ kind: 'delay', firedAt: null });
+    expect(timer!.dueAt).toBeGreaterThan(Date.now() + 29 * 24 * 3600 * 1000);
+    await engine.close();
+
+    // Another engine, with nobody running the machine: the event waits in the database.
+    const other = new Engine({ db: engine.db });
+    engines.push(other);
+    other.send(run.runId, { type: 'poke', data: { n: 1 } });
+    expect(other.pendingEvents(run.runId)).toMatchObject([{ type: 'poke', data: { n: 1 }, queue: false }]);
+  });
+});

@@ -607,6 +607,16 @@ export class Engine {
     return JSON.parse(plainErrors(() => this.#store.events(runId)));
   }
 
+  /** A machine run's durable timers (delays and timeouts), armed and fired, in due order. */
+  timers(runId: string): Array<{ id: string; kind: 'delay' | 'timeout'; dueAt: number; firedAt: number | null }> {
+    return JSON.parse(plainErrors(() => this.#store.timers(runId)));
+  }
+
+  /** Events sent to a run (`send`) that it has not taken yet, oldest first. */
+  pendingEvents(runId: string): Array<{ id: string; type: string; data: unknown; queue: boolean; createdAt: number }> {
+    return JSON.parse(plainErrors(() => this.#store.pendingEvents(runId)));
+  }
+
   /** Runs started inside a run's steps. */
   children(runId: string): StoredRun[] {
     return JSON.parse(plainErrors(() => this.#store.children(runId))) as StoredRun[];
