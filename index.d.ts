@@ -73,9 +73,10 @@ export declare class NativeDagRun {
    */
   restoreFinished(node: number, output?: string | undefined | null): boolean
   /**
-   * Before `start`: restore every node with a finished step of stored run `run_id`.
-   * Returns `[[node, output], …]` (JSON; `[node]` when the output was undefined) for the
-   * face's copy of the outputs.
+   * Before `start`: restore every node with a finished (or, when failures are
+   * tolerated, failed) step of stored run `run_id`. Returns `{"ok": [[node, output], …],
+   * "err": [[node, error], …]}` (JSON; `[node]` when the output was undefined) for the
+   * face's copy of the values.
    */
   restoreFromStore(store: NativeStore, runId: string): string
   /** Cancel the run; false when it had already ended. */
@@ -128,9 +129,10 @@ export declare class NativeMachineRun {
   traceparent(slot?: number | undefined | null): string | null
   /**
    * Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
-   * `input` is the current state's input. `output` is the last output (a restore).
+   * `input` is the current state's input. `output` is the last output and `events` the
+   * events the machine holds (a restore).
    */
-  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean, output?: string | undefined | null): void
+  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean, output?: string | undefined | null, events?: string | undefined | null): void
   /**
    * Write what the run collected (with its snapshot, JSON): committed before this
    * returns in `sync`.

@@ -523,43 +523,49 @@ impl NativeDagRun {
         restored
     }
 
-    /// Before `start`: restore every node with a finished step of stored run `run_id`.
-    /// Returns `[[node, output], …]` (JSON; `[node]` when the output was undefined) for the
-    /// face's copy of the outputs.
+    /// Before `start`: restore every node with a finished (or, when failures are
+    /// tolerated, failed) step of stored run `run_id`. Returns `{"ok": [[node, output], …],
+    /// "err": [[node, error], …]}` (JSON; `[node]` when the output was undefined) for the
+    /// face's copy of the values.
     #[napi]
     pub fn restore_from_store(&mut self, store: &NativeStore, run_id: String) -> Result<String> {
+        use std::fmt::Write;
         let rows = store
             .inner
-            .finished_outputs(&run_id)
+            .settled_steps(&run_id)
             .map_err(store::store_error)?;
         let dag = Arc::clone(self.run.dag());
-        let mut out = String::from("[");
-        for (name, output) in rows {
+        let (mut ok, mut err) = (String::new(), String::new());
+        for (name, finished, value) in rows {
             let Some(node) = dag.node_id(&name) else {
                 continue;
             };
-            if !self.run.restore_finished(node) {
+            let restored = if finished {
+                self.run.restore_finished(node)
+            } else {
+                self.run.restore_failed(node)
+            };
+            if !restored {
                 continue;
             }
-            if out.len() > 1 {
+            let out = if finished { &mut ok } else { &mut err };
+            if !out.is_empty() {
                 out.push(',');
             }
-            use std::fmt::Write;
-            // `[node]` for an undefined output (stored as NULL), so it comes back undefined.
-            match output.as_deref() {
-                Some(json) => {
-                    let _ = write!(out, "[{node},{json}]");
-                }
-                None => {
-                    let _ = write!(out, "[{node}]");
-                }
-            }
+            // `[node]` for an undefined value (stored as NULL), so it comes back undefined.
+            let _ = match value.as_deref() {
+                Some(json) => write!(out, "[{node},{json}]"),
+                None => write!(out, "[{node}]"),
+            };
             if let Some(d) = self.tap.as_mut().filter(|d| !d.outputs.is_empty()) {
-                d.outputs[node as usize] = output;
+                if finished {
+                    d.outputs[node as usize] = value;
+                } else {
+                    d.errors[node as usize] = value;
+                }
             }
         }
-        out.push(']');
-        Ok(out)
+        Ok(format!(r#"{{"ok":[{ok}],"err":[{err}]}}"#))
     }
 
     /// Cancel the run; false when it had already ended.

@@ -300,7 +300,8 @@ impl NativeMachineRun {
     }
 
     /// Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
-    /// `input` is the current state's input. `output` is the last output (a restore).
+    /// `input` is the current state's input. `output` is the last output and `events` the
+    /// events the machine holds (a restore).
     #[napi]
     pub fn attach_store(
         &mut self,
@@ -309,6 +310,7 @@ impl NativeMachineRun {
         resume: bool,
         sync: bool,
         output: Option<String>,
+        events: Option<String>,
     ) -> Result<()> {
         let ids = self
             .tap
@@ -324,6 +326,15 @@ impl NativeMachineRun {
         tap.writer = Some(writer);
         tap.output = output;
         tap.input = input;
+        // A restored machine's events (queued, or the one that chose a pending delay):
+        // `[[handle, type, data JSON or null], …]`, so their transitions keep type and data.
+        if let Some(json) = events {
+            let held: Vec<(u64, String, Option<String>)> = serde_json::from_str(&json)
+                .map_err(|e| Error::from_reason(format!("invalid restored events: {e}")))?;
+            for (handle, event_type, data) in held {
+                tap.events.insert(handle, (event_type, data));
+            }
+        }
         Ok(())
     }
 
@@ -476,6 +487,12 @@ impl NativeMachineRun {
                 EventKind::MachineStatus => {
                     if let (DataRef::Status(status, _), Some(w)) = (e.data, d.writer.as_mut()) {
                         w.status(status);
+                    }
+                    // However it was cancelled (cancel(), or a state that stopped itself).
+                    if matches!(e.data, DataRef::Status("cancelled", _)) {
+                        if let Some(s) = d.spans.as_mut() {
+                            s.end("cancelled", None);
+                        }
                     }
                 }
                 EventKind::MachineFinish => {

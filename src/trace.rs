@@ -109,7 +109,10 @@ pub fn configure_tracing(
         .replace((provider, tracer));
     ENABLED.store(true, Ordering::Release);
     if let Some((old, _)) = old {
-        let _ = old.shutdown();
+        // Flushing the old exporter may wait for a slow collector: not on the JS thread.
+        std::thread::spawn(move || {
+            let _ = old.shutdown();
+        });
     }
     Ok(())
 }

@@ -188,13 +188,19 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean): void {
+    // (A DAG holds no events or last output: `output` and `events` are a machine's.)
     this.#core.attachStore(store, row, resume, sync);
   }
 
-  /** @internal Before `run`: the nodes that finished in an earlier process keep their stored outputs. */
+  /**
+   * @internal Before `run`: the nodes that finished in an earlier process keep their stored
+   * outputs; with `tolerateFailures`, those that failed stay failed (their errors as stored).
+   */
   restoreFromStore(store: NativeStore, runId: string): void {
-    const rows = JSON.parse(plainErrors(() => this.#core.restoreFromStore(store, runId))) as Array<[number, unknown?]>;
-    for (const row of rows) this.#outputs[row[0]] = row[1];
+    type Rows = Array<[number, unknown?]>;
+    const rows = JSON.parse(plainErrors(() => this.#core.restoreFromStore(store, runId))) as { ok: Rows; err: Rows };
+    for (const row of rows.ok) this.#outputs[row[0]] = row[1];
+    for (const row of rows.err) this.#errors[row[0]] = row[1];
   }
 
   protected get core(): NativeDagRun {

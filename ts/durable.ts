@@ -160,3 +160,27 @@ export class DurableRun {
     readonly sync: boolean,
   ) {}
 }
+
+/** What an engine does with the durable runs writing to its store (nested ones included). */
+export interface DurableRunner {
+  flushDurable(): void;
+  detachDurable(): void;
+}
+
+const byStore = new WeakMap<NativeStore, Set<DurableRunner>>();
+
+/** A run that writes to `store` until it ends or is detached. */
+export function trackDurable(store: NativeStore, run: DurableRunner): void {
+  let set = byStore.get(store);
+  if (!set) byStore.set(store, (set = new Set()));
+  set.add(run);
+}
+
+export function untrackDurable(store: NativeStore, run: DurableRunner): void {
+  byStore.get(store)?.delete(run);
+}
+
+/** The runs writing to `store` now: top-level runs of an engine and the runs nested in them. */
+export function durableRunsOf(store: NativeStore): DurableRunner[] {
+  return [...(byStore.get(store) ?? [])];
+}

@@ -1,6 +1,6 @@
 import { analyzeDag, CompiledDag, DagRunner } from './dag';
 import type { Dag, NodeArgs, Tools } from './dag-types';
-import { ENGINE, storable, type EngineInit, type MachineRestore } from './durable';
+import { durableRunsOf, ENGINE, storable, type EngineInit, type MachineRestore } from './durable';
 import { plainErrors } from './errors';
 import { compile, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, MachineEvent, StateArgs, StateMachine } from './machine-types';
@@ -192,8 +192,8 @@ export class Engine {
   #live = new Map<string, EngineRun>();
   #pollInterval: number;
   #poll: NodeJS.Timeout | undefined;
-  /** Stored events already handed to a live run (their delivery may not be committed yet). */
-  #taken = new Set<string>();
+  /** Stored events already handed to each live run (their delivery may not be committed yet). */
+  #taken = new Map<string, Set<string>>();
   #closed = false;
   /** Stored definitions made runnable, by `name@version`: a DAG compiles once per version. */
   #loaded = new Map<string, Runnable>();
@@ -412,10 +412,11 @@ export class Engine {
 
   #track(runId: string, runner: EngineRun): void {
     this.#live.set(runId, runner);
-    runner.finished.then(
-      () => this.#live.delete(runId),
-      () => this.#live.delete(runId),
-    );
+    const done = () => {
+      this.#live.delete(runId);
+      this.#taken.delete(runId);
+    };
+    runner.finished.then(done, done);
     if (runner instanceof StateMachineRunner) this.#startPolling();
   }
 
@@ -441,19 +442,23 @@ export class Engine {
     const config = this.#load(row.definitionName, row.definitionVersion);
     const durability = checkDurability(options.durability ?? this.durability);
     const interrupted = plainErrors(() => this.#store.openSteps(runId));
-    this.#cancelChildren(runId);
     const snapshot = (row.snapshot ?? null) as (Omit<MachineRestore, 'core'> & { core: unknown }) | null;
     const machine = isMachine(config);
     const init: Omit<EngineInit, 'runId'> = {};
     if (machine && snapshot?.core) init.machine = { ...snapshot, core: JSON.stringify(snapshot.core) };
     const runner = this.#create(config, runId, { ...options, input: row.input ?? undefined, context: snapshot?.context ?? undefined, name: row.name }, init);
     if (interrupted.length > 0) plainErrors(() => this.#store.interruptSteps(interrupted));
+    this.#cancelChildren(runId);
     if (durability !== 'off') {
       // A machine continues with the input of the state it is in and its last output.
       const current = machine && init.machine ? init.machine.input : row.input;
       const json = JSON.stringify({ id: runId, name: row.name, kind: row.kind, input: current ?? null });
       const output = machine && init.machine ? storable(init.machine.output, 'output') : undefined;
-      runner.attachDurable(this.#store, runId, json, true, durability === 'sync', output);
+      // The events the machine holds, for the transitions they will cause.
+      const events = init.machine
+        ? JSON.stringify(init.machine.events.map(([handle, e]) => [handle, e.type, storable(e.data, `data of event '${e.type}'`) ?? null]))
+        : undefined;
+      runner.attachDurable(this.#store, runId, json, true, durability === 'sync', output, events);
     }
     if (runner instanceof DagRunner) runner.restoreFromStore(this.#store, runId);
     this.#track(runId, runner);
@@ -539,9 +544,11 @@ export class Engine {
 
   #deliverPending(runId: string, runner: StateMachineRunner<any, any, any, any>): void {
     const pending = JSON.parse(this.#store.pendingEvents(runId)) as Array<{ id: string; type: string; data: unknown; queue: boolean }>;
+    let taken = this.#taken.get(runId);
     for (const e of pending) {
-      if (this.#taken.has(e.id)) continue;
-      this.#taken.add(e.id);
+      if (!taken) this.#taken.set(runId, (taken = new Set()));
+      if (taken.has(e.id)) continue;
+      taken.add(e.id);
       runner.deliverStored(e.id, { type: e.type, data: e.data ?? undefined, queue: e.queue });
     }
   }
@@ -651,9 +658,9 @@ export class Engine {
     return inspect({ ...options, db: this.db });
   }
 
-  /** Write what live runs collected and wait until everything written so far is committed. */
+  /** Write what live runs (and the runs nested in them) collected, and wait until everything written so far is committed. */
   flush(): void {
-    for (const run of this.#live.values()) run.flushDurable();
+    for (const run of durableRunsOf(this.#store)) run.flushDurable();
     plainErrors(() => this.#store.flush());
   }
 
@@ -662,7 +669,7 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     this.#stopPolling();
-    for (const run of this.#live.values()) run.detachDurable();
+    for (const run of durableRunsOf(this.#store)) run.detachDurable();
     this.#live.clear();
     plainErrors(() => this.#store.close());
   }

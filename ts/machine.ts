@@ -221,6 +221,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** Where the core writes its actions, five numbers each; reused for every call. */
   #buf = new Float64Array(2 + 5 * 32);
   #resting = true;
+  /** Durable runs: the context (JSON) when the last state started, or now if none runs. */
+  #boundaryContext: string | undefined;
   /** Durable runs: state runs held back until the step's records are written. */
   #deferred: Array<[number, number]> = [];
 
@@ -300,15 +302,24 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   protected override snapshot(): string {
-    const json = (value: unknown, path: string) => storable(value, path) ?? 'null';
-    const events = json([...this.#events], 'queued events');
-    return (
-      `{"core":${this.#core.snapshot()},"context":${json(this.context, 'context')},` +
-      `"input":${json(this.#input, `input of state ${this.state}`)},"output":${json(this.#output, 'output')},` +
-      `"stateOutput":${json(this.#stateOutput, `output of state ${this.state}`)},` +
-      `"event":${json(this.#event, 'event')},"events":${events}}`
-    );
+    // The context as it was when the running state started: its own changes must not get
+    // into a snapshot it will run again from. Everything else (the queue, timers, events
+    // sent meanwhile) is taken as it is now.
+    const between = this.#activeSlot < 0 || this.#deferred.length > 0;
+    const context = between || this.#boundaryContext === undefined ? (this.#boundaryContext = storable(this.context, 'context') ?? '{}') : this.#boundaryContext;
+    let out = `{"core":${this.#core.snapshot()},"context":${context},"events":${storable([...this.#events], 'queued events')}`;
+    // An undefined value is left out, so it comes back undefined (not null).
+    const add = (key: string, value: unknown, path: string) => {
+      const json = storable(value, path);
+      if (json !== undefined) out += `,"${key}":${json}`;
+    };
+    add('input', this.#input, `input of state ${this.state}`);
+    add('output', this.#output, 'output');
+    add('stateOutput', this.#stateOutput, `output of state ${this.state}`);
+    add('event', this.#event, 'event');
+    return `${out}}`;
   }
+
 
   /** @internal Re-arm a stored timer after a restore (fires at once when already due). */
   restoreTimer(timer: number, at: number, rowId: string): void {
@@ -322,8 +333,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.send(event);
   }
 
-  protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string): void {
-    this.#core.attachStore(store, row, resume, sync, output);
+  protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string, events?: string): void {
+    this.#core.attachStore(store, row, resume, sync, output, events);
   }
 
   /** The current state's name. */

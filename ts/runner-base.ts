@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { currentStep, type StepFrame, type StepOwner } from './context';
 import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
-import { DurableRun, errorText, storable, type RunEnd } from './durable';
+import { DurableRun, errorText, storable, trackDurable, untrackDurable, type RunEnd } from './durable';
 import { plainErrors } from './errors';
 import type { NativeStore } from './native';
 import { newRunId } from './native';
@@ -122,13 +122,14 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
    * `row` describes the run (JSON, see `RunWriter::open` in src/store.rs); `resume` for a
    * stored run continuing here; `output` a restored machine's last output (JSON).
    */
-  attachDurable(store: NativeStore, runId: string, row: string, resume: boolean, sync: boolean, output?: string): void {
-    plainErrors(() => this.attachNative(store, row, resume, sync, output));
+  attachDurable(store: NativeStore, runId: string, row: string, resume: boolean, sync: boolean, output?: string, events?: string): void {
+    plainErrors(() => this.attachNative(store, row, resume, sync, output, events));
     this.#durable = new DurableRun(store, runId, sync);
+    trackDurable(store, this);
   }
 
   /** The binding call that attaches the store (its shape differs per run kind). */
-  protected abstract attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string): void;
+  protected abstract attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean, output?: string, events?: string): void;
 
   /**
    * A run started inside a step of a stored run is stored too, as its own row linked to
@@ -169,6 +170,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   protected snapshotAtBoundary(): boolean {
     return false;
   }
+
 
   /** @internal Whether the run is stored (started through an `Engine` with durability). */
   get isStored(): boolean {
@@ -244,6 +246,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
    */
   detachDurable(): void {
     this.flushDurable();
+    if (this.#durable) untrackDurable(this.#durable.store, this);
     this.#durable = undefined;
   }
 
@@ -280,6 +283,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       else if (end.status === 'error') core.storeEnd('error', undefined, errorText(end.error));
       else core.storeEnd(end.status, output, undefined);
       core.storeFlush(snapshot);
+      const durable = this.#durable!;
+      untrackDurable(durable.store, this);
+      // A batched run is committed when it ends, so a failed write reaches `finished`.
+      if (!durable.sync) durable.store.flush();
     } catch (err) {
       // The database itself failed (closed, disk full): the caller learns it from `finished`.
       problem ??= err;

@@ -194,6 +194,39 @@ impl DagRun {
         self.rec.step(node, now)
     }
 
+    /// Before [`start`](Self::start), in a run that tolerates failures: mark a node that
+    /// failed in an earlier process. It will not run again; its children treat it as a
+    /// failed parent (those that tolerate it count it as settled, the others are cancelled,
+    /// and so on down). False when the node is unknown or already marked.
+    pub fn restore_failed(&mut self, node: u32) -> bool {
+        if self.status != RunStatus::Pending
+            || node as usize >= self.state.len()
+            || self.state[node as usize] != NodeState::Waiting
+        {
+            return false;
+        }
+        self.state[node as usize] = NodeState::Error;
+        self.unsettled -= 1;
+        self.restored = true;
+        let dag = Arc::clone(&self.dag);
+        let mut failed = vec![node];
+        while let Some(f) = failed.pop() {
+            for &child in dag.children(f) {
+                if self.state[child as usize] != NodeState::Waiting {
+                    continue;
+                }
+                if dag.tolerates_parent_errors(child) {
+                    self.remaining[child as usize] -= 1;
+                } else {
+                    self.state[child as usize] = NodeState::Cancelled;
+                    self.unsettled -= 1;
+                    failed.push(child);
+                }
+            }
+        }
+        true
+    }
+
     /// Start the run: the roots become ready (and start, unless stepwise).
     pub fn start(&mut self, now: u64, out: &mut Vec<Launch>) {
         if self.status != RunStatus::Pending {

@@ -665,6 +665,9 @@ pub struct MachineRun {
     started: bool,
     semaphores: bool,
     auto: bool,
+    /// The state running now was exempt from the limits (a snapshot taken while it runs
+    /// gives the exemption back, since the state will run again).
+    ran_exempt: bool,
 }
 
 impl MachineRun {
@@ -701,12 +704,19 @@ impl MachineRun {
             started: false,
             semaphores,
             auto: false,
+            ran_exempt: false,
         }
     }
 
     /// The run's restorable state (see [`MachineSnapshot`]).
     pub fn snapshot(&self) -> MachineSnapshot {
         let name = |s: u32| self.m.state_name(s).to_owned();
+        // A state that runs now runs again after a restore: the snapshot is of the moment
+        // before it started, so its visit and step are not counted yet.
+        let running = matches!(
+            self.status,
+            MachineStatus::Running | MachineStatus::PendingSemaphore
+        ) && self.slot.is_some();
         let status = match self.status {
             MachineStatus::Running | MachineStatus::PendingSemaphore if self.errored => {
                 MachineStatus::Error
@@ -714,13 +724,19 @@ impl MachineRun {
             MachineStatus::Running | MachineStatus::PendingSemaphore => MachineStatus::Ready,
             s => s,
         };
+        let mut visits = self.visits.clone();
+        let mut steps = self.steps;
+        if running {
+            steps = steps.saturating_sub(1);
+            let v = &mut visits[self.current as usize];
+            *v = v.saturating_sub(1);
+        }
         MachineSnapshot {
             current: name(self.current),
             previous: self.previous.map(name),
             status: status.as_str().to_owned(),
-            steps: self.steps,
-            visits: self
-                .visits
+            steps,
+            visits: visits
                 .iter()
                 .enumerate()
                 .filter(|(_, &v)| v > 0)
@@ -749,7 +765,7 @@ impl MachineRun {
             limit_hit: self.limit_hit,
             at_rest: self.at_rest,
             halted: self.halted,
-            exempt: self.exempt,
+            exempt: self.exempt || (running && self.ran_exempt),
             by_error: self.by_error,
             started: self.started,
         }
@@ -920,7 +936,7 @@ impl MachineRun {
                 return true;
             }
         }
-        self.exempt = false;
+        self.ran_exempt = std::mem::replace(&mut self.exempt, false);
         self.steps += 1;
         self.visits[state as usize] += 1;
         if !self.started {
@@ -1043,7 +1059,7 @@ impl MachineRun {
         match self.select(event, Some(handle), guards) {
             Ok(Some(mv)) => {
                 if let Some(s) = self.sleep.take() {
-                    out.push(MachineAction::ClearTimer { timer: s.timer });
+                    self.clear_sleep(s, out);
                 }
                 self.take(mv, Some(handle), InputRef::Output, now, out);
                 self.continue_auto(now, out);
@@ -1082,7 +1098,7 @@ impl MachineRun {
             _ => return,
         }
         if let Some(s) = self.sleep.take() {
-            out.push(MachineAction::ClearTimer { timer: s.timer });
+            self.clear_sleep(s, out);
         }
         let Some((_, target)) = self.m.timeout(self.current) else {
             return;
@@ -1099,7 +1115,7 @@ impl MachineRun {
         }
         self.set_status(MachineStatus::Cancelled, now);
         if let Some(s) = self.sleep.take() {
-            out.push(MachineAction::ClearTimer { timer: s.timer });
+            self.clear_sleep(s, out);
         }
         if let Some(timer) = self.timeout.take() {
             out.push(MachineAction::ClearTimer { timer });
@@ -1108,6 +1124,14 @@ impl MachineRun {
             out.push(MachineAction::DropEvent { handle: q.handle });
         }
         true
+    }
+
+    /// A delayed transition that will not happen: its timer, and the event that chose it.
+    fn clear_sleep(&self, s: Sleep, out: &mut Vec<MachineAction>) {
+        out.push(MachineAction::ClearTimer { timer: s.timer });
+        if let Some(handle) = s.event {
+            out.push(MachineAction::DropEvent { handle });
+        }
     }
 
     fn arm(&mut self, at: u64, delay: bool, out: &mut Vec<MachineAction>) -> u64 {
@@ -1352,7 +1376,7 @@ impl MachineRun {
                 .run_event(EventKind::MachineError, DataRef::RunError, now),
         }
         if let Some(sleep) = self.sleep.take() {
-            out.push(MachineAction::ClearTimer { timer: sleep.timer });
+            self.clear_sleep(sleep, out);
         }
         match target {
             Some(target) => {

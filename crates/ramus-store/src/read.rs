@@ -208,16 +208,17 @@ pub(crate) fn open_steps(conn: &Connection, run_id: &str) -> Result<Vec<String>>
     )
 }
 
-pub(crate) fn finished_outputs(
+pub(crate) fn settled_steps(
     conn: &Connection,
     run_id: &str,
-) -> Result<Vec<(String, Option<String>)>> {
+) -> Result<Vec<(String, bool, Option<String>)>> {
     collect(
         conn,
-        || format!("finished steps of run {run_id}"),
-        "SELECT node, output FROM steps WHERE run_id = ?1 AND status = 'finished' ORDER BY seq",
+        || format!("settled steps of run {run_id}"),
+        "SELECT node, status = 'finished', CASE status WHEN 'finished' THEN output ELSE error END \
+         FROM steps WHERE run_id = ?1 AND status IN ('finished', 'error') ORDER BY seq",
         [run_id],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
 }
 

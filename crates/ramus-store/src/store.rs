@@ -71,6 +71,10 @@ pub struct Options {
     /// The writer commits once a group holds this many records, even before the flush
     /// interval ends, so one transaction stays bounded. 8 192 by default.
     pub max_group_records: usize,
+    /// How many records may wait for the writer before `submit` waits for their commit:
+    /// a producer that outruns the disk is slowed to its pace rather than letting the
+    /// backlog (what a crash would lose, and memory) grow. 65 536 by default.
+    pub max_backlog_records: usize,
     /// Once the WAL holds this many pages, a background thread checkpoints it (copies it
     /// into the database) so commits never pay for that copy and its `fsync`s. 0 leaves
     /// checkpoints to SQLite, which runs them inside a commit. 1000 by default.
@@ -87,6 +91,7 @@ impl Options {
             busy_timeout: Duration::from_secs(5),
             queue_capacity: 65_536,
             max_group_records: 8_192,
+            max_backlog_records: 65_536,
             checkpoint_pages: 1000,
         }
     }
@@ -165,6 +170,7 @@ pub struct Store {
     /// whose writer never waits for more.
     gathering: Option<std::thread::Thread>,
     max_group_records: usize,
+    max_backlog_records: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The read connection. For `:memory:` it is the writer's own connection, because a
     /// second connection to `:memory:` would open a different, empty database.
@@ -245,6 +251,7 @@ impl Store {
                 queue: None,
                 gathering: None,
                 max_group_records: options.max_group_records,
+                max_backlog_records: options.max_backlog_records,
                 writer: Mutex::new(None),
                 reader: Arc::new(Mutex::new(conn)),
                 shared,
@@ -295,6 +302,7 @@ impl Store {
             queue: Some(queue),
             gathering: (options.durability == Durability::Batched).then(|| handle.thread().clone()),
             max_group_records: options.max_group_records.max(1),
+            max_backlog_records: options.max_backlog_records,
             writer: Mutex::new(Some(handle)),
             reader,
             shared,
@@ -381,6 +389,10 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
+        if self.shared.queued.load(Ordering::Relaxed) > self.max_backlog_records {
+            // Far behind: this submission waits for its commit, which drains the backlog.
+            return self.submit_sync(records);
+        }
         self.send(Msg::Records(records))
     }
 
@@ -422,8 +434,9 @@ impl Store {
             .unwrap_or(Err(Error::Closed))
     }
 
-    /// Delete the runs created before `older_than_ms` (only those with `status`, if
-    /// given), the runs started inside them, and all their steps, transitions, events,
+    /// Delete the runs created before `older_than_ms` that have ended (`finished`, `error`,
+    /// `cancelled`; or only those with `status`, if given, which may be one that has not
+    /// ended), the runs started inside them, and all their steps, transitions, events,
     /// pending events and timers, in one transaction. Returns how many runs were deleted
     /// (0 in `Off`).
     pub fn prune(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<usize> {
@@ -482,10 +495,10 @@ impl Store {
         read::open_steps(&self.reader(), run_id)
     }
 
-    /// The node and output of each finished step of a run, in `seq` order: what a DAG
-    /// restore keeps.
-    pub fn finished_outputs(&self, run_id: &str) -> Result<Vec<(String, Option<String>)>> {
-        read::finished_outputs(&self.reader(), run_id)
+    /// Each finished or failed step of a run, in `seq` order: its node, whether it
+    /// finished, and its output (or error). What a DAG restore keeps.
+    pub fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>> {
+        read::settled_steps(&self.reader(), run_id)
     }
 
     /// The runs started inside steps of `run_id` (child DAGs and machines), oldest first.

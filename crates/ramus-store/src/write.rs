@@ -80,7 +80,8 @@ const INSERT_DEFINITION: &str = "\
 /// its parent and is never left behind pointing at a deleted one.
 const PRUNE: &str = "\
     WITH RECURSIVE doomed (id) AS ( \
-        SELECT id FROM runs WHERE created_at < ?1 AND (?2 IS NULL OR status = ?2) \
+        SELECT id FROM runs WHERE created_at < ?1 \
+            AND (status = ?2 OR (?2 IS NULL AND status IN ('finished', 'error', 'cancelled'))) \
         UNION SELECT runs.id FROM runs JOIN doomed ON runs.parent_run_id = doomed.id \
     ) \
     DELETE FROM runs WHERE id IN doomed";
