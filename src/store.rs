@@ -329,8 +329,9 @@ impl NativeStore {
         queue: bool,
         delivered: bool,
     ) -> Result<String> {
-        let run = self.inner.run(&run_id).map_err(store_error)?;
-        if run.is_none() {
+        // An event already taken belongs to a run live in this process, whose row may still
+        // be queued behind this write (it reaches the writer first): no lookup then.
+        if !delivered && self.inner.run(&run_id).map_err(store_error)?.is_none() {
             return Err(Error::from_reason(format!(
                 "No run with id '{run_id}' in the database"
             )));

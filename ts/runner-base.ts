@@ -227,7 +227,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       durable.scheduled = true;
       setImmediate(() => {
         durable.scheduled = false;
-        if (this.#outcome === PENDING) this.#write(durable);
+        // Not after the engine closed (detached) or the run ended (its end wrote everything).
+        if (this.#outcome === PENDING && this.#durable === durable) this.#write(durable);
       });
     }
   }
