@@ -503,6 +503,8 @@ pub(crate) struct RunWriter {
     records: Vec<Record>,
     /// Timer rows by core timer id.
     timers: std::collections::HashMap<u64, String>,
+    /// The snapshot last written.
+    last_snapshot: Option<String>,
 }
 
 impl RunWriter {
@@ -577,6 +579,7 @@ impl RunWriter {
             last_step: None,
             records: Vec::new(),
             timers: Default::default(),
+            last_snapshot: None,
         };
         Ok((writer, input))
     }
@@ -752,6 +755,12 @@ impl RunWriter {
     /// Hand what was collected to the writer (waiting for the commit in `sync`), with the
     /// run's snapshot when given.
     pub(crate) fn flush(&mut self, snapshot: Option<String>) -> Result<()> {
+        // A snapshot equal to the last one written is not written again (a DAG whose
+        // context did not change): one table fewer per commit.
+        let snapshot = snapshot.filter(|s| self.last_snapshot.as_deref() != Some(s.as_str()));
+        if let Some(s) = &snapshot {
+            self.last_snapshot = Some(s.clone());
+        }
         if self.status_changed || snapshot.is_some() {
             self.status_changed = false;
             let mut u = ramus_store::RunUpdate::status(&self.run_id, self.status, now_ms() as i64);
