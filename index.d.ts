@@ -260,6 +260,8 @@ export declare class NativeStore {
   prune(olderThan: number, status?: string | undefined | null): number
   /** Wait until everything submitted so far is committed. */
   flush(): void
+  /** `flush` on a worker thread: resolves once committed, without blocking the JS thread. */
+  flushAsync(): Promise<unknown>
   /** Flush and stop the writer; reads keep working. */
   close(): void
   /**

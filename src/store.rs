@@ -176,6 +176,26 @@ pub(crate) fn parse_kind(s: &str) -> Result<Kind> {
         .map_err(|_| Error::from_reason(format!("Unknown definition kind '{s}'")))
 }
 
+/// Waits for a store's commit off the JS thread.
+pub struct FlushStore(Arc<Store>);
+
+impl Task for FlushStore {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        match self.0.flush() {
+            // Closing commits everything queued before it: nothing was lost.
+            Err(ramus_store::Error::Closed) | Ok(()) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    fn resolve(&mut self, _: Env, _: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// An open run database: what `Engine` and the inspector hold.
 #[napi]
 pub struct NativeStore {
@@ -384,6 +404,12 @@ impl NativeStore {
     #[napi]
     pub fn flush(&self) -> Result<()> {
         self.inner.flush().map_err(store_error)
+    }
+
+    /// `flush` on a worker thread: resolves once committed, without blocking the JS thread.
+    #[napi]
+    pub fn flush_async(&self) -> AsyncTask<FlushStore> {
+        AsyncTask::new(FlushStore(Arc::clone(&self.inner)))
     }
 
     /// Flush and stop the writer; reads keep working.

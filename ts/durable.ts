@@ -148,9 +148,6 @@ export function errorText(err: unknown): string {
 export class DurableRun {
   /** A batched write waits for the next turn of the event loop (setImmediate). */
   scheduled = false;
-  /** The snapshot taken at the last step boundary (machines: a state's runner may change
-   * the context before the batch is written). */
-  boundary: string | undefined;
 
   constructor(
     readonly store: NativeStore,

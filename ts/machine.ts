@@ -297,8 +297,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return this.machineStatus === 'error' ? 'error' : 'finished';
   }
 
-  protected override snapshotAtBoundary(): boolean {
-    return true;
+  protected override stepBoundary(): void {
+    if (this.#activeSlot < 0 || this.#deferred.length > 0) this.#boundaryContext = storable(this.context, 'context') ?? '{}';
   }
 
   protected override snapshot(): string {
@@ -306,7 +306,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     // into a snapshot it will run again from. Everything else (the queue, timers, events
     // sent meanwhile) is taken as it is now.
     const between = this.#activeSlot < 0 || this.#deferred.length > 0;
-    const context = between || this.#boundaryContext === undefined ? (this.#boundaryContext = storable(this.context, 'context') ?? '{}') : this.#boundaryContext;
+    const context = between || this.#boundaryContext === undefined ? storable(this.context, 'context') ?? '{}' : this.#boundaryContext;
     let out = `{"core":${this.#core.snapshot()},"context":${context},"events":${storable([...this.#events], 'queued events')}`;
     // An undefined value is left out, so it comes back undefined (not null).
     const add = (key: string, value: unknown, path: string) => {

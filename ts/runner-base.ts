@@ -54,6 +54,8 @@ export class StepArgs implements StepFrame {
 const PENDING = 0;
 const RESOLVED = 1;
 const REJECTED = 2;
+/** Ended, waiting for its records to be committed before `finished` settles (batched). */
+const SETTLING = 3;
 
 /**
  * What DAG and state machine runners share: the `finished` promise, listeners, the event
@@ -163,13 +165,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   }
 
   /**
-   * Whether the snapshot must be taken at each step boundary (a machine: a state's runner
-   * may change the context before the batch is written). A DAG's snapshot is taken when
-   * the batch is written.
+   * Called after every driving call of a durable run, before any runner it launched
+   * starts: a machine notes its context here while no state runs (a state's runner may
+   * change the context before the batch is written, and must not see those changes again
+   * after a restore). A DAG's snapshot is taken when its batch is written.
    */
-  protected snapshotAtBoundary(): boolean {
-    return false;
-  }
+  protected stepBoundary(): void {}
 
 
   /** @internal Whether the run is stored (started through an `Engine` with durability). */
@@ -216,26 +217,26 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     const durable = this.#durable;
     if (!durable || this.#outcome !== PENDING) return;
     try {
-      if (this.snapshotAtBoundary()) durable.boundary = this.snapshot();
+      this.stepBoundary();
     } catch (err) {
       this.failStorage(err);
       return;
     }
     if (now || durable.sync) {
-      this.#write(durable);
+      this.#write();
     } else if (!durable.scheduled) {
       durable.scheduled = true;
       setImmediate(() => {
         durable.scheduled = false;
         // Not after the engine closed (detached) or the run ended (its end wrote everything).
-        if (this.#outcome === PENDING && this.#durable === durable) this.#write(durable);
+        if (this.#outcome === PENDING && this.#durable === durable) this.#write();
       });
     }
   }
 
-  #write(durable: DurableRun): void {
+  #write(): void {
     try {
-      this.core.storeFlush(this.snapshotAtBoundary() ? durable.boundary : this.snapshot());
+      this.core.storeFlush(this.snapshot());
     } catch (err) {
       this.failStorage(err);
     }
@@ -253,7 +254,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** @internal Write what waits for the end of the turn (`engine.flush()`). */
   flushDurable(): void {
-    if (this.#durable && this.#outcome === PENDING) this.#write(this.#durable);
+    if (this.#durable && this.#outcome === PENDING) this.#write();
   }
 
   /** The run cannot be stored any more: it stops, and `finished` rejects with the reason. */
@@ -275,7 +276,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     let output: string | undefined;
     try {
       if (end.status === 'finished') output = storable(end.output, 'output');
-      snapshot = this.snapshotAtBoundary() ? this.#durable!.boundary : this.snapshot();
+      snapshot = this.snapshot();
     } catch (err) {
       problem = err;
     }
@@ -284,10 +285,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       else if (end.status === 'error') core.storeEnd('error', undefined, errorText(end.error));
       else core.storeEnd(end.status, output, undefined);
       core.storeFlush(snapshot);
-      const durable = this.#durable!;
-      untrackDurable(durable.store, this);
-      // A batched run is committed when it ends, so a failed write reaches `finished`.
-      if (!durable.sync) durable.store.flush();
+      untrackDurable(this.#durable!.store, this);
     } catch (err) {
       // The database itself failed (closed, disk full): the caller learns it from `finished`.
       problem ??= err;
@@ -297,14 +295,29 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   protected resolveFinished(value: Out): void {
     if (this.#outcome !== PENDING) return;
-    if (this.#durable) {
+    const durable = this.#durable;
+    if (durable) {
       const problem = this.#storeEnd({ status: this.endStatus(), output: value });
       if (problem !== undefined) {
         this.#storageError = problem;
         this.#reject(problem, true);
         return;
       }
+      if (!durable.sync) {
+        // A batched run settles once its records are committed (so a failed write
+        // reaches `finished`), waiting off the JS thread.
+        this.#outcome = SETTLING;
+        durable.store.flushAsync().then(
+          () => this.#resolve(value),
+          (err: unknown) => this.#reject(new Error((err as Error).message), true),
+        );
+        return;
+      }
     }
+    this.#resolve(value);
+  }
+
+  #resolve(value: Out): void {
     this.#outcome = RESOLVED;
     this.#value = value;
     this.#releaseFromParent();
@@ -318,7 +331,17 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       error = this.#storageError;
       emitError = true;
     }
-    if (this.#durable) this.#storeEnd(emitError ? { status: 'error', error } : { status: 'cancelled' });
+    const durable = this.#durable;
+    if (durable) {
+      this.#storeEnd(emitError ? { status: 'error', error } : { status: 'cancelled' });
+      if (!durable.sync) {
+        this.#outcome = SETTLING;
+        // The run's own error says more than a failed write of its end would.
+        const done = () => this.#reject(error, emitError);
+        durable.store.flushAsync().then(done, done);
+        return;
+      }
+    }
     this.#reject(error, emitError);
   }
 
