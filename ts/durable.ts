@@ -86,6 +86,14 @@ function findBad(value: unknown, path: string, seen: Set<object>): string | unde
  */
 export function storable(value: unknown, path: string): string | undefined {
   if (value === undefined) return undefined;
+  // Scalars need no checking: the replacer (a call per value) is for objects.
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      return Number.isFinite(value) ? String(value) : 'null';
+  }
   try {
     return JSON.stringify(value, replacer);
   } catch (err) {
