@@ -7,7 +7,7 @@
 //   whose finished step was committed never ran again (calls <= step rows of the node; the
 //   extra rows are the interrupted attempts, stored as cancelled).
 //
-//   node scripts/crash-test.mjs [--jobs 200] [--kills 50] [--durability sync|batched] [--seed N]
+//   node scripts/crash-test.mjs [--jobs 500] [--kills 50] [--max-kill-ms 100] [--durability sync|batched] [--seed N]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -144,11 +144,11 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     return i > 0 ? process.argv[i + 1] : def;
   };
   const opts = {
-    jobs: Number(arg('jobs', 200)),
+    jobs: Number(arg('jobs', 500)),
     kills: Number(arg('kills', 50)),
     durability: arg('durability', 'sync'),
     seed: Number(arg('seed', Date.now() % 1e9)),
-    maxKillMs: Number(arg('max-kill-ms', 400)),
+    maxKillMs: Number(arg('max-kill-ms', 100)),
   };
   const t0 = Date.now();
   const report = await crashTest(opts);
