@@ -20,10 +20,12 @@ use ramus_core::{
     Recorder, RunStatus, SemaphoreTable,
 };
 use ramus_store::StepStatus;
+use sinks::Sinks;
 use store::{NativeStore, RunWriter};
 use trace::{error_message, RunKind, RunSpans};
 
 pub mod machine;
+mod sinks;
 pub mod store;
 pub mod trace;
 
@@ -177,19 +179,12 @@ pub struct NativeDagRun {
     tap: Option<DagTap>,
 }
 
-/// What a DAG run keeps for the sinks fed in Rust (the store, spans): outputs (a node's
-/// stored input is built from its parents' outputs), errors, the data of custom events not
-/// written yet, and how far the recorder's events were taken.
+/// What a DAG run keeps for the sinks fed in Rust (the store, spans): the sinks, and the
+/// JSON of outputs (a node's stored input is built from its parents' outputs) and errors.
 struct DagTap {
-    writer: Option<RunWriter>,
-    spans: Option<RunSpans>,
+    sinks: Sinks,
     outputs: Vec<Option<String>>,
     errors: Vec<Option<String>>,
-    custom: std::collections::VecDeque<Option<String>>,
-    /// Events of the recorder already handled (a listener drains them later).
-    cursor: usize,
-    /// Whether JS drains the recorder too; if not, handled events are dropped.
-    listened: bool,
 }
 
 impl DagTap {
@@ -242,17 +237,14 @@ impl NativeDagRun {
 
     fn tap(&mut self) -> &mut DagTap {
         let n = self.run.dag().len();
-        let listened = self.run.recorder().observing();
-        self.run.recorder().set_observe(true);
-        self.tap.get_or_insert_with(|| DagTap {
-            writer: None,
-            spans: None,
-            outputs: Vec::new(),
-            errors: vec![None; n],
-            custom: Default::default(),
-            cursor: 0,
-            listened,
-        })
+        if self.tap.is_none() {
+            self.tap = Some(DagTap {
+                sinks: Sinks::new(self.run.recorder()),
+                outputs: Vec::new(),
+                errors: vec![None; n],
+            });
+        }
+        self.tap.as_mut().expect("set above")
     }
 
     /// Record spans of this run (tracing is configured): `traceparent` is the caller's
@@ -268,7 +260,7 @@ impl NativeDagRun {
             traceparent.as_deref(),
             attributes.as_deref(),
         ) {
-            self.tap().spans = Some(spans);
+            self.tap().sinks.spans = Some(spans);
         }
     }
 
@@ -277,6 +269,7 @@ impl NativeDagRun {
     pub fn traceparent(&self, node: Option<u32>) -> Option<String> {
         self.tap
             .as_ref()?
+            .sinks
             .spans
             .as_ref()
             .map(|s| s.traceparent(node))
@@ -294,13 +287,13 @@ impl NativeDagRun {
         let ids = self
             .tap
             .as_ref()
-            .and_then(|t| t.spans.as_ref())
+            .and_then(|t| t.sinks.spans.as_ref())
             .map(|s| s.ids());
         let (writer, _) = RunWriter::open(store, &run_json, resume, sync, ids)?;
         let n = self.run.dag().len();
         let tap = self.tap();
         tap.outputs = vec![None; n];
-        tap.writer = Some(writer);
+        tap.sinks.writer = Some(writer);
         Ok(())
     }
 
@@ -313,17 +306,17 @@ impl NativeDagRun {
         let failed = self.run.failed_node();
         let rec = self.run.recorder();
         let events = rec.events();
-        for e in &events[d.cursor.min(events.len())..] {
+        for e in d.sinks.unhandled(events) {
             let node = e.node.unwrap_or(0);
             let step = || e.step.to_string();
             match &e.kind {
                 EventKind::DagNodeStart => {
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_started(node, dag.node_name(node), &step(), e.time);
                     }
-                    if d.writer.is_some() {
+                    if d.sinks.writer.is_some() {
                         let input = d.input(&dag, node);
-                        if let Some(w) = d.writer.as_mut() {
+                        if let Some(w) = d.sinks.writer.as_mut() {
                             w.step_started(
                                 node,
                                 step(),
@@ -336,92 +329,60 @@ impl NativeDagRun {
                     }
                 }
                 EventKind::DagNodeFinish => {
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_ended(node, "finished", None, e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         let output = d.outputs[node as usize].clone();
                         w.step_ended(node, StepStatus::Finished, output, None, e.time);
                     }
                 }
                 EventKind::DagNodeError => {
                     let error = d.errors[node as usize].clone();
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_ended(node, "error", Some(error_message(error.as_deref())), e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.step_ended(node, StepStatus::Error, None, error, e.time);
                     }
                 }
                 EventKind::DagNodeState if e.data == DataRef::State("cancelled") => {
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_ended(node, "cancelled", None, e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.step_ended(node, StepStatus::Cancelled, None, None, e.time);
                     }
                 }
-                EventKind::DagFinish => {
-                    if let Some(s) = d.spans.as_mut() {
-                        s.end("finished", None);
-                    }
-                }
+                EventKind::DagFinish => d.sinks.end_spans("finished", None),
                 EventKind::DagError => {
-                    if let Some(s) = d.spans.as_mut() {
-                        let failed = failed.and_then(|n| d.errors[n as usize].clone());
-                        s.end("error", Some(error_message(failed.as_deref())));
-                    }
+                    let failed = failed.and_then(|n| d.errors[n as usize].as_deref());
+                    d.sinks.end_spans("error", Some(error_message(failed)));
                 }
                 EventKind::Custom(t) => {
-                    let data = d.custom.pop_front().flatten();
-                    if let Some(s) = d.spans.as_ref() {
-                        let attrs = data
-                            .iter()
-                            .map(|d| opentelemetry::KeyValue::new("event.data", d.clone()))
-                            .collect();
-                        s.event(e.node, t, attrs, e.time);
-                    }
-                    if let Some(w) = d.writer.as_mut() {
-                        w.custom(
-                            step(),
-                            e.parent_step.map(|p| p.to_string()),
-                            t,
-                            e.node.map(|n| dag.node_name(n).to_owned()),
-                            data,
-                            e.time,
-                        );
-                    }
+                    d.sinks
+                        .custom(e, t, e.node.map(|n| dag.node_name(n).to_owned()))
                 }
                 _ => {}
             }
         }
-        if d.listened {
-            d.cursor = events.len();
-        } else {
-            rec.clear_events();
-            d.cursor = 0;
-        }
-        if let Some(w) = d.writer.as_mut().filter(|w| w.full()) {
-            // Errors surface at the face's next flush or at close.
-            let _ = w.flush(None);
-        }
+        d.sinks.handled(rec);
     }
 
     /// Write what the run collected (with its snapshot, JSON) to the store: committed
     /// before this returns in `sync`.
     #[napi]
     pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
-        match self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
-            Some(w) => w.flush(snapshot),
-            None => Ok(()),
-        }
+        self.tap
+            .as_mut()
+            .map_or(Ok(()), |t| t.sinks.flush(snapshot))
     }
 
     /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
     #[napi]
     pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
-        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
-            w.end(&status, output, error);
+        if let Some(t) = self.tap.as_mut() {
+            t.sinks.end(&status, output, error);
         }
     }
 
@@ -574,13 +535,8 @@ impl NativeDagRun {
         let now = self.now();
         let cancelled = self.run.cancel(now);
         self.persist();
-        if let Some(s) = self
-            .tap
-            .as_mut()
-            .and_then(|t| t.spans.as_mut())
-            .filter(|_| cancelled)
-        {
-            s.end("cancelled", None);
+        if let Some(t) = self.tap.as_mut().filter(|_| cancelled) {
+            t.sinks.end_spans("cancelled", None);
         }
         cancelled
     }
@@ -625,7 +581,7 @@ impl NativeDagRun {
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
         match self.tap.as_mut() {
-            Some(d) => d.listened = on,
+            Some(d) => d.sinks.set_listened(on),
             None => self.run.recorder().set_observe(on),
         }
     }
@@ -636,7 +592,7 @@ impl NativeDagRun {
     pub fn custom_event(&mut self, node: u32, event_type: String, data: Option<String>) {
         let now = self.now();
         if let Some(d) = self.tap.as_mut() {
-            d.custom.push_back(data);
+            d.sinks.push_custom(data);
         }
         self.run.recorder().custom_event(node, &event_type, now);
         self.persist();
@@ -646,7 +602,7 @@ impl NativeDagRun {
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
         if let Some(d) = self.tap.as_mut() {
-            d.cursor = 0;
+            d.sinks.drained();
         }
         drain_json(self.run.recorder())
     }

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use ramus_core::{DataRef, EventKind};
 use ramus_store::StepStatus;
 
+use crate::sinks::Sinks;
 use crate::store::{NativeStore, RunWriter};
 use crate::trace::{error_message, RunKind, RunSpans};
 use crate::{drain_json, now_ms, parse_id, seed};
@@ -192,22 +193,18 @@ pub struct NativeMachineRun {
     tap: Option<MachineTap>,
 }
 
-/// What a machine run keeps for the sinks fed in Rust (the store, spans): the JSON of the
-/// last output and error and of the current state's input, sent events' data by handle,
-/// which state each recent slot visits, the transitions of the last call (in the order of
-/// their events), and how far the recorder's events were taken.
+/// What a machine run keeps for the sinks fed in Rust (the store, spans): the sinks, the
+/// JSON of the last output and error and of the current state's input, sent events' data
+/// by handle, which state each recent slot visits, and the transitions of the last call
+/// (in the order of their events).
 struct MachineTap {
-    writer: Option<RunWriter>,
-    spans: Option<RunSpans>,
-    cursor: usize,
-    listened: bool,
+    sinks: Sinks,
     output: Option<String>,
     error: Option<String>,
     input: Option<String>,
     events: HashMap<u64, (String, Option<String>)>,
     slots: HashMap<u32, u32>,
     moves: VecDeque<(u32, u32, Option<u64>, InputRef)>,
-    custom: VecDeque<Option<String>>,
 }
 
 #[napi]
@@ -255,21 +252,18 @@ impl NativeMachineRun {
     }
 
     fn tap(&mut self) -> &mut MachineTap {
-        let listened = self.run.recorder().observing();
-        self.run.recorder().set_observe(true);
-        self.tap.get_or_insert_with(|| MachineTap {
-            writer: None,
-            spans: None,
-            cursor: 0,
-            listened,
-            output: None,
-            error: None,
-            input: None,
-            events: HashMap::new(),
-            slots: HashMap::new(),
-            moves: VecDeque::new(),
-            custom: VecDeque::new(),
-        })
+        if self.tap.is_none() {
+            self.tap = Some(MachineTap {
+                sinks: Sinks::new(self.run.recorder()),
+                output: None,
+                error: None,
+                input: None,
+                events: HashMap::new(),
+                slots: HashMap::new(),
+                moves: VecDeque::new(),
+            });
+        }
+        self.tap.as_mut().expect("set above")
     }
 
     /// Record spans of this run (tracing is configured): `traceparent` is the caller's
@@ -285,7 +279,7 @@ impl NativeMachineRun {
             traceparent.as_deref(),
             attributes.as_deref(),
         ) {
-            self.tap().spans = Some(spans);
+            self.tap().sinks.spans = Some(spans);
         }
     }
 
@@ -294,6 +288,7 @@ impl NativeMachineRun {
     pub fn traceparent(&self, slot: Option<u32>) -> Option<String> {
         self.tap
             .as_ref()?
+            .sinks
             .spans
             .as_ref()
             .map(|s| s.traceparent(slot))
@@ -315,7 +310,7 @@ impl NativeMachineRun {
         let ids = self
             .tap
             .as_ref()
-            .and_then(|t| t.spans.as_ref())
+            .and_then(|t| t.sinks.spans.as_ref())
             .map(|s| s.ids());
         let (mut writer, input) = RunWriter::open(store, &run_json, resume, sync, ids)?;
         if resume {
@@ -323,7 +318,7 @@ impl NativeMachineRun {
             writer.status(self.run.status().as_str());
         }
         let tap = self.tap();
-        tap.writer = Some(writer);
+        tap.sinks.writer = Some(writer);
         tap.output = output;
         tap.input = input;
         // A restored machine's events (queued, or the one that chose a pending delay):
@@ -359,12 +354,12 @@ impl NativeMachineRun {
                     input,
                 } => d.moves.push_back((*from, *to, *event, *input)),
                 MachineAction::ArmTimer { timer, at, delay } => {
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.timer_armed(*timer, *at, *delay)
                     }
                 }
                 MachineAction::ClearTimer { timer } => {
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.timer_cleared(*timer)
                     }
                 }
@@ -379,9 +374,7 @@ impl NativeMachineRun {
                     }
                     if *halted {
                         let msg = error_message(d.error.as_deref());
-                        if let Some(s) = d.spans.as_mut() {
-                            s.end("error", Some(msg));
-                        }
+                        d.sinks.end_spans("error", Some(msg));
                     }
                 }
                 _ => {}
@@ -389,16 +382,16 @@ impl NativeMachineRun {
         }
         let rec = self.run.recorder();
         let events = rec.events();
-        for e in &events[d.cursor.min(events.len())..] {
+        for e in d.sinks.unhandled(events) {
             let slot = e.node.unwrap_or(0);
             let state = d.slots.get(&slot).map(|&s| m.state_name(s));
             match &e.kind {
                 EventKind::MachineNodeStart => {
                     let name = state.unwrap_or_default();
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_started(slot, name, &e.step.to_string(), e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.step_started(
                             slot,
                             e.step.to_string(),
@@ -410,16 +403,16 @@ impl NativeMachineRun {
                     }
                 }
                 EventKind::MachineNodeFinish => {
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_ended(slot, "finished", None, e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.step_ended(slot, StepStatus::Finished, d.output.clone(), None, e.time);
                     }
                     d.slots.remove(&slot);
                 }
                 EventKind::MachineError if e.node.is_some() => {
-                    if let Some(s) = d.spans.as_mut() {
+                    if let Some(s) = d.sinks.spans.as_mut() {
                         s.step_ended(
                             slot,
                             "error",
@@ -427,7 +420,7 @@ impl NativeMachineRun {
                             e.time,
                         );
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.step_ended(slot, StepStatus::Error, None, d.error.clone(), e.time);
                     }
                     d.slots.remove(&slot);
@@ -441,7 +434,7 @@ impl NativeMachineRun {
                         .and_then(|e| e.node)
                         .and_then(|slot| d.slots.get(&slot))
                         .map_or_else(|| m.state_name(current), |&s| m.state_name(s));
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.transition(None, None, first, None, e.time);
                     }
                 }
@@ -450,7 +443,7 @@ impl NativeMachineRun {
                         continue;
                     };
                     let event = event.and_then(|h| d.events.remove(&h));
-                    if let Some(s) = d.spans.as_ref() {
+                    if let Some(s) = d.sinks.spans.as_ref() {
                         let mut attrs = vec![
                             KeyValue::new(
                                 "workflow.state_machine.from",
@@ -463,7 +456,7 @@ impl NativeMachineRun {
                         }
                         s.event(None, "workflow.state_machine.transition", attrs, e.time);
                     }
-                    if let Some(w) = d.writer.as_mut() {
+                    if let Some(w) = d.sinks.writer.as_mut() {
                         w.transition(
                             Some(e.step.to_string()),
                             Some(m.state_name(from)),
@@ -485,81 +478,48 @@ impl NativeMachineRun {
                     };
                 }
                 EventKind::MachineStatus => {
-                    if let (DataRef::Status(status, _), Some(w)) = (e.data, d.writer.as_mut()) {
+                    if let (DataRef::Status(status, _), Some(w)) = (e.data, d.sinks.writer.as_mut())
+                    {
                         w.status(status);
                     }
                     // However it was cancelled (cancel(), or a state that stopped itself).
                     if matches!(e.data, DataRef::Status("cancelled", _)) {
-                        if let Some(s) = d.spans.as_mut() {
-                            s.end("cancelled", None);
-                        }
+                        d.sinks.end_spans("cancelled", None);
                     }
                 }
-                EventKind::MachineFinish => {
-                    if let Some(s) = d.spans.as_mut() {
-                        if resting_error {
-                            s.end("error", Some(error_message(d.error.as_deref())));
-                        } else {
-                            s.end("finished", None);
-                        }
-                    }
+                EventKind::MachineFinish if resting_error => {
+                    let msg = error_message(d.error.as_deref());
+                    d.sinks.end_spans("error", Some(msg));
                 }
-                EventKind::Custom(t) => {
-                    let data = d.custom.pop_front().flatten();
-                    if let Some(s) = d.spans.as_ref() {
-                        let attrs = data
-                            .iter()
-                            .map(|d| KeyValue::new("event.data", d.clone()))
-                            .collect();
-                        s.event(e.node, t, attrs, e.time);
-                    }
-                    if let Some(w) = d.writer.as_mut() {
-                        w.custom(
-                            e.step.to_string(),
-                            e.parent_step.map(|p| p.to_string()),
-                            t,
-                            state.map(str::to_owned),
-                            data,
-                            e.time,
-                        );
-                    }
-                }
+                EventKind::MachineFinish => d.sinks.end_spans("finished", None),
+                EventKind::Custom(t) => d.sinks.custom(e, t, state.map(str::to_owned)),
                 _ => {}
             }
         }
-        if d.listened {
-            d.cursor = events.len();
-        } else {
-            rec.clear_events();
-            d.cursor = 0;
-        }
-        if let Some(w) = d.writer.as_mut().filter(|w| w.full()) {
-            let _ = w.flush(None);
-        }
+        d.sinks.handled(rec);
     }
 
     /// Write what the run collected (with its snapshot, JSON): committed before this
     /// returns in `sync`.
     #[napi]
     pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
-        match self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
-            Some(w) => w.flush(snapshot),
-            None => Ok(()),
-        }
+        self.tap
+            .as_mut()
+            .map_or(Ok(()), |t| t.sinks.flush(snapshot))
     }
 
     /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
     #[napi]
     pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
-        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
-            w.end(&status, output, error);
+        if let Some(t) = self.tap.as_mut() {
+            t.sinks.end(&status, output, error);
         }
     }
 
     /// A stored timer re-armed after a restore: its row, for when it fires or is cleared.
     #[napi]
     pub fn store_timer_row(&mut self, timer: f64, id: String) {
-        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.sinks.writer.as_mut()) {
             w.timer_row(timer as u64, id);
         }
     }
@@ -567,7 +527,7 @@ impl NativeMachineRun {
     /// A stored event (`engine.send`) was taken by the run.
     #[napi]
     pub fn store_delivered(&mut self, id: String) {
-        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.sinks.writer.as_mut()) {
             w.delivered(id);
         }
     }
@@ -764,7 +724,7 @@ impl NativeMachineRun {
     #[napi]
     pub fn timer_fired(&mut self, timer: f64, buf: Float64ArraySlice) -> u32 {
         let now = self.now_if_needed(false);
-        if let Some(w) = self.tap.as_mut().and_then(|t| t.writer.as_mut()) {
+        if let Some(w) = self.tap.as_mut().and_then(|t| t.sinks.writer.as_mut()) {
             w.timer_fired(timer as u64, now_ms());
         }
         let from = self.actions.len();
@@ -789,16 +749,9 @@ impl NativeMachineRun {
     pub fn cancel(&mut self) -> bool {
         let now = self.now_if_needed(false);
         let from = self.actions.len();
+        // The `cancelled` status event ends the run's span (see `persist`).
         let cancelled = self.run.cancel(now, &mut self.actions);
         self.persist(from);
-        if let Some(s) = self
-            .tap
-            .as_mut()
-            .and_then(|t| t.spans.as_mut())
-            .filter(|_| cancelled)
-        {
-            s.end("cancelled", None);
-        }
         cancelled
     }
 
@@ -839,7 +792,7 @@ impl NativeMachineRun {
     #[napi]
     pub fn set_observe(&mut self, on: bool) {
         match self.tap.as_mut() {
-            Some(d) => d.listened = on,
+            Some(d) => d.sinks.set_listened(on),
             None => self.run.recorder().set_observe(on),
         }
     }
@@ -850,7 +803,7 @@ impl NativeMachineRun {
     pub fn custom_event(&mut self, slot: u32, event_type: String, data: Option<String>) {
         let now = self.now_if_needed(false);
         if let Some(d) = self.tap.as_mut() {
-            d.custom.push_back(data);
+            d.sinks.push_custom(data);
         }
         self.run.recorder().custom_event(slot, &event_type, now);
         self.persist(self.actions.len());
@@ -861,7 +814,7 @@ impl NativeMachineRun {
     #[napi]
     pub fn drain_events(&mut self) -> Option<String> {
         if let Some(d) = self.tap.as_mut() {
-            d.cursor = 0;
+            d.sinks.drained();
         }
         drain_json(self.run.recorder())
     }
