@@ -5,61 +5,15 @@
 // yet committed when it has ended.
 // A restart is simulated in this process: close the first engine, open a second one on the
 // same file and resume (restarts in another process are in engine-restart.test.ts).
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CancelledError, configureTracing, Engine, flushTracing, runDag, shutdownTracing, StateMachineRunner } from 'ramus';
+import { attr, engineFixtures, otlpCollector, settled, storedStatus } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
-import { sleep, waitUntil, within } from './helpers.mjs';
+import { sleep, waitUntil } from './helpers.mjs';
 
 // ---- fixtures ----
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-/** Live runs that may still be waiting when a test ends: cancelled before their engine closes. */
-const live: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
-
-function tempDb(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-regress-'));
-  dirs.push(dir);
-  return path.join(dir, 'runs.sqlite');
-}
-
-/** An engine on a new file, or on `db` (a second engine on the same file: a restart). */
-function open(options: ConstructorParameters<typeof Engine>[0] = {}): Engine {
-  const engine = new Engine({ db: tempDb(), ...options });
-  engines.push(engine);
-  return engine;
-}
-
-function track<T extends { cancel(): void; finished: Promise<unknown> }>(run: T): T {
-  run.finished.catch(() => {});
-  live.push(run);
-  return run;
-}
-
-afterEach(async () => {
-  for (const run of live.splice(0)) run.cancel();
-  await sleep(5);
-  for (const engine of engines.splice(0)) await engine.close();
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-/** The outcome of a promise as a value: `{ ok: true, value }` or `{ ok: false, error }`. */
-async function settled<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: any }> {
-  try {
-    return { ok: true, value: await within(promise, 5000, 'run.finished') };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
-/** Wait until the stored run has `status` (a batched run's row is written after its first turn). */
-function storedStatus(engine: Engine, runId: string, status: string, ms = 3000): Promise<void> {
-  return waitUntil(() => engine.run(runId)?.status === status, `run ${runId} stored as ${status} (now ${engine.run(runId)?.status})`, ms);
-}
+const { engines, tempDb, open, track } = engineFixtures('ramus-regress-');
 
 /** A runner result that never comes: the state or node is still running when the engine closes. */
 const hang = () => new Promise<never>(() => {});
@@ -466,38 +420,17 @@ describe('batched durability', () => {
 // ---- tracing ----
 
 describe('tracing of a machine that cancels itself', () => {
-  interface Span {
-    traceId: string;
-    name: string;
-    attributes: Array<{ key: string; value: Record<string, unknown> }>;
-  }
-  let server: http.Server;
-  const received: Span[] = [];
+  let collector: Awaited<ReturnType<typeof otlpCollector>>;
 
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d) => (body += d));
-      req.on('end', () => {
-        const json = JSON.parse(body);
-        for (const rs of json.resourceSpans) for (const ss of rs.scopeSpans) received.push(...ss.spans);
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{}');
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    configureTracing({ endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces` });
+    collector = await otlpCollector();
+    configureTracing({ endpoint: collector.endpoint });
   });
 
   afterAll(async () => {
     await shutdownTracing();
-    server.close();
+    collector.close();
   });
-
-  const attr = (s: Span | undefined, key: string) => {
-    const v = s?.attributes.find((a) => a.key === key)?.value;
-    return v === undefined ? undefined : Object.values(v)[0];
-  };
 
   test('a state that throws CancelledError ends the run span (status cancelled), once', async () => {
     const m = new StateMachineRunner({
@@ -520,7 +453,7 @@ describe('tracing of a machine that cancels itself', () => {
     expect(outcome.ok).toBe(false);
     expect((outcome as any).error).toBeInstanceOf(CancelledError);
     expect(m.machineStatus).toBe('cancelled');
-    const runSpans = () => received.filter((s) => s.name === 'invoke_agent selfcancel');
+    const runSpans = () => collector.spans.filter((s) => s.name === 'invoke_agent selfcancel');
     await flushTracing();
     await waitUntil(() => runSpans().length > 0, 'the run span of the self-cancelled machine exported', 2000);
     await sleep(20);

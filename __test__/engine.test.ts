@@ -1,59 +1,17 @@
 // The durable Engine in one process: definitions, starting runs, reading the log back,
 // statuses, values the store cannot hold, durability modes and pruning.
 // Restarts (resume in another process) are in engine-restart.test.ts.
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { CancelledError, Engine, StateMachineRunner, StorageError, runDag } from 'ramus';
+import { engineFixtures, settled, storedStatus } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
 import { deferred, sleep, waitUntil, within } from './helpers.mjs';
 
 // ---- fixtures ----
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-/** Live runs that may still be waiting when a test ends: cancelled before their engine closes. */
-const live: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
-
-function tempDb(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-engine-'));
-  dirs.push(dir);
-  return path.join(dir, 'runs.sqlite');
-}
-
-function open(options: ConstructorParameters<typeof Engine>[0] = {}): Engine {
-  const engine = new Engine({ db: tempDb(), ...options });
-  engines.push(engine);
-  return engine;
-}
-
-function track<T extends { cancel(): void; finished: Promise<unknown> }>(run: T): T {
-  run.finished.catch(() => {});
-  live.push(run);
-  return run;
-}
-
-afterEach(async () => {
-  for (const run of live.splice(0)) run.cancel();
-  await sleep(5);
-  for (const engine of engines.splice(0)) await engine.close();
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-/** The outcome of a promise as a value: `{ ok: true, value }` or `{ ok: false, error }`. */
-async function settled<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: any }> {
-  try {
-    return { ok: true, value: await within(promise, 5000, 'run.finished') };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
-/** Wait until the stored run has `status`. */
-function storedStatus(engine: Engine, runId: string, status: string, ms = 3000): Promise<void> {
-  return waitUntil(() => engine.run(runId)?.status === status, `run ${runId} stored as ${status} (now ${engine.run(runId)?.status})`, ms);
-}
+const { engines, tempDb, open, track } = engineFixtures('ramus-engine-');
 
 /** A runner that resolves after a short real delay: each step boundary is a separate turn. */
 const later = <T>(value: T, ms = 5) => new Promise<T>((r) => setTimeout(() => r(value), ms));

@@ -1,6 +1,5 @@
 // OpenTelemetry spans of runs, exported over OTLP/HTTP (JSON) to a collector that is a
 // plain HTTP server in this process.
-import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,54 +10,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { configureTracing, Engine, flushTracing, runDag, shutdownTracing, StateMachineRunner } from 'ramus';
 
-interface Span {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: Array<{ key: string; value: Record<string, unknown> }>;
-  events?: Array<{ name: string; attributes: Array<{ key: string; value: Record<string, unknown> }> }>;
-  status?: { code?: number; message?: string };
-}
+import { attr, otlpCollector, type Span } from './engine-fixtures';
 
-let server: http.Server;
-let endpoint = '';
-const received: Span[] = [];
-const headers: http.IncomingHttpHeaders[] = [];
+let collector: Awaited<ReturnType<typeof otlpCollector>>;
 
 beforeAll(async () => {
-  server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      headers.push(req.headers);
-      const json = JSON.parse(body);
-      for (const rs of json.resourceSpans) for (const ss of rs.scopeSpans) received.push(...ss.spans);
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`;
-  configureTracing({ endpoint, serviceName: 'ramus-tests', headers: { 'x-api-key': 'k1' } });
+  collector = await otlpCollector();
+  configureTracing({ endpoint: collector.endpoint, serviceName: 'ramus-tests', headers: { 'x-api-key': 'k1' } });
 });
 
 afterAll(async () => {
   await shutdownTracing();
-  server.close();
+  collector.close();
 });
-
-const attr = (s: Span | undefined, key: string) => {
-  const v = s?.attributes.find((a) => a.key === key)?.value;
-  return v === undefined ? undefined : Object.values(v)[0];
-};
 
 /** The spans of one trace, once exported. */
 async function spansOf(traceId: string): Promise<Span[]> {
   await flushTracing();
-  return received.filter((s) => s.traceId === traceId);
+  return collector.spans.filter((s) => s.traceId === traceId);
 }
 
 describe('tracing', () => {
@@ -113,7 +82,7 @@ describe('tracing', () => {
 
     const broken = byName('workflow.dag.node broken')!;
     expect(broken.status).toMatchObject({ code: 2, message: 'tool exploded' });
-    expect(headers.at(-1)!['x-api-key']).toBe('k1');
+    expect(collector.headers.at(-1)!['x-api-key']).toBe('k1');
   });
 
   it('a machine is an agent: a span per state visit, transitions as events', async () => {
