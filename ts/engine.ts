@@ -235,8 +235,13 @@ export class Engine {
    */
   define(config: Definition): { name: string; version: number; created: boolean } {
     this.#open();
+    return this.#define(config, undefined);
+  }
+
+  /** `define`, given the config's JSON when the caller has it already. */
+  #define(config: Definition, json: string | undefined): { name: string; version: number; created: boolean } {
     const kind = this.#validate(config);
-    const json = storable(config, `definition ${config.name}`)!;
+    json ??= storable(config, `definition ${config.name}`)!;
     const v = JSON.parse(plainErrors(() => this.#store.putDefinition(config.name, kind, json))) as { name: string; version: number; created: boolean };
     return { name: v.name, version: v.version, created: v.created };
   }
@@ -312,13 +317,12 @@ export class Engine {
     } as unknown as Dag<any, any>;
   }
 
-  /** Whether a config can be stored: JSON, runners by key. */
-  #storableConfig(config: object): boolean {
+  /** A config's JSON when it can be stored (runners by key, no functions), else undefined. */
+  #configJson(config: object): string | undefined {
     try {
-      storable(config, 'config');
-      return true;
+      return storable(config, 'config');
     } catch {
-      return false;
+      return undefined;
     }
   }
 
@@ -334,6 +338,7 @@ export class Engine {
     if (options === null || typeof options !== 'object') throw new TypeError('start(definition, options): options must be an object');
     const durability = checkDurability(options.durability ?? this.durability);
     let config: Runnable;
+    const json = definition !== null && typeof definition === 'object' ? this.#configJson(definition) : undefined;
     let defName: string | null = null;
     let version: number | null = null;
     if (typeof definition === 'string') {
@@ -341,8 +346,8 @@ export class Engine {
       if (version === null) throw new Error(`No definition named '${definition}' in ${this.db}`);
       config = this.#load(definition, version);
       defName = definition;
-    } else if (definition !== null && typeof definition === 'object' && this.#storableConfig(definition)) {
-      const v = this.define(definition as Definition);
+    } else if (json !== undefined) {
+      const v = this.#define(definition as Definition, json);
       config = this.#load(v.name, v.version, definition as Definition);
       defName = v.name;
       version = v.version;
