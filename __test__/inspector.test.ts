@@ -506,6 +506,8 @@ describe.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('inspector i
 
   it('the run list follows runs written while it is open', async () => {
     await open('#/');
+    // Count once the list has rendered: counting an empty table first made this flaky.
+    await page.locator('tr.run-row').first().waitFor();
     const before = await page.locator('tr.run-row').count();
     await produceDatabase(db); // another batch of runs, as an engine in another process would write
     await expect.poll(() => page.locator('tr.run-row').count(), { timeout: 5_000 }).toBe(before + 7);
