@@ -8,12 +8,16 @@
 //! file, so the same completions always produce the same actions: that is what makes runs
 //! replayable and lets the Node binding drive it on the JS thread without thread hops.
 //!
+//! A definition as users write it (JSON from the JS face) is parsed and validated by
+//! [`definition::parse`] into a [`Definition`], which converts into the compilers' specs.
+//!
 //! [`local`] holds a small driver for Rust programs whose nodes are Rust closures.
 
 #![warn(missing_docs)]
 
 pub mod dag;
 pub mod dag_run;
+pub mod definition;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -23,6 +27,11 @@ pub mod semaphore;
 
 pub use dag::{analyze, Analysis, CompiledDag, NodeSpec};
 pub use dag_run::{DagRun, DagRunOptions, Launch, NodeState, Outcome, RunStatus};
+pub use definition::{
+    compile as compile_definition, parse as parse_definition, CompiledDefinition, ConditionDef,
+    ContextDef, DagDef, DagNodeDef, Definition, DefinitionError, ExpectKind, InvalidKind,
+    MachineDef, ParseOptions, RunnerDef, StateDef, TransitionDef, DEFAULT_MAX_STEPS, FN_MARKER,
+};
 pub use error::DagError;
 pub use event::{DataRef, Event, EventKind, Recorder};
 pub use ids::{Id, IdGen};
