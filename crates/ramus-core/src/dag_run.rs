@@ -1,14 +1,15 @@
 //! The DAG run executor: a deterministic state machine over one run of a [`CompiledDag`].
 //!
-//! The driver starts the run, launches what it is told to launch, and reports each
-//! launched node's outcome with [`DagRun::complete`]. Every call appends to a list of
-//! [`Launch`]es and records events in the run's [`Recorder`].
+//! The driver applies [`Command`]s ([`DagRun::apply`]): it starts the run, launches what it
+//! is told to launch, and reports each launched node's outcome. Every call appends
+//! [`Action`]s and records events in the run's [`Recorder`]. A node's step slot is its id.
 
 use std::sync::Arc;
 
 use crate::dag::CompiledDag;
 use crate::event::{DataRef, EventKind, Recorder};
 use crate::ids::Id;
+use crate::run::{Action, Command, End, Outcome, RunPhase};
 
 /// The state of one node in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,17 +55,6 @@ impl NodeState {
     }
 }
 
-/// How a launched node ended, as reported by the driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// It returned an output (held by the driver).
-    Ok,
-    /// It failed (the error is held by the driver).
-    Error,
-    /// It stopped itself because it saw the cancellation (not a failure).
-    Cancelled,
-}
-
 /// The state of the run as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunStatus {
@@ -80,24 +70,12 @@ pub enum RunStatus {
     Cancelled,
 }
 
-/// What the driver must do next with a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Launch {
-    /// Call the node's runner now, then report with [`DagRun::complete`].
-    Run(u32),
-    /// Acquire the node's semaphore slots, then call [`DagRun::semaphore_acquired`].
-    AcquireSemaphore(u32),
-    /// The node is ready but the run is stepwise: start it with [`DagRun::run_node`] when
-    /// the driver decides to.
-    Ready(u32),
-}
-
 /// Options of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DagRunOptions {
     /// Keep running what can run when a node fails; the run then finishes normally.
     pub tolerate_failures: bool,
-    /// Stepwise: ready nodes are reported as [`Launch::Ready`] instead of starting.
+    /// Stepwise: ready nodes are reported as [`Action::Ready`] instead of starting.
     pub manual: bool,
     /// The run has semaphores, so nodes with a semaphore key must acquire before running.
     pub semaphores: bool,
@@ -158,6 +136,42 @@ impl DagRun {
         true
     }
 
+    /// Apply a command (see [`crate::Executor::apply`]).
+    pub fn apply(&mut self, command: Command, now: u64, out: &mut Vec<Action>) -> bool {
+        let before = self.status;
+        let applied = match command {
+            Command::Start => {
+                let pending = self.status == RunStatus::Pending;
+                self.start(now, out);
+                pending
+            }
+            Command::Complete { slot, outcome } => self.complete(slot, outcome, now, out),
+            Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
+            Command::RunNode { node } => self.run_node(node, now, out),
+            Command::Cancel => self.cancel(now),
+            Command::Step | Command::Send { .. } | Command::TimerFired { .. } => false,
+        };
+        if self.status != before {
+            match self.status {
+                RunStatus::Finished => out.push(Action::Ended(End::Finished)),
+                RunStatus::Failed => out.push(Action::Ended(End::Failed)),
+                RunStatus::Cancelled => out.push(Action::Ended(End::Cancelled)),
+                RunStatus::Pending | RunStatus::Running => {}
+            }
+        }
+        applied
+    }
+
+    /// The run's status as stored.
+    pub fn phase(&self) -> RunPhase {
+        match self.status {
+            RunStatus::Pending | RunStatus::Running => RunPhase::Running,
+            RunStatus::Finished => RunPhase::Finished,
+            RunStatus::Failed => RunPhase::Error,
+            RunStatus::Cancelled => RunPhase::Cancelled,
+        }
+    }
+
     /// The compiled DAG.
     pub fn dag(&self) -> &Arc<CompiledDag> {
         &self.dag
@@ -186,7 +200,7 @@ impl DagRun {
     /// Whether a node should stop: true once it is cancelled (the run was cancelled or
     /// failed while it ran).
     pub fn is_cancelled(&self, node: u32) -> bool {
-        self.state[node as usize] == NodeState::Cancelled
+        self.state.get(node as usize) == Some(&NodeState::Cancelled)
     }
 
     /// The id of a node's step.
@@ -228,7 +242,7 @@ impl DagRun {
     }
 
     /// Start the run: the roots become ready (and start, unless stepwise).
-    pub fn start(&mut self, now: u64, out: &mut Vec<Launch>) {
+    fn start(&mut self, now: u64, out: &mut Vec<Action>) {
         if self.status != RunStatus::Pending {
             return;
         }
@@ -255,12 +269,13 @@ impl DagRun {
 
     /// Report how a launched node ended. Reports for nodes that are not running (because
     /// the run was cancelled or failed meanwhile) are ignored.
-    pub fn complete(&mut self, node: u32, outcome: Outcome, now: u64, out: &mut Vec<Launch>) {
-        if self.state[node as usize] != NodeState::Running {
-            return;
+    fn complete(&mut self, node: u32, outcome: Outcome, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.state.get(node as usize) != Some(&NodeState::Running) {
+            return false;
         }
         match outcome {
-            Outcome::Ok => {
+            // A DAG node has no next state to choose: its `transitionTo` is an output.
+            Outcome::Ok | Outcome::Choose { .. } => {
                 self.rec
                     .step_event(node, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
                 self.set_state(node, NodeState::Finished, now);
@@ -289,12 +304,13 @@ impl DagRun {
             }
         }
         self.check_finished(now);
+        true
     }
 
     /// A node's semaphore slots were acquired. Returns false when the node should not run
     /// any more (the run ended meanwhile): the driver then gives the slots back.
-    pub fn semaphore_acquired(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) -> bool {
-        if self.state[node as usize] != NodeState::PendingSemaphore {
+    fn semaphore_acquired(&mut self, node: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.state.get(node as usize) != Some(&NodeState::PendingSemaphore) {
             return false;
         }
         self.begin(node, now, out);
@@ -302,8 +318,10 @@ impl DagRun {
     }
 
     /// Stepwise mode: start a ready node. False when it is not ready.
-    pub fn run_node(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) -> bool {
-        if self.status != RunStatus::Running || self.state[node as usize] != NodeState::Ready {
+    fn run_node(&mut self, node: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.status != RunStatus::Running
+            || self.state.get(node as usize) != Some(&NodeState::Ready)
+        {
             return false;
         }
         self.launch(node, now, out);
@@ -312,7 +330,7 @@ impl DagRun {
 
     /// Cancel the run: nodes that have not started never will, running nodes see
     /// [`DagRun::is_cancelled`]. Returns false when the run had already ended.
-    pub fn cancel(&mut self, now: u64) -> bool {
+    fn cancel(&mut self, now: u64) -> bool {
         if !matches!(self.status, RunStatus::Pending | RunStatus::Running) {
             return false;
         }
@@ -346,33 +364,33 @@ impl DagRun {
         );
     }
 
-    fn make_ready(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+    fn make_ready(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         if self.opts.manual {
             self.set_state(node, NodeState::Ready, now);
-            out.push(Launch::Ready(node));
+            out.push(Action::Ready { slot: node, node });
         } else {
             self.launch(node, now, out);
         }
     }
 
-    fn launch(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+    fn launch(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         if self.opts.semaphores && self.dag.semaphore_key(node).is_some() {
             self.set_state(node, NodeState::PendingSemaphore, now);
-            out.push(Launch::AcquireSemaphore(node));
+            out.push(Action::Acquire { slot: node, node });
         } else {
             self.begin(node, now, out);
         }
     }
 
-    fn begin(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+    fn begin(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         self.set_state(node, NodeState::Running, now);
         self.rec
             .step_event(node, EventKind::DagNodeStart, DataRef::NodeInput, now);
-        out.push(Launch::Run(node));
+        out.push(Action::Run { slot: node, node });
     }
 
     /// One parent of `child` settled in a way the child can use.
-    fn parent_settled(&mut self, child: u32, now: u64, out: &mut Vec<Launch>) {
+    fn parent_settled(&mut self, child: u32, now: u64, out: &mut Vec<Action>) {
         if self.state[child as usize] != NodeState::Waiting {
             return;
         }
@@ -386,7 +404,7 @@ impl DagRun {
     /// `node` ended without an output: children that tolerate it treat it as settled, the
     /// others are cancelled and pass the failure on. A worklist, not recursion, because a
     /// failure at the head of a long chain reaches every node below it.
-    fn parent_failed(&mut self, node: u32, now: u64, out: &mut Vec<Launch>) {
+    fn parent_failed(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         let dag = Arc::clone(&self.dag);
         self.worklist.clear();
         self.worklist.push(node);

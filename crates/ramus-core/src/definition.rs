@@ -440,6 +440,8 @@ pub struct StateDef {
     pub max_visits: Option<u32>,
     /// `(after_ms, state)`: move to `state` when the run or the wait lasts longer.
     pub timeout: Option<(u64, String)>,
+    /// How the timeout's `after` was written (`5s`, `40ms`), for its error's message.
+    pub timeout_label: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
     /// Raw JSON text of `info` (an object).
@@ -564,6 +566,7 @@ impl From<&StateDef> for StateSpec {
             error_state: s.error_state.clone(),
             max_visits: s.max_visits,
             timeout: s.timeout.clone(),
+            timeout_label: s.timeout_label.clone(),
             semaphore_key: s.semaphore_key.clone(),
             transitions: s
                 .transitions
@@ -1834,7 +1837,11 @@ fn state(cx: &Cx, name: String, raw: &RawValue) -> Result<StateDef, DefinitionEr
             "errorState" => s.error_state = state_name(who, &key, raw)?,
             "semaphoreKey" => s.semaphore_key = Some(semaphore_key(who, raw)?),
             "maxVisits" => s.max_visits = positive_int(who, &key, raw)?,
-            "timeout" => s.timeout = timeout(&name, raw)?,
+            "timeout" => {
+                let t = timeout(&name, raw)?;
+                s.timeout_label = t.as_ref().map(|t| t.2.clone());
+                s.timeout = t.map(|(ms, target, _)| (ms, target));
+            }
             "tags" => s.tags = string_list(who, &key, raw)?,
             "info" => s.info = Some(object(who, &key, raw)?),
             _ => {}
@@ -1976,7 +1983,7 @@ fn with_event(mut e: DefinitionError, event: &str) -> DefinitionError {
 }
 
 /// A state's `timeout`: `{ after, state }`, or `null` for none.
-fn timeout(state: &str, raw: &RawValue) -> Result<Option<(u64, String)>, DefinitionError> {
+fn timeout(state: &str, raw: &RawValue) -> Result<Option<(u64, String, String)>, DefinitionError> {
     let shape = || {
         invalid(
             InvalidKind::Type,
@@ -2003,7 +2010,12 @@ fn timeout(state: &str, raw: &RawValue) -> Result<Option<(u64, String)>, Definit
         return Err(shape());
     };
     let ms = duration(state, "timeout", "timeout.after", after)?;
-    Ok(Some((ms, target.into_owned())))
+    // The timeout error names the duration as it was written (`after 5s`, `after 40ms`).
+    let label = match classify(after) {
+        Val::Str(s) => s.into_owned(),
+        _ => format!("{}ms", after.get().trim()),
+    };
+    Ok(Some((ms, target.into_owned(), label)))
 }
 
 #[cfg(test)]

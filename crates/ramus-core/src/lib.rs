@@ -1,9 +1,10 @@
 //! The engine of Ramus, without I/O.
 //!
-//! Definitions are validated and compiled once ([`CompiledDag`]); a run ([`DagRun`]) is
-//! driven from outside: the driver calls [`DagRun::start`], [`DagRun::complete`],
-//! [`DagRun::cancel`] and friends, and each call tells it which nodes to launch next and
-//! records the events of what happened. The core never calls a runner, never sleeps,
+//! Definitions are validated and compiled once ([`CompiledDag`], [`CompiledMachine`]); a
+//! run ([`Executor`]: a [`DagRun`] or a [`MachineRun`]) is driven from outside: the driver
+//! applies [`Command`]s (start, complete, acquired, send, timer fired, cancel) and gets
+//! back the [`Action`]s to perform (run this step, arm this timer, the run ended), while
+//! the run records the events of what happened. The core never calls a runner, never sleeps,
 //! never reads the clock (the driver passes `now` in milliseconds) and never touches a
 //! file, so the same completions always produce the same actions: that is what makes runs
 //! replayable and lets the Node binding drive it on the JS thread without thread hops.
@@ -11,7 +12,7 @@
 //! A definition as users write it (JSON from the JS face) is parsed and validated by
 //! [`definition::parse`] into a [`Definition`], which converts into the compilers' specs.
 //!
-//! [`local`] holds a small driver for Rust programs whose nodes are Rust closures.
+//! `ramus-engine` drives these executors for Rust programs (Rust runners, durable runs).
 
 #![warn(missing_docs)]
 
@@ -21,12 +22,12 @@ pub mod definition;
 pub mod error;
 pub mod event;
 pub mod ids;
-pub mod local;
 pub mod machine;
+pub mod run;
 pub mod semaphore;
 
 pub use dag::{analyze, Analysis, CompiledDag, NodeSpec};
-pub use dag_run::{DagRun, DagRunOptions, Launch, NodeState, Outcome, RunStatus};
+pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
 pub use definition::{
     compile as compile_definition, parse as parse_definition, CompiledDefinition, ConditionDef,
     ContextDef, DagDef, DagNodeDef, Definition, DefinitionError, ExpectKind, InvalidKind,
@@ -36,8 +37,9 @@ pub use error::DagError;
 pub use event::{DataRef, Event, EventKind, Recorder};
 pub use ids::{Id, IdGen};
 pub use machine::{
-    parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineError,
-    MachineRun, MachineSnapshot, MachineSpec, MachineStatus, NoGuards, QueuedEvent, SleepSnapshot,
-    StateOutcome, StateSpec, TransitionSpec,
+    parse_duration, CompiledMachine, GuardFailed, Guards, MachineError, MachineRun,
+    MachineSnapshot, MachineSpec, MachineStatus, NoGuards, PhaseSnapshot, QueuedEvent, StateSpec,
+    TransitionSpec,
 };
+pub use run::{Action, Command, Delay, End, Executor, InputRef, Outcome, RunPhase, TimerKind};
 pub use semaphore::SemaphoreTable;

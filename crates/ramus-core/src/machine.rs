@@ -1,10 +1,9 @@
 //! State machines: definitions compiled into integer tables, and the run executor.
 //!
-//! Like [`DagRun`](crate::DagRun), a [`MachineRun`] is driven from outside. The driver
-//! calls [`MachineRun::step`], reports each state run with [`MachineRun::state_done`], and
-//! forwards events ([`MachineRun::send`]) and timers ([`MachineRun::timer_fired`]); each call
-//! appends [`MachineAction`]s. Transition guards are the driver's functions: the core asks an
-//! injected [`Guards`] oracle, in declaration order, only for guarded candidates.
+//! Like [`DagRun`](crate::DagRun), a [`MachineRun`] is driven from outside with the
+//! [`Command`]s of [`crate::run`] and answers with [`Action`]s. Transition guards are the
+//! driver's functions: the core asks an injected [`Guards`] oracle, in declaration order,
+//! only for guarded candidates.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::event::{DataRef, EventKind, Recorder};
+use crate::run::{Action, Command, Delay, End, InputRef, Outcome, RunPhase, TimerKind};
 
 /// Why a machine definition, or a state's choice of next state, was rejected. Messages
 /// are part of the public contract.
@@ -64,6 +64,9 @@ pub enum MachineError {
     /// Two states share a name.
     #[error("State {0} is declared twice")]
     DuplicateState(String),
+    /// A runner's `transitionTo` delay is not a duration.
+    #[error("Invalid duration: {0}")]
+    InvalidDuration(String),
     /// A snapshot does not fit the machine it is restored into.
     #[error("Cannot restore the machine: {reason}")]
     Restore {
@@ -125,6 +128,9 @@ pub struct StateSpec {
     pub max_visits: Option<u32>,
     /// `(after_ms, state)`: move to `state` when the run or the wait lasts longer.
     pub timeout: Option<(u64, String)>,
+    /// How the timeout's `after` was written (`'5s'`), for the timeout error's message;
+    /// `None` names it in milliseconds.
+    pub timeout_label: Option<String>,
     /// Rate-limiting key.
     pub semaphore_key: Option<String>,
     /// Transitions in declaration order.
@@ -154,6 +160,7 @@ struct State {
     error_state: Option<u32>,
     max_visits: Option<u32>,
     timeout: Option<(u64, u32)>,
+    timeout_label: String,
     semaphore: bool,
     has_transitions: bool,
     first: u32,
@@ -260,6 +267,11 @@ impl CompiledMachine {
                 is_final: s.is_final,
                 error_state: own_error.or(machine_error),
                 max_visits: s.max_visits,
+                timeout_label: match (&s.timeout, &s.timeout_label) {
+                    (_, Some(label)) => label.clone(),
+                    (Some((after, _)), None) => format!("{after}ms"),
+                    (None, None) => String::new(),
+                },
                 timeout,
                 semaphore: s.semaphore_key.is_some(),
                 has_transitions: !s.transitions.is_empty(),
@@ -331,6 +343,35 @@ impl CompiledMachine {
         self.states[state as usize].timeout
     }
 
+    /// The message of the error a state's timeout gives its target as input.
+    pub fn timeout_message(&self, state: u32) -> String {
+        let s = &self.states[state as usize];
+        format!("State {} timed out after {}", s.name, s.timeout_label)
+    }
+
+    /// The guarded `""` transitions of a state that are tried before its first unguarded
+    /// one, in declaration order: after a run with no event queued, a driver may evaluate
+    /// their conditions in this order, stopping at the first that holds, and answer the
+    /// core's questions from those results (one call per step instead of a call back per
+    /// condition).
+    pub fn eventless_guards(&self, state: u32) -> impl Iterator<Item = u32> + '_ {
+        self.state_transitions(state)
+            .filter(|(_, t)| t.event == 0)
+            .take_while(|(_, t)| t.guarded)
+            .map(|(id, _)| id)
+    }
+
+    /// The ids of a state's transitions.
+    pub fn transition_range(&self, state: u32) -> std::ops::Range<u32> {
+        let s = &self.states[state as usize];
+        s.first..s.end
+    }
+
+    /// Number of transitions (ids are `0..transition_count()`).
+    pub fn transition_count(&self) -> usize {
+        self.transitions.len()
+    }
+
     /// A transition by id.
     pub fn transition(&self, id: u32) -> Transition {
         self.transitions[id as usize]
@@ -386,7 +427,7 @@ impl CompiledMachine {
     }
 }
 
-/// A machine's status.
+/// A machine's status, as `machineStatus` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MachineStatus {
     /// Not stepped yet.
@@ -410,6 +451,19 @@ pub enum MachineStatus {
 }
 
 impl MachineStatus {
+    /// Every status, in the order of their codes (see [`MachineStatus::code`]).
+    pub const ALL: [MachineStatus; 9] = [
+        MachineStatus::Initial,
+        MachineStatus::Ready,
+        MachineStatus::PendingSemaphore,
+        MachineStatus::Running,
+        MachineStatus::WaitingForEvent,
+        MachineStatus::Sleeping,
+        MachineStatus::Final,
+        MachineStatus::Error,
+        MachineStatus::Cancelled,
+    ];
+
     /// The public name of the status.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -424,98 +478,73 @@ impl MachineStatus {
             MachineStatus::Cancelled => "cancelled",
         }
     }
+
+    /// A small integer for the binding's action buffer: the position in [`Self::ALL`].
+    pub fn code(self) -> u8 {
+        self as u8
+    }
 }
 
-/// Which value the driver must make the next state's input.
+/// A delayed transition waiting for its timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputRef {
-    /// The current state's output.
-    Output,
-    /// The error of the last failure.
-    Error,
-    /// A timeout error for the state that timed out.
-    Timeout,
+struct Sleep {
+    timer: u64,
+    target: u32,
+    event: Option<u64>,
+    input: InputRef,
 }
 
-/// How a state run ended, as reported by the driver.
+/// Where a machine run is. Each phase carries what only it has (the running step, the
+/// pending delayed move), so no combination of fields can contradict another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateOutcome {
-    /// It returned an output (held by the driver as the current output).
-    Ok,
-    /// It failed (the driver holds the error).
-    Err,
-    /// It stopped itself because the machine was cancelled (not a failure): no transition.
-    Cancelled,
-    /// It chose its next state (see [`CompiledMachine::resolve_choice`]); the driver holds
-    /// the output it passes on.
-    Chose {
-        /// Target state id.
-        target: u32,
-        /// Delay before moving, in ms.
-        delay_ms: Option<u64>,
-    },
+enum Phase {
+    /// Not stepped yet.
+    Initial,
+    /// In a state that has not run yet (entered by a transition): a step runs it.
+    Ready,
+    /// Waiting for the semaphore slots of step `slot`.
+    Acquiring { slot: u32, exempt: bool },
+    /// Step `slot` runs the current state. `exempt`: it was let past a limit, so a
+    /// snapshot taken now gives the exemption back (the state runs again after a restore).
+    Running { slot: u32, exempt: bool },
+    /// The state ran and rests until an event fires a transition.
+    Waiting,
+    /// A delayed transition waits for its timer.
+    Sleeping(Sleep),
+    /// Resting in a final state.
+    Final,
+    /// A state failed and there was no error state: a step retries it.
+    Halted,
+    /// Cancelled; `draining` is the step still running, which takes its transition when it
+    /// ends, after which nothing more runs.
+    Cancelled { draining: Option<u32> },
 }
 
-/// What the driver must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MachineAction {
-    /// Call the state's runner (or pass its input through when it has none), then report
-    /// with [`MachineRun::state_done`].
-    RunState {
-        /// The state.
-        state: u32,
-        /// The step slot of this visit.
-        slot: u32,
-    },
-    /// Acquire the state's semaphore slots, then call [`MachineRun::semaphore_acquired`].
-    AcquireSemaphore {
-        /// The state.
-        state: u32,
-        /// The step slot of this visit.
-        slot: u32,
-    },
-    /// A state failed. `message` is set when the core itself made the error (a limit):
-    /// the driver turns it into the error value first. `halted` when there is no error
-    /// state to go to: `finished` rejects.
-    Errored {
-        /// The core's error message, if the error is the core's.
-        message: Option<String>,
-        /// No error state: the machine stopped on the failed state.
-        halted: bool,
-    },
-    /// The machine moved; the new state's input is `input`, and `event` is the driver's
-    /// handle of the event that caused the move.
-    Transitioned {
-        /// Previous state.
-        from: u32,
-        /// New state.
-        to: u32,
-        /// The event's handle, if an event fired the transition.
-        event: Option<u64>,
-        /// The new input.
-        input: InputRef,
-    },
-    /// Arm a timer that calls [`MachineRun::timer_fired`] at `at` (ms since the epoch).
-    ArmTimer {
-        /// Timer id.
-        timer: u64,
-        /// When it is due.
-        at: u64,
-        /// A delayed transition (true) or a state timeout (false); a store keeps the kind.
-        delay: bool,
-    },
-    /// Disarm a timer.
-    ClearTimer {
-        /// Timer id.
-        timer: u64,
-    },
-    /// An event was dropped unhandled: the driver can forget its data.
-    DropEvent {
-        /// The event's handle.
-        handle: u64,
-    },
-    /// The machine rests in a final state: `finished` resolves with the current output.
-    Finished,
+/// An event waiting for the running state to end, or for a state that handles it.
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    handle: u64,
+    event: Option<u32>,
+    queue: bool,
+}
+
+/// Where a transition leads, with its delay.
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    target: u32,
+    delay_ms: Option<u64>,
+}
+
+/// Step and visit counts for `maxSteps` / `maxVisits`.
+#[derive(Clone, Debug, Default)]
+struct Limits {
+    steps: u32,
+    visits: Vec<u32>,
+    /// A limit was exceeded once: the next breach halts instead of going to an error state
+    /// again, so a loop through an error state cannot escape `maxSteps`.
+    breached: bool,
+    /// The next step may run although a limit is reached (the error state of a breach).
+    exempt: bool,
 }
 
 /// The oracle for transition conditions, implemented by the driver.
@@ -539,28 +568,6 @@ impl Guards for NoGuards {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Queued {
-    handle: u64,
-    event: Option<u32>,
-    queue: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Sleep {
-    timer: u64,
-    target: u32,
-    event: Option<u64>,
-    input: InputRef,
-}
-
-/// Where a transition leads, with its delay.
-#[derive(Clone, Copy, Debug)]
-struct Move {
-    target: u32,
-    delay_ms: Option<u64>,
-}
-
 /// An event waiting in a snapshot's queue: the driver's handle, its type, and whether it
 /// waits for a state that handles it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -573,65 +580,69 @@ pub struct QueuedEvent {
     pub queue: bool,
 }
 
-/// A pending delayed transition in a snapshot.
+/// Where a restored machine is, in a snapshot. A state that was running (or waiting for
+/// its semaphores) when the snapshot was taken is `ready`: it runs again.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SleepSnapshot {
-    /// Its timer id.
-    pub timer: u64,
-    /// The state it moves to.
-    pub target: String,
-    /// The handle of the event that chose it, if one did.
-    pub event: Option<u64>,
-    /// Which value becomes the target's input: `output`, `error` or `timeout`.
-    pub input: String,
+#[serde(tag = "phase", rename_all = "camelCase")]
+pub enum PhaseSnapshot {
+    /// Not stepped yet.
+    Initial,
+    /// A step runs the current state.
+    Ready,
+    /// Resting until an event fires a transition.
+    Waiting,
+    /// A delayed transition waits for its timer.
+    #[serde(rename_all = "camelCase")]
+    Sleeping {
+        /// Its timer id.
+        timer: u64,
+        /// The state it moves to.
+        target: String,
+        /// The handle of the event that chose it, if one did.
+        event: Option<u64>,
+        /// Which value becomes the target's input.
+        input: InputRef,
+    },
+    /// Resting in a final state.
+    Final,
+    /// Halted on a failure without an error state.
+    Halted,
+    /// Cancelled.
+    Cancelled,
 }
 
 /// Everything a machine run needs to continue in another process, by state *name* so a
-/// snapshot reads well in the database. Taken at a step boundary: a state that was running
-/// runs again after a restore. What the driver holds (context, the current input and
-/// output, event data) is stored beside it.
+/// snapshot reads well in the database. What the driver holds (context, the current input
+/// and output, event data) is stored beside it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MachineSnapshot {
     /// The state the machine is in.
     pub current: String,
     /// The state before it.
     pub previous: Option<String>,
-    /// The status to restore (`running` becomes `ready`: the state runs again).
-    pub status: String,
+    /// What the machine is doing there.
+    #[serde(flatten)]
+    pub phase: PhaseSnapshot,
+    /// The current state was entered because of an error (the machine shows `error`, and
+    /// the visit does not count against the state's `maxVisits`).
+    pub by_error: bool,
     /// States run so far (for `maxSteps`).
     pub steps: u32,
     /// Visits per state name (for `maxVisits`); states never visited are left out.
     pub visits: Vec<(String, u32)>,
-    /// Events waiting for the running state to end or for a state that handles them.
+    /// A limit was exceeded once already.
+    pub breached: bool,
+    /// The next step may run although a limit is reached.
+    pub exempt: bool,
+    /// Events waiting for a state that handles them.
     pub queue: Vec<QueuedEvent>,
-    /// A delayed transition waiting for its timer.
-    pub sleep: Option<SleepSnapshot>,
     /// The armed timeout timer of the current state.
     pub timeout: Option<u64>,
     /// The last timer id handed out.
     pub next_timer: u64,
-    /// Flags of the error path and limits (see the fields of `MachineRun`).
-    pub errored: bool,
-    /// A limit was already exceeded once.
-    pub limit_hit: bool,
-    /// Resting in a final state.
-    pub at_rest: bool,
-    /// Halted on a failure without an error state.
-    pub halted: bool,
-    /// The next step is exempt from the limits.
-    pub exempt: bool,
-    /// The current state was entered because of an error.
-    pub by_error: bool,
     /// The run's start event was recorded.
     pub started: bool,
-}
-
-fn input_name(i: InputRef) -> &'static str {
-    match i {
-        InputRef::Output => "output",
-        InputRef::Error => "error",
-        InputRef::Timeout => "timeout",
-    }
 }
 
 /// One run of a compiled machine.
@@ -639,35 +650,25 @@ fn input_name(i: InputRef) -> &'static str {
 pub struct MachineRun {
     m: Arc<CompiledMachine>,
     rec: Recorder,
-    status: MachineStatus,
+    phase: Phase,
+    /// The status last recorded, so a status event is recorded only when it changes.
+    reported: MachineStatus,
     current: u32,
     previous: Option<u32>,
-    slot: Option<u32>,
-    last_slot: Option<u32>,
-    /// Runs that timed out and still run: their late reports are ignored.
-    abandoned: Vec<u32>,
-    steps: u32,
-    visits: Vec<u32>,
+    by_error: bool,
+    /// The last visit that ran, and its state: its step carries the transition it chose.
+    last: Option<(u32, u32)>,
+    /// Visits that timed out and still run, with their states: their late reports are
+    /// ignored and their `isCancelled()` is true.
+    abandoned: Vec<(u32, u32)>,
+    limits: Limits,
     queue: VecDeque<Queued>,
-    sleep: Option<Sleep>,
+    /// The armed timeout of the current state (it covers the run and the wait after it).
     timeout: Option<u64>,
     next_timer: u64,
-    errored: bool,
-    /// A limit was exceeded once: the next breach halts instead of going to an error state
-    /// again, so a loop through an error state cannot escape `maxSteps`.
-    limit_hit: bool,
-    /// Resting in a final state (status `final`, or `error` on the error path).
-    at_rest: bool,
-    halted: bool,
-    exempt: bool,
-    /// The current state was entered because of an error.
-    by_error: bool,
     started: bool,
     semaphores: bool,
     auto: bool,
-    /// The state running now was exempt from the limits (a snapshot taken while it runs
-    /// gives the exemption back, since the state will run again).
-    ran_exempt: bool,
 }
 
 impl MachineRun {
@@ -683,65 +684,68 @@ impl MachineRun {
         MachineRun {
             m,
             rec,
-            status: MachineStatus::Initial,
+            phase: Phase::Initial,
+            reported: MachineStatus::Initial,
             current,
             previous: None,
-            slot: None,
-            last_slot: None,
+            by_error: false,
+            last: None,
             abandoned: Vec::new(),
-            steps: 0,
-            visits: vec![0; n],
+            limits: Limits {
+                visits: vec![0; n],
+                ..Limits::default()
+            },
             queue: VecDeque::new(),
-            sleep: None,
             timeout: None,
             next_timer: 0,
-            errored: false,
-            limit_hit: false,
-            at_rest: false,
-            halted: false,
-            exempt: false,
-            by_error: false,
             started: false,
             semaphores,
             auto: false,
-            ran_exempt: false,
         }
     }
 
     /// The run's restorable state (see [`MachineSnapshot`]).
     pub fn snapshot(&self) -> MachineSnapshot {
         let name = |s: u32| self.m.state_name(s).to_owned();
+        let mut limits = self.limits.clone();
         // A state that runs now runs again after a restore: the snapshot is of the moment
         // before it started, so its visit and step are not counted yet.
-        let running = matches!(
-            self.status,
-            MachineStatus::Running | MachineStatus::PendingSemaphore
-        ) && self.slot.is_some();
-        let status = match self.status {
-            MachineStatus::Running | MachineStatus::PendingSemaphore if self.errored => {
-                MachineStatus::Error
+        let phase = match self.phase {
+            Phase::Initial => PhaseSnapshot::Initial,
+            Phase::Ready => PhaseSnapshot::Ready,
+            Phase::Acquiring { exempt, .. } | Phase::Running { exempt, .. } => {
+                limits.steps = limits.steps.saturating_sub(1);
+                let v = &mut limits.visits[self.current as usize];
+                *v = v.saturating_sub(1);
+                limits.exempt |= exempt;
+                PhaseSnapshot::Ready
             }
-            MachineStatus::Running | MachineStatus::PendingSemaphore => MachineStatus::Ready,
-            s => s,
+            Phase::Waiting => PhaseSnapshot::Waiting,
+            Phase::Sleeping(s) => PhaseSnapshot::Sleeping {
+                timer: s.timer,
+                target: name(s.target),
+                event: s.event,
+                input: s.input,
+            },
+            Phase::Final => PhaseSnapshot::Final,
+            Phase::Halted => PhaseSnapshot::Halted,
+            Phase::Cancelled { .. } => PhaseSnapshot::Cancelled,
         };
-        let mut visits = self.visits.clone();
-        let mut steps = self.steps;
-        if running {
-            steps = steps.saturating_sub(1);
-            let v = &mut visits[self.current as usize];
-            *v = v.saturating_sub(1);
-        }
         MachineSnapshot {
             current: name(self.current),
             previous: self.previous.map(name),
-            status: status.as_str().to_owned(),
-            steps,
-            visits: visits
+            phase,
+            by_error: self.by_error,
+            steps: limits.steps,
+            visits: limits
+                .visits
                 .iter()
                 .enumerate()
                 .filter(|(_, &v)| v > 0)
                 .map(|(i, &v)| (name(i as u32), v))
                 .collect(),
+            breached: limits.breached,
+            exempt: limits.exempt,
             queue: self
                 .queue
                 .iter()
@@ -753,26 +757,14 @@ impl MachineRun {
                     queue: q.queue,
                 })
                 .collect(),
-            sleep: self.sleep.map(|s| SleepSnapshot {
-                timer: s.timer,
-                target: name(s.target),
-                event: s.event,
-                input: input_name(s.input).to_owned(),
-            }),
             timeout: self.timeout,
             next_timer: self.next_timer,
-            errored: self.errored,
-            limit_hit: self.limit_hit,
-            at_rest: self.at_rest,
-            halted: self.halted,
-            exempt: self.exempt || (running && self.ran_exempt),
-            by_error: self.by_error,
             started: self.started,
         }
     }
 
-    /// A run continued from a snapshot. Fails when the snapshot names a state or status
-    /// the machine does not have (the definition changed under it).
+    /// A run continued from a snapshot. Fails when the snapshot names a state the machine
+    /// does not have (the definition changed under it).
     pub fn restore(
         m: Arc<CompiledMachine>,
         rec: Recorder,
@@ -784,27 +776,35 @@ impl MachineRun {
                 reason: format!("the snapshot names state {name}, which the machine does not have"),
             })
         };
-        let status = match snap.status.as_str() {
-            "initial" => MachineStatus::Initial,
-            "ready" | "running" | "pendingSemaphore" => MachineStatus::Ready,
-            "waitingForEvent" => MachineStatus::WaitingForEvent,
-            "sleeping" => MachineStatus::Sleeping,
-            "final" => MachineStatus::Final,
-            "error" => MachineStatus::Error,
-            "cancelled" => MachineStatus::Cancelled,
-            other => {
-                return Err(MachineError::Restore {
-                    reason: format!("unknown machine status {other}"),
-                })
-            }
-        };
         let mut run = MachineRun::new(Arc::clone(&m), rec, semaphores, Some(state(&snap.current)?));
-        run.status = status;
+        run.phase = match &snap.phase {
+            PhaseSnapshot::Initial => Phase::Initial,
+            PhaseSnapshot::Ready => Phase::Ready,
+            PhaseSnapshot::Waiting => Phase::Waiting,
+            PhaseSnapshot::Sleeping {
+                timer,
+                target,
+                event,
+                input,
+            } => Phase::Sleeping(Sleep {
+                timer: *timer,
+                target: state(target)?,
+                event: *event,
+                input: *input,
+            }),
+            PhaseSnapshot::Final => Phase::Final,
+            PhaseSnapshot::Halted => Phase::Halted,
+            PhaseSnapshot::Cancelled => Phase::Cancelled { draining: None },
+        };
+        run.by_error = snap.by_error;
+        run.reported = run.status();
         run.previous = snap.previous.as_deref().map(state).transpose()?;
-        run.steps = snap.steps;
+        run.limits.steps = snap.steps;
         for (name, v) in &snap.visits {
-            run.visits[state(name)? as usize] = *v;
+            run.limits.visits[state(name)? as usize] = *v;
         }
+        run.limits.breached = snap.breached;
+        run.limits.exempt = snap.exempt;
         run.queue = snap
             .queue
             .iter()
@@ -814,50 +814,95 @@ impl MachineRun {
                 queue: q.queue,
             })
             .collect();
-        run.sleep = match &snap.sleep {
-            Some(s) => Some(Sleep {
-                timer: s.timer,
-                target: state(&s.target)?,
-                event: s.event,
-                input: match s.input.as_str() {
-                    "error" => InputRef::Error,
-                    "timeout" => InputRef::Timeout,
-                    _ => InputRef::Output,
-                },
-            }),
-            None => None,
-        };
         run.timeout = snap.timeout;
         run.next_timer = snap.next_timer;
-        run.errored = snap.errored;
-        run.limit_hit = snap.limit_hit;
-        run.at_rest = snap.at_rest;
-        run.halted = snap.halted;
-        run.exempt = snap.exempt;
-        run.by_error = snap.by_error;
         run.started = snap.started;
         Ok(run)
     }
 
+    /// Apply a command (see [`crate::Executor::apply`]).
+    pub fn apply(
+        &mut self,
+        command: Command,
+        guards: &mut dyn Guards,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        match command {
+            Command::Start => {
+                self.auto = true;
+                let stepped = self.step(now, out);
+                stepped || !self.can_step()
+            }
+            Command::Step => self.step(now, out),
+            Command::Complete { slot, outcome } => self.state_done(slot, outcome, guards, now, out),
+            Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
+            Command::Send {
+                handle,
+                event,
+                queue,
+            } => self.send(handle, event, queue, guards, now, out),
+            Command::TimerFired { timer } => self.timer_fired(timer, now, out),
+            Command::Cancel => self.cancel(now, out),
+            Command::RunNode { .. } => false,
+        }
+    }
+
+    /// The status, derived from the phase.
+    pub fn status(&self) -> MachineStatus {
+        match self.phase {
+            Phase::Initial => MachineStatus::Initial,
+            Phase::Ready | Phase::Final if self.by_error => MachineStatus::Error,
+            Phase::Ready => MachineStatus::Ready,
+            Phase::Final => MachineStatus::Final,
+            Phase::Acquiring { .. } => MachineStatus::PendingSemaphore,
+            Phase::Running { .. } => MachineStatus::Running,
+            Phase::Waiting => MachineStatus::WaitingForEvent,
+            Phase::Sleeping(_) => MachineStatus::Sleeping,
+            Phase::Halted => MachineStatus::Error,
+            Phase::Cancelled { .. } => MachineStatus::Cancelled,
+        }
+    }
+
+    /// The run's status as stored.
+    pub fn phase(&self) -> RunPhase {
+        match self.phase {
+            Phase::Waiting => RunPhase::WaitingForEvent,
+            Phase::Sleeping(_) => RunPhase::Sleeping,
+            Phase::Final if self.by_error => RunPhase::Error,
+            Phase::Final => RunPhase::Finished,
+            Phase::Halted => RunPhase::Error,
+            Phase::Cancelled { .. } => RunPhase::Cancelled,
+            _ => RunPhase::Running,
+        }
+    }
+
+    /// Whether nothing can move the run any more: cancelled, or resting in a final state
+    /// that no event leaves, with nothing of it still running. (A halted machine can be
+    /// retried with a step, and a final state with transitions woken by an event.)
+    pub fn is_done(&self) -> bool {
+        let idle = self.abandoned.is_empty() && self.timeout.is_none();
+        match self.phase {
+            Phase::Final => idle && !self.m.states[self.current as usize].has_transitions,
+            Phase::Cancelled { draining } => draining.is_none() && self.abandoned.is_empty(),
+            _ => false,
+        }
+    }
+
     /// Auto mode (after `run()`): whenever the machine can step after a report, an event or
-    /// a timer, it steps within the same call, so a loop costs one crossing per state.
+    /// a timer, it steps within the same call, so a loop costs one call per state.
     pub fn set_auto(&mut self, on: bool) {
         self.auto = on;
     }
 
-    /// Step if auto mode is on and the machine can (not after a halt: that would retry forever).
-    fn continue_auto(&mut self, now: u64, out: &mut Vec<MachineAction>) {
-        if self.auto && !self.halted && self.can_step() {
-            self.step(now, out);
-        }
+    /// Whether auto mode is on.
+    pub fn auto(&self) -> bool {
+        self.auto
     }
 
     /// Whether nothing runs now: the machine waits for a step, an event or a timer.
     pub fn resting(&self) -> bool {
-        !matches!(
-            self.status,
-            MachineStatus::Running | MachineStatus::PendingSemaphore
-        )
+        !matches!(self.phase, Phase::Running { .. } | Phase::Acquiring { .. })
     }
 
     /// The compiled machine.
@@ -870,11 +915,6 @@ impl MachineRun {
         &mut self.rec
     }
 
-    /// The status.
-    pub fn status(&self) -> MachineStatus {
-        self.status
-    }
-
     /// The current state.
     pub fn current(&self) -> u32 {
         self.current
@@ -885,35 +925,87 @@ impl MachineRun {
         self.previous
     }
 
-    /// Whether the machine halted on a failure without an error state (a retry is a step).
-    pub fn halted(&self) -> bool {
-        self.halted
+    /// Events waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
-    /// Whether [`step`](Self::step) would run a state now.
-    pub fn can_step(&self) -> bool {
-        match self.status {
-            MachineStatus::Initial | MachineStatus::Ready => true,
-            MachineStatus::Error => !self.at_rest,
-            _ => false,
+    /// The step slot running now (or waiting for its semaphores), if any.
+    pub fn running_slot(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Running { slot, .. } | Phase::Acquiring { slot, .. } => Some(slot),
+            Phase::Cancelled { draining } => draining,
+            _ => None,
         }
+    }
+
+    /// The state a recent step slot visits (the running one, the last one, or one that
+    /// timed out and still runs).
+    pub fn slot_state(&self, slot: u32) -> Option<u32> {
+        if self.running_slot() == Some(slot) {
+            return Some(self.current);
+        }
+        self.last
+            .iter()
+            .chain(&self.abandoned)
+            .find(|(s, _)| *s == slot)
+            .map(|&(_, state)| state)
+    }
+
+    /// Whether the machine halted on a failure without an error state (a retry is a step).
+    pub fn halted(&self) -> bool {
+        self.phase == Phase::Halted
+    }
+
+    /// Whether a step would run a state now.
+    pub fn can_step(&self) -> bool {
+        matches!(self.phase, Phase::Initial | Phase::Ready | Phase::Halted)
     }
 
     /// Whether the run of `slot` should stop: the machine was cancelled, or the state
     /// timed out while it ran.
     pub fn is_cancelled(&self, slot: u32) -> bool {
-        self.status == MachineStatus::Cancelled || self.abandoned.contains(&slot)
+        matches!(self.phase, Phase::Cancelled { .. })
+            || self.abandoned.iter().any(|&(s, _)| s == slot)
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.phase, Phase::Cancelled { .. })
+    }
+
+    /// Move to `phase`, recording a status event when the status it shows changes.
+    fn set_phase(&mut self, phase: Phase, now: u64) {
+        self.phase = phase;
+        self.report(now);
+    }
+
+    fn report(&mut self, now: u64) {
+        let status = self.status();
+        if status != self.reported {
+            self.reported = status;
+            self.rec.run_event(
+                EventKind::MachineStatus,
+                DataRef::Status(status.as_str(), self.current),
+                now,
+            );
+        }
+    }
+
+    /// Step if auto mode is on and the machine can (not after a halt: that would retry forever).
+    fn continue_auto(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.auto && self.phase != Phase::Halted && self.can_step() {
+            self.step(now, out);
+        }
     }
 
     /// Run the current state once (or report the failure of a limit). False when it cannot step.
-    pub fn step(&mut self, now: u64, out: &mut Vec<MachineAction>) -> bool {
+    fn step(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
         if !self.can_step() {
             return false;
         }
-        self.halted = false;
         let state = self.current;
-        if !self.exempt {
-            if let Some(max) = self.m.max_steps.filter(|&max| self.steps >= max) {
+        if !self.limits.exempt {
+            if let Some(max) = self.m.max_steps.filter(|&max| self.limits.steps >= max) {
                 let msg = format!(
                     "Machine {} exceeded maxSteps ({max}) at state {}",
                     self.m.name,
@@ -928,7 +1020,7 @@ impl MachineRun {
             // error handler may be reached many times); `maxSteps` still bounds the loop.
             if let Some(max) = s
                 .max_visits
-                .filter(|&max| !self.by_error && self.visits[state as usize] >= max)
+                .filter(|&max| !self.by_error && self.limits.visits[state as usize] >= max)
             {
                 let msg = format!("State {} exceeded maxVisits ({max})", s.name);
                 self.fail_limit(msg, now, out);
@@ -936,9 +1028,9 @@ impl MachineRun {
                 return true;
             }
         }
-        self.ran_exempt = std::mem::replace(&mut self.exempt, false);
-        self.steps += 1;
-        self.visits[state as usize] += 1;
+        let exempt = std::mem::replace(&mut self.limits.exempt, false);
+        self.limits.steps += 1;
+        self.limits.visits[state as usize] += 1;
         if !self.started {
             self.started = true;
             self.rec
@@ -950,86 +1042,122 @@ impl MachineRun {
         let keep = self
             .abandoned
             .iter()
-            .copied()
-            .chain(self.last_slot)
+            .map(|&(s, _)| s)
+            .chain(self.last.map(|(s, _)| s))
             .min()
             .unwrap_or(slot);
         self.rec.forget_before(keep);
-        self.slot = Some(slot);
         if self.timeout.is_none() {
             if let Some((after, _)) = self.m.timeout(state) {
-                self.timeout = Some(self.arm(now.saturating_add(after), false, out));
+                self.timeout = Some(self.arm(now.saturating_add(after), TimerKind::Timeout, out));
             }
         }
         if self.semaphores && self.m.states[state as usize].semaphore {
-            self.set_status(MachineStatus::PendingSemaphore, now);
-            out.push(MachineAction::AcquireSemaphore { state, slot });
+            self.set_phase(Phase::Acquiring { slot, exempt }, now);
+            out.push(Action::Acquire { slot, node: state });
         } else {
-            self.begin(slot, now, out);
+            self.begin(slot, exempt, now, out);
         }
         true
     }
 
-    /// The state's semaphore slots were acquired. False when it must not run any more
-    /// (cancelled or timed out meanwhile): the driver gives the slots back.
-    pub fn semaphore_acquired(
-        &mut self,
-        slot: u32,
-        now: u64,
-        out: &mut Vec<MachineAction>,
-    ) -> bool {
-        if self.status != MachineStatus::PendingSemaphore || self.slot != Some(slot) {
-            return false;
+    fn semaphore_acquired(&mut self, slot: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        match self.phase {
+            Phase::Acquiring { slot: s, exempt } if s == slot => {
+                self.begin(slot, exempt, now, out);
+                true
+            }
+            _ => false,
         }
-        self.begin(slot, now, out);
-        true
+    }
+
+    fn begin(&mut self, slot: u32, exempt: bool, now: u64, out: &mut Vec<Action>) {
+        self.set_phase(Phase::Running { slot, exempt }, now);
+        self.rec
+            .step_event(slot, EventKind::MachineNodeStart, DataRef::NodeInput, now);
+        out.push(Action::Run {
+            slot,
+            node: self.current,
+        });
     }
 
     /// Report how the run of `slot` ended. Reports of runs that no longer count (timed
     /// out) are ignored.
-    pub fn state_done(
+    fn state_done(
         &mut self,
         slot: u32,
-        outcome: StateOutcome,
+        outcome: Outcome,
         guards: &mut dyn Guards,
         now: u64,
-        out: &mut Vec<MachineAction>,
-    ) {
-        if self.slot != Some(slot) {
-            self.abandoned.retain(|&s| s != slot);
-            return;
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if self.running_slot() != Some(slot) || matches!(self.phase, Phase::Acquiring { .. }) {
+            self.abandoned.retain(|&(s, _)| s != slot);
+            return false;
         }
-        self.slot = None;
-        self.last_slot = Some(slot);
+        if self.cancelled() {
+            self.phase = Phase::Cancelled { draining: None };
+        } else {
+            // Not a status change: the outcome decides the next phase below.
+            self.phase = Phase::Ready;
+        }
+        self.last = Some((slot, self.current));
         match outcome {
-            StateOutcome::Err => self.fail(None, Some(slot), now, out),
-            StateOutcome::Cancelled => {
+            Outcome::Error => self.fail(None, Some(slot), now, out),
+            Outcome::Cancelled => {
                 self.cancel(now, out);
             }
-            StateOutcome::Ok => {
+            Outcome::Ok => {
                 self.rec
                     .step_event(slot, EventKind::MachineNodeFinish, DataRef::NodeOutput, now);
                 self.after_run(None, guards, now, out);
             }
-            StateOutcome::Chose { target, delay_ms } => {
-                self.rec
-                    .step_event(slot, EventKind::MachineNodeFinish, DataRef::NodeOutput, now);
-                self.after_run(Some(Move { target, delay_ms }), guards, now, out);
+            Outcome::Choose { target, delay } => {
+                let choice = self.m.resolve_choice(self.current, target).and_then(|t| {
+                    let delay_ms = match delay {
+                        None => None,
+                        Some(Delay::Ms(ms)) => Some(
+                            duration_ms(ms)
+                                .ok_or_else(|| MachineError::InvalidDuration(format_ms(ms)))?,
+                        ),
+                        Some(Delay::Text(text)) => Some(
+                            parse_duration(text)
+                                .ok_or_else(|| MachineError::InvalidDuration(text.to_owned()))?,
+                        ),
+                    };
+                    Ok(Move {
+                        target: t,
+                        delay_ms,
+                    })
+                });
+                match choice {
+                    Ok(mv) => {
+                        self.rec.step_event(
+                            slot,
+                            EventKind::MachineNodeFinish,
+                            DataRef::NodeOutput,
+                            now,
+                        );
+                        self.after_run(Some(mv), guards, now, out);
+                    }
+                    Err(e) => self.fail(Some(e.to_string()), Some(slot), now, out),
+                }
             }
         }
         self.continue_auto(now, out);
+        true
     }
 
     /// An event arrived; `handle` is the driver's key for its data. Returns true when a
     /// transition was taken (or scheduled) for it now.
-    pub fn send(
+    fn send(
         &mut self,
         handle: u64,
         event: &str,
         queue: bool,
         guards: &mut dyn Guards,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) -> bool {
         let event = self.m.event_id(event).filter(|&e| e != 0);
         let item = Queued {
@@ -1037,13 +1165,13 @@ impl MachineRun {
             event,
             queue,
         };
-        match self.status {
-            MachineStatus::Running | MachineStatus::PendingSemaphore => {
+        match self.phase {
+            Phase::Running { .. } | Phase::Acquiring { .. } => {
                 self.queue.push_back(item);
                 return false;
             }
-            MachineStatus::Cancelled => {
-                out.push(MachineAction::DropEvent { handle });
+            Phase::Cancelled { .. } => {
+                out.push(Action::DropEvent { handle });
                 return false;
             }
             _ => {}
@@ -1052,13 +1180,13 @@ impl MachineRun {
             if queue {
                 self.queue.push_back(item);
             } else {
-                out.push(MachineAction::DropEvent { handle });
+                out.push(Action::DropEvent { handle });
             }
             return false;
         }
         match self.select(event, Some(handle), guards) {
             Ok(Some(mv)) => {
-                if let Some(s) = self.sleep.take() {
+                if let Phase::Sleeping(s) = self.phase {
                     self.clear_sleep(s, out);
                 }
                 self.take(mv, Some(handle), InputRef::Output, now, out);
@@ -1066,104 +1194,89 @@ impl MachineRun {
                 true
             }
             Ok(None) => {
-                out.push(MachineAction::DropEvent { handle });
+                out.push(Action::DropEvent { handle });
                 false
             }
             Err(GuardFailed) => {
-                out.push(MachineAction::DropEvent { handle });
-                self.fail(None, self.last_slot, now, out);
+                out.push(Action::DropEvent { handle });
+                let last = self.last.map(|(s, _)| s);
+                self.fail(None, last, now, out);
                 self.continue_auto(now, out);
                 false
             }
         }
     }
 
-    /// A timer armed by an [`MachineAction::ArmTimer`] fired.
-    pub fn timer_fired(&mut self, timer: u64, now: u64, out: &mut Vec<MachineAction>) {
-        if let Some(s) = self.sleep.filter(|s| s.timer == timer) {
-            self.sleep = None;
-            self.transition(s.target, s.event, s.input, now, out);
-            self.continue_auto(now, out);
-            return;
+    /// A timer armed by an [`Action::ArmTimer`] fired.
+    fn timer_fired(&mut self, timer: u64, now: u64, out: &mut Vec<Action>) -> bool {
+        if let Phase::Sleeping(s) = self.phase {
+            if s.timer == timer {
+                self.transition(s.target, s.event, s.input, now, out);
+                self.continue_auto(now, out);
+                return true;
+            }
         }
         if self.timeout != Some(timer) {
-            return;
+            return false;
         }
         self.timeout = None;
-        match self.status {
-            MachineStatus::Running | MachineStatus::PendingSemaphore => {
-                self.abandoned.extend(self.slot.take());
+        match self.phase {
+            Phase::Running { slot, .. } | Phase::Acquiring { slot, .. } => {
+                self.abandoned.push((slot, self.current));
             }
-            MachineStatus::WaitingForEvent | MachineStatus::Sleeping => {}
-            _ => return,
-        }
-        if let Some(s) = self.sleep.take() {
-            self.clear_sleep(s, out);
+            Phase::Waiting => {}
+            Phase::Sleeping(s) => self.clear_sleep(s, out),
+            _ => return false,
         }
         let Some((_, target)) = self.m.timeout(self.current) else {
-            return;
+            return false;
         };
         self.transition(target, None, InputRef::Timeout, now, out);
         self.continue_auto(now, out);
+        true
     }
 
     /// Cancel: nothing more runs after the running state (if any) takes its transition.
     /// False when already cancelled.
-    pub fn cancel(&mut self, now: u64, out: &mut Vec<MachineAction>) -> bool {
-        if self.status == MachineStatus::Cancelled {
+    fn cancel(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.cancelled() {
             return false;
         }
-        self.set_status(MachineStatus::Cancelled, now);
-        if let Some(s) = self.sleep.take() {
-            self.clear_sleep(s, out);
-        }
+        let draining = match self.phase {
+            Phase::Running { slot, .. } => Some(slot),
+            Phase::Sleeping(s) => {
+                self.clear_sleep(s, out);
+                None
+            }
+            _ => None,
+        };
+        self.set_phase(Phase::Cancelled { draining }, now);
         if let Some(timer) = self.timeout.take() {
-            out.push(MachineAction::ClearTimer { timer });
+            out.push(Action::ClearTimer { timer });
         }
         for q in self.queue.drain(..) {
-            out.push(MachineAction::DropEvent { handle: q.handle });
+            out.push(Action::DropEvent { handle: q.handle });
         }
+        out.push(Action::Ended(End::Cancelled));
         true
     }
 
     /// A delayed transition that will not happen: its timer, and the event that chose it.
-    fn clear_sleep(&self, s: Sleep, out: &mut Vec<MachineAction>) {
-        out.push(MachineAction::ClearTimer { timer: s.timer });
+    fn clear_sleep(&self, s: Sleep, out: &mut Vec<Action>) {
+        out.push(Action::ClearTimer { timer: s.timer });
         if let Some(handle) = s.event {
-            out.push(MachineAction::DropEvent { handle });
+            out.push(Action::DropEvent { handle });
         }
     }
 
-    fn arm(&mut self, at: u64, delay: bool, out: &mut Vec<MachineAction>) -> u64 {
+    fn arm(&mut self, at: u64, kind: TimerKind, out: &mut Vec<Action>) -> u64 {
         self.next_timer += 1;
-        out.push(MachineAction::ArmTimer {
+        out.push(Action::ArmTimer {
             timer: self.next_timer,
             at,
-            delay,
+            kind,
         });
         self.next_timer
-    }
-
-    fn set_status(&mut self, status: MachineStatus, now: u64) {
-        if self.status == status {
-            return;
-        }
-        self.status = status;
-        self.rec.run_event(
-            EventKind::MachineStatus,
-            DataRef::Status(status.as_str(), self.current),
-            now,
-        );
-    }
-
-    fn begin(&mut self, slot: u32, now: u64, out: &mut Vec<MachineAction>) {
-        self.set_status(MachineStatus::Running, now);
-        self.rec
-            .step_event(slot, EventKind::MachineNodeStart, DataRef::NodeInput, now);
-        out.push(MachineAction::RunState {
-            state: self.current,
-            slot,
-        });
     }
 
     /// After a successful run: the state's own choice, then queued events in order, then
@@ -1173,7 +1286,7 @@ impl MachineRun {
         chosen: Option<Move>,
         guards: &mut dyn Guards,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) {
         let mut taken: Option<(Move, Option<u64>)> = chosen.map(|mv| (mv, None));
         let pending = std::mem::take(&mut self.queue);
@@ -1183,7 +1296,7 @@ impl MachineRun {
                 if q.queue || failed {
                     self.queue.push_back(q);
                 } else {
-                    out.push(MachineAction::DropEvent { handle: q.handle });
+                    out.push(Action::DropEvent { handle: q.handle });
                 }
                 continue;
             }
@@ -1191,28 +1304,29 @@ impl MachineRun {
                 if q.queue {
                     self.queue.push_back(q);
                 } else {
-                    out.push(MachineAction::DropEvent { handle: q.handle });
+                    out.push(Action::DropEvent { handle: q.handle });
                 }
                 continue;
             }
             match self.select(q.event, Some(q.handle), guards) {
                 Ok(Some(mv)) => taken = Some((mv, Some(q.handle))),
-                Ok(None) => out.push(MachineAction::DropEvent { handle: q.handle }),
+                Ok(None) => out.push(Action::DropEvent { handle: q.handle }),
                 Err(GuardFailed) => {
-                    out.push(MachineAction::DropEvent { handle: q.handle });
+                    out.push(Action::DropEvent { handle: q.handle });
                     failed = true;
                 }
             }
         }
+        let last = self.last.map(|(s, _)| s);
         if failed {
-            self.fail(None, self.last_slot, now, out);
+            self.fail(None, last, now, out);
             return;
         }
         if taken.is_none() {
             match self.select(Some(0), None, guards) {
                 Ok(mv) => taken = mv.map(|mv| (mv, None)),
                 Err(GuardFailed) => {
-                    self.fail(None, self.last_slot, now, out);
+                    self.fail(None, last, now, out);
                     return;
                 }
             }
@@ -1220,8 +1334,8 @@ impl MachineRun {
         match taken {
             Some((mv, event)) => self.take(mv, event, InputRef::Output, now, out),
             None if self.m.is_final(self.current) => self.rest_final(now, out),
-            None if self.status == MachineStatus::Cancelled => {}
-            None => self.set_status(MachineStatus::WaitingForEvent, now),
+            None if self.cancelled() => {}
+            None => self.set_phase(Phase::Waiting, now),
         }
     }
 
@@ -1250,18 +1364,18 @@ impl MachineRun {
         event: Option<u64>,
         input: InputRef,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) {
         match mv.delay_ms {
-            Some(delay) if delay > 0 && self.status != MachineStatus::Cancelled => {
-                let timer = self.arm(now.saturating_add(delay), true, out);
-                self.sleep = Some(Sleep {
+            Some(delay) if delay > 0 && !self.cancelled() => {
+                let timer = self.arm(now.saturating_add(delay), TimerKind::Delay, out);
+                let sleep = Sleep {
                     timer,
                     target: mv.target,
                     event,
                     input,
-                });
-                self.set_status(MachineStatus::Sleeping, now);
+                };
+                self.set_phase(Phase::Sleeping(sleep), now);
             }
             _ => self.transition(mv.target, event, input, now, out),
         }
@@ -1273,20 +1387,20 @@ impl MachineRun {
         event: Option<u64>,
         input: InputRef,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) {
         if let Some(timer) = self.timeout.take() {
-            out.push(MachineAction::ClearTimer { timer });
+            out.push(Action::ClearTimer { timer });
         }
         let from = self.current;
-        out.push(MachineAction::Transitioned {
+        out.push(Action::Moved {
             from,
             to,
             event,
             input,
         });
-        match self.last_slot {
-            Some(slot) => {
+        match self.last {
+            Some((slot, _)) => {
                 self.rec
                     .step_event(slot, EventKind::MachineTransition, DataRef::Transition, now)
             }
@@ -1296,13 +1410,8 @@ impl MachineRun {
         }
         self.previous = Some(from);
         self.current = to;
-        self.at_rest = false;
-        self.exempt = false;
         self.by_error = input == InputRef::Error;
-        if input != InputRef::Error {
-            self.errored = false;
-        }
-        if self.status == MachineStatus::Cancelled {
+        if self.cancelled() {
             return;
         }
         // A final state without run rests at once, unless a queued event waits for it: then
@@ -1310,45 +1419,37 @@ impl MachineRun {
         let queued_for_it = self.queue.iter().any(|q| self.m.handles(to, q.event));
         if self.m.is_final(to) && !self.m.has_run(to) && !queued_for_it {
             self.rest_final(now, out);
-        } else if self.errored {
-            self.set_status(MachineStatus::Error, now);
         } else {
-            self.set_status(MachineStatus::Ready, now);
+            self.set_phase(Phase::Ready, now);
         }
     }
 
-    fn rest_final(&mut self, now: u64, out: &mut Vec<MachineAction>) {
-        if self.status == MachineStatus::Cancelled {
+    fn rest_final(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.cancelled() {
             return;
         }
-        let status = if self.errored {
-            MachineStatus::Error
-        } else {
-            MachineStatus::Final
-        };
-        self.at_rest = true;
-        self.set_status(status, now);
+        self.set_phase(Phase::Final, now);
         self.rec
             .run_event(EventKind::MachineFinish, DataRef::RunOutput, now);
-        out.push(MachineAction::Finished);
+        out.push(Action::Ended(End::Finished));
+    }
+
+    /// A limit was exceeded: handled like a state error the first time, a halt after that.
+    fn fail_limit(&mut self, message: String, now: u64, out: &mut Vec<Action>) {
+        let again = std::mem::replace(&mut self.limits.breached, true);
+        self.fail_to(Some(message), None, !again, now, out);
+        // The error state this leads to may run once although the limit is reached.
+        self.limits.exempt = !again;
     }
 
     /// The current state failed: go to its error state, or halt. An error state that
     /// fails itself halts rather than loop.
-    /// A limit was exceeded: handled like a state error the first time, a halt after that.
-    fn fail_limit(&mut self, message: String, now: u64, out: &mut Vec<MachineAction>) {
-        let again = std::mem::replace(&mut self.limit_hit, true);
-        self.fail_to(Some(message), None, !again, now, out);
-        // The error state this leads to may run once although the limit is reached.
-        self.exempt = !again;
-    }
-
     fn fail(
         &mut self,
         message: Option<String>,
         slot: Option<u32>,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) {
         self.fail_to(message, slot, true, now, out);
     }
@@ -1359,13 +1460,13 @@ impl MachineRun {
         slot: Option<u32>,
         use_error_state: bool,
         now: u64,
-        out: &mut Vec<MachineAction>,
+        out: &mut Vec<Action>,
     ) {
         let target = self.m.states[self.current as usize]
             .error_state
             .filter(|&t| use_error_state && t != self.current);
         let halted = target.is_none();
-        out.push(MachineAction::Errored { message, halted });
+        out.push(Action::Failed { message, halted });
         match slot {
             Some(slot) => {
                 self.rec
@@ -1375,27 +1476,44 @@ impl MachineRun {
                 .rec
                 .run_event(EventKind::MachineError, DataRef::RunError, now),
         }
-        if let Some(sleep) = self.sleep.take() {
-            self.clear_sleep(sleep, out);
+        if let Phase::Sleeping(s) = self.phase {
+            self.clear_sleep(s, out);
+            self.phase = Phase::Ready;
         }
         match target {
             Some(target) => {
-                self.errored = true;
-                if self.status != MachineStatus::Cancelled {
-                    self.set_status(MachineStatus::Error, now);
+                if !self.cancelled() {
+                    self.by_error = true;
+                    self.set_phase(Phase::Ready, now);
                 }
                 self.transition(target, None, InputRef::Error, now, out);
             }
             None => {
-                self.halted = true;
                 // A retry (a step) arms the timeout again.
                 if let Some(timer) = self.timeout.take() {
-                    out.push(MachineAction::ClearTimer { timer });
+                    out.push(Action::ClearTimer { timer });
                 }
-                if self.status != MachineStatus::Cancelled {
-                    self.set_status(MachineStatus::Error, now);
+                if !self.cancelled() {
+                    self.set_phase(Phase::Halted, now);
+                    out.push(Action::Ended(End::Failed));
                 }
             }
         }
+    }
+}
+
+/// Milliseconds of a delay a runner gave as a number, or `None` when it is no duration.
+fn duration_ms(ms: f64) -> Option<u64> {
+    (ms.is_finite() && ms >= 0.0 && ms <= MAX_DURATION_MS as f64).then(|| ms.round() as u64)
+}
+
+/// A number as JS prints it in a message.
+fn format_ms(ms: f64) -> String {
+    if ms.is_nan() {
+        "NaN".into()
+    } else if ms.is_infinite() {
+        if ms > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        ms.to_string()
     }
 }

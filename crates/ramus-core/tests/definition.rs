@@ -797,6 +797,7 @@ fn a_machine_round_trips_into_its_spec() {
                     error_state: None,
                     max_visits: Some(3),
                     timeout: Some((900_000, "failed".into())),
+                    timeout_label: Some("15m".into()),
                     semaphore_key: Some("llm".into()),
                     transitions: vec![
                         t("", "review", false, Some(250)),
@@ -810,6 +811,7 @@ fn a_machine_round_trips_into_its_spec() {
                     has_run: true,
                     error_state: Some("draft".into()),
                     timeout: Some((5000, "failed".into())),
+                    timeout_label: Some("5000ms".into()),
                     transitions: vec![t("", "draft", false, None)],
                     ..StateSpec::default()
                 },

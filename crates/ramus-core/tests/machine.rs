@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ramus_core::{
-    parse_duration, CompiledMachine, GuardFailed, Guards, InputRef, MachineAction, MachineRun,
-    MachineSpec, MachineStatus, NoGuards, Recorder, StateOutcome, StateSpec, TransitionSpec,
+    parse_duration, Action, Command, CompiledMachine, End, GuardFailed, Guards, InputRef,
+    MachineRun, MachineSpec, MachineStatus, NoGuards, Outcome, Recorder, StateSpec, TimerKind,
+    TransitionSpec,
 };
 
 fn t(event: &str, target: &str) -> TransitionSpec {
@@ -46,7 +47,7 @@ impl Guards for Table {
 struct Sim {
     run: MachineRun,
     now: u64,
-    out: Vec<MachineAction>,
+    out: Vec<Action>,
 }
 
 impl Sim {
@@ -70,32 +71,41 @@ impl Sim {
     /// Step and return the slot of the state run it asked for.
     fn step(&mut self) -> u32 {
         self.out.clear();
-        assert!(self.run.step(self.now, &mut self.out));
+        assert!(self
+            .run
+            .apply(Command::Step, &mut NoGuards, self.now, &mut self.out));
         self.out
             .iter()
             .find_map(|a| match a {
-                MachineAction::RunState { slot, .. } => Some(*slot),
+                Action::Run { slot, .. } => Some(*slot),
                 _ => None,
             })
             .expect("a state run")
     }
 
-    fn done(
-        &mut self,
-        slot: u32,
-        outcome: StateOutcome,
-        guards: &mut dyn Guards,
-    ) -> Vec<MachineAction> {
+    fn done(&mut self, slot: u32, outcome: Outcome<'_>, guards: &mut dyn Guards) -> Vec<Action> {
         self.out.clear();
-        self.run
-            .state_done(slot, outcome, guards, self.now, &mut self.out);
+        self.run.apply(
+            Command::Complete { slot, outcome },
+            guards,
+            self.now,
+            &mut self.out,
+        );
         std::mem::take(&mut self.out)
     }
 
-    fn send(&mut self, handle: u64, event: &str, queue: bool) -> Vec<MachineAction> {
+    fn send(&mut self, handle: u64, event: &str, queue: bool) -> Vec<Action> {
         self.out.clear();
-        self.run
-            .send(handle, event, queue, &mut NoGuards, self.now, &mut self.out);
+        self.run.apply(
+            Command::Send {
+                handle,
+                event,
+                queue,
+            },
+            &mut NoGuards,
+            self.now,
+            &mut self.out,
+        );
         std::mem::take(&mut self.out)
     }
 }
@@ -187,13 +197,13 @@ fn guarded_loop_then_event_then_final() {
         assert_eq!(sim.run.status(), MachineStatus::Running);
         let acts = sim.done(
             slot,
-            StateOutcome::Ok,
+            Outcome::Ok,
             &mut Table(HashMap::from([(0, Ok(holds))])),
         );
         let to = if holds { "think" } else { "ask" };
         assert!(matches!(
             acts[0],
-            MachineAction::Transitioned {
+            Action::Moved {
                 input: InputRef::Output,
                 event: None,
                 ..
@@ -204,7 +214,7 @@ fn guarded_loop_then_event_then_final() {
     }
     // A state without run still steps (the driver passes its input through), then waits.
     let slot = sim.step();
-    assert!(sim.done(slot, StateOutcome::Ok, &mut NoGuards).is_empty());
+    assert!(sim.done(slot, Outcome::Ok, &mut NoGuards).is_empty());
     assert_eq!(sim.run.status(), MachineStatus::WaitingForEvent);
     assert!(!sim.run.can_step());
     assert_eq!(
@@ -215,14 +225,11 @@ fn guarded_loop_then_event_then_final() {
     // An unknown event without queue is dropped; approve moves to the final state.
     assert_eq!(
         sim.send(7, "nonsense", false),
-        vec![MachineAction::DropEvent { handle: 7 }]
+        vec![Action::DropEvent { handle: 7 }]
     );
     let acts = sim.send(8, "approve", false);
-    assert_eq!(acts.last(), Some(&MachineAction::Finished));
-    assert!(matches!(
-        acts[0],
-        MachineAction::Transitioned { event: Some(8), .. }
-    ));
+    assert_eq!(acts.last(), Some(&Action::Ended(End::Finished)));
+    assert!(matches!(acts[0], Action::Moved { event: Some(8), .. }));
     assert_eq!(sim.run.status(), MachineStatus::Final);
 }
 
@@ -240,9 +247,9 @@ fn events_during_a_run_wait_their_turn() {
     assert!(sim.send(1, "later", true).is_empty());
     assert!(sim.send(2, "noise", false).is_empty());
     assert!(sim.send(3, "go", false).is_empty());
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    assert!(acts.contains(&MachineAction::DropEvent { handle: 2 }));
-    assert!(acts.contains(&MachineAction::Transitioned {
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    assert!(acts.contains(&Action::DropEvent { handle: 2 }));
+    assert!(acts.contains(&Action::Moved {
         from: 0,
         to: 1,
         event: Some(3),
@@ -251,11 +258,8 @@ fn events_during_a_run_wait_their_turn() {
     assert_eq!(sim.state(), "b");
     // b runs; the queued `later` now fires its transition before any '' transition.
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    assert!(matches!(
-        acts[0],
-        MachineAction::Transitioned { event: Some(1), .. }
-    ));
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    assert!(matches!(acts[0], Action::Moved { event: Some(1), .. }));
     assert_eq!(sim.state(), "c");
 }
 
@@ -281,17 +285,17 @@ fn errors_go_to_error_state_or_halt_for_retry() {
     };
     let mut sim = Sim::new(spec);
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
+    let acts = sim.done(slot, Outcome::Error, &mut NoGuards);
     assert_eq!(
         acts[0],
-        MachineAction::Errored {
+        Action::Failed {
             message: None,
             halted: false
         }
     );
     assert!(matches!(
         acts[1],
-        MachineAction::Transitioned {
+        Action::Moved {
             input: InputRef::Error,
             ..
         }
@@ -301,8 +305,8 @@ fn errors_go_to_error_state_or_halt_for_retry() {
         ("recover", MachineStatus::Error)
     );
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    assert_eq!(acts, vec![MachineAction::Finished]);
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    assert_eq!(acts, vec![Action::Ended(End::Finished)]);
     assert_eq!(
         sim.run.status(),
         MachineStatus::Error,
@@ -315,17 +319,20 @@ fn errors_go_to_error_state_or_halt_for_retry() {
         vec![state("work", vec![t("", "end")]), state("end", vec![])],
     ));
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
+    let acts = sim.done(slot, Outcome::Error, &mut NoGuards);
     assert_eq!(
         acts,
-        vec![MachineAction::Errored {
-            message: None,
-            halted: true
-        }]
+        vec![
+            Action::Failed {
+                message: None,
+                halted: true
+            },
+            Action::Ended(End::Failed)
+        ]
     );
     assert!(sim.run.halted() && sim.run.can_step());
     let slot = sim.step();
-    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    sim.done(slot, Outcome::Ok, &mut NoGuards);
     assert_eq!(sim.state(), "end");
 
     // A throwing guard fails the state like its run would.
@@ -345,13 +352,10 @@ fn errors_go_to_error_state_or_halt_for_retry() {
     let slot = sim.step();
     let acts = sim.done(
         slot,
-        StateOutcome::Ok,
+        Outcome::Ok,
         &mut Table(HashMap::from([(0, Err(GuardFailed))])),
     );
-    assert!(matches!(
-        acts[0],
-        MachineAction::Errored { halted: true, .. }
-    ));
+    assert!(matches!(acts[0], Action::Failed { halted: true, .. }));
 }
 
 #[test]
@@ -373,13 +377,15 @@ fn limits_fail_with_messages_and_error_states_are_exempt() {
     let mut sim = Sim::new(spec);
     for _ in 0..3 {
         let slot = sim.step();
-        sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+        sim.done(slot, Outcome::Ok, &mut NoGuards);
     }
     sim.out.clear();
-    assert!(sim.run.step(sim.now, &mut sim.out));
+    assert!(sim
+        .run
+        .apply(Command::Step, &mut NoGuards, sim.now, &mut sim.out));
     assert_eq!(
         sim.out[0],
-        MachineAction::Errored {
+        Action::Failed {
             message: Some("Machine m exceeded maxSteps (3) at state loop".into()),
             halted: false
         }
@@ -387,8 +393,8 @@ fn limits_fail_with_messages_and_error_states_are_exempt() {
     assert_eq!(sim.state(), "stop");
     let slot = sim.step(); // the error state runs although the limit is reached
     assert_eq!(
-        sim.done(slot, StateOutcome::Ok, &mut NoGuards),
-        vec![MachineAction::Finished]
+        sim.done(slot, Outcome::Ok, &mut NoGuards),
+        vec![Action::Ended(End::Finished)]
     );
 
     let mut sim = Sim::new(machine(
@@ -399,12 +405,13 @@ fn limits_fail_with_messages_and_error_states_are_exempt() {
         }],
     ));
     let slot = sim.step();
-    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    sim.done(slot, Outcome::Ok, &mut NoGuards);
     sim.out.clear();
-    sim.run.step(sim.now, &mut sim.out);
+    sim.run
+        .apply(Command::Step, &mut NoGuards, sim.now, &mut sim.out);
     assert_eq!(
         sim.out[0],
-        MachineAction::Errored {
+        Action::Failed {
             message: Some("State a exceeded maxVisits (1)".into()),
             halted: true
         }
@@ -428,11 +435,11 @@ fn delays_sleep_and_events_preempt_them() {
         vec![a, state("b", vec![]), state("c", vec![])],
     ));
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    let MachineAction::ArmTimer { timer, at, delay } = acts[0] else {
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    let Action::ArmTimer { timer, at, kind } = acts[0] else {
         panic!("expected a timer, got {acts:?}")
     };
-    assert!(delay, "a delayed transition's timer is a delay");
+    assert_eq!(kind, TimerKind::Delay);
     assert_eq!(at, sim.now + 90_000);
     assert_eq!(sim.run.status(), MachineStatus::Sleeping);
     assert_eq!(sim.state(), "a");
@@ -452,18 +459,28 @@ fn delays_sleep_and_events_preempt_them() {
         ],
     ));
     let s = fired.step();
-    fired.done(s, StateOutcome::Ok, &mut NoGuards);
+    fired.done(s, Outcome::Ok, &mut NoGuards);
     fired.out.clear();
-    fired.run.timer_fired(1, 1_005, &mut fired.out);
+    fired.run.apply(
+        Command::TimerFired { timer: 1 },
+        &mut NoGuards,
+        1_005,
+        &mut fired.out,
+    );
     assert_eq!(fired.state(), "b");
     assert_eq!(fired.run.status(), MachineStatus::Ready);
 
     // An event that another transition takes pre-empts the sleep.
     let acts = sim.send(1, "hurry", false);
-    assert_eq!(acts[0], MachineAction::ClearTimer { timer });
+    assert_eq!(acts[0], Action::ClearTimer { timer });
     assert_eq!(sim.state(), "c");
     sim.out.clear();
-    sim.run.timer_fired(timer, sim.now + 90_000, &mut sim.out);
+    sim.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        sim.now + 90_000,
+        &mut sim.out,
+    );
     assert_eq!(sim.state(), "c", "a cleared timer does nothing");
 }
 
@@ -478,24 +495,29 @@ fn timeouts_abandon_the_run_and_cover_the_wait() {
         vec![a, state("late", vec![]), state("ok", vec![])],
     ));
     let slot = sim.step();
-    let MachineAction::ArmTimer { timer, at, delay } = sim.out[0] else {
+    let Action::ArmTimer { timer, at, kind } = sim.out[0] else {
         panic!("timeout armed first")
     };
-    assert!(!delay, "a state timeout's timer is not a delay");
+    assert_eq!(kind, TimerKind::Timeout);
     assert_eq!(at, 2_000);
     sim.out.clear();
-    sim.run.timer_fired(timer, at, &mut sim.out);
+    sim.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        at,
+        &mut sim.out,
+    );
     assert!(sim.run.is_cancelled(slot), "the run sees isCancelled()");
     assert!(matches!(
         sim.out[0],
-        MachineAction::Transitioned {
+        Action::Moved {
             input: InputRef::Timeout,
             ..
         }
     ));
     assert_eq!(sim.state(), "late");
     assert!(
-        sim.done(slot, StateOutcome::Ok, &mut NoGuards).is_empty(),
+        sim.done(slot, Outcome::Ok, &mut NoGuards).is_empty(),
         "the late result is ignored"
     );
 
@@ -509,13 +531,18 @@ fn timeouts_abandon_the_run_and_cover_the_wait() {
         vec![a, state("late", vec![]), state("ok", vec![])],
     ));
     let slot = sim.step();
-    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+    let Action::ArmTimer { timer, .. } = sim.out[0] else {
         panic!()
     };
-    sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    sim.done(slot, Outcome::Ok, &mut NoGuards);
     assert_eq!(sim.run.status(), MachineStatus::WaitingForEvent);
     sim.out.clear();
-    sim.run.timer_fired(timer, 2_000, &mut sim.out);
+    sim.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        2_000,
+        &mut sim.out,
+    );
     assert_eq!(sim.state(), "late");
 }
 
@@ -527,10 +554,12 @@ fn cancel_lets_the_running_state_take_its_transition_then_stops() {
     ));
     let slot = sim.step();
     sim.out.clear();
-    assert!(sim.run.cancel(sim.now, &mut sim.out));
+    assert!(sim
+        .run
+        .apply(Command::Cancel, &mut NoGuards, sim.now, &mut sim.out));
     assert!(sim.run.is_cancelled(slot));
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    assert!(matches!(acts[0], MachineAction::Transitioned { .. }));
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    assert!(matches!(acts[0], Action::Moved { .. }));
     assert_eq!(
         (sim.state(), sim.run.status()),
         ("b", MachineStatus::Cancelled)
@@ -538,7 +567,7 @@ fn cancel_lets_the_running_state_take_its_transition_then_stops() {
     assert!(!sim.run.can_step());
     assert_eq!(
         sim.send(4, "x", true),
-        vec![MachineAction::DropEvent { handle: 4 }]
+        vec![Action::DropEvent { handle: 4 }]
     );
 }
 
@@ -609,13 +638,14 @@ fn max_steps_bounds_a_loop_through_error_states() {
     let mut runs = 0;
     while sim.run.can_step() && !sim.run.halted() {
         sim.out.clear();
-        sim.run.step(sim.now, &mut sim.out);
+        sim.run
+            .apply(Command::Step, &mut NoGuards, sim.now, &mut sim.out);
         if let Some(slot) = sim.out.iter().find_map(|a| match a {
-            MachineAction::RunState { slot, .. } => Some(*slot),
+            Action::Run { slot, .. } => Some(*slot),
             _ => None,
         }) {
             runs += 1;
-            sim.done(slot, StateOutcome::Err, &mut NoGuards);
+            sim.done(slot, Outcome::Error, &mut NoGuards);
         }
         assert!(runs < 10, "the loop escaped maxSteps");
     }
@@ -632,19 +662,29 @@ fn every_timed_out_run_stays_cancelled_and_a_halt_clears_the_timeout() {
     };
     let mut sim = Sim::new(machine("a", vec![a]));
     let first = sim.step();
-    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+    let Action::ArmTimer { timer, .. } = sim.out[0] else {
         panic!()
     };
     sim.out.clear();
-    sim.run.timer_fired(timer, 1_010, &mut sim.out);
+    sim.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        1_010,
+        &mut sim.out,
+    );
     let second = sim.step();
-    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+    let Action::ArmTimer { timer, .. } = sim.out[0] else {
         panic!()
     };
     sim.out.clear();
-    sim.run.timer_fired(timer, 1_020, &mut sim.out);
+    sim.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        1_020,
+        &mut sim.out,
+    );
     assert!(sim.run.is_cancelled(first) && sim.run.is_cancelled(second));
-    assert!(sim.done(first, StateOutcome::Ok, &mut NoGuards).is_empty());
+    assert!(sim.done(first, Outcome::Ok, &mut NoGuards).is_empty());
 
     // A failure without an error state halts and disarms the state's timeout.
     let a = StateSpec {
@@ -653,11 +693,11 @@ fn every_timed_out_run_stays_cancelled_and_a_halt_clears_the_timeout() {
     };
     let mut sim = Sim::new(machine("a", vec![a, state("b", vec![])]));
     let slot = sim.step();
-    let MachineAction::ArmTimer { timer, .. } = sim.out[0] else {
+    let Action::ArmTimer { timer, .. } = sim.out[0] else {
         panic!()
     };
-    let acts = sim.done(slot, StateOutcome::Err, &mut NoGuards);
-    assert!(acts.contains(&MachineAction::ClearTimer { timer }));
+    let acts = sim.done(slot, Outcome::Error, &mut NoGuards);
+    assert!(acts.contains(&Action::ClearTimer { timer }));
 }
 
 #[test]
@@ -674,18 +714,15 @@ fn a_queued_event_moves_a_final_state_without_run_on() {
         sim.send(1, "restart", true).is_empty(),
         "queued while a runs"
     );
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
     assert!(
-        !acts.contains(&MachineAction::Finished),
+        !acts.contains(&Action::Ended(End::Finished)),
         "the queued event keeps it from resting"
     );
     assert_eq!(sim.run.status(), MachineStatus::Ready);
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    assert!(matches!(
-        acts[0],
-        MachineAction::Transitioned { event: Some(1), .. }
-    ));
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    assert!(matches!(acts[0], Action::Moved { event: Some(1), .. }));
     assert_eq!(sim.state(), "again");
 }
 
@@ -711,8 +748,8 @@ fn a_snapshot_restores_the_run_in_a_new_process() {
     );
     let mut sim = Sim::new(spec.clone());
     let slot = sim.step();
-    let acts = sim.done(slot, StateOutcome::Ok, &mut NoGuards);
-    let MachineAction::ArmTimer { timer, .. } = acts[0] else {
+    let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
+    let Action::ArmTimer { timer, .. } = acts[0] else {
         panic!("a delay timer, got {acts:?}")
     };
     assert_eq!(sim.run.status(), MachineStatus::Sleeping);
@@ -730,16 +767,19 @@ fn a_snapshot_restores_the_run_in_a_new_process() {
     };
     assert_eq!(restored.run.status(), MachineStatus::Sleeping);
     assert_eq!(restored.state(), "a");
-    restored
-        .run
-        .timer_fired(timer, restored.now, &mut restored.out);
+    restored.run.apply(
+        Command::TimerFired { timer },
+        &mut NoGuards,
+        restored.now,
+        &mut restored.out,
+    );
     assert_eq!(restored.state(), "b");
     let slot = restored.step();
     // b's run ends, the queued `go` fires, and c (final, no run of its own here) is reached.
-    let acts = restored.done(slot, StateOutcome::Ok, &mut NoGuards);
+    let acts = restored.done(slot, Outcome::Ok, &mut NoGuards);
     assert!(
         acts.iter()
-            .any(|a| matches!(a, MachineAction::Transitioned { event: Some(7), .. })),
+            .any(|a| matches!(a, Action::Moved { event: Some(7), .. })),
         "the queued event survived the restore: {acts:?}"
     );
     assert_eq!(restored.state(), "c");

@@ -4,9 +4,13 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use ramus_core::{
-    analyze, CompiledDag, DagRun, DagRunOptions, Launch, NodeSpec, NodeState, Outcome, Recorder,
-    RunStatus,
+    analyze, Action, Command, CompiledDag, DagRun, DagRunOptions, End, NodeSpec, NodeState,
+    Outcome, Recorder, RunStatus,
 };
+
+fn run_(n: u32) -> Action {
+    Action::Run { slot: n, node: n }
+}
 
 /// A random DAG: node `i` may only take parents among nodes `< i` (so it is acyclic), and
 /// the declaration order is shuffled so parents are not always declared first.
@@ -72,7 +76,7 @@ fn drive_from(
     let mut launches = Vec::new();
     let mut in_flight: Vec<u32> = Vec::new();
     let mut order = Vec::new();
-    run.start(0, &mut launches);
+    run.apply(Command::Start, 0, &mut launches);
     let mut k = 0;
     loop {
         if order.len() >= stop_after {
@@ -80,8 +84,9 @@ fn drive_from(
         }
         for l in launches.drain(..) {
             match l {
-                Launch::Run(n) => in_flight.push(n),
-                other => panic!("unexpected launch {other:?}"),
+                Action::Run { node, .. } => in_flight.push(node),
+                Action::Ended(End::Finished) => {}
+                other => panic!("unexpected action {other:?}"),
             }
         }
         if in_flight.is_empty() {
@@ -106,7 +111,14 @@ fn drive_from(
         }
         outputs[node as usize] = h;
         order.push(node);
-        run.complete(node, Outcome::Ok, 0, &mut launches);
+        run.apply(
+            Command::Complete {
+                slot: node,
+                outcome: Outcome::Ok,
+            },
+            0,
+            &mut launches,
+        );
     }
     assert_eq!(run.status(), RunStatus::Finished);
     (outputs, order, true)
@@ -225,20 +237,43 @@ fn failure_cancels_the_rest_unless_tolerated() {
         Recorder::new(1, dag.len(), None, None),
     );
     let mut l = Vec::new();
-    run.start(0, &mut l);
-    assert_eq!(l, vec![Launch::Run(id("root"))]);
+    run.apply(Command::Start, 0, &mut l);
+    assert_eq!(l, vec![run_(id("root"))]);
     l.clear();
-    run.complete(id("root"), Outcome::Ok, 0, &mut l);
-    assert_eq!(l, vec![Launch::Run(id("bad")), Launch::Run(id("good"))]);
+    run.apply(
+        Command::Complete {
+            slot: id("root"),
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
+    assert_eq!(l, vec![run_(id("bad")), run_(id("good"))]);
     l.clear();
-    run.complete(id("bad"), Outcome::Error, 0, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: id("bad"),
+            outcome: Outcome::Error,
+        },
+        0,
+        &mut l,
+    );
+    assert_eq!(l, vec![Action::Ended(End::Failed)]);
+    l.clear();
     assert_eq!(run.status(), RunStatus::Failed);
     assert_eq!(run.failed_node(), Some(id("bad")));
     assert!(
         run.is_cancelled(id("good")),
         "a running sibling sees the cancellation"
     );
-    run.complete(id("good"), Outcome::Ok, 0, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: id("good"),
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
     assert!(l.is_empty());
     assert_eq!(run.node_state(id("after")), NodeState::Cancelled);
 
@@ -252,17 +287,45 @@ fn failure_cancels_the_rest_unless_tolerated() {
         opts,
         Recorder::new(1, dag.len(), None, None),
     );
-    run.start(0, &mut l);
+    run.apply(Command::Start, 0, &mut l);
     l.clear();
-    run.complete(id("root"), Outcome::Ok, 0, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: id("root"),
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
     l.clear();
-    run.complete(id("bad"), Outcome::Error, 0, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: id("bad"),
+            outcome: Outcome::Error,
+        },
+        0,
+        &mut l,
+    );
     assert!(l.is_empty());
     assert_eq!(run.node_state(id("strict")), NodeState::Cancelled);
-    run.complete(id("good"), Outcome::Ok, 0, &mut l);
-    assert_eq!(l, vec![Launch::Run(id("after"))]);
+    run.apply(
+        Command::Complete {
+            slot: id("good"),
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
+    assert_eq!(l, vec![run_(id("after"))]);
     l.clear();
-    run.complete(id("after"), Outcome::Ok, 0, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: id("after"),
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
     assert_eq!(run.status(), RunStatus::Finished);
 }
 
@@ -275,21 +338,31 @@ fn stepwise_and_semaphores_and_cancel() {
     };
     let mut run = DagRun::new(Arc::clone(&dag), opts, Recorder::new(1, 3, None, None));
     let mut l = Vec::new();
-    run.start(0, &mut l);
-    assert_eq!(l, vec![Launch::Ready(0)]);
+    run.apply(Command::Start, 0, &mut l);
+    assert_eq!(l, vec![Action::Ready { slot: 0, node: 0 }]);
     assert!(
-        !run.run_node(1, 0, &mut l),
+        !run.apply(Command::RunNode { node: 1 }, 0, &mut l),
         "node 1 still waits for its parent"
     );
     l.clear();
-    assert!(run.run_node(0, 0, &mut l));
-    assert_eq!(l, vec![Launch::Run(0)]);
-    assert!(!run.run_node(0, 0, &mut l), "a running node is not ready");
+    assert!(run.apply(Command::RunNode { node: 0 }, 0, &mut l));
+    assert_eq!(l, vec![run_(0)]);
+    assert!(
+        !run.apply(Command::RunNode { node: 0 }, 0, &mut l),
+        "a running node is not ready"
+    );
     l.clear();
-    run.complete(0, Outcome::Ok, 0, &mut l);
-    assert_eq!(l, vec![Launch::Ready(1)]);
-    assert!(run.cancel(0));
-    assert!(!run.cancel(0));
+    run.apply(
+        Command::Complete {
+            slot: 0,
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
+    assert_eq!(l, vec![Action::Ready { slot: 1, node: 1 }]);
+    assert!(run.apply(Command::Cancel, 0, &mut l));
+    assert!(!run.apply(Command::Cancel, 0, &mut l));
     assert_eq!(run.node_state(1), NodeState::Cancelled);
     assert_eq!(run.status(), RunStatus::Cancelled);
 
@@ -304,12 +377,12 @@ fn stepwise_and_semaphores_and_cancel() {
     };
     let mut run = DagRun::new(Arc::clone(&dag), opts, Recorder::new(1, 1, None, None));
     l.clear();
-    run.start(0, &mut l);
-    assert_eq!(l, vec![Launch::AcquireSemaphore(0)]);
+    run.apply(Command::Start, 0, &mut l);
+    assert_eq!(l, vec![Action::Acquire { slot: 0, node: 0 }]);
     assert_eq!(run.node_state(0), NodeState::PendingSemaphore);
     l.clear();
-    assert!(run.semaphore_acquired(0, 0, &mut l));
-    assert_eq!(l, vec![Launch::Run(0)]);
+    assert!(run.apply(Command::Acquired { slot: 0 }, 0, &mut l));
+    assert_eq!(l, vec![run_(0)]);
 }
 
 #[test]
@@ -319,9 +392,23 @@ fn events_follow_the_run_and_nest() {
     rec.set_observe(true);
     let mut run = DagRun::new(Arc::clone(&dag), DagRunOptions::default(), rec);
     let mut l = Vec::new();
-    run.start(10, &mut l);
-    run.complete(0, Outcome::Ok, 11, &mut l);
-    run.complete(1, Outcome::Ok, 12, &mut l);
+    run.apply(Command::Start, 10, &mut l);
+    run.apply(
+        Command::Complete {
+            slot: 0,
+            outcome: Outcome::Ok,
+        },
+        11,
+        &mut l,
+    );
+    run.apply(
+        Command::Complete {
+            slot: 1,
+            outcome: Outcome::Ok,
+        },
+        12,
+        &mut l,
+    );
     let outer_step = run.step_id(1, 12);
     let run_id = run.recorder().run_id(12);
     let events = run.recorder().drain();
@@ -353,45 +440,8 @@ fn events_follow_the_run_and_nest() {
     let mut inner_rec = Recorder::new(4, 2, Some(run_id), Some(outer_step));
     inner_rec.set_observe(true);
     let mut inner = DagRun::new(Arc::clone(&dag), DagRunOptions::default(), inner_rec);
-    inner.start(13, &mut l);
+    inner.apply(Command::Start, 13, &mut l);
     assert_eq!(inner.recorder().run_id(13), run_id);
     let first = &inner.recorder().drain()[0];
     assert_eq!(first.parent_step, Some(outer_step));
-}
-
-#[test]
-fn rust_closures_run_a_dag_concurrently() {
-    let specs = vec![
-        NodeSpec::new("a", &[]),
-        NodeSpec::new("b", &["a"]),
-        NodeSpec::new("c", &["a"]),
-        NodeSpec::new("d", &["b", "c"]),
-    ];
-    let dag = Arc::new(CompiledDag::compile("diamond", &specs).unwrap());
-    let result = ramus_core::local::run(
-        &dag,
-        2,
-        |name, inputs: &[Option<u64>]| -> Result<u64, String> {
-            let sum: u64 = inputs.iter().flatten().sum();
-            Ok(match name {
-                "a" => 1,
-                "b" => sum + 10,
-                "c" => sum + 100,
-                _ => sum,
-            })
-        },
-    )
-    .unwrap();
-    assert_eq!(result.output(&dag, "d"), Some(&112));
-
-    let err = ramus_core::local::run(&dag, 2, |name, _: &[Option<u64>]| {
-        if name == "c" {
-            Err(format!("{name} failed"))
-        } else {
-            Ok(1)
-        }
-    })
-    .unwrap_err();
-    assert_eq!(err.node, "c");
-    assert_eq!(err.error, "c failed");
 }
