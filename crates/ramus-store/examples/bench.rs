@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ramus_store::{
-    Durability, Kind, Options, Record, Run, RunStatus, RunUpdate, Step, StepStatus, Store,
+    Durability, Kind, Options, Record, Run, RunStatus, RunUpdate, SqliteStore, Step, StepStatus,
     Synchronous,
 };
 
@@ -110,7 +110,7 @@ fn measure(options: Options, steps: u32, load: Load) -> Outcome {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bench.sqlite");
-    let store = Arc::new(Store::open_with(path.to_str().unwrap(), options).unwrap());
+    let store = Arc::new(SqliteStore::open_with(path.to_str().unwrap(), options).unwrap());
     store
         .submit_sync((0..threads).map(run_record).collect())
         .unwrap();
@@ -166,7 +166,7 @@ fn measure_bare(steps: u32) -> Duration {
     // The schema comes from opening a store once.
     let path = dir.join("bare.sqlite");
     let path = path.to_str().unwrap();
-    let store = Store::open(path, Durability::Sync).unwrap();
+    let store = SqliteStore::open(path, Durability::Sync).unwrap();
     store.submit_sync(vec![run_record(0)]).unwrap();
     store.close().unwrap();
     drop(store);
@@ -217,7 +217,7 @@ fn measure_restore(steps: u32) -> Duration {
     let path = dir.join("restore.sqlite");
     let path = path.to_str().unwrap();
     {
-        let store = Store::open(path, Durability::Batched).unwrap();
+        let store = SqliteStore::open(path, Durability::Batched).unwrap();
         store.submit(vec![run_record(0)]).unwrap();
         for seq in 0..steps {
             store.submit(step_records(0, seq)).unwrap();
@@ -226,7 +226,7 @@ fn measure_restore(steps: u32) -> Duration {
     }
     // A fresh process would open the file first; that is part of resuming.
     let start = Instant::now();
-    let store = Store::open(path, Durability::Batched).unwrap();
+    let store = SqliteStore::open(path, Durability::Batched).unwrap();
     let run_id = format!("0190b6a4-1f00-7000-8000-{:012x}", 0);
     let run = store.run(&run_id).unwrap().unwrap();
     let read = store.steps(&run_id).unwrap();

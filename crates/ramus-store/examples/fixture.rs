@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ramus_store::{
-    CustomEvent, Durability, Kind, Record, Run, RunStatus, RunUpdate, Step, StepStatus, Store,
-    Transition,
+    CustomEvent, Durability, Kind, Record, Run, RunStatus, RunUpdate, SqliteStore, Step,
+    StepStatus, Transition,
 };
 use serde_json::{json, Value};
 
@@ -192,7 +192,7 @@ fn approval_config() -> Value {
 
 /// The finished DAG: `news` fails (and waited for a `search` semaphore slot first),
 /// `slow` is cancelled, `summarize` runs anyway.
-fn research_dag(store: &Store, t0: i64) -> Result<String> {
+fn research_dag(store: &SqliteStore, t0: i64) -> Result<String> {
     let def = store.put_definition("research", Kind::Dag, &research_config().to_string(), t0)?;
     let id = new_id(t0);
     let mut s = Steps::new(&id, t0);
@@ -269,7 +269,7 @@ fn research_dag(store: &Store, t0: i64) -> Result<String> {
 /// A machine run through `path` (state, event that left the previous state), each visit
 /// `gap` ms after the last.
 fn machine_run(
-    store: &Store,
+    store: &SqliteStore,
     t0: i64,
     status: RunStatus,
     path: &[(&str, Option<&str>)],
@@ -348,7 +348,7 @@ fn machine_run(
 }
 
 /// A DAG whose `fanout` step started two child DAG runs (one failed).
-fn orchestrator(store: &Store, t0: i64) -> Result<String> {
+fn orchestrator(store: &SqliteStore, t0: i64) -> Result<String> {
     let id = new_id(t0);
     let mut s = Steps::new(&id, t0);
     let fanout = s.add(
@@ -429,7 +429,7 @@ fn orchestrator(store: &Store, t0: i64) -> Result<String> {
 }
 
 /// Agent output that is markup: it must show as text.
-fn xss(store: &Store, t0: i64) -> Result<String> {
+fn xss(store: &SqliteStore, t0: i64) -> Result<String> {
     const PAYLOAD: &str = "<img src=x onerror=alert(1)>";
     let id = new_id(t0);
     let mut s = Steps::new(&id, t0);
@@ -469,7 +469,7 @@ fn xss(store: &Store, t0: i64) -> Result<String> {
 /// draw the machine from its transitions and stay responsive.
 /// A DAG of `width` parallel nodes between a root and a join, with its definition: more
 /// nodes than the inspector lays out as a graph.
-fn wide(store: &Store, t0: i64, width: usize) -> Result<String> {
+fn wide(store: &SqliteStore, t0: i64, width: usize) -> Result<String> {
     let mut nodes = serde_json::Map::new();
     nodes.insert("root".into(), json!({ "runner": "split" }));
     let names: Vec<String> = (0..width).map(|i| format!("item{i}")).collect();
@@ -529,7 +529,7 @@ fn wide(store: &Store, t0: i64, width: usize) -> Result<String> {
     Ok(id)
 }
 
-fn big(store: &Store, t0: i64, visits: usize) -> Result<String> {
+fn big(store: &SqliteStore, t0: i64, visits: usize) -> Result<String> {
     let id = new_id(t0);
     let mut s = Steps::new(&id, t0);
     let mut transitions = vec![];
@@ -579,7 +579,7 @@ fn big(store: &Store, t0: i64, visits: usize) -> Result<String> {
 }
 
 fn write_all(path: &str) -> Result<()> {
-    let store = Store::open(path, Durability::Sync)?;
+    let store = SqliteStore::open(path, Durability::Sync)?;
     let t0 = now_ms() - 3_600_000;
     let minute = 60_000;
     let ids = json!({
@@ -611,7 +611,7 @@ fn write_all(path: &str) -> Result<()> {
 
 /// What the engine does when a waiting machine's process sees a pending event.
 fn resume(path: &str, run_id: &str) -> Result<()> {
-    let store = Store::open(path, Durability::Sync)?;
+    let store = SqliteStore::open(path, Durability::Sync)?;
     let run = store
         .run(run_id)?
         .ok_or_else(|| format!("no run {run_id}"))?;

@@ -1,17 +1,17 @@
 //! Persistence of Ramus runs: an embedded SQLite log that any visualizer can read.
 //!
-//! The engine turns what it learns into [`Record`]s and hands them to a [`Store`]; a
+//! The engine turns what it learns into [`Record`]s and hands them to a [`SqliteStore`]; a
 //! writer thread commits them in groups (one transaction for everything queued), so the
-//! engine's thread never waits on the disk unless it asks to ([`Store::submit_sync`],
+//! engine's thread never waits on the disk unless it asks to ([`SqliteStore::submit_sync`],
 //! for durable runs). Reads go through their own connection and see committed data.
 //!
 //! The schema, its JSON shapes and status values are documented in `docs/schema.md`
 //! at the repository root; [`SCHEMA_VERSION`] is the version this build writes.
 //!
 //! ```no_run
-//! use ramus_store::{Durability, Kind, Record, Run, RunStatus, Store};
+//! use ramus_store::{Durability, Kind, Record, Run, RunStatus, SqliteStore};
 //! # fn main() -> ramus_store::Result<()> {
-//! let store = Store::open("./ramus.sqlite", Durability::Batched)?;
+//! let store = SqliteStore::open("./ramus.sqlite", Durability::Batched)?;
 //! store.submit(vec![Record::Run(Run {
 //!     id: "0190b6a4-1f00-7000-8000-000000000001".into(),
 //!     name: "research".into(),
@@ -46,6 +46,7 @@ mod model;
 mod read;
 mod schema;
 mod store;
+mod traits;
 mod write;
 
 pub use error::{Error, Result};
@@ -56,4 +57,5 @@ pub use model::{
     Timer, TimerKind, Transition, UnknownValue,
 };
 pub use schema::SCHEMA_VERSION;
-pub use store::{Durability, Options, Store, Synchronous};
+pub use store::{Durability, Options, SqliteStore, Synchronous};
+pub use traits::Store;

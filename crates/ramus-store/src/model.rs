@@ -358,7 +358,7 @@ pub struct Timer {
     pub fired_at: Option<i64>,
 }
 
-/// A definition to store: [`Store::put_definition`](crate::Store::put_definition) or
+/// A definition to store: [`SqliteStore::put_definition`](crate::SqliteStore::put_definition) or
 /// [`Record::Definition`] give it the next version unless its content equals the latest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewDefinition {
@@ -442,7 +442,7 @@ pub enum Record {
         id: String,
     },
     /// Store a definition version (when the version is needed back, use
-    /// [`Store::put_definition`](crate::Store::put_definition)).
+    /// [`SqliteStore::put_definition`](crate::SqliteStore::put_definition)).
     Definition(NewDefinition),
 }
 
@@ -470,7 +470,7 @@ impl Record {
 pub struct RunFilter {
     /// Only runs with this name.
     pub name: Option<String>,
-    /// Only runs with this status (ignored by [`Store::waiting`](crate::Store::waiting)).
+    /// Only runs with this status (ignored by [`SqliteStore::waiting`](crate::SqliteStore::waiting)).
     pub status: Option<RunStatus>,
     /// Only runs that carry every one of these tags.
     pub tags: Vec<String>,

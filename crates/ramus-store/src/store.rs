@@ -1,4 +1,4 @@
-//! The [`Store`]: a writer thread doing group commit, and a read connection.
+//! The [`SqliteStore`]: a writer thread doing group commit, and a read connection.
 //!
 //! Writes never run on the caller's thread. Submissions queue on a bounded channel; the
 //! writer thread takes everything queued, applies it in one transaction and commits once,
@@ -30,7 +30,7 @@ use crate::{read, schema, write};
 /// How much the store writes and when a write counts as done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// The writer commits as soon as anything is queued, and [`Store::submit_sync`] returns
+    /// The writer commits as soon as anything is queued, and [`SqliteStore::submit_sync`] returns
     /// once its records are committed: a run that waits for it never starts a step before
     /// the record of the last one is on disk.
     Sync,
@@ -52,7 +52,7 @@ pub enum Synchronous {
     Full,
 }
 
-/// Options of [`Store::open_with`].
+/// Options of [`SqliteStore::open_with`].
 #[derive(Clone, Debug)]
 pub struct Options {
     /// See [`Durability`].
@@ -141,7 +141,7 @@ struct Shared {
     commits: AtomicU64,
     submissions: AtomicU64,
     records: AtomicU64,
-    /// The first failure of a [`Store::submit`] since the last flush: nobody waited for
+    /// The first failure of a [`SqliteStore::submit`] since the last flush: nobody waited for
     /// that submission, so the next `flush` or `close` reports it.
     deferred: Mutex<Option<Error>>,
     /// Set (with an unpark) when a caller waits, to end a `Batched` gathering window.
@@ -159,9 +159,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// An open database: submit records, read them back.
 ///
-/// `Store` is `Send + Sync`; share it in an `Arc`. Dropping it closes it (flushing what is
-/// queued); call [`Store::close`] to see the errors of that last flush.
-pub struct Store {
+/// `SqliteStore` is `Send + Sync`; share it in an `Arc`. Dropping it closes it (flushing what is
+/// queued); call [`SqliteStore::close`] to see the errors of that last flush.
+pub struct SqliteStore {
     path: String,
     durability: Durability,
     /// `None` in [`Durability::Off`]: there is no writer.
@@ -227,25 +227,25 @@ fn connect(path: &str, options: &Options, memory: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) the database at `path`, or a private in-memory one for
     /// `":memory:"`, with the default [`Options`] and `durability`. Applies the missing
     /// schema migrations.
-    pub fn open(path: &str, durability: Durability) -> Result<Store> {
-        Store::open_with(path, Options::new(durability))
+    pub fn open(path: &str, durability: Durability) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, Options::new(durability))
     }
 
     /// Open with explicit options.
     ///
     /// In [`Durability::Off`] the schema is still created or migrated (reads need it), but
     /// no record is ever written.
-    pub fn open_with(path: &str, options: Options) -> Result<Store> {
+    pub fn open_with(path: &str, options: Options) -> Result<SqliteStore> {
         let memory = path == ":memory:";
         let mut conn = connect(path, &options, memory)?;
         schema::migrate(&mut conn, now_ms())?;
         let shared = Arc::new(Shared::default());
         if options.durability == Durability::Off {
-            return Ok(Store {
+            return Ok(SqliteStore {
                 path: path.to_owned(),
                 durability: options.durability,
                 queue: None,
@@ -296,7 +296,7 @@ impl Store {
             .name("ramus-store-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| thread_error(path, "writer", e))?;
-        Ok(Store {
+        Ok(SqliteStore {
             path: path.to_owned(),
             durability: options.durability,
             queue: Some(queue),
@@ -383,8 +383,8 @@ impl Store {
 
     /// Queue `records` and return at once. They are applied in order and atomically, and
     /// committed with the next group commit (at once in `Sync`, within the flush interval
-    /// in `Batched`). A failure is reported by the next [`flush`](Store::flush) or
-    /// [`close`](Store::close). Blocks only while the queue is full.
+    /// in `Batched`). A failure is reported by the next [`flush`](SqliteStore::flush) or
+    /// [`close`](SqliteStore::close). Blocks only while the queue is full.
     pub fn submit(&self, records: Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -404,7 +404,7 @@ impl Store {
     }
 
     /// Wait until everything submitted before this call is committed. Returns the first
-    /// failure of a [`submit`](Store::submit) since the last flush, if any.
+    /// failure of a [`submit`](SqliteStore::submit) since the last flush, if any.
     pub fn flush(&self) -> Result<()> {
         self.ask(Msg::Flush).unwrap_or(Ok(()))
     }
@@ -449,7 +449,7 @@ impl Store {
     }
 
     /// Flush, stop the writer thread and wait for it. Returns the first failure of a
-    /// [`submit`](Store::submit) since the last flush. Later writes fail with
+    /// [`submit`](SqliteStore::submit) since the last flush. Later writes fail with
     /// [`Error::Closed`]; reads keep working. Calling it again does nothing.
     pub fn close(&self) -> Result<()> {
         let Some(handle) = lock(&self.writer).take() else {
@@ -587,16 +587,16 @@ impl Store {
     }
 }
 
-impl Drop for Store {
+impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Whatever was queued is committed; nobody is left to hear about a failure.
         let _ = self.close();
     }
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .field("durability", &self.durability)
             .field("stats", &self.stats())
@@ -673,7 +673,7 @@ impl Writer {
         }
     }
 
-    /// The first message of the next group. `None` once every `Store` handle is gone
+    /// The first message of the next group. `None` once every `SqliteStore` handle is gone
     /// without a close message.
     fn first(&self) -> Option<Msg> {
         loop {
@@ -699,7 +699,7 @@ impl Writer {
     }
 
     /// The `Batched` window: sleep until `interval` has passed or a caller ends it (see
-    /// `Store::send`). Parking rather than waiting on the queue is what spares submitters
+    /// `SqliteStore::send`). Parking rather than waiting on the queue is what spares submitters
     /// a wake-up syscall per record.
     fn gather(&self, interval: Duration) {
         let deadline = Instant::now() + interval;

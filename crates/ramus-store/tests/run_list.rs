@@ -1,6 +1,8 @@
 //! The inspector's reads: the run list with step counts, and the change counter.
 
-use ramus_store::{Durability, Kind, Record, Run, RunQuery, RunStatus, Step, StepStatus, Store};
+use ramus_store::{
+    Durability, Kind, Record, Run, RunQuery, RunStatus, SqliteStore, Step, StepStatus,
+};
 use tempfile::TempDir;
 
 const T0: i64 = 1_700_000_000_000;
@@ -52,7 +54,7 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
 
 #[test]
 fn run_list_filters_counts_steps_and_skips_snapshots() {
-    let store = Store::open(":memory:", Durability::Sync).unwrap();
+    let store = SqliteStore::open(":memory:", Durability::Sync).unwrap();
     let child = Run {
         parent_run_id: Some(id(1, 1)),
         parent_step_id: Some(id(2, 1)),
@@ -146,8 +148,8 @@ fn data_version_changes_when_another_connection_commits() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("ramus.sqlite");
     let path = path.to_str().unwrap();
-    let reader = Store::open(path, Durability::Sync).unwrap();
-    let writer = Store::open(path, Durability::Sync).unwrap();
+    let reader = SqliteStore::open(path, Durability::Sync).unwrap();
+    let writer = SqliteStore::open(path, Durability::Sync).unwrap();
     let v0 = reader.data_version().unwrap();
     assert_eq!(reader.data_version().unwrap(), v0, "nothing committed");
     writer
@@ -170,12 +172,12 @@ fn probe_tells_a_ramus_database_from_another_sqlite_file() {
     let dir = TempDir::new().unwrap();
     let ours = dir.path().join("ramus.sqlite");
     let ours = ours.to_str().unwrap();
-    Store::open(ours, Durability::Sync)
+    SqliteStore::open(ours, Durability::Sync)
         .unwrap()
         .close()
         .unwrap();
     assert_eq!(
-        Store::probe(ours).unwrap(),
+        SqliteStore::probe(ours).unwrap(),
         Some(ramus_store::SCHEMA_VERSION)
     );
 
@@ -185,9 +187,9 @@ fn probe_tells_a_ramus_database_from_another_sqlite_file() {
         .unwrap()
         .execute_batch("CREATE TABLE notes (body TEXT)")
         .unwrap();
-    assert_eq!(Store::probe(other).unwrap(), None);
+    assert_eq!(SqliteStore::probe(other).unwrap(), None);
     assert!(
-        Store::probe(dir.path().join("missing.sqlite").to_str().unwrap()).is_err(),
+        SqliteStore::probe(dir.path().join("missing.sqlite").to_str().unwrap()).is_err(),
         "a missing file is an error, not created"
     );
     assert!(!dir.path().join("missing.sqlite").exists());

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ramus_store::{
     CustomEvent, Durability, Error, Kind, Options, PendingEvent, Record, Run, RunFilter, RunStatus,
-    RunUpdate, Step, StepStatus, StepUpdate, Store, Timer, TimerKind, Transition, SCHEMA_VERSION,
+    RunUpdate, SqliteStore, Step, StepStatus, StepUpdate, Timer, TimerKind, Transition,
+    SCHEMA_VERSION,
 };
 use tempfile::TempDir;
 
@@ -102,7 +103,7 @@ fn migrations_are_idempotent_on_reopen() {
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
     {
-        let store = Store::open(&path, Durability::Sync).unwrap();
+        let store = SqliteStore::open(&path, Durability::Sync).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         store
             .submit_sync(vec![Record::Run(run(1, "a", RunStatus::Running, T0))])
@@ -110,7 +111,7 @@ fn migrations_are_idempotent_on_reopen() {
         store.close().unwrap();
     }
     for _ in 0..3 {
-        let store = Store::open(&path, Durability::Batched).unwrap();
+        let store = SqliteStore::open(&path, Durability::Batched).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(store.run(&id(1, 1)).unwrap().is_some());
     }
@@ -154,7 +155,7 @@ fn migrations_are_idempotent_on_reopen() {
 fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    Store::open(&path, Durability::Batched)
+    SqliteStore::open(&path, Durability::Batched)
         .unwrap()
         .close()
         .unwrap();
@@ -164,7 +165,7 @@ fn a_newer_schema_is_refused() {
             [(SCHEMA_VERSION + 1).to_string()],
         )
         .unwrap();
-    let err = Store::open(&path, Durability::Batched).unwrap_err();
+    let err = SqliteStore::open(&path, Durability::Batched).unwrap_err();
     assert!(
         matches!(err, Error::SchemaTooNew { found, supported }
             if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
@@ -175,7 +176,7 @@ fn a_newer_schema_is_refused() {
 #[test]
 fn definitions_get_a_new_version_only_when_content_changes() {
     let dir = TempDir::new().unwrap();
-    let store = Store::open(&db(&dir), Durability::Batched).unwrap();
+    let store = SqliteStore::open(&db(&dir), Durability::Batched).unwrap();
     let a = r#"{"nodes":{"x":{"runner":"search","args":{"q":1}},"y":{"parents":["x"]}}}"#;
     let a_reordered = r#"{ "nodes": { "y": { "parents": ["x"] }, "x": { "args": { "q": 1 }, "runner": "search" } } }"#;
     let b = r#"{"nodes":{"x":{"runner":"search","args":{"q":2}}}}"#;
@@ -235,7 +236,7 @@ fn definitions_get_a_new_version_only_when_content_changes() {
 fn every_record_kind_round_trips() {
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    let store = Store::open(&path, Durability::Batched).unwrap();
+    let store = SqliteStore::open(&path, Durability::Batched).unwrap();
     let parent = run(9, "parent", RunStatus::Running, T0 - 5);
     let full = Run {
         id: id(1, 1),
@@ -438,7 +439,7 @@ fn batched_writes_are_visible_after_flush_and_after_reopen() {
         flush_interval: Duration::from_secs(30),
         ..Options::new(Durability::Batched)
     };
-    let store = Store::open_with(&path, options.clone()).unwrap();
+    let store = SqliteStore::open_with(&path, options.clone()).unwrap();
     store
         .submit(vec![Record::Run(run(1, "a", RunStatus::Running, T0))])
         .unwrap();
@@ -466,7 +467,7 @@ fn batched_writes_are_visible_after_flush_and_after_reopen() {
     assert!(matches!(err, Error::Closed), "{err}");
     drop(store);
 
-    let reopened = Store::open_with(&path, options).unwrap();
+    let reopened = SqliteStore::open_with(&path, options).unwrap();
     assert_eq!(reopened.runs(&RunFilter::default()).unwrap().len(), 50);
 
     // Dropping without close also commits what was queued.
@@ -484,7 +485,7 @@ fn the_flush_interval_commits_without_a_flush() {
         flush_interval: Duration::from_millis(10),
         ..Options::new(Durability::Batched)
     };
-    let store = Store::open_with(&db(&dir), options).unwrap();
+    let store = SqliteStore::open_with(&db(&dir), options).unwrap();
     store
         .submit(vec![Record::Run(run(1, "a", RunStatus::Running, T0))])
         .unwrap();
@@ -506,7 +507,7 @@ fn sync_writes_are_visible_when_submit_sync_returns() {
             flush_interval: Duration::from_secs(30),
             ..Options::new(durability)
         };
-        let store = Store::open_with(&path, options).unwrap();
+        let store = SqliteStore::open_with(&path, options).unwrap();
         let r = run(durability as u32, "a", RunStatus::Running, T0);
         let started = std::time::Instant::now();
         store
@@ -533,7 +534,7 @@ fn sync_writes_are_visible_when_submit_sync_returns() {
 #[test]
 fn concurrent_sync_submitters_share_commits() {
     let dir = TempDir::new().unwrap();
-    let store = Arc::new(Store::open(&db(&dir), Durability::Sync).unwrap());
+    let store = Arc::new(SqliteStore::open(&db(&dir), Durability::Sync).unwrap());
     let r = run(1, "a", RunStatus::Running, T0);
     store.submit_sync(vec![Record::Run(r.clone())]).unwrap();
     let before = store.stats();
@@ -569,7 +570,7 @@ fn concurrent_sync_submitters_share_commits() {
 fn prune_removes_old_runs_and_their_children_only() {
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    let store = Store::open(&path, Durability::Batched).unwrap();
+    let store = SqliteStore::open(&path, Durability::Batched).unwrap();
     let cutoff = T0 + 1_000;
     let old_done = run(1, "a", RunStatus::Finished, T0);
     let old_failed = run(2, "a", RunStatus::Error, T0);
@@ -648,7 +649,7 @@ fn prune_removes_old_runs_and_their_children_only() {
 fn off_writes_nothing() {
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    let store = Store::open(&path, Durability::Off).unwrap();
+    let store = SqliteStore::open(&path, Durability::Off).unwrap();
     let r = run(1, "a", RunStatus::Running, T0);
     store.submit(vec![Record::Run(r.clone())]).unwrap();
     store
@@ -674,7 +675,7 @@ fn a_failed_submission_does_not_spoil_its_group() {
         flush_interval: Duration::from_secs(30),
         ..Options::new(Durability::Batched)
     };
-    let store = Store::open_with(&db(&dir), options).unwrap();
+    let store = SqliteStore::open_with(&db(&dir), options).unwrap();
     let good = run(1, "a", RunStatus::Running, T0);
     let orphan_run = run(2, "a", RunStatus::Running, T0);
     store.submit(vec![Record::Run(good.clone())]).unwrap();
@@ -728,7 +729,7 @@ fn a_failed_submission_does_not_spoil_its_group() {
 
 #[test]
 fn runs_waiting_and_due_timers_filter_and_order() {
-    let store = Store::open(":memory:", Durability::Sync).unwrap();
+    let store = SqliteStore::open(":memory:", Durability::Sync).unwrap();
     let tagged = |n, name: &str, status, tags: &[&str]| Run {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         ..run(n, name, status, T0 + i64::from(n))
@@ -825,8 +826,8 @@ fn two_stores_on_one_file_both_write() {
     // Two engines (or processes) on one file take turns on the write lock.
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    let a = Store::open(&path, Durability::Sync).unwrap();
-    let b = Store::open(&path, Durability::Sync).unwrap();
+    let a = SqliteStore::open(&path, Durability::Sync).unwrap();
+    let b = SqliteStore::open(&path, Durability::Sync).unwrap();
     std::thread::scope(|s| {
         for (store, base) in [(&a, 0u32), (&b, 1000)] {
             s.spawn(move || {
@@ -844,8 +845,8 @@ fn two_stores_on_one_file_both_write() {
 
 #[test]
 fn memory_stores_are_private() {
-    let a = Store::open(":memory:", Durability::Batched).unwrap();
-    let b = Store::open(":memory:", Durability::Batched).unwrap();
+    let a = SqliteStore::open(":memory:", Durability::Batched).unwrap();
+    let b = SqliteStore::open(":memory:", Durability::Batched).unwrap();
     a.submit(vec![Record::Run(run(1, "a", RunStatus::Running, T0))])
         .unwrap();
     a.flush().unwrap();
@@ -861,7 +862,7 @@ fn checkpoints_start_the_wal_over() {
         checkpoint_pages: 8,
         ..Options::new(Durability::Sync)
     };
-    let store = Store::open_with(&path, options).unwrap();
+    let store = SqliteStore::open_with(&path, options).unwrap();
     let r = run(1, "a", RunStatus::Running, T0);
     store.submit_sync(vec![Record::Run(r.clone())]).unwrap();
     let big = format!("\"{}\"", "x".repeat(2000));
@@ -895,7 +896,7 @@ fn checkpoints_start_the_wal_over() {
 #[test]
 fn a_store_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync + 'static>() {}
-    shareable::<Store>();
+    shareable::<SqliteStore>();
     shareable::<Error>();
 }
 
@@ -908,7 +909,7 @@ fn a_full_queue_does_not_wait_for_the_window() {
         flush_interval: Duration::from_secs(30),
         ..Options::new(Durability::Batched)
     };
-    let store = Store::open_with(":memory:", options).unwrap();
+    let store = SqliteStore::open_with(":memory:", options).unwrap();
     let started = std::time::Instant::now();
     for n in 0..100 {
         store
@@ -929,7 +930,7 @@ fn the_schema_document_matches_the_schema() {
     assert!(doc.contains(&format!("schema version **{SCHEMA_VERSION}**")));
     let dir = TempDir::new().unwrap();
     let path = db(&dir);
-    let store = Store::open(&path, Durability::Sync).unwrap();
+    let store = SqliteStore::open(&path, Durability::Sync).unwrap();
     let r = run(1, "a", RunStatus::WaitingForEvent, T0);
     store
         .submit_sync(vec![
@@ -997,7 +998,7 @@ fn opening_an_impossible_path_names_it() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("no/such/dir/ramus.sqlite");
     let path = path.to_str().unwrap();
-    let err = Store::open(path, Durability::Batched).unwrap_err();
+    let err = SqliteStore::open(path, Durability::Batched).unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err}");
     assert!(err.to_string().contains(path), "{err}");
 }
