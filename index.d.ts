@@ -9,187 +9,109 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** A compiled DAG, shared by its runs. */
-export declare class NativeDag {
-  /** Validate and compile; throws with the contract's messages. */
-  constructor(name: string, specJson: string)
-  /** Leaf node ids, in declaration order. */
-  leaves(): Uint32Array
-  /** Root node ids, in declaration order. */
-  roots(): Uint32Array
+/** A compiled definition, shared by its runs. */
+export declare class NativeDefinition {
   /**
-   * Parents of every node as a compressed table: entries `[n+1 .. ]` hold the parent ids
-   * and entry `i` the offset of node `i`'s parents in it, so JS builds inputs with
-   * integer loops.
+   * Parse and compile `config` (JSON; functions as `"\u0000fn"`): `kind` is `'dag'`,
+   * `'machine'` or `'detect'`; `initial` supplies a machine's initial state when the
+   * config has none.
+   */
+  constructor(kind: string, config: string, initial?: string | undefined | null)
+  /** `'dag'` or `'machine'`. */
+  get kind(): string
+  /** The definition's name. */
+  get name(): string
+  /** Node or state names, by id. */
+  names(): Array<string>
+  /**
+   * DAGs: parents of every node as a compressed table: entries `[n+1 ..]` hold the
+   * parent ids and entry `i` the offset of node `i`'s parents in it.
    */
   parentTable(): Uint32Array
-}
-
-/**
- * One DAG run, driven by the JS face.
- *
- * Every driving call writes the nodes to launch into `buf` (node id, with the kind in the
- * top two bits: run now, acquire semaphores first, or ready in stepwise mode) and returns
- * `count | status << 24`, so one crossing tells the driver both what to do and whether
- * the run ended.
- */
-export declare class NativeDagRun {
-  /**
-   * `flags`: 1 tolerate failures, 2 stepwise, 4 has semaphores. `run_id` and
-   * `parent_step_id` are given when the run is nested in another run's step.
-   */
-  constructor(dag: NativeDag, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null)
-  /**
-   * Record spans of this run (tracing is configured): `traceparent` is the caller's
-   * active span or the step the run is nested in; `attributes` (JSON) extra attributes
-   * per node. Call before `start` or `attach_store`.
-   */
-  trace(name: string, traceparent?: string | undefined | null, attributes?: string | undefined | null): void
-  /** The `traceparent` of a node's span (or the run's), for runs started inside it. */
-  traceparent(node?: number | undefined | null): string | null
-  /** Make the run durable: `run_json` describes its row (see `RunWriter::open`). */
-  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean): void
-  /**
-   * Write what the run collected (with its snapshot, JSON) to the store: committed
-   * before this returns in `sync`.
-   */
-  storeFlush(snapshot?: string | undefined | null): void
-  /** Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON. */
-  storeEnd(status: string, output?: string | undefined | null, error?: string | undefined | null): void
-  /** Start the run. */
-  start(buf: Uint32Array): number
-  /**
-   * Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. A durable run passes
-   * the output (or error) as JSON.
-   */
-  complete(node: number, outcome: number, buf: Uint32Array, value?: string | undefined | null): number
-  /** A node's semaphores were acquired; a count of 0 means it must not run (release). */
-  acquired(node: number, buf: Uint32Array): number
-  /** Stepwise: start a ready node; a count of 0 means it was not ready. */
-  runNode(node: number, buf: Uint32Array): number
-  /**
-   * Before `start`: a node that finished in an earlier process (restore); false when
-   * it is unknown or already marked.
-   */
-  restoreFinished(node: number, output?: string | undefined | null): boolean
-  /**
-   * Before `start`: restore every node with a finished (or, when failures are
-   * tolerated, failed) step of stored run `run_id`. Returns `{"ok": [[node, output], …],
-   * "err": [[node, error], …]}` (JSON; `[node]` when the output was undefined) for the
-   * face's copy of the values.
-   */
-  restoreFromStore(store: NativeStore, runId: string): string
-  /** Cancel the run; false when it had already ended. */
-  cancel(): boolean
-  /** The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled). */
-  get status(): number
-  /** The node whose failure failed the run, or -1. */
-  get failedNode(): number
-  /** A node's state name. */
-  nodeState(node: number): string
-  /** Whether a node was cancelled (what `isCancelled()` reads). */
-  isCancelled(node: number): boolean
-  /** The run id (shared with the enclosing run when nested). */
-  runId(): string
-  /** A node's step id. */
-  stepId(node: number): string
-  /** Turn event delivery to JS on or off (a durable run records events anyway). */
-  setObserve(on: boolean): void
-  /**
-   * Record a custom event of a node's step; the JS face keeps its data, and passes it
-   * as JSON when the run is durable.
-   */
-  customEvent(node: number, eventType: string, data?: string | undefined | null): void
-  /** The events recorded since the last call, as a JSON array (null when none). */
-  drainEvents(): string | null
-}
-
-/** A compiled state machine, shared by its runs. */
-export declare class NativeMachine {
-  /** Validate and compile; throws with the contract's messages. */
-  constructor(specJson: string)
-  /** A state's id by name, or -1. */
+  /** DAGs: leaf node ids, in declaration order. */
+  leaves(): Uint32Array
+  /** DAGs: root node ids, in declaration order. */
+  roots(): Uint32Array
+  /** Machines: a state's id by name, or -1. */
   stateId(name: string): number
+  /**
+   * Machines: per state, the eventless conditions the face evaluates after a run, in
+   * the order the core would ask them: entry `s` is the offset of state `s`'s list,
+   * entry `n` the end, then the transition ids.
+   */
+  guardTable(): Int32Array
+  /** Machines: per state, 1 when it is final, 2 when it has a runner (bits). */
+  stateFlags(): Uint8Array
+  /** Machines: the event types a state has transitions for. */
+  availableEvents(state: number): Array<string>
+  /** Machines: the state `state` may choose with `transitionTo`, by id (the core's check). */
+  resolveChoice(state: number, target: string): number
+  /** Stored definitions: each node's registered runner as JSON `[[key, args] | null, …]`. */
+  runners(): string
+  /** Machines: each transition's registered condition key, or null (JSON array). */
+  conditions(): string
+  /** The default context of a stored definition (JSON), or null. */
+  get context(): string | null
+  /** Whether the config's context is a function (called for each run's default). */
+  get contextFn(): boolean
+  /** Check a run's input (JSON) against the definition's `inputSchema`. */
+  checkInput(input?: string | undefined | null): void
+  /** Whether the definition has an `inputSchema` (the face then passes inputs as JSON). */
+  get hasInputSchema(): boolean
+  /** Tags of the definition. */
+  get tags(): Array<string>
+  /** Info of the definition (JSON), or null. */
+  get info(): string | null
+  /** DAGs: keep running what can run when a node fails. */
+  get tolerateFailures(): boolean
 }
 
-/** One state machine run, driven by the JS face. */
-export declare class NativeMachineRun {
+/** A durable engine: a store and its runs. */
+export declare class NativeEngine {
   /**
-   * `flags`: 1 has semaphores. `run_id`/`parent_step_id` when nested; `initial`
-   * overrides the machine's initial state.
+   * Open (and migrate) the database at `path`. `fsync`: commits survive a power loss
+   * (`synchronous = FULL`), not only a crash of the process. `deliver` receives, on the
+   * JS thread, events other processes stored for runs live here (JSON
+   * `[[run, id, type, data | null, queue], …]`); `poll_ms` is how often they are looked
+   * for.
    */
-  constructor(machine: NativeMachine, flags: number, runId?: string | undefined | null, parentStepId?: string | undefined | null, initial?: string | undefined | null, snapshot?: string | undefined | null)
+  constructor(path: string, fsync: boolean, pollMs: number, deliver?: ((arg: string) => void) | undefined | null)
+  /** The engine's store (reads, prune, flush). */
+  get store(): NativeStore
+  /** Runner and condition keys registered in the face: stored definitions may name them. */
+  register(keys: Array<string>): void
   /**
-   * Record spans of this run (tracing is configured): `traceparent` is the caller's
-   * active span or the step the run is nested in; `attributes` (JSON) extra attributes
-   * per state. Call before `step` or `attach_store`.
+   * Store a definition (JSON of registered runners only); returns `{ name, version,
+   * created }` as JSON.
    */
-  trace(name: string, traceparent?: string | undefined | null, attributes?: string | undefined | null): void
-  /** The `traceparent` of a state visit's span (or the run's), for runs started inside it. */
-  traceparent(slot?: number | undefined | null): string | null
+  define(config: string): string
+  /** A stored definition (the latest version unless one is given), compiled once. */
+  load(name: string, version?: number | undefined | null): NativeDefinition
+  /** The latest version of a definition, or null. */
+  latestVersion(name: string): number | null
   /**
-   * Make the run durable: `run_json` describes its row (see `RunWriter::open`); its
-   * `input` is the current state's input. `output` is the last output and `events` the
-   * events the machine holds (a restore).
+   * Start a stored run of `definition` (see `create_run` for `flags`); `sync`: each
+   * step commits before the next starts. `options` (JSON): `runId`, `name`, `input`,
+   * `context`, `tags`, `info` (JSON values), `traceparent`, `initial`, `stored`
+   * (whether `definition` is a stored one, so the run can be resumed).
    */
-  attachStore(store: NativeStore, runJson: string, resume: boolean, sync: boolean, output?: string | undefined | null, events?: string | undefined | null): void
+  start(definition: NativeDefinition, flags: number, clock: number, sync: boolean, options: string): number
   /**
-   * Write what the run collected (with its snapshot, JSON): committed before this
-   * returns in `sync`.
+   * Continue a stored run here: returns JSON `{ run, definition: { name, version },
+   * name, kind, input, context, dag: { finished, failed } | machine: values, pending }`
+   * for the face's copy of the values; the run is created and ready to start.
    */
-  storeFlush(snapshot?: string | undefined | null): void
-  /** Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON. */
-  storeEnd(status: string, output?: string | undefined | null, error?: string | undefined | null): void
-  /** A stored timer re-armed after a restore: its row, for when it fires or is cleared. */
-  storeTimerRow(timer: number, id: string): void
-  /** A stored event (`engine.send`) was taken by the run. */
-  storeDelivered(id: string): void
-  /** The run's restorable state as JSON (a `MachineSnapshot`), for durable runs. */
-  snapshot(): string
-  /** Actions left over when the last call's buffer was full. */
-  more(buf: Float64Array): number
-  /** The message of the last core-made error (limits). */
-  get message(): string | null
-  /** Run the current state once, if it can step. */
-  step(buf: Float64Array): number
-  /**
-   * Report a state run: outcome 0 ok, 1 error, 2 chose `target` (with `delay_ms` >= 0),
-   * 3 stopped itself on cancellation.
-   */
-  stateDone(slot: number, outcome: number, target: number, delayMs: number, guards: (arg0: number, arg1: number) => number, buf: Float64Array, value?: string | undefined | null): number
-  /** Deliver an event; `handle` is the face's key for its data. */
-  send(handle: number, eventType: string, queue: boolean, guards: (arg0: number, arg1: number) => number, buf: Float64Array, data?: string | undefined | null): number
-  /** A timer fired. */
-  timerFired(timer: number, buf: Float64Array): number
-  /**
-   * Semaphore slots acquired for `slot`; `false` means the state must not run any
-   * more and the face gives the slots back.
-   */
-  semaphoreAcquired(slot: number): boolean
-  /** Cancel the machine; false when it already was. */
-  cancel(): boolean
-  /** Validate a runner's `transitionTo` target; returns the state id. */
-  resolveChoice(target: string): number
-  /** Auto mode: the machine steps by itself whenever it can (see `MachineRun::set_auto`). */
-  setAuto(on: boolean): void
-  /** Whether the run of `slot` should stop. */
-  isCancelled(slot: number): boolean
-  /** The run id. */
-  runId(): string
-  /** A step's id. */
-  stepId(slot: number): string
-  /** Turn event delivery to JS on or off (a durable run records events anyway). */
-  setObserve(on: boolean): void
-  /**
-   * Record a custom event of a step; the face keeps its data, and passes it as JSON
-   * when the run is durable.
-   */
-  customEvent(slot: number, eventType: string, data?: string | undefined | null): void
-  /**
-   * The events recorded since the last call, as a JSON array (null when none). An
-   * event's `node` is its step slot; the face knows which state that visit was.
-   */
-  drainEvents(): string | null
+  resume(runId: string, flags: number, clock: number, sync: boolean): string
+  /** Store an event for a run nobody runs here; returns its id. */
+  sendStored(runId: string, eventType: string, data: string | undefined | null, queue: boolean): string
+  /** Keep an event sent to a run live here in its log (already taken); returns its id. */
+  recordEvent(runId: string, eventType: string, data: string | undefined | null, queue: boolean): string
+  /** Look for events other processes store for this live run (`row` is its row id). */
+  watch(run: number, row: string): void
+  /** Stop looking for a run's events (it ended, or is no longer live here). */
+  unwatch(row: string): void
+  /** Flush and close the store. */
+  close(): void
 }
 
 /**
@@ -280,26 +202,66 @@ export declare class NativeStore {
    * last read (by this store or another process): pollers compare it to skip re-reads.
    */
   dataVersion(): number
-  /**
-   * Mark steps that were running when the process stopped (found on resume) as
-   * cancelled with an error that says why; their nodes run again as new steps.
-   */
-  interruptSteps(stepIds: Array<string>): void
-  /**
-   * Mark a stored run that will not continue (a child run whose parent step runs
-   * again) as ended with `status` and an error (JSON).
-   */
-  endRun(runId: string, status: string, errorJson?: string | undefined | null): void
 }
 
-/** Validate a node list (JSON rows) and return its roots and leaves. */
-export declare function analyzeDagSpecs(specJson: string): DagAnalysis
+/** Validate a DAG config's nodes (JSON; runners not required) and return roots and leaves. */
+export declare function analyzeDag(config: string): DagAnalysis
+
+/**
+ * Apply the request in the shared buffer. Returns how many ints of records were written
+ * (they start at `io[Io.Records]`).
+ */
+export declare function call(): number
+
+/**
+ * [`call`] with the JSON values a stored or traced run's sinks need: the step's output
+ * or error, and the context now.
+ */
+export declare function callWith(value?: string | undefined | null, context?: string | undefined | null): number
+
+/**
+ * A machine state chose its next state (`transitionTo`): `target` as the runner named
+ * it, `delay` in ms or as a duration text.
+ */
+export declare function choose(run: number, slot: number, target: string, delayMs?: number | undefined | null, delayText?: string | undefined | null, value?: string | undefined | null, context?: string | undefined | null): number
+
+/** A test clock at `start` (ms); runs created with its id take their time from it. */
+export declare function clockCreate(start: number): number
+
+/** Forget a test clock (its runs keep their timers' rows, not their wake-ups). */
+export declare function clockDrop(id: number): void
+
+/**
+ * Fire the earliest timers of a test clock if they fall due at or before `upto`: the
+ * clock moves to their time first. Returns the record count (their records are in the
+ * shared buffer), or -1 when nothing was due.
+ */
+export declare function clockFire(id: number, upto: number): number
+
+/** When a clock's next timer falls due (ms), or -1. */
+export declare function clockNext(id: number): number
+
+/** A clock's time (ms). */
+export declare function clockNow(id: number): number
+
+/** Move a test clock to `ms` (never backwards) without firing anything. */
+export declare function clockSet(id: number, ms: number): void
 
 /**
  * Export spans to an OTLP/HTTP endpoint (`http://host:4318/v1/traces`), replacing any
- * earlier configuration. `headers` are sent with every export (e.g. an API key).
+ * earlier configuration. `headers` are sent with every export (an API key).
  */
 export declare function configureTracing(endpoint: string, serviceName?: string | undefined | null, headers?: Record<string, string> | undefined | null, timeoutMs?: number | undefined | null): void
+
+/**
+ * Create a run of `definition` (see [`RunFlag`]); `parent` is the packed key of the run
+ * whose step `slot` starts it, or -1. `options` (JSON, optional): `name`, `traceparent`,
+ * `input`/`context` (JSON texts, for a run nested in a stored one), `initial`.
+ */
+export declare function createRun(definition: NativeDefinition, flags: number, parent: number, slot: number, clock: number, options?: string | undefined | null): number
+
+/** Record a custom event of a step; `data` is its JSON when the run is stored or traced. */
+export declare function customEvent(run: number, slot: number, eventType: string, data?: string | undefined | null): number
 
 /** Roots and leaves of a DAG, by name. */
 export interface DagAnalysis {
@@ -309,17 +271,236 @@ export interface DagAnalysis {
   leafNodes: Array<string>
 }
 
+/** Note the delivery of a stored event to a live run. */
+export declare function delivered(run: number, eventId: string): void
+
+/**
+ * The engine closes, or pruned the run: write what it collected, then stop storing it
+ * (it goes on in memory; its row stays as it is, resumable).
+ */
+export declare function detachStore(run: number): void
+
+/** The events recorded since the last drain (see `events::wire`), or null. */
+export declare function drainEvents(run: number): string | null
+
+/**
+ * A value of the run cannot be stored (`error`, JSON, names its path): the run ends as
+ * failed with it.
+ */
+export declare function failStorage(run: number, error: string): number
+
+/** End of a turn of a batched stored run: write what it collected, with the context now. */
+export declare function flushRun(run: number, context?: string | undefined | null): void
+
 /** Export the spans ended so far; resolves when the collector answered. */
 export declare function flushTracing(): Promise<unknown>
 
-/** A fresh UUIDv7 for a stored run. */
+/**
+ * Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints) and the
+ * face's condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does
+ * not, threw).
+ */
+export declare function init(io: Int32Array, guard: (arg0: number, arg1: number, arg2: number) => number): void
+
+/**
+ * Hand the binding the face's `onWake(recordCount)`, called on the JS thread after due
+ * system-clock timers fired (their records are in the shared buffer).
+ */
+export declare function initTimers(onWake: (arg: number) => void): void
+
+/** Layout of the shared buffer. */
+export declare const enum Io {
+  /** Where the response's records start (`io[0]` holds their length, `io[1]` flags). */
+  Records = 2,
+  /** Ints in the buffer. */
+  Size = 16384,
+}
+
+/** Whether the step of `slot` should stop (what `isCancelled()` reads). */
+export declare function isCancelled(run: number, slot: number): boolean
+
+/** The machine's current snapshot (the core's part) as JSON, for tests and tools. */
+export declare function machineSnapshot(run: number): string | null
+
+/**
+ * The last message the core made for a run (a limit, a choice that does not hold, a
+ * timeout, a storage failure).
+ */
+export declare function message(run: number): string | null
+
+/** The records of the last call that did not fit the buffer. */
+export declare function more(): number
+
+/** What a moved machine's new input is, in [`Rec::Moved`]. */
+export declare const enum MoveInput {
+  /** The output of the state left. */
+  Output = 0,
+  /** The error that failed it. */
+  Error = 1,
+  /** A timeout error (its message: `message(run)`). */
+  Timeout = 2,
+}
+
+/** A fresh UUIDv7. */
 export declare function newRunId(): string
+
+/** A DAG node's state code (the position in `NodeState`), or -1. */
+export declare function nodeState(run: number, node: number): number
+
+/** What the face asks in `io[0]` before [`call`] (the run's key is in `io[1]`). */
+export declare const enum Op {
+  /** Start a run (a machine steps by itself from then on). */
+  Start = 1,
+  /** Machines: run the current state once. */
+  Step = 2,
+  /**
+   * A step ended: `io[2]` slot, `io[3]` outcome (see [`StepOutcome`]), `io[4]` the
+   * results of the eventless conditions the face evaluated (see the face's
+   * `evaluateGuards`).
+   */
+  Complete = 3,
+  /** The semaphore slots of step `io[2]` are held. */
+  Acquired = 4,
+  /** DAGs in stepwise mode: start node `io[2]`. */
+  RunNode = 5,
+  /** Cancel the run. */
+  Cancel = 6,
+}
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
 export declare function parseDurationMs(text: string): number
 
+/**
+ * What the binding writes back, one record each: the code, the run's index, then the
+ * code's own numbers.
+ */
+export declare const enum Rec {
+  /** `[Run, run, slot, node]`: call the runner of `node` for step `slot`. */
+  Run = 1,
+  /** `[Acquire, run, slot, node]`: take the step's semaphore slots. */
+  Acquire = 2,
+  /** `[Ready, run, slot, node]`: stepwise DAGs: the node is ready. */
+  Ready = 3,
+  /** `[Moved, run, from, to, eventHandle | -1, input]` (input: [`MoveInput`]). */
+  Moved = 4,
+  /**
+   * `[Failed, run, halted, hasMessage]`: a machine state failed; the core's message
+   * (a limit, a choice that does not hold) is read with `message(run)`.
+   */
+  Failed = 5,
+  /** `[Drop, run, handle]`: forget an event's data. */
+  Drop = 6,
+  /**
+   * `[Ended, run, end, failedNode]` (end: [`RunEnd`]; the DAG node whose failure
+   * failed the run, or -1).
+   */
+  Ended = 7,
+  /**
+   * `[Status, run, status, current, flags]`: a machine's status code, current state,
+   * and [`StatusFlag`]s.
+   */
+  Status = 8,
+  /** `[Events, run]`: an observed run recorded events: drain them. */
+  Events = 9,
+  /**
+   * `[StorageFailed, run]`: the run's records could not be written; it was cancelled
+   * and fails with `message(run)`.
+   */
+  StorageFailed = 10,
+  /**
+   * `[Flush, run]`: a batched durable run collected records: flush it at the end of
+   * the turn.
+   */
+  Flush = 11,
+}
+
+/**
+ * Let a run go once the face has what it needs: its memory is freed now. Returns the run
+ * id and, for a DAG, its node states (one char each, `'0' + code`), so the face still
+ * answers `runId` and `nodeState` afterwards.
+ */
+export declare function release(run: number): string | null
+
+/** Bits of the response header `io[1]`. */
+export declare const enum ResponseFlag {
+  /** Let the event loop run before launching the steps of this response. */
+  Yield = 1,
+  /** More records wait: call `more()`. */
+  More = 2,
+  /** The command did not apply (a step that no longer counts, a run that ended). */
+  Ignored = 4,
+}
+
+/** The row id of a live stored run, or null. */
+export declare function rowId(run: number): string | null
+
+/** How a run ended, in [`Rec::Ended`]. */
+export declare const enum RunEnd {
+  /** Finished (a DAG), resting in a final state (a machine). */
+  Finished = 0,
+  /** Failed, or halted. */
+  Failed = 1,
+  /** Cancelled. */
+  Cancelled = 2,
+}
+
+/** Flags of [`create_run`]. */
+export declare const enum RunFlag {
+  /** Record events for listeners. */
+  Observe = 1,
+  /** Steps with a semaphore key acquire first. */
+  Semaphores = 2,
+  /** DAGs: ready nodes wait for `runNode`. */
+  Stepwise = 4,
+  /** Its timers keep the process alive. */
+  KeepAlive = 8,
+}
+
+/**
+ * Whether the face must pass a run's values as JSON (it is stored or traced), and
+ * whether each step commits before the next: bit 1 and bit 2.
+ */
+export declare function runFlags(run: number): number
+
+/** The run id (shared with the enclosing run when nested). */
+export declare function runId(run: number): string | null
+
+/** Send an event to a machine run; `handle` is the face's key for its data. */
+export declare function send(run: number, handle: number, eventType: string, queue: boolean, data?: string | undefined | null, context?: string | undefined | null): number
+
+/** Turn event recording for listeners on or off. */
+export declare function setObserve(run: number, on: boolean): void
+
 /** Flush and stop exporting; runs created afterwards record no spans. */
 export declare function shutdownTracing(): Promise<unknown>
+
+/** Bits of a [`Rec::Status`] record's flags. */
+export declare const enum StatusFlag {
+  /** A step would run a state now. */
+  CanStep = 1,
+  /** Nothing runs: the machine waits for a step, an event or a timer. */
+  Resting = 2,
+  /** Events wait in its queue (the face then leaves conditions to the core). */
+  Queued = 4,
+  /** It ended and nothing of it runs any more: the face may release it. */
+  Done = 8,
+}
+
+/** The id of a step. */
+export declare function stepId(run: number, slot: number): string | null
+
+/** How a step ended, in `io[3]` of [`Op::Complete`]. */
+export declare const enum StepOutcome {
+  /** It returned an output. */
+  Ok = 0,
+  /** It threw. */
+  Error = 1,
+  /** It stopped itself after seeing the cancellation. */
+  Cancelled = 2,
+}
+
+/** The `traceparent` of a step's span (or the run's), for runs started inside it. */
+export declare function traceparent(run: number, slot?: number | undefined | null): string | null
 
 /** Whether spans are being exported. */
 export declare function tracingEnabled(): boolean

@@ -1,754 +1,817 @@
-//! The Node.js binding of Ramus: JS values in and out of `ramus-core`, nothing more.
+//! The Node.js binding of Ramus: JS values in and out of `ramus-engine`, nothing more.
 //!
-//! The JS face (ts/) drives runs on the JS thread: it calls runners and reports each
-//! outcome here synchronously. Calls pass integers and a reusable `Uint32Array`; structured
-//! data crosses as JSON, which V8 and serde both handle far faster than napi property
-//! access (see ARCHITECTURE.md).
+//! Runs live in a [`Runtime`] owned by the JS thread. The face (ts/) drives them through
+//! one shared `Int32Array` and a few argument-free functions: it writes a request (an op
+//! and its integers) into the buffer, calls [`call`], and reads back the records of what
+//! to do (run this step, the machine moved, the run ended…). A napi call without
+//! arguments costs about 25 ns here, one with a single integer about 110 ns (napi-rs
+//! converts and checks each argument), so the hot path of an agent loop — report a
+//! step, learn the next — is one argument-free crossing. JSON crosses only for runs that
+//! are stored or traced, and strings only on the slow paths (events, errors, reads).
 
 #![deny(clippy::all)]
 
-use std::collections::hash_map::RandomState;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use ramus_core::{
-    CompiledDag, DagRun, DagRunOptions, DataRef, Event, EventKind, Id, Launch, NodeSpec, Outcome,
-    Recorder, RunStatus, SemaphoreTable,
-};
-use ramus_store::StepStatus;
-use sinks::Sinks;
-use store::{NativeStore, RunWriter};
-use trace::{error_message, RunKind, RunSpans};
+use ramus_core::{Action, Command, Delay, End, Executor, GuardFailed, Guards, InputRef, Outcome};
+use ramus_engine::{CommandValues, RunKey, Runtime};
 
-pub mod machine;
-mod sinks;
-pub mod store;
+pub mod clock;
+pub mod defs;
+pub mod engine;
+mod events;
+pub mod reads;
+pub mod semaphore;
 pub mod trace;
 
-/// A fresh UUIDv7 for a stored run.
+pub use defs::NativeDefinition;
+
+/// What the face asks in `io[0]` before [`call`] (the run's key is in `io[1]`).
 #[napi]
-pub fn new_run_id() -> String {
-    new_id()
+pub enum Op {
+    /// Start a run (a machine steps by itself from then on).
+    Start = 1,
+    /// Machines: run the current state once.
+    Step = 2,
+    /// A step ended: `io[2]` slot, `io[3]` outcome (see [`StepOutcome`]), `io[4]` the
+    /// results of the eventless conditions the face evaluated (see the face's
+    /// `evaluateGuards`).
+    Complete = 3,
+    /// The semaphore slots of step `io[2]` are held.
+    Acquired = 4,
+    /// DAGs in stepwise mode: start node `io[2]`.
+    RunNode = 5,
+    /// Cancel the run.
+    Cancel = 6,
 }
 
-/// A fresh UUIDv7 (runs of an engine, stored events, timers).
-pub(crate) fn new_id() -> String {
-    // One generator per process keeps ids minted in the same millisecond ordered.
-    static IDS: std::sync::LazyLock<std::sync::Mutex<ramus_core::IdGen>> =
-        std::sync::LazyLock::new(|| std::sync::Mutex::new(ramus_core::IdGen::new(seed())));
-    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
-    ids.next(now_ms()).to_string()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A fresh seed per run: the OS-seeded keys of `RandomState`, so ids of runs in different
-/// processes never share their random bits.
-pub(crate) fn seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.finish()
-}
-
-pub(crate) fn parse_id(what: &str, s: &str) -> Result<Id> {
-    s.parse()
-        .map_err(|_| Error::from_reason(format!("{what} is not a UUID: {s}")))
-}
-
-/// Node specs arrive as one JSON array of `[name, parents, tolerateParentErrors, semaphoreKey]`.
-fn parse_specs(json: &str) -> Result<Vec<NodeSpec>> {
-    type Row = (String, Option<Vec<String>>, bool, Option<String>);
-    let rows: Vec<Row> = serde_json::from_str(json)
-        .map_err(|e| Error::from_reason(format!("invalid DAG node list: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, parents, tolerate, key)| NodeSpec {
-            name,
-            parents: parents.unwrap_or_default(),
-            tolerate_parent_errors: tolerate,
-            semaphore_key: key,
-        })
-        .collect())
-}
-
-/// Roots and leaves of a DAG, by name.
-#[napi(object)]
-pub struct DagAnalysis {
-    /// Nodes without parents.
-    pub root_nodes: Vec<String>,
-    /// Nodes that are nobody's parent.
-    pub leaf_nodes: Vec<String>,
-}
-
-/// Validate a node list (JSON rows) and return its roots and leaves.
+/// How a step ended, in `io[3]` of [`Op::Complete`].
 #[napi]
-pub fn analyze_dag_specs(spec_json: String) -> Result<DagAnalysis> {
-    let a = ramus_core::analyze(&parse_specs(&spec_json)?)
-        .map_err(|e| Error::from_reason(e.to_string()))?;
-    Ok(DagAnalysis {
-        root_nodes: a.root_nodes,
-        leaf_nodes: a.leaf_nodes,
+pub enum StepOutcome {
+    /// It returned an output.
+    Ok = 0,
+    /// It threw.
+    Error = 1,
+    /// It stopped itself after seeing the cancellation.
+    Cancelled = 2,
+}
+
+/// What the binding writes back, one record each: the code, the run's index, then the
+/// code's own numbers.
+#[napi]
+pub enum Rec {
+    /// `[Run, run, slot, node]`: call the runner of `node` for step `slot`.
+    Run = 1,
+    /// `[Acquire, run, slot, node]`: take the step's semaphore slots.
+    Acquire = 2,
+    /// `[Ready, run, slot, node]`: stepwise DAGs: the node is ready.
+    Ready = 3,
+    /// `[Moved, run, from, to, eventHandle | -1, input]` (input: [`MoveInput`]).
+    Moved = 4,
+    /// `[Failed, run, halted, hasMessage]`: a machine state failed; the core's message
+    /// (a limit, a choice that does not hold) is read with `message(run)`.
+    Failed = 5,
+    /// `[Drop, run, handle]`: forget an event's data.
+    Drop = 6,
+    /// `[Ended, run, end, failedNode]` (end: [`RunEnd`]; the DAG node whose failure
+    /// failed the run, or -1).
+    Ended = 7,
+    /// `[Status, run, status, current, flags]`: a machine's status code, current state,
+    /// and [`StatusFlag`]s.
+    Status = 8,
+    /// `[Events, run]`: an observed run recorded events: drain them.
+    Events = 9,
+    /// `[StorageFailed, run]`: the run's records could not be written; it was cancelled
+    /// and fails with `message(run)`.
+    StorageFailed = 10,
+    /// `[Flush, run]`: a batched durable run collected records: flush it at the end of
+    /// the turn.
+    Flush = 11,
+}
+
+/// What a moved machine's new input is, in [`Rec::Moved`].
+#[napi]
+pub enum MoveInput {
+    /// The output of the state left.
+    Output = 0,
+    /// The error that failed it.
+    Error = 1,
+    /// A timeout error (its message: `message(run)`).
+    Timeout = 2,
+}
+
+/// How a run ended, in [`Rec::Ended`].
+#[napi]
+pub enum RunEnd {
+    /// Finished (a DAG), resting in a final state (a machine).
+    Finished = 0,
+    /// Failed, or halted.
+    Failed = 1,
+    /// Cancelled.
+    Cancelled = 2,
+}
+
+/// Bits of a [`Rec::Status`] record's flags.
+#[napi]
+pub enum StatusFlag {
+    /// A step would run a state now.
+    CanStep = 1,
+    /// Nothing runs: the machine waits for a step, an event or a timer.
+    Resting = 2,
+    /// Events wait in its queue (the face then leaves conditions to the core).
+    Queued = 4,
+    /// It ended and nothing of it runs any more: the face may release it.
+    Done = 8,
+}
+
+/// Bits of the response header `io[1]`.
+#[napi]
+pub enum ResponseFlag {
+    /// Let the event loop run before launching the steps of this response.
+    Yield = 1,
+    /// More records wait: call `more()`.
+    More = 2,
+    /// The command did not apply (a step that no longer counts, a run that ended).
+    Ignored = 4,
+}
+
+/// Layout of the shared buffer.
+#[napi]
+pub enum Io {
+    /// Where the response's records start (`io[0]` holds their length, `io[1]` flags).
+    Records = 2,
+    /// Ints in the buffer.
+    Size = 16384,
+}
+
+/// Flags of [`create_run`].
+#[napi]
+pub enum RunFlag {
+    /// Record events for listeners.
+    Observe = 1,
+    /// Steps with a semaphore key acquire first.
+    Semaphores = 2,
+    /// DAGs: ready nodes wait for `runNode`.
+    Stepwise = 4,
+    /// Its timers keep the process alive.
+    KeepAlive = 8,
+}
+
+/// Run keys cross as one integer: the runtime's slot index and its generation.
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+
+pub(crate) fn pack(key: RunKey) -> i32 {
+    (key.index | ((key.gen & 0x7f) << INDEX_BITS)) as i32
+}
+
+pub(crate) fn unpack(key: i32) -> RunKey {
+    let k = key as u32;
+    RunKey {
+        index: k & INDEX_MASK,
+        gen: k >> INDEX_BITS,
+    }
+}
+
+/// The face's condition evaluator: `(run, transition, eventHandle) => 0 | 1 | 2`.
+type GuardFn = FunctionRef<FnArgs<(u32, u32, f64)>, u32>;
+
+/// What the JS thread keeps for the binding.
+pub(crate) struct Ctx {
+    pub(crate) rt: Runtime,
+    io: Option<(*mut i32, usize, Reference)>,
+    guard: Option<GuardFn>,
+    out: Vec<(RunKey, Action)>,
+    touched: Vec<RunKey>,
+    /// Records that did not fit the buffer, for `more()`.
+    overflow: Vec<i32>,
+    overflow_at: usize,
+    /// The last core message of each run (limits, choices, timeouts, storage failures).
+    messages: HashMap<u32, String>,
+}
+
+/// A `Reference` to a JS object the binding holds (the io buffer), kept for its lifetime.
+pub(crate) struct Reference(#[allow(dead_code)] napi::bindgen_prelude::ObjectRef<false>);
+
+thread_local! {
+    pub(crate) static CTX: RefCell<Ctx> = RefCell::new(Ctx {
+        rt: Runtime::new(),
+        io: None,
+        guard: None,
+        out: Vec::new(),
+        touched: Vec::new(),
+        overflow: Vec::new(),
+        overflow_at: 0,
+        messages: HashMap::new(),
+    });
+}
+
+pub(crate) fn with_ctx<T>(f: impl FnOnce(&mut Ctx) -> T) -> T {
+    CTX.with(|c| f(&mut c.borrow_mut()))
+}
+
+/// Errors thrown to JS carry a stable code (`err.code`, e.g. `ERR_DEFINITION`).
+pub(crate) type JsError = napi::Error<String>;
+/// The result of a binding call.
+pub(crate) type JsResult<T> = std::result::Result<T, JsError>;
+// `#[napi]` recognizes a fallible function by the name `Result`.
+use JsResult as Result;
+
+/// A JS error with the engine error's code.
+pub(crate) fn js_error(e: ramus_engine::EngineError) -> JsError {
+    napi::Error::new(e.code().to_owned(), e.to_string())
+}
+
+/// A JS error from a napi failure (a bad argument, a JS callback that threw).
+pub(crate) fn napi_error(e: Error) -> JsError {
+    napi::Error::new("ERR_NAPI".to_owned(), e.reason.clone())
+}
+
+/// A JS error with `code`.
+pub(crate) fn coded(code: &str, message: impl Into<String>) -> JsError {
+    napi::Error::new(code.to_owned(), message.into())
+}
+
+/// Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints) and the
+/// face's condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does
+/// not, threw).
+#[napi]
+pub fn init(env: Env, io: Int32Array, guard: Function<FnArgs<(u32, u32, f64)>, u32>) -> Result<()> {
+    init_inner(env, io, guard).map_err(napi_error)
+}
+
+fn init_inner(
+    env: Env,
+    io: Int32Array,
+    guard: Function<FnArgs<(u32, u32, f64)>, u32>,
+) -> napi::Result<()> {
+    let mut io = io;
+    // SAFETY: the ArrayBuffer behind `io` is kept alive by the reference below and is
+    // never detached or resized by the face; only the JS thread touches it, and only
+    // while it is blocked in a call into this binding or between calls.
+    let slice = unsafe { io.as_mut() };
+    let (ptr, len) = (slice.as_mut_ptr(), slice.len());
+    let object = io.into_unknown(&env)?.coerce_to_object()?;
+    let reference = object.create_ref::<false>()?;
+    let guard = guard.create_ref()?;
+    with_ctx(|c| {
+        c.io = Some((ptr, len, Reference(reference)));
+        c.guard = Some(guard);
+    });
+    Ok(())
+}
+
+/// The condition oracle of one call: the face's answers for the eventless conditions it
+/// evaluated before reporting the step, then a call back into JS for any other.
+struct FaceGuards<'a> {
+    env: &'a Env,
+    guard: Option<&'a GuardFn>,
+    machine: Option<Arc<ramus_core::CompiledMachine>>,
+    state: u32,
+    answer: i32,
+    run: u32,
+    error: Option<Error>,
+}
+
+impl Guards for FaceGuards<'_> {
+    fn holds(
+        &mut self,
+        transition: u32,
+        event: Option<u64>,
+    ) -> std::result::Result<bool, GuardFailed> {
+        if event.is_none() && self.answer != -1 {
+            if let Some(m) = &self.machine {
+                if let Some(p) = m.eventless_guards(self.state).position(|t| t == transition) {
+                    let p = p as i32;
+                    return match self.answer {
+                        a if a >= 0 => Ok(p == a),
+                        -2 => Ok(false),
+                        a if p == -3 - a => Err(GuardFailed),
+                        _ => Ok(false),
+                    };
+                }
+            }
+        }
+        let Some(guard) = self.guard else {
+            return Ok(true);
+        };
+        let handle = event.map_or(-1.0, |h| h as f64);
+        let answer = guard
+            .borrow_back(self.env)
+            .and_then(|f| f.call((self.run, transition, handle).into()));
+        match answer {
+            Ok(1) => Ok(true),
+            Ok(0) => Ok(false),
+            Ok(_) => Err(GuardFailed),
+            Err(e) => {
+                self.error = Some(e);
+                Err(GuardFailed)
+            }
+        }
+    }
+}
+
+impl Ctx {
+    fn io(&mut self) -> Result<&mut [i32]> {
+        match &self.io {
+            // SAFETY: see `init`.
+            Some((ptr, len, _)) => Ok(unsafe { std::slice::from_raw_parts_mut(*ptr, *len) }),
+            None => Err(coded("ERR_NAPI", "ramus: the binding was not initialized")),
+        }
+    }
+
+    /// Apply the request in the buffer, with the JSON values the face passed.
+    fn call(&mut self, env: &Env, value: Option<&str>, context: Option<&str>) -> Result<i32> {
+        let io = self.io()?;
+        let (op, key, a, b, c) = (io[0], unpack(io[1]), io[2], io[3], io[4]);
+        let command = match op {
+            1 => Command::Start,
+            2 => Command::Step,
+            3 => Command::Complete {
+                slot: a as u32,
+                outcome: match b {
+                    0 => Outcome::Ok,
+                    1 => Outcome::Error,
+                    _ => Outcome::Cancelled,
+                },
+            },
+            4 => Command::Acquired { slot: a as u32 },
+            5 => Command::RunNode { node: a as u32 },
+            6 => Command::Cancel,
+            _ => return Err(coded("ERR_NAPI", format!("ramus: unknown op {op}"))),
+        };
+        let answer = if op == 3 { c } else { -1 };
+        self.apply(env, key, command, answer, CommandValues { value, context })
+    }
+
+    pub(crate) fn apply(
+        &mut self,
+        env: &Env,
+        key: RunKey,
+        command: Command,
+        answer: i32,
+        values: CommandValues,
+    ) -> Result<i32> {
+        let (machine, state) = match self.rt.get(key).map(|l| &l.exec) {
+            Some(Executor::Machine(m)) => (Some(Arc::clone(m.machine())), m.current()),
+            _ => (None, 0),
+        };
+        let mut guards = FaceGuards {
+            env,
+            guard: self.guard.as_ref(),
+            machine,
+            state,
+            answer,
+            run: key.index,
+            error: None,
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let r = self.rt.apply(key, command, values, &mut guards, &mut out);
+        let error = guards.error.take();
+        self.out = out;
+        if let Some(e) = error {
+            return Err(napi_error(e));
+        }
+        let applied = r.map_err(js_error)?;
+        let n = self.respond()?;
+        if !applied {
+            self.io()?[1] |= 4;
+        }
+        Ok(n)
+    }
+
+    /// Fire the timers of `clock` due at `now`, and write their records.
+    pub(crate) fn fire(&mut self, env: &Env, clock: u32, now: u64) -> Result<i32> {
+        let mut guards = FaceGuards {
+            env,
+            guard: self.guard.as_ref(),
+            machine: None,
+            state: 0,
+            answer: -1,
+            run: 0,
+            error: None,
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.rt.fire_due(clock, now, &mut guards, &mut out);
+        self.out = out;
+        self.respond()
+    }
+
+    /// Write the records of what the last call did into the buffer.
+    pub(crate) fn respond(&mut self) -> Result<i32> {
+        let mut recs = std::mem::take(&mut self.overflow);
+        recs.clear();
+        self.overflow_at = 0;
+        let out = std::mem::take(&mut self.out);
+        for (key, action) in &out {
+            let run = key.index as i32;
+            match action {
+                Action::Run { slot, node } => recs.extend([1, run, *slot as i32, *node as i32]),
+                Action::Acquire { slot, node } => recs.extend([2, run, *slot as i32, *node as i32]),
+                Action::Ready { slot, node } => recs.extend([3, run, *slot as i32, *node as i32]),
+                Action::Moved {
+                    from,
+                    to,
+                    event,
+                    input,
+                } => {
+                    if *input == InputRef::Timeout {
+                        if let Some(m) = self.rt.get(*key).and_then(|l| l.def.machine()) {
+                            self.messages.insert(key.index, m.timeout_message(*from));
+                        }
+                    }
+                    recs.extend([
+                        4,
+                        run,
+                        *from as i32,
+                        *to as i32,
+                        event.map_or(-1, |h| h as i32),
+                        match input {
+                            InputRef::Output => 0,
+                            InputRef::Error => 1,
+                            InputRef::Timeout => 2,
+                        },
+                    ])
+                }
+                Action::Failed { message, halted } => {
+                    if let Some(m) = message {
+                        self.messages.insert(key.index, m.clone());
+                    }
+                    recs.extend([5, run, *halted as i32, message.is_some() as i32])
+                }
+                Action::DropEvent { handle } => recs.extend([6, run, *handle as i32]),
+                Action::Ended(end) => {
+                    let failed = match self.rt.get(*key).map(|l| &l.exec) {
+                        Some(Executor::Dag(d)) => d.failed_node().map_or(-1, |n| n as i32),
+                        _ => -1,
+                    };
+                    recs.extend([
+                        7,
+                        run,
+                        match end {
+                            End::Finished => 0,
+                            End::Failed => 1,
+                            End::Cancelled => 2,
+                        },
+                        failed,
+                    ])
+                }
+                Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
+            }
+        }
+        let mut out = out;
+        out.clear();
+        self.out = out;
+        for (key, e) in self.rt.take_failures() {
+            self.messages.insert(key.index, e.to_string());
+            recs.extend([10, key.index as i32]);
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        self.rt.take_touched(&mut touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for key in &touched {
+            let Some(live) = self.rt.get_mut(*key) else {
+                continue;
+            };
+            let run = key.index as i32;
+            if let Executor::Machine(m) = &live.exec {
+                let flags = m.can_step() as i32
+                    | (m.resting() as i32) << 1
+                    | ((m.queued() > 0) as i32) << 2;
+                let status = m.status().code() as i32;
+                let current = m.current() as i32;
+                let done = live.is_done();
+                recs.extend([8, run, status, current, flags | (done as i32) << 3]);
+            }
+            if live.exec.recorder().has_events() && live_observed(live) {
+                recs.extend([9, run]);
+            }
+            if live
+                .tap
+                .as_ref()
+                .and_then(|t| t.writer.as_ref())
+                .is_some_and(|w| !w.is_sync() && !w.ended() && w.dirty())
+            {
+                recs.extend([11, run]);
+            }
+        }
+        self.touched = touched;
+        crate::clock::after_call(&mut self.rt);
+        let yield_now = self.rt.take_yield();
+        self.write(recs, yield_now)
+    }
+
+    fn write(&mut self, recs: Vec<i32>, yield_now: bool) -> Result<i32> {
+        let io = self.io()?;
+        let room = io.len() - 2;
+        let n = recs.len().min(room);
+        // Never split a record: cut at the last record boundary that fits.
+        let n = if n < recs.len() {
+            record_cut(&recs, n)
+        } else {
+            n
+        };
+        io[2..2 + n].copy_from_slice(&recs[..n]);
+        io[0] = n as i32;
+        io[1] = yield_now as i32 | ((n < recs.len()) as i32) << 1;
+        self.overflow_at = n;
+        self.overflow = recs;
+        Ok(n as i32)
+    }
+
+    /// The next chunk of records that did not fit.
+    fn more(&mut self) -> Result<i32> {
+        let recs = std::mem::take(&mut self.overflow);
+        let at = self.overflow_at;
+        let rest = recs[at.min(recs.len())..].to_vec();
+        self.write(rest, false)
+    }
+}
+
+/// Whether a run's events go to the face (it listens), as opposed to only its sinks.
+fn live_observed(live: &ramus_engine::Live) -> bool {
+    live.observed()
+}
+
+/// The length of a record starting with `code`.
+fn record_len(code: i32) -> usize {
+    match code {
+        1..=3 | 5 | 7 => 4,
+        4 => 6,
+        6 => 3,
+        8 => 5,
+        _ => 2,
+    }
+}
+
+/// The largest prefix of whole records within `limit` ints.
+fn record_cut(recs: &[i32], limit: usize) -> usize {
+    let mut at = 0;
+    while at < recs.len() {
+        let next = at + record_len(recs[at]);
+        if next > limit {
+            break;
+        }
+        at = next;
+    }
+    at
+}
+
+/// Apply the request in the shared buffer. Returns how many ints of records were written
+/// (they start at `io[Io.Records]`).
+#[napi]
+pub fn call(env: Env) -> Result<i32> {
+    with_ctx(|c| c.call(&env, None, None))
+}
+
+/// [`call`] with the JSON values a stored or traced run's sinks need: the step's output
+/// or error, and the context now.
+#[napi]
+pub fn call_with(env: Env, value: Option<String>, context: Option<String>) -> Result<i32> {
+    with_ctx(|c| c.call(&env, value.as_deref(), context.as_deref()))
+}
+
+/// The records of the last call that did not fit the buffer.
+#[napi]
+pub fn more() -> Result<i32> {
+    with_ctx(|c| c.more())
+}
+
+/// A machine state chose its next state (`transitionTo`): `target` as the runner named
+/// it, `delay` in ms or as a duration text.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn choose(
+    env: Env,
+    run: i32,
+    slot: u32,
+    target: String,
+    delay_ms: Option<f64>,
+    delay_text: Option<String>,
+    value: Option<String>,
+    context: Option<String>,
+) -> Result<i32> {
+    let delay = match (&delay_text, delay_ms) {
+        (Some(t), _) => Some(Delay::Text(t)),
+        (None, Some(ms)) => Some(Delay::Ms(ms)),
+        (None, None) => None,
+    };
+    let command = Command::Complete {
+        slot,
+        outcome: Outcome::Choose {
+            target: &target,
+            delay,
+        },
+    };
+    with_ctx(|c| {
+        c.apply(
+            &env,
+            unpack(run),
+            command,
+            -1,
+            CommandValues {
+                value: value.as_deref(),
+                context: context.as_deref(),
+            },
+        )
     })
 }
 
-/// A compiled DAG, shared by its runs.
+/// Send an event to a machine run; `handle` is the face's key for its data.
 #[napi]
-pub struct NativeDag {
-    inner: Arc<CompiledDag>,
-}
-
-#[napi]
-impl NativeDag {
-    /// Validate and compile; throws with the contract's messages.
-    #[napi(constructor)]
-    pub fn new(name: String, spec_json: String) -> Result<Self> {
-        let specs = parse_specs(&spec_json)?;
-        let inner =
-            CompiledDag::compile(name, &specs).map_err(|e| Error::from_reason(e.to_string()))?;
-        Ok(NativeDag {
-            inner: Arc::new(inner),
-        })
-    }
-
-    /// Leaf node ids, in declaration order.
-    #[napi]
-    pub fn leaves(&self) -> Uint32Array {
-        Uint32Array::new(self.inner.leaves().to_vec())
-    }
-
-    /// Root node ids, in declaration order.
-    #[napi]
-    pub fn roots(&self) -> Uint32Array {
-        Uint32Array::new(self.inner.roots().to_vec())
-    }
-
-    /// Parents of every node as a compressed table: entries `[n+1 .. ]` hold the parent ids
-    /// and entry `i` the offset of node `i`'s parents in it, so JS builds inputs with
-    /// integer loops.
-    #[napi]
-    pub fn parent_table(&self) -> Uint32Array {
-        let n = self.inner.len();
-        let mut table = Vec::with_capacity(n + 1 + n);
-        let mut off = n as u32 + 1;
-        for i in 0..n as u32 {
-            table.push(off);
-            off += self.inner.parents(i).len() as u32;
-        }
-        table.push(off);
-        for i in 0..n as u32 {
-            table.extend_from_slice(self.inner.parents(i));
-        }
-        Uint32Array::new(table)
-    }
-}
-
-const STATUS_SHIFT: u32 = 24;
-const KIND_ACQUIRE: u32 = 1 << 30;
-const KIND_READY: u32 = 2 << 30;
-
-fn status_code(s: RunStatus) -> u32 {
-    match s {
-        RunStatus::Pending => 0,
-        RunStatus::Running => 1,
-        RunStatus::Finished => 2,
-        RunStatus::Failed => 3,
-        RunStatus::Cancelled => 4,
-    }
-}
-
-/// One DAG run, driven by the JS face.
-///
-/// Every driving call writes the nodes to launch into `buf` (node id, with the kind in the
-/// top two bits: run now, acquire semaphores first, or ready in stepwise mode) and returns
-/// `count | status << 24`, so one crossing tells the driver both what to do and whether
-/// the run ended.
-#[napi]
-pub struct NativeDagRun {
-    run: DagRun,
-    launches: Vec<Launch>,
-    /// Set when the run is stored or traced: what those sinks need from its events.
-    tap: Option<DagTap>,
-}
-
-/// What a DAG run keeps for the sinks fed in Rust (the store, spans): the sinks, and the
-/// JSON of outputs (a node's stored input is built from its parents' outputs) and errors.
-struct DagTap {
-    sinks: Sinks,
-    outputs: Vec<Option<String>>,
-    errors: Vec<Option<String>>,
-}
-
-impl DagTap {
-    /// A node's input as stored: `{ parent: output, … }`, like the object its runner gets
-    /// (an undefined output is left out, as `JSON.stringify` does).
-    fn input(&self, dag: &CompiledDag, node: u32) -> String {
-        let mut s = String::from("{");
-        for &p in dag.parents(node) {
-            if let Some(out) = &self.outputs[p as usize] {
-                if s.len() > 1 {
-                    s.push(',');
-                }
-                s.push_str(&serde_json::to_string(dag.node_name(p)).unwrap_or_default());
-                s.push(':');
-                s.push_str(out);
-            }
-        }
-        s.push('}');
-        s
-    }
-}
-
-#[napi]
-impl NativeDagRun {
-    /// `flags`: 1 tolerate failures, 2 stepwise, 4 has semaphores. `run_id` and
-    /// `parent_step_id` are given when the run is nested in another run's step.
-    #[napi(constructor)]
-    pub fn new(
-        dag: &NativeDag,
-        flags: u32,
-        run_id: Option<String>,
-        parent_step_id: Option<String>,
-    ) -> Result<Self> {
-        let run_id = run_id.map(|s| parse_id("runId", &s)).transpose()?;
-        let parent = parent_step_id
-            .map(|s| parse_id("parentStepId", &s))
-            .transpose()?;
-        let opts = DagRunOptions {
-            tolerate_failures: flags & 1 != 0,
-            manual: flags & 2 != 0,
-            semaphores: flags & 4 != 0,
-        };
-        let rec = Recorder::new(seed(), dag.inner.len(), run_id, parent);
-        Ok(NativeDagRun {
-            run: DagRun::new(Arc::clone(&dag.inner), opts, rec),
-            launches: Vec::new(),
-            tap: None,
-        })
-    }
-
-    fn tap(&mut self) -> &mut DagTap {
-        let n = self.run.dag().len();
-        if self.tap.is_none() {
-            self.tap = Some(DagTap {
-                sinks: Sinks::new(self.run.recorder()),
-                outputs: Vec::new(),
-                errors: vec![None; n],
-            });
-        }
-        self.tap.as_mut().expect("set above")
-    }
-
-    /// Record spans of this run (tracing is configured): `traceparent` is the caller's
-    /// active span or the step the run is nested in; `attributes` (JSON) extra attributes
-    /// per node. Call before `start` or `attach_store`.
-    #[napi]
-    pub fn trace(&mut self, name: String, traceparent: Option<String>, attributes: Option<String>) {
-        let run_id = self.run.recorder().run_id(now_ms()).to_string();
-        if let Some(spans) = RunSpans::start(
-            RunKind::Dag,
-            &name,
-            &run_id,
-            traceparent.as_deref(),
-            attributes.as_deref(),
-        ) {
-            self.tap().sinks.spans = Some(spans);
-        }
-    }
-
-    /// The `traceparent` of a node's span (or the run's), for runs started inside it.
-    #[napi]
-    pub fn traceparent(&self, node: Option<u32>) -> Option<String> {
-        self.tap
-            .as_ref()?
-            .sinks
-            .spans
-            .as_ref()
-            .map(|s| s.traceparent(node))
-    }
-
-    /// Make the run durable: `run_json` describes its row (see `RunWriter::open`).
-    #[napi]
-    pub fn attach_store(
-        &mut self,
-        store: &NativeStore,
-        run_json: String,
-        resume: bool,
-        sync: bool,
-    ) -> Result<()> {
-        let ids = self
-            .tap
-            .as_ref()
-            .and_then(|t| t.sinks.spans.as_ref())
-            .map(|s| s.ids());
-        let (writer, _) = RunWriter::open(store, &run_json, resume, sync, ids)?;
-        let n = self.run.dag().len();
-        let tap = self.tap();
-        tap.outputs = vec![None; n];
-        tap.sinks.writer = Some(writer);
-        Ok(())
-    }
-
-    /// Hand the events of the last call to the store writer and the spans.
-    fn persist(&mut self) {
-        let Some(d) = self.tap.as_mut() else {
-            return;
-        };
-        let dag = Arc::clone(self.run.dag());
-        let failed = self.run.failed_node();
-        let rec = self.run.recorder();
-        let events = rec.events();
-        for e in d.sinks.unhandled(events) {
-            let node = e.node.unwrap_or(0);
-            let step = || e.step.to_string();
-            match &e.kind {
-                EventKind::DagNodeStart => {
-                    if let Some(s) = d.sinks.spans.as_mut() {
-                        s.step_started(node, dag.node_name(node), &step(), e.time);
-                    }
-                    if d.sinks.writer.is_some() {
-                        let input = d.input(&dag, node);
-                        if let Some(w) = d.sinks.writer.as_mut() {
-                            w.step_started(
-                                node,
-                                step(),
-                                dag.node_name(node).to_owned(),
-                                e.parent_step.map(|p| p.to_string()),
-                                Some(input),
-                                e.time,
-                            );
-                        }
-                    }
-                }
-                EventKind::DagNodeFinish => {
-                    if let Some(s) = d.sinks.spans.as_mut() {
-                        s.step_ended(node, "finished", None, e.time);
-                    }
-                    if let Some(w) = d.sinks.writer.as_mut() {
-                        let output = d.outputs[node as usize].clone();
-                        w.step_ended(node, StepStatus::Finished, output, None, e.time);
-                    }
-                }
-                EventKind::DagNodeError => {
-                    let error = d.errors[node as usize].clone();
-                    if let Some(s) = d.sinks.spans.as_mut() {
-                        s.step_ended(node, "error", Some(error_message(error.as_deref())), e.time);
-                    }
-                    if let Some(w) = d.sinks.writer.as_mut() {
-                        w.step_ended(node, StepStatus::Error, None, error, e.time);
-                    }
-                }
-                EventKind::DagNodeState if e.data == DataRef::State("cancelled") => {
-                    if let Some(s) = d.sinks.spans.as_mut() {
-                        s.step_ended(node, "cancelled", None, e.time);
-                    }
-                    if let Some(w) = d.sinks.writer.as_mut() {
-                        w.step_ended(node, StepStatus::Cancelled, None, None, e.time);
-                    }
-                }
-                EventKind::DagFinish => d.sinks.end_spans("finished", None),
-                EventKind::DagError => {
-                    let failed = failed.and_then(|n| d.errors[n as usize].as_deref());
-                    d.sinks.end_spans("error", Some(error_message(failed)));
-                }
-                EventKind::Custom(t) => {
-                    d.sinks
-                        .custom(e, t, e.node.map(|n| dag.node_name(n).to_owned()))
-                }
-                _ => {}
-            }
-        }
-        d.sinks.handled(rec);
-    }
-
-    /// Write what the run collected (with its snapshot, JSON) to the store: committed
-    /// before this returns in `sync`.
-    #[napi]
-    pub fn store_flush(&mut self, snapshot: Option<String>) -> Result<()> {
-        self.tap
-            .as_mut()
-            .map_or(Ok(()), |t| t.sinks.flush(snapshot))
-    }
-
-    /// Record how the run ended (`finished` with the output, `error`, `cancelled`), JSON.
-    #[napi]
-    pub fn store_end(&mut self, status: String, output: Option<String>, error: Option<String>) {
-        if let Some(t) = self.tap.as_mut() {
-            t.sinks.end(&status, output, error);
-        }
-    }
-
-    fn now(&mut self) -> u64 {
-        if self.run.recorder().observing() {
-            now_ms()
-        } else {
-            0
-        }
-    }
-
-    fn flush(&mut self, mut buf: Uint32ArraySlice) -> u32 {
-        // SAFETY: the buffer is only touched by JS on this same thread, which is blocked in
-        // this call; nothing else aliases it while we write.
-        let out: &mut [u32] = unsafe { buf.as_mut() };
-        let mut count = 0u32;
-        for launch in self.launches.drain(..) {
-            out[count as usize] = match launch {
-                Launch::Run(n) => n,
-                Launch::AcquireSemaphore(n) => n | KIND_ACQUIRE,
-                Launch::Ready(n) => n | KIND_READY,
-            };
-            count += 1;
-        }
-        count | status_code(self.run.status()) << STATUS_SHIFT
-    }
-
-    /// Start the run.
-    #[napi]
-    pub fn start(&mut self, buf: Uint32ArraySlice) -> u32 {
-        let now = self.now();
-        self.run.start(now, &mut self.launches);
-        self.persist();
-        self.flush(buf)
-    }
-
-    /// Report a node's outcome: 0 ok, 1 error, 2 cancelled itself. A durable run passes
-    /// the output (or error) as JSON.
-    #[napi]
-    pub fn complete(
-        &mut self,
-        node: u32,
-        outcome: u32,
-        buf: Uint32ArraySlice,
-        value: Option<String>,
-    ) -> u32 {
-        let outcome = match outcome {
-            0 => Outcome::Ok,
-            1 => Outcome::Error,
-            _ => Outcome::Cancelled,
-        };
-        if let Some(d) = self.tap.as_mut() {
-            match outcome {
-                Outcome::Ok if (node as usize) < d.outputs.len() => {
-                    d.outputs[node as usize] = value
-                }
-                Outcome::Error if (node as usize) < d.errors.len() => {
-                    d.errors[node as usize] = value
-                }
-                _ => {}
-            }
-        }
-        let now = self.now();
-        self.run.complete(node, outcome, now, &mut self.launches);
-        self.persist();
-        self.flush(buf)
-    }
-
-    /// A node's semaphores were acquired; a count of 0 means it must not run (release).
-    #[napi]
-    pub fn acquired(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
-        let now = self.now();
-        self.run.semaphore_acquired(node, now, &mut self.launches);
-        self.persist();
-        self.flush(buf)
-    }
-
-    /// Stepwise: start a ready node; a count of 0 means it was not ready.
-    #[napi]
-    pub fn run_node(&mut self, node: u32, buf: Uint32ArraySlice) -> u32 {
-        let now = self.now();
-        self.run.run_node(node, now, &mut self.launches);
-        self.persist();
-        self.flush(buf)
-    }
-
-    /// Before `start`: a node that finished in an earlier process (restore); false when
-    /// it is unknown or already marked.
-    #[napi]
-    pub fn restore_finished(&mut self, node: u32, output: Option<String>) -> bool {
-        let restored = self.run.restore_finished(node);
-        if let Some(d) = self
-            .tap
-            .as_mut()
-            .filter(|d| restored && !d.outputs.is_empty())
-        {
-            d.outputs[node as usize] = output;
-        }
-        restored
-    }
-
-    /// Before `start`: restore every node with a finished (or, when failures are
-    /// tolerated, failed) step of stored run `run_id`. Returns `{"ok": [[node, output], …],
-    /// "err": [[node, error], …]}` (JSON; `[node]` when the output was undefined) for the
-    /// face's copy of the values.
-    #[napi]
-    pub fn restore_from_store(&mut self, store: &NativeStore, run_id: String) -> Result<String> {
-        use std::fmt::Write;
-        let rows = store
-            .inner
-            .settled_steps(&run_id)
-            .map_err(store::store_error)?;
-        let dag = Arc::clone(self.run.dag());
-        let (mut ok, mut err) = (String::new(), String::new());
-        for (name, finished, value) in rows {
-            let Some(node) = dag.node_id(&name) else {
-                continue;
-            };
-            let restored = if finished {
-                self.run.restore_finished(node)
-            } else {
-                self.run.restore_failed(node)
-            };
-            if !restored {
-                continue;
-            }
-            let out = if finished { &mut ok } else { &mut err };
-            if !out.is_empty() {
-                out.push(',');
-            }
-            // `[node]` for an undefined value (stored as NULL), so it comes back undefined.
-            let _ = match value.as_deref() {
-                Some(json) => write!(out, "[{node},{json}]"),
-                None => write!(out, "[{node}]"),
-            };
-            if let Some(d) = self.tap.as_mut().filter(|d| !d.outputs.is_empty()) {
-                if finished {
-                    d.outputs[node as usize] = value;
-                } else {
-                    d.errors[node as usize] = value;
-                }
-            }
-        }
-        Ok(format!(r#"{{"ok":[{ok}],"err":[{err}]}}"#))
-    }
-
-    /// Cancel the run; false when it had already ended.
-    #[napi]
-    pub fn cancel(&mut self) -> bool {
-        let now = self.now();
-        let cancelled = self.run.cancel(now);
-        self.persist();
-        if let Some(t) = self.tap.as_mut().filter(|_| cancelled) {
-            t.sinks.end_spans("cancelled", None);
-        }
-        cancelled
-    }
-
-    /// The run's status code (0 pending, 1 running, 2 finished, 3 failed, 4 cancelled).
-    #[napi(getter)]
-    pub fn status(&self) -> u32 {
-        status_code(self.run.status())
-    }
-
-    /// The node whose failure failed the run, or -1.
-    #[napi(getter)]
-    pub fn failed_node(&self) -> i32 {
-        self.run.failed_node().map_or(-1, |n| n as i32)
-    }
-
-    /// A node's state name.
-    #[napi]
-    pub fn node_state(&self, node: u32) -> &'static str {
-        self.run.node_state(node).as_str()
-    }
-
-    /// Whether a node was cancelled (what `isCancelled()` reads).
-    #[napi]
-    pub fn is_cancelled(&self, node: u32) -> bool {
-        self.run.is_cancelled(node)
-    }
-
-    /// The run id (shared with the enclosing run when nested).
-    #[napi]
-    pub fn run_id(&mut self) -> String {
-        self.run.recorder().run_id(now_ms()).to_string()
-    }
-
-    /// A node's step id.
-    #[napi]
-    pub fn step_id(&mut self, node: u32) -> String {
-        self.run.step_id(node, now_ms()).to_string()
-    }
-
-    /// Turn event delivery to JS on or off (a durable run records events anyway).
-    #[napi]
-    pub fn set_observe(&mut self, on: bool) {
-        match self.tap.as_mut() {
-            Some(d) => d.sinks.set_listened(on),
-            None => self.run.recorder().set_observe(on),
-        }
-    }
-
-    /// Record a custom event of a node's step; the JS face keeps its data, and passes it
-    /// as JSON when the run is durable.
-    #[napi]
-    pub fn custom_event(&mut self, node: u32, event_type: String, data: Option<String>) {
-        let now = self.now();
-        if let Some(d) = self.tap.as_mut() {
-            d.sinks.push_custom(data);
-        }
-        self.run.recorder().custom_event(node, &event_type, now);
-        self.persist();
-    }
-
-    /// The events recorded since the last call, as a JSON array (null when none).
-    #[napi]
-    pub fn drain_events(&mut self) -> Option<String> {
-        if let Some(d) = self.tap.as_mut() {
-            d.sinks.drained();
-        }
-        drain_json(self.run.recorder())
-    }
-}
-
-/// Drain a recorder's events into the JSON the JS face reads (None when empty).
-pub(crate) fn drain_json(rec: &mut Recorder) -> Option<String> {
-    if !rec.has_events() {
-        return None;
-    }
-    let events = rec.drain();
-    let run_id = rec.run_id(now_ms());
-    Some(events_json(&events, run_id))
-}
-
-/// `(code, state name, argument)`; the argument is the machine's state id for status events.
-fn data_code(d: DataRef) -> (u8, &'static str, i64) {
-    match d {
-        DataRef::RunInput => (1, "", -1),
-        DataRef::RunOutput => (2, "", -1),
-        DataRef::RunError => (3, "", -1),
-        DataRef::NodeInput => (4, "", -1),
-        DataRef::NodeOutput => (5, "", -1),
-        DataRef::NodeError => (6, "", -1),
-        DataRef::State(s) => (7, s, -1),
-        DataRef::Custom => (8, "", -1),
-        DataRef::Status(s, state) => (9, s, state as i64),
-        DataRef::Transition => (10, "", -1),
-    }
-}
-
-/// Events as compact JSON: `{"r": runId, "s": [stepId, …], "e": [[id, type, step, parentStep,
-/// node, time, data, state, arg], …]}` where `step`/`parentStep` index the `s` table (-1 for
-/// none). Step ids repeat across a step's events and the run id across all of them, so each
-/// is formatted and parsed once per drain; the source and node names are the face's to add.
-pub(crate) fn events_json(events: &[Event], run_id: Id) -> String {
-    use std::fmt::Write;
-    let mut steps: Vec<Id> = Vec::new();
-    let mut seen: HashMap<Id, usize> = HashMap::new();
-    let mut index = |id: Id, steps: &mut Vec<Id>| {
-        *seen.entry(id).or_insert_with(|| {
-            steps.push(id);
-            steps.len() - 1
-        })
+pub fn send(
+    env: Env,
+    run: i32,
+    handle: u32,
+    event_type: String,
+    queue: bool,
+    data: Option<String>,
+    context: Option<String>,
+) -> Result<i32> {
+    let command = Command::Send {
+        handle: handle as u64,
+        event: &event_type,
+        queue,
     };
-    let mut body = String::with_capacity(events.len() * 100);
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        let step = index(e.step, &mut steps);
-        let parent = e.parent_step.map_or(-1, |p| index(p, &mut steps) as i64);
-        let (code, state, arg) = data_code(e.data);
-        let _ = write!(
-            body,
-            r#"["{}",{},{},{},{},{},{},"{}",{}]"#,
-            e.id,
-            serde_json::to_string(e.kind.as_str()).unwrap_or_default(),
-            step,
-            parent,
-            e.node.map_or(-1, |n| n as i64),
-            e.time,
-            code,
-            state,
-            arg
-        );
-    }
-    let mut s = String::with_capacity(body.len() + steps.len() * 40 + 64);
-    let _ = write!(s, r#"{{"r":"{run_id}","s":["#);
-    for (i, id) in steps.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "\"{id}\"");
-    }
-    s.push_str("],\"e\":[");
-    s.push_str(&body);
-    s.push_str("]}");
-    s
+    with_ctx(|c| {
+        c.apply(
+            &env,
+            unpack(run),
+            command,
+            -1,
+            CommandValues {
+                value: data.as_deref(),
+                context: context.as_deref(),
+            },
+        )
+    })
 }
 
-/// Keyed counting semaphores for `LocalSemaphore`; the JS face keeps the promise
-/// resolvers, keyed by the waiter ids this hands out.
+/// The last message the core made for a run (a limit, a choice that does not hold, a
+/// timeout, a storage failure).
 #[napi]
-pub struct NativeSemaphore {
-    table: SemaphoreTable,
-    next_waiter: u32,
+pub fn message(run: u32) -> Option<String> {
+    with_ctx(|c| c.messages.remove(&(run & INDEX_MASK)))
 }
 
-fn limit_value(key: &str, limit: f64) -> Result<u32> {
-    if limit.is_finite() && limit >= 0.0 && limit.fract() == 0.0 && limit <= u32::MAX as f64 {
-        Ok(limit as u32)
-    } else {
-        Err(Error::from_reason(format!(
-            "Semaphore limit for '{key}' must be a non-negative integer, got {limit}"
-        )))
-    }
-}
-
+/// Create a run of `definition` (see [`RunFlag`]); `parent` is the packed key of the run
+/// whose step `slot` starts it, or -1. `options` (JSON, optional): `name`, `traceparent`,
+/// `input`/`context` (JSON texts, for a run nested in a stored one), `initial`.
 #[napi]
-impl NativeSemaphore {
-    /// Limits per key.
-    #[napi(constructor)]
-    pub fn new(limits: HashMap<String, f64>) -> Result<Self> {
-        let limits = limits
-            .into_iter()
-            .map(|(k, v)| limit_value(&k, v).map(|l| (k, l)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(NativeSemaphore {
-            table: SemaphoreTable::new(limits),
-            next_waiter: 0,
-        })
-    }
+pub fn create_run(
+    definition: &NativeDefinition,
+    flags: u32,
+    parent: i32,
+    slot: u32,
+    clock: u32,
+    options: Option<String>,
+) -> Result<i32> {
+    let opts = defs::run_options(definition, flags, parent, slot, clock, options.as_deref())?;
+    with_ctx(|c| {
+        c.rt.create(Arc::clone(&definition.inner), opts)
+            .map(pack)
+            .map_err(js_error)
+    })
+}
 
-    /// 0 when a slot was taken now, else the waiter id that a later release will return.
-    #[napi]
-    pub fn acquire(&mut self, key: String) -> u32 {
-        self.next_waiter = self.next_waiter.wrapping_add(1).max(1);
-        if self.table.acquire(&key, self.next_waiter as u64) {
-            0
-        } else {
-            self.next_waiter
+/// Let a run go once the face has what it needs: its memory is freed now. Returns the run
+/// id and, for a DAG, its node states (one char each, `'0' + code`), so the face still
+/// answers `runId` and `nodeState` afterwards.
+#[napi]
+pub fn release(run: i32) -> Option<String> {
+    with_ctx(|c| {
+        let key = unpack(run);
+        let id = c.rt.run_id(key)?;
+        let live = c.rt.release(key)?;
+        c.messages.remove(&key.index);
+        let mut s = id.to_string();
+        if let Executor::Dag(d) = &live.exec {
+            s.reserve(d.dag().len());
+            for n in 0..d.dag().len() as u32 {
+                s.push((b'0' + d.node_state(n) as u8) as char);
+            }
         }
-    }
+        Some(s)
+    })
+}
 
-    /// Give a slot back; returns the waiter that now holds it, or 0.
-    #[napi]
-    pub fn release(&mut self, key: String) -> u32 {
-        self.table.release(&key).map_or(0, |w| w as u32)
-    }
+/// Whether the step of `slot` should stop (what `isCancelled()` reads).
+#[napi]
+pub fn is_cancelled(run: i32, slot: u32) -> bool {
+    with_ctx(|c| {
+        c.rt.get(unpack(run))
+            .is_none_or(|l| l.exec.is_cancelled(slot))
+    })
+}
 
-    /// Change or create a key's limit; returns the waiters that now hold slots.
-    #[napi]
-    pub fn set_limit(&mut self, key: String, limit: f64) -> Result<Vec<u32>> {
-        let limit = limit_value(&key, limit)?;
-        Ok(self
-            .table
-            .set_limit(&key, limit)
-            .into_iter()
-            .map(|w| w as u32)
-            .collect())
-    }
+/// A DAG node's state code (the position in `NodeState`), or -1.
+#[napi]
+pub fn node_state(run: i32, node: u32) -> i32 {
+    with_ctx(|c| match c.rt.get(unpack(run)).map(|l| &l.exec) {
+        Some(Executor::Dag(d)) if (node as usize) < d.dag().len() => d.node_state(node) as i32,
+        _ => -1,
+    })
+}
 
-    /// Slots of `key` held now.
-    #[napi]
-    pub fn current(&self, key: String) -> u32 {
-        self.table.current(&key)
-    }
+/// The run id (shared with the enclosing run when nested).
+#[napi]
+pub fn run_id(run: i32) -> Option<String> {
+    with_ctx(|c| c.rt.run_id(unpack(run)).map(|id| id.to_string()))
+}
+
+/// The id of a step.
+#[napi]
+pub fn step_id(run: i32, slot: u32) -> Option<String> {
+    with_ctx(|c| c.rt.step_id(unpack(run), slot).map(|id| id.to_string()))
+}
+
+/// The `traceparent` of a step's span (or the run's), for runs started inside it.
+#[napi]
+pub fn traceparent(run: i32, slot: Option<u32>) -> Option<String> {
+    with_ctx(|c| c.rt.traceparent(unpack(run), slot))
+}
+
+/// Turn event recording for listeners on or off.
+#[napi]
+pub fn set_observe(run: i32, on: bool) {
+    with_ctx(|c| c.rt.set_observe(unpack(run), on))
+}
+
+/// The events recorded since the last drain (see `events::wire`), or null.
+#[napi]
+pub fn drain_events(run: i32) -> Option<String> {
+    with_ctx(|c| {
+        let key = unpack(run);
+        let events = c.rt.drain(key);
+        if events.is_empty() {
+            return None;
+        }
+        let id = c.rt.run_id(key)?;
+        let live = c.rt.get(key)?;
+        Some(events::wire(&events, id, &live.exec))
+    })
+}
+
+/// Record a custom event of a step; `data` is its JSON when the run is stored or traced.
+#[napi]
+pub fn custom_event(run: i32, slot: u32, event_type: String, data: Option<String>) -> Result<i32> {
+    with_ctx(|c| {
+        c.rt.custom_event(unpack(run), slot, &event_type, data)
+            .map_err(js_error)?;
+        c.respond()
+    })
+}
+
+/// End of a turn of a batched stored run: write what it collected, with the context now.
+#[napi]
+pub fn flush_run(run: i32, context: Option<String>) -> Result<()> {
+    with_ctx(|c| {
+        c.rt.flush(unpack(run), context.as_deref())
+            .map_err(js_error)
+    })
+}
+
+/// A value of the run cannot be stored (`error`, JSON, names its path): the run ends as
+/// failed with it.
+#[napi]
+pub fn fail_storage(run: i32, error: String) -> Result<i32> {
+    with_ctx(|c| {
+        let mut out = std::mem::take(&mut c.out);
+        out.clear();
+        let r = c.rt.fail_storage(unpack(run), error, &mut out);
+        c.out = out;
+        r.map_err(js_error)?;
+        c.respond()
+    })
+}
+
+/// The machine's current snapshot (the core's part) as JSON, for tests and tools.
+#[napi]
+pub fn machine_snapshot(run: i32) -> Option<String> {
+    with_ctx(|c| match c.rt.get(unpack(run)).map(|l| &l.exec) {
+        Some(Executor::Machine(m)) => serde_json::to_string(&m.snapshot()).ok(),
+        _ => None,
+    })
+}
+
+/// Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`).
+#[napi]
+pub fn parse_duration_ms(text: String) -> Result<f64> {
+    ramus_core::parse_duration(&text)
+        .map(|ms| ms as f64)
+        .ok_or_else(|| coded("ERR_INVALID_ARGUMENT", format!("Invalid duration: {text}")))
+}
+
+/// A fresh UUIDv7.
+#[napi]
+pub fn new_run_id() -> String {
+    ramus_engine::ids::new_id(ramus_engine::Clock::now_ms(&ramus_engine::SystemClock))
 }

@@ -1,22 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { RamusEvent } from './events';
 
-/**
- * What a running step exposes to runs started inside it: the identity they nest under and
- * the listeners their events must reach.
- */
+/** What a running step exposes to runs started inside it. */
 export interface StepOwner {
-  runIdentity(): string;
-  stepIdentity(slot: number): string;
-  isObserved(): boolean;
-  forwardEvent(event: RamusEvent): void;
-  adoptChild(slot: number, child: { cancel(): void }): void;
-  releaseChild(slot: number, child: { cancel(): void }): void;
+  readonly key: number;
   readonly tools: unknown;
-  /** The durable writer of the owning run, when it is stored: runs nested in it are too. */
-  durableParent(): import('./durable').DurableRun | undefined;
-  /** The W3C traceparent of a step's span, when the owning run records spans. */
-  stepTraceparent(slot: number): string | undefined;
+  isObserved(): boolean;
+  forwardEvent(event: import('./events').RamusEvent): void;
 }
 
 /** The step a piece of code runs in: set around every runner call. */
@@ -29,4 +18,34 @@ export interface StepFrame {
  * Carries the current step through `await`s so that `runDag(...)` inside a runner nests
  * under it without the runner passing anything.
  */
-export const currentStep = new AsyncLocalStorage<StepFrame>();
+const currentStep = new AsyncLocalStorage<StepFrame>();
+
+/** The frame of the step whose runner is executing synchronously right now. */
+let syncFrame: StepFrame | undefined;
+
+let acrossAwaits = true;
+
+/**
+ * Whether runs started inside a step after an `await` find that step (the default).
+ * Turning it off skips `AsyncLocalStorage`, which on Node 20 slows every promise in the
+ * process; runs started in a step's synchronous part still nest.
+ */
+export function nestAcrossAwaits(on: boolean): void {
+  acrossAwaits = on;
+}
+
+/** The step the calling code runs in, if any. */
+export function currentFrame(): StepFrame | undefined {
+  return syncFrame ?? (acrossAwaits ? currentStep.getStore() : undefined);
+}
+
+/** Call a step's runner inside its frame. */
+export function callIn<A, T>(frame: StepFrame, fn: (arg: A) => T, arg: A): T {
+  const outer = syncFrame;
+  syncFrame = frame;
+  try {
+    return acrossAwaits ? currentStep.run(frame, fn, arg) : fn(arg);
+  } finally {
+    syncFrame = outer;
+  }
+}

@@ -79,6 +79,8 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   cache?: NodeResultCache;
   /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */
   traceparent?: string;
+  /** Where time comes from (default the system clock); a `TestClock` in tests. */
+  clock?: { readonly id: number };
 }
 
 /** A store for node outputs, keyed by node name and a hash of the runner and its input. */

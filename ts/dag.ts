@@ -1,71 +1,43 @@
 import { createHash } from 'node:crypto';
 
-import { currentStep } from './context';
-import type { DagNodeState, DagRunnerOptions, Dag, DagNodes, NodeArgs, NodeResultCache } from './dag-types';
-import { CancelledError, plainErrors } from './errors';
-import { ENGINE, storable, StorageError, type EngineInit } from './durable';
-import { nodeAttributes } from './tracing';
-import { DataCode, W_DATA, W_NODE, W_STATE, type RamusEvent, type WireEvent } from './events';
-import { analyzeDagSpecs, NativeDag, NativeDagRun, type NativeStore } from './native';
-import { callInStep, RunnerBase, StepArgs } from './runner-base';
-import { SlotRequest, type Semaphore } from './semaphore';
+import { Op, RunEnd, RunFlag, StepOutcome } from '../index.js';
+import { callIn } from './context';
+import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache } from './dag-types';
+import { CancelledError } from './errors';
+import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
+import { native, plain, type NativeDefinition } from './native';
+import { drive, RunnerBase, StepArgs, type EngineLink } from './runner';
+import { definitionJson, errorText, StorageError } from './values';
 
-/** Node rows as the binding reads them: `[name, parents, tolerateParentErrors, semaphoreKey]`. */
-type SpecRow = [string, string[] | null, boolean, string | null];
-
-function specRows(nodes: DagNodes<any, any>, requireRun: boolean): { names: string[]; rows: SpecRow[] } {
-  if (nodes === null || typeof nodes !== 'object') throw new TypeError('DAG nodes must be an object of named nodes');
-  const names = Object.keys(nodes);
-  const rows = new Array<SpecRow>(names.length);
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!;
-    const node = nodes[name];
-    if (node === null || typeof node !== 'object') throw new TypeError(`Node '${name}' must be an object`);
-    if (requireRun && typeof node.run !== 'function') throw new TypeError(`Node '${name}' has no run function`);
-    const parents = node.parents;
-    if (parents !== undefined && parents !== null) {
-      if (!Array.isArray(parents)) throw new TypeError(`Node '${name}' parents must be an array of node names`);
-      for (const p of parents) {
-        if (typeof p !== 'string') throw new TypeError(`Node '${name}' has a parent that is not a node name: ${String(p)}`);
-      }
-    }
-    const key = node.semaphoreKey;
-    if (key !== undefined && typeof key !== 'string') throw new TypeError(`Node '${name}' semaphoreKey must be a string`);
-    rows[i] = [name, parents ?? null, node.tolerateParentErrors === true, key ?? null];
-  }
-  return { names, rows };
-}
+/** The node states by the binding's codes (`NodeState` in ramus-core). */
+const NODE_STATES: readonly DagNodeState[] = ['waiting', 'ready', 'pendingSemaphore', 'running', 'cancelled', 'error', 'finished'];
 
 /**
  * Validate a nodes record: returns its root and leaf node names, or throws
  * `Node 'a' has unknown parent 'b'` / `Cycle detected: a -> b -> a`. Linear in nodes plus edges.
  */
 export function analyzeDag(nodes: DagNodes<any, any>): { rootNodes: string[]; leafNodes: string[] } {
-  const rows = JSON.stringify(specRows(nodes, false).rows);
-  return plainErrors(() => analyzeDagSpecs(rows));
+  if (nodes === null || typeof nodes !== 'object') throw new TypeError('DAG nodes must be an object of named nodes');
+  return plain(() => native.analyzeDag(definitionJson({ name: '', nodes })));
 }
 
-/** A DAG analyzed and compiled once, for many runs. */
+/** A DAG analyzed and compiled once (in Rust), for many runs. */
 export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown> {
   readonly config: Dag<Ctx, Root, Out>;
-  /** @internal */ readonly native: NativeDag;
+  /** @internal */ readonly native: NativeDefinition;
   /** @internal */ readonly names: string[];
-  /** @internal */ readonly runners: Array<NodeArgsRunner>;
-  /** @internal */ readonly semaphoreKeys: Array<string | null>;
-  /** @internal Compressed parent lists (see `NativeDag.parentTable`). */
+  /** @internal */ readonly runners: Array<(args: NodeArgs<any, any, any>) => unknown>;
+  /** @internal Compressed parent lists (see `NativeDefinition.parentTable`). */
   readonly parentTable: Uint32Array;
   /** @internal */ readonly leaves: Uint32Array;
   #index: Map<string, number> | undefined;
 
-  constructor(dag: Dag<Ctx, Root, Out>) {
+  constructor(dag: Dag<Ctx, Root, Out>, definition?: NativeDefinition, runners?: Array<(args: any) => unknown>) {
     if (dag === null || typeof dag !== 'object') throw new TypeError('A DAG must be an object with a name and nodes');
-    const { names, rows } = specRows(dag.nodes, true);
     this.config = dag;
-    const json = JSON.stringify(rows);
-    this.native = plainErrors(() => new NativeDag(String(dag.name ?? ''), json));
-    this.names = names;
-    this.runners = names.map((n) => dag.nodes[n]!.run);
-    this.semaphoreKeys = rows.map((r) => r[3]);
+    this.native = definition ?? plain(() => new native.NativeDefinition('dag', definitionJson(dag)));
+    this.names = this.native.names();
+    this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
     this.parentTable = this.native.parentTable();
     this.leaves = this.native.leaves();
   }
@@ -85,35 +57,14 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
   }
 }
 
-type NodeArgsRunner = (args: NodeArgs<any, any, any>) => unknown;
-
-const OK = 0;
-const FAILED = 1;
-const CANCELLED = 2;
-const STATUS_FINISHED = 2;
-const STATUS_FAILED = 3;
-const STATUS_CANCELLED = 4;
-const COUNT_MASK = 0xffffff;
-const NODE_MASK = 0x3fffffff;
-/** A node output JSON cannot hold (see `#valueJson`). */
-const STORAGE_FAILED = '\0storage';
-
 /** Set an own property, even one named `__proto__` (which plain assignment would turn into a prototype change). */
 function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
   else obj[key] = value;
 }
 
-const attributeCache = new WeakMap<CompiledDag<any, any, any>, string | undefined>();
-
-/** Span attributes from the nodes' `tags` and `info`, once per compiled DAG. */
-function dagAttributes(dag: CompiledDag<any, any, any>): string | undefined {
-  if (!attributeCache.has(dag)) attributeCache.set(dag, nodeAttributes(dag.config.nodes));
-  return attributeCache.get(dag);
-}
-
 /** The arguments of one node call. */
-class DagNodeArgs extends StepArgs implements NodeArgs<any, any, any> {
+class DagNodeArgs extends StepArgs {
   input: any;
 
   constructor(owner: DagRunner<any, any, any>, slot: number, input: unknown) {
@@ -122,9 +73,17 @@ class DagNodeArgs extends StepArgs implements NodeArgs<any, any, any> {
   }
 }
 
+/** What an `Engine` passes to the runners it creates. */
+export interface EngineInit {
+  key: number;
+  link: EngineLink;
+  finished?: Array<[number, unknown]>;
+  failed?: Array<[number, unknown]>;
+}
+
 /**
- * Runs one DAG. The Rust core decides what runs when; this class calls the runners on the
- * JS thread and reports each outcome back in one synchronous call.
+ * Runs one DAG. The Rust engine decides what runs when; this class calls the runners on
+ * the JS thread and reports each result back.
  */
 export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> extends RunnerBase<Out> {
   readonly dag: CompiledDag<Ctx, Root, Out>;
@@ -133,78 +92,34 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   readonly input: Root;
   /** The run's output once it finished. */
   output: Out | undefined;
-
-  #core: NativeDagRun;
-  #buf: Uint32Array;
   #outputs: unknown[];
   #errors: unknown[] = [];
-  #queue: number[] = [];
-  #queueHead = 0;
-  #pumping = false;
-  #semaphores: Semaphore[];
-  #slotRequests: Array<SlotRequest | undefined> | undefined;
+  #failedNode = -1;
   #autorun: (() => boolean) | undefined;
   #cache: NodeResultCache | undefined;
   #nodeWaiters: Map<number, Array<(ran: boolean) => void>> | undefined;
-  /** 1 while a node's runner is executing (the core marks such nodes cancelled on failure). */
-  #running: Uint8Array;
+  #started = false;
 
-  constructor(options: DagRunnerOptions<Ctx, Root, Out>) {
+  constructor(options: DagRunnerOptions<Ctx, Root, Out>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('DagRunner options must be an object');
     const dag = options.dag instanceof CompiledDag ? options.dag : new CompiledDag(options.dag);
-    super(
-      options.name ?? dag.config.name,
-      options.context ?? dag.config.context?.() ?? {},
-      options.input,
-      options.tools,
-      ['dag:state'],
-    );
+    const configName = dag.config.name;
+    super(dag.native, options.context ?? dag.config.context?.() ?? {}, options.input, { ...options, name: options.name ?? configName }, ['dag:state']);
     this.dag = dag;
     this.input = options.input;
-    this.#semaphores = options.semaphores ?? [];
     this.#autorun = options.autorun;
     this.#cache = options.cache;
-    const flags =
-      (dag.config.tolerateFailures ? 1 : 0) | (options.autorun ? 2 : 0) | (this.#semaphores.length > 0 ? 4 : 0);
-    const parent = this.parentFrame;
-    const init = (options as { [ENGINE]?: EngineInit })[ENGINE];
-    this.#core = new NativeDagRun(
-      dag.native,
-      flags,
-      parent?.owner.runIdentity() ?? init?.runId,
-      parent ? parent.owner.stepIdentity(parent.slot) : undefined,
-    );
-    const n = dag.names.length;
-    this.#buf = new Uint32Array(n);
-    this.#outputs = new Array(n);
-    this.#running = new Uint8Array(n);
-    if (parent?.owner.isObserved()) this.observe();
-    this.startTrace(options.traceparent, () => dagAttributes(dag));
-    this.nestDurable('dag', this.input);
-  }
-
-  protected override snapshot(): string {
-    return `{"context":${storable(this.context, 'context') ?? 'null'}}`;
-  }
-
-  protected override attachNative(store: NativeStore, row: string, resume: boolean, sync: boolean): void {
-    // (A DAG holds no events or last output: `output` and `events` are a machine's.)
-    this.#core.attachStore(store, row, resume, sync);
-  }
-
-  /**
-   * @internal Before `run`: the nodes that finished in an earlier process keep their stored
-   * outputs; with `tolerateFailures`, those that failed stay failed (their errors as stored).
-   */
-  restoreFromStore(store: NativeStore, runId: string): void {
-    type Rows = Array<[number, unknown?]>;
-    const rows = JSON.parse(plainErrors(() => this.#core.restoreFromStore(store, runId))) as { ok: Rows; err: Rows };
-    for (const row of rows.ok) this.#outputs[row[0]] = row[1];
-    for (const row of rows.err) this.#errors[row[0]] = row[1];
-  }
-
-  protected get core(): NativeDagRun {
-    return this.#core;
+    this.#outputs = new Array(dag.names.length);
+    if (init) {
+      this.engine = init.link;
+      this.adopt(init.key);
+      for (const [node, v] of init.finished ?? []) this.#outputs[node] = v;
+      for (const [node, v] of init.failed ?? []) this.#errors[node] = v;
+      if (this.observed) native.setObserve(this.key, true);
+    } else {
+      if (dag.native.hasInputSchema) plain(() => dag.native.checkInput(JSON.stringify(this.input)));
+      this.create(this.flags(options.autorun ? RunFlag.Stepwise : 0), options.clock?.id ?? 0, { name: this.name });
+    }
   }
 
   /** Start the run (once); resolves like `finished`. */
@@ -215,22 +130,16 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   #start(): void {
-    if (this.#core.status !== 0) return;
-    this.attachToParent();
-    this.#drive(this.#core.start(this.#buf));
-  }
-
-  /** Stop the run: nodes not started never will; running nodes see `isCancelled()` turn true. */
-  cancel(): void {
-    if (!this.#core.cancel()) return;
-    if (this.observed) this.deliverEvents();
-    this.cancelChildren();
-    this.#end(STATUS_CANCELLED);
+    if (this.#started) return;
+    this.#started = true;
+    drive(() => this.command(Op.Start));
   }
 
   /** A node's state. */
   nodeState(name: string): DagNodeState {
-    return this.#core.nodeState(this.#nodeId(name)) as DagNodeState;
+    const id = this.#nodeId(name);
+    if (this.final !== undefined) return NODE_STATES[this.final.charCodeAt(36 + id) - 48]!;
+    return NODE_STATES[native.nodeState(this.key, id)]!;
   }
 
   /**
@@ -245,24 +154,16 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       return Promise.reject(err);
     }
     this.#start();
-    const r = this.#core.runNode(id, this.#buf);
-    if ((r & COUNT_MASK) === 0) return Promise.resolve(false);
+    if (this.nodeState(name) !== 'ready') return Promise.resolve(false);
     const done = new Promise<boolean>((resolve) => {
       this.#nodeWaiters ??= new Map();
       const list = this.#nodeWaiters.get(id);
       if (list) list.push(resolve);
       else this.#nodeWaiters.set(id, [resolve]);
     });
-    this.#drive(r);
+    drive(() => this.command(Op.RunNode, id));
     return done;
   }
-
-  /** @internal */
-  slotCancelled(slot: number): boolean {
-    return this.#core.isCancelled(slot);
-  }
-
-  // ---- driving ----
 
   #nodeId(name: string): number {
     const id = this.dag.nodeId(name);
@@ -270,178 +171,102 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     return id;
   }
 
-  /** Apply a core result now if already inside the pump, else start pumping with it. */
-  #drive(result: number): void {
-    if (this.#pumping) {
-      this.#apply(result);
-      return;
-    }
-    this.#pumping = true;
-    try {
-      this.#apply(result);
-      this.#pumpQueue();
-    } finally {
-      this.#pumping = false;
-    }
+  protected semaphoreKey(node: number): string {
+    return this.dag.config.nodes[this.dag.names[node]!]?.semaphoreKey ?? '';
   }
 
-  /**
-   * Outcomes are queued and fed to the core in a loop rather than recursively, so a
-   * million synchronous runners in a chain do not grow the stack.
-   */
-  #settleNode(slot: number, outcome: number, value: unknown): void {
-    this.#running[slot] = 0;
-    if (outcome === OK) this.#outputs[slot] = value;
-    else if (outcome === FAILED) this.#errors[slot] = value;
-    const request = this.#slotRequests?.[slot];
-    if (request) {
-      this.#slotRequests![slot] = undefined;
-      request.release();
-    }
-    this.#queue.push(slot, outcome);
-    if (this.#pumping) return;
-    this.#pumping = true;
-    try {
-      this.#pumpQueue();
-    } finally {
-      this.#pumping = false;
-    }
-  }
-
-  #pumpQueue(): void {
-    const queue = this.#queue;
-    while (this.#queueHead < queue.length) {
-      const slot = queue[this.#queueHead++]!;
-      let outcome = queue[this.#queueHead++]!;
-      const waiters = this.#nodeWaiters?.get(slot);
-      if (waiters) {
-        this.#nodeWaiters!.delete(slot);
-        for (const w of waiters) w(true);
-      }
-      let json: string | undefined;
-      if (this.isStored) {
-        json = this.#valueJson(slot, outcome);
-        if (json === STORAGE_FAILED) {
-          outcome = FAILED;
-          json = this.storeError(this.#errors[slot]);
-        }
-      } else if (outcome === FAILED) {
-        json = this.storeError(this.#errors[slot]); // for the node's span, when traced
-      }
-      this.#apply(this.#core.complete(slot, outcome, this.#buf, json));
-    }
-    queue.length = 0;
-    this.#queueHead = 0;
-  }
-
-  /**
-   * The JSON of a durable node's output or error. An output JSON cannot hold makes the node
-   * fail with the `StorageError` naming the path (`STORAGE_FAILED`; the error is kept).
-   */
-  #valueJson(slot: number, outcome: number): string | undefined {
-    if (outcome === OK) {
-      try {
-        return this.storeJson(this.#outputs[slot], `${this.dag.names[slot]}.output`);
-      } catch (err) {
-        if (!(err instanceof StorageError)) throw err;
-        this.#errors[slot] = err;
-        this.#outputs[slot] = undefined;
-        return STORAGE_FAILED;
-      }
-    }
-    return outcome === FAILED ? this.storeError(this.#errors[slot]) : undefined;
-  }
-
-  #apply(result: number): void {
-    const count = result & COUNT_MASK;
-    const status = result >>> 24;
-    // Copy out before anything runs: listeners and runners may call back into the core,
-    // which reuses the buffer.
-    let single = 0;
-    let many: Uint32Array | undefined;
-    if (count === 1) single = this.#buf[0]!;
-    else if (count > 1) many = this.#buf.slice(0, count);
-    if (status === STATUS_FINISHED && !this.settled) this.output = this.#buildOutput();
-    if (this.observed) this.deliverEvents();
-    // Written (in 'sync': committed) before the nodes it launches start.
-    this.persist();
-    if (count === 1) this.#launch(single);
-    else if (many) for (let k = 0; k < count; k++) this.#launch(many[k]!);
-    if (status >= STATUS_FINISHED) this.#end(status);
-  }
-
-  #launch(entry: number): void {
+  /** @internal */
+  launch(slot: number): void {
     // A listener may have cancelled the run while this batch was being delivered.
     if (this.settled) return;
-    const slot = entry & NODE_MASK;
-    const kind = entry >>> 30;
-    if (kind === 0) this.#call(slot);
-    else if (kind === 1) this.#acquire(slot);
-    else if (this.#autorun!()) this.#apply(this.#core.runNode(slot, this.#buf));
-  }
-
-  #call(slot: number): void {
-    this.#running[slot] = 1;
     const args = new DagNodeArgs(this, slot, this.#buildInput(slot));
-    if (this.#cache) {
-      this.#callCached(args, this.#cache);
-      return;
-    }
-    callInStep(args, this.dag.runners[slot]!, (failed, value) =>
-      this.#settleNode(slot, failed ? (value instanceof CancelledError ? CANCELLED : FAILED) : OK, value),
-    );
-  }
-
-  async #callCached(args: DagNodeArgs, cache: NodeResultCache): Promise<void> {
-    const slot = args.slot;
-    const name = this.dag.names[slot]!;
     const run = this.dag.runners[slot]!;
+    if (this.#cache) this.#callCached(slot, run, args, this.#cache);
+    else this.call(slot, run, args);
+  }
+
+  /** @internal Stepwise: a node is ready; `autorun` may start it at once. */
+  override ready(slot: number): void {
+    if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));
+  }
+
+  async #callCached(slot: number, run: (args: any) => unknown, args: DagNodeArgs, cache: NodeResultCache): Promise<void> {
+    const name = this.dag.names[slot]!;
     try {
-      const key = createHash('sha256')
-        .update(String(run))
-        .update('\0')
-        .update(JSON.stringify(args.input) ?? '')
-        .update('\0')
-        .update(JSON.stringify(this.input) ?? '')
-        .digest('hex');
+      const key = createHash('sha256').update(String(run)).update('\0').update(JSON.stringify(args.input) ?? '').update('\0').update(JSON.stringify(this.input) ?? '').digest('hex');
       const hit = await cache.get(name, key);
-      if (typeof hit === 'string') {
-        this.#settleNode(slot, OK, JSON.parse(hit));
-        return;
+      let output: unknown;
+      if (typeof hit === 'string') output = JSON.parse(hit);
+      else {
+        output = await callIn({ owner: this, slot }, run, args);
+        const text = JSON.stringify(output);
+        if (text !== undefined) await cache.set(name, key, text);
       }
-      const output = await currentStep.run(args, run, args);
-      const text = JSON.stringify(output);
-      if (text !== undefined) await cache.set(name, key, text);
-      this.#settleNode(slot, OK, output);
+      this.#settleLater(slot, StepOutcome.Ok, output);
     } catch (err) {
-      this.#settleNode(slot, err instanceof CancelledError ? CANCELLED : FAILED, err);
+      this.#settleLater(slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err);
     }
   }
 
-  #acquire(slot: number): void {
-    const request = new SlotRequest(this.#semaphores, this.dag.semaphoreKeys[slot]!);
-    (this.#slotRequests ??= [])[slot] = request;
-    request.acquire().then(
-      () => {
-        const r = this.#core.acquired(slot, this.#buf);
-        if ((r & COUNT_MASK) === 0) request.abort();
-        else this.#drive(r);
-      },
-      (err) => {
-        // The node never started: report the semaphore's failure as the node's.
-        const r = this.#core.acquired(slot, this.#buf);
-        if ((r & COUNT_MASK) === 0) return;
-        this.#drive(r & ~COUNT_MASK);
-        this.#settleNode(slot, FAILED, err);
-      },
-    );
+  #settleLater(slot: number, outcome: number, value: unknown): void {
+    drive(() => this.report(slot, outcome, value));
+  }
+
+  protected reported(slot: number, outcome: number, value: unknown): void {
+    const waiters = this.#nodeWaiters?.get(slot);
+    if (waiters) {
+      this.#nodeWaiters!.delete(slot);
+      for (const w of waiters) w(true);
+    }
+    let json: string | StorageError | undefined;
+    if (outcome === StepOutcome.Ok) {
+      this.#outputs[slot] = value;
+      json = this.valueJson(value, `${this.dag.names[slot]}.output`);
+      if (json instanceof StorageError) {
+        // An output JSON cannot hold fails the node with the error naming the path.
+        this.#outputs[slot] = undefined;
+        value = json;
+        outcome = StepOutcome.Error;
+      }
+    }
+    if (outcome === StepOutcome.Error) {
+      this.#errors[slot] = value;
+      json = this.json ? errorText(value) : undefined;
+    }
+    this.reportStep(slot, outcome, -1, json as string | undefined, this.sync ? this.contextJson() : undefined);
+  }
+
+  protected override flushContext(): string | undefined {
+    return this.contextJson();
+  }
+
+  /** @internal */
+  ended(end: number, failedNode: number, notices: Array<() => void>): boolean {
+    if (this.#nodeWaiters) {
+      // Nodes that will never settle now (cancelled before they ran) answer their runNode.
+      for (const [slot, waiters] of this.#nodeWaiters) {
+        if (native.nodeState(this.key, slot) !== 3) for (const w of waiters) w(false);
+      }
+    }
+    this.#failedNode = failedNode;
+    if (end !== RunEnd.Finished) this.abortWaiting();
+    if (end === RunEnd.Finished) {
+      this.output = this.#buildOutput();
+      const output = this.output as Out;
+      notices.push(() => this.resolveFinished(output));
+    } else if (end === RunEnd.Failed) {
+      const error = this.#errors[this.#failedNode];
+      notices.push(() => this.rejectFinished(error, true));
+    } else {
+      notices.push(() => this.rejectFinished(this.storageError ?? new CancelledError(), this.storageError !== undefined));
+    }
+    return true;
   }
 
   /**
    * Inputs are plain objects, built in V8's dictionary mode (made without a prototype, then
    * given Object.prototype): a DAG of a million differently named parents then does not
-   * grow a million hidden-class transitions, which made `{}` 3x slower per node at 100k and
-   * worse beyond.
+   * grow a million hidden-class transitions.
    */
   #buildInput(slot: number): Record<string, unknown> {
     const table = this.dag.parentTable;
@@ -451,10 +276,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const names = this.dag.names;
     const outputs = this.#outputs;
     const input: Record<string, unknown> = Object.setPrototypeOf(Object.create(null), Object.prototype);
-    for (let k = start; k < end; k++) {
-      const p = table[k]!;
-      setKey(input, names[p]!, outputs[p]);
-    }
+    for (let k = start; k < end; k++) setKey(input, names[table[k]!]!, outputs[table[k]!]);
     return input;
   }
 
@@ -466,36 +288,19 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     return out as Out;
   }
 
-  #end(status: number): void {
-    if (this.settled) return;
-    if (this.#nodeWaiters) {
-      // Nodes that will never settle now (cancelled before they ran) answer their runNode.
-      for (const [slot, waiters] of this.#nodeWaiters) {
-        if (!this.#running[slot]) for (const w of waiters) w(false);
-      }
-    }
-    if (status !== STATUS_FINISHED && this.#slotRequests) {
-      // Nodes still waiting for slots will never run: give back what they took. Running
-      // nodes keep theirs until they end.
-      for (let slot = 0; slot < this.#slotRequests.length; slot++) {
-        if (!this.#running[slot]) this.#slotRequests[slot]?.abort();
-      }
-    }
-    if (status === STATUS_FAILED) this.cancelChildren();
-    if (status === STATUS_FINISHED) this.resolveFinished(this.output as Out);
-    else if (status === STATUS_FAILED) this.rejectFinished(this.#errors[this.#core.failedNode], true);
-    else this.rejectFinished(new CancelledError(), false);
+  protected nodeName(node: number): string {
+    return this.dag.names[node]!;
   }
 
   protected eventData(w: WireEvent): unknown {
-    const node = w[W_NODE];
+    const node = w[4];
     switch (w[W_DATA] as DataCode) {
       case DataCode.RunInput:
         return { input: this.input };
       case DataCode.RunOutput:
         return { output: this.output };
       case DataCode.RunError:
-        return { error: this.#errors[this.#core.failedNode] };
+        return { error: this.#errors[this.#failedNode] };
       case DataCode.NodeInput:
         return { input: this.#buildInput(node) };
       case DataCode.NodeOutput:
@@ -507,10 +312,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       default:
         return undefined;
     }
-  }
-
-  protected sourceNode(w: WireEvent): string {
-    return w[W_NODE] >= 0 ? this.dag.names[w[W_NODE]]! : '';
   }
 
   protected onEvent(event: RamusEvent, w: WireEvent): void {

@@ -8,12 +8,3 @@ export class CancelledError extends Error {
     this.name = 'CancelledError';
   }
 }
-
-/** Errors from the binding carry napi's `code` field; users get plain Errors with the message. */
-export function plainErrors<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (err) {
-    throw new Error((err as Error).message);
-  }
-}

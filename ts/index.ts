@@ -53,6 +53,8 @@ export type {
   StoredStep,
   StoredTransition,
 } from './engine';
-export { StorageError } from './durable';
+export { StorageError } from './values';
+export { nestAcrossAwaits } from './context';
+export { TestClock } from './testing';
 export { inspect, inspectorAssets, type InspectOptions, type Inspector } from './inspect/server';
 export { configureTracing, flushTracing, shutdownTracing, type TracingOptions } from './tracing';

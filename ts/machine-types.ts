@@ -100,6 +100,8 @@ export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends s
   keepAlive?: boolean;
   /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */
   traceparent?: string;
+  /** Where time comes from (default the system clock); a `TestClock` in tests. */
+  clock?: { readonly id: number };
 }
 
 /** The state a machine is in, with what brought it there. */

@@ -1,5 +1,5 @@
 import { reportListenerError } from './events';
-import { NativeSemaphore } from './native';
+import { native } from './native';
 
 /** Anything a run can take slots from: `LocalSemaphore`, or your own (e.g. a shared one). */
 export interface Semaphore {
@@ -12,12 +12,12 @@ export interface Semaphore {
  * class only keeps the promise resolvers of the waiters.
  */
 export class LocalSemaphore implements Semaphore {
-  #core: NativeSemaphore;
+  #core: InstanceType<typeof native.NativeSemaphore>;
   #waiters = new Map<number, () => void>();
 
   /** `limits`: maximum concurrent holders per key. Keys not listed are unlimited. */
   constructor(limits: Record<string, number> = {}) {
-    this.#core = new NativeSemaphore(limits);
+    this.#core = new native.NativeSemaphore(limits);
   }
 
   /** Resolves once a slot of `key` is held. Pair every acquire with a `release`. */

@@ -1,5 +1,4 @@
-import { configureTracing as nativeConfigure, flushTracing as nativeFlush, shutdownTracing as nativeShutdown } from './native';
-import { plainErrors } from './errors';
+import { native, plain } from './native';
 
 /** Where spans go: an OTLP/HTTP collector (JSON encoding). */
 export interface TracingOptions {
@@ -27,14 +26,14 @@ export function configureTracing(options: TracingOptions): void {
   if (options === null || typeof options !== 'object' || typeof options.endpoint !== 'string') {
     throw new TypeError('configureTracing({ endpoint }): endpoint must be the OTLP/HTTP traces URL');
   }
-  plainErrors(() => nativeConfigure(options.endpoint, options.serviceName, options.headers, options.timeout));
+  plain(() => native.configureTracing(options.endpoint, options.serviceName, options.headers, options.timeout));
   on = true;
 }
 
 /** Export the spans ended so far; rejects when the collector cannot be reached. */
 export async function flushTracing(): Promise<void> {
   try {
-    await nativeFlush();
+    await native.flushTracing();
   } catch (err) {
     throw new Error((err as Error).message);
   }
@@ -44,7 +43,7 @@ export async function flushTracing(): Promise<void> {
 export async function shutdownTracing(): Promise<void> {
   on = false;
   try {
-    await nativeShutdown();
+    await native.shutdownTracing();
   } catch (err) {
     throw new Error((err as Error).message);
   }
@@ -74,33 +73,4 @@ export function activeTraceparent(): string | undefined {
   const sc = otel?.trace.getActiveSpan()?.spanContext();
   if (!sc || !otel!.isSpanContextValid(sc)) return undefined;
   return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 1) === 1 ? '01' : '00'}`;
-}
-
-/**
- * Span attributes from a definition's node metadata: `tags` as `workflow.step.tags`, each
- * `info` field as `workflow.step.info.<key>`, and `info.tool: true` (or the tag `tool`)
- * makes the node a GenAI tool call (`execute_tool <name>`).
- */
-export function nodeAttributes(nodes: Record<string, { tags?: unknown; info?: unknown } | undefined>): string | undefined {
-  const out: Record<string, Record<string, unknown>> = {};
-  let any = false;
-  for (const [name, node] of Object.entries(nodes)) {
-    if (node === null || typeof node !== 'object') continue;
-    const attrs: Record<string, unknown> = {};
-    const tags = Array.isArray(node.tags) ? node.tags.filter((t): t is string => typeof t === 'string') : [];
-    if (tags.length > 0) attrs['workflow.step.tags'] = tags.join(',');
-    const info = node.info !== null && typeof node.info === 'object' ? (node.info as Record<string, unknown>) : {};
-    for (const [key, value] of Object.entries(info)) {
-      attrs[`workflow.step.info.${key}`] = typeof value === 'object' && value !== null ? JSON.stringify(value) : value;
-    }
-    if (info.tool === true || tags.includes('tool')) {
-      attrs['gen_ai.operation.name'] = 'execute_tool';
-      attrs['gen_ai.tool.name'] = name;
-    }
-    if (Object.keys(attrs).length > 0) {
-      out[name] = attrs;
-      any = true;
-    }
-  }
-  return any ? JSON.stringify(out) : undefined;
 }

@@ -12,7 +12,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 
-import { NativeStore } from '../native';
+import { native } from '../native';
 import { ID, RUN_STATUSES, RunReader } from './data';
 
 export interface InspectOptions {
@@ -168,7 +168,7 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   // --db never turns somebody's SQLite file into one.
   let schema: number | null;
   try {
-    schema = NativeStore.probe(db);
+    schema = native.NativeStore.probe(db);
   } catch (e) {
     throw new Error(`Cannot read ${db} as a Ramus database: ${e instanceof Error ? e.message : String(e)}`);
   }
@@ -178,7 +178,7 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`inspect: bad port ${String(options.port)}`);
   const poll = options.pollInterval ?? 500;
 
-  const store = new NativeStore(db, 'sync');
+  const store = new native.NativeStore(db, 'sync');
   const reader = new RunReader(store);
   const assets = inspectorAssets();
   let version = 0;

@@ -1,0 +1,399 @@
+//! What an engine does with its store besides writing runs: definitions and their
+//! versions, the plan that resumes a stored run, events sent to runs nobody runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use ramus_core::{MachineSnapshot, RunPhase};
+use ramus_store::{Kind, PendingEvent, Record, Run, RunStatus, StepStatus, StepUpdate, Store};
+
+use crate::clock::Clock;
+use crate::def::{RunDef, RunnerRef};
+use crate::error::EngineError;
+use crate::ids::new_id;
+use crate::runtime::Restore;
+use crate::sink::MachineValues;
+
+/// Turns a stored config (JSON) into a definition; the engine's caller supplies it so the
+/// engine does not depend on how configs are parsed.
+pub type Parser = dyn Fn(Kind, &str) -> Result<RunDef, EngineError> + Send + Sync;
+
+/// An engine's store and what it knows about it.
+pub struct EngineCore {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    runners: Mutex<HashSet<String>>,
+    loaded: Mutex<HashMap<(String, i64), Arc<RunDef>>>,
+    parser: Box<Parser>,
+}
+
+/// How a stored run continues in this process.
+pub struct ResumePlan {
+    /// Its row.
+    pub row: Run,
+    /// Its definition.
+    pub def: Arc<RunDef>,
+    /// What the executor continues from.
+    pub restore: Restore,
+    /// The context it continues with (JSON text).
+    pub context: Option<String>,
+    /// Its highest step and transition numbers.
+    pub seqs: (i64, i64),
+    /// Events sent to it while nobody ran it, oldest first.
+    pub pending: Vec<PendingEvent>,
+}
+
+/// The error a step interrupted by a crash ends with.
+const INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this step ran; it runs again on resume"}"#;
+const CHILD_INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this run ran; the step that started it runs again on resume"}"#;
+
+impl EngineCore {
+    /// An engine on `store`, with `parser` for stored configs.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, parser: Box<Parser>) -> EngineCore {
+        EngineCore {
+            store,
+            clock,
+            runners: Mutex::new(HashSet::new()),
+            loaded: Mutex::new(HashMap::new()),
+            parser,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Runner (and condition) keys registered by the driver; definitions naming others
+    /// are refused.
+    pub fn register(&self, keys: impl IntoIterator<Item = String>) {
+        let mut r = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        r.extend(keys);
+        // Loaded definitions were checked against the old registry.
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Check that every runner and condition a definition names is registered.
+    pub fn check_runners(&self, def: &RunDef, what: &str) -> Result<(), EngineError> {
+        let registered = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        let known = || {
+            let mut k: Vec<&str> = registered.iter().map(String::as_str).collect();
+            k.sort_unstable();
+            if k.is_empty() {
+                "none".to_owned()
+            } else {
+                k.join(", ")
+            }
+        };
+        for (i, r) in def.runners.iter().enumerate() {
+            let node = def.node_name(i as u32);
+            match r {
+                RunnerRef::Key { key, .. } if !registered.contains(key) => {
+                    return Err(EngineError::UnknownRunner(format!(
+                        "{what}: node '{node}' names runner '{key}', which is not registered in this engine (registered: {})",
+                        known()
+                    )))
+                }
+                RunnerRef::Inline => {
+                    return Err(EngineError::DefinitionUse(format!(
+                        "{what} cannot be stored: node '{node}' has an inline run function; name a registered runner instead (runner: 'key', args: {{…}})"
+                    )))
+                }
+                RunnerRef::None if def.kind() == Kind::Dag => {
+                    return Err(EngineError::UnknownRunner(format!(
+                        "{what}: node '{node}' names runner 'undefined', which is not registered in this engine (registered: {})",
+                        known()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = def.machine() {
+            for (t, key) in def.conditions.iter().enumerate() {
+                if let Some(key) = key.as_ref().filter(|k| !registered.contains(*k)) {
+                    let state = (0..m.len() as u32)
+                        .find(|&s| m.transition_range(s).contains(&(t as u32)))
+                        .map_or("", |s| m.state_name(s));
+                    let event = m.event_name(m.transition(t as u32).event);
+                    return Err(EngineError::UnknownRunner(format!(
+                        "{what}: state '{state}' transition '{event}' condition names runner '{key}', which is not registered in this engine (registered: {})",
+                        known()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Store a definition (checked by the caller's parser and against the registry);
+    /// returns `(name, version, created)`.
+    pub fn define(&self, kind: Kind, json: &str) -> Result<(String, i64, bool), EngineError> {
+        let def = (self.parser)(kind, json)?;
+        let what = format!("Definition '{}'", def.name);
+        self.check_runners(&def, &what)?;
+        let v = self
+            .store
+            .put_definition(&def.name, kind, json, self.clock.now_ms() as i64)?;
+        Ok((v.name, v.version, v.created))
+    }
+
+    /// A stored definition, compiled once per version (and per registry change).
+    pub fn load(&self, name: &str, version: Option<i64>) -> Result<Arc<RunDef>, EngineError> {
+        let version = match version {
+            Some(v) => v,
+            None => self.store.latest_version(name)?.ok_or_else(|| {
+                EngineError::NoDefinition(format!(
+                    "No definition named '{name}' in {}",
+                    self.store.location()
+                ))
+            })?,
+        };
+        let key = (name.to_owned(), version);
+        if let Some(d) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(d));
+        }
+        let stored = self.store.definition(name, Some(version))?.ok_or_else(|| {
+            EngineError::NoDefinition(format!(
+                "No version {version} of definition '{name}' in {}",
+                self.store.location()
+            ))
+        })?;
+        let mut def = (self.parser)(stored.kind, &stored.config)?;
+        self.check_runners(&def, &format!("Definition '{name}' (version {version})"))?;
+        def.stored = Some((name.to_owned(), version));
+        let def = Arc::new(def);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::clone(&def));
+        Ok(def)
+    }
+
+    /// How a stored run continues here. Steps interrupted by the crash are recorded as
+    /// cancelled (they run again), and so are runs started inside them.
+    pub fn resume_plan(&self, run_id: &str) -> Result<ResumePlan, EngineError> {
+        let row = self.store.run(run_id)?.ok_or_else(|| {
+            EngineError::NoRun(run_id.to_owned(), self.store.location().to_owned())
+        })?;
+        if row.status.is_terminal() {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) has already ended ({}); only runs that have not ended can be resumed",
+                row.name, row.status
+            )));
+        }
+        if let Some(parent) = &row.parent_run_id {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) was started inside run {parent}; resume that run, whose step starts it again",
+                row.name
+            )));
+        }
+        let (Some(name), Some(version)) = (&row.definition_name, row.definition_version) else {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) was started from a config with inline run functions, so it cannot be resumed; define it with registered runners (engine.define) to make its runs resumable",
+                row.name
+            )));
+        };
+        let def = self.load(name, Some(version))?;
+        let now = self.clock.now_ms() as i64;
+        let interrupted = self.store.open_steps(run_id)?;
+        if !interrupted.is_empty() {
+            self.store.submit(
+                interrupted
+                    .into_iter()
+                    .map(|id| {
+                        Record::StepUpdate(StepUpdate {
+                            id,
+                            status: StepStatus::Cancelled,
+                            output: None,
+                            error: Some(INTERRUPTED.to_owned()),
+                            started_at: None,
+                            ended_at: Some(now),
+                        })
+                    })
+                    .collect(),
+            )?;
+        }
+        self.end_children(run_id, now)?;
+        let snapshot: Option<serde_json::Value> = row
+            .snapshot
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        let context = snapshot
+            .as_ref()
+            .and_then(|s| s.get("context"))
+            .filter(|c| !c.is_null())
+            .map(|c| c.to_string());
+        let restore = match def.kind() {
+            Kind::Dag => {
+                let mut finished = Vec::new();
+                let mut failed = Vec::new();
+                for (node, ok, value) in self.store.settled_steps(run_id)? {
+                    if let Some(id) = def.node_id(&node) {
+                        if ok {
+                            finished.push((id, value));
+                        } else {
+                            failed.push((id, value));
+                        }
+                    }
+                }
+                Restore::Dag { finished, failed }
+            }
+            Kind::Machine => {
+                let snap = snapshot.as_ref().ok_or_else(|| {
+                    EngineError::NotResumable(format!(
+                        "Run {run_id} ({}) has no snapshot to resume from",
+                        row.name
+                    ))
+                })?;
+                let core: MachineSnapshot = snap
+                    .get("core")
+                    .cloned()
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| {
+                        EngineError::NotResumable(format!(
+                            "Run {run_id} ({}) has a snapshot this version cannot read: {e}",
+                            row.name
+                        ))
+                    })?
+                    .ok_or_else(|| {
+                        EngineError::NotResumable(format!(
+                            "Run {run_id} ({}) has no snapshot to resume from",
+                            row.name
+                        ))
+                    })?;
+                let values: MachineValues =
+                    serde_json::from_value(snap.clone()).unwrap_or_default();
+                let timers = self
+                    .store
+                    .timers(run_id)?
+                    .into_iter()
+                    .filter(|t| t.fired_at.is_none())
+                    .filter_map(|t| {
+                        let timer = t
+                            .payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                            .and_then(|p| p.get("timer").and_then(|v| v.as_u64()))?;
+                        Some((timer, t.due_at.max(0) as u64, t.id))
+                    })
+                    .collect();
+                Restore::Machine {
+                    snapshot: core,
+                    values,
+                    context: context.clone(),
+                    timers,
+                }
+            }
+        };
+        Ok(ResumePlan {
+            seqs: self.store.max_seqs(run_id)?,
+            pending: self.store.pending_events(run_id)?,
+            row,
+            def,
+            restore,
+            context,
+        })
+    }
+
+    /// Runs started inside steps of `run_id` that had not ended: the steps run again and
+    /// start them anew.
+    fn end_children(&self, run_id: &str, now: i64) -> Result<(), EngineError> {
+        for child in self.store.children(run_id)? {
+            if child.status.is_terminal() {
+                continue;
+            }
+            self.end_children(&child.id, now)?;
+            let steps = self.store.open_steps(&child.id)?;
+            let mut records: Vec<Record> = steps
+                .into_iter()
+                .map(|id| {
+                    Record::StepUpdate(StepUpdate {
+                        id,
+                        status: StepStatus::Cancelled,
+                        output: None,
+                        error: Some(INTERRUPTED.to_owned()),
+                        started_at: None,
+                        ended_at: Some(now),
+                    })
+                })
+                .collect();
+            let mut u = ramus_store::RunUpdate::status(&child.id, RunStatus::Cancelled, now);
+            u.error = Some(CHILD_INTERRUPTED.to_owned());
+            u.ended_at = Some(now);
+            records.push(Record::RunUpdate(u));
+            self.store.submit(records)?;
+        }
+        Ok(())
+    }
+
+    /// Store an event for a run nobody runs here (another process may, or a later
+    /// `resume`). Returns the event id.
+    pub fn send_stored(
+        &self,
+        run_id: &str,
+        event_type: &str,
+        data: Option<String>,
+        queue: bool,
+    ) -> Result<String, EngineError> {
+        let row = self.store.run(run_id)?.ok_or_else(|| {
+            EngineError::NoRun(run_id.to_owned(), self.store.location().to_owned())
+        })?;
+        if row.kind != Kind::Machine {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) is a DAG; only state machines take events",
+                row.name
+            )));
+        }
+        if row.status.is_terminal() {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) has already ended ({}); it takes no more events",
+                row.name, row.status
+            )));
+        }
+        self.record_event(run_id, event_type, data, queue, false)
+    }
+
+    /// Write an event sent to a run: pending, or already taken by a run live here (kept
+    /// in the log). Waits for the commit, so another process polling the store sees it.
+    pub fn record_event(
+        &self,
+        run_id: &str,
+        event_type: &str,
+        data: Option<String>,
+        queue: bool,
+        delivered: bool,
+    ) -> Result<String, EngineError> {
+        let now = self.clock.now_ms();
+        let id = new_id(now);
+        self.store
+            .submit_sync(vec![Record::PendingEvent(PendingEvent {
+                id: id.clone(),
+                run_id: run_id.to_owned(),
+                event_type: event_type.to_owned(),
+                data,
+                queue,
+                created_at: now as i64,
+                delivered_at: delivered.then_some(now as i64),
+            })])?;
+        Ok(id)
+    }
+
+    /// Whether a run's stored status says it ended.
+    pub fn phase_ended(phase: RunPhase) -> bool {
+        phase.is_terminal()
+    }
+}

@@ -1,0 +1,87 @@
+//! Errors at the engine's public boundary. Each has a stable code (`ERR_…`) that the Node
+//! binding puts on the JS error, so programs can match on it rather than on the message.
+
+use ramus_core::{DagError, DefinitionError, MachineError};
+
+/// Why the engine refused or failed something.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A DAG definition is not valid.
+    #[error(transparent)]
+    Dag(#[from] DagError),
+    /// A machine definition is not valid, or a snapshot does not fit it.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// A definition is not valid (a field of the wrong type, an unknown field, a graph
+    /// that does not hold).
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// A definition cannot be used this way (stored with inline functions…).
+    #[error("{0}")]
+    DefinitionUse(String),
+    /// A run's input does not match its definition's `inputSchema`.
+    #[error("{0}")]
+    InputSchema(String),
+    /// A value a durable run must store is not JSON (the message names its path).
+    #[error("{0}")]
+    Storage(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ramus_store::Error),
+    /// Writing a run failed.
+    #[error("Could not store run {run}: {source}")]
+    Write {
+        /// The run.
+        run: String,
+        /// What the store said.
+        source: ramus_store::Error,
+    },
+    /// A run that is not in the database.
+    #[error("No run '{0}' in {1}")]
+    NoRun(String, String),
+    /// A stored definition that is not in the database.
+    #[error("{0}")]
+    NoDefinition(String),
+    /// A run that cannot be resumed or take events (ended, nested, inline runners…).
+    #[error("{0}")]
+    NotResumable(String),
+    /// A runner key a definition names is not registered.
+    #[error("{0}")]
+    UnknownRunner(String),
+    /// A handle to a run that ended and was released, or never existed.
+    #[error("the run is no longer live in this process")]
+    StaleRun,
+    /// An argument the caller got wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Tracing could not be configured or flushed.
+    #[error("Tracing: {0}")]
+    Tracing(String),
+    /// The engine was closed.
+    #[error("The engine on {0} is closed")]
+    Closed(String),
+}
+
+impl EngineError {
+    /// The stable code of the error, for programs to match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Machine(MachineError::Restore { .. }) => "ERR_RESTORE",
+            EngineError::Definition(e) => e.code(),
+            EngineError::Dag(e) => DefinitionError::Dag(e.clone()).code(),
+            EngineError::Machine(e) => DefinitionError::Machine(e.clone()).code(),
+            EngineError::DefinitionUse(_) => "ERR_DEFINITION_NOT_STORABLE",
+            EngineError::InputSchema(_) => "ERR_INPUT_SCHEMA",
+            EngineError::Storage(_) => "ERR_STORAGE",
+            EngineError::Store(_) | EngineError::Write { .. } => "ERR_STORE",
+            EngineError::NoRun(..) => "ERR_NO_RUN",
+            EngineError::NoDefinition(_) => "ERR_NO_DEFINITION",
+            EngineError::NotResumable(_) => "ERR_NOT_RESUMABLE",
+            EngineError::UnknownRunner(_) => "ERR_UNKNOWN_RUNNER",
+            EngineError::StaleRun => "ERR_STALE_RUN",
+            EngineError::Invalid(_) => "ERR_INVALID_ARGUMENT",
+            EngineError::Tracing(_) => "ERR_TRACING",
+            EngineError::Closed(_) => "ERR_CLOSED",
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The Ramus runtime: live runs of DAGs and state machines on top of the sans-IO executors
+//! of `ramus-core`, durable on a [`ramus_store::Store`], with timers driven by an injected
+//! [`Clock`], spans, and the plan that resumes a stored run in another process.
+//!
+//! The same runtime serves the Node binding (whose runners are JS functions called on the
+//! JS thread) and Rust programs (whose runners are Rust async functions).
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod def;
+pub mod engine_core;
+pub mod error;
+pub mod ids;
+pub mod runtime;
+pub mod sink;
+pub mod timers;
+pub mod trace;
+pub mod writer;
+
+pub use clock::{Clock, SystemClock, TestClock, TEST_CLOCK_START};
+pub use def::{Compiled, RunDef, RunnerRef};
+pub use engine_core::{EngineCore, Parser, ResumePlan};
+pub use error::EngineError;
+pub use runtime::{
+    ClockId, CommandValues, Durable, DurableRow, Live, Restore, RunKey, RunOptions, Runtime,
+    SYSTEM_CLOCK, YIELD_EVERY,
+};
+pub use sink::{EventValue, MachineValues, Tap, Values};
+pub use trace::{
+    configure_tracing, flush_tracing, shutdown_tracing, tracing_enabled, TracingConfig,
+};
+pub use writer::{RunRow, RunWriter};

@@ -1,0 +1,971 @@
+//! The live runs of one thread, driven through one interface for both kinds.
+//!
+//! A driver (the Node binding on the JS thread, the Rust [`crate::Engine`] on tokio)
+//! creates runs, applies [`Command`]s to them and performs the actions that come back. In
+//! between, the runtime does everything that is the same whatever calls the runners: it
+//! keeps each run's timers in its clock's wheel, feeds its events to the store and to
+//! spans, records how it ended, links runs started inside a step to that step (their ids,
+//! their rows, their spans) and cancels them with it.
+
+use std::sync::Arc;
+
+use ramus_core::{
+    Action, Command, DagRun, DagRunOptions, End, Event, Executor, Guards, Id, MachineRun,
+    MachineSnapshot, Outcome, Recorder,
+};
+use ramus_store::{Kind, Store};
+
+use crate::clock::{Clock, SystemClock};
+use crate::def::{Compiled, RunDef};
+use crate::error::EngineError;
+use crate::ids::seed;
+use crate::sink::{MachineValues, Tap, Values};
+use crate::timers::TimerWheel;
+use crate::trace::{tracing_enabled, RunKind, RunSpans};
+use crate::writer::{stored_status, RunRow, RunWriter};
+
+/// A live run: an index into the runtime and a generation, so a handle kept past the run's
+/// release never reaches another run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunKey {
+    /// Slot in the runtime.
+    pub index: u32,
+    /// Generation of the slot.
+    pub gen: u32,
+}
+
+/// A clock registered with a runtime, with the wheel of its runs' timers.
+pub type ClockId = u32;
+
+/// The clock every runtime starts with.
+pub const SYSTEM_CLOCK: ClockId = 0;
+
+/// After this many step launches the driver should let its event loop run before the next
+/// ones: a loop of synchronous (or instantly resolving) steps must not starve timers,
+/// `cancel()` and I/O.
+pub const YIELD_EVERY: u32 = 4096;
+
+/// Where a durable run writes.
+#[derive(Clone)]
+pub struct Durable {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Each step is committed before the next starts.
+    pub sync: bool,
+    /// The run's row (new runs), or what a resumed run continues from.
+    pub row: DurableRow,
+}
+
+/// A durable run's row.
+#[derive(Clone)]
+pub enum DurableRow {
+    /// A new run.
+    New(RunRow),
+    /// A stored run continuing here.
+    Resume {
+        /// Its row id.
+        id: String,
+        /// Its highest step and transition numbers.
+        seqs: (i64, i64),
+    },
+}
+
+/// What a restored run continues from.
+#[allow(clippy::large_enum_variant)] // One per resumed run: boxing would buy nothing.
+pub enum Restore {
+    /// A DAG: the nodes that finished, and (when it tolerates failures) those that failed,
+    /// with their outputs or errors (JSON text).
+    Dag {
+        /// `(node, output)` of finished nodes.
+        finished: Vec<(u32, Option<String>)>,
+        /// `(node, error)` of failed nodes.
+        failed: Vec<(u32, Option<String>)>,
+    },
+    /// A machine: the core's snapshot, the values beside it, the context and its armed
+    /// timers `(timer, due, row id)`.
+    Machine {
+        /// The core's snapshot.
+        snapshot: MachineSnapshot,
+        /// Input, outputs, held events.
+        values: MachineValues,
+        /// The context, JSON text.
+        context: Option<String>,
+        /// Armed timers.
+        timers: Vec<(u64, u64, String)>,
+    },
+}
+
+/// How to create a run.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The clock its time comes from.
+    pub clock: ClockId,
+    /// The step it is started in: `(run, slot)`.
+    pub parent: Option<(RunKey, u32)>,
+    /// Its run id (events carry it); a new one when none (a nested run shares its
+    /// parent's).
+    pub run_id: Option<Id>,
+    /// The run's name (spans, rows).
+    pub name: Option<String>,
+    /// Record events for the driver to drain.
+    pub observe: bool,
+    /// Steps with a semaphore key acquire first.
+    pub semaphores: bool,
+    /// DAGs: ready nodes wait for [`Command::RunNode`].
+    pub stepwise: bool,
+    /// Machines: the state to start in.
+    pub initial: Option<u32>,
+    /// Its timers keep the driver's process alive.
+    pub keep_alive: bool,
+    /// Write it to a store.
+    pub durable: Option<Durable>,
+    /// The W3C traceparent its span joins (default: the parent step's span).
+    pub traceparent: Option<String>,
+    /// Its input, JSON text (a nested run's row needs it).
+    pub input: Option<String>,
+    /// Its context, JSON text (written with a new durable run's row).
+    pub context: Option<String>,
+    /// Continue from stored records.
+    pub restore: Option<Restore>,
+}
+
+/// JSON values that travel with a command, for the run's sinks.
+#[derive(Default, Clone, Copy)]
+pub struct CommandValues<'a> {
+    /// A step's output or error, or an event's data.
+    pub value: Option<&'a str>,
+    /// The run's context now.
+    pub context: Option<&'a str>,
+}
+
+/// One live run.
+pub struct Live {
+    gen: u32,
+    /// The executor.
+    pub exec: Executor,
+    /// Its definition.
+    pub def: Arc<RunDef>,
+    clock: ClockId,
+    parent: Option<(RunKey, u32)>,
+    children: Vec<(u32, RunKey)>,
+    /// Its sinks, when it is durable or traced.
+    pub tap: Option<Box<Tap>>,
+    observe: bool,
+    clocked: bool,
+    keep_alive: bool,
+    ended: Option<End>,
+}
+
+impl Live {
+    /// Whether the driver listens to its events.
+    pub fn observed(&self) -> bool {
+        self.observe
+    }
+
+    /// How the run ended, if it did.
+    pub fn ended(&self) -> Option<End> {
+        self.ended
+    }
+
+    /// Whether the driver must pass values as JSON (the run is stored or traced).
+    pub fn wants_values(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.wants_values())
+    }
+
+    /// Whether the run is stored.
+    pub fn is_durable(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.writer.is_some())
+    }
+
+    /// Whether its steps commit before the next starts.
+    pub fn is_sync(&self) -> bool {
+        self.tap
+            .as_ref()
+            .and_then(|t| t.writer.as_ref())
+            .is_some_and(|w| w.is_sync())
+    }
+
+    /// Whether the driver can let it go: it ended and nothing of it runs any more.
+    pub fn is_done(&self) -> bool {
+        self.ended.is_some() && self.exec.is_done() && self.children.is_empty()
+    }
+
+    /// The store the run writes to.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.tap
+            .as_ref()
+            .and_then(|t| t.writer.as_ref())
+            .map(|w| w.store())
+    }
+
+    /// The run's row id, when it is stored.
+    pub fn row_id(&self) -> Option<&str> {
+        self.tap
+            .as_ref()
+            .and_then(|t| t.writer.as_ref())
+            .map(|w| w.run_id())
+    }
+}
+
+struct Slot {
+    gen: u32,
+    live: Option<Box<Live>>,
+}
+
+struct ClockEntry {
+    clock: Arc<dyn Clock>,
+    wheel: TimerWheel,
+}
+
+/// A runtime's live runs and clocks.
+pub struct Runtime {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    clocks: Vec<Option<ClockEntry>>,
+    scratch: Vec<Action>,
+    touched: Vec<RunKey>,
+    failures: Vec<(RunKey, EngineError)>,
+    launched: u32,
+    yield_now: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new()
+    }
+}
+
+/// Guards for drivers that have no conditions to ask (Rust runs without them).
+struct NoConditions;
+
+impl Guards for NoConditions {
+    fn holds(&mut self, _: u32, _: Option<u64>) -> Result<bool, ramus_core::GuardFailed> {
+        Ok(true)
+    }
+}
+
+impl Runtime {
+    /// A runtime with the system clock.
+    pub fn new() -> Runtime {
+        Runtime {
+            slots: Vec::new(),
+            free: Vec::new(),
+            clocks: vec![Some(ClockEntry {
+                clock: Arc::new(SystemClock),
+                wheel: TimerWheel::default(),
+            })],
+            scratch: Vec::new(),
+            touched: Vec::new(),
+            failures: Vec::new(),
+            launched: 0,
+            yield_now: false,
+        }
+    }
+
+    /// Register a clock; runs created with its id take their time from it.
+    pub fn add_clock(&mut self, clock: Arc<dyn Clock>) -> ClockId {
+        let entry = ClockEntry {
+            clock,
+            wheel: TimerWheel::default(),
+        };
+        if let Some(i) = self.clocks.iter().position(Option::is_none) {
+            self.clocks[i] = Some(entry);
+            i as ClockId
+        } else {
+            self.clocks.push(Some(entry));
+            (self.clocks.len() - 1) as ClockId
+        }
+    }
+
+    /// Forget a clock (its timers are dropped).
+    pub fn remove_clock(&mut self, id: ClockId) {
+        if id != SYSTEM_CLOCK {
+            if let Some(c) = self.clocks.get_mut(id as usize) {
+                *c = None;
+            }
+        }
+    }
+
+    /// The time on a clock.
+    pub fn now(&self, clock: ClockId) -> u64 {
+        self.clock(clock).map_or(0, |c| c.clock.now_ms())
+    }
+
+    fn clock(&self, id: ClockId) -> Option<&ClockEntry> {
+        self.clocks.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// The clock of a live run.
+    pub fn clock_of(&self, key: RunKey) -> Option<ClockId> {
+        self.get(key).map(|l| l.clock)
+    }
+
+    /// A live run.
+    pub fn get(&self, key: RunKey) -> Option<&Live> {
+        let slot = self.slots.get(key.index as usize)?;
+        slot.live.as_deref().filter(|l| l.gen == key.gen)
+    }
+
+    /// A live run, mutably.
+    pub fn get_mut(&mut self, key: RunKey) -> Option<&mut Live> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        slot.live.as_deref_mut().filter(|l| l.gen == key.gen)
+    }
+
+    /// Number of live runs.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.live.is_some()).count()
+    }
+
+    /// Whether no run is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs whose state changed since the last call, in order.
+    pub fn take_touched(&mut self, into: &mut Vec<RunKey>) {
+        into.append(&mut self.touched);
+    }
+
+    /// Runs that failed because their records could not be written.
+    pub fn take_failures(&mut self) -> Vec<(RunKey, EngineError)> {
+        std::mem::take(&mut self.failures)
+    }
+
+    /// Whether the driver should let its event loop run before launching the steps of the
+    /// last call (see [`YIELD_EVERY`]); reading it resets it.
+    pub fn take_yield(&mut self) -> bool {
+        std::mem::take(&mut self.yield_now)
+    }
+
+    /// Create a run.
+    pub fn create(&mut self, def: Arc<RunDef>, opts: RunOptions) -> Result<RunKey, EngineError> {
+        let clock = opts.clock;
+        let now = self.now(clock);
+        // A run started inside a step shares its run id and hangs under that step.
+        let (run_id, parent_step, parent_tap) = match opts.parent {
+            Some((pk, slot)) => {
+                let p = self.get_mut(pk).ok_or(EngineError::StaleRun)?;
+                let rec = p.exec.recorder();
+                let run_id = rec.run_id(now);
+                let step = rec.step(slot, now);
+                let durable = p
+                    .tap
+                    .as_ref()
+                    .and_then(|t| t.writer.as_ref())
+                    .filter(|w| !w.ended())
+                    .map(|w| (Arc::clone(w.store()), w.is_sync(), w.run_id().to_owned()));
+                let traceparent = p
+                    .tap
+                    .as_ref()
+                    .and_then(|t| t.spans.as_ref())
+                    .map(|s| s.traceparent(Some(slot)));
+                (Some(run_id), Some(step), Some((durable, traceparent)))
+            }
+            None => (opts.run_id, None, None),
+        };
+        let len = def.len();
+        let mut rec = Recorder::new(
+            seed() ^ now,
+            if def.kind() == Kind::Dag { len } else { 0 },
+            run_id,
+            parent_step,
+        );
+        rec.set_observe(opts.observe);
+        let mut exec = match (&def.compiled, &opts.restore) {
+            (Compiled::Dag(dag), restore) => {
+                let mut run = DagRun::new(
+                    Arc::clone(dag),
+                    DagRunOptions {
+                        tolerate_failures: def.tolerate_failures,
+                        manual: opts.stepwise,
+                        semaphores: opts.semaphores,
+                    },
+                    rec,
+                );
+                if let Some(Restore::Dag { finished, failed }) = restore {
+                    for (node, _) in finished {
+                        run.restore_finished(*node);
+                    }
+                    for (node, _) in failed {
+                        run.restore_failed(*node);
+                    }
+                }
+                Executor::Dag(run)
+            }
+            (Compiled::Machine(m), Some(Restore::Machine { snapshot, .. })) => Executor::Machine(
+                MachineRun::restore(Arc::clone(m), rec, opts.semaphores, snapshot)?,
+            ),
+            (Compiled::Machine(m), _) => Executor::Machine(MachineRun::new(
+                Arc::clone(m),
+                rec,
+                opts.semaphores,
+                opts.initial,
+            )),
+        };
+        let kind = def.kind();
+        let name = opts.name.clone().unwrap_or_else(|| def.name.clone());
+        // Durable: the options, or the parent's store for a run nested in a stored run.
+        let durable = match (&opts.durable, &parent_tap) {
+            (Some(d), _) => Some((d.clone(), None)),
+            (None, Some((Some((store, sync, parent_row)), _))) => {
+                let step = parent_step.map(|s| s.to_string()).unwrap_or_default();
+                Some((
+                    Durable {
+                        store: Arc::clone(store),
+                        sync: *sync,
+                        row: DurableRow::New(RunRow {
+                            id: crate::ids::new_id(now),
+                            name: name.clone(),
+                            kind: Some(kind),
+                            definition: def.stored.clone(),
+                            input: opts.input.clone(),
+                            tags: Vec::new(),
+                            info: None,
+                            parent: Some((parent_row.clone(), step)),
+                            snapshot: None,
+                        }),
+                    },
+                    Some(()),
+                ))
+            }
+            _ => None,
+        };
+        let traceparent = opts
+            .traceparent
+            .clone()
+            .or_else(|| parent_tap.as_ref().and_then(|(_, tp)| tp.clone()));
+        let traced = tracing_enabled();
+        let mut tap: Option<Box<Tap>> = None;
+        let mut restored_timers = Vec::new();
+        if durable.is_some() || traced {
+            let mut t = Box::new(Tap::new(kind == Kind::Machine, len, opts.observe));
+            if traced {
+                let run_id = exec.recorder().run_id(now).to_string();
+                t.spans = RunSpans::start(
+                    if kind == Kind::Dag {
+                        RunKind::Dag
+                    } else {
+                        RunKind::Machine
+                    },
+                    &name,
+                    &run_id,
+                    traceparent.as_deref(),
+                    def.attributes.as_deref(),
+                );
+            }
+            // A sink records every event; the driver drains them only if it listens.
+            exec.recorder().set_observe(true);
+            if let Some((d, _)) = durable {
+                let ids = t.spans.as_ref().map(|s| s.ids());
+                let writer = match d.row {
+                    DurableRow::New(mut row) => {
+                        row.kind = Some(kind);
+                        if row.snapshot.is_none() {
+                            row.snapshot =
+                                opts.context.as_ref().map(|c| initial_snapshot(&exec, c));
+                        }
+                        RunWriter::create(d.store, row, d.sync, ids, now)?
+                    }
+                    DurableRow::Resume { id, seqs } => {
+                        let mut w = RunWriter::resume(d.store, id, kind, d.sync, seqs);
+                        w.status(stored_status(exec.phase()));
+                        w
+                    }
+                };
+                t.writer = Some(writer);
+            }
+            t.context = opts.context.clone();
+            match (opts.restore, &mut t.values) {
+                (Some(Restore::Dag { finished, failed }), Values::Dag { outputs, errors }) => {
+                    for (node, v) in finished {
+                        outputs[node as usize] = v;
+                    }
+                    for (node, v) in failed {
+                        errors[node as usize] = v;
+                    }
+                }
+                (
+                    Some(Restore::Machine {
+                        values,
+                        context,
+                        timers,
+                        ..
+                    }),
+                    Values::Machine(m),
+                ) => {
+                    *m = values;
+                    t.context = context;
+                    if let Some(w) = t.writer.as_mut() {
+                        for (timer, _, row) in &timers {
+                            w.timer_row(*timer, row.clone());
+                        }
+                    }
+                    // Armed below, once the run has its key.
+                    restored_timers = timers;
+                }
+                _ => {}
+            }
+            tap = Some(t);
+        }
+        let clocked =
+            opts.observe || tap.is_some() || def.machine().is_some_and(|m| m.uses_timers());
+        let timers = restored_timers;
+        let key = self.insert(Live {
+            gen: 0,
+            exec,
+            def,
+            clock,
+            parent: opts.parent,
+            children: Vec::new(),
+            tap,
+            observe: opts.observe,
+            clocked,
+            keep_alive: opts.keep_alive,
+            ended: None,
+        });
+        if let Some(c) = self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
+            for (timer, at, _) in timers {
+                c.wheel.arm(key, timer, at, opts.keep_alive);
+            }
+        }
+        if let Some((pk, slot)) = opts.parent {
+            if let Some(p) = self.get_mut(pk) {
+                p.children.push((slot, key));
+            }
+        }
+        Ok(key)
+    }
+
+    fn insert(&mut self, mut live: Live) -> RunKey {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, live: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        live.gen = slot.gen;
+        slot.live = Some(Box::new(live));
+        RunKey {
+            index,
+            gen: slot.gen,
+        }
+    }
+
+    /// Let a run go (it ended, or its driver dropped it): its memory is freed now and its
+    /// timers disarmed. Returns it.
+    pub fn release(&mut self, key: RunKey) -> Option<Box<Live>> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.live.as_ref().map(|l| l.gen) != Some(key.gen) {
+            return None;
+        }
+        let live = slot.live.take()?;
+        self.free.push(key.index);
+        if let Some(c) = self
+            .clocks
+            .get_mut(live.clock as usize)
+            .and_then(Option::as_mut)
+        {
+            c.wheel.clear_run(key);
+        }
+        if let Some((pk, _)) = live.parent {
+            if let Some(p) = self.get_mut(pk) {
+                p.children.retain(|&(_, c)| c != key);
+            }
+        }
+        Some(live)
+    }
+
+    /// Apply a command to a run, with the JSON values its sinks need. The driver's
+    /// actions (for this run, and for runs nested in it that this cancelled) are appended
+    /// to `out`. Returns whether the command applied.
+    pub fn apply(
+        &mut self,
+        key: RunKey,
+        command: Command,
+        values: CommandValues,
+        guards: &mut dyn Guards,
+        out: &mut Vec<(RunKey, Action)>,
+    ) -> Result<bool, EngineError> {
+        let applied = self.apply_one(key, command, values, guards, out)?;
+        self.cascade(key, out);
+        Ok(applied)
+    }
+
+    fn apply_one(
+        &mut self,
+        key: RunKey,
+        command: Command,
+        values: CommandValues,
+        guards: &mut dyn Guards,
+        out: &mut Vec<(RunKey, Action)>,
+    ) -> Result<bool, EngineError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let Some(entry) = self.slots.get_mut(key.index as usize) else {
+            return Err(EngineError::StaleRun);
+        };
+        let Some(live) = entry.live.as_deref_mut().filter(|l| l.gen == key.gen) else {
+            return Err(EngineError::StaleRun);
+        };
+        let clock = self
+            .clocks
+            .get_mut(live.clock as usize)
+            .and_then(Option::as_mut)
+            .ok_or(EngineError::StaleRun)?;
+        let force_clock = matches!(
+            command,
+            Command::TimerFired { .. }
+                | Command::Complete {
+                    outcome: Outcome::Choose { delay: Some(_), .. },
+                    ..
+                }
+        );
+        let now = if live.clocked || force_clock {
+            clock.clock.now_ms()
+        } else {
+            0
+        };
+        if let Some(tap) = live.tap.as_deref_mut() {
+            match command {
+                Command::Complete { slot, outcome } => match outcome {
+                    Outcome::Ok | Outcome::Choose { .. } => {
+                        tap.step_value(slot, values.value.map(str::to_owned), false)
+                    }
+                    Outcome::Error => tap.step_value(slot, values.value.map(str::to_owned), true),
+                    Outcome::Cancelled => {}
+                },
+                Command::Send { handle, event, .. } => {
+                    tap.event_sent(handle, event, values.value.map(str::to_owned))
+                }
+                Command::TimerFired { timer } => {
+                    if let Some(w) = tap.writer.as_mut() {
+                        w.timer_fired(timer, now);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(c) = values.context {
+                tap.context = Some(c.to_owned());
+            }
+        }
+        let applied = live.exec.apply(command, guards, now, &mut scratch);
+        for a in &scratch {
+            match a {
+                Action::ArmTimer { timer, at, .. } => {
+                    clock.wheel.arm(key, *timer, *at, live.keep_alive)
+                }
+                Action::ClearTimer { timer } => clock.wheel.clear(key, *timer),
+                Action::Run { .. } => {
+                    self.launched += 1;
+                    if self.launched >= YIELD_EVERY {
+                        self.launched = 0;
+                        self.yield_now = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut ended = None;
+        if let Some(tap) = live.tap.as_deref_mut() {
+            tap.actions(&live.def, &scratch, now);
+            tap.events(&mut live.exec, &live.def);
+        }
+        for a in &scratch {
+            if let Action::Ended(end) = a {
+                if live.ended.is_none() {
+                    live.ended = Some(*end);
+                    ended = Some(*end);
+                    if let Some(tap) = live.tap.as_deref_mut() {
+                        tap.ended(&live.exec, &live.def, *end, now);
+                    }
+                }
+            }
+        }
+        let mut failure = None;
+        if let Some(tap) = live.tap.as_deref_mut() {
+            if let Some(w) = tap.writer.as_ref() {
+                // A sync run commits before its next step starts; any run commits its end
+                // with its last snapshot; a batched run waits for the driver's end of turn.
+                if w.is_sync() || ended.is_some() || w.full() {
+                    let snapshot = if w.full() && !w.is_sync() && ended.is_none() {
+                        None
+                    } else {
+                        tap.snapshot(&live.exec)
+                    };
+                    if let Some(w) = tap.writer.as_mut() {
+                        if let Err(e) = w.flush(snapshot, now) {
+                            failure = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        for a in scratch.drain(..) {
+            match a {
+                Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
+                other => out.push((key, other)),
+            }
+        }
+        self.scratch = scratch;
+        self.touched.push(key);
+        if let Some(e) = failure {
+            self.failures.push((key, e));
+        }
+        if ended.is_some() {
+            if let Some((pk, _)) = self.get(key).and_then(|l| l.parent) {
+                if let Some(p) = self.get_mut(pk) {
+                    p.children.retain(|&(_, c)| c != key);
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Cancel the runs nested in steps of `key` (and below) that no longer count: the step
+    /// was cancelled, failed with its run, or timed out.
+    fn cascade(&mut self, key: RunKey, out: &mut Vec<(RunKey, Action)>) {
+        let mut work = vec![key];
+        while let Some(k) = work.pop() {
+            let Some(live) = self.get(k) else { continue };
+            let doomed: Vec<RunKey> = live
+                .children
+                .iter()
+                .filter(|(slot, _)| live.exec.is_cancelled(*slot))
+                .map(|&(_, c)| c)
+                .collect();
+            for child in doomed {
+                if self
+                    .apply_one(
+                        child,
+                        Command::Cancel,
+                        CommandValues::default(),
+                        &mut NoConditions,
+                        out,
+                    )
+                    .is_ok()
+                {
+                    work.push(child);
+                }
+            }
+        }
+    }
+
+    /// Fire the timers of `clock` due at or before `now` (its time), earliest first, and
+    /// apply them. Returns how many fired.
+    pub fn fire_due(
+        &mut self,
+        clock: ClockId,
+        now: u64,
+        guards: &mut dyn Guards,
+        out: &mut Vec<(RunKey, Action)>,
+    ) -> usize {
+        let due = match self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
+            Some(c) => c.wheel.pop_due(now),
+            None => return 0,
+        };
+        let n = due.len();
+        for d in due {
+            let _ = self.apply(
+                d.run,
+                Command::TimerFired { timer: d.timer },
+                CommandValues::default(),
+                guards,
+                out,
+            );
+        }
+        n
+    }
+
+    /// When the next timer of `clock` falls due.
+    pub fn next_due(&self, clock: ClockId) -> Option<u64> {
+        self.clock(clock).and_then(|c| c.wheel.next_due())
+    }
+
+    /// Whether the next due time of `clock` changed since the last call.
+    pub fn take_timers_changed(&mut self, clock: ClockId) -> bool {
+        self.clocks
+            .get_mut(clock as usize)
+            .and_then(Option::as_mut)
+            .is_some_and(|c| c.wheel.take_changed())
+    }
+
+    /// Whether any armed timer of `clock` keeps the process alive.
+    pub fn keeps_alive(&self, clock: ClockId) -> bool {
+        self.clock(clock).is_some_and(|c| c.wheel.keeps_alive())
+    }
+
+    /// The timers armed for a run: `(timer, due)`.
+    pub fn armed(&self, key: RunKey) -> Vec<(u64, u64)> {
+        self.get(key)
+            .and_then(|l| self.clock(l.clock))
+            .map(|c| c.wheel.armed(key))
+            .unwrap_or_default()
+    }
+
+    /// End of a turn of a batched run: write what it collected, with its snapshot (the
+    /// context now, JSON text, for DAGs).
+    pub fn flush(&mut self, key: RunKey, context: Option<&str>) -> Result<(), EngineError> {
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        let now = if live.clocked {
+            self.now(self.get(key).map_or(0, |l| l.clock))
+        } else {
+            0
+        };
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        let Some(tap) = live.tap.as_deref_mut() else {
+            return Ok(());
+        };
+        if let (Some(c), Executor::Dag(_)) = (context, &live.exec) {
+            tap.context = Some(c.to_owned());
+        }
+        if tap.writer.as_ref().is_none_or(|w| w.ended()) {
+            return Ok(());
+        }
+        let snapshot = tap.snapshot(&live.exec);
+        match tap.writer.as_mut() {
+            Some(w) => w.flush(snapshot, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop writing a run (its engine closes): what it collected is written first. The
+    /// run goes on without a store.
+    pub fn detach(&mut self, key: RunKey) -> Result<(), EngineError> {
+        self.flush(key, None)?;
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if let Some(tap) = live.tap.as_deref_mut() {
+            tap.writer = None;
+        }
+        Ok(())
+    }
+
+    /// A value of the run could not be stored (`error`, JSON text, names it): the run
+    /// ends as failed with that error, and is cancelled.
+    pub fn fail_storage(
+        &mut self,
+        key: RunKey,
+        error: String,
+        out: &mut Vec<(RunKey, Action)>,
+    ) -> Result<(), EngineError> {
+        let now = self.get(key).map_or(0, |l| self.now(l.clock));
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if let Some(tap) = live.tap.as_deref_mut() {
+            tap.failed_storage(error, now);
+        }
+        self.apply(
+            key,
+            Command::Cancel,
+            CommandValues::default(),
+            &mut NoConditions,
+            out,
+        )?;
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if let Some(w) = live.tap.as_deref_mut().and_then(|t| t.writer.as_mut()) {
+            w.flush(None, now)?;
+        }
+        Ok(())
+    }
+
+    /// Record a custom event a runner emitted on the step of `slot` (its data as JSON when
+    /// the run is stored or traced).
+    pub fn custom_event(
+        &mut self,
+        key: RunKey,
+        slot: u32,
+        event_type: &str,
+        data: Option<String>,
+    ) -> Result<(), EngineError> {
+        let now = {
+            let live = self.get(key).ok_or(EngineError::StaleRun)?;
+            self.now(live.clock)
+        };
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if let Some(tap) = live.tap.as_deref_mut() {
+            tap.push_custom(data);
+        }
+        live.exec.recorder().custom_event(slot, event_type, now);
+        if let Some(tap) = live.tap.as_deref_mut() {
+            tap.events(&mut live.exec, &live.def);
+            if let Some(w) = tap.writer.as_mut().filter(|w| w.is_sync()) {
+                let snapshot = None;
+                w.flush(snapshot, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A stored event was delivered to the run (the store marks it taken).
+    pub fn delivered(&mut self, key: RunKey, event_id: String) {
+        let now = self.get(key).map_or(0, |l| self.now(l.clock));
+        if let Some(w) = self
+            .get_mut(key)
+            .and_then(|l| l.tap.as_deref_mut())
+            .and_then(|t| t.writer.as_mut())
+        {
+            w.delivered(event_id, now);
+        }
+    }
+
+    /// Turn event recording for the driver on or off.
+    pub fn set_observe(&mut self, key: RunKey, on: bool) {
+        if let Some(live) = self.get_mut(key) {
+            live.observe = on;
+            if on {
+                live.clocked = true;
+            }
+            match live.tap.as_deref_mut() {
+                Some(t) => t.set_listened(on),
+                None => live.exec.recorder().set_observe(on),
+            }
+        }
+    }
+
+    /// The events recorded for the driver since the last drain.
+    pub fn drain(&mut self, key: RunKey) -> Vec<Event> {
+        let Some(live) = self.get_mut(key) else {
+            return Vec::new();
+        };
+        if let Some(t) = live.tap.as_deref_mut() {
+            t.drained();
+        }
+        live.exec.recorder().drain()
+    }
+
+    /// The run id (shared with the enclosing run when nested).
+    pub fn run_id(&mut self, key: RunKey) -> Option<Id> {
+        let now = self.get(key).map(|l| self.now(l.clock))?;
+        Some(self.get_mut(key)?.exec.recorder().run_id(now))
+    }
+
+    /// The id of a step.
+    pub fn step_id(&mut self, key: RunKey, slot: u32) -> Option<Id> {
+        let now = self.get(key).map(|l| self.now(l.clock))?;
+        Some(self.get_mut(key)?.exec.recorder().step(slot, now))
+    }
+
+    /// The `traceparent` of a step's span (or the run's), for runs started inside it.
+    pub fn traceparent(&self, key: RunKey, slot: Option<u32>) -> Option<String> {
+        self.get(key)?
+            .tap
+            .as_ref()?
+            .spans
+            .as_ref()
+            .map(|s| s.traceparent(slot))
+    }
+}
+
+/// The snapshot a new durable run's row starts with: its context, so a crash before its
+/// first step is written resumes with what the caller passed.
+fn initial_snapshot(exec: &Executor, context: &str) -> String {
+    match exec {
+        Executor::Dag(_) => format!(r#"{{"context":{context}}}"#),
+        Executor::Machine(m) => {
+            let core = serde_json::to_string(&m.snapshot()).unwrap_or_else(|_| "null".into());
+            format!(r#"{{"core":{core},"context":{context}}}"#)
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! An engine from JS: its store, stored definitions, starting and resuming stored runs,
+//! and the delivery of events that other processes send to the runs live here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use ramus_engine::{Durable, DurableRow, EngineCore, Restore, RunKey, RunRow};
+use ramus_store::Store;
+use ramus_store::{Durability, Kind, Options, SqliteStore, Synchronous};
+use serde_json::{json, Value};
+
+use crate::clock::TOKIO;
+use crate::defs::{self, NativeDefinition};
+use crate::reads::{store_error, NativeStore};
+use crate::{coded, js_error, napi_error, pack, unpack, with_ctx, JsResult as Result};
+
+type Deliver = Arc<ThreadsafeFunction<String, (), String, Status, false, true>>;
+
+/// Runs live in this process whose stored events are looked for, by row id.
+#[derive(Default)]
+struct Watched {
+    runs: HashMap<String, (i32, HashSet<String>)>,
+    version: Option<i64>,
+}
+
+/// A durable engine: a store and its runs.
+#[napi]
+pub struct NativeEngine {
+    core: Arc<EngineCore>,
+    sqlite: Arc<SqliteStore>,
+    watched: Arc<Mutex<Watched>>,
+    deliver: Option<Deliver>,
+    poll: Duration,
+    polling: bool,
+}
+
+fn parser() -> Box<ramus_engine::Parser> {
+    Box::new(|kind: Kind, json: &str| ramus_engine::RunDef::parse(json, Some(kind), true, None))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct StartJson {
+    run_id: String,
+    name: Option<String>,
+    input: Option<Box<serde_json::value::RawValue>>,
+    context: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    info: Option<Box<serde_json::value::RawValue>>,
+    traceparent: Option<String>,
+    initial: Option<String>,
+    #[serde(default)]
+    stored: bool,
+}
+
+#[napi]
+impl NativeEngine {
+    /// Open (and migrate) the database at `path`. `fsync`: commits survive a power loss
+    /// (`synchronous = FULL`), not only a crash of the process. `deliver` receives, on the
+    /// JS thread, events other processes stored for runs live here (JSON
+    /// `[[run, id, type, data | null, queue], …]`); `poll_ms` is how often they are looked
+    /// for.
+    #[napi(constructor)]
+    pub fn new(
+        path: String,
+        fsync: bool,
+        poll_ms: u32,
+        deliver: Option<Function<String, ()>>,
+    ) -> Result<Self> {
+        let mut options = Options::new(Durability::Batched);
+        if fsync {
+            options.synchronous = Synchronous::Full;
+        }
+        let sqlite = Arc::new(SqliteStore::open_with(&path, options).map_err(store_error)?);
+        let store: Arc<dyn Store> = Arc::clone(&sqlite) as Arc<dyn Store>;
+        let core = Arc::new(EngineCore::new(
+            store,
+            Arc::new(ramus_engine::SystemClock),
+            parser(),
+        ));
+        let deliver = match deliver {
+            Some(f) => Some(Arc::new(
+                f.build_threadsafe_function::<String>()
+                    .weak::<true>()
+                    .callee_handled::<false>()
+                    .build_callback(|ctx| Ok(ctx.value))
+                    .map_err(napi_error)?,
+            )),
+            None => None,
+        };
+        Ok(NativeEngine {
+            core,
+            sqlite,
+            watched: Arc::new(Mutex::new(Watched::default())),
+            deliver,
+            poll: Duration::from_millis(poll_ms.max(1) as u64),
+            polling: false,
+        })
+    }
+
+    /// The engine's store (reads, prune, flush).
+    #[napi(getter)]
+    pub fn store(&self) -> NativeStore {
+        NativeStore {
+            inner: Arc::clone(&self.sqlite),
+        }
+    }
+
+    /// Runner and condition keys registered in the face: stored definitions may name them.
+    #[napi]
+    pub fn register(&self, keys: Vec<String>) {
+        self.core.register(keys);
+    }
+
+    /// Store a definition (JSON of registered runners only); returns `{ name, version,
+    /// created }` as JSON.
+    #[napi]
+    pub fn define(&self, config: String) -> Result<String> {
+        let kind = match serde_json::from_str::<Value>(&config) {
+            Ok(Value::Object(o)) if o.contains_key("initial") => Kind::Machine,
+            _ => Kind::Dag,
+        };
+        let (name, version, created) = self.core.define(kind, &config).map_err(js_error)?;
+        Ok(json!({ "name": name, "version": version, "created": created }).to_string())
+    }
+
+    /// A stored definition (the latest version unless one is given), compiled once.
+    #[napi]
+    pub fn load(&self, name: String, version: Option<f64>) -> Result<NativeDefinition> {
+        let def = self
+            .core
+            .load(&name, version.map(|v| v as i64))
+            .map_err(js_error)?;
+        Ok(NativeDefinition { inner: def })
+    }
+
+    /// The latest version of a definition, or null.
+    #[napi]
+    pub fn latest_version(&self, name: String) -> Result<Option<f64>> {
+        self.core
+            .store()
+            .latest_version(&name)
+            .map(|v| v.map(|v| v as f64))
+            .map_err(|e| js_error(e.into()))
+    }
+
+    /// Start a stored run of `definition` (see `create_run` for `flags`); `sync`: each
+    /// step commits before the next starts. `options` (JSON): `runId`, `name`, `input`,
+    /// `context`, `tags`, `info` (JSON values), `traceparent`, `initial`, `stored`
+    /// (whether `definition` is a stored one, so the run can be resumed).
+    #[napi]
+    pub fn start(
+        &self,
+        definition: &NativeDefinition,
+        flags: u32,
+        clock: u32,
+        sync: bool,
+        options: String,
+    ) -> Result<i32> {
+        let o: StartJson = serde_json::from_str(&options).map_err(|e| {
+            coded(
+                "ERR_INVALID_ARGUMENT",
+                format!("invalid start options: {e}"),
+            )
+        })?;
+        let def = &definition.inner;
+        let mut opts = defs::run_options(
+            definition,
+            flags,
+            -1,
+            0,
+            clock,
+            Some(
+                &json!({ "name": o.name, "traceparent": o.traceparent, "initial": o.initial })
+                    .to_string(),
+            ),
+        )?;
+        let context = o.context.as_ref().map(|c| c.get().to_owned());
+        opts.run_id = Some(o.run_id.parse().map_err(|_| {
+            coded(
+                "ERR_INVALID_ARGUMENT",
+                format!("runId is not a UUID: {}", o.run_id),
+            )
+        })?);
+        opts.context = context.clone();
+        opts.input = o.input.as_ref().map(|r| r.get().to_owned());
+        opts.durable = Some(Durable {
+            store: Arc::clone(self.core.store()),
+            sync,
+            row: DurableRow::New(RunRow {
+                id: o.run_id.clone(),
+                name: o.name.clone().unwrap_or_else(|| def.name.clone()),
+                kind: Some(def.kind()),
+                definition: if o.stored { def.stored.clone() } else { None },
+                input: opts.input.clone(),
+                tags: o.tags,
+                info: o.info.map(|r| r.get().to_owned()),
+                parent: None,
+                snapshot: None,
+            }),
+        });
+        with_ctx(|c| {
+            c.rt.create(Arc::clone(def), opts)
+                .map(pack)
+                .map_err(js_error)
+        })
+    }
+
+    /// Continue a stored run here: returns JSON `{ run, definition: { name, version },
+    /// name, kind, input, context, dag: { finished, failed } | machine: values, pending }`
+    /// for the face's copy of the values; the run is created and ready to start.
+    #[napi]
+    pub fn resume(&self, run_id: String, flags: u32, clock: u32, sync: bool) -> Result<String> {
+        let plan = self.core.resume_plan(&run_id).map_err(js_error)?;
+        let def = Arc::clone(&plan.def);
+        let mut face = json!({
+            "definition": { "name": plan.row.definition_name, "version": plan.row.definition_version },
+            "name": plan.row.name,
+            "kind": def.kind().as_str(),
+            "input": plan.row.input.as_deref().map(raw_json),
+            "context": plan.context.as_deref().map(raw_json),
+            "pending": plan.pending.iter().map(|e| json!([e.id, e.event_type, e.data.as_deref().map(raw_json), e.queue])).collect::<Vec<_>>(),
+        });
+        match &plan.restore {
+            Restore::Dag { finished, failed } => {
+                let rows = |list: &Vec<(u32, Option<String>)>| {
+                    list.iter()
+                        .map(|(n, v)| json!([n, v.as_deref().map(raw_json)]))
+                        .collect::<Vec<_>>()
+                };
+                face["dag"] = json!({ "finished": rows(finished), "failed": rows(failed) });
+            }
+            Restore::Machine {
+                values, snapshot, ..
+            } => {
+                let mut v = serde_json::to_value(values).unwrap_or(Value::Null);
+                v["previous"] = json!(snapshot.previous);
+                face["machine"] = v;
+            }
+        }
+        let mut opts = defs::run_options(
+            &NativeDefinition {
+                inner: Arc::clone(&def),
+            },
+            flags,
+            -1,
+            0,
+            clock,
+            Some(&json!({ "name": plan.row.name }).to_string()),
+        )?;
+        opts.run_id = Some(
+            run_id
+                .parse()
+                .map_err(|_| coded("ERR_INVALID_ARGUMENT", format!("not a run id: {run_id}")))?,
+        );
+        opts.context = plan.context.clone();
+        opts.durable = Some(Durable {
+            store: Arc::clone(self.core.store()),
+            sync,
+            row: DurableRow::Resume {
+                id: run_id.clone(),
+                seqs: plan.seqs,
+            },
+        });
+        opts.restore = Some(plan.restore);
+        let key = with_ctx(|c| c.rt.create(def, opts).map(pack).map_err(js_error))?;
+        face["run"] = json!(key);
+        Ok(face.to_string())
+    }
+
+    /// Store an event for a run nobody runs here; returns its id.
+    #[napi]
+    pub fn send_stored(
+        &self,
+        run_id: String,
+        event_type: String,
+        data: Option<String>,
+        queue: bool,
+    ) -> Result<String> {
+        self.core
+            .send_stored(&run_id, &event_type, data, queue)
+            .map_err(js_error)
+    }
+
+    /// Keep an event sent to a run live here in its log (already taken); returns its id.
+    #[napi]
+    pub fn record_event(
+        &self,
+        run_id: String,
+        event_type: String,
+        data: Option<String>,
+        queue: bool,
+    ) -> Result<String> {
+        self.core
+            .record_event(&run_id, &event_type, data, queue, true)
+            .map_err(js_error)
+    }
+
+    /// Look for events other processes store for this live run (`row` is its row id).
+    #[napi]
+    pub fn watch(&mut self, run: i32, row: String) {
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .runs
+            .insert(row, (run, HashSet::new()));
+        if !self.polling {
+            self.polling = true;
+            self.spawn_poller();
+        }
+    }
+
+    /// Stop looking for a run's events (it ended, or is no longer live here).
+    #[napi]
+    pub fn unwatch(&self, row: String) {
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .runs
+            .remove(&row);
+    }
+
+    fn spawn_poller(&self) {
+        let Some(deliver) = self.deliver.clone() else {
+            return;
+        };
+        let watched = Arc::clone(&self.watched);
+        let store = Arc::clone(&self.sqlite);
+        let poll = self.poll;
+        TOKIO.spawn(async move {
+            loop {
+                tokio::time::sleep(poll).await;
+                if Arc::strong_count(&watched) == 1 {
+                    return;
+                }
+                let batch = poll_once(&watched, &store);
+                if let Some(json) = batch {
+                    deliver.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            }
+        });
+    }
+
+    /// Flush and close the store.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .runs
+            .clear();
+        self.sqlite.close().map_err(store_error)
+    }
+}
+
+fn raw_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// One look for stored events of the watched runs: only when the database changed since
+/// the last look, and each event once.
+fn poll_once(watched: &Mutex<Watched>, store: &SqliteStore) -> Option<String> {
+    let version = store.data_version().ok()?;
+    let rows: Vec<(String, i32)> = {
+        let mut w = watched.lock().unwrap_or_else(|e| e.into_inner());
+        if w.runs.is_empty() || w.version == Some(version) {
+            return None;
+        }
+        w.version = Some(version);
+        w.runs
+            .iter()
+            .map(|(row, (key, _))| (row.clone(), *key))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (row, key) in rows {
+        let Ok(pending) = store.pending_events(&row) else {
+            continue;
+        };
+        let mut w = watched.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, taken)) = w.runs.get_mut(&row) else {
+            continue;
+        };
+        // Events whose delivery is committed are no longer pending: forget them.
+        taken.retain(|id| pending.iter().any(|e| &e.id == id));
+        for e in pending {
+            if taken.insert(e.id.clone()) {
+                out.push(json!([
+                    unpack(key).index,
+                    e.id,
+                    e.event_type,
+                    e.data.as_deref().map(raw_json),
+                    e.queue
+                ]));
+            }
+        }
+    }
+    (!out.is_empty()).then(|| Value::Array(out).to_string())
+}
+
+/// Note the delivery of a stored event to a live run.
+#[napi]
+pub fn delivered(run: i32, event_id: String) {
+    with_ctx(|c| c.rt.delivered(unpack(run), event_id));
+}
+
+/// The row id of a live stored run, or null.
+#[napi]
+pub fn row_id(run: i32) -> Option<String> {
+    with_ctx(|c| {
+        c.rt.get(unpack(run))
+            .and_then(|l| l.row_id().map(str::to_owned))
+    })
+}
+
+/// Whether the face must pass a run's values as JSON (it is stored or traced), and
+/// whether each step commits before the next: bit 1 and bit 2.
+#[napi]
+pub fn run_flags(run: i32) -> u32 {
+    with_ctx(|c| {
+        c.rt.get(unpack(run)).map_or(0, |l| {
+            l.wants_values() as u32 | (l.is_sync() as u32) << 1 | (l.is_durable() as u32) << 2
+        })
+    })
+}
+
+/// Unused key type kept for the poller's JSON: the run index.
+#[allow(dead_code)]
+fn index(key: RunKey) -> u32 {
+    key.index
+}
+
+/// The engine closes, or pruned the run: write what it collected, then stop storing it
+/// (it goes on in memory; its row stays as it is, resumable).
+#[napi]
+pub fn detach_store(run: i32) -> Result<()> {
+    with_ctx(|c| c.rt.detach(unpack(run)).map_err(js_error))
+}

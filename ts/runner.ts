@@ -1,0 +1,683 @@
+import { EventEmitter } from 'node:events';
+
+import { Io, Op, Rec, ResponseFlag, RunFlag, StepOutcome } from '../index.js';
+import { callIn, currentFrame, type StepFrame, type StepOwner } from './context';
+import type { Tools } from './dag-types';
+import { CancelledError } from './errors';
+import { reportListenerError, W_DATA, DataCode, type RamusEvent, type WireBatch, type WireEvent } from './events';
+import { hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
+import { SlotRequest, type Semaphore } from './semaphore';
+import { activeTraceparent } from './tracing';
+import { errorText, storable, StorageError } from './values';
+
+/** Live runners by their index in the native runtime. */
+const runs: Array<RunnerBase<any> | undefined> = [];
+
+// ---- the pump ----------------------------------------------------------------------------
+// Every entry into the engine (start, a step's result, an event, a timer) goes through
+// `drive`: results that arrive while records are applied are queued and reported in order
+// afterwards, so a million synchronous runners in a chain do not grow the stack.
+
+const completions: unknown[] = [];
+let head = 0;
+let pumping = false;
+/** Set while the binding may call a condition back: nothing may call into it then. */
+let inNative = false;
+
+export function drive(f: () => void): void {
+  if (pumping) {
+    f();
+    return;
+  }
+  pumping = true;
+  try {
+    f();
+    while (head < completions.length) {
+      const r = completions[head] as RunnerBase<any>;
+      const slot = completions[head + 1] as number;
+      const outcome = completions[head + 2] as number;
+      const value = completions[head + 3];
+      head += 4;
+      r.report(slot, outcome, value);
+    }
+  } finally {
+    pumping = false;
+    completions.length = 0;
+    head = 0;
+  }
+}
+
+export function settle(r: RunnerBase<any>, slot: number, outcome: number, value: unknown): void {
+  completions.push(r, slot, outcome, value);
+  if (!pumping) drive(() => {});
+}
+
+/** Call into the binding where it may call a condition back. */
+export function callNative(f: () => number): number {
+  inNative = true;
+  try {
+    return f();
+  } catch (err) {
+    throw rethrown(err);
+  } finally {
+    inNative = false;
+  }
+}
+
+/** Run `f` now, or once the binding has returned when a condition calls it. */
+export function outsideNative(f: () => void): boolean {
+  if (!inNative) return false;
+  queueMicrotask(f);
+  return true;
+}
+
+const scratch: Int32Array[] = [];
+const launchLists: number[][] = [];
+const noticeLists: Array<Array<() => void>> = [];
+let depth = 0;
+
+/** Apply the records of the last call into the binding (`n` ints at `io[Io.Records]`). */
+export function dispatch(n: number): void {
+  for (;;) {
+    const flags = io[1]!;
+    const buf = (scratch[depth] ??= new Int32Array(Io.Size));
+    for (let i = 0; i < n; i++) buf[i] = io[Io.Records + i]!;
+    if (flags & ResponseFlag.Yield) {
+      // A long synchronous loop: let timers, I/O and cancel() in before the next steps.
+      const copy = buf.slice(0, n);
+      setImmediate(() => drive(() => apply(copy, n)));
+    } else {
+      depth++;
+      try {
+        apply(buf, n);
+      } finally {
+        depth--;
+      }
+    }
+    if (!(flags & ResponseFlag.More)) return;
+    n = native.more();
+  }
+}
+
+function apply(buf: Int32Array, n: number): void {
+  const launch = (launchLists[depth] ??= []);
+  const notices = (noticeLists[depth] ??= []);
+  const released: RunnerBase<any>[] = [];
+  for (let i = 0; i < n; ) {
+    const code = buf[i]!;
+    const r = runs[buf[i + 1]!];
+    switch (code) {
+      case Rec.Run:
+      case Rec.Acquire:
+      case Rec.Ready:
+        launch.push(buf[i + 1]!, code, buf[i + 2]!, buf[i + 3]!);
+        i += 4;
+        break;
+      case Rec.Moved:
+        r?.moved(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, buf[i + 5]!);
+        i += 6;
+        break;
+      case Rec.Failed:
+        r?.failed(buf[i + 2] === 1, buf[i + 3] === 1, notices);
+        i += 4;
+        break;
+      case Rec.Drop:
+        r?.dropEvent(buf[i + 2]!);
+        i += 3;
+        break;
+      case Rec.Ended:
+        if (r && r.ended(buf[i + 2]!, buf[i + 3]!, notices)) released.push(r);
+        i += 4;
+        break;
+      case Rec.Status:
+        if (r && r.status(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, notices)) released.push(r);
+        i += 5;
+        break;
+      case Rec.Events:
+        r?.deliverEvents();
+        i += 2;
+        break;
+      case Rec.StorageFailed:
+        r?.storageFailed(notices);
+        i += 2;
+        break;
+      case Rec.Flush:
+        r?.scheduleFlush();
+        i += 2;
+        break;
+      default:
+        i += 2;
+    }
+  }
+  if (notices.length > 0) {
+    const list = notices.splice(0);
+    for (const notice of list) notice();
+  }
+  if (launch.length > 0) {
+    const list = launch.splice(0);
+    for (let k = 0; k < list.length; k += 4) {
+      const r = runs[list[k]!];
+      if (!r || r.released) continue;
+      const code = list[k + 1]!;
+      if (code === Rec.Run) r.launch(list[k + 2]!, list[k + 3]!);
+      else if (code === Rec.Acquire) r.acquire(list[k + 2]!, list[k + 3]!);
+      else r.ready(list[k + 2]!, list[k + 3]!);
+    }
+  }
+  for (const r of released) r.release();
+}
+
+hooks.guard = (run, transition, handle) => runs[run]?.guard(transition, handle) ?? 1;
+hooks.wake = (count) => drive(() => dispatch(count));
+
+// ---- runners -----------------------------------------------------------------------------
+
+/** Finished-promise states. */
+const PENDING = 0;
+const SETTLING = 1;
+const RESOLVED = 2;
+const REJECTED = 3;
+
+/** How an engine's runs reach its store (set by `Engine` on the runs it starts). */
+export interface EngineLink {
+  readonly store: NativeStore;
+  track(r: RunnerBase<any>): void;
+  untrack(r: RunnerBase<any>): void;
+}
+
+/** The live runner at an index of the native runtime. */
+export function runnerAt(index: number): RunnerBase<any> | undefined {
+  return runs[index];
+}
+
+/** What a runner call receives besides its inputs. */
+export class StepArgs {
+  context: any;
+  rootInput: any;
+  tools: Tools;
+  // Own properties, as plain objects had them in the original: destructuring and spreading
+  // (`{ ...args }`) both keep working.
+  isCancelled: () => boolean;
+  exitIfCancelled: () => void;
+  emit: (type: string, data?: unknown) => void;
+
+  constructor(owner: RunnerBase<any>, slot: number) {
+    this.context = owner.context;
+    this.rootInput = owner.rootInput;
+    this.tools = owner.tools;
+    this.isCancelled = () => owner.slotCancelled(slot);
+    this.exitIfCancelled = () => {
+      if (owner.slotCancelled(slot)) throw new CancelledError();
+    };
+    this.emit = (type, data) => owner.customEvent(slot, type, data);
+  }
+}
+
+/** Options every runner takes. */
+export interface RunOptionsBase {
+  name?: string;
+  tools?: Tools;
+  semaphores?: Semaphore[];
+  traceparent?: string;
+  clock?: { readonly id: number };
+}
+
+/**
+ * What DAG and state machine runners share: their run in the native runtime, the
+ * `finished` promise, listeners and the event stream, and the calls of their runners.
+ */
+export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner {
+  readonly name: string;
+  readonly context: any;
+  readonly rootInput: unknown;
+  readonly tools: Tools;
+  /** @internal The packed key of the run in the native runtime. */
+  key = -1;
+  protected readonly def: NativeDefinition;
+  /** The step this run was started in, if any. */
+  protected readonly parentFrame: StepFrame | undefined;
+  protected observed = false;
+  /** Values cross as JSON: the run is stored or traced. */
+  protected json = false;
+  protected sync = false;
+  protected engine: EngineLink | undefined;
+  protected readonly semaphores: Semaphore[];
+  protected readonly keepAlive: boolean;
+  #customData: unknown[] = [];
+  #outcome = PENDING;
+  #value: unknown;
+  #finished: Promise<Out> | undefined;
+  #settle: { resolve(v: Out): void; reject(e: unknown): void } | undefined;
+  /** Semaphore claims by step slot; `running` once the step was let run with them. */
+  #slotRequests: Map<number, { request: SlotRequest; running: boolean }> | undefined;
+  #flushScheduled = false;
+  /** After release: the run id and (DAGs) node states, as the binding handed them over. */
+  protected final: string | undefined;
+  protected storageError: unknown;
+  #traceparent: string | undefined;
+
+  protected constructor(def: NativeDefinition, context: unknown, rootInput: unknown, options: RunOptionsBase & { keepAlive?: boolean }, stateTypes: readonly string[]) {
+    super();
+    this.def = def;
+    this.name = options.name ?? def.name;
+    this.context = context;
+    this.rootInput = rootInput;
+    this.parentFrame = currentFrame();
+    this.tools = options.tools ?? (this.parentFrame?.owner.tools as Tools | undefined) ?? {};
+    this.semaphores = options.semaphores ?? [];
+    this.keepAlive = options.keepAlive === true;
+    this.#traceparent = options.traceparent;
+    this.on('newListener', (type: string | symbol) => {
+      if (type === 'event' || stateTypes.includes(type as string)) this.observe();
+    });
+  }
+
+  /** The flags the run is created with. */
+  protected flags(extra = 0): number {
+    let f = extra;
+    if (this.parentFrame?.owner.isObserved()) {
+      this.observed = true;
+      f |= RunFlag.Observe;
+    }
+    if (this.semaphores.length > 0) f |= RunFlag.Semaphores;
+    if (this.keepAlive) f |= RunFlag.KeepAlive;
+    return f;
+  }
+
+  /** Create the run in the native runtime (a plain or nested run). */
+  protected create(flags: number, clock: number, options: Record<string, unknown>): void {
+    const parent = this.parentFrame;
+    const traceparent = this.#traceparent ?? (parent ? undefined : activeTraceparent());
+    const opts: Record<string, unknown> = { ...options, traceparent };
+    if (parent && (native.runFlags(parent.owner.key) & 4) !== 0) {
+      // Nested in a stored run: stored too, with its input.
+      opts.input = rawJson(storable(this.rootInput, 'input'));
+    }
+    this.adopt(plain(() => native.createRun(this.def, flags, parent ? parent.owner.key : -1, parent?.slot ?? 0, clock, JSON.stringify(opts))));
+  }
+
+  /** @internal Take a run created by the binding. */
+  adopt(key: number): void {
+    this.key = key;
+    runs[key & 0xffffff] = this;
+    this.#readFlags();
+    // A run nested in a stored run is stored too (the binding decided): it joins the engine.
+    this.engine ??= (this.parentFrame?.owner as RunnerBase<any> | undefined)?.engine;
+    if (this.engine && this.stored) this.engine.track(this);
+    else this.engine = undefined;
+  }
+
+  #readFlags(): void {
+    const f = native.runFlags(this.key);
+    this.json = (f & 1) !== 0;
+    this.sync = (f & 2) !== 0;
+    this.stored = (f & 4) !== 0;
+  }
+
+  /** Whether the run is written to a store. */
+  protected stored = false;
+
+  /** @internal The engine closed: the run goes on in memory, no longer stored. */
+  detach(): void {
+    if (this.final === undefined && this.key >= 0) this.#readFlags();
+    this.engine = undefined;
+  }
+
+  /** The run id (UUIDv7) its events carry; a run nested in a step shares its outer run's. */
+  get runId(): string {
+    return this.final !== undefined ? this.final.slice(0, 36) : (native.runId(this.key) ?? '');
+  }
+
+  /** Resolves with the output, or rejects with the error (or a `CancelledError`). */
+  get finished(): Promise<Out> {
+    if (!this.#finished) {
+      if (this.#outcome === RESOLVED) this.#finished = Promise.resolve(this.#value as Out);
+      else if (this.#outcome === REJECTED) this.#finished = Promise.reject(this.#value);
+      else this.#finished = new Promise<Out>((resolve, reject) => (this.#settle = { resolve, reject }));
+    }
+    return this.#finished;
+  }
+
+  /** @internal Whether the native run was let go. */
+  get released(): boolean {
+    return this.final !== undefined;
+  }
+
+  /** @internal Whether `finished` has settled (or is settling). */
+  get settled(): boolean {
+    return this.#outcome !== PENDING;
+  }
+
+  /** Send a command (an op and its argument) to the run. */
+  protected command(op: number, a = 0): void {
+    this.#call(op, a);
+  }
+
+  /** Send the op in `io` to the binding with the values a stored or traced run needs. */
+  #call(op: number, a = 0, b = 0, c = -1, value?: string, context?: string): void {
+    if (this.key < 0 || this.final !== undefined) {
+      this.lastIgnored = true;
+      return;
+    }
+    io[0] = op;
+    io[1] = this.key;
+    io[2] = a;
+    io[3] = b;
+    io[4] = c;
+    const n = this.json ? callNative(() => native.callWith(value, context)) : callNative(native.call);
+    this.lastIgnored = (io[1] & ResponseFlag.Ignored) !== 0;
+    dispatch(n);
+  }
+
+  /** Whether the binding ignored the last command (it no longer applied). */
+  protected lastIgnored = false;
+
+  /** @internal Report a step's result to the engine. */
+  report(slot: number, outcome: number, value: unknown): void {
+    this.#slotRequests?.get(slot)?.request.release();
+    this.#slotRequests?.delete(slot);
+    if (this.final !== undefined) return;
+    this.reported(slot, outcome, value);
+  }
+
+  /** Report a step's result: the op and the values that go with it (see subclasses). */
+  protected reportStep(slot: number, outcome: number, guards: number, value?: string, context?: string): void {
+    this.#call(Op.Complete, slot, outcome, guards, value, context);
+  }
+
+  protected abstract reported(slot: number, outcome: number, value: unknown): void;
+
+  /** The JSON of a step's value for the sinks, or the `StorageError` that fails the step. */
+  protected valueJson(value: unknown, path: string): string | StorageError | undefined {
+    if (!this.json) return undefined;
+    try {
+      return storable(value, path);
+    } catch (err) {
+      if (err instanceof StorageError) return err;
+      return new StorageError(`${path}: ${(err as Error)?.message}`);
+    }
+  }
+
+  /** The context as JSON for a stored run's snapshot; a context JSON cannot hold stops the run. */
+  protected contextJson(): string | undefined {
+    if (!this.engine) return undefined;
+    try {
+      return storable(this.context, 'context') ?? '{}';
+    } catch (err) {
+      this.failStorage(err);
+      return undefined;
+    }
+  }
+
+  /** @internal */
+  scheduleFlush(): void {
+    if (this.#flushScheduled || !this.engine) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.flushNow();
+    });
+  }
+
+  /** @internal Write what a batched run collected (`engine.flush()`, the end of a turn). */
+  flushNow(): void {
+    if (this.final !== undefined || this.key < 0 || !this.engine) return;
+    try {
+      native.flushRun(this.key, this.flushContext());
+    } catch (err) {
+      this.failStorage(rethrown(err));
+    }
+  }
+
+  /** The context a flush writes (DAGs: now; machines keep the one of their last boundary). */
+  protected flushContext(): string | undefined {
+    return undefined;
+  }
+
+  /** @internal The run cannot be stored any more: it stops, and `finished` rejects with the reason. */
+  failStorage(err: unknown): void {
+    if (this.storageError !== undefined || this.settled) return;
+    this.storageError = err;
+    queueMicrotask(() => drive(() => dispatch(native.failStorage(this.key, errorText(err)))));
+  }
+
+  /** @internal The binding could not write the run's records. */
+  storageFailed(notices: Array<() => void>): void {
+    const message = native.message(this.key) ?? 'the run could not be stored';
+    this.storageError ??= new Error(message);
+    notices.push(() => this.rejectFinished(this.storageError, true));
+  }
+
+  // ---- records ----
+
+  /** @internal The machine moved (machines only). */
+  moved(_from: number, _to: number, _handle: number, _input: number): void {}
+  /** @internal A machine state failed. */
+  failed(_halted: boolean, _hasMessage: boolean, _notices: Array<() => void>): void {}
+  /** @internal Forget an event's data. */
+  dropEvent(_handle: number): void {}
+  /** @internal A machine's status; returns true when the run may be released. */
+  status(_status: number, _current: number, _flags: number, _notices: Array<() => void>): boolean {
+    return false;
+  }
+  /** @internal The run ended (`failedNode`: a DAG's failing node); returns true when it may be released now. */
+  abstract ended(end: number, failedNode: number, notices: Array<() => void>): boolean;
+  /** @internal Stepwise DAGs: a node is ready. */
+  ready(_slot: number, _node: number): void {}
+  /** @internal Call a step's runner. */
+  abstract launch(slot: number, node: number): void;
+  /** @internal A condition the core asks about (machines). */
+  guard(_transition: number, _handle: number): number {
+    return 1;
+  }
+
+  /** @internal Let the native run go: the binding frees it now. */
+  release(): void {
+    if (this.final !== undefined) return;
+    this.engine?.untrack(this);
+    this.final = native.release(this.key) ?? '';
+    if (runs[this.key & 0xffffff] === this) runs[this.key & 0xffffff] = undefined;
+  }
+
+  /** @internal Take the semaphore slots of a step, then tell the engine. */
+  acquire(slot: number, node: number): void {
+    const request = new SlotRequest(this.semaphores, this.semaphoreKey(node));
+    const claim = { request, running: false };
+    (this.#slotRequests ??= new Map()).set(slot, claim);
+    request.acquire().then(
+      () =>
+        drive(() => {
+          claim.running = true;
+          this.#call(Op.Acquired, slot);
+          if (this.lastIgnored) {
+            this.#slotRequests?.delete(slot);
+            request.abort();
+          }
+        }),
+      (err) =>
+        drive(() => {
+          // The step never ran: its semaphore's failure is its failure.
+          this.#slotRequests?.delete(slot);
+          this.#call(Op.Acquired, slot);
+          if (!this.lastIgnored) this.acquireFailed(slot, err);
+        }),
+    );
+  }
+
+  /**
+   * The run ended: steps still waiting for slots will never run, so what they took goes
+   * back now (running steps keep theirs until they return).
+   */
+  protected abortWaiting(): void {
+    if (!this.#slotRequests) return;
+    for (const [slot, claim] of this.#slotRequests) {
+      if (claim.running) continue;
+      this.#slotRequests.delete(slot);
+      claim.request.abort();
+    }
+  }
+
+  /** A step whose semaphore failed: it fails with that error (the run was told it runs). */
+  protected acquireFailed(slot: number, err: unknown): void {
+    this.skipLaunch = slot;
+    settle(this, slot, StepOutcome.Error, err);
+  }
+
+  /** A slot whose Run record must not call its runner (its semaphore failed). */
+  protected skipLaunch = -1;
+
+  protected abstract semaphoreKey(node: number): string;
+
+  /** Call a runner in its step's frame; the result is reported through the pump. */
+  protected call(slot: number, fn: (args: any) => unknown, args: StepArgs): void {
+    if (this.skipLaunch === slot) {
+      this.skipLaunch = -1;
+      return;
+    }
+    let result: unknown;
+    try {
+      result = callIn({ owner: this, slot }, fn, args);
+    } catch (err) {
+      settle(this, slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err);
+      return;
+    }
+    if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as PromiseLike<unknown>).then === 'function') {
+      (result as PromiseLike<unknown>).then(
+        (v) => settle(this, slot, StepOutcome.Ok, v),
+        (err) => settle(this, slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err),
+      );
+    } else {
+      settle(this, slot, StepOutcome.Ok, result);
+    }
+  }
+
+  /** @internal */
+  slotCancelled(slot: number): boolean {
+    return this.final !== undefined || native.isCancelled(this.key, slot);
+  }
+
+  /** Cancel the run. */
+  cancel(): void {
+    if (outsideNative(() => this.cancel())) return;
+    drive(() => this.#call(Op.Cancel));
+  }
+
+  // ---- how the run ends ----
+
+  protected resolveFinished(value: Out): void {
+    if (this.#outcome !== PENDING) return;
+    if (this.storageError !== undefined) {
+      this.rejectFinished(this.storageError, true);
+      return;
+    }
+    this.#whenCommitted(() => this.#resolve(value), (err) => this.#reject(rethrown(err), true));
+  }
+
+  protected rejectFinished(error: unknown, emitError: boolean): void {
+    if (this.#outcome !== PENDING) return;
+    if (this.storageError !== undefined) {
+      error = this.storageError;
+      emitError = true;
+    }
+    // The run's own error says more than a failed write of its end would.
+    const done = () => this.#reject(error, emitError);
+    this.#whenCommitted(done, done);
+  }
+
+  /** A batched stored run settles once its records are committed (waiting off the JS thread). */
+  #whenCommitted(ok: () => void, failed: (err: unknown) => void): void {
+    if (!this.engine || this.sync) {
+      ok();
+      return;
+    }
+    this.#outcome = SETTLING;
+    this.engine.store.flushAsync().then(ok, failed);
+  }
+
+  #resolve(value: Out): void {
+    this.#outcome = RESOLVED;
+    this.#value = value;
+    this.#settle?.resolve(value);
+    this.emitSafely('finish', value);
+  }
+
+  #reject(error: unknown, emitError: boolean): void {
+    this.#outcome = REJECTED;
+    this.#value = error;
+    if (emitError) this.emitSafely('ramus:error', error);
+    else this.emitSafely('cancelled');
+    this.#settle?.reject(error);
+  }
+
+  // ---- events ----
+
+  protected observe(): void {
+    if (this.observed) return;
+    this.observed = true;
+    if (this.key >= 0 && this.final === undefined) native.setObserve(this.key, true);
+  }
+
+  protected emitSafely(type: string, ...args: unknown[]): void {
+    try {
+      this.emit(type, ...args);
+    } catch (err) {
+      reportListenerError(err);
+    }
+  }
+
+  /** @internal Turn the events the core recorded into public events and dispatch them. */
+  deliverEvents(): void {
+    const json = native.drainEvents(this.key);
+    if (json == null || !this.observed) return;
+    const batch = JSON.parse(json) as WireBatch;
+    const steps = batch.s;
+    for (const w of batch.e) {
+      const data = w[W_DATA] === DataCode.Custom ? this.#customData.shift() : this.eventData(w);
+      const event: RamusEvent = {
+        id: w[0],
+        type: w[1],
+        runId: batch.r,
+        stepId: steps[w[2]]!,
+        parentStepId: w[3] < 0 ? null : steps[w[3]]!,
+        source: this.name,
+        sourceNode: w[4] >= 0 ? this.nodeName(w[4]) : '',
+        time: w[5],
+        data,
+      };
+      this.onEvent(event, w);
+      this.emitSafely('event', event);
+      this.parentFrame?.owner.forwardEvent(event);
+    }
+  }
+
+  protected abstract nodeName(node: number): string;
+  protected abstract eventData(w: WireEvent): unknown;
+  protected abstract onEvent(event: RamusEvent, w: WireEvent): void;
+
+  /** @internal */
+  isObserved(): boolean {
+    return this.observed;
+  }
+
+  /** @internal Events of runs nested in this run's steps. */
+  forwardEvent(event: RamusEvent): void {
+    this.emitSafely('event', event);
+    this.parentFrame?.owner.forwardEvent(event);
+  }
+
+  /** @internal */
+  customEvent(slot: number, type: string, data: unknown): void {
+    if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
+    if (!this.observed && !this.json) return;
+    if (this.final !== undefined) return;
+    // A stored run stores the data: what JSON cannot hold fails the emit, naming the path.
+    const json = this.json ? storable(data, `data of event '${type}'`) : undefined;
+    if (this.observed) this.#customData.push(data);
+    drive(() => dispatch(plain(() => native.customEvent(this.key, slot, type, json))));
+  }
+}
+
+/** A JSON text as the value it encodes inside other JSON (`undefined` stays absent). */
+export function rawJson(text: string | undefined): unknown {
+  return text === undefined ? undefined : JSON.parse(text);
+}
