@@ -98,8 +98,7 @@ export declare class NativeEngine {
   start(definition: NativeDefinition, flags: number, clock: number, sync: boolean, options: string): number
   /**
    * Continue a stored run here: returns JSON `{ run, definition: { name, version },
-   * name, kind, input, context, dag: { finished, failed } | machine: values, pending }`
-   * for the face's copy of the values; the run is created and ready to start.
+   * name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
    */
   resume(runId: string, flags: number, clock: number, sync: boolean): string
   /** Store an event for a run nobody runs here; returns its id. */
@@ -498,6 +497,12 @@ export declare const enum StepOutcome {
   /** It stopped itself after seeing the cancellation. */
   Cancelled = 2,
 }
+
+/**
+ * What the face restores a run nested in a step that ran again from (JSON, see
+ * [`face_plan`]), or null when it starts anew.
+ */
+export declare function takePlan(run: number): string | null
 
 /** The `traceparent` of a step's span (or the run's), for runs started inside it. */
 export declare function traceparent(run: number, slot?: number | undefined | null): string | null

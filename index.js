@@ -884,5 +884,6 @@ module.exports.shutdownTracing = nativeBinding.shutdownTracing
 module.exports.StatusFlag = nativeBinding.StatusFlag
 module.exports.stepId = nativeBinding.stepId
 module.exports.StepOutcome = nativeBinding.StepOutcome
+module.exports.takePlan = nativeBinding.takePlan
 module.exports.traceparent = nativeBinding.traceparent
 module.exports.tracingEnabled = nativeBinding.tracingEnabled

@@ -601,3 +601,84 @@ describe('runs that cannot be resumed', () => {
     await expect(engine.resume(child.id)).rejects.toThrow();
   });
 });
+
+describe('runs nested in steps across a restart', () => {
+  // A machine whose state runs a DAG whose node runs a machine that waits for a person.
+  // The runners are the same code in both processes (as a deployed agent's would be).
+  const NESTED_RUNNERS = `
+    ({ log, runDag, StateMachineRunner }) => ({
+      plan: async ({ input }) => {
+        log('plan');
+        return runDag({
+          name: 'inner',
+          input,
+          dag: {
+            name: 'inner',
+            nodes: {
+              prep: { run: async ({ rootInput }) => { log('prep'); return 'prepared ' + rootInput; } },
+              ask: {
+                parents: ['prep'],
+                run: async ({ input }) => {
+                  log('ask');
+                  const m = new StateMachineRunner({
+                    input: input.prep,
+                    config: {
+                      name: 'approval',
+                      initial: 'draft',
+                      nodes: {
+                        draft: { run: async ({ input }) => { log('draft'); return 'draft of ' + input; }, transition: 'review' },
+                        review: { transition: { approve: 'done' } },
+                        done: { final: true, run: ({ input, event }) => ({ input, by: event.data.by }) },
+                      },
+                    },
+                  });
+                  await m.run();
+                  return m.finished;
+                },
+              },
+            },
+          },
+        });
+      },
+    })
+  `;
+
+  test('a machine waiting inside a DAG node inside a machine goes on where it was; finished nested work does not run again', async () => {
+    const ws = workspace();
+    const OUTER = { name: 'outer', initial: 'plan', nodes: { plan: { runner: 'plan', transition: 'end' }, end: { final: true } } };
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register((${NESTED_RUNNERS})({ log, runDag, StateMachineRunner: ramus.StateMachineRunner }));
+      const run = engine.start(${JSON.stringify(OUTER)}, { input: 'topic' });
+      await until(() => engine.runs({ name: 'approval' })[0]?.status === 'waitingForEvent', 'the inner machine waits');
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls()).toEqual(['plan', 'prep', 'ask', 'draft']);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const calls: string[] = [];
+    const { runDag, StateMachineRunner } = await import('ramus');
+    engine.register(new Function(`return (${NESTED_RUNNERS})`)()({ log: (s: string) => calls.push(s), runDag, StateMachineRunner }));
+    const approval = engine.runs({ name: 'approval' })[0]!;
+    expect(approval.status).toBe('waitingForEvent');
+    const run = track(await engine.resume(runId));
+    // The interrupted steps run again; the nested runs they start continue from their own
+    // records: the DAG keeps its finished node, the machine keeps waiting where it was.
+    await waitUntil(() => calls.length === 2, 'the interrupted steps ran again');
+    expect(calls).toEqual(['plan', 'ask']);
+    expect(engine.runs({ name: 'approval' }).map((r) => r.id)).toEqual([approval.id]);
+    engine.send(approval.id, { type: 'approve', data: { by: 'ann' } });
+    expect(await within(run.finished, 5000, 'outer machine')).toEqual({ input: 'draft of prepared topic', by: 'ann' });
+    expect(calls).toEqual(['plan', 'ask']);
+    engine.flush();
+    expect(engine.run(approval.id)).toMatchObject({ status: 'finished', parentRunId: expect.any(String) });
+    const inner = engine.runs({ name: 'inner' });
+    expect(inner.map((r) => r.status)).toEqual(['finished']);
+    expect(engine.steps(inner[0]!.id).map((s) => [s.node, s.status])).toEqual([
+      ['prep', 'finished'],
+      ['ask', 'cancelled'],
+      ['ask', 'finished'],
+    ]);
+  });
+});

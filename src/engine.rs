@@ -8,7 +8,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use ramus_engine::{Durable, DurableRow, EngineCore, Restore, RunKey, RunRow};
+use ramus_engine::{Durable, DurableRow, EngineCore, RunRow};
 use ramus_store::Store;
 use ramus_store::{Durability, Kind, Options, SqliteStore, Synchronous};
 use serde_json::{json, Value};
@@ -212,37 +212,11 @@ impl NativeEngine {
     }
 
     /// Continue a stored run here: returns JSON `{ run, definition: { name, version },
-    /// name, kind, input, context, dag: { finished, failed } | machine: values, pending }`
-    /// for the face's copy of the values; the run is created and ready to start.
+    /// name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
     #[napi]
     pub fn resume(&self, run_id: String, flags: u32, clock: u32, sync: bool) -> Result<String> {
         let plan = self.core.resume_plan(&run_id).map_err(js_error)?;
         let def = Arc::clone(&plan.def);
-        let mut face = json!({
-            "definition": { "name": plan.row.definition_name, "version": plan.row.definition_version },
-            "name": plan.row.name,
-            "kind": def.kind().as_str(),
-            "input": plan.row.input.as_deref().map(raw_json),
-            "context": plan.context.as_deref().map(raw_json),
-            "pending": plan.pending.iter().map(|e| json!([e.id, e.event_type, e.data.as_deref().map(raw_json), e.queue])).collect::<Vec<_>>(),
-        });
-        match &plan.restore {
-            Restore::Dag { finished, failed } => {
-                let rows = |list: &Vec<(u32, Option<String>)>| {
-                    list.iter()
-                        .map(|(n, v)| json!([n, v.as_deref().map(raw_json)]))
-                        .collect::<Vec<_>>()
-                };
-                face["dag"] = json!({ "finished": rows(finished), "failed": rows(failed) });
-            }
-            Restore::Machine {
-                values, snapshot, ..
-            } => {
-                let mut v = serde_json::to_value(values).unwrap_or(Value::Null);
-                v["previous"] = json!(snapshot.previous);
-                face["machine"] = v;
-            }
-        }
         let mut opts = defs::run_options(
             &NativeDefinition {
                 inner: Arc::clone(&def),
@@ -258,7 +232,14 @@ impl NativeEngine {
                 .parse()
                 .map_err(|_| coded("ERR_INVALID_ARGUMENT", format!("not a run id: {run_id}")))?,
         );
+        opts.continued = Some(ramus_engine::Continued::of(
+            &run_id,
+            &plan.restore,
+            plan.context.clone(),
+            plan.pending,
+        ));
         opts.context = plan.context.clone();
+        opts.nested = plan.nested;
         opts.durable = Some(Durable {
             store: Arc::clone(self.core.store()),
             sync,
@@ -268,8 +249,17 @@ impl NativeEngine {
             },
         });
         opts.restore = Some(plan.restore);
-        let key = with_ctx(|c| c.rt.create(def, opts).map(pack).map_err(js_error))?;
-        face["run"] = json!(key);
+        let (key, continued) = with_ctx(|c| {
+            let key = c.rt.create(def, opts).map_err(js_error)?;
+            let continued = c.rt.get_mut(key).and_then(|l| l.take_continued());
+            Ok::<_, crate::JsError>((key, continued))
+        })?;
+        let mut face = face_plan(continued.unwrap_or_default());
+        face["run"] = json!(pack(key));
+        face["definition"] =
+            json!({ "name": plan.row.definition_name, "version": plan.row.definition_version });
+        face["name"] = json!(plan.row.name);
+        face["input"] = json!(plan.row.input.as_deref().map(raw_json));
         Ok(face.to_string())
     }
 
@@ -358,6 +348,42 @@ impl NativeEngine {
     }
 }
 
+/// What the face restores a continued run's values from: `{ done?: { status, output,
+/// error }, dag?: { finished, failed }, machine?: { …values, previous }, context, pending }`.
+pub(crate) fn face_plan(c: ramus_engine::Continued) -> Value {
+    let raw = |t: &Option<String>| t.as_deref().map(raw_json);
+    let mut face = json!({
+        "context": raw(&c.context),
+        "pending": c.pending.iter().map(|e| json!([e.id, e.event_type, raw(&e.data), e.queue])).collect::<Vec<_>>(),
+    });
+    if let Some((status, output, error)) = &c.done {
+        face["done"] =
+            json!({ "status": status.as_str(), "output": raw(output), "error": raw(error) });
+    }
+    if !c.finished.is_empty() || !c.failed.is_empty() {
+        let rows = |list: &Vec<(u32, Option<String>)>| {
+            list.iter()
+                .map(|(n, v)| json!([n, raw(v)]))
+                .collect::<Vec<_>>()
+        };
+        face["dag"] = json!({ "finished": rows(&c.finished), "failed": rows(&c.failed) });
+    }
+    if let Some((values, previous)) = c.machine {
+        let mut v = serde_json::to_value(&values).unwrap_or(Value::Null);
+        v["previous"] = json!(previous);
+        face["machine"] = v;
+    }
+    face
+}
+
+/// What the face restores a run nested in a step that ran again from (JSON, see
+/// [`face_plan`]), or null when it starts anew.
+#[napi]
+pub fn take_plan(run: i32) -> Option<String> {
+    with_ctx(|c| c.rt.get_mut(unpack(run)).and_then(|l| l.take_continued()))
+        .map(|continued| face_plan(continued).to_string())
+}
+
 fn raw_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
@@ -424,15 +450,12 @@ pub fn row_id(run: i32) -> Option<String> {
 pub fn run_flags(run: i32) -> u32 {
     with_ctx(|c| {
         c.rt.get(unpack(run)).map_or(0, |l| {
-            l.wants_values() as u32 | (l.is_sync() as u32) << 1 | (l.is_durable() as u32) << 2
+            l.wants_values() as u32
+                | (l.is_sync() as u32) << 1
+                | (l.is_durable() as u32) << 2
+                | (l.is_continued() as u32) << 3
         })
     })
-}
-
-/// Unused key type kept for the poller's JSON: the run index.
-#[allow(dead_code)]
-fn index(key: RunKey) -> u32 {
-    key.index
 }
 
 /// The engine closes, or pruned the run: write what it collected, then stop storing it

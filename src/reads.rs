@@ -305,7 +305,8 @@ impl NativeStore {
     /// The ids of a run's steps still running or pending (interrupted by a crash).
     #[napi]
     pub fn open_steps(&self, run_id: String) -> Result<Vec<String>> {
-        self.inner.open_steps(&run_id).map_err(store_error)
+        let steps = self.inner.open_steps(&run_id).map_err(store_error)?;
+        Ok(steps.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Runs started inside steps of `run_id` (JSON array, oldest first).

@@ -6,7 +6,7 @@ import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResul
 import { CancelledError } from './errors';
 import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
-import { drive, RunnerBase, StepArgs, type EngineLink } from './runner';
+import { drive, RunnerBase, StepArgs, type EngineLink, type Plan } from './runner';
 import { definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
@@ -77,8 +77,7 @@ class DagNodeArgs extends StepArgs {
 export interface EngineInit {
   key: number;
   link: EngineLink;
-  finished?: Array<[number, unknown]>;
-  failed?: Array<[number, unknown]>;
+  plan?: Plan;
 }
 
 /**
@@ -113,8 +112,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     if (init) {
       this.engine = init.link;
       this.adopt(init.key);
-      for (const [node, v] of init.finished ?? []) this.#outputs[node] = v;
-      for (const [node, v] of init.failed ?? []) this.#errors[node] = v;
+      if (init.plan) this.restoreValues(init.plan);
       if (this.observed) native.setObserve(this.key, true);
     } else {
       if (dag.native.hasInputSchema) plain(() => dag.native.checkInput(JSON.stringify(this.input)));
@@ -132,7 +130,13 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   #start(): void {
     if (this.#started) return;
     this.#started = true;
+    if (this.settleMemo()) return;
     drive(() => this.command(Op.Start));
+  }
+
+  protected restoreValues(plan: Plan): void {
+    for (const [node, v] of plan.dag?.finished ?? []) this.#outputs[node] = v;
+    for (const [node, v] of plan.dag?.failed ?? []) this.#errors[node] = v;
   }
 
   /** A node's state. */

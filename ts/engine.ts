@@ -6,7 +6,7 @@ import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
-import { runnerAt, type EngineLink, type RunnerBase } from './runner';
+import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
 import { definitionJson, storable } from './values';
 
 export type * from './engine-types';
@@ -52,8 +52,8 @@ export class Engine {
   #live = new Map<string, EngineRun>();
   #loaded = new Map<string, Loaded>();
   #closed = false;
-  /** Every stored run writing to this engine's store, nested ones included. */
-  readonly #runs = new Set<RunnerBase<any>>();
+  /** Every stored run writing to this engine's store, nested ones included, by row id. */
+  readonly #runs = new Map<string, RunnerBase<any>>();
   readonly #link: EngineLink;
 
   constructor(options: EngineOptions = {}) {
@@ -69,11 +69,17 @@ export class Engine {
     const eng = this.#native;
     this.#link = {
       store: this.#store,
-      track: (r) => runs.add(r),
+      track: (r) => {
+        const row = native.rowId(r.key)!;
+        runs.set(row, r);
+        // Events other processes store for a live machine reach it (nested ones too).
+        if (r instanceof StateMachineRunner) eng.watch(r.key, row);
+      },
       untrack: (r) => {
-        runs.delete(r);
         const row = native.rowId(r.key);
-        if (row) eng.unwatch(row);
+        if (!row) return;
+        runs.delete(row);
+        eng.unwatch(row);
       },
     };
   }
@@ -153,8 +159,9 @@ export class Engine {
     if (typeof definition === 'string') loaded = this.#load(definition, options.version);
     else {
       if (definition === null || typeof definition !== 'object') throw new TypeError('start() takes a definition name or a DAG or machine config');
-      const json = definitionJson(definition);
-      if (!json.includes('\\u0000')) {
+      // A config of registered runners is stored (so its runs can be resumed); one with
+      // functions runs from its own code.
+      if (!definitionJson(definition).includes('\\u0000fn')) {
         const v = this.define(definition as Definition);
         loaded = this.#load(v.name, v.version);
       } else {
@@ -208,12 +215,10 @@ export class Engine {
     };
   }
 
-  #create(loaded: Loaded, common: Common, key: number, restore?: Record<string, any>): EngineRun {
+  #create(loaded: Loaded, common: Common, key: number, plan?: Plan): EngineRun {
     const link = this.#link;
-    if (loaded.machine) {
-      return new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never, { key, link, restore: restore?.machine });
-    }
-    return new DagRunner({ ...common, dag: loaded.dag! }, { key, link, finished: restore?.dag?.finished, failed: restore?.dag?.failed });
+    if (loaded.machine) return new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never, { key, link, plan });
+    return new DagRunner({ ...common, dag: loaded.dag! }, { key, link, plan });
   }
 
   #track(runner: EngineRun): void {
@@ -221,7 +226,6 @@ export class Engine {
     this.#live.set(runId, runner);
     const done = () => this.#live.delete(runId);
     runner.finished.then(done, done);
-    if (runner instanceof StateMachineRunner && runner.key >= 0 && native.rowId(runner.key)) this.#native.watch(runner.key, runId);
   }
 
   /**
@@ -236,14 +240,11 @@ export class Engine {
     if (live) return live as EngineRun & { readonly finished: Promise<Out> };
     const durability = checkDurability(options.durability ?? this.durability);
     const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
-    const plan = JSON.parse(plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync'))) as Record<string, any>;
+    const plan = JSON.parse(plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync'))) as Plan & Record<string, any>;
     const loaded = this.#load(plan.definition.name, plan.definition.version);
     const runner = this.#create(loaded, this.#common({ ...options, input: plan.input ?? undefined, name: plan.name }, plan.context ?? undefined), plan.run, plan);
     this.#track(runner);
     void runner.run();
-    if (runner instanceof StateMachineRunner) {
-      for (const [id, type, data, queue] of plan.pending as Array<[string, string, unknown, boolean]>) runner.send({ type, data: data ?? undefined, queue }, id);
-    }
     return runner as EngineRun & { readonly finished: Promise<Out> };
   }
 
@@ -284,7 +285,7 @@ export class Engine {
       throw new TypeError('send(runId, event): event.type must be a non-empty string');
     }
     const data = storable(event.data, 'event.data');
-    const live = this.#live.get(runId);
+    const live = this.#live.get(runId) ?? (this.#runs.get(runId) as EngineRun | undefined);
     if (!live) return plain(() => this.#native.sendStored(runId, event.type, data, event.queue === true));
     if (!(live instanceof StateMachineRunner)) throw new Error(`Run ${runId} is a DAG; only state machines take events`);
     // Kept in the log (already taken) when the run is stored.
@@ -394,7 +395,7 @@ export class Engine {
 
   /** Write what live runs (and the runs nested in them) collected, and wait until everything written so far is committed. */
   flush(): void {
-    for (const run of [...this.#runs]) run.flushNow();
+    for (const run of [...this.#runs.values()]) run.flushNow();
     plain(() => this.#store.flush());
   }
 
@@ -402,7 +403,7 @@ export class Engine {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const run of [...this.#runs]) {
+    for (const run of [...this.#runs.values()]) {
       run.flushNow();
       native.detachStore(run.key);
       run.detach();

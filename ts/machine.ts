@@ -3,7 +3,7 @@ import { CancelledError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition } from './native';
-import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, StepArgs, type EngineLink } from './runner';
+import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, StepArgs, type EngineLink, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
 /** The input a state gets when its `timeout` fires. */
@@ -102,11 +102,11 @@ class MachineStateArgs extends StepArgs {
   }
 }
 
-/** What an `Engine` passes when it resumes a machine. */
+/** What an `Engine` passes when it starts or resumes a machine. */
 export interface MachineInit {
   key: number;
   link: EngineLink;
-  restore?: { input?: unknown; output?: unknown; stateOutput?: unknown; event?: MachineEvent; events?: Array<[number, MachineEvent]>; previous?: string | null };
+  plan?: Plan;
 }
 
 /**
@@ -145,23 +145,31 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     if (init) {
       this.engine = init.link;
       this.adopt(init.key);
-      const r = init.restore;
-      if (r) {
-        this.#input = r.input;
-        this.#output = r.output;
-        this.#stateOutput = r.stateOutput;
-        this.#event = r.event;
-        for (const [handle, e] of r.events ?? []) {
-          this.#events.set(handle, e);
-          this.#nextHandle = Math.max(this.#nextHandle, handle);
-        }
-        this.#previous = r.previous == null ? -1 : m.native.stateId(r.previous);
-      }
+      if (init.plan) this.restoreValues(init.plan);
       if (this.observed) native.setObserve(this.key, true);
     } else {
       if (m.native.hasInputSchema) plain(() => m.native.checkInput(JSON.stringify(this.#input)));
       this.create(this.flags(), options.clock?.id ?? 0, { name: this.name, initial: options.initial });
     }
+  }
+
+  protected restoreValues(plan: Plan): void {
+    const r = plan.machine;
+    if (r) {
+      this.#input = r.input;
+      this.#output = r.output;
+      this.#stateOutput = r.stateOutput;
+      this.#event = r.event;
+      for (const [handle, e] of r.events ?? []) {
+        this.#events.set(handle, e);
+        this.#nextHandle = Math.max(this.#nextHandle, handle);
+      }
+      this.#previous = r.previous == null ? -1 : this.#m.native.stateId(r.previous);
+    }
+    // Events sent while nobody ran it.
+    queueMicrotask(() => {
+      for (const [id, type, data, queue] of plan.pending) this.send({ type, data: data ?? undefined, queue }, id);
+    });
   }
 
   /** The current state's name. */
@@ -214,6 +222,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
    * From then on it keeps going by itself when an event, a delay or a timeout moves it.
    */
   run(): Promise<void> {
+    if (this.settleMemo()) return Promise.resolve();
     return new Promise<void>((resolve) => {
       this.#runWaiters.push(resolve);
       drive(() => this.command(Op.Start));

@@ -2,6 +2,7 @@
 // cross the boundary are const enums generated from Rust into ../index.d.ts.
 import * as addon from '../index.js';
 import { Io } from '../index.js';
+import { StorageError } from './values';
 
 export const native = addon;
 export type { NativeDefinition, NativeEngine, NativeStore } from '../index.js';
@@ -33,7 +34,8 @@ export function plain<T>(f: () => T): T {
 
 export function rethrown(err: unknown): Error {
   const e = err as Error & { code?: string };
-  const out = new Error(e.message) as Error & { code?: string };
+  // A definition holding what JSON cannot (a BigInt in `args`) is a storage error, named so.
+  const out = (e.code === 'ERR_DEFINITION_NOT_JSON' ? new StorageError(e.message) : new Error(e.message)) as Error & { code?: string };
   if (typeof e.code === 'string' && e.code.startsWith('ERR_')) out.code = e.code;
   return out;
 }

@@ -294,6 +294,43 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       opts.input = rawJson(storable(this.rootInput, 'input'));
     }
     this.adopt(plain(() => native.createRun(this.def, flags, parent ? parent.owner.key : -1, parent?.slot ?? 0, clock, JSON.stringify(opts))));
+    // A step that ran again after a restart starts a run it had started before: that run
+    // continues from its own records, or, if it had ended, ends the same way again.
+    if (native.runFlags(this.key) & 8) this.continueFrom(JSON.parse(native.takePlan(this.key)!) as Plan);
+  }
+
+  /** @internal Take a stored run's values (its context, and what each kind keeps). */
+  continueFrom(plan: Plan): void {
+    if (plan.done) {
+      this.memo = plan.done;
+      return;
+    }
+    if (plan.context && typeof this.context === 'object' && this.context !== null) {
+      for (const k of Object.keys(this.context)) delete this.context[k];
+      Object.assign(this.context, plan.context);
+    }
+    this.restoreValues(plan);
+  }
+
+  /** A nested run that had ended before a restart: how it ended. */
+  protected memo: Plan['done'];
+
+  /** Restore what each kind keeps from a plan (see `face_plan` in src/engine.rs). */
+  protected abstract restoreValues(plan: Plan): void;
+
+  /** A run that ended before a restart settles as it ended, without running again. */
+  protected settleMemo(): boolean {
+    const done = this.memo;
+    if (!done) return false;
+    this.memo = undefined;
+    if (done.status === 'finished') this.resolveFinished(done.output as Out);
+    else if (done.status === 'error') {
+      const e = done.error as { name?: string; message?: string } | null;
+      const err = Object.assign(new Error(e?.message ?? 'failed'), e && typeof e === 'object' ? e : {});
+      this.rejectFinished(err, true);
+    } else this.rejectFinished(new CancelledError(), false);
+    this.release();
+    return true;
   }
 
   /** @internal Take a run created by the binding. */
@@ -675,6 +712,15 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     if (this.observed) this.#customData.push(data);
     drive(() => dispatch(plain(() => native.customEvent(this.key, slot, type, json))));
   }
+}
+
+/** How a stored run continues (see `face_plan` in src/engine.rs). */
+export interface Plan {
+  done?: { status: string; output: unknown; error: unknown };
+  dag?: { finished: Array<[number, unknown]>; failed: Array<[number, unknown]> };
+  machine?: { input?: unknown; output?: unknown; stateOutput?: unknown; event?: { type: string; data: unknown }; events?: Array<[number, { type: string; data: unknown }]>; previous?: string | null };
+  context?: unknown;
+  pending: Array<[string, string, unknown, boolean]>;
 }
 
 /** A JSON text as the value it encodes inside other JSON (`undefined` stays absent). */

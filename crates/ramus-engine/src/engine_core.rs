@@ -1,7 +1,7 @@
 //! What an engine does with its store besides writing runs: definitions and their
 //! versions, the plan that resumes a stored run, events sent to runs nobody runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ramus_core::{MachineSnapshot, RunPhase};
@@ -41,11 +41,163 @@ pub struct ResumePlan {
     pub seqs: (i64, i64),
     /// Events sent to it while nobody ran it, oldest first.
     pub pending: Vec<PendingEvent>,
+    /// Runs started inside its interrupted steps, by node or state name, oldest first:
+    /// the step that runs again continues them when it starts them again.
+    pub nested: Nested,
+}
+
+/// Stored runs waiting to be started again by the step of a node or state, oldest first.
+pub type Nested = HashMap<String, VecDeque<Run>>;
+
+/// What a stored run continues from: its restore, context, numbering, the events sent to
+/// it, and the runs its interrupted steps had started.
+pub struct Continuation {
+    /// What the executor continues from.
+    pub restore: Restore,
+    /// The context (JSON text).
+    pub context: Option<String>,
+    /// Its highest step and transition numbers.
+    pub seqs: (i64, i64),
+    /// Events sent to it while nobody ran it.
+    pub pending: Vec<PendingEvent>,
+    /// Runs started inside its interrupted steps.
+    pub nested: Nested,
+}
+
+fn interrupted_record(id: String, now: i64) -> Record {
+    Record::StepUpdate(StepUpdate {
+        id,
+        status: StepStatus::Cancelled,
+        output: None,
+        error: Some(INTERRUPTED.to_owned()),
+        started_at: None,
+        ended_at: Some(now),
+    })
+}
+
+/// Build a stored run's continuation from its records (`def` is its definition).
+/// Interrupted steps are recorded as cancelled; runs started inside them are kept for the
+/// step that runs again; runs left running inside steps that ended will never be started
+/// again, and end (cancelled).
+pub fn continuation(
+    store: &dyn Store,
+    row: &Run,
+    def: &RunDef,
+    now: i64,
+) -> Result<Continuation, EngineError> {
+    let run_id = row.id.as_str();
+    let interrupted = store.open_steps(run_id)?;
+    if !interrupted.is_empty() {
+        store.submit(
+            interrupted
+                .iter()
+                .map(|(id, _)| interrupted_record(id.clone(), now))
+                .collect(),
+        )?;
+    }
+    let mut nested: Nested = HashMap::new();
+    for child in store.children(run_id)? {
+        let step = child.parent_step_id.as_deref().unwrap_or_default();
+        match interrupted.iter().find(|(id, _)| id == step) {
+            Some((_, node)) => nested.entry(node.clone()).or_default().push_back(child),
+            None if !child.status.is_terminal() => end_tree(store, &child.id, now)?,
+            None => {}
+        }
+    }
+    let snapshot: Option<serde_json::Value> = row
+        .snapshot
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
+    let context = snapshot
+        .as_ref()
+        .and_then(|s| s.get("context"))
+        .filter(|c| !c.is_null())
+        .map(|c| c.to_string());
+    let not_resumable =
+        |why: String| EngineError::NotResumable(format!("Run {run_id} ({}) {why}", row.name));
+    let restore = match def.kind() {
+        Kind::Dag => {
+            let mut finished = Vec::new();
+            let mut failed = Vec::new();
+            for (node, ok, value) in store.settled_steps(run_id)? {
+                if let Some(id) = def.node_id(&node) {
+                    if ok {
+                        finished.push((id, value));
+                    } else {
+                        failed.push((id, value));
+                    }
+                }
+            }
+            Restore::Dag { finished, failed }
+        }
+        Kind::Machine => {
+            let snap = snapshot
+                .as_ref()
+                .ok_or_else(|| not_resumable("has no snapshot to resume from".into()))?;
+            let core: MachineSnapshot = snap
+                .get("core")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| {
+                    not_resumable(format!("has a snapshot this version cannot read: {e}"))
+                })?
+                .ok_or_else(|| not_resumable("has no snapshot to resume from".into()))?;
+            let values: MachineValues = serde_json::from_value(snap.clone()).unwrap_or_default();
+            let timers = store
+                .timers(run_id)?
+                .into_iter()
+                .filter(|t| t.fired_at.is_none())
+                .filter_map(|t| {
+                    let timer = t
+                        .payload
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                        .and_then(|p| p.get("timer").and_then(|v| v.as_u64()))?;
+                    Some((timer, t.due_at.max(0) as u64, t.id))
+                })
+                .collect();
+            Restore::Machine {
+                snapshot: core,
+                values,
+                context: context.clone(),
+                timers,
+            }
+        }
+    };
+    Ok(Continuation {
+        restore,
+        context,
+        seqs: store.max_seqs(run_id)?,
+        pending: store.pending_events(run_id)?,
+        nested,
+    })
+}
+
+/// End a stored run that will not continue, with the runs started inside it: its open
+/// steps and itself are recorded as cancelled.
+pub fn end_tree(store: &dyn Store, run_id: &str, now: i64) -> Result<(), EngineError> {
+    for child in store.children(run_id)? {
+        if !child.status.is_terminal() {
+            end_tree(store, &child.id, now)?;
+        }
+    }
+    let mut records: Vec<Record> = store
+        .open_steps(run_id)?
+        .into_iter()
+        .map(|(id, _)| interrupted_record(id, now))
+        .collect();
+    let mut u = ramus_store::RunUpdate::status(run_id, RunStatus::Cancelled, now);
+    u.error = Some(CHILD_INTERRUPTED.to_owned());
+    u.ended_at = Some(now);
+    records.push(Record::RunUpdate(u));
+    store.submit(records)?;
+    Ok(())
 }
 
 /// The error a step interrupted by a crash ends with.
 const INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this step ran; it runs again on resume"}"#;
-const CHILD_INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this run ran; the step that started it runs again on resume"}"#;
+const CHILD_INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this run ran, and the step that started it did not start it again"}"#;
 
 impl EngineCore {
     /// An engine on `store`, with `parser` for stored configs.
@@ -183,7 +335,8 @@ impl EngineCore {
     }
 
     /// How a stored run continues here. Steps interrupted by the crash are recorded as
-    /// cancelled (they run again), and so are runs started inside them.
+    /// cancelled (they run again); runs started inside them wait for the step that runs
+    /// again to start them, and then continue from their own records.
     pub fn resume_plan(&self, run_id: &str) -> Result<ResumePlan, EngineError> {
         let row = self.store.run(run_id)?.ok_or_else(|| {
             EngineError::NoRun(run_id.to_owned(), self.store.location().to_owned())
@@ -208,136 +361,16 @@ impl EngineCore {
         };
         let def = self.load(name, Some(version))?;
         let now = self.clock.now_ms() as i64;
-        let interrupted = self.store.open_steps(run_id)?;
-        if !interrupted.is_empty() {
-            self.store.submit(
-                interrupted
-                    .into_iter()
-                    .map(|id| {
-                        Record::StepUpdate(StepUpdate {
-                            id,
-                            status: StepStatus::Cancelled,
-                            output: None,
-                            error: Some(INTERRUPTED.to_owned()),
-                            started_at: None,
-                            ended_at: Some(now),
-                        })
-                    })
-                    .collect(),
-            )?;
-        }
-        self.end_children(run_id, now)?;
-        let snapshot: Option<serde_json::Value> = row
-            .snapshot
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok());
-        let context = snapshot
-            .as_ref()
-            .and_then(|s| s.get("context"))
-            .filter(|c| !c.is_null())
-            .map(|c| c.to_string());
-        let restore = match def.kind() {
-            Kind::Dag => {
-                let mut finished = Vec::new();
-                let mut failed = Vec::new();
-                for (node, ok, value) in self.store.settled_steps(run_id)? {
-                    if let Some(id) = def.node_id(&node) {
-                        if ok {
-                            finished.push((id, value));
-                        } else {
-                            failed.push((id, value));
-                        }
-                    }
-                }
-                Restore::Dag { finished, failed }
-            }
-            Kind::Machine => {
-                let snap = snapshot.as_ref().ok_or_else(|| {
-                    EngineError::NotResumable(format!(
-                        "Run {run_id} ({}) has no snapshot to resume from",
-                        row.name
-                    ))
-                })?;
-                let core: MachineSnapshot = snap
-                    .get("core")
-                    .cloned()
-                    .map(serde_json::from_value)
-                    .transpose()
-                    .map_err(|e| {
-                        EngineError::NotResumable(format!(
-                            "Run {run_id} ({}) has a snapshot this version cannot read: {e}",
-                            row.name
-                        ))
-                    })?
-                    .ok_or_else(|| {
-                        EngineError::NotResumable(format!(
-                            "Run {run_id} ({}) has no snapshot to resume from",
-                            row.name
-                        ))
-                    })?;
-                let values: MachineValues =
-                    serde_json::from_value(snap.clone()).unwrap_or_default();
-                let timers = self
-                    .store
-                    .timers(run_id)?
-                    .into_iter()
-                    .filter(|t| t.fired_at.is_none())
-                    .filter_map(|t| {
-                        let timer = t
-                            .payload
-                            .as_deref()
-                            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                            .and_then(|p| p.get("timer").and_then(|v| v.as_u64()))?;
-                        Some((timer, t.due_at.max(0) as u64, t.id))
-                    })
-                    .collect();
-                Restore::Machine {
-                    snapshot: core,
-                    values,
-                    context: context.clone(),
-                    timers,
-                }
-            }
-        };
+        let c = continuation(self.store.as_ref(), &row, &def, now)?;
         Ok(ResumePlan {
-            seqs: self.store.max_seqs(run_id)?,
-            pending: self.store.pending_events(run_id)?,
             row,
             def,
-            restore,
-            context,
+            restore: c.restore,
+            context: c.context,
+            seqs: c.seqs,
+            pending: c.pending,
+            nested: c.nested,
         })
-    }
-
-    /// Runs started inside steps of `run_id` that had not ended: the steps run again and
-    /// start them anew.
-    fn end_children(&self, run_id: &str, now: i64) -> Result<(), EngineError> {
-        for child in self.store.children(run_id)? {
-            if child.status.is_terminal() {
-                continue;
-            }
-            self.end_children(&child.id, now)?;
-            let steps = self.store.open_steps(&child.id)?;
-            let mut records: Vec<Record> = steps
-                .into_iter()
-                .map(|id| {
-                    Record::StepUpdate(StepUpdate {
-                        id,
-                        status: StepStatus::Cancelled,
-                        output: None,
-                        error: Some(INTERRUPTED.to_owned()),
-                        started_at: None,
-                        ended_at: Some(now),
-                    })
-                })
-                .collect();
-            let mut u = ramus_store::RunUpdate::status(&child.id, RunStatus::Cancelled, now);
-            u.error = Some(CHILD_INTERRUPTED.to_owned());
-            u.ended_at = Some(now);
-            records.push(Record::RunUpdate(u));
-            self.store.submit(records)?;
-        }
-        Ok(())
     }
 
     /// Store an event for a run nobody runs here (another process may, or a later

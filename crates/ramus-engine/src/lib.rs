@@ -20,11 +20,13 @@ pub mod writer;
 
 pub use clock::{Clock, SystemClock, TestClock, TEST_CLOCK_START};
 pub use def::{Compiled, RunDef, RunnerRef};
-pub use engine_core::{EngineCore, Parser, ResumePlan};
+pub use engine_core::{
+    continuation, end_tree, Continuation, EngineCore, Nested, Parser, ResumePlan,
+};
 pub use error::EngineError;
 pub use runtime::{
-    ClockId, CommandValues, Durable, DurableRow, Live, Restore, RunKey, RunOptions, Runtime,
-    SYSTEM_CLOCK, YIELD_EVERY,
+    ClockId, CommandValues, Continued, Durable, DurableRow, Live, Restore, RunKey, RunOptions,
+    Runtime, SYSTEM_CLOCK, YIELD_EVERY,
 };
 pub use sink::{EventValue, MachineValues, Tap, Values};
 pub use trace::{

@@ -13,10 +13,13 @@ use ramus_core::{
     Action, Command, DagRun, DagRunOptions, End, Event, Executor, Guards, Id, MachineRun,
     MachineSnapshot, Outcome, Recorder,
 };
-use ramus_store::{Kind, Store};
+use std::collections::{HashMap, VecDeque};
+
+use ramus_store::{Kind, PendingEvent, Run, RunStatus, Store};
 
 use crate::clock::{Clock, SystemClock};
 use crate::def::{Compiled, RunDef};
+use crate::engine_core::{continuation, end_tree, Nested};
 use crate::error::EngineError;
 use crate::ids::seed;
 use crate::sink::{MachineValues, Tap, Values};
@@ -127,6 +130,58 @@ pub struct RunOptions {
     pub context: Option<String>,
     /// Continue from stored records.
     pub restore: Option<Restore>,
+    /// Runs its interrupted steps had started (a resumed run), by node or state name.
+    pub nested: Nested,
+    /// What the driver needs to continue a resumed run with its own values.
+    pub continued: Option<Continued>,
+}
+
+/// What a driver needs to continue a stored run with its own values: the JSON texts it
+/// restores its copies from, and the events sent meanwhile; or, for a run nested in a step
+/// that ran again and had ended before the restart, how it ended (it does not run again).
+#[derive(Clone, Debug, Default)]
+pub struct Continued {
+    /// The run's row id.
+    pub row_id: String,
+    /// The nested run had ended: `(status, output, error)`.
+    pub done: Option<(RunStatus, Option<String>, Option<String>)>,
+    /// DAGs: finished nodes' outputs.
+    pub finished: Vec<(u32, Option<String>)>,
+    /// DAGs: failed nodes' errors.
+    pub failed: Vec<(u32, Option<String>)>,
+    /// Machines: input, outputs and held events, and the state before the current one.
+    pub machine: Option<(MachineValues, Option<String>)>,
+    /// The context (JSON text).
+    pub context: Option<String>,
+    /// Events sent while nobody ran it, to deliver now.
+    pub pending: Vec<PendingEvent>,
+}
+
+impl Continued {
+    /// What a driver gets from a restore.
+    pub fn of(
+        row_id: &str,
+        restore: &Restore,
+        context: Option<String>,
+        pending: Vec<PendingEvent>,
+    ) -> Continued {
+        let mut c = Continued {
+            row_id: row_id.to_owned(),
+            context,
+            pending,
+            ..Continued::default()
+        };
+        match restore {
+            Restore::Dag { finished, failed } => {
+                c.finished = finished.clone();
+                c.failed = failed.clone();
+            }
+            Restore::Machine {
+                snapshot, values, ..
+            } => c.machine = Some((values.clone(), snapshot.previous.clone())),
+        }
+        c
+    }
 }
 
 /// JSON values that travel with a command, for the run's sinks.
@@ -154,6 +209,11 @@ pub struct Live {
     clocked: bool,
     keep_alive: bool,
     ended: Option<End>,
+    /// Runs its interrupted steps had started, by node name, until the step runs again.
+    nested: Nested,
+    /// The same, once the step runs again: by its slot.
+    slot_nested: HashMap<u32, VecDeque<Run>>,
+    continued: Option<Continued>,
 }
 
 impl Live {
@@ -183,6 +243,16 @@ impl Live {
             .as_ref()
             .and_then(|t| t.writer.as_ref())
             .is_some_and(|w| w.is_sync())
+    }
+
+    /// Whether the run continues from stored records (see [`Live::take_continued`]).
+    pub fn is_continued(&self) -> bool {
+        self.continued.is_some()
+    }
+
+    /// What the driver needs to continue a restored run (taken once).
+    pub fn take_continued(&mut self) -> Option<Continued> {
+        self.continued.take()
     }
 
     /// Whether the driver can let it go: it ended and nothing of it runs any more.
@@ -339,7 +409,11 @@ impl Runtime {
     }
 
     /// Create a run.
-    pub fn create(&mut self, def: Arc<RunDef>, opts: RunOptions) -> Result<RunKey, EngineError> {
+    pub fn create(
+        &mut self,
+        def: Arc<RunDef>,
+        mut opts: RunOptions,
+    ) -> Result<RunKey, EngineError> {
         let clock = opts.clock;
         let now = self.now(clock);
         // A run started inside a step shares its run id and hangs under that step.
@@ -364,6 +438,46 @@ impl Runtime {
             }
             None => (opts.run_id, None, None),
         };
+        // A step that ran again after a restart starts a run it had started before: that
+        // run continues from its own records (or, if it had ended, does not run again).
+        let name = opts.name.clone().unwrap_or_else(|| def.name.clone());
+        if let (Some((pk, slot)), Some((Some((store, sync, _)), _))) = (opts.parent, &parent_tap) {
+            let stored = self.get_mut(pk).and_then(|p| {
+                let q = p.slot_nested.get_mut(&slot)?;
+                q.front()
+                    .is_some_and(|c| c.kind == def.kind() && c.name == name)
+                    .then(|| q.pop_front())
+                    .flatten()
+            });
+            if let Some(row) = stored {
+                if row.status.is_terminal() {
+                    opts.continued = Some(Continued {
+                        row_id: row.id.clone(),
+                        done: Some((row.status, row.output.clone(), row.error.clone())),
+                        ..Continued::default()
+                    });
+                } else {
+                    let c = continuation(store.as_ref(), &row, &def, now as i64)?;
+                    opts.continued = Some(Continued::of(
+                        &row.id,
+                        &c.restore,
+                        c.context.clone(),
+                        c.pending,
+                    ));
+                    opts.context = c.context;
+                    opts.restore = Some(c.restore);
+                    opts.nested = c.nested;
+                    opts.durable = Some(Durable {
+                        store: Arc::clone(store),
+                        sync: *sync,
+                        row: DurableRow::Resume {
+                            id: row.id.clone(),
+                            seqs: c.seqs,
+                        },
+                    });
+                }
+            }
+        }
         let len = def.len();
         let mut rec = Recorder::new(
             seed() ^ now,
@@ -404,9 +518,11 @@ impl Runtime {
             )),
         };
         let kind = def.kind();
-        let name = opts.name.clone().unwrap_or_else(|| def.name.clone());
-        // Durable: the options, or the parent's store for a run nested in a stored run.
+        let memo = opts.continued.as_ref().is_some_and(|c| c.done.is_some());
+        // Durable: the options, or the parent's store for a run nested in a stored run
+        // (not for one that ended before a restart: it does not run again).
         let durable = match (&opts.durable, &parent_tap) {
+            _ if memo => None,
             (Some(d), _) => Some((d.clone(), None)),
             (None, Some((Some((store, sync, parent_row)), _))) => {
                 let step = parent_step.map(|s| s.to_string()).unwrap_or_default();
@@ -470,12 +586,27 @@ impl Runtime {
                     DurableRow::Resume { id, seqs } => {
                         let mut w = RunWriter::resume(d.store, id, kind, d.sync, seqs);
                         w.status(stored_status(exec.phase()));
+                        if let Some(step) = parent_step {
+                            w.reparent(step.to_string());
+                        }
                         w
                     }
                 };
                 t.writer = Some(writer);
             }
             t.context = opts.context.clone();
+            // A machine's first state takes the run's input.
+            if let (Values::Machine(m), None) = (&mut t.values, &opts.restore) {
+                let input = match &opts.durable {
+                    Some(Durable {
+                        row: DurableRow::New(row),
+                        ..
+                    }) => row.input.clone(),
+                    _ => None,
+                }
+                .or_else(|| opts.input.clone());
+                m.input = crate::sink::raw(input.as_deref());
+            }
             match (opts.restore, &mut t.values) {
                 (Some(Restore::Dag { finished, failed }), Values::Dag { outputs, errors }) => {
                     for (node, v) in finished {
@@ -523,7 +654,11 @@ impl Runtime {
             clocked,
             keep_alive: opts.keep_alive,
             ended: None,
+            nested: opts.nested,
+            slot_nested: HashMap::new(),
+            continued: opts.continued,
         });
+
         if let Some(c) = self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
             for (timer, at, _) in timers {
                 c.wheel.arm(key, timer, at, opts.keep_alive);
@@ -653,6 +788,34 @@ impl Runtime {
             }
         }
         let applied = live.exec.apply(command, guards, now, &mut scratch);
+        // Runs a step had started before a restart end with the step if it did not start
+        // them again.
+        let mut orphans: Vec<Run> = Vec::new();
+        if let Command::Complete { slot, .. } = command {
+            if applied {
+                orphans.extend(live.slot_nested.remove(&slot).into_iter().flatten());
+            }
+        }
+        for a in &scratch {
+            if let Action::Run { slot, node } = a {
+                if !live.nested.is_empty() {
+                    if let Some(q) = live.nested.remove(live.def.node_name(*node)) {
+                        live.slot_nested.insert(*slot, q);
+                    }
+                }
+            }
+        }
+        if scratch.iter().any(|a| matches!(a, Action::Ended(_))) {
+            orphans.extend(live.nested.drain().flat_map(|(_, q)| q));
+            orphans.extend(live.slot_nested.drain().flat_map(|(_, q)| q));
+        }
+        if !orphans.is_empty() {
+            if let Some(store) = live.store() {
+                for row in orphans.iter().filter(|r| !r.status.is_terminal()) {
+                    let _ = end_tree(store.as_ref(), &row.id, now as i64);
+                }
+            }
+        }
         for a in &scratch {
             match a {
                 Action::ArmTimer { timer, at, .. } => {

@@ -78,6 +78,8 @@ pub struct RunWriter {
     timers: HashMap<u64, String>,
     last_snapshot: Option<String>,
     ended: bool,
+    /// A run nested in a step continues under the step that ran again.
+    reparent: Option<String>,
 }
 
 impl RunWriter {
@@ -167,7 +169,15 @@ impl RunWriter {
             timers: HashMap::new(),
             last_snapshot: None,
             ended: false,
+            reparent: None,
         }
+    }
+
+    /// The run continues under another step of its parent (the one that ran again after a
+    /// restart); written with the next batch.
+    pub fn reparent(&mut self, step: String) {
+        self.reparent = Some(step);
+        self.status_changed = true;
     }
 
     /// The run's row id.
@@ -404,6 +414,7 @@ impl RunWriter {
             self.status_changed = false;
             let mut u = RunUpdate::status(&self.run_id, self.status, now as i64);
             u.snapshot = snapshot;
+            u.parent_step_id = self.reparent.take();
             // Before an end written in the same batch, so the end is what stays.
             let at = self
                 .records

@@ -207,6 +207,9 @@ pub struct RunUpdate {
     pub info: Option<String>,
     /// When the run ended.
     pub ended_at: Option<i64>,
+    /// The step that started it, when a run nested in a step continues under the step
+    /// that ran again after a restart.
+    pub parent_step_id: Option<String>,
 }
 
 impl RunUpdate {
@@ -221,6 +224,7 @@ impl RunUpdate {
             snapshot: None,
             info: None,
             ended_at: None,
+            parent_step_id: None,
         }
     }
 }

@@ -198,13 +198,14 @@ pub(crate) fn max_seqs(conn: &Connection, run_id: &str) -> Result<(i64, i64)> {
     .map_err(|source| Error::read(format!("sequence numbers of run {run_id}"), source))
 }
 
-pub(crate) fn open_steps(conn: &Connection, run_id: &str) -> Result<Vec<String>> {
+pub(crate) fn open_steps(conn: &Connection, run_id: &str) -> Result<Vec<(String, String)>> {
     collect(
         conn,
         || format!("open steps of run {run_id}"),
-        "SELECT id FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') ORDER BY seq",
+        "SELECT id, node FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') \
+         ORDER BY seq",
         [run_id],
-        |row| row.get(0),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )
 }
 

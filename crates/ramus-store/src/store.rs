@@ -491,7 +491,7 @@ impl SqliteStore {
     }
 
     /// The ids of a run's steps still `running` or `pending` (interrupted, after a crash).
-    pub fn open_steps(&self, run_id: &str) -> Result<Vec<String>> {
+    pub fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>> {
         read::open_steps(&self.reader(), run_id)
     }
 

@@ -39,8 +39,9 @@ pub trait Store: Send + Sync {
     fn run(&self, id: &str) -> Result<Option<Run>>;
     /// The highest step and transition `seq` of a run.
     fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)>;
-    /// Steps of a run still `running` or `pending` (interrupted by a crash).
-    fn open_steps(&self, run_id: &str) -> Result<Vec<String>>;
+    /// `(id, node)` of a run's steps still `running` or `pending` (interrupted by a
+    /// crash), in order.
+    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>>;
     /// `(node, finished, output or error)` of a run's settled steps, latest per node.
     fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>>;
     /// Runs started inside steps of `run_id`, oldest first.
@@ -107,7 +108,7 @@ impl Store for SqliteStore {
     fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)> {
         SqliteStore::max_seqs(self, run_id)
     }
-    fn open_steps(&self, run_id: &str) -> Result<Vec<String>> {
+    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>> {
         SqliteStore::open_steps(self, run_id)
     }
     fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>> {

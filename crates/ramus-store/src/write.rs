@@ -27,7 +27,8 @@ const UPSERT_RUN: &str = "\
 const UPDATE_RUN: &str = "\
     UPDATE runs SET status = ?2, updated_at = ?3, output = coalesce(?4, output), \
         error = coalesce(?5, error), snapshot = coalesce(?6, snapshot), \
-        info = coalesce(?7, info), ended_at = coalesce(?8, ended_at) \
+        info = coalesce(?7, info), ended_at = coalesce(?8, ended_at), \
+        parent_step_id = coalesce(?9, parent_step_id) \
     WHERE id = ?1";
 
 const UPSERT_STEP: &str = "\
@@ -153,6 +154,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             u.snapshot,
             u.info,
             u.ended_at,
+            u.parent_step_id,
         ]),
         Record::Step(s) => conn.prepare_cached(UPSERT_STEP)?.execute(params![
             s.id,
