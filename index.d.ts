@@ -288,6 +288,9 @@ export declare function drainEvents(run: number): string | null
  */
 export declare function failStorage(run: number, error: string): number
 
+/** The function the face calls on every step: [`call`] without napi-rs's wrapper. */
+export declare function fastCall(): unknown
+
 /** End of a turn of a batched stored run: write what it collected, with the context now. */
 export declare function flushRun(run: number, context?: string | undefined | null): void
 

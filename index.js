@@ -856,6 +856,7 @@ module.exports.delivered = nativeBinding.delivered
 module.exports.detachStore = nativeBinding.detachStore
 module.exports.drainEvents = nativeBinding.drainEvents
 module.exports.failStorage = nativeBinding.failStorage
+module.exports.fastCall = nativeBinding.fastCall
 module.exports.flushRun = nativeBinding.flushRun
 module.exports.flushTracing = nativeBinding.flushTracing
 module.exports.init = nativeBinding.init

@@ -13,7 +13,7 @@ use napi_derive::napi;
 use ramus_engine::{Runtime, TestClock, SYSTEM_CLOCK};
 use tokio::sync::watch;
 
-use crate::{napi_error, with_ctx, JsResult as Result};
+use crate::{ctx, napi_error, with_ctx, JsResult as Result};
 
 /// The runtime of the binding's background tasks (the timer sleeper, event pollers).
 pub(crate) static TOKIO: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -55,10 +55,10 @@ pub fn init_timers(env: Env, on_wake: Function<i32, ()>) -> Result<()> {
             .build_threadsafe_function::<()>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build_callback(|ctx| {
-                let n = with_ctx(|c| {
+            .build_callback(|call| {
+                let n = ctx(|c| {
                     let now = c.rt.now(SYSTEM_CLOCK);
-                    c.fire(&ctx.env, SYSTEM_CLOCK, now)
+                    c.fire(&call.env, SYSTEM_CLOCK, now)
                 })
                 .unwrap_or(0);
                 // The sleeper waits for a new deadline after each wake: give it one even when
@@ -188,7 +188,7 @@ pub fn clock_fire(env: Env, id: u32, upto: f64) -> Result<i32> {
     let Some(clock) = test_clock(id) else {
         return Ok(-1);
     };
-    with_ctx(|c| match c.rt.next_due(id) {
+    ctx(|c| match c.rt.next_due(id) {
         Some(at) if at as f64 <= upto => {
             clock.set(at);
             c.fire(&env, id, at)

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::clock::TOKIO;
 use crate::defs::{self, NativeDefinition};
 use crate::reads::{store_error, NativeStore};
-use crate::{coded, js_error, napi_error, pack, unpack, with_ctx, JsResult as Result};
+use crate::{coded, ctx, js_error, napi_error, pack, unpack, with_ctx, JsResult as Result};
 
 type Deliver = Arc<ThreadsafeFunction<String, (), String, Status, false, true>>;
 
@@ -204,7 +204,7 @@ impl NativeEngine {
                 snapshot: None,
             }),
         });
-        with_ctx(|c| {
+        ctx(|c| {
             c.rt.create(Arc::clone(def), opts)
                 .map(pack)
                 .map_err(js_error)
@@ -249,7 +249,7 @@ impl NativeEngine {
             },
         });
         opts.restore = Some(plan.restore);
-        let (key, continued) = with_ctx(|c| {
+        let (key, continued) = ctx(|c| {
             let key = c.rt.create(def, opts).map_err(js_error)?;
             let continued = c.rt.get_mut(key).and_then(|l| l.take_continued());
             Ok::<_, crate::JsError>((key, continued))
@@ -462,5 +462,5 @@ pub fn run_flags(run: i32) -> u32 {
 /// (it goes on in memory; its row stays as it is, resumable).
 #[napi]
 pub fn detach_store(run: i32) -> Result<()> {
-    with_ctx(|c| c.rt.detach(unpack(run)).map_err(js_error))
+    ctx(|c| c.rt.detach(unpack(run)).map_err(js_error))
 }

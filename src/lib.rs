@@ -210,8 +210,24 @@ thread_local! {
     });
 }
 
-pub(crate) fn with_ctx<T>(f: impl FnOnce(&mut Ctx) -> T) -> T {
-    CTX.with(|c| f(&mut c.borrow_mut()))
+/// The binding's state, for a call from JS. A transition condition runs while a call holds
+/// it: a condition that calls into the binding again gets `None` (see [`ctx`]), never a panic.
+pub(crate) fn with_ctx<T: Default>(f: impl FnOnce(&mut Ctx) -> T) -> T {
+    CTX.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => f(&mut c),
+        Err(_) => T::default(),
+    })
+}
+
+/// [`with_ctx`] for calls that report why they could not run.
+pub(crate) fn ctx<T>(f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    CTX.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => f(&mut c),
+        Err(_) => Err(coded(
+            "ERR_REENTRANT",
+            "ramus: a transition condition cannot call into the engine (send, cancel, emit or start runs after it returns)",
+        )),
+    })
 }
 
 /// Errors thrown to JS carry a stable code (`err.code`, e.g. `ERR_DEFINITION`).
@@ -412,9 +428,9 @@ impl Ctx {
         for (key, action) in &out {
             let run = key.index as i32;
             match action {
-                Action::Run { slot, node } => recs.extend([1, run, *slot as i32, *node as i32]),
-                Action::Acquire { slot, node } => recs.extend([2, run, *slot as i32, *node as i32]),
-                Action::Ready { slot, node } => recs.extend([3, run, *slot as i32, *node as i32]),
+                Action::Run { slot, node } => recs.extend([1 | 4 << 8, run, *slot as i32, *node as i32]),
+                Action::Acquire { slot, node } => recs.extend([2 | 4 << 8, run, *slot as i32, *node as i32]),
+                Action::Ready { slot, node } => recs.extend([3 | 4 << 8, run, *slot as i32, *node as i32]),
                 Action::Moved {
                     from,
                     to,
@@ -427,7 +443,7 @@ impl Ctx {
                         }
                     }
                     recs.extend([
-                        4,
+                        4 | 6 << 8,
                         run,
                         *from as i32,
                         *to as i32,
@@ -443,16 +459,16 @@ impl Ctx {
                     if let Some(m) = message {
                         self.messages.insert(key.index, m.clone());
                     }
-                    recs.extend([5, run, *halted as i32, message.is_some() as i32])
+                    recs.extend([5 | 4 << 8, run, *halted as i32, message.is_some() as i32])
                 }
-                Action::DropEvent { handle } => recs.extend([6, run, *handle as i32]),
+                Action::DropEvent { handle } => recs.extend([6 | 3 << 8, run, *handle as i32]),
                 Action::Ended(end) => {
                     let failed = match self.rt.get(*key).map(|l| &l.exec) {
                         Some(Executor::Dag(d)) => d.failed_node().map_or(-1, |n| n as i32),
                         _ => -1,
                     };
                     recs.extend([
-                        7,
+                        7 | 4 << 8,
                         run,
                         match end {
                             End::Finished => 0,
@@ -470,7 +486,7 @@ impl Ctx {
         self.out = out;
         for (key, e) in self.rt.take_failures() {
             self.messages.insert(key.index, e.to_string());
-            recs.extend([10, key.index as i32]);
+            recs.extend([10 | 2 << 8, key.index as i32]);
         }
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
@@ -485,14 +501,20 @@ impl Ctx {
             if let Executor::Machine(m) = &live.exec {
                 let flags = m.can_step() as i32
                     | (m.resting() as i32) << 1
-                    | ((m.queued() > 0) as i32) << 2;
+                    | ((m.queued() > 0) as i32) << 2
+                    | (live.is_done() as i32) << 3;
                 let status = m.status().code() as i32;
                 let current = m.current() as i32;
-                let done = live.is_done();
-                recs.extend([8, run, status, current, flags | (done as i32) << 3]);
+                // The face keeps the last one: an agent loop that steps back into the same
+                // state ends each call as it began, and needs no record for it.
+                let mark = (status as u64) | (current as u64) << 8 | (flags as u64) << 40;
+                if live.driver_mark != mark {
+                    live.driver_mark = mark;
+                    recs.extend([8 | 5 << 8, run, status, current, flags]);
+                }
             }
             if live.exec.recorder().has_events() && live_observed(live) {
-                recs.extend([9, run]);
+                recs.extend([9 | 2 << 8, run]);
             }
             if live
                 .tap
@@ -500,7 +522,7 @@ impl Ctx {
                 .and_then(|t| t.writer.as_ref())
                 .is_some_and(|w| !w.is_sync() && !w.ended() && w.dirty())
             {
-                recs.extend([11, run]);
+                recs.extend([11 | 2 << 8, run]);
             }
         }
         self.touched = touched;
@@ -541,15 +563,10 @@ fn live_observed(live: &ramus_engine::Live) -> bool {
     live.observed()
 }
 
-/// The length of a record starting with `code`.
-fn record_len(code: i32) -> usize {
-    match code {
-        1..=3 | 5 | 7 => 4,
-        4 => 6,
-        6 => 3,
-        8 => 5,
-        _ => 2,
-    }
+/// The length of a record from its first int (the code, with the length above the low
+/// byte: the face reads it from there, so lengths are written once, here).
+fn record_len(head: i32) -> usize {
+    (head >> 8) as usize
 }
 
 /// The largest prefix of whole records within `limit` ints.
@@ -569,20 +586,20 @@ fn record_cut(recs: &[i32], limit: usize) -> usize {
 /// (they start at `io[Io.Records]`).
 #[napi]
 pub fn call(env: Env) -> Result<i32> {
-    with_ctx(|c| c.call(&env, None, None))
+    ctx(|c| c.call(&env, None, None))
 }
 
 /// [`call`] with the JSON values a stored or traced run's sinks need: the step's output
 /// or error, and the context now.
 #[napi]
 pub fn call_with(env: Env, value: Option<String>, context: Option<String>) -> Result<i32> {
-    with_ctx(|c| c.call(&env, value.as_deref(), context.as_deref()))
+    ctx(|c| c.call(&env, value.as_deref(), context.as_deref()))
 }
 
 /// The records of the last call that did not fit the buffer.
 #[napi]
 pub fn more() -> Result<i32> {
-    with_ctx(|c| c.more())
+    ctx(|c| c.more())
 }
 
 /// A machine state chose its next state (`transitionTo`): `target` as the runner named
@@ -611,7 +628,7 @@ pub fn choose(
             delay,
         },
     };
-    with_ctx(|c| {
+    ctx(|c| {
         c.apply(
             &env,
             unpack(run),
@@ -641,7 +658,7 @@ pub fn send(
         event: &event_type,
         queue,
     };
-    with_ctx(|c| {
+    ctx(|c| {
         c.apply(
             &env,
             unpack(run),
@@ -675,7 +692,7 @@ pub fn create_run(
     options: Option<String>,
 ) -> Result<i32> {
     let opts = defs::run_options(definition, flags, parent, slot, clock, options.as_deref())?;
-    with_ctx(|c| {
+    ctx(|c| {
         c.rt.create(Arc::clone(&definition.inner), opts)
             .map(pack)
             .map_err(js_error)
@@ -763,7 +780,7 @@ pub fn drain_events(run: i32) -> Option<String> {
 /// Record a custom event of a step; `data` is its JSON when the run is stored or traced.
 #[napi]
 pub fn custom_event(run: i32, slot: u32, event_type: String, data: Option<String>) -> Result<i32> {
-    with_ctx(|c| {
+    ctx(|c| {
         c.rt.custom_event(unpack(run), slot, &event_type, data)
             .map_err(js_error)?;
         c.respond()
@@ -773,7 +790,7 @@ pub fn custom_event(run: i32, slot: u32, event_type: String, data: Option<String
 /// End of a turn of a batched stored run: write what it collected, with the context now.
 #[napi]
 pub fn flush_run(run: i32, context: Option<String>) -> Result<()> {
-    with_ctx(|c| {
+    ctx(|c| {
         c.rt.flush(unpack(run), context.as_deref())
             .map_err(js_error)
     })
@@ -783,7 +800,7 @@ pub fn flush_run(run: i32, context: Option<String>) -> Result<()> {
 /// failed with it.
 #[napi]
 pub fn fail_storage(run: i32, error: String) -> Result<i32> {
-    with_ctx(|c| {
+    ctx(|c| {
         let mut out = std::mem::take(&mut c.out);
         out.clear();
         let r = c.rt.fail_storage(unpack(run), error, &mut out);
@@ -814,4 +831,53 @@ pub fn parse_duration_ms(text: String) -> Result<f64> {
 #[napi]
 pub fn new_run_id() -> String {
     ramus_engine::ids::new_id(ramus_engine::Clock::now_ms(&ramus_engine::SystemClock))
+}
+
+/// [`call`] as a plain C callback: the hot path of every step skips napi-rs's wrapper
+/// (argument conversion, borrow scopes), which costs more than the call itself.
+unsafe extern "C" fn raw_call(
+    env: napi::sys::napi_env,
+    _info: napi::sys::napi_callback_info,
+) -> napi::sys::napi_value {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let e = Env::from_raw(env);
+        ctx(|c| c.call(&e, None, None))
+    }));
+    let mut out = std::ptr::null_mut();
+    match outcome {
+        Ok(Ok(n)) => {
+            napi::sys::napi_create_int32(env, n, &mut out);
+        }
+        Ok(Err(err)) => throw(env, &err.status, &err.reason),
+        Err(_) => throw(env, "ERR_PANIC", "ramus: the engine panicked (a bug: please report it)"),
+    }
+    out
+}
+
+unsafe fn throw(env: napi::sys::napi_env, code: &str, message: &str) {
+    let code = std::ffi::CString::new(code).unwrap_or_default();
+    let message = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
+    napi::sys::napi_throw_error(env, code.as_ptr(), message.as_ptr());
+}
+
+/// The function the face calls on every step: [`call`] without napi-rs's wrapper.
+#[napi]
+pub fn fast_call(env: &Env) -> Result<Unknown<'_>> {
+    let mut f = std::ptr::null_mut();
+    // SAFETY: a plain function with no data, created on the JS thread.
+    let status = unsafe {
+        napi::sys::napi_create_function(
+            env.raw(),
+            c"call".as_ptr(),
+            4,
+            Some(raw_call),
+            std::ptr::null_mut(),
+            &mut f,
+        )
+    };
+    if status != napi::sys::Status::napi_ok {
+        return Err(coded("ERR_NAPI", "ramus: could not create the call function"));
+    }
+    // SAFETY: `f` is a function value just created in this scope.
+    unsafe { Unknown::from_napi_value(env.raw(), f) }.map_err(napi_error)
 }

@@ -20,8 +20,9 @@ export interface StepFrame {
  */
 const currentStep = new AsyncLocalStorage<StepFrame>();
 
-/** The frame of the step whose runner is executing synchronously right now. */
-let syncFrame: StepFrame | undefined;
+/** The step whose runner is executing synchronously right now. */
+let syncOwner: StepOwner | undefined;
+let syncSlot = 0;
 
 let acrossAwaits = true;
 
@@ -36,16 +37,20 @@ export function nestAcrossAwaits(on: boolean): void {
 
 /** The step the calling code runs in, if any. */
 export function currentFrame(): StepFrame | undefined {
-  return syncFrame ?? (acrossAwaits ? currentStep.getStore() : undefined);
+  if (syncOwner) return { owner: syncOwner, slot: syncSlot };
+  return acrossAwaits ? currentStep.getStore() : undefined;
 }
 
 /** Call a step's runner inside its frame. */
-export function callIn<A, T>(frame: StepFrame, fn: (arg: A) => T, arg: A): T {
-  const outer = syncFrame;
-  syncFrame = frame;
+export function callIn<A, T>(owner: StepOwner, slot: number, fn: (arg: A) => T, arg: A): T {
+  const outerOwner = syncOwner;
+  const outerSlot = syncSlot;
+  syncOwner = owner;
+  syncSlot = slot;
   try {
-    return acrossAwaits ? currentStep.run(frame, fn, arg) : fn(arg);
+    return acrossAwaits ? currentStep.run({ owner, slot }, fn, arg) : fn(arg);
   } finally {
-    syncFrame = outer;
+    syncOwner = outerOwner;
+    syncSlot = outerSlot;
   }
 }

@@ -6,7 +6,7 @@ import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResul
 import { CancelledError } from './errors';
 import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
-import { drive, RunnerBase, StepArgs, type EngineLink, type Plan } from './runner';
+import { drive, RunnerBase, stepArgs, type EngineLink, type Plan } from './runner';
 import { definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
@@ -61,16 +61,6 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
 function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
   else obj[key] = value;
-}
-
-/** The arguments of one node call. */
-class DagNodeArgs extends StepArgs {
-  input: any;
-
-  constructor(owner: DagRunner<any, any, any>, slot: number, input: unknown) {
-    super(owner, slot);
-    this.input = input;
-  }
 }
 
 /** What an `Engine` passes to the runners it creates. */
@@ -183,7 +173,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   launch(slot: number): void {
     // A listener may have cancelled the run while this batch was being delivered.
     if (this.settled) return;
-    const args = new DagNodeArgs(this, slot, this.#buildInput(slot));
+    const args = stepArgs(this, slot, this.#buildInput(slot));
     const run = this.dag.runners[slot]!;
     if (this.#cache) this.#callCached(slot, run, args, this.#cache);
     else this.call(slot, run, args);
@@ -194,7 +184,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));
   }
 
-  async #callCached(slot: number, run: (args: any) => unknown, args: DagNodeArgs, cache: NodeResultCache): Promise<void> {
+  async #callCached(slot: number, run: (args: any) => unknown, args: Record<string, unknown>, cache: NodeResultCache): Promise<void> {
     const name = this.dag.names[slot]!;
     try {
       const key = createHash('sha256').update(String(run)).update('\0').update(JSON.stringify(args.input) ?? '').update('\0').update(JSON.stringify(this.input) ?? '').digest('hex');
@@ -202,7 +192,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       let output: unknown;
       if (typeof hit === 'string') output = JSON.parse(hit);
       else {
-        output = await callIn({ owner: this, slot }, run, args);
+        output = await callIn(this, slot, run, args);
         const text = JSON.stringify(output);
         if (text !== undefined) await cache.set(name, key, text);
       }
@@ -225,7 +215,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     let json: string | StorageError | undefined;
     if (outcome === StepOutcome.Ok) {
       this.#outputs[slot] = value;
-      json = this.valueJson(value, `${this.dag.names[slot]}.output`);
+      json = this.json ? this.valueJson(value, `${this.dag.names[slot]}.output`) : undefined;
       if (json instanceof StorageError) {
         // An output JSON cannot hold fails the node with the error naming the path.
         this.#outputs[slot] = undefined;

@@ -3,7 +3,7 @@ import { CancelledError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition } from './native';
-import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, StepArgs, type EngineLink, type Plan } from './runner';
+import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, stepArgs, type EngineLink, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
 /** The input a state gets when its `timeout` fires. */
@@ -86,20 +86,6 @@ export function compile(config: StateMachine<any, any>, initial: string | undefi
   let m = byInitial.get(initial ?? '');
   if (!m) byInitial.set(initial ?? '', (m = new CompiledMachine(config, initial)));
   return m;
-}
-
-/** The arguments of one state run. */
-class MachineStateArgs extends StepArgs {
-  input: unknown;
-  previousState: string | undefined;
-  event: MachineEvent | undefined;
-
-  constructor(owner: StateMachineRunner<any, any, any>, slot: number, input: unknown, previousState: string | undefined, event: MachineEvent | undefined) {
-    super(owner, slot);
-    this.input = input;
-    this.previousState = previousState;
-    this.event = event;
-  }
 }
 
 /** What an `Engine` passes when it starts or resumes a machine. */
@@ -259,8 +245,10 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       settle(this, slot, StepOutcome.Ok, this.#input);
       return;
     }
-    const prev = this.#previous >= 0 ? this.#m.names[this.#previous] : undefined;
-    this.call(slot, run, new MachineStateArgs(this, slot, this.#input, prev, this.#event));
+    const args = stepArgs(this, slot, this.#input);
+    args.previousState = this.#previous >= 0 ? this.#m.names[this.#previous] : undefined;
+    args.event = this.#event;
+    this.call(slot, run, args);
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {
@@ -273,7 +261,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       return;
     }
     if (value instanceof TransitionTo) {
-      const json = this.valueJson(value.output, `${this.state}.output`);
+      const json = this.json ? this.valueJson(value.output, `${this.state}.output`) : undefined;
       if (json instanceof StorageError) return this.#fail(slot, json);
       this.#output = this.#stateOutput = value.output;
       const d = value.delay;
@@ -282,7 +270,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       );
       return;
     }
-    const json = this.valueJson(value, `${this.state}.output`);
+    const json = this.json ? this.valueJson(value, `${this.state}.output`) : undefined;
     if (json instanceof StorageError) return this.#fail(slot, json);
     this.#output = this.#stateOutput = value;
     this.reportStep(slot, outcome, (this.#flags & StatusFlag.Queued) !== 0 ? -1 : this.#evaluateGuards(), json, this.contextJson());

@@ -21,6 +21,8 @@ export const hooks = {
 };
 
 addon.init(io, (run, transition, handle) => hooks.guard(run, transition, handle));
+/** `native.call` without napi-rs's wrapper: the one crossing of every step. */
+export const call = addon.fastCall() as () => number;
 addon.initTimers((count) => hooks.wake(count));
 
 /** Errors from the binding carry the engine's code (`ERR_…`); users get plain Errors. */

@@ -5,7 +5,7 @@ import { callIn, currentFrame, type StepFrame, type StepOwner } from './context'
 import type { Tools } from './dag-types';
 import { CancelledError } from './errors';
 import { reportListenerError, W_DATA, DataCode, type RamusEvent, type WireBatch, type WireEvent } from './events';
-import { hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
+import { call, hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
 import { SlotRequest, type Semaphore } from './semaphore';
 import { activeTraceparent } from './tracing';
 import { errorText, storable, StorageError } from './values';
@@ -20,6 +20,7 @@ const runs: Array<RunnerBase<any> | undefined> = [];
 
 const completions: unknown[] = [];
 let head = 0;
+let tail = 0;
 let pumping = false;
 /** Set while the binding may call a condition back: nothing may call into it then. */
 let inNative = false;
@@ -32,24 +33,31 @@ export function drive(f: () => void): void {
   pumping = true;
   try {
     f();
-    while (head < completions.length) {
+    while (head < tail) {
       const r = completions[head] as RunnerBase<any>;
       const slot = completions[head + 1] as number;
       const outcome = completions[head + 2] as number;
       const value = completions[head + 3];
+      // Not kept alive by the queue once reported.
+      completions[head] = completions[head + 3] = undefined;
       head += 4;
       r.report(slot, outcome, value);
     }
   } finally {
     pumping = false;
-    completions.length = 0;
-    head = 0;
+    head = tail = 0;
   }
 }
 
+const nothing = (): void => {};
+
 export function settle(r: RunnerBase<any>, slot: number, outcome: number, value: unknown): void {
-  completions.push(r, slot, outcome, value);
-  if (!pumping) drive(() => {});
+  completions[tail] = r;
+  completions[tail + 1] = slot;
+  completions[tail + 2] = outcome;
+  completions[tail + 3] = value;
+  tail += 4;
+  if (!pumping) drive(nothing);
 }
 
 /** Call into the binding where it may call a condition back. */
@@ -72,7 +80,6 @@ export function outsideNative(f: () => void): boolean {
 }
 
 const scratch: Int32Array[] = [];
-const launchLists: number[][] = [];
 const noticeLists: Array<Array<() => void>> = [];
 let depth = 0;
 
@@ -80,6 +87,7 @@ let depth = 0;
 export function dispatch(n: number): void {
   for (;;) {
     const flags = io[1]!;
+    // Copy out first: what runs below calls into the binding, which reuses `io`.
     const buf = (scratch[depth] ??= new Int32Array(Io.Size));
     for (let i = 0; i < n; i++) buf[i] = io[Io.Records + i]!;
     if (flags & ResponseFlag.Yield) {
@@ -100,71 +108,55 @@ export function dispatch(n: number): void {
 }
 
 function apply(buf: Int32Array, n: number): void {
-  const launch = (launchLists[depth] ??= []);
   const notices = (noticeLists[depth] ??= []);
-  const released: RunnerBase<any>[] = [];
-  for (let i = 0; i < n; ) {
-    const code = buf[i]!;
+  let released: RunnerBase<any>[] | undefined;
+  // A record's first int is its code, with its length in ints above the low byte.
+  for (let i = 0; i < n; i += buf[i]! >> 8) {
     const r = runs[buf[i + 1]!];
-    switch (code) {
-      case Rec.Run:
-      case Rec.Acquire:
-      case Rec.Ready:
-        launch.push(buf[i + 1]!, code, buf[i + 2]!, buf[i + 3]!);
-        i += 4;
-        break;
+    if (!r) continue;
+    switch (buf[i]! & 0xff) {
       case Rec.Moved:
-        r?.moved(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, buf[i + 5]!);
-        i += 6;
+        r.moved(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, buf[i + 5]!);
         break;
       case Rec.Failed:
-        r?.failed(buf[i + 2] === 1, buf[i + 3] === 1, notices);
-        i += 4;
+        r.failed(buf[i + 2] === 1, buf[i + 3] === 1, notices);
         break;
       case Rec.Drop:
-        r?.dropEvent(buf[i + 2]!);
-        i += 3;
+        r.dropEvent(buf[i + 2]!);
         break;
       case Rec.Ended:
-        if (r && r.ended(buf[i + 2]!, buf[i + 3]!, notices)) released.push(r);
-        i += 4;
+        if (r.ended(buf[i + 2]!, buf[i + 3]!, notices)) (released ??= []).push(r);
         break;
       case Rec.Status:
-        if (r && r.status(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, notices)) released.push(r);
-        i += 5;
+        if (r.status(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, notices)) (released ??= []).push(r);
         break;
       case Rec.Events:
-        r?.deliverEvents();
-        i += 2;
+        r.deliverEvents();
         break;
       case Rec.StorageFailed:
-        r?.storageFailed(notices);
-        i += 2;
+        r.storageFailed(notices);
         break;
       case Rec.Flush:
-        r?.scheduleFlush();
-        i += 2;
+        r.scheduleFlush();
         break;
-      default:
-        i += 2;
     }
   }
+  // How the runs' promises settle, after their events reached the listeners.
   if (notices.length > 0) {
-    const list = notices.splice(0);
-    for (const notice of list) notice();
+    for (let k = 0; k < notices.length; k++) notices[k]!();
+    notices.length = 0;
   }
-  if (launch.length > 0) {
-    const list = launch.splice(0);
-    for (let k = 0; k < list.length; k += 4) {
-      const r = runs[list[k]!];
-      if (!r || r.released) continue;
-      const code = list[k + 1]!;
-      if (code === Rec.Run) r.launch(list[k + 2]!, list[k + 3]!);
-      else if (code === Rec.Acquire) r.acquire(list[k + 2]!, list[k + 3]!);
-      else r.ready(list[k + 2]!, list[k + 3]!);
-    }
+  // Then the steps to launch, in order.
+  for (let i = 0; i < n; i += buf[i]! >> 8) {
+    const code = buf[i]! & 0xff;
+    if (code > Rec.Ready) continue;
+    const r = runs[buf[i + 1]!];
+    if (!r || r.released) continue;
+    if (code === Rec.Run) r.launch(buf[i + 2]!, buf[i + 3]!);
+    else if (code === Rec.Acquire) r.acquire(buf[i + 2]!, buf[i + 3]!);
+    else r.ready(buf[i + 2]!, buf[i + 3]!);
   }
-  for (const r of released) r.release();
+  if (released) for (const r of released) r.release();
 }
 
 hooks.guard = (run, transition, handle) => runs[run]?.guard(transition, handle) ?? 1;
@@ -190,27 +182,22 @@ export function runnerAt(index: number): RunnerBase<any> | undefined {
   return runs[index];
 }
 
-/** What a runner call receives besides its inputs. */
-export class StepArgs {
-  context: any;
-  rootInput: any;
-  tools: Tools;
-  // Own properties, as plain objects had them in the original: destructuring and spreading
-  // (`{ ...args }`) both keep working.
-  isCancelled: () => boolean;
-  exitIfCancelled: () => void;
-  emit: (type: string, data?: unknown) => void;
-
-  constructor(owner: RunnerBase<any>, slot: number) {
-    this.context = owner.context;
-    this.rootInput = owner.rootInput;
-    this.tools = owner.tools;
-    this.isCancelled = () => owner.slotCancelled(slot);
-    this.exitIfCancelled = () => {
+/**
+ * What a runner call receives. Own properties of an object literal, as plain objects had
+ * them in the original: destructuring and spreading (`{ ...args }`) both keep working.
+ */
+export function stepArgs(owner: RunnerBase<any>, slot: number, input: unknown): Record<string, unknown> {
+  return {
+    context: owner.context,
+    input,
+    rootInput: owner.rootInput,
+    tools: owner.tools,
+    isCancelled: () => owner.slotCancelled(slot),
+    exitIfCancelled: () => {
       if (owner.slotCancelled(slot)) throw new CancelledError();
-    };
-    this.emit = (type, data) => owner.customEvent(slot, type, data);
-  }
+    },
+    emit: (type: string, data?: unknown) => owner.customEvent(slot, type, data),
+  };
 }
 
 /** Options every runner takes. */
@@ -401,7 +388,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     io[2] = a;
     io[3] = b;
     io[4] = c;
-    const n = this.json ? callNative(() => native.callWith(value, context)) : callNative(native.call);
+    const n = this.json ? callNative(() => native.callWith(value, context)) : callNative(call);
     this.lastIgnored = (io[1] & ResponseFlag.Ignored) !== 0;
     dispatch(n);
   }
@@ -566,14 +553,14 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   protected abstract semaphoreKey(node: number): string;
 
   /** Call a runner in its step's frame; the result is reported through the pump. */
-  protected call(slot: number, fn: (args: any) => unknown, args: StepArgs): void {
+  protected call(slot: number, fn: (args: any) => unknown, args: Record<string, unknown>): void {
     if (this.skipLaunch === slot) {
       this.skipLaunch = -1;
       return;
     }
     let result: unknown;
     try {
-      result = callIn({ owner: this, slot }, fn, args);
+      result = callIn(this, slot, fn, args);
     } catch (err) {
       settle(this, slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err);
       return;

@@ -214,6 +214,8 @@ pub struct Live {
     /// The same, once the step runs again: by its slot.
     slot_nested: HashMap<u32, VecDeque<Run>>,
     continued: Option<Continued>,
+    /// A driver's own note about the run (the binding: the last status it told the face).
+    pub driver_mark: u64,
 }
 
 impl Live {
@@ -657,6 +659,7 @@ impl Runtime {
             nested: opts.nested,
             slot_nested: HashMap::new(),
             continued: opts.continued,
+            driver_mark: u64::MAX,
         });
 
         if let Some(c) = self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
@@ -792,7 +795,7 @@ impl Runtime {
         // them again.
         let mut orphans: Vec<Run> = Vec::new();
         if let Command::Complete { slot, .. } = command {
-            if applied {
+            if applied && !live.slot_nested.is_empty() {
                 orphans.extend(live.slot_nested.remove(&slot).into_iter().flatten());
             }
         }
@@ -891,6 +894,9 @@ impl Runtime {
     /// Cancel the runs nested in steps of `key` (and below) that no longer count: the step
     /// was cancelled, failed with its run, or timed out.
     fn cascade(&mut self, key: RunKey, out: &mut Vec<(RunKey, Action)>) {
+        if self.get(key).is_none_or(|l| l.children.is_empty()) {
+            return;
+        }
         let mut work = vec![key];
         while let Some(k) = work.pop() {
             let Some(live) = self.get(k) else { continue };
