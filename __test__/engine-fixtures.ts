@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Engine } from 'ramus';
 // @ts-expect-error: plain ESM helpers without types
-import { sleep, waitUntil, within } from './helpers.mjs';
+import { settle, waitUntil, within } from './helpers.mjs';
 
 /**
  * Engines for one test file: `open()` an engine on a new temporary file (or on `{ db }`: a
@@ -20,8 +20,10 @@ export function engineFixtures(prefix: string) {
   const live: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
 
   afterEach(async () => {
-    for (const run of live.splice(0)) run.cancel();
-    await sleep(5);
+    const cancelled = live.splice(0);
+    for (const run of cancelled) run.cancel();
+    await within(Promise.all(cancelled.map((run) => run.finished.catch(() => {}))), 5000, 'cancelled runs settle');
+    await settle();
     for (const engine of engines.splice(0)) await engine.close();
     for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -6,10 +6,10 @@
 // A restart is simulated in this process: close the first engine, open a second one on the
 // same file and resume (restarts in another process are in engine-restart.test.ts).
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CancelledError, configureTracing, Engine, flushTracing, runDag, shutdownTracing, StateMachineRunner } from 'ramus';
+import { CancelledError, configureTracing, Engine, flushTracing, runDag, shutdownTracing, StateMachineRunner, TestClock } from 'ramus';
 import { attr, engineFixtures, otlpCollector, settled, storedStatus } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
-import { sleep, waitUntil } from './helpers.mjs';
+import { deferred, settle, sleep, waitUntil } from './helpers.mjs';
 
 // ---- fixtures ----
 
@@ -70,7 +70,9 @@ describe('resume after a restart', () => {
       a: () => (phase === 1 ? hang() : 'a-out'),
       fin: ({ input, event }: any) => ({ input, event: event?.type ?? null }),
     };
-    const first = open({ db, durability: 'sync' });
+    // Both engines share one clock: the restart happens at a time the test controls.
+    const clock = new TestClock();
+    const first = open({ db, durability: 'sync', clock });
     first.register(runners);
     // 1) a delayed transition chosen by an event
     const sleepy = first.start({
@@ -89,17 +91,26 @@ describe('resume after a restart', () => {
     first.send(sleepy.runId, { type: 'go', data: { x: 1 } });
     first.send(queued.runId, { type: 'approve', data: { by: 'ann' }, queue: true });
     await waitUntil(() => sleepy.machineStatus === 'sleeping', `sleepy sleeping (now ${sleepy.machineStatus})`);
-    await sleep(10);
+    const dueAt = clock.now() + 300;
+    expect(clock.next()).toBe(dueAt);
+    await settle();
     expect(queued.machineStatus).toBe('running');
     await first.close();
 
     phase = 2;
-    const second = open({ db });
+    await clock.advance(100); // the restart, 100ms into the delay
+    const second = open({ db, clock });
     second.register(runners);
     const r1 = await second.resume(sleepy.runId, { keepAlive: true });
     const r2 = await second.resume(queued.runId);
-    expect(await settled(r1.finished)).toEqual({ ok: true, value: { event: 'go' } });
     expect(await settled(r2.finished)).toEqual({ ok: true, value: { input: 'a-out', event: 'approve' } });
+    // The restored delay keeps its due time.
+    expect((r1 as any).machineStatus).toBe('sleeping');
+    expect(clock.next()).toBe(dueAt);
+    await clock.advance(199);
+    expect((r1 as any).machineStatus).toBe('sleeping');
+    await clock.advance(1);
+    expect(await settled(r1.finished)).toEqual({ ok: true, value: { event: 'go' } });
     second.flush();
     expect(lastTransition(second, sleepy.runId)).toEqual({ from: 'wait', to: 'done', eventType: 'go', eventData: { x: 1 } });
     expect(lastTransition(second, queued.runId)).toEqual({ from: 'a', to: 'done', eventType: 'approve', eventData: { by: 'ann' } });
@@ -200,12 +211,15 @@ describe('resume after a restart', () => {
       const db = tempDb();
       let phase = 1;
       const calls: string[] = [];
+      const proceed = deferred();
+      const reached = deferred();
       const runners = {
         work: async ({ context, emit }: any) => {
           calls.push(`work@${phase}:${context.count}`);
           context.count += 1;
-          await sleep(1);
+          await proceed.promise; // the state runs on after its start: the test says when
           if (how === 'emit') emit('progress', { count: context.count });
+          reached.resolve();
           if (phase === 1) return hang();
           return context.count;
         },
@@ -220,10 +234,11 @@ describe('resume after a restart', () => {
       first.register(runners);
       const run = first.start(def);
       await waitUntil(() => calls.length === 1, 'work started');
-      await sleep(10);
+      proceed.resolve();
+      await reached.promise;
       // A persist while the state runs: an emitted event, or an event queued by send().
       if (how === 'send') first.send(run.runId, { type: 'ping', queue: true });
-      await sleep(5);
+      await settle();
       expect(run.context.count, how).toBe(1); // in memory the state has changed it
       await first.close();
 
@@ -281,13 +296,14 @@ describe('runs nested in durable runs', () => {
   test('after engine.close() a nested run is detached: its parent keeps running in memory and gets its output', async () => {
     const db = tempDb();
     const first = open({ db });
+    const childGate = deferred();
     const parent = {
       name: 'parent',
       nodes: {
         p: {
           run: async () => {
             try {
-              return await runDag({ dag: { name: 'child', nodes: { c1: { run: async () => (await sleep(30), 'child-ok') } } } } as any);
+              return await runDag({ dag: { name: 'child', nodes: { c1: { run: async () => (await childGate.promise, 'child-ok') } } } } as any);
             } catch (e: any) {
               return `child failed: ${e.name}: ${e.message}`;
             }
@@ -297,8 +313,9 @@ describe('runs nested in durable runs', () => {
     };
     const run = first.start(parent as any);
     await waitUntil(() => first.children(run.runId).length === 1, 'child stored');
-    await sleep(5);
-    await first.close();
+    await settle();
+    await first.close(); // the child's c1 is still running: it ends only after the close
+    childGate.resolve();
     expect(await settled(run.finished)).toEqual({ ok: true, value: 'child-ok' });
   });
 });
@@ -307,7 +324,8 @@ describe('runs nested in durable runs', () => {
 
 describe('held events', () => {
   test('a pre-empted delay drops the event that chose it: the snapshot holds no events after many', async () => {
-    const engine = open();
+    const clock = new TestClock();
+    const engine = open({ clock });
     const run = track(
       engine.start({
         name: 'pre',
@@ -320,9 +338,10 @@ describe('held events', () => {
       engine.send(run.runId, { type: 'go', data: { k, pad: 'x'.repeat(100) } }); // sleeping, event held
       engine.send(run.runId, { type: 'stop' }); // pre-empts the delay
     }
-    await sleep(50);
+    await settle();
     engine.flush();
     expect(run.machineStatus).toBe('waitingForEvent');
+    expect(clock.next()).toBeUndefined(); // the last delay was disarmed too
     const snap = engine.run(run.runId)!.snapshot;
     expect(snap.events).toEqual([]);
     expect(JSON.stringify(snap).length).toBeLessThan(2000);

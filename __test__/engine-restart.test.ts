@@ -6,9 +6,9 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, TimeoutError } from 'ramus';
+import { Engine, TestClock, TimeoutError } from 'ramus';
 // @ts-expect-error: plain ESM helpers without types
-import { sleep, waitUntil, within } from './helpers.mjs';
+import { settle, waitUntil, within } from './helpers.mjs';
 
 const RAMUS = createRequire(import.meta.url).resolve('ramus');
 
@@ -19,8 +19,10 @@ const engines: Engine[] = [];
 const liveRuns: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
 
 afterEach(async () => {
-  for (const run of liveRuns.splice(0)) run.cancel();
-  await sleep(5);
+  const cancelled = liveRuns.splice(0);
+  for (const run of cancelled) run.cancel();
+  await within(Promise.all(cancelled.map((run) => run.finished.catch(() => {}))), 5000, 'cancelled runs settle');
+  await settle();
   for (const engine of engines.splice(0)) await engine.close();
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -45,7 +47,7 @@ import fs from 'node:fs';
 const require = createRequire(import.meta.url);
 const [ramusPath, db, dir, ...args] = process.argv.slice(2);
 const ramus = require(ramusPath);
-const { Engine, runDag } = ramus;
+const { Engine, TestClock, runDag } = ramus;
 const log = (s) => fs.appendFileSync(dir + '/calls.log', s + '\\n');
 const report = (o) => fs.writeFileSync(dir + '/report.json', JSON.stringify(o));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -247,7 +249,7 @@ describe('a machine waiting for an event across a restart', () => {
     expect(engine.waiting({ tags: ['needs-review'] }).map((r) => r.id)).toEqual([runId]);
     const eventId = engine.send(runId, { type: 'approve', data: { by: 'ann' } });
     expect(typeof eventId).toBe('string');
-    await sleep(30);
+    await settle();
     // Nobody runs it: the event waits in the store, the run has not moved.
     expect(engine.run(runId)!.status).toBe('waitingForEvent');
     expect(calls).toEqual([]);
@@ -293,7 +295,7 @@ describe('a machine waiting for an event across a restart', () => {
     expect(runs.map((r) => r.runId).sort()).toEqual([...ids].sort());
     const [one, two] = ids.map((id: string) => track(runs.find((r) => r.runId === id)!));
     expect(await within(one.finished, 5000, 'run one')).toEqual({ input: 'draft of one', event: { type: 'approve', data: 'first' } });
-    await sleep(20);
+    await settle();
     expect((two as any).machineStatus).toBe('waitingForEvent');
     expect(engine.run(ids[0])!.status).toBe('finished');
     // The resumed run that still waits is stored as waiting, and listed as such.
@@ -331,6 +333,10 @@ describe('a machine waiting for an event across a restart', () => {
 
 // ---- (3) a delay that falls due while no process runs ----
 
+// The child and the test process each run on a TestClock: stored times are plain ms, so the
+// test process "restarts" at whatever time it chooses, without waiting for the delay.
+const T0 = Date.UTC(2026, 0, 1);
+
 const SLEEPY = {
   name: 'sleepy',
   initial: 's',
@@ -340,70 +346,79 @@ const SLEEPY = {
   },
 };
 
-const SLEEPY_CHILD = (waitAfterSleeping: number) => `
-  const engine = new Engine({ db, durability: 'sync' });
+/** A child that starts SLEEPY at T0, lets `elapsed` ms of its clock pass, and dies. */
+const SLEEPY_CHILD = (elapsed: number) => `
+  const clock = new TestClock(${T0});
+  const engine = new Engine({ db, durability: 'sync', clock });
   engine.register('nap', async ({ args }) => { log('nap:' + args); return 'napped ' + args; });
   const run = engine.start(${JSON.stringify(SLEEPY)});
   await until(() => engine.run(run.runId)?.status === 'sleeping', 'sleeping');
-  const sleptAt = Date.now();
-  await sleep(${waitAfterSleeping});
-  report({ runId: run.runId, sleptAt });
+  await clock.advance(${elapsed});
+  report({ runId: run.runId, status: engine.run(run.runId)?.status, now: clock.now(), next: clock.next() ?? null });
   die();
 `;
 
 describe('a delayed transition across a restart', () => {
   test('a delay that fell due while no process ran fires at once on resumeAll()', async () => {
     const ws = workspace();
-    const { runId, sleptAt } = await ws.killed(SLEEPY_CHILD(0));
+    const { runId, status, next } = await ws.killed(SLEEPY_CHILD(0));
     expect(ws.calls()).toEqual(['nap:s']);
-    let dueAt = sleptAt + 300;
+    expect(status).toBe('sleeping');
+    const dueAt = T0 + 300;
+    expect(next).toBe(dueAt);
     if (HAS_SQLITE3) {
       const timers = sql(ws.db, `SELECT id, kind, due_at, fired_at FROM timers WHERE run_id = '${runId}'`);
-      expect(timers).toEqual([{ id: expect.any(String), kind: 'delay', due_at: expect.any(Number), fired_at: null }]);
-      dueAt = timers[0].due_at;
-      expect(dueAt).toBeGreaterThanOrEqual(sleptAt + 250);
-      expect(dueAt).toBeLessThanOrEqual(sleptAt + 300);
+      expect(timers).toEqual([{ id: expect.any(String), kind: 'delay', due_at: dueAt, fired_at: null }]);
     }
-    await waitUntil(() => Date.now() > dueAt + 30, 'the delay falls due', 2000);
 
-    const engine = ws.engine({ durability: 'sync' });
+    // The restart comes 330ms after the child slept: the delay fell due 30ms ago.
+    const clock = new TestClock(T0 + 330);
+    const engine = ws.engine({ durability: 'sync', clock });
+    expect(engine.timers(runId)).toMatchObject([{ kind: 'delay', dueAt, firedAt: null }]);
     const naps: string[] = [];
     engine.register('nap', async ({ args }: any) => {
       naps.push(args);
       return `napped ${args} again`;
     });
-    const t0 = Date.now();
     const runs = await engine.resumeAll();
     expect(runs.map((r) => r.runId)).toEqual([runId]);
+    // Armed at its stored time, which has passed: due now, not 300ms after the restart.
+    expect(clock.next()).toBe(dueAt);
+    await clock.advance(0);
     expect(await within(runs[0].finished, 2000, 'sleepy')).toBe('napped z again');
-    const took = Date.now() - t0;
-    expect(took, 'a due delay fires at once, not after another 300ms').toBeLessThan(150);
+    expect(clock.now(), 'the clock did not move').toBe(T0 + 330);
     expect(naps).toEqual(['z']);
     expect(engine.steps(runId).map((s) => [s.node, s.status])).toEqual([
       ['s', 'finished'],
       ['z', 'finished'],
     ]);
     expect(engine.run(runId)).toMatchObject({ status: 'finished', output: 'napped z again' });
+    expect(engine.timers(runId)).toMatchObject([{ kind: 'delay', dueAt, firedAt: T0 + 330 }]);
     if (HAS_SQLITE3) {
       const [timer] = sql(ws.db, `SELECT fired_at FROM timers WHERE run_id = '${runId}' AND kind = 'delay'`);
-      expect(timer.fired_at).toBeGreaterThanOrEqual(t0);
+      expect(timer.fired_at).toBe(T0 + 330);
     }
   });
 
   test('a delay not yet due at restart waits only for what is left', async () => {
     const ws = workspace();
-    const { runId, sleptAt } = await ws.killed(SLEEPY_CHILD(150));
-    let dueAt = sleptAt + 300 - 40;
-    if (HAS_SQLITE3) dueAt = sql(ws.db, `SELECT due_at FROM timers WHERE run_id = '${runId}'`)[0].due_at;
-    const engine = ws.engine({ durability: 'sync' });
+    const { runId, status, now, next } = await ws.killed(SLEEPY_CHILD(150));
+    // 150ms of the child's clock passed: the delay had not fired there.
+    expect({ status, now, next }).toEqual({ status: 'sleeping', now: T0 + 150, next: T0 + 300 });
+    if (HAS_SQLITE3) expect(sql(ws.db, `SELECT due_at FROM timers WHERE run_id = '${runId}'`)[0].due_at).toBe(T0 + 300);
+
+    // The restart, 150ms after the child slept.
+    const clock = new TestClock(T0 + 150);
+    const engine = ws.engine({ durability: 'sync', clock });
     engine.register('nap', async ({ args }: any) => `napped ${args}`);
-    const resumedAt = Date.now();
-    expect(resumedAt - sleptAt).toBeLessThan(280); // otherwise the test proves nothing
     const run = await engine.resume(runId);
+    // What is left of the delay (150ms), not a whole new one from the restart.
+    expect(clock.next()).toBe(T0 + 300);
+    await clock.advance(149);
+    expect((run as any).machineStatus, 'not before the delay is due').toBe('sleeping');
+    await clock.advance(1);
     expect(await within(run.finished, 2000, 'sleepy')).toBe('napped z');
-    const doneAt = Date.now();
-    expect(doneAt, 'not before the delay is due').toBeGreaterThanOrEqual(dueAt);
-    expect(doneAt, 'not a whole new delay from the restart').toBeLessThan(resumedAt + 280);
+    expect(engine.timers(runId)).toMatchObject([{ kind: 'delay', dueAt: T0 + 300, firedAt: T0 + 300 }]);
   });
 });
 
@@ -422,17 +437,20 @@ describe('a state timeout across a restart', () => {
       },
     };
     const ws = workspace();
-    const { runId, waitingAt } = await ws.killed(`
-      const engine = new Engine({ db, durability: 'sync' });
+    const { runId, next } = await ws.killed(`
+      const clock = new TestClock(${T0});
+      const engine = new Engine({ db, durability: 'sync', clock });
       engine.register({ echo: async ({ input }) => input, late: () => { log('late'); return 'late in child'; } });
       const run = engine.start(${JSON.stringify(DEADLINE)}, { input: 'question' });
       await until(() => engine.run(run.runId)?.status === 'waitingForEvent', 'waiting');
-      report({ runId: run.runId, waitingAt: Date.now() });
+      report({ runId: run.runId, next: clock.next() ?? null });
       die();
     `);
-    await waitUntil(() => Date.now() > waitingAt + 340, 'the timeout expires', 2000);
+    expect(next).toBe(T0 + 300);
 
-    const engine = ws.engine({ durability: 'sync' });
+    // The restart comes 340ms after the wait began: the timeout expired while no process ran.
+    const clock = new TestClock(T0 + 340);
+    const engine = ws.engine({ durability: 'sync', clock });
     const seen: any[] = [];
     engine.register({
       echo: async ({ input }: any) => input,
@@ -441,10 +459,11 @@ describe('a state timeout across a restart', () => {
         return { name: input?.name, message: input?.message, isTimeoutError: input instanceof TimeoutError, previousState };
       },
     });
-    const t0 = Date.now();
     const run = await engine.resume(runId);
+    expect(clock.next()).toBe(T0 + 300);
+    await clock.advance(0);
     const out: any = await within(run.finished, 2000, 'deadline');
-    expect(Date.now() - t0).toBeLessThan(200);
+    expect(clock.now(), 'fired at once: the clock did not move').toBe(T0 + 340);
     expect(out).toMatchObject({ name: 'TimeoutError', previousState: 'wait' });
     expect(out.message).toMatch(/wait/);
     expect(seen[0]).toBeInstanceOf(Error);
@@ -455,9 +474,10 @@ describe('a state timeout across a restart', () => {
       ['wait', 'late'],
     ]);
     expect(engine.run(runId)!.status).toBe('finished');
+    expect(engine.timers(runId)).toMatchObject([{ kind: 'timeout', dueAt: T0 + 300, firedAt: T0 + 340 }]);
     if (HAS_SQLITE3) {
       const timers = sql(ws.db, `SELECT kind, fired_at FROM timers WHERE run_id = '${runId}'`);
-      expect(timers).toEqual([{ kind: 'timeout', fired_at: expect.any(Number) }]);
+      expect(timers).toEqual([{ kind: 'timeout', fired_at: T0 + 340 }]);
     }
   });
 });

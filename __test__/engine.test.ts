@@ -4,10 +4,10 @@
 import { describe, expect, test } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CancelledError, Engine, StateMachineRunner, StorageError, runDag } from 'ramus';
+import { CancelledError, Engine, StateMachineRunner, StorageError, TestClock, runDag } from 'ramus';
 import { engineFixtures, settled, storedStatus } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
-import { deferred, sleep, waitUntil, within } from './helpers.mjs';
+import { deferred, settle, waitUntil, within } from './helpers.mjs';
 
 // ---- fixtures ----
 
@@ -258,7 +258,8 @@ describe('start', () => {
   });
 
   test('runs() filters by name, status and tags, newest first, with a limit', async () => {
-    const engine = open({ durability: 'sync' });
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
     registerBasics(engine);
     engine.define(pipeline());
     engine.define({ name: 'failing', nodes: { a: { runner: 'fail' } } });
@@ -266,14 +267,17 @@ describe('start', () => {
     const r1 = engine.start('pipeline', { tags: ['x'] });
     ids.push(r1.runId);
     await r1.finished;
-    await sleep(3);
+    await clock.advance(3);
     const r2 = engine.start('failing', { tags: ['x', 'y'] });
     ids.push(r2.runId);
     await r2.finished.catch(() => {});
-    await sleep(3);
+    await clock.advance(3);
     const r3 = engine.start('pipeline', { tags: ['y'] });
     ids.push(r3.runId);
     await r3.finished;
+    // created 3ms apart on the run's clock
+    const t0 = engine.run(r1.runId)!.createdAt;
+    expect([r1, r2, r3].map((r) => engine.run(r.runId)!.createdAt - t0)).toEqual([0, 3, 6]);
     const idsOf = (rows: Array<{ id: string }>) => rows.map((r) => r.id);
     expect(idsOf(engine.runs())).toEqual([r3.runId, r2.runId, r1.runId]);
     expect(idsOf(engine.runs({ name: 'pipeline' }))).toEqual([r3.runId, r1.runId]);
@@ -545,7 +549,7 @@ describe('run statuses', () => {
     expect(() => engine.send(waitingRun.runId, { type: '' })).toThrow(/type/);
     expect(() => engine.send(waitingRun.runId, { type: 'approve', data: { cb: () => 1 } })).toThrow(/event\.data\.cb: functions cannot be stored/);
     // A refused event is not delivered.
-    await sleep(20);
+    await settle();
     expect(engine.run(waitingRun.runId)!.status).toBe('waitingForEvent');
   });
 });
@@ -790,7 +794,8 @@ describe('durability', () => {
 // ---- prune ----
 
 describe('prune', () => {
-  async function seed(engine: Engine) {
+  /** Two runs, 15ms on the engine's clock before `cut`, two 15ms after it; then 5ms pass. */
+  async function seed(engine: Engine, clock: TestClock) {
     registerBasics(engine);
     engine.define(pipeline());
     engine.define({ name: 'failing', nodes: { a: { runner: 'fail' } } });
@@ -801,18 +806,19 @@ describe('prune', () => {
     };
     const oldOk = await done('pipeline');
     const oldErr = await done('failing');
-    await sleep(15);
-    const cut = Date.now();
-    await sleep(15);
+    await clock.advance(15);
+    const cut = clock.now();
+    await clock.advance(15);
     const newOk = await done('pipeline');
     const newErr = await done('failing');
-    await sleep(5);
+    await clock.advance(5);
     return { oldOk, oldErr, newOk, newErr, cut };
   }
 
   test('olderThan a time (number) with a status deletes only those runs, with their steps', async () => {
-    const engine = open({ durability: 'sync' });
-    const { oldOk, oldErr, newOk, newErr, cut } = await seed(engine);
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
+    const { oldOk, oldErr, newOk, newErr, cut } = await seed(engine, clock);
     expect(engine.steps(oldErr)).toHaveLength(1);
     expect(engine.prune({ olderThan: cut, status: 'error' })).toBe(1);
     expect(engine.run(oldErr)).toBeUndefined();
@@ -822,8 +828,9 @@ describe('prune', () => {
   });
 
   test('olderThan a Date deletes every older run; an age that nothing is older than deletes nothing', async () => {
-    const engine = open({ durability: 'sync' });
-    const { oldOk, oldErr, newOk, newErr, cut } = await seed(engine);
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
+    const { oldOk, oldErr, newOk, newErr, cut } = await seed(engine, clock);
     expect(engine.prune({ olderThan: '1h' })).toBe(0);
     expect(engine.runs()).toHaveLength(4);
     expect(engine.prune({ olderThan: new Date(cut) })).toBe(2);
@@ -832,8 +839,9 @@ describe('prune', () => {
   });
 
   test("olderThan '0ms' deletes all runs; definitions survive", async () => {
-    const engine = open({ durability: 'sync' });
-    await seed(engine);
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
+    await seed(engine, clock);
     expect(engine.prune({ olderThan: '0ms', status: 'finished' })).toBe(2);
     expect(engine.runs().map((r) => r.status)).toEqual(['error', 'error']);
     expect(engine.prune({ olderThan: '0ms' })).toBe(2);
@@ -844,14 +852,15 @@ describe('prune', () => {
   });
 
   test('pruning a run deletes the runs started inside it', async () => {
-    const engine = open({ durability: 'sync' });
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
     engine.register('nest', async () => runDag({ dag: { name: 'inner', nodes: { x: { run: async () => later('X') } } }, input: null } as any));
     const run = engine.start({ name: 'outer', nodes: { n: { runner: 'nest' } } });
     await run.finished;
     const [child] = engine.children(run.runId);
     expect(child).toBeDefined();
-    await sleep(5);
-    expect(engine.prune({ olderThan: Date.now(), status: 'finished' })).toBeGreaterThanOrEqual(1);
+    await clock.advance(5);
+    expect(engine.prune({ olderThan: clock.now(), status: 'finished' })).toBeGreaterThanOrEqual(1);
     expect(engine.run(run.runId)).toBeUndefined();
     expect(engine.run(child.id)).toBeUndefined();
     expect(engine.steps(child.id)).toEqual([]);
@@ -890,7 +899,8 @@ describe('engine.inspect', () => {
 
 describe('timers and pending events are readable', () => {
   test('a delay is a timer row until it fires; an event sent to a stored run waits as pending', async () => {
-    const engine = open({ durability: 'sync' });
+    const clock = new TestClock();
+    const engine = open({ durability: 'sync', clock });
     engine.register('go', () => 'went');
     const run = engine.start({
       name: 'later',
@@ -903,7 +913,8 @@ describe('timers and pending events are readable', () => {
     await waitUntil(() => engine.timers(run.runId).length === 1, 'the delay stored');
     const [timer] = engine.timers(run.runId);
     expect(timer).toMatchObject({ kind: 'delay', firedAt: null });
-    expect(timer!.dueAt).toBeGreaterThan(Date.now() + 29 * 24 * 3600 * 1000);
+    expect(timer!.dueAt).toBe(clock.now() + 30 * 24 * 3600 * 1000);
+    expect(clock.next()).toBe(timer!.dueAt);
     await engine.close();
 
     // Another engine, with nobody running the machine: the event waits in the database.

@@ -289,7 +289,6 @@ describe('failure cancels the rest of the run', () => {
     await expect(runner.run()).rejects.toThrow('first failure');
     slowGate.resolve();
     await settle();
-    await sleep(20);
     expect(slowSawCancel).toBe(true);
     expect(ran).toEqual(['slow']);
     expect(runner.nodeState('afterSlow')).toBe('cancelled');
@@ -339,7 +338,6 @@ describe('failure cancels the rest of the run', () => {
     await expect(runner.run()).rejects.toBe(first);
     gate.resolve();
     await settle();
-    await sleep(10);
     expect(onError).toHaveBeenCalledTimes(1);
     expect(onError).toHaveBeenCalledWith(first);
   });
@@ -369,6 +367,7 @@ describe('tolerateFailures', () => {
 
   test('a slow sibling still runs to completion after another node failed', async () => {
     const ran = [];
+    const slowGate = deferred();
     const dag = {
       name: 'tolerant-slow',
       tolerateFailures: true,
@@ -380,7 +379,7 @@ describe('tolerateFailures', () => {
         },
         slow: {
           run: async ({ isCancelled }) => {
-            await sleep(20);
+            await slowGate.promise;
             ran.push(['slow', isCancelled()]);
             return 's';
           },
@@ -395,7 +394,11 @@ describe('tolerateFailures', () => {
       },
     };
     const runner = new DagRunner({ dag, input: null });
-    const out = await runner.run();
+    const p = runner.run();
+    await waitUntil(() => runner.nodeState('bad') === 'error', 'bad failed');
+    expect(runner.nodeState('slow')).toBe('running'); // still running when bad failed
+    slowGate.resolve();
+    const out = await within(p, 3000, 'run');
     expect(out).toEqual({ bad: undefined, afterSlow: 's!' });
     expect(ran).toEqual([['slow', false], ['afterSlow']]);
     expect(runner.nodeState('bad')).toBe('error');
@@ -521,6 +524,7 @@ describe('tolerateParentErrors', () => {
 
   test('a node throwing CancelledError on its own does not fail the run: siblings finish', async () => {
     const ran = [];
+    const siblingGate = deferred();
     const dag = {
       name: 'self-cancel',
       nodes: {
@@ -537,7 +541,7 @@ describe('tolerateParentErrors', () => {
         },
         sibling: {
           run: async ({ isCancelled }) => {
-            await sleep(20);
+            await siblingGate.promise;
             ran.push(['sibling', isCancelled()]);
             return 'sib';
           },
@@ -548,7 +552,11 @@ describe('tolerateParentErrors', () => {
     const onError = vi.fn();
     runner.on('ramus:error', onError);
     const events = collectEvents(runner);
-    const outcome = await runner.run().then(
+    const p = runner.run();
+    await waitUntil(() => runner.nodeState('quitter') === 'cancelled', 'quitter cancelled itself');
+    expect(runner.nodeState('sibling')).toBe('running'); // still running when quitter quit
+    siblingGate.resolve();
+    const outcome = await p.then(
       (v) => ({ ok: v }),
       (e) => ({ err: e })
     );

@@ -1,6 +1,6 @@
 import { describe, test, expect, vi } from 'vitest';
 import { StateMachineRunner, CancelledError } from 'ramus';
-import { deferred, settle, sleep, within, waitUntil, collectEvents, waitForStatus, outcome, statusLog, loopGuard, RUNAWAY } from './helpers.mjs';
+import { deferred, settle, within, waitUntil, collectEvents, waitForStatus, outcome, statusLog, loopGuard, RUNAWAY } from './helpers.mjs';
 
 const thrower = (err) => () => {
   throw err;
@@ -383,7 +383,8 @@ describe('cancel()', () => {
     gate.resolve();
     await within(p, 3000, 'run() resolves after cancel');
     await fin.promise;
-    await sleep(10);
+    // b would run now if cancel() let it: give it every chance
+    await settle();
     expect(seen).toEqual([false, true]);
     expect(r.state).toBe('b');
     expect(bRun).not.toHaveBeenCalled();

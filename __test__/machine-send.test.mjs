@@ -1,6 +1,6 @@
 import { describe, test, expect, vi } from 'vitest';
 import { StateMachineRunner, LocalSemaphore } from 'ramus';
-import { deferred, settle, within, waitUntil, collectEvents, promiseState, waitForStatus, outcome, sleep } from './helpers.mjs';
+import { deferred, settle, within, waitUntil, collectEvents, promiseState, waitForStatus, outcome } from './helpers.mjs';
 
 /** Transitions taken, as 'from>to' strings, from collected events. */
 const pathOf = (events) => events.filter((e) => e.type === 'state_machine:transition').map((e) => `${e.data.from}>${e.data.to}`);
@@ -222,13 +222,15 @@ describe('send() during a run', () => {
       input: null,
     });
     const events = collectEvents(r);
-    r.run();
+    const rested = r.run();
     await waitForStatus(r, 'running', 'a');
     r.send({ type: 'nope' });
     r.send({ type: 'go' });
     gate.resolve();
-    await waitForStatus(r, 'waitingForEvent', 'b');
-    await sleep(20);
+    // run() resolves once the machine rests: a kept 'nope' would have moved b on to x first
+    await within(rested, 3000, 'run() rests');
+    await settle();
+    expect(r.machineStatus).toBe('waitingForEvent');
     expect(r.state).toBe('b');
     expect(pathOf(events)).toEqual(['a>b']);
   });
@@ -240,13 +242,15 @@ describe('send() during a run', () => {
       input: null,
     });
     const events = collectEvents(r);
-    r.run();
+    const rested = r.run();
     await waitForStatus(r, 'running', 'a');
     r.send({ type: 'go' });
     r.send({ type: 'nope' });
     gate.resolve();
-    await waitForStatus(r, 'waitingForEvent', 'b');
-    await sleep(20);
+    // run() resolves once the machine rests: a kept 'nope' would have moved b on to x first
+    await within(rested, 3000, 'run() rests');
+    await settle();
+    expect(r.machineStatus).toBe('waitingForEvent');
     expect(r.state).toBe('b');
     expect(pathOf(events)).toEqual(['a>b']);
   });
@@ -319,12 +323,14 @@ describe('send() during a run', () => {
       input: null,
     });
     const events = collectEvents(r);
-    r.run();
+    const rested = r.run();
     await waitForStatus(r, 'running', 'a');
     r.send({ type: 'later', queue: true });
     gate.resolve();
-    await waitForStatus(r, 'waitingForEvent', 'b');
-    await sleep(20);
+    // run() resolves once the machine rests: a kept 'later' would have moved b on to c first
+    await within(rested, 3000, 'run() rests');
+    await settle();
+    expect(r.machineStatus).toBe('waitingForEvent');
     expect(r.state).toBe('b');
     expect(pathOf(events)).toEqual(['a>b']);
   });
@@ -377,7 +383,7 @@ describe('final states', () => {
     const r = new StateMachineRunner({ config: wakeable(fRun), input: null });
     await r.run();
     expect(await within(r.finished, 3000, 'finished')).toBe('F(A)');
-    await sleep(10);
+    await settle();
     expect(fRun).toHaveBeenCalledTimes(1);
     expect(r.machineStatus).toBe('final');
     expect(r.state).toBe('f');
@@ -448,7 +454,8 @@ describe('send() and finished outcome', () => {
     });
     const o = outcome(r.finished);
     await r.run();
-    await sleep(20);
+    await settle();
+    expect(r.machineStatus).toBe('waitingForEvent');
     expect(o.status).toBe('pending');
     r.send({ type: 'go' });
     await within(o.promise, 3000, 'finished');

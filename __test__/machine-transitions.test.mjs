@@ -1,5 +1,5 @@
 import { describe, test, expect, vi } from 'vitest';
-import { StateMachineRunner, transitionTo } from 'ramus';
+import { StateMachineRunner, TestClock, transitionTo } from 'ramus';
 import { settle, sleep, within, waitUntil, collectEvents, promiseState, outcome, waitForStatus, loopGuard, RUNAWAY } from './helpers.mjs';
 
 /** Build a machine whose initial state `a` runs `run` (default: returns the input) with `transition`. */
@@ -368,16 +368,20 @@ describe('transitionTo', () => {
   });
 
   test('transitionTo with a delay sleeps, then transitions', async () => {
+    const clock = new TestClock();
     const r = new StateMachineRunner({
+      clock,
       config: machine({ go: 'b' }, { run: () => transitionTo('b', 'late', { delay: 40 }) }),
       input: null,
     });
-    const t0 = Date.now();
     await r.run();
     expect(r.machineStatus).toBe('sleeping');
     expect(r.state).toBe('a');
+    expect(clock.next()).toBe(clock.now() + 40);
+    await clock.advance(39);
+    expect(r.machineStatus).toBe('sleeping');
+    await clock.advance(1);
     expect(await within(r.finished, 3000, 'finished after delay')).toEqual({ at: 'b', input: 'late' });
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(35);
     await waitForStatus(r, 'final', 'b');
   });
 });

@@ -1,6 +1,6 @@
-import { describe, test, expect } from 'vitest';
+import { describe, test, expect, vi, afterEach } from 'vitest';
 import { StateMachineRunner, DagRunner, runAll, CancelledError } from 'ramus';
-import { sleep, settle, within, waitUntil, collectEvents, outcome, loopGuard, RUNAWAY } from './helpers.mjs';
+import { sleep, settle, within, collectEvents, outcome, loopGuard, RUNAWAY } from './helpers.mjs';
 
 const valueMachine = (value, ms = 5) =>
   new StateMachineRunner({
@@ -77,6 +77,22 @@ const failingDag = (err) =>
 
 const okDag = (value) => new DagRunner({ dag: { name: 'ok-dag', nodes: { x: { run: () => value } } }, input: null });
 
+/**
+ * The runAll budget is a JS setTimeout (runAll takes no clock), so the budget tests fake
+ * setTimeout alone: the budget and the children's own short waits then run on fake time, which
+ * only `advance` moves. Helpers that wait on real timers (within, waitUntil, settle) are not
+ * used while it is faked.
+ */
+async function withFakeTimeouts(fn) {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  try {
+    await fn((ms) => vi.advanceTimersByTimeAsync(ms));
+  } finally {
+    vi.useRealTimers();
+  }
+}
+afterEach(() => vi.useRealTimers()); // also when a test timed out inside withFakeTimeouts
+
 describe('runAll', () => {
   test('fast children fulfilled, slow ones timedOut and cancelled, failing ones rejected; results in input order', async () => {
     const err = new Error('child failed');
@@ -89,28 +105,35 @@ describe('runAll', () => {
     const slowDFinished = outcome(slowD.finished);
     const waitingFinished = outcome(waiting.finished);
     const children = [valueMachine('m1'), slowM, failingDag(err), okDag('dag-ok'), slowD, waiting];
-    const t0 = Date.now();
-    const results = await within(runAll(children, { timeout: 120 }), 3000, 'runAll');
-    const elapsed = Date.now() - t0;
-    expect(results).toHaveLength(6);
-    expect(results[0]).toEqual({ status: 'fulfilled', value: 'm1' });
-    expect(results[1]).toEqual({ status: 'timedOut' });
-    expect(results[2].status).toBe('rejected');
-    expect(results[2].reason).toBe(err);
-    expect(results[3]).toEqual({ status: 'fulfilled', value: 'dag-ok' });
-    expect(results[4]).toEqual({ status: 'timedOut' });
-    expect(results[5]).toEqual({ status: 'timedOut' });
-    expect(elapsed).toBeGreaterThanOrEqual(110);
-    expect(elapsed).toBeLessThan(2000);
+    await withFakeTimeouts(async (advance) => {
+      const all = outcome(runAll(children, { timeout: 120 }));
+      // 1ms short of the budget the fast children are done, but runAll still waits for the slow ones
+      await advance(119);
+      expect(all.settled).toBe(false);
+      expect(pm.sawCancel).toBeUndefined();
+      await advance(1);
+      expect(all.settled, 'runAll resolves at the budget').toBe(true);
+      expect(all.status).toBe('fulfilled');
+      const results = all.value;
+      expect(results).toHaveLength(6);
+      expect(results[0]).toEqual({ status: 'fulfilled', value: 'm1' });
+      expect(results[1]).toEqual({ status: 'timedOut' });
+      expect(results[2].status).toBe('rejected');
+      expect(results[2].reason).toBe(err);
+      expect(results[3]).toEqual({ status: 'fulfilled', value: 'dag-ok' });
+      expect(results[4]).toEqual({ status: 'timedOut' });
+      expect(results[5]).toEqual({ status: 'timedOut' });
 
-    await waitUntil(() => pm.sawCancel !== undefined && pd.sawCancel !== undefined, 'slow children see the cancel');
-    expect(pm.sawCancel).toBe(true);
-    expect(pd.sawCancel).toBe(true);
+      // the slow children poll isCancelled() every 3ms
+      await advance(3);
+      expect(pm.sawCancel).toBe(true);
+      expect(pd.sawCancel).toBe(true);
+    });
     await Promise.all([slowMFinished.promise, slowDFinished.promise, waitingFinished.promise]);
     expect(slowMFinished.reason).toBeInstanceOf(CancelledError);
     expect(slowDFinished.status).toBe('rejected');
     expect(waitingFinished.reason).toBeInstanceOf(CancelledError);
-    await sleep(10);
+    await settle();
     expect(slowM.machineStatus).toBe('cancelled');
     expect(waiting.machineStatus).toBe('cancelled');
     expect(pm.bRan).toBeUndefined();
@@ -126,20 +149,28 @@ describe('runAll', () => {
   });
 
   test('resolves as soon as every child is done, without waiting for the budget', async () => {
-    const t0 = Date.now();
-    const results = await within(runAll([valueMachine(1), okDag(2)], { timeout: '10s' }), 3000, 'runAll');
-    expect(Date.now() - t0).toBeLessThan(1000);
-    expect(results.map((r) => r.value)).toEqual([1, 2]);
+    await withFakeTimeouts(async (advance) => {
+      const all = outcome(runAll([valueMachine(1), okDag(2)], { timeout: '10s' }));
+      // the value machine takes 5ms: then every child is done, 9995ms before the budget
+      await advance(5);
+      expect(all.settled, 'runAll resolves when the last child is done').toBe(true);
+      expect(all.value.map((r) => r.value)).toEqual([1, 2]);
+      expect(vi.getTimerCount(), 'the budget timer is cleared').toBe(0);
+    });
   });
 
   test("a string budget ('60ms') times out slow children", async () => {
     const probe = {};
-    const t0 = Date.now();
-    const results = await within(runAll([slowMachine(probe), valueMachine('ok')], { timeout: '60ms' }), 3000, 'runAll');
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(55);
-    expect(results).toEqual([{ status: 'timedOut' }, { status: 'fulfilled', value: 'ok' }]);
-    await waitUntil(() => probe.sawCancel !== undefined, 'slow child sees the cancel');
-    expect(probe.sawCancel).toBe(true);
+    await withFakeTimeouts(async (advance) => {
+      const all = outcome(runAll([slowMachine(probe), valueMachine('ok')], { timeout: '60ms' }));
+      await advance(59);
+      expect(all.settled).toBe(false);
+      await advance(1);
+      expect(all.settled, 'runAll resolves at the budget').toBe(true);
+      expect(all.value).toEqual([{ status: 'timedOut' }, { status: 'fulfilled', value: 'ok' }]);
+      await advance(3);
+      expect(probe.sawCancel).toBe(true);
+    });
   });
 
   test('never rejects, even when every child fails', async () => {

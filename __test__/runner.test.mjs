@@ -220,7 +220,6 @@ describe('cancellation', () => {
     gate.resolve();
     await expect(p).rejects.toBeInstanceOf(CancelledError);
     await settle();
-    await sleep(10);
     expect(ran).toEqual(['a']);
     expect(runner.nodeState('b')).toBe('cancelled');
     expect(runner.nodeState('c')).toBe('cancelled');
@@ -375,7 +374,6 @@ describe('cancellation', () => {
     gate.resolve();
     await expect(p).rejects.toBeInstanceOf(CancelledError);
     await settle();
-    await sleep(10);
     expect(ran).toEqual(['a-done']);
     expect(onFinish).not.toHaveBeenCalled();
   });
@@ -646,7 +644,6 @@ describe('concurrency', () => {
       input: null,
     });
     await settle();
-    await sleep(10);
     expect(ran).toEqual([]);
     gateB.resolve('b');
     expect(await p).toBe('ab');
@@ -686,19 +683,25 @@ describe('concurrency', () => {
   });
 
   test('two runs of the same DAG do not share state', async () => {
+    const firstHolds = deferred();
     const dag = {
       name: 'parallel-runs',
       nodes: {
         a: {
           run: async ({ rootInput, context }) => {
             context.seen = rootInput;
-            await sleep(rootInput === 1 ? 15 : 1);
+            if (rootInput === 1) await firstHolds.promise;
+            else await Promise.resolve();
             return context.seen;
           },
         },
       },
     };
-    const [x, y] = await Promise.all([runDag({ dag, input: 1 }), runDag({ dag, input: 2 })]);
+    // The second run writes and reads its context while the first is between its write and read.
+    const first = runDag({ dag, input: 1 });
+    const y = await runDag({ dag, input: 2 });
+    firstHolds.resolve();
+    const x = await first;
     expect([x, y]).toEqual([1, 2]);
   });
 

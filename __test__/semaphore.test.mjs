@@ -96,7 +96,7 @@ describe('LocalSemaphore', () => {
   test('limit 0 blocks until setLimit raises it', async () => {
     const sem = new LocalSemaphore({ k: 0 });
     const a = sem.acquire('k');
-    await sleep(20);
+    await settle();
     expect(await promiseState(a)).toBe('pending');
     expect(sem.current('k')).toBe(0);
     sem.setLimit('k', 1);
@@ -343,7 +343,7 @@ describe('DAG with semaphores', () => {
     const events = collectEvents(runner);
     const p = runner.run();
     await waitUntil(() => runner.nodeState('a') === 'pendingSemaphore', 'a pendingSemaphore');
-    await sleep(10);
+    await settle();
     expect(ran).toEqual([]);
     expect(runner.nodeState('a')).toBe('pendingSemaphore');
     expect(states).toContainEqual(expect.objectContaining({ sourceNode: 'a', state: 'pendingSemaphore' }));
@@ -414,7 +414,6 @@ describe('DAG with semaphores', () => {
     await expect(p).rejects.toBeInstanceOf(CancelledError);
     sem.release('llm');
     await settle();
-    await sleep(10);
     expect(ran).toEqual([]);
     expect(runner.nodeState('a')).toBe('cancelled');
     expect(sem.current('llm')).toBe(0);
