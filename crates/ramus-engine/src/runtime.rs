@@ -416,7 +416,11 @@ impl Runtime {
         def: Arc<RunDef>,
         mut opts: RunOptions,
     ) -> Result<RunKey, EngineError> {
-        let clock = opts.clock;
+        // A run started inside a step keeps its parent's time.
+        let clock = opts
+            .parent
+            .and_then(|(pk, _)| self.get(pk).map(|p| p.clock))
+            .unwrap_or(opts.clock);
         let now = self.now(clock);
         // A run started inside a step shares its run id and hangs under that step.
         let (run_id, parent_step, parent_tap) = match opts.parent {
