@@ -543,6 +543,40 @@ describe('context across a restart', () => {
       ['done', 'finished'],
     ]);
   });
+
+  // The caller's context, not the definition's default, is what a run killed before its first
+  // step ended must resume with.
+  const WITH_DEFAULT = {
+    machine: { name: 'ctx-machine', initial: 'look', context: { who: 'default', n: 0 }, nodes: { look: { runner: 'look', transition: 'done' }, done: { final: true } } },
+    dag: { name: 'ctx-dag', context: { who: 'default', n: 0 }, nodes: { look: { runner: 'look' } } },
+  };
+
+  test.each(['machine', 'dag'] as const)("sync: a %s killed right after engine.start(def, { context }) resumes with the caller's context", async (kind) => {
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({ look: ({ context }) => { log('look:' + context.who); return hang(); } });
+      const run = engine.start(${JSON.stringify(WITH_DEFAULT[kind])}, { context: { who: 'caller', n: 41 }, input: 'in' });
+      report({ runId: run.runId });
+      die();
+    `);
+    // Whether or not the first runner got called before the kill, it never saw the default.
+    expect(ws.calls().filter((c) => c !== 'look:caller')).toEqual([]);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const saw: unknown[] = [];
+    engine.register({
+      look: ({ context, rootInput }: any) => {
+        saw.push({ ...context });
+        return { ...context, rootInput };
+      },
+    });
+    expect(engine.run(runId)?.status).toBe('running');
+    const run = await engine.resume(runId);
+    expect(await within(run.finished, 5000, 'resumed run')).toEqual({ who: 'caller', n: 41, rootInput: 'in' });
+    expect(saw).toEqual([{ who: 'caller', n: 41 }]);
+    expect(engine.run(runId)).toMatchObject({ status: 'finished', output: { who: 'caller', n: 41, rootInput: 'in' } });
+  });
 });
 
 // ---- (6) a process without the runner ----

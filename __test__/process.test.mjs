@@ -128,6 +128,44 @@ describe('process exit', () => {
   });
 });
 
+// machine-timers.test.mjs covers a '30d' delay without keepAlive (the process exits) and
+// keepAlive with short delays (it fires). Here: a '30d' delay with keepAlive false and true,
+// for a StateMachineRunner and a machine started through an Engine. Whether the process is
+// kept alive is read with an unref'd probe timer: it can fire only while something else keeps
+// the event loop alive, and then ends the process itself.
+describe("keepAlive and a machine sleeping on a '30d' delay", () => {
+  const SLEEPER = "{ name: 'sleeper', initial: 'a', nodes: { a: { run: () => 1, transition: { '': { state: 'b', delay: '30d' } } }, b: { final: true, run: () => console.log('fired') } } }";
+  const STORED_SLEEPER = "{ name: 'sleeper', initial: 'a', nodes: { a: { transition: { '': { state: 'b', delay: '30d' } } }, b: { final: true } } }";
+  const probe = "setTimeout(() => { console.log('kept alive'); process.exit(0); }, 300).unref();";
+  const starts = {
+    StateMachineRunner: (keepAlive) => `
+      const { StateMachineRunner } = require('ramus');
+      const r = new StateMachineRunner({ config: ${SLEEPER}, input: null, keepAlive: ${keepAlive} });
+      r.run().then(() => { console.log('rested ' + r.machineStatus); ${probe} });
+    `,
+    'engine.start': (keepAlive) => `
+      const { Engine } = require('ramus');
+      const engine = new Engine({ db: ':memory:' });
+      const r = engine.start(${STORED_SLEEPER}, { keepAlive: ${keepAlive} });
+      r.run().then(() => { console.log('rested ' + r.machineStatus); ${probe} });
+    `,
+  };
+
+  for (const [how, code] of Object.entries(starts)) {
+    test(`${how}, keepAlive: false: the process exits by itself while the machine sleeps`, () => {
+      const res = node(['-e', code(false)]);
+      expectCleanExit(res);
+      expect(res.stdout.trim().split('\n')).toEqual(['rested sleeping']);
+    });
+
+    test(`${how}, keepAlive: true: the sleeping machine keeps the process alive`, () => {
+      const res = node(['-e', code(true)]);
+      expectCleanExit(res);
+      expect(res.stdout.trim().split('\n')).toEqual(['rested sleeping', 'kept alive']);
+    });
+  }
+});
+
 describe('ESM', () => {
   test("node --input-type=module: import { runDag } from 'ramus' works", () => {
     const code = `
