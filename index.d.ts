@@ -321,6 +321,9 @@ export declare const enum Io {
 /** Whether the step of `slot` should stop (what `isCancelled()` reads). */
 export declare function isCancelled(run: number, slot: number): boolean
 
+/** How many runs the binding holds live now (tests check that ended runs were let go). */
+export declare function liveRuns(): number
+
 /** The machine's current snapshot (the core's part) as JSON, for tests and tools. */
 export declare function machineSnapshot(run: number): string | null
 

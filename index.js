@@ -863,6 +863,7 @@ module.exports.init = nativeBinding.init
 module.exports.initTimers = nativeBinding.initTimers
 module.exports.Io = nativeBinding.Io
 module.exports.isCancelled = nativeBinding.isCancelled
+module.exports.liveRuns = nativeBinding.liveRuns
 module.exports.machineSnapshot = nativeBinding.machineSnapshot
 module.exports.message = nativeBinding.message
 module.exports.more = nativeBinding.more

@@ -499,3 +499,34 @@ describe('the same event-loop turn as start()', () => {
     expect(engine.transitions(run.runId).at(-1)).toMatchObject({ from: 'wait', to: 'done', eventType: 'go', eventData: 1 });
   });
 });
+
+describe('the stored context of a DAG that ended', () => {
+  const runners = {
+    first: ({ context }: any) => {
+      context.first = true;
+      return 1;
+    },
+    last: async ({ context }: any) => {
+      await null;
+      context.last = true;
+      return 2;
+    },
+    broken: async ({ context }: any) => {
+      await null;
+      context.broken = true;
+      throw new Error('no');
+    },
+  };
+
+  test.each(['sync', 'batched'] as const)('%s: is the context its last node left, finished or failed', async (durability) => {
+    const engine = open({ durability });
+    engine.register(runners);
+    const ok = engine.start({ name: 'ok', nodes: { a: { runner: 'first' }, b: { runner: 'last', parents: ['a'] } } }, { context: { start: 1 } });
+    await ok.finished;
+    const failed = engine.start({ name: 'failed', nodes: { a: { runner: 'first' }, b: { runner: 'broken', parents: ['a'] } } }, { context: { start: 1 } });
+    await settled(failed.finished);
+    expect(engine.run(ok.runId)!.snapshot.context).toEqual({ start: 1, first: true, last: true });
+    expect(engine.run(failed.runId)!.status).toBe('error');
+    expect(engine.run(failed.runId)!.snapshot.context).toEqual({ start: 1, first: true, broken: true });
+  });
+});

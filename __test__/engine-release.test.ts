@@ -2,11 +2,11 @@
 // other. These loops run 20,000 runs in one loop of the test (no timers, no sleeps between
 // them), so every run reuses what the previous one released.
 //
-// There is no public way yet to read how many runs the binding holds live; once there is
-// one, the todo below becomes an assertion that it is back to zero after each loop.
+// After each loop the binding holds no live run (`liveRuns()` from 'ramus/testing').
 // This file runs alone in its process (vitest forks one per file), so nothing else holds runs.
 import { describe, expect, test } from 'vitest';
 import { CancelledError, CompiledDag, DagRunner, runDag, StateMachineRunner, type StateMachine } from 'ramus';
+import { liveRuns } from 'ramus/testing';
 
 const N = 20_000;
 
@@ -24,6 +24,7 @@ describe(`${N} runs one after the other`, () => {
       error = err;
     }
     expect(error === undefined ? 'all ran' : `run ${i} (0-based) failed: ${error?.message} (${error?.code})`).toBe('all ran');
+    expect(liveRuns()).toBe(0);
   }, 120_000);
 
   test(`a compiled DAG, a machine, a failing and a cancelled run in turn, ${N} runs in all`, async () => {
@@ -68,9 +69,15 @@ describe(`${N} runs one after the other`, () => {
       error = err;
     }
     expect(error === undefined ? 'all ran' : `run ${i} (0-based) failed: ${error?.message} (${error?.code})`).toBe('all ran');
+    expect(liveRuns()).toBe(0);
   }, 120_000);
 
-  // Needs a public count of the runs the binding holds (proposed: `liveRuns()` exported from
-  // 'ramus', the number of runs the native runtime holds now): after each loop above, it must be 0.
-  test.todo('after the loops the binding holds no live runs (needs a public live-run count)');
+  test('a run that is still live is counted, and let go when it ends', async () => {
+    const r = new StateMachineRunner({ config: { name: 'w', initial: 'a', nodes: { a: { transition: { go: 'b' } }, b: { final: true } } }, input: null });
+    await r.run();
+    expect(liveRuns()).toBe(1);
+    r.send({ type: 'go' });
+    await r.finished;
+    expect(liveRuns()).toBe(0);
+  });
 });

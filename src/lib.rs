@@ -720,6 +720,12 @@ pub fn release(run: i32) -> Option<String> {
     })
 }
 
+/// How many runs the binding holds live now (tests check that ended runs were let go).
+#[napi]
+pub fn live_runs() -> u32 {
+    with_ctx(|c| c.rt.len() as u32)
+}
+
 /// Whether the step of `slot` should stop (what `isCancelled()` reads).
 #[napi]
 pub fn is_cancelled(run: i32, slot: u32) -> bool {

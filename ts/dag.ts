@@ -82,6 +82,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** The run's output once it finished. */
   output: Out | undefined;
   #outputs: unknown[];
+  /** Nodes not finished yet. */
+  #left: number;
   #errors: unknown[] = [];
   #failedNode = -1;
   #autorun: (() => boolean) | undefined;
@@ -99,6 +101,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#autorun = options.autorun;
     this.#cache = options.cache;
     this.#outputs = new Array(dag.names.length);
+    this.#left = dag.names.length;
     if (init) {
       this.engine = init.link;
       this.adopt(init.key);
@@ -125,7 +128,10 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected restoreValues(plan: Plan): void {
-    for (const [node, v] of plan.dag?.finished ?? []) this.#outputs[node] = v;
+    for (const [node, v] of plan.dag?.finished ?? []) {
+      this.#outputs[node] = v;
+      this.#left--;
+    }
     for (const [node, v] of plan.dag?.failed ?? []) this.#errors[node] = v;
   }
 
@@ -227,7 +233,10 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       this.#errors[slot] = value;
       json = this.json ? errorText(value) : undefined;
     }
-    this.reportStep(slot, outcome, -1, json as string | undefined, this.sync ? this.contextJson() : undefined);
+    // The report that ends the run (its last node, or a failure) commits the end with the
+    // context as it is then; a batched run otherwise writes its context when it flushes.
+    const ends = outcome === StepOutcome.Error || --this.#left === 0;
+    this.reportStep(slot, outcome, -1, json as string | undefined, this.sync || (ends && this.stored) ? this.contextJson() : undefined);
   }
 
   protected override flushContext(): string | undefined {

@@ -288,10 +288,29 @@ export class Engine {
     const live = this.#live.get(runId) ?? (this.#runs.get(runId) as EngineRun | undefined);
     if (!live) return plain(() => this.#native.sendStored(runId, event.type, data, event.queue === true));
     if (!(live instanceof StateMachineRunner)) throw new Error(`Run ${runId} is a DAG; only state machines take events`);
-    // Kept in the log (already taken) when the run is stored.
-    const id = native.rowId(live.key) ? plain(() => this.#native.recordEvent(runId, event.type, data, event.queue === true)) : native.newRunId();
+    let id: string;
+    try {
+      // Kept in the log (already taken) when the run is stored.
+      id = native.rowId(live.key) ? plain(() => this.#native.recordEvent(runId, event.type, data, event.queue === true)) : native.newRunId();
+    } catch (err) {
+      // Another engine on the file pruned it: it ends here too.
+      if (this.run(runId)) throw err;
+      this.#gone(runId, live);
+      return plain(() => this.#native.sendStored(runId, event.type, data, event.queue === true));
+    }
     live.send(event);
     return id;
+  }
+
+  /** A live run whose row was deleted: it is no longer stored, and ends (cancelled). */
+  #gone(row: string, run: RunnerBase<any>): void {
+    this.#runs.delete(row);
+    this.#live.delete(row);
+    if (!run.released) {
+      native.detachStore(run.key);
+      run.detach();
+      run.cancel();
+    }
   }
 
   /** Events other processes stored for runs live here: `[[run, id, type, data, queue], …]`. */
@@ -376,12 +395,8 @@ export class Engine {
     if (!Number.isFinite(before)) throw new TypeError(`prune({ olderThan }): invalid time ${String(olderThan)}`);
     this.flush();
     const n = plain(() => this.#store.prune(before, options.status));
-    for (const [runId, run] of [...this.#live]) {
-      if (!this.run(runId)) {
-        native.detachStore(run.key);
-        run.cancel();
-      }
-    }
+    // Runs live here whose rows were deleted end now (cancelled), no longer stored.
+    for (const [row, run] of [...this.#runs]) if (!this.run(row)) this.#gone(row, run);
     return n;
   }
 

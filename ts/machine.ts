@@ -119,6 +119,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #transitionData: unknown[] = [];
   #stepWaiters: Array<(moved: boolean) => void> = [];
   #runWaiters: Array<() => void> = [];
+  /** A status came from the engine: `#flags` are its, not the initial ones. */
+  #reported = false;
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: MachineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
@@ -212,7 +214,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return new Promise<void>((resolve) => {
       this.#runWaiters.push(resolve);
       drive(() => this.command(Op.Start));
-      if (this.final !== undefined) this.#wake();
+      // Already resting (started before): Start changed nothing, so no status came.
+      if (this.#reported || this.final !== undefined) this.#wake();
     });
   }
 
@@ -260,13 +263,22 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       this.#fail(slot, value);
       return;
     }
-    if (value instanceof TransitionTo) {
-      const json = this.json ? this.valueJson(value.output, `${this.state}.output`) : undefined;
+    let chose: boolean;
+    try {
+      chose = value instanceof TransitionTo;
+    } catch (err) {
+      // An output whose prototype cannot be read (a Proxy that throws) fails the state.
+      this.#fail(slot, err);
+      return;
+    }
+    if (chose) {
+      const to = value as TransitionTo;
+      const json = this.json ? this.valueJson(to.output, `${this.state}.output`) : undefined;
       if (json instanceof StorageError) return this.#fail(slot, json);
-      this.#output = this.#stateOutput = value.output;
-      const d = value.delay;
+      this.#output = this.#stateOutput = to.output;
+      const d = to.delay;
       drive(() =>
-        dispatch(callNative(() => native.choose(this.key, slot, String(value.state), typeof d === 'number' ? d : undefined, d === undefined || typeof d === 'number' ? undefined : String(d), json, this.contextJson()))),
+        dispatch(callNative(() => native.choose(this.key, slot, String(to.state), typeof d === 'number' ? d : undefined, d === undefined || typeof d === 'number' ? undefined : String(d), json, this.contextJson()))),
       );
       return;
     }
@@ -352,6 +364,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.#status = status;
     this.#current = current;
     this.#flags = flags;
+    this.#reported = true;
     if (flags & StatusFlag.Resting) notices.push(() => this.#wake());
     return (flags & StatusFlag.Done) !== 0;
   }

@@ -51,6 +51,15 @@ export function drive(f: () => void): void {
 
 const nothing = (): void => {};
 
+/** How a step that threw `err` ended: a `CancelledError` is not a failure. */
+function failure(err: unknown): number {
+  try {
+    return err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error;
+  } catch {
+    return StepOutcome.Error;
+  }
+}
+
 export function settle(r: RunnerBase<any>, slot: number, outcome: number, value: unknown): void {
   completions[tail] = r;
   completions[tail + 1] = slot;
@@ -559,17 +568,25 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       return;
     }
     let result: unknown;
+    let then: unknown;
     try {
       result = callIn(this, slot, fn, args);
+      // A result whose `then` cannot even be read (a Proxy that throws) fails the step.
+      then = result !== null && (typeof result === 'object' || typeof result === 'function') ? (result as PromiseLike<unknown>).then : undefined;
     } catch (err) {
-      settle(this, slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err);
+      settle(this, slot, failure(err), err);
       return;
     }
-    if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as PromiseLike<unknown>).then === 'function') {
-      (result as PromiseLike<unknown>).then(
-        (v) => settle(this, slot, StepOutcome.Ok, v),
-        (err) => settle(this, slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err),
-      );
+    if (typeof then === 'function') {
+      try {
+        then.call(
+          result,
+          (v: unknown) => settle(this, slot, StepOutcome.Ok, v),
+          (err: unknown) => settle(this, slot, failure(err), err),
+        );
+      } catch (err) {
+        settle(this, slot, failure(err), err);
+      }
     } else {
       settle(this, slot, StepOutcome.Ok, result);
     }

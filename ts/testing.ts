@@ -63,3 +63,8 @@ export class TestClock {
     for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
   }
 }
+
+/** How many runs the native engine holds live in this thread now: runs that ended were let go. */
+export function liveRuns(): number {
+  return native.liveRuns();
+}

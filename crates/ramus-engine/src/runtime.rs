@@ -43,6 +43,9 @@ pub type ClockId = u32;
 /// The clock every runtime starts with.
 pub const SYSTEM_CLOCK: ClockId = 0;
 
+/// Generations of a slot wrap within these bits (see [`RunKey`]).
+pub const GEN_MASK: u32 = 0x7f;
+
 /// After this many step launches the driver should let its event loop run before the next
 /// ones: a loop of synchronous (or instantly resolving) steps must not starve timers,
 /// `cancel()` and I/O.
@@ -688,7 +691,10 @@ impl Runtime {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.gen = slot.gen.wrapping_add(1);
+        // Drivers may keep fewer bits of a handle's generation (the Node binding keeps 7):
+        // generations wrap within them, so a handle is told apart from the slot's last
+        // GEN_MASK uses, which is what a stale handle needs.
+        slot.gen = (slot.gen + 1) & GEN_MASK;
         live.gen = slot.gen;
         slot.live = Some(Box::new(live));
         RunKey {
