@@ -9,17 +9,23 @@
 
 pub mod clock;
 pub mod def;
+mod driver;
+pub mod engine;
 pub mod engine_core;
 pub mod error;
 pub mod ids;
 pub mod runtime;
 pub mod sink;
+pub mod step;
 pub mod timers;
 pub mod trace;
 pub mod writer;
 
 pub use clock::{Clock, SystemClock, TestClock, TEST_CLOCK_START};
 pub use def::{Compiled, RunDef, RunnerRef};
+pub use engine::{
+    Defined, Durability, Engine, EngineOptions, Resumed, RunHandle, StartOptions, Target,
+};
 pub use engine_core::{EngineCore, Parser, ResumePlan};
 pub use error::EngineError;
 pub use runtime::{
@@ -27,6 +33,7 @@ pub use runtime::{
     SYSTEM_CLOCK, YIELD_EVERY,
 };
 pub use sink::{EventValue, MachineValues, Tap, Values};
+pub use step::{Event, Guard, RunError, Step, StepError};
 pub use trace::{
     configure_tracing, flush_tracing, shutdown_tracing, tracing_enabled, TracingConfig,
 };
