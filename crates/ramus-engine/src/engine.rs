@@ -116,7 +116,8 @@ impl EngineOptions {
         self
     }
 
-    /// How often live machine runs look for events other processes stored for them.
+    /// How often live machine runs look for events other processes stored for them (wall
+    /// time, also on a test clock: another process's write is not simulated time).
     pub fn poll_interval(mut self, every: Duration) -> EngineOptions {
         self.poll_interval = every.max(Duration::from_millis(1));
         self

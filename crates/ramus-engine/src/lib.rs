@@ -3,7 +3,10 @@
 //! [`Clock`], spans, and the plan that resumes a stored run in another process.
 //!
 //! The same runtime serves the Node binding (whose runners are JS functions called on the
-//! JS thread) and Rust programs (whose runners are Rust async functions).
+//! JS thread) and Rust programs (whose runners are Rust async functions): [`Engine`] is
+//! the durable engine for the latter, on the same store and the same JSON definitions, so
+//! a JS process and a Rust process can continue each other's runs. See
+//! `examples/approval.rs` for an agent that waits for a person across processes.
 
 #![warn(missing_docs)]
 
