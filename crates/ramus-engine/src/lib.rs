@@ -3,23 +3,32 @@
 //! [`Clock`], spans, and the plan that resumes a stored run in another process.
 //!
 //! The same runtime serves the Node binding (whose runners are JS functions called on the
-//! JS thread) and Rust programs (whose runners are Rust async functions).
+//! JS thread) and Rust programs (whose runners are Rust async functions): [`Engine`] is
+//! the durable engine for the latter, on the same store and the same JSON definitions, so
+//! a JS process and a Rust process can continue each other's runs. See
+//! `examples/approval.rs` for an agent that waits for a person across processes.
 
 #![warn(missing_docs)]
 
 pub mod clock;
 pub mod def;
+mod driver;
+pub mod engine;
 pub mod engine_core;
 pub mod error;
 pub mod ids;
 pub mod runtime;
 pub mod sink;
+pub mod step;
 pub mod timers;
 pub mod trace;
 pub mod writer;
 
 pub use clock::{Clock, SystemClock, TestClock, TEST_CLOCK_START};
 pub use def::{Compiled, RunDef, RunnerRef};
+pub use engine::{
+    Defined, Durability, Engine, EngineOptions, Resumed, RunHandle, StartOptions, Target,
+};
 pub use engine_core::{
     continuation, end_tree, Continuation, EngineCore, Nested, Parser, ResumePlan,
 };
@@ -29,6 +38,7 @@ pub use runtime::{
     Runtime, SYSTEM_CLOCK, YIELD_EVERY,
 };
 pub use sink::{EventValue, MachineValues, Tap, Values};
+pub use step::{Event, Guard, RunError, Step, StepError};
 pub use trace::{
     configure_tracing, flush_tracing, shutdown_tracing, tracing_enabled, TracingConfig,
 };
