@@ -428,9 +428,15 @@ impl Ctx {
         for (key, action) in &out {
             let run = key.index as i32;
             match action {
-                Action::Run { slot, node } => recs.extend([1 | 4 << 8, run, *slot as i32, *node as i32]),
-                Action::Acquire { slot, node } => recs.extend([2 | 4 << 8, run, *slot as i32, *node as i32]),
-                Action::Ready { slot, node } => recs.extend([3 | 4 << 8, run, *slot as i32, *node as i32]),
+                Action::Run { slot, node } => {
+                    recs.extend([1 | 4 << 8, run, *slot as i32, *node as i32])
+                }
+                Action::Acquire { slot, node } => {
+                    recs.extend([2 | 4 << 8, run, *slot as i32, *node as i32])
+                }
+                Action::Ready { slot, node } => {
+                    recs.extend([3 | 4 << 8, run, *slot as i32, *node as i32])
+                }
                 Action::Moved {
                     from,
                     to,
@@ -855,7 +861,11 @@ unsafe extern "C" fn raw_call(
             napi::sys::napi_create_int32(env, n, &mut out);
         }
         Ok(Err(err)) => throw(env, &err.status, &err.reason),
-        Err(_) => throw(env, "ERR_PANIC", "ramus: the engine panicked (a bug: please report it)"),
+        Err(_) => throw(
+            env,
+            "ERR_PANIC",
+            "ramus: the engine panicked (a bug: please report it)",
+        ),
     }
     out
 }
@@ -882,7 +892,10 @@ pub fn fast_call(env: &Env) -> Result<Unknown<'_>> {
         )
     };
     if status != napi::sys::Status::napi_ok {
-        return Err(coded("ERR_NAPI", "ramus: could not create the call function"));
+        return Err(coded(
+            "ERR_NAPI",
+            "ramus: could not create the call function",
+        ));
     }
     // SAFETY: `f` is a function value just created in this scope.
     unsafe { Unknown::from_napi_value(env.raw(), f) }.map_err(napi_error)
