@@ -691,6 +691,30 @@ describe('values that cannot be stored', () => {
 // ---- durability ----
 
 describe('durability', () => {
+  test.each(['sync', 'batched'] as const)("fsync: true (synchronous = FULL), %s: runs are stored, and another engine resumes them", async (durability) => {
+    const db = tempDb();
+    const engine = open({ db, durability, fsync: true });
+    registerBasics(engine);
+    const dag = engine.start(pipeline());
+    const machine = engine.start(approval(), { input: 'x' }) as StateMachineRunner;
+    expect(await dag.finished).toBe(30);
+    await machine.run();
+    await engine.close();
+    const next = open({ db, fsync: true });
+    registerBasics(next);
+    expect(next.run(dag.runId)).toMatchObject({ status: 'finished', output: 30 });
+    const again = await next.resume(machine.runId);
+    next.send(machine.runId, { type: 'approve' });
+    expect(await again.finished).toMatchObject({ input: 'x', event: { type: 'approve' } });
+    expect(next.run(machine.runId)!.status).toBe('finished');
+  });
+
+  test('fsync must be a boolean', () => {
+    for (const fsync of ['yes', 1, null]) {
+      expect(() => new Engine({ db: ':memory:', fsync: fsync as any })).toThrow(/^Engine fsync must be true or false, got /);
+    }
+  });
+
   test("'sync': a step is committed before the next step starts, and the end before finished resolves", async () => {
     const engine = open({ durability: 'sync' });
     let seenByB: any[] = [];

@@ -63,6 +63,7 @@ export class Engine {
     this.durability = checkDurability(options.durability ?? 'batched');
     this.#tools = options.tools ?? {};
     this.#clock = options.clock?.id ?? 0;
+    if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new TypeError(`Engine fsync must be true or false, got ${String(options.fsync)}`);
     this.#native = plain(() => new native.NativeEngine(this.db, options.fsync === true, options.pollInterval ?? 500, (json) => this.#deliver(json)));
     this.#store = this.#native.store;
     const runs = this.#runs;

@@ -893,3 +893,27 @@ fn apply_submission(conn: &Connection, records: &[Record]) -> Result<()> {
     let _ = exec(conn, "RELEASE submission");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fsync: true` in the engines is this option: a connection opened with it runs
+    /// with that level.
+    #[test]
+    fn synchronous_option_reaches_the_connection() {
+        let dir = std::env::temp_dir().join(format!("ramus-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (level, expected) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let path = dir.join(format!("{expected}.sqlite"));
+            let mut options = Options::new(Durability::Batched);
+            options.synchronous = level;
+            let conn = connect(path.to_str().unwrap(), &options, false).unwrap();
+            let got: i64 = conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, expected, "{level:?}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
