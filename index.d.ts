@@ -97,6 +97,11 @@ export declare class NativeEngine {
    */
   start(definition: NativeDefinition, flags: number, clock: number, sync: boolean, options: string): number
   /**
+   * The ids of the top-level runs that have not ended, in the order `resumeAll` resumes
+   * them (the earliest due timer first, then the oldest).
+   */
+  resumable(name?: string | undefined | null): Array<string>
+  /**
    * Continue a stored run here: returns JSON `{ run, definition: { name, version },
    * name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
    */

@@ -211,6 +211,13 @@ impl NativeEngine {
         })
     }
 
+    /// The ids of the top-level runs that have not ended, in the order `resumeAll` resumes
+    /// them (the earliest due timer first, then the oldest).
+    #[napi]
+    pub fn resumable(&self, name: Option<String>) -> Result<Vec<String>> {
+        self.core.resumable(name.as_deref()).map_err(js_error)
+    }
+
     /// Continue a stored run here: returns JSON `{ run, definition: { name, version },
     /// name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
     #[napi]

@@ -255,23 +255,17 @@ export class Engine {
    */
   async resumeAll(filter: { name?: string } = {}, options: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun[]> {
     this.#open();
-    const rows: StoredRun[] = [];
-    for (const status of ['running', 'waitingForEvent', 'sleeping'] as const) {
-      rows.push(...this.runs({ name: filter.name, status }).filter((r) => !r.parentRunId && !this.#live.has(r.id)));
-    }
-    const due = new Map<string, number>();
-    for (const t of JSON.parse(this.#store.dueTimers(Number.MAX_SAFE_INTEGER)) as Array<{ runId: string; dueAt: number }>) if (!due.has(t.runId)) due.set(t.runId, t.dueAt);
-    rows.sort((a, b) => (due.get(a.id) ?? Infinity) - (due.get(b.id) ?? Infinity) || a.createdAt - b.createdAt);
+    const ids = plain(() => this.#native.resumable(filter.name)).filter((id) => !this.#live.has(id));
     const runs: EngineRun[] = [];
     const errors: unknown[] = [];
-    for (const row of rows) {
+    for (const id of ids) {
       try {
-        runs.push(await this.resume(row.id, options));
+        runs.push(await this.resume(id, options));
       } catch (err) {
         errors.push(err);
       }
     }
-    if (errors.length > 0) throw new AggregateError(errors, `${errors.length} of ${rows.length} runs could not be resumed: ${(errors[0] as Error).message}`);
+    if (errors.length > 0) throw new AggregateError(errors, `${errors.length} of ${ids.length} runs could not be resumed: ${(errors[0] as Error).message}`);
     return runs;
   }
 

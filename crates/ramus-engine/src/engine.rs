@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ramus_store::{
-    CustomEvent, Options, PendingEvent, Run, RunFilter, RunStatus, SqliteStore, Step as StepRow,
+    CustomEvent, Options, PendingEvent, Run, RunFilter, SqliteStore, Step as StepRow,
     Store, Synchronous, Timer, Transition,
 };
 use serde_json::Value;
@@ -476,33 +476,12 @@ impl Engine {
     /// whose timers fall due first in due order: what a process calls when it starts.
     pub async fn resume_all(&self, name: Option<&str>) -> Result<Resumed, EngineError> {
         self.check_open()?;
-        let mut rows = Vec::new();
-        for status in [
-            RunStatus::Running,
-            RunStatus::WaitingForEvent,
-            RunStatus::Sleeping,
-        ] {
-            rows.extend(
-                self.store
-                    .runs(&RunFilter {
-                        name: name.map(str::to_owned),
-                        status: Some(status),
-                        ..RunFilter::default()
-                    })?
-                    .into_iter()
-                    .filter(|r| r.parent_run_id.is_none()),
-            );
-        }
-        let mut due = std::collections::HashMap::new();
-        for t in self.store.due_timers(i64::MAX)? {
-            due.entry(t.run_id).or_insert(t.due_at);
-        }
-        rows.sort_by_key(|r| (due.get(&r.id).copied().unwrap_or(i64::MAX), r.created_at));
+        let ids = self.core.resumable(name)?;
         let mut out = Resumed::default();
-        for row in rows {
-            match self.resume(&row.id).await {
+        for id in ids {
+            match self.resume(&id).await {
                 Ok(h) => out.runs.push(h),
-                Err(e) => out.errors.push((row.id, e)),
+                Err(e) => out.errors.push((id, e)),
             }
         }
         Ok(out)

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ramus_core::{MachineSnapshot, RunPhase};
-use ramus_store::{Kind, PendingEvent, Record, Run, RunStatus, StepStatus, StepUpdate, Store};
+use ramus_store::{
+    Kind, PendingEvent, Record, Run, RunFilter, RunStatus, StepStatus, StepUpdate, Store,
+};
 
 use crate::clock::Clock;
 use crate::def::{RunDef, RunnerRef};
@@ -371,6 +373,36 @@ impl EngineCore {
             pending: c.pending,
             nested: c.nested,
         })
+    }
+
+    /// The ids of the top-level runs that have not ended (optionally only those named
+    /// `name`), in the order a process that starts resumes them: the earliest due timer
+    /// first, then the oldest.
+    pub fn resumable(&self, name: Option<&str>) -> Result<Vec<String>, EngineError> {
+        let mut rows = Vec::new();
+        for status in [
+            RunStatus::Running,
+            RunStatus::WaitingForEvent,
+            RunStatus::Sleeping,
+        ] {
+            let filter = RunFilter {
+                name: name.map(str::to_owned),
+                status: Some(status),
+                ..RunFilter::default()
+            };
+            rows.extend(
+                self.store
+                    .runs(&filter)?
+                    .into_iter()
+                    .filter(|r| r.parent_run_id.is_none()),
+            );
+        }
+        let mut due = HashMap::new();
+        for t in self.store.due_timers(i64::MAX)? {
+            due.entry(t.run_id).or_insert(t.due_at);
+        }
+        rows.sort_by_key(|r| (due.get(&r.id).copied().unwrap_or(i64::MAX), r.created_at));
+        Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
     /// Store an event for a run nobody runs here (another process may, or a later
