@@ -161,6 +161,12 @@ pub enum RunFlag {
     KeepAlive = 8,
 }
 
+/// A record's first int: its code, and its length in ints above the low byte (so the face
+/// skips records it does not know).
+fn tag(code: Rec, len: i32) -> i32 {
+    code as i32 | len << 8
+}
+
 /// Run keys cross as one integer: the runtime's slot index and its generation.
 const INDEX_BITS: u32 = 24;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
@@ -429,13 +435,13 @@ impl Ctx {
             let run = key.index as i32;
             match action {
                 Action::Run { slot, node } => {
-                    recs.extend([1 | 4 << 8, run, *slot as i32, *node as i32])
+                    recs.extend([tag(Rec::Run, 4), run, *slot as i32, *node as i32])
                 }
                 Action::Acquire { slot, node } => {
-                    recs.extend([2 | 4 << 8, run, *slot as i32, *node as i32])
+                    recs.extend([tag(Rec::Acquire, 4), run, *slot as i32, *node as i32])
                 }
                 Action::Ready { slot, node } => {
-                    recs.extend([3 | 4 << 8, run, *slot as i32, *node as i32])
+                    recs.extend([tag(Rec::Ready, 4), run, *slot as i32, *node as i32])
                 }
                 Action::Moved {
                     from,
@@ -449,38 +455,45 @@ impl Ctx {
                         }
                     }
                     recs.extend([
-                        4 | 6 << 8,
+                        tag(Rec::Moved, 6),
                         run,
                         *from as i32,
                         *to as i32,
                         event.map_or(-1, |h| h as i32),
                         match input {
-                            InputRef::Output => 0,
-                            InputRef::Error => 1,
-                            InputRef::Timeout => 2,
-                        },
+                            InputRef::Output => MoveInput::Output,
+                            InputRef::Error => MoveInput::Error,
+                            InputRef::Timeout => MoveInput::Timeout,
+                        } as i32,
                     ])
                 }
                 Action::Failed { message, halted } => {
                     if let Some(m) = message {
                         self.messages.insert(key.index, m.clone());
                     }
-                    recs.extend([5 | 4 << 8, run, *halted as i32, message.is_some() as i32])
+                    recs.extend([
+                        tag(Rec::Failed, 4),
+                        run,
+                        *halted as i32,
+                        message.is_some() as i32,
+                    ])
                 }
-                Action::DropEvent { handle } => recs.extend([6 | 3 << 8, run, *handle as i32]),
+                Action::DropEvent { handle } => {
+                    recs.extend([tag(Rec::Drop, 3), run, *handle as i32])
+                }
                 Action::Ended(end) => {
                     let failed = match self.rt.get(*key).map(|l| &l.exec) {
                         Some(Executor::Dag(d)) => d.failed_node().map_or(-1, |n| n as i32),
                         _ => -1,
                     };
                     recs.extend([
-                        7 | 4 << 8,
+                        tag(Rec::Ended, 4),
                         run,
                         match end {
-                            End::Finished => 0,
-                            End::Failed => 1,
-                            End::Cancelled => 2,
-                        },
+                            End::Finished => RunEnd::Finished,
+                            End::Failed => RunEnd::Failed,
+                            End::Cancelled => RunEnd::Cancelled,
+                        } as i32,
                         failed,
                     ])
                 }
@@ -492,7 +505,7 @@ impl Ctx {
         self.out = out;
         for (key, e) in self.rt.take_failures() {
             self.messages.insert(key.index, e.to_string());
-            recs.extend([10 | 2 << 8, key.index as i32]);
+            recs.extend([tag(Rec::StorageFailed, 2), key.index as i32]);
         }
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
@@ -505,10 +518,11 @@ impl Ctx {
             };
             let run = key.index as i32;
             if let Executor::Machine(m) = &live.exec {
-                let flags = m.can_step() as i32
-                    | (m.resting() as i32) << 1
-                    | ((m.queued() > 0) as i32) << 2
-                    | (live.is_done() as i32) << 3;
+                let flag = |on: bool, f: StatusFlag| if on { f as i32 } else { 0 };
+                let flags = flag(m.can_step(), StatusFlag::CanStep)
+                    | flag(m.resting(), StatusFlag::Resting)
+                    | flag(m.queued() > 0, StatusFlag::Queued)
+                    | flag(live.is_done(), StatusFlag::Done);
                 let status = m.status().code() as i32;
                 let current = m.current() as i32;
                 // The face keeps the last one: an agent loop that steps back into the same
@@ -516,11 +530,11 @@ impl Ctx {
                 let mark = (status as u64) | (current as u64) << 8 | (flags as u64) << 40;
                 if live.driver_mark != mark {
                     live.driver_mark = mark;
-                    recs.extend([8 | 5 << 8, run, status, current, flags]);
+                    recs.extend([tag(Rec::Status, 5), run, status, current, flags]);
                 }
             }
             if live.exec.recorder().has_events() && live_observed(live) {
-                recs.extend([9 | 2 << 8, run]);
+                recs.extend([tag(Rec::Events, 2), run]);
             }
             if live
                 .tap
@@ -528,7 +542,7 @@ impl Ctx {
                 .and_then(|t| t.writer.as_ref())
                 .is_some_and(|w| !w.is_sync() && !w.ended() && w.dirty())
             {
-                recs.extend([11 | 2 << 8, run]);
+                recs.extend([tag(Rec::Flush, 2), run]);
             }
         }
         self.touched = touched;

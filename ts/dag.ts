@@ -6,7 +6,7 @@ import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResul
 import { CancelledError } from './errors';
 import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
-import { drive, RunnerBase, stepArgs, type EngineLink, type Plan } from './runner';
+import { drive, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
 import { definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
@@ -63,13 +63,6 @@ function setKey(obj: Record<string, unknown>, key: string, value: unknown): void
   else obj[key] = value;
 }
 
-/** What an `Engine` passes to the runners it creates. */
-export interface EngineInit {
-  key: number;
-  link: EngineLink;
-  plan?: Plan;
-}
-
 /**
  * Runs one DAG. The Rust engine decides what runs when; this class calls the runners on
  * the JS thread and reports each result back.
@@ -102,15 +95,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#cache = options.cache;
     this.#outputs = new Array(dag.names.length);
     this.#left = dag.names.length;
-    if (init) {
-      this.engine = init.link;
-      this.adopt(init.key);
-      if (init.plan) this.restoreValues(init.plan);
-      if (this.observed) native.setObserve(this.key, true);
-    } else {
-      if (dag.native.hasInputSchema) plain(() => dag.native.checkInput(JSON.stringify(this.input)));
-      this.create(this.flags(options.autorun ? RunFlag.Stepwise : 0), options.clock?.id ?? 0, { name: this.name });
-    }
+    this.begin(init, options.autorun ? RunFlag.Stepwise : 0, options.clock?.id ?? 0, { name: this.name });
   }
 
   /** Start the run (once); resolves like `finished`. */

@@ -3,7 +3,7 @@ import { CancelledError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition } from './native';
-import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, stepArgs, type EngineLink, type Plan } from './runner';
+import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
 /** The input a state gets when its `timeout` fires. */
@@ -88,13 +88,6 @@ export function compile(config: StateMachine<any, any>, initial: string | undefi
   return m;
 }
 
-/** What an `Engine` passes when it starts or resumes a machine. */
-export interface MachineInit {
-  key: number;
-  link: EngineLink;
-  plan?: Plan;
-}
-
 /**
  * Runs one state machine. The Rust engine owns the machine's state, transitions, queue and
  * timers; this class calls state runners and conditions and keeps the JS values.
@@ -122,7 +115,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** A status came from the engine: `#flags` are its, not the initial ones. */
   #reported = false;
 
-  constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: MachineInit) {
+  constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
     const m = (options as { compiled?: CompiledMachine }).compiled ?? compile(options.config, options.initial);
     super(m.native, options.context ?? options.config.context?.() ?? {}, options.input, { ...options, name: options.name ?? options.config.name }, ['state_machine:state']);
@@ -130,15 +123,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.#m = m;
     this.#input = options.input;
     this.#current = options.initial !== undefined ? m.native.stateId(options.initial) : m.native.stateId(options.config.initial ?? '');
-    if (init) {
-      this.engine = init.link;
-      this.adopt(init.key);
-      if (init.plan) this.restoreValues(init.plan);
-      if (this.observed) native.setObserve(this.key, true);
-    } else {
-      if (m.native.hasInputSchema) plain(() => m.native.checkInput(JSON.stringify(this.#input)));
-      this.create(this.flags(), options.clock?.id ?? 0, { name: this.name, initial: options.initial });
-    }
+    this.begin(init, 0, options.clock?.id ?? 0, { name: this.name, initial: options.initial });
   }
 
   protected restoreValues(plan: Plan): void {

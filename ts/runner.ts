@@ -186,6 +186,13 @@ export interface EngineLink {
   untrack(r: RunnerBase<any>): void;
 }
 
+/** What an `Engine` passes to the runners it creates or resumes. */
+export interface EngineInit {
+  key: number;
+  link: EngineLink;
+  plan?: Plan;
+}
+
 /** The live runner at an index of the native runtime. */
 export function runnerAt(index: number): RunnerBase<any> | undefined {
   return runs[index];
@@ -269,7 +276,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   }
 
   /** The flags the run is created with. */
-  protected flags(extra = 0): number {
+  private flags(extra: number): number {
     let f = extra;
     if (this.parentFrame?.owner.isObserved()) {
       this.observed = true;
@@ -280,8 +287,23 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return f;
   }
 
-  /** Create the run in the native runtime (a plain or nested run). */
-  protected create(flags: number, clock: number, options: Record<string, unknown>): void {
+  /**
+   * Take the run an `Engine` created (`init`), or create it (a plain or nested run) after
+   * checking the input against the definition's `inputSchema`.
+   */
+  protected begin(init: EngineInit | undefined, extraFlags: number, clock: number, options: Record<string, unknown>): void {
+    if (init) {
+      this.engine = init.link;
+      this.adopt(init.key);
+      if (init.plan) this.restoreValues(init.plan);
+      if (this.observed) native.setObserve(this.key, true);
+      return;
+    }
+    if (this.def.hasInputSchema) plain(() => this.def.checkInput(JSON.stringify(this.rootInput)));
+    this.#create(this.flags(extraFlags), clock, options);
+  }
+
+  #create(flags: number, clock: number, options: Record<string, unknown>): void {
     const parent = this.parentFrame;
     const traceparent = this.#traceparent ?? (parent ? undefined : activeTraceparent());
     const opts: Record<string, unknown> = { ...options, traceparent };

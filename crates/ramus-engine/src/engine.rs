@@ -42,8 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ramus_store::{
-    CustomEvent, Options, PendingEvent, Run, RunFilter, SqliteStore, Step as StepRow,
-    Store, Synchronous, Timer, Transition,
+    CustomEvent, Options, PendingEvent, Run, RunFilter, SqliteStore, Step as StepRow, Store,
+    Synchronous, Timer, Transition,
 };
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
