@@ -326,11 +326,16 @@ export declare const enum Io {
 /** Whether the step of `slot` should stop (what `isCancelled()` reads). */
 export declare function isCancelled(run: number, slot: number): boolean
 
-/** How many runs the binding holds live now (tests check that ended runs were let go). */
 export declare function liveRuns(): number
 
 /** The machine's current snapshot (the core's part) as JSON, for tests and tools. */
 export declare function machineSnapshot(run: number): string | null
+
+/**
+ * How many runs the binding holds live now (tests check that ended runs were let go).
+ * The names of the status codes of [`Rec::Status`] records, by code.
+ */
+export declare function machineStatuses(): Array<string>
 
 /**
  * The last message the core made for a run (a limit, a choice that does not hold, a
@@ -356,6 +361,9 @@ export declare function newRunId(): string
 
 /** A DAG node's state code (the position in `NodeState`), or -1. */
 export declare function nodeState(run: number, node: number): number
+
+/** The names of the node state codes of `nodeState` (and of a released run's states), by code. */
+export declare function nodeStates(): Array<string>
 
 /** What the face asks in `io[0]` before [`call`] (the run's key is in `io[1]`). */
 export declare const enum Op {

@@ -741,6 +741,18 @@ pub fn release(run: i32) -> Option<String> {
 }
 
 /// How many runs the binding holds live now (tests check that ended runs were let go).
+/// The names of the status codes of [`Rec::Status`] records, by code.
+#[napi]
+pub fn machine_statuses() -> Vec<&'static str> {
+    ramus_core::MachineStatus::ALL.map(|s| s.as_str()).to_vec()
+}
+
+/// The names of the node state codes of `nodeState` (and of a released run's states), by code.
+#[napi]
+pub fn node_states() -> Vec<&'static str> {
+    ramus_core::NodeState::ALL.map(|s| s.as_str()).to_vec()
+}
+
 #[napi]
 pub fn live_runs() -> u32 {
     with_ctx(|c| c.rt.len() as u32)

@@ -10,7 +10,7 @@ import { drive, RunnerBase, stepArgs, type EngineInit, type Plan } from './runne
 import { definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
-const NODE_STATES: readonly DagNodeState[] = ['waiting', 'ready', 'pendingSemaphore', 'running', 'cancelled', 'error', 'finished'];
+const NODE_STATES = native.nodeStates() as DagNodeState[];
 
 /**
  * Validate a nodes record: returns its root and leaf node names, or throws

@@ -39,7 +39,7 @@ export function transitionTo<S extends string, O>(state: S, output?: O, options?
 }
 
 /** Status names by the binding's status codes (`MachineStatus::ALL` in ramus-core). */
-const MACHINE_STATUSES: readonly MachineStatus[] = ['initial', 'ready', 'pendingSemaphore', 'running', 'waitingForEvent', 'sleeping', 'final', 'error', 'cancelled'];
+const MACHINE_STATUSES = native.machineStatuses() as MachineStatus[];
 
 /** A machine config compiled once (in Rust), with the functions the face calls. */
 export class CompiledMachine {

@@ -33,6 +33,17 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state, in the order of their codes (`state as u8`).
+    pub const ALL: [NodeState; 7] = [
+        NodeState::Waiting,
+        NodeState::Ready,
+        NodeState::PendingSemaphore,
+        NodeState::Running,
+        NodeState::Cancelled,
+        NodeState::Error,
+        NodeState::Finished,
+    ];
+
     /// The public name of the state.
     pub fn as_str(self) -> &'static str {
         match self {

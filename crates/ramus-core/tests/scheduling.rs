@@ -445,3 +445,15 @@ fn events_follow_the_run_and_nest() {
     let first = &inner.recorder().drain()[0];
     assert_eq!(first.parent_step, Some(outer_step));
 }
+
+/// The binding sends states and statuses as codes and the face names them from these
+/// lists: a code must be the position of its value in the list.
+#[test]
+fn state_and_status_codes_are_positions_in_all() {
+    for (i, s) in ramus_core::NodeState::ALL.iter().enumerate() {
+        assert_eq!(*s as usize, i, "{}", s.as_str());
+    }
+    for (i, s) in ramus_core::MachineStatus::ALL.iter().enumerate() {
+        assert_eq!(s.code() as usize, i, "{}", s.as_str());
+    }
+}
