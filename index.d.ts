@@ -50,6 +50,11 @@ export declare class NativeDefinition {
   runners(): string
   /** Machines: each transition's registered condition key, or null (JSON array). */
   conditions(): string
+  /**
+   * Machines: where each transition's inline condition is in the config, as JSON
+   * `[[state, event, index | null] | null, …]` by transition id.
+   */
+  inlineConditions(): string
   /** The default context of a stored definition (JSON), or null. */
   get context(): string | null
   /** Whether the config's context is a function (called for each run's default). */

@@ -385,3 +385,37 @@ describe('transitionTo', () => {
     await waitForStatus(r, 'final', 'b');
   });
 });
+
+describe('where inline conditions are found', () => {
+  test('conditions of arrays, single objects and strings, under several events, __proto__ included, each asked for its own transition', async () => {
+    const asked = [];
+    const cond = (name, holds) => ({ input }) => {
+      asked.push(name);
+      return holds(input);
+    };
+    const transition = { go: 'x' };
+    Object.defineProperty(transition, '__proto__', {
+      value: [{ state: 'y', condition: cond('proto-y', (i) => i === 'proto') }, { state: 'z', condition: cond('proto-z', () => true) }],
+      enumerable: true,
+    });
+    transition[''] = [{ state: 'b', condition: cond('eventless-b', (i) => i === 1) }, 'c', { state: 'd', condition: cond('unreached', () => true) }];
+    transition.other = { state: 'd', condition: cond('other-d', () => true) };
+    const config = machine(transition, { run: ({ input }) => input });
+    // Eventless: the first holds for input 1.
+    expect((await runToRest(config, 1)).r.state).toBe('b');
+    expect(asked).toEqual(['eventless-b']);
+    // Input 2: the eventless condition fails, then the string 'c' is taken without a condition.
+    asked.length = 0;
+    expect((await runToRest(config, 2)).r.state).toBe('c');
+    expect(asked).toEqual(['eventless-b']);
+    // The '__proto__' event's array: its first condition fails, its second holds.
+    asked.length = 0;
+    const only = machine(transition, { run: ({ input }) => input });
+    delete only.nodes.a.transition[''];
+    const { r } = await runToRest(only, 'x');
+    r.send({ type: '__proto__' });
+    await settle(3);
+    expect(r.state).toBe('z');
+    expect(asked).toEqual(['proto-y', 'proto-z']);
+  });
+});

@@ -198,6 +198,13 @@ impl NativeDefinition {
         serde_json::to_string(&self.inner.conditions).unwrap_or_else(|_| "[]".into())
     }
 
+    /// Machines: where each transition's inline condition is in the config, as JSON
+    /// `[[state, event, index | null] | null, …]` by transition id.
+    #[napi]
+    pub fn inline_conditions(&self) -> String {
+        serde_json::to_string(&self.inner.inline_conditions).unwrap_or_else(|_| "[]".into())
+    }
+
     /// The default context of a stored definition (JSON), or null.
     #[napi(getter)]
     pub fn context(&self) -> Option<String> {

@@ -47,7 +47,7 @@ export class CompiledMachine {
   readonly names: string[];
   readonly runs: Array<((args: any) => unknown) | undefined>;
   /** Conditions by transition id (declaration order, state by state). */
-  readonly conditions: Array<TransitionGuard<any, any> | undefined> = [];
+  readonly conditions: Array<TransitionGuard<any, any> | undefined>;
   /** Per state, the eventless conditions to evaluate after a run (see `NativeDefinition.guardTable`). */
   readonly guards: Int32Array;
   /** Per state: 1 final, 2 has a runner. */
@@ -60,17 +60,14 @@ export class CompiledMachine {
     const nodes = (config.nodes ?? {}) as Record<string, any>;
     this.runs = runs ?? this.names.map((n) => nodes[n]?.run);
     this.semaphoreKeys = this.names.map((n) => nodes[n]?.semaphoreKey ?? '');
-    if (conditions) this.conditions = conditions;
-    else {
-      for (const n of this.names) {
-        const t = nodes[n]?.transition;
-        if (t === null || typeof t !== 'object') {
-          if (typeof t === 'string') this.conditions.push(undefined);
-          continue;
-        }
-        for (const value of Object.values(t)) for (const item of Array.isArray(value) ? value : [value]) this.conditions.push(typeof item === 'object' ? item?.condition : undefined);
-      }
-    }
+    // The core says where each inline condition is: the face does not walk the config again.
+    this.conditions =
+      conditions ??
+      (JSON.parse(this.native.inlineConditions()) as Array<[string, string, number | null] | null>).map((at) => {
+        if (!at) return undefined;
+        const entry = nodes[at[0]].transition[at[1]];
+        return (at[2] === null ? entry : entry[at[2]]).condition;
+      });
     this.guards = this.native.guardTable();
     this.flags = this.native.stateFlags();
   }

@@ -469,6 +469,9 @@ pub struct TransitionDef {
     pub target: String,
     /// Its condition.
     pub condition: ConditionDef,
+    /// Its position in the array of its event's transitions, when they are an array (with
+    /// `state` and `event`, where the face finds an inline condition in the config).
+    pub index: Option<usize>,
     /// Wait this long (ms) before moving.
     pub delay_ms: Option<u64>,
 }
@@ -1880,14 +1883,14 @@ fn transitions(
     };
     let mut out = Vec::new();
     for_each_entry(text, |event, value| {
-        let mut one = |item: &RawValue| -> Result<(), DefinitionError> {
+        let mut one = |item: &RawValue, index: Option<usize>| -> Result<(), DefinitionError> {
             let t = transition(cx, state, &event, item)?;
-            out.push(t);
+            out.push(TransitionDef { index, ..t });
             Ok(())
         };
         match classify(value) {
-            Val::Array(items) => for_each_item(items, |_, item| one(item)),
-            _ => one(value),
+            Val::Array(items) => for_each_item(items, |i, item| one(item, Some(i))),
+            _ => one(value, None),
         }
     })?;
     Ok(out)
@@ -1972,6 +1975,7 @@ fn transition(
         target: target.into_owned(),
         condition,
         delay_ms,
+        index: None,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct RunDef {
     pub runners: Vec<RunnerRef>,
     /// The registered condition of each transition (machines), by transition id.
     pub conditions: Vec<Option<String>>,
+    /// Machines: where each transition's inline condition function is in the config:
+    /// `(state, event, index in the event's array)`, or None.
+    pub inline_conditions: Vec<Option<(String, String, Option<usize>)>>,
     /// The default context of a stored definition (JSON text), copied per run.
     pub context: Option<String>,
     /// Whether the config's context is a function (inline configs).
@@ -80,6 +83,7 @@ impl RunDef {
             stored: None,
             runners: vec![RunnerRef::Inline; n],
             conditions: Vec::new(),
+            inline_conditions: Vec::new(),
             context: None,
             context_fn: false,
             input_schema: None,
@@ -172,15 +176,18 @@ impl RunDef {
                 let compiled = m.compile()?;
                 let mut rd = RunDef::new(m.name.clone(), Compiled::Machine(Arc::new(compiled)));
                 rd.runners = m.states.iter().map(|s| runner(s.runner.as_ref())).collect();
-                rd.conditions = m
-                    .states
-                    .iter()
-                    .flat_map(|s| &s.transitions)
-                    .map(|t| match &t.condition {
-                        ConditionDef::Registered(k) => Some(k.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                for s in &m.states {
+                    for t in &s.transitions {
+                        rd.conditions.push(match &t.condition {
+                            ConditionDef::Registered(k) => Some(k.clone()),
+                            _ => None,
+                        });
+                        rd.inline_conditions.push(
+                            matches!(t.condition, ConditionDef::Inline)
+                                .then(|| (s.name.clone(), t.event.clone(), t.index)),
+                        );
+                    }
+                }
                 rd.tags = m.tags.clone();
                 rd.info = m.info.clone();
                 (rd.context, rd.context_fn) = context(&m.context);
