@@ -7,5 +7,7 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 15_000,
     hookTimeout: 120_000,
+    // The default output, then a loud notice when the browser tests were skipped.
+    reporters: ['default', './__test__/skip-notice-reporter.mjs'],
   },
 });
