@@ -8,6 +8,7 @@
 // throws is not cached, so the modules that import ../index.js after this one never see a
 // half-loaded addon: this module's error is the one the user gets.
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { currentPlatform, platformsOf } from './platform';
 
@@ -66,7 +67,13 @@ export function addonError(cause: unknown): Error {
 }
 
 try {
-  require('../index.js');
+  // Through createRequire, not this module's own `require`: under tsx on Node 20, a CommonJS
+  // module that an ES module imports is evaluated by Node's ESM loader, whose `require`
+  // cannot load a .json file (it throws "Cannot read properties of undefined (reading
+  // 'exports')"), and napi's loader reads ramus-<platform>/package.json. createRequire is
+  // Node's CommonJS loader itself; the face's later `require('../index.js')` calls get the
+  // module it cached.
+  createRequire(__filename)('../index.js');
 } catch (err) {
   throw addonError(err);
 }
