@@ -1,8 +1,4 @@
 import { defineConfig } from 'vitest/config';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('.', import.meta.url));
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 export default defineConfig({
   test: {
@@ -11,13 +7,7 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 15_000,
     hookTimeout: 120_000,
-    server: {
-      deps: {
-        // `import ... from 'ramus'` is a self-reference to this repo, which Vite would otherwise
-        // transform like app source. A user gets the package from node_modules, which Vitest hands
-        // to Node as-is: do the same here so the tests load exactly what Node loads.
-        external: [new RegExp(`^${escape(root)}(lib/|index\\.js$)`)],
-      },
-    },
+    // The default output, then a loud notice when the browser tests were skipped.
+    reporters: ['default', './__test__/skip-notice-reporter.mjs'],
   },
 });

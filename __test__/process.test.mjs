@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import * as esm from 'ramus';
+import * as esmTesting from 'ramus/testing';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -34,6 +35,19 @@ describe('package loading', () => {
     for (const name of ['runDag', 'DagRunner', 'CompiledDag', 'analyzeDag', 'LocalSemaphore', 'CancelledError']) {
       expect(typeof esm[name], name).toBe('function');
     }
+  });
+
+  // vitest.config.mjs has no `server.deps` setting: vitest transforms lib/index.mjs itself, as
+  // it does for a linked install in a user's project, and the ES face must still hand back
+  // Node's own CommonJS instance, not a copy vitest evaluated (whose exports read undefined).
+  test("import and require under vitest's default module handling share one instance", () => {
+    const cjs = require('ramus');
+    const names = Object.keys(cjs).filter((k) => k !== 'default');
+    expect(names.length).toBeGreaterThan(20);
+    for (const name of names) expect(esm[name], name).toBe(cjs[name]);
+    expect(esm.default).toBe(cjs);
+    expect(esmTesting.TestClock).toBe(require('ramus/testing').TestClock);
+    expect(esmTesting.TestClock).toBe(cjs.TestClock);
   });
 });
 
@@ -188,6 +202,7 @@ describe('ESM', () => {
     const code = `
       import { createRequire } from 'node:module';
       import * as esm from 'ramus';
+import * as esmTesting from 'ramus/testing';
       const cjs = createRequire(import.meta.url)('ramus');
       const same = ['runDag', 'DagRunner', 'CompiledDag', 'analyzeDag', 'LocalSemaphore', 'CancelledError']
         .filter((n) => esm[n] !== cjs[n]);

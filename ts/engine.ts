@@ -1,5 +1,6 @@
 import { RunFlag } from '../index.js';
 import { CompiledDag, DagRunner } from './dag';
+import { noticeOnExit } from './exit-notice';
 import type { Dag } from './dag-types';
 import type { Definition, Durability, EngineOptions, RegisteredCondition, RegisteredRunner, RegisteredRunnerArgs, RunFilter, StartOptions, StoredRun, StoredStep } from './engine-types';
 import { inspect, type InspectOptions, type Inspector } from './inspect/server';
@@ -225,6 +226,7 @@ export class Engine {
   #track(runner: EngineRun): void {
     const runId = runner.runId;
     this.#live.set(runId, runner);
+    noticeOnExit(this, runner, () => this.#closed);
     const done = () => this.#live.delete(runId);
     runner.finished.then(done, done);
   }

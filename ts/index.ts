@@ -1,3 +1,5 @@
+// First: a machine without a native engine gets an error naming its platform (see load-addon.ts).
+import './load-addon';
 export { analyzeDag, CompiledDag, DagRunner, runDag } from './dag';
 export { DagBuilder } from './dag-types';
 export type {

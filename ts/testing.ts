@@ -1,3 +1,5 @@
+// First: a machine without a native engine gets an error naming its platform (see load-addon.ts).
+import './load-addon';
 import type { Duration } from './machine-types';
 import { parseDuration } from './machine';
 import { native } from './native';
