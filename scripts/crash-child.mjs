@@ -4,11 +4,15 @@
 // *before* it does its work, so the driver can compare calls with stored steps.
 import fs from 'node:fs';
 
-const [ramusPath, db, log, jobs, durability] = process.argv.slice(2);
+const [ramusPath, db, log, jobs, durability, crashAfter] = process.argv.slice(2);
 const { Engine } = await import(ramusPath);
 const engine = new Engine({ db, durability });
 const jitter = () => new Promise((r) => setTimeout(r, Math.random() * 10));
-const record = (job, node) => fs.appendFileSync(log, `${job}\t${node}\n`);
+let calls = 0;
+const record = (job, node) => {
+  fs.appendFileSync(log, `${job}\t${node}\n`);
+  if (++calls === Number(crashAfter)) process.kill(process.pid, 'SIGKILL');
+};
 
 engine.register({
   // A DAG node: its output is a pure function of its parents, so the result is checkable.

@@ -18,8 +18,9 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 
-function child(ramus, db, log, jobs, durability) {
-  return spawn(process.execPath, [path.join(here, 'crash-child.mjs'), ramus, db, log, String(jobs), durability], {
+/** A child process; `crashAfter`: it SIGKILLs itself right after its n-th runner call (0: never). */
+function child(ramus, db, log, jobs, durability, crashAfter = 0) {
+  return spawn(process.execPath, [path.join(here, 'crash-child.mjs'), ramus, db, log, String(jobs), durability, String(crashAfter)], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
 }
@@ -58,7 +59,12 @@ export async function crashTest({ jobs = 20, kills = 5, durability = 'sync', see
   const random = prng(seed);
   let killed = 0;
   for (let i = 0; i < kills; i++) {
-    const proc = child(ramus, db, log, jobs, durability);
+    // Each child dies by SIGKILL at a random point: from this process, a random time after
+    // it started working (anywhere: in a runner, in a commit, between turns), or, if it
+    // gets that far first, by its own hand right after a random runner call. The second
+    // way makes sure kills land even when a loaded machine delays this process's timers
+    // until the child has finished.
+    const proc = child(ramus, db, log, jobs, durability, 1 + Math.floor(random() * jobs * 2));
     let stderr = '';
     proc.stderr.on('data', (d) => (stderr += d));
     const done = exited(proc);
