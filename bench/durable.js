@@ -31,6 +31,7 @@ const inc = async ({ input, args }) => (args.parent === null ? 0 : input[args.pa
 const loopDefinition = {
   name: 'bench-loop',
   initial: 'step',
+  maxSteps: n + 10,
   nodes: {
     step: { runner: 'step', transition: { '': [{ state: 'step', condition: 'more' }, { state: 'done' }] } },
     done: { final: true },
@@ -53,6 +54,7 @@ function memoryLoop() {
   const config = {
     name: 'bench-loop',
     initial: 'step',
+    maxSteps: n + 10,
     nodes: {
       step: { run: step, transition: { '': [{ state: 'step', condition: more }, { state: 'done' }] } },
       done: { final: true },
@@ -132,6 +134,7 @@ async function restore() {
   const config = {
     name: 'bench-restore',
     initial: 'step',
+    maxSteps: n + 10,
     nodes: {
       step: { runner: 'step', transition: { '': [{ state: 'step', condition: 'more' }, { state: 'wait' }] } },
       wait: { transition: { go: 'done' } },
@@ -145,14 +148,27 @@ async function restore() {
   };
   let engine = open();
   const run = engine.start(config, { input: 0 });
-  while (engine.get(run.runId)?.machineStatus !== 'waitingForEvent') await new Promise((r) => setTimeout(r, 5));
+  for (;;) {
+    const live = engine.get(run.runId);
+    if (live?.machineStatus === 'waitingForEvent') break;
+    if (!live || ['error', 'final', 'cancelled'].includes(live.machineStatus)) {
+      const stored = engine.run(run.runId);
+      throw new Error(`bench-restore ended (${stored?.status}) instead of waiting: ${JSON.stringify(stored?.error)}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
   await engine.close();
   const dag = chainDefinition();
   engine = open();
   // A DAG whose last node never finishes, so n - 1 finished nodes are stored.
   engine.register('inc', ({ input, args }) => (args.parent === `n${n - 2}` ? new Promise(() => {}) : inc({ input, args })));
   const d = engine.start(dag, { input: 0 });
-  while (engine.steps(d.runId).length < n) await new Promise((r) => setTimeout(r, 20));
+  let failed;
+  d.finished.catch((error) => { failed = error; });
+  while (engine.steps(d.runId).length < n) {
+    if (failed) throw failed;
+    await new Promise((r) => setTimeout(r, 20));
+  }
   engine.flush();
   await engine.close();
   const times = { machine: [], dag: [] };
