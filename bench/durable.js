@@ -1,16 +1,29 @@
 'use strict';
 // What durability costs per step: the same chain DAG and agent loop in memory (no engine)
-// and through an Engine on a real SQLite file in each durability mode, and how long a
-// restore of a run with N stored steps takes. Prints a Markdown table.
+// and through an Engine on a real SQLite file in each durability mode, with and without
+// `fsync: true`; group commit across concurrent agent loops; and how long a restore of a
+// run with N stored steps takes. Prints Markdown tables.
 //
 //   node --expose-gc bench/durable.js [N]        (default 10,000)
 //
-// Each mode runs in a fresh database in the OS temp dir; times are the median of 3 runs.
-// µs/step = time ÷ N. "JS-thread CPU": CPU time of the JS thread alone (Linux schedstat)
-// from start until the run's `finished` resolved: what durability costs the agent's own
-// thread; the store's writer commits on another thread meanwhile. "until committed": wall
-// time until `finished`, which in 'batched' waits (off the JS thread) for the run's records
-// to be committed: the writer's throughput on this disk.
+// Each mode runs in a fresh database in the OS temp dir; times are the median of 3 runs
+// (1 run for 'sync' above 20,000 steps, and for 'sync' with fsync above 2,000: one fsync
+// per step). µs/step = time ÷ N. "JS-thread CPU": CPU time of the JS thread alone (Linux
+// schedstat) from start until the run's `finished` resolved: what durability costs the
+// agent's own thread; the store's writer commits on another thread meanwhile. "until
+// committed": wall time until `finished`, which in 'batched' waits (off the JS thread) for
+// the run's records to be committed: the writer's throughput on this disk.
+//
+// Rows "…, fsync: true" use `new Engine({ db, durability, fsync: true })` (SQLite
+// `synchronous = FULL`: a commit waits for an fsync of the WAL and survives a power loss);
+// the other rows use the default, fsync false (`synchronous = NORMAL`: a commit survives a
+// crash of the process, not of the machine). 'off' writes nothing, so fsync does not apply.
+//
+// Group commit: K agent loops started at once on one engine ('sync' and, for reference,
+// 'batched'; fsync false and true), min(N, 1024) steps in all (each run ⌈that ÷ K⌉):
+// µs/step = wall time from the first start until every run's `finished` ÷ all their steps.
+// The number of commits is not measured: the engine does not expose its writer's counters
+// (ramus-store's `Stats`) to JavaScript.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -31,6 +44,7 @@ const inc = async ({ input, args }) => (args.parent === null ? 0 : input[args.pa
 const loopDefinition = {
   name: 'bench-loop',
   initial: 'step',
+  maxSteps: n + 10,
   nodes: {
     step: { runner: 'step', transition: { '': [{ state: 'step', condition: 'more' }, { state: 'done' }] } },
     done: { final: true },
@@ -38,6 +52,18 @@ const loopDefinition = {
 };
 const step = async ({ input }) => (input ?? 0) + 1;
 const more = ({ output }) => output < n;
+// The group-commit loops: each run steps `context.steps` times.
+const moreOfRun = ({ output, context }) => output < context.steps;
+const groupLoopDefinition = {
+  name: 'bench-group-loop',
+  initial: 'step',
+  nodes: {
+    step: { runner: 'step', transition: { '': [{ state: 'step', condition: 'moreOfRun' }, { state: 'done' }] } },
+    done: { final: true },
+  },
+};
+const GROUP_STEPS = Math.min(n, 1024);
+const GROUP_RUNS = [1, 8, 64];
 
 function memoryChain() {
   const nodes = { n0: { run: (a) => inc({ ...a, args: { parent: null } }) } };
@@ -53,6 +79,7 @@ function memoryLoop() {
   const config = {
     name: 'bench-loop',
     initial: 'step',
+    maxSteps: n + 10,
     nodes: {
       step: { run: step, transition: { '': [{ state: 'step', condition: more }, { state: 'done' }] } },
       done: { final: true },
@@ -65,9 +92,9 @@ function memoryLoop() {
   };
 }
 
-function engineFor(durability) {
-  const engine = new Engine({ db: freshDb(), durability });
-  engine.register({ inc, step, more });
+function engineFor(durability, fsync = false) {
+  const engine = new Engine({ db: freshDb(), durability, fsync });
+  engine.register({ inc, step, more, moreOfRun });
   return engine;
 }
 
@@ -98,14 +125,22 @@ async function median(times, f) {
   return out[Math.floor(out.length / 2)];
 }
 
+const MODES = [
+  ['off', false],
+  ['batched', false],
+  ['sync', false],
+  ['batched', true],
+  ['sync', true],
+];
+
 async function shape(label, memory, definition) {
   const us = (ms) => (ms * 1000) / n;
   const mem = await median(3, async () => { await memory(); });
   const results = { memory: us(mem[0]), memoryBusy: us(mem[2]) };
-  for (const durability of ['off', 'batched', 'sync']) {
-    const engine = engineFor(durability);
+  for (const [durability, fsync] of MODES) {
+    const engine = engineFor(durability, fsync);
     engine.define(definition);
-    const runs = durability === 'sync' && n > 20_000 ? 1 : 3;
+    const runs = durability === 'sync' && (n > 20_000 || (fsync && n > 2_000)) ? 1 : 3;
     const [run, committed, busy] = await median(runs, async () => {
       const run = engine.start(definition.name, { input: 0 });
       await run.finished;
@@ -113,17 +148,48 @@ async function shape(label, memory, definition) {
       engine.flush();
       return finished;
     });
-    results[durability] = us(run);
-    results[`${durability}Committed`] = us(committed);
-    results[`${durability}Busy`] = us(busy);
+    const key = fsync ? `${durability}Fsync` : durability;
+    results[key] = us(run);
+    results[`${key}Committed`] = us(committed);
+    results[`${key}Busy`] = us(busy);
     await engine.close();
   }
   const ratio = (x, base = results.memory) => `${(x / base).toFixed(1)}×`;
-  console.log(
-    `| ${label} | ${n.toLocaleString('en-US')} | ${results.memory.toFixed(2)} | ${results.memoryBusy.toFixed(2)} | ${results.off.toFixed(2)} | ` +
-      `${results.batchedBusy.toFixed(2)} (${ratio(results.batchedBusy, results.memoryBusy)}) | ${results.batched.toFixed(2)} (${ratio(results.batched)}) | ` +
-      `${results.sync.toFixed(2)} (${ratio(results.sync)}) |`,
-  );
+  const row = (rowLabel, off, batched, sync) =>
+    console.log(
+      `| ${rowLabel} | ${n.toLocaleString('en-US')} | ${results.memory.toFixed(2)} | ${results.memoryBusy.toFixed(2)} | ${off} | ` +
+        `${results[`${batched}Busy`].toFixed(2)} (${ratio(results[`${batched}Busy`], results.memoryBusy)}) | ` +
+        `${results[batched].toFixed(2)} (${ratio(results[batched])}) | ${results[sync].toFixed(2)} (${ratio(results[sync])}) |`,
+    );
+  row(label, results.off.toFixed(2), 'batched', 'sync');
+  row(`${label}, fsync: true`, '—', 'batchedFsync', 'syncFsync');
+}
+
+/** K concurrent agent loops on one engine: µs per step over all of them. */
+async function groupCommit() {
+  const rows = [];
+  for (const durability of ['sync', 'batched']) {
+    for (const fsync of [false, true]) {
+      let base;
+      for (const k of GROUP_RUNS) {
+        const steps = Math.ceil(GROUP_STEPS / k);
+        const engine = engineFor(durability, fsync);
+        engine.define(groupLoopDefinition);
+        const [ms] = await median(3, async () => {
+          const runs = [];
+          for (let i = 0; i < k; i++) runs.push(engine.start('bench-group-loop', { input: 0, context: { steps } }));
+          const outputs = await Promise.all(runs.map((run) => run.finished));
+          for (const output of outputs) if (output !== steps) throw new Error(`group loop: expected ${steps}, got ${output}`);
+          return undefined;
+        });
+        await engine.close();
+        const perStep = (ms * 1000) / (k * steps);
+        base ??= perStep;
+        rows.push(`| ${durability} | ${fsync} | ${k} | ${steps.toLocaleString('en-US')} | ${perStep.toFixed(2)} | ${(perStep / base).toFixed(2)}× |`);
+      }
+    }
+  }
+  return rows;
 }
 
 /** A stored machine run with `n` steps, resting in `wait`; then the time to resume it. */
@@ -132,6 +198,7 @@ async function restore() {
   const config = {
     name: 'bench-restore',
     initial: 'step',
+    maxSteps: n + 10,
     nodes: {
       step: { runner: 'step', transition: { '': [{ state: 'step', condition: 'more' }, { state: 'wait' }] } },
       wait: { transition: { go: 'done' } },
@@ -140,19 +207,32 @@ async function restore() {
   };
   const open = () => {
     const e = new Engine({ db, durability: 'batched' });
-    e.register({ inc, step, more });
+    e.register({ inc, step, more, moreOfRun });
     return e;
   };
   let engine = open();
   const run = engine.start(config, { input: 0 });
-  while (engine.get(run.runId)?.machineStatus !== 'waitingForEvent') await new Promise((r) => setTimeout(r, 5));
+  for (;;) {
+    const live = engine.get(run.runId);
+    if (live?.machineStatus === 'waitingForEvent') break;
+    if (!live || ['error', 'final', 'cancelled'].includes(live.machineStatus)) {
+      const stored = engine.run(run.runId);
+      throw new Error(`bench-restore ended (${stored?.status}) instead of waiting: ${JSON.stringify(stored?.error)}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
   await engine.close();
   const dag = chainDefinition();
   engine = open();
   // A DAG whose last node never finishes, so n - 1 finished nodes are stored.
   engine.register('inc', ({ input, args }) => (args.parent === `n${n - 2}` ? new Promise(() => {}) : inc({ input, args })));
   const d = engine.start(dag, { input: 0 });
-  while (engine.steps(d.runId).length < n) await new Promise((r) => setTimeout(r, 20));
+  let failed;
+  d.finished.catch((error) => { failed = error; });
+  while (engine.steps(d.runId).length < n) {
+    if (failed) throw failed;
+    await new Promise((r) => setTimeout(r, 20));
+  }
   engine.flush();
   await engine.close();
   const times = { machine: [], dag: [] };
@@ -177,6 +257,10 @@ async function restore() {
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   await shape('chain', memoryChain(), chainDefinition());
   await shape('agent-loop', memoryLoop(), loopDefinition);
+  const group = await groupCommit();
+  console.log(`\nGroup commit: K agent loops started together on one engine, ${GROUP_STEPS.toLocaleString('en-US')} steps in all (each run ⌈${GROUP_STEPS} ÷ K⌉), median of 3; wall time until every run finished ÷ all steps. Commits are not counted (not exposed to JS).\n`);
+  console.log('| durability | fsync | concurrent runs K | steps per run | µs/step | ÷ K = 1 |\n| --- | --- | ---: | ---: | ---: | ---: |');
+  console.log(group.join('\n'));
   const r = await restore();
   console.log(`\nRestore: \`engine.resume(runId)\` in a fresh engine, median of 3.\n`);
   console.log(`| run kind | stored steps | resume ms |\n| --- | ---: | ---: |\n| machine (waiting for an event) | ${n.toLocaleString('en-US')} | ${r.machine} |\n| DAG (last node left to run) | ${(n - 1).toLocaleString('en-US')} | ${r.dag} |`);

@@ -20,6 +20,7 @@ function chainDag() {
 const loop = {
   name: 'observed-loop',
   initial: 'step',
+  maxSteps: n + 10,
   nodes: {
     step: {
       run: async ({ input }) => input + 1,

@@ -1,9 +1,9 @@
 'use strict';
-// One measurement in a fresh process: `worker.js ENGINE SHAPE N`, forked by run.js, which it answers with one IPC
-// message. A process per measurement keeps one engine's heap, JIT state and pending GC work from bleeding into the
+// One measurement in a fresh process: `worker.js ENGINE SHAPE MODE N` (MODE: run | e2e, see workloads.js), forked by
+// run.js, which it answers with one IPC message. A process per measurement keeps one engine's heap, JIT state and pending GC work from bleeding into the
 // next, and lets run.js kill a measurement that overruns.
 
-const { engines, Unavailable } = require('./workloads');
+const { prepare: workload, Unavailable } = require('./workloads');
 
 const WARMUP_N = 1000;
 // Small sizes finish in a few ms, where one run is noise: repeat them (the median is reported) while the repeats
@@ -24,8 +24,8 @@ async function runChecked(run, n) {
   if (output !== n) throw new Error(`wrong result: expected ${n}, got ${JSON.stringify(output)}`);
 }
 
-async function measure(engine, shape, n) {
-  const prepare = engines[engine][shape];
+async function measure(engine, shape, mode, n) {
+  const prepare = workload(engine, shape, mode);
 
   // Warm up once at a small size so that the measured run does not pay for module loading and first JIT tiers.
   const warmupN = Math.min(n, WARMUP_N);
@@ -49,7 +49,8 @@ async function measure(engine, shape, n) {
     runMs.push(ms);
     totalMs += ms;
     if (retainedHeapMB === undefined) {
-      // After the first run, with the compiled graph still referenced: what the definition + engine keep alive.
+      // After the first run, with the compiled graph still referenced (in 'run' mode; in 'e2e' mode each run's graph
+      // is garbage once it ends): what the definition + engine keep alive.
       // Clamped because for tiny graphs GC noise can put heapUsed a few KB below the baseline.
       collect();
       retainedHeapMB = Math.max(0, (process.memoryUsage().heapUsed - heapBefore) / MB);
@@ -71,8 +72,8 @@ async function measure(engine, shape, n) {
 // keep the process alive.
 const reply = (message) => process.send(message, () => process.exit(0));
 
-const [engine, shape, n] = process.argv.slice(2);
-measure(engine, shape, Number(n)).then(
+const [engine, shape, mode, n] = process.argv.slice(2);
+measure(engine, shape, mode, Number(n)).then(
   (result) => reply({ ok: true, ...result }),
   (error) =>
     reply(
