@@ -266,6 +266,25 @@ describe('scale', () => {
     },
     60_000
   );
+
+  // More nodes start at once than the engine launches before it hands the event loop back
+  // (4,096) and than one response of the binding holds: every one of them still runs.
+  test.each(['sync', 'async'])('a fan-out of 10k %s runners between a root and a sink: each runs once', async (kind) => {
+    const N = 10_000;
+    let calls = 0;
+    const nodes = { root: { run: () => 1 } };
+    const names = [];
+    for (let i = 0; i < N; i++) {
+      names.push(`m${i}`);
+      nodes[`m${i}`] = {
+        parents: ['root'],
+        run: kind === 'sync' ? ({ input }) => (calls++, input.root) : async ({ input }) => (calls++, input.root),
+      };
+    }
+    nodes.sink = { parents: names, run: ({ input }) => Object.values(input).reduce((a, b) => a + b, 0) };
+    expect(await runDag({ dag: { name: 'wide', nodes }, input: null })).toBe(N);
+    expect(calls).toBe(N);
+  }, 60_000);
 });
 
 describe('context', () => {

@@ -96,20 +96,25 @@ let depth = 0;
 export function dispatch(n: number): void {
   for (;;) {
     const flags = io[1]!;
+    if (flags & ResponseFlag.Yield) {
+      // A long synchronous loop: let timers, I/O and cancel() in before the next steps.
+      // The whole response waits, so its records still apply in order.
+      const parts = [io.slice(Io.Records, Io.Records + n)];
+      for (let f = flags; f & ResponseFlag.More; f = io[1]!) {
+        n = native.more();
+        parts.push(io.slice(Io.Records, Io.Records + n));
+      }
+      setImmediate(() => drive(() => parts.forEach((p) => apply(p, p.length))));
+      return;
+    }
     // Copy out first: what runs below calls into the binding, which reuses `io`.
     const buf = (scratch[depth] ??= new Int32Array(Io.Size));
     for (let i = 0; i < n; i++) buf[i] = io[Io.Records + i]!;
-    if (flags & ResponseFlag.Yield) {
-      // A long synchronous loop: let timers, I/O and cancel() in before the next steps.
-      const copy = buf.slice(0, n);
-      setImmediate(() => drive(() => apply(copy, n)));
-    } else {
-      depth++;
-      try {
-        apply(buf, n);
-      } finally {
-        depth--;
-      }
+    depth++;
+    try {
+      apply(buf, n);
+    } finally {
+      depth--;
     }
     if (!(flags & ResponseFlag.More)) return;
     n = native.more();
