@@ -1,7 +1,8 @@
 //! DAG definitions: validation with the contract's exact messages, and compilation into
 //! flat integer tables the executor walks without string lookups.
 
-use std::collections::HashMap;
+// Node names are the program's own (not untrusted input): a fast hash, not a DoS-resistant one.
+use rustc_hash::FxHashMap as HashMap;
 
 use petgraph::graph::DiGraph;
 
@@ -91,7 +92,7 @@ struct Tables {
 impl Tables {
     fn build(nodes: &[NodeSpec]) -> Result<Tables, DagError> {
         let n = nodes.len();
-        let mut index = HashMap::with_capacity(n);
+        let mut index = HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, node) in nodes.iter().enumerate() {
             if index.insert(node.name.clone(), i as u32).is_some() {
                 return Err(DagError::DuplicateNode(node.name.clone()));
