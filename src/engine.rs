@@ -1,13 +1,13 @@
 //! An engine from JS: its store, stored definitions, starting and resuming stored runs,
 //! and the delivery of events that other processes send to the runs live here.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use ramus_engine::delivery::Watched;
 use ramus_engine::{Durable, DurableRow, EngineCore, RunRow};
 use ramus_store::Store;
 use ramus_store::{Durability, Kind, Options, SqliteStore, Synchronous};
@@ -20,19 +20,13 @@ use crate::{coded, ctx, js_error, napi_error, pack, unpack, with_ctx, JsResult a
 
 type Deliver = Arc<ThreadsafeFunction<String, (), String, Status, false, true>>;
 
-/// Runs live in this process whose stored events are looked for, by row id.
-#[derive(Default)]
-struct Watched {
-    runs: HashMap<String, (i32, HashSet<String>)>,
-    version: Option<i64>,
-}
-
 /// A durable engine: a store and its runs.
 #[napi]
 pub struct NativeEngine {
     core: Arc<EngineCore>,
     sqlite: Arc<SqliteStore>,
-    watched: Arc<Mutex<Watched>>,
+    /// Live runs whose stored events are looked for, by row id, with their run key.
+    watched: Arc<Watched<i32>>,
     deliver: Option<Deliver>,
     poll: Duration,
     polling: bool,
@@ -96,7 +90,7 @@ impl NativeEngine {
         Ok(NativeEngine {
             core,
             sqlite,
-            watched: Arc::new(Mutex::new(Watched::default())),
+            watched: Arc::new(Watched::default()),
             deliver,
             poll: Duration::from_millis(poll_ms.max(1) as u64),
             polling: false,
@@ -301,11 +295,7 @@ impl NativeEngine {
     /// Look for events other processes store for this live run (`row` is its row id).
     #[napi]
     pub fn watch(&mut self, run: i32, row: String) {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .runs
-            .insert(row, (run, HashSet::new()));
+        self.watched.watch(&row, run, []);
         if !self.polling {
             self.polling = true;
             self.spawn_poller();
@@ -315,11 +305,7 @@ impl NativeEngine {
     /// Stop looking for a run's events (it ended, or is no longer live here).
     #[napi]
     pub fn unwatch(&self, row: String) {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .runs
-            .remove(&row);
+        self.watched.unwatch(&row);
     }
 
     fn spawn_poller(&self) {
@@ -346,11 +332,7 @@ impl NativeEngine {
     /// Flush and close the store.
     #[napi]
     pub fn close(&self) -> Result<()> {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .runs
-            .clear();
+        self.watched.clear();
         self.sqlite.close().map_err(store_error)
     }
 }
@@ -395,44 +377,21 @@ fn raw_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// One look for stored events of the watched runs: only when the database changed since
-/// the last look, and each event once.
-fn poll_once(watched: &Mutex<Watched>, store: &SqliteStore) -> Option<String> {
-    let version = store.data_version().ok()?;
-    let rows: Vec<(String, i32)> = {
-        let mut w = watched.lock().unwrap_or_else(|e| e.into_inner());
-        if w.runs.is_empty() || w.version == Some(version) {
-            return None;
-        }
-        w.version = Some(version);
-        w.runs
-            .iter()
-            .map(|(row, (key, _))| (row.clone(), *key))
-            .collect()
-    };
-    let mut out = Vec::new();
-    for (row, key) in rows {
-        let Ok(pending) = store.pending_events(&row) else {
-            continue;
-        };
-        let mut w = watched.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, taken)) = w.runs.get_mut(&row) else {
-            continue;
-        };
-        // Events whose delivery is committed are no longer pending: forget them.
-        taken.retain(|id| pending.iter().any(|e| &e.id == id));
-        for e in pending {
-            if taken.insert(e.id.clone()) {
-                out.push(json!([
-                    unpack(key).index,
-                    e.id,
-                    e.event_type,
-                    e.data.as_deref().map(raw_json),
-                    e.queue
-                ]));
-            }
-        }
-    }
+/// One look for stored events of the watched runs, as the face's `deliver` takes them.
+fn poll_once(watched: &Watched<i32>, store: &SqliteStore) -> Option<String> {
+    let out: Vec<Value> = watched
+        .poll(store)
+        .into_iter()
+        .map(|(key, e)| {
+            json!([
+                unpack(key).index,
+                e.id,
+                e.event_type,
+                e.data.as_deref().map(raw_json),
+                e.queue
+            ])
+        })
+        .collect();
     (!out.is_empty()).then(|| Value::Array(out).to_string())
 }
 

@@ -18,12 +18,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ramus_core::{Action, Command, Delay, End, Executor, GuardFailed, Guards, NoGuards, Outcome};
-use ramus_store::{SqliteStore, Store};
+use ramus_store::SqliteStore;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
 use crate::clock::TestClock;
 use crate::def::{RunDef, RunnerRef};
+use crate::delivery::Watched;
 use crate::engine::{Defined, Durability, RunHandle, StartOptions, Target};
 use crate::engine_core::EngineCore;
 use crate::error::EngineError;
@@ -131,66 +132,6 @@ pub(crate) enum Msg {
     Abandon,
 }
 
-/// Stored events of live runs, looked for by the poller: per run id, the ids already
-/// handed to the driver (so each is delivered once while its delivery commits).
-#[derive(Default)]
-pub(crate) struct Watched {
-    runs: Mutex<HashMap<String, HashSet<String>>>,
-    version: Mutex<Option<i64>>,
-}
-
-impl Watched {
-    fn watch(&self, run_id: &str, taken: impl IntoIterator<Item = String>) {
-        self.runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(run_id.to_owned(), taken.into_iter().collect());
-    }
-
-    fn unwatch(&self, run_id: &str) {
-        self.runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(run_id);
-    }
-
-    /// One look: only when the database changed since the last, each event once.
-    pub(crate) fn poll(&self, store: &dyn Store) -> Vec<(String, String, Event)> {
-        let mut out = Vec::new();
-        let Ok(version) = store.data_version() else {
-            return out;
-        };
-        let run_ids: Vec<String> = {
-            let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-            let mut v = self.version.lock().unwrap_or_else(|e| e.into_inner());
-            if runs.is_empty() || *v == Some(version) {
-                return out;
-            }
-            *v = Some(version);
-            runs.keys().cloned().collect()
-        };
-        for run_id in run_ids {
-            let Ok(pending) = store.pending_events(&run_id) else {
-                continue;
-            };
-            let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(taken) = runs.get_mut(&run_id) else {
-                continue;
-            };
-            // Events whose delivery is committed are no longer pending: forget them.
-            taken.retain(|id| pending.iter().any(|e| &e.id == id));
-            for e in pending {
-                if taken.insert(e.id.clone()) {
-                    let mut event = Event::new(e.event_type, parse(e.data.as_deref()));
-                    event.queue = e.queue;
-                    out.push((run_id.clone(), e.id, event));
-                }
-            }
-        }
-        out
-    }
-}
-
 /// A run live here, beside its entry in the runtime.
 struct RunState {
     run_id: Arc<str>,
@@ -211,7 +152,7 @@ pub(crate) struct Parts {
     pub(crate) sync: bool,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) tx: Sender<Msg>,
-    pub(crate) watched: Arc<Watched>,
+    pub(crate) watched: Arc<Watched<()>>,
 }
 
 pub(crate) struct Driver {
@@ -233,7 +174,7 @@ pub(crate) struct Driver {
 
 /// Parse stored JSON text; text that is not JSON (never written by the engine) becomes a
 /// string rather than an error in a runner's input.
-fn parse(text: Option<&str>) -> Value {
+pub(crate) fn parse(text: Option<&str>) -> Value {
     match text {
         Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_owned())),
         None => Value::Null,
@@ -573,7 +514,7 @@ impl Driver {
             .get(key)
             .is_some_and(|l| matches!(l.exec, Executor::Machine(_)));
         if machine {
-            self.p.watched.watch(&run_id, taken);
+            self.p.watched.watch(&run_id, (), taken);
         }
         let (done, _) = watch::channel(None);
         self.by_id.insert(run_id.clone(), key);

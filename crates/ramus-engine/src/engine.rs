@@ -49,7 +49,8 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::clock::{Clock, SystemClock, TestClock};
-use crate::driver::{self, BoxError, Driver, Msg, Parts, Registry, Watched};
+use crate::delivery::Watched;
+use crate::driver::{self, BoxError, Driver, Msg, Parts, Registry};
 use crate::engine_core::EngineCore;
 use crate::error::EngineError;
 use crate::runtime::RunKey;
@@ -680,7 +681,7 @@ impl Drop for Engine {
 /// Look for events other processes store for the machine runs live here, as the Node
 /// binding does: only when the database's `data_version` moved.
 async fn poll(
-    watched: Arc<Watched>,
+    watched: Arc<Watched<()>>,
     store: Arc<SqliteStore>,
     tx: Sender<Msg>,
     every: Duration,
@@ -695,7 +696,10 @@ async fn poll(
         let Ok(batch) = tokio::task::spawn_blocking(move || w.poll(&*s)).await else {
             return;
         };
-        for (run_id, id, event) in batch {
+        for ((), e) in batch {
+            let mut event = Event::new(e.event_type, driver::parse(e.data.as_deref()));
+            event.queue = e.queue;
+            let (run_id, id) = (e.run_id, e.id);
             if tx.send(Msg::Deliver { run_id, id, event }).is_err() {
                 return;
             }

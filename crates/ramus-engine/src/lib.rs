@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod def;
+pub mod delivery;
 mod driver;
 pub mod engine;
 pub mod engine_core;
