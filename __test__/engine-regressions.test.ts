@@ -529,4 +529,22 @@ describe('the stored context of a DAG that ended', () => {
     expect(engine.run(failed.runId)!.status).toBe('error');
     expect(engine.run(failed.runId)!.snapshot.context).toEqual({ start: 1, first: true, broken: true });
   });
+
+  test.each(['sync', 'batched'] as const)('%s: tolerateFailures: a node cancelled below a failure does not keep the last change out', async (durability) => {
+    const engine = open({ durability });
+    engine.register({
+      ...runners,
+      slow: async ({ context }: any) => {
+        await new Promise((r) => setImmediate(r));
+        context.slow = true;
+        return 3;
+      },
+    });
+    const run = engine.start(
+      { name: 'tolerant', tolerateFailures: true, nodes: { a: { runner: 'broken' }, b: { runner: 'first', parents: ['a'] }, c: { runner: 'slow' } } },
+      { context: { start: 1 } },
+    );
+    await run.finished;
+    expect(engine.run(run.runId)!.snapshot.context).toEqual({ start: 1, broken: true, slow: true });
+  });
 });

@@ -75,8 +75,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** The run's output once it finished. */
   output: Out | undefined;
   #outputs: unknown[];
-  /** Nodes not finished yet. */
-  #left: number;
   #errors: unknown[] = [];
   #failedNode = -1;
   #autorun: (() => boolean) | undefined;
@@ -94,7 +92,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#autorun = options.autorun;
     this.#cache = options.cache;
     this.#outputs = new Array(dag.names.length);
-    this.#left = dag.names.length;
     this.begin(init, options.autorun ? RunFlag.Stepwise : 0, options.clock?.id ?? 0, { name: this.name });
   }
 
@@ -113,10 +110,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected restoreValues(plan: Plan): void {
-    for (const [node, v] of plan.dag?.finished ?? []) {
-      this.#outputs[node] = v;
-      this.#left--;
-    }
+    for (const [node, v] of plan.dag?.finished ?? []) this.#outputs[node] = v;
     for (const [node, v] of plan.dag?.failed ?? []) this.#errors[node] = v;
   }
 
@@ -218,10 +212,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       this.#errors[slot] = value;
       json = this.json ? errorText(value) : undefined;
     }
-    // The report that ends the run (its last node, or a failure) commits the end with the
-    // context as it is then; a batched run otherwise writes its context when it flushes.
-    const ends = outcome === StepOutcome.Error || --this.#left === 0;
-    this.reportStep(slot, outcome, -1, json as string | undefined, this.sync || (ends && this.stored) ? this.contextJson() : undefined);
+    this.reportStep(slot, outcome, -1, json as string | undefined, this.sync ? this.contextJson() : undefined);
   }
 
   protected override flushContext(): string | undefined {
@@ -230,6 +221,9 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
 
   /** @internal */
   ended(end: number, failedNode: number, notices: Array<() => void>): boolean {
+    // A batched run's end was written with the context of its last flush: write the one it
+    // ended with (before `finished` waits for the commit).
+    if (this.stored && !this.sync) this.flushNow();
     if (this.#nodeWaiters) {
       // Nodes that will never settle now (cancelled before they ran) answer their runNode.
       for (const [slot, waiters] of this.#nodeWaiters) {
