@@ -109,8 +109,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #transitionData: unknown[] = [];
   #stepWaiters: Array<(moved: boolean) => void> = [];
   #runWaiters: Array<() => void> = [];
-  /** A status came from the engine: `#flags` are its, not the initial ones. */
-  #reported = false;
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
@@ -196,8 +194,9 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return new Promise<void>((resolve) => {
       this.#runWaiters.push(resolve);
       drive(() => this.command(Op.Start));
-      // Already resting (started before): Start changed nothing, so no status came.
-      if (this.#reported || this.final !== undefined) this.#wake();
+      // Already resting (started before): Start changed nothing, so no status came. Before
+      // the first status (still 'initial'), `#flags` are the initial ones, not the engine's.
+      if (this.#status !== 0 || this.final !== undefined) this.#wake();
     });
   }
 
@@ -346,7 +345,6 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     this.#status = status;
     this.#current = current;
     this.#flags = flags;
-    this.#reported = true;
     if (flags & StatusFlag.Resting) notices.push(() => this.#wake());
     return (flags & StatusFlag.Done) !== 0;
   }
