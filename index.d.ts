@@ -165,8 +165,6 @@ export declare class NativeStore {
   pendingEvents(runId: string): string
   /** A run's timers, armed and fired, in due order (JSON array). */
   timers(runId: string): string
-  /** Armed timers of every run due at or before `now` (ms), in due order (JSON array). */
-  dueTimers(now: number): string
   /** The ids of a run's steps still running or pending (interrupted by a crash). */
   openSteps(runId: string): Array<string>
   /** Runs started inside steps of `run_id` (JSON array, oldest first). */
@@ -332,9 +330,6 @@ export declare const enum Io {
 export declare function isCancelled(run: number, slot: number): boolean
 
 export declare function liveRuns(): number
-
-/** The machine's current snapshot (the core's part) as JSON, for tests and tools. */
-export declare function machineSnapshot(run: number): string | null
 
 /**
  * How many runs the binding holds live now (tests check that ended runs were let go).

@@ -864,7 +864,6 @@ module.exports.initTimers = nativeBinding.initTimers
 module.exports.Io = nativeBinding.Io
 module.exports.isCancelled = nativeBinding.isCancelled
 module.exports.liveRuns = nativeBinding.liveRuns
-module.exports.machineSnapshot = nativeBinding.machineSnapshot
 module.exports.machineStatuses = nativeBinding.machineStatuses
 module.exports.message = nativeBinding.message
 module.exports.more = nativeBinding.more

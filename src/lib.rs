@@ -848,15 +848,6 @@ pub fn fail_storage(run: i32, error: String) -> Result<i32> {
     })
 }
 
-/// The machine's current snapshot (the core's part) as JSON, for tests and tools.
-#[napi]
-pub fn machine_snapshot(run: i32) -> Option<String> {
-    with_ctx(|c| match c.rt.get(unpack(run)).map(|l| &l.exec) {
-        Some(Executor::Machine(m)) => serde_json::to_string(&m.snapshot()).ok(),
-        _ => None,
-    })
-}
-
 /// Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`).
 #[napi]
 pub fn parse_duration_ms(text: String) -> Result<f64> {

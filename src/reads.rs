@@ -295,13 +295,6 @@ impl NativeStore {
         Ok(list(&t, timer_json))
     }
 
-    /// Armed timers of every run due at or before `now` (ms), in due order (JSON array).
-    #[napi]
-    pub fn due_timers(&self, now: f64) -> Result<String> {
-        let t = self.inner.due_timers(now as i64).map_err(store_error)?;
-        Ok(list(&t, timer_json))
-    }
-
     /// The ids of a run's steps still running or pending (interrupted by a crash).
     #[napi]
     pub fn open_steps(&self, run_id: String) -> Result<Vec<String>> {

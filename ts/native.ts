@@ -17,7 +17,6 @@ export const io = new Int32Array(Io.Size);
 export const hooks = {
   guard: (_run: number, _transition: number, _handle: number): number => 1,
   wake: (_count: number): void => {},
-  deliver: (_json: string): void => {},
 };
 
 addon.init(io, (run, transition, handle) => hooks.guard(run, transition, handle));
