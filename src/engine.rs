@@ -233,23 +233,13 @@ impl NativeEngine {
                 .parse()
                 .map_err(|_| coded("ERR_INVALID_ARGUMENT", format!("not a run id: {run_id}")))?,
         );
-        opts.continued = Some(ramus_engine::Continued::of(
+        plan.continuation.continue_run(
             &run_id,
-            &plan.restore,
-            plan.context.clone(),
-            plan.pending,
-        ));
-        opts.context = plan.context.clone();
-        opts.nested = plan.nested;
-        opts.durable = Some(Durable {
-            store: Arc::clone(self.core.store()),
+            Arc::clone(self.core.store()),
             sync,
-            row: DurableRow::Resume {
-                id: run_id.clone(),
-                seqs: plan.seqs,
-            },
-        });
-        opts.restore = Some(plan.restore);
+            true,
+            &mut opts,
+        );
         let (key, continued) = ctx(|c| {
             let key = c.rt.create(def, opts).map_err(js_error)?;
             let continued = c.rt.get_mut(key).and_then(|l| l.take_continued());

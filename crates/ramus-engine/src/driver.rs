@@ -536,14 +536,15 @@ impl Driver {
             return self.handle_for(key).ok_or(EngineError::StaleRun);
         }
         let plan = self.p.core.resume_plan(run_id)?;
+        let c = plan.continuation;
         let root = parse(plan.row.input.as_deref());
-        let context = plan
+        let context = c
             .context
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok())
             .unwrap_or_else(|| json!({}));
         // New events must not reuse a handle the restored queue or values hold.
-        let next_handle = match &plan.restore {
+        let next_handle = match &c.restore {
             Restore::Machine {
                 snapshot, values, ..
             } => values
@@ -559,7 +560,7 @@ impl Driver {
                 .unwrap_or(0),
             Restore::Dag { .. } => 0,
         };
-        let opts = RunOptions {
+        let mut opts = RunOptions {
             clock: self.clock,
             run_id: Some(
                 run_id
@@ -567,25 +568,25 @@ impl Driver {
                     .map_err(|_| EngineError::Invalid(format!("not a run id: {run_id}")))?,
             ),
             name: Some(plan.row.name.clone()),
-            context: plan.context.clone(),
-            durable: Some(Durable {
-                store: Arc::clone(self.p.core.store()),
-                sync: self.p.sync,
-                row: DurableRow::Resume {
-                    id: run_id.to_owned(),
-                    seqs: plan.seqs,
-                },
-            }),
-            restore: Some(plan.restore),
             ..RunOptions::default()
         };
+        let pending = c.continue_run(
+            run_id,
+            Arc::clone(self.p.core.store()),
+            self.p.sync,
+            false,
+            &mut opts,
+        );
+        // As before: runs nested in the interrupted steps are not handed to the steps that
+        // run again here (Rust runners start no nested runs; see the issue note).
+        opts.nested = Default::default();
         let key = self.rt.create(plan.def, opts)?;
         self.first_input(key, &root);
-        let taken = plan.pending.iter().map(|e| e.id.clone()).collect();
+        let taken = pending.iter().map(|e| e.id.clone()).collect();
         self.adopt(key, run_id.to_owned(), context, root, next_handle, taken);
         let handle = self.handle_for(key);
         self.apply(key, Command::Start, None, None, &mut NoGuards);
-        for e in plan.pending {
+        for e in pending {
             let mut event = Event::new(e.event_type, parse(e.data.as_deref()));
             event.queue = e.queue;
             let _ = self.send(run_id, event, Some(e.id));

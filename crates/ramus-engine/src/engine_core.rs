@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::def::{RunDef, RunnerRef};
 use crate::error::EngineError;
 use crate::ids::new_id;
-use crate::runtime::Restore;
+use crate::runtime::{Continued, Durable, DurableRow, Restore, RunOptions};
 use crate::sink::MachineValues;
 
 /// Turns a stored config (JSON) into a definition; the engine's caller supplies it so the
@@ -35,17 +35,8 @@ pub struct ResumePlan {
     pub row: Run,
     /// Its definition.
     pub def: Arc<RunDef>,
-    /// What the executor continues from.
-    pub restore: Restore,
-    /// The context it continues with (JSON text).
-    pub context: Option<String>,
-    /// Its highest step and transition numbers.
-    pub seqs: (i64, i64),
-    /// Events sent to it while nobody ran it, oldest first.
-    pub pending: Vec<PendingEvent>,
-    /// Runs started inside its interrupted steps, by node or state name, oldest first:
-    /// the step that runs again continues them when it starts them again.
-    pub nested: Nested,
+    /// What it continues from.
+    pub continuation: Continuation,
 }
 
 /// Stored runs waiting to be started again by the step of a node or state, oldest first.
@@ -60,10 +51,49 @@ pub struct Continuation {
     pub context: Option<String>,
     /// Its highest step and transition numbers.
     pub seqs: (i64, i64),
-    /// Events sent to it while nobody ran it.
+    /// Events sent to it while nobody ran it, oldest first.
     pub pending: Vec<PendingEvent>,
-    /// Runs started inside its interrupted steps.
+    /// Runs started inside its interrupted steps, by node or state name, oldest first:
+    /// the step that runs again continues them when it starts them again.
     pub nested: Nested,
+}
+
+impl Continuation {
+    /// Make `opts` continue the stored run `row_id` from here, writing to `store` (`sync`
+    /// or batched): its context, restored executor, nested runs and row numbering. With
+    /// `face`, the values a face restores go along (`opts.continued`, events sent meanwhile
+    /// included); otherwise those events are returned, for the caller to deliver.
+    pub fn continue_run(
+        self,
+        row_id: &str,
+        store: Arc<dyn Store>,
+        sync: bool,
+        face: bool,
+        opts: &mut RunOptions,
+    ) -> Vec<PendingEvent> {
+        let mut pending = self.pending;
+        if face {
+            let to_face = std::mem::take(&mut pending);
+            opts.continued = Some(Continued::of(
+                row_id,
+                &self.restore,
+                self.context.clone(),
+                to_face,
+            ));
+        }
+        opts.context = self.context;
+        opts.restore = Some(self.restore);
+        opts.nested = self.nested;
+        opts.durable = Some(Durable {
+            store,
+            sync,
+            row: DurableRow::Resume {
+                id: row_id.to_owned(),
+                seqs: self.seqs,
+            },
+        });
+        pending
+    }
 }
 
 fn interrupted_record(id: String, now: i64) -> Record {
@@ -363,15 +393,11 @@ impl EngineCore {
         };
         let def = self.load(name, Some(version))?;
         let now = self.clock.now_ms() as i64;
-        let c = continuation(self.store.as_ref(), &row, &def, now)?;
+        let continuation = continuation(self.store.as_ref(), &row, &def, now)?;
         Ok(ResumePlan {
             row,
             def,
-            restore: c.restore,
-            context: c.context,
-            seqs: c.seqs,
-            pending: c.pending,
-            nested: c.nested,
+            continuation,
         })
     }
 

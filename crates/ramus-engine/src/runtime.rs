@@ -466,24 +466,13 @@ impl Runtime {
                         ..Continued::default()
                     });
                 } else {
-                    let c = continuation(store.as_ref(), &row, &def, now as i64)?;
-                    opts.continued = Some(Continued::of(
+                    continuation(store.as_ref(), &row, &def, now as i64)?.continue_run(
                         &row.id,
-                        &c.restore,
-                        c.context.clone(),
-                        c.pending,
-                    ));
-                    opts.context = c.context;
-                    opts.restore = Some(c.restore);
-                    opts.nested = c.nested;
-                    opts.durable = Some(Durable {
-                        store: Arc::clone(store),
-                        sync: *sync,
-                        row: DurableRow::Resume {
-                            id: row.id.clone(),
-                            seqs: c.seqs,
-                        },
-                    });
+                        Arc::clone(store),
+                        *sync,
+                        true,
+                        &mut opts,
+                    );
                 }
             }
         }
