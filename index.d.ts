@@ -40,6 +40,13 @@ export declare class NativeDefinition {
    * entry `n` the end, then the transition ids.
    */
   guardTable(): Int32Array
+  /**
+   * Machines: per state, where the face may move by itself after the state ran (see
+   * `CompiledMachine::local_moves`): entry `s` is the offset of state `s`'s list, entry
+   * `n` the end; a list holds one target per condition of `guardTable` (that condition
+   * held), then one for none holding; -1 where the core decides.
+   */
+  localMoves(): Int32Array
   /** Machines: per state, 1 when it is final, 2 when it has a runner (bits). */
   stateFlags(): Uint8Array
   /** Machines: the event types a state has transitions for. */
@@ -383,6 +390,13 @@ export declare const enum Op {
   RunNode = 5,
   /** Cancel the run. */
   Cancel = 6,
+  /**
+   * Machines: the face ran `io[2]` steps by itself after the running one, within the
+   * budget of its `Run` record; `io[5..]` holds, per step, the results of its eventless
+   * conditions (as in [`Op::Complete`]). The core applies them as the completions they
+   * were, so it stands where the face does: at the step running now.
+   */
+  Local = 7,
 }
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
@@ -393,7 +407,11 @@ export declare function parseDurationMs(text: string): number
  * code's own numbers.
  */
 export declare const enum Rec {
-  /** `[Run, run, slot, node]`: call the runner of `node` for step `slot`. */
+  /**
+   * `[Run, run, slot, node, budget]`: call the runner of `node` for step `slot`. A
+   * machine's `budget` is how many steps after it the face may run by itself, taking the
+   * moves of `NativeDefinition.localMoves` (see [`Op::Local`]).
+   */
   Run = 1,
   /** `[Acquire, run, slot, node]`: take the step's semaphore slots. */
   Acquire = 2,

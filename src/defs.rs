@@ -121,21 +121,24 @@ impl NativeDefinition {
         let Some(m) = self.inner.machine() else {
             return Int32Array::new(Vec::new());
         };
-        let n = m.len();
-        let lists: Vec<Vec<u32>> = (0..n as u32)
-            .map(|s| m.eventless_guards(s).collect())
-            .collect();
-        let mut table = Vec::with_capacity(n + 1);
-        let mut off = n as i32 + 1;
-        for l in &lists {
-            table.push(off);
-            off += l.len() as i32;
-        }
-        table.push(off);
-        for l in lists {
-            table.extend(l.into_iter().map(|t| t as i32));
-        }
-        Int32Array::new(table)
+        per_state((0..m.len() as u32).map(|s| m.eventless_guards(s).map(|t| t as i32).collect()))
+    }
+
+    /// Machines: per state, where the face may move by itself after the state ran (see
+    /// `CompiledMachine::local_moves`): entry `s` is the offset of state `s`'s list, entry
+    /// `n` the end; a list holds one target per condition of `guardTable` (that condition
+    /// held), then one for none holding; -1 where the core decides.
+    #[napi]
+    pub fn local_moves(&self) -> Int32Array {
+        let Some(m) = self.inner.machine() else {
+            return Int32Array::new(Vec::new());
+        };
+        per_state((0..m.len() as u32).map(|s| {
+            m.local_moves(s)
+                .into_iter()
+                .map(|t| t.map_or(-1, |t| t as i32))
+                .collect()
+        }))
     }
 
     /// Machines: per state, 1 when it is final, 2 when it has a runner (bits).
@@ -314,4 +317,19 @@ pub(crate) fn run_options(
         context: o.context.map(|r| r.get().to_owned()),
         ..RunOptions::default()
     })
+}
+
+/// Lists by state in one array, as the face reads them: entry `s` is the offset of state
+/// `s`'s list, entry `n` the end of the last.
+fn per_state(lists: impl Iterator<Item = Vec<i32>>) -> Int32Array {
+    let lists: Vec<Vec<i32>> = lists.collect();
+    let mut table = Vec::with_capacity(lists.len() + 1);
+    let mut off = lists.len() as i32 + 1;
+    for l in &lists {
+        table.push(off);
+        off += l.len() as i32;
+    }
+    table.push(off);
+    table.extend(lists.into_iter().flatten());
+    Int32Array::new(table)
 }

@@ -47,6 +47,11 @@ pub enum Op {
     RunNode = 5,
     /// Cancel the run.
     Cancel = 6,
+    /// Machines: the face ran `io[2]` steps by itself after the running one, within the
+    /// budget of its `Run` record; `io[5..]` holds, per step, the results of its eventless
+    /// conditions (as in [`Op::Complete`]). The core applies them as the completions they
+    /// were, so it stands where the face does: at the step running now.
+    Local = 7,
 }
 
 /// How a step ended, in `io[3]` of [`Op::Complete`].
@@ -64,7 +69,9 @@ pub enum StepOutcome {
 /// code's own numbers.
 #[napi]
 pub enum Rec {
-    /// `[Run, run, slot, node]`: call the runner of `node` for step `slot`.
+    /// `[Run, run, slot, node, budget]`: call the runner of `node` for step `slot`. A
+    /// machine's `budget` is how many steps after it the face may run by itself, taking the
+    /// moves of `NativeDefinition.localMoves` (see [`Op::Local`]).
     Run = 1,
     /// `[Acquire, run, slot, node]`: take the step's semaphore slots.
     Acquire = 2,
@@ -364,6 +371,11 @@ impl Ctx {
             4 => Command::Acquired { slot: a as u32 },
             5 => Command::RunNode { node: a as u32 },
             6 => Command::Cancel,
+            7 => {
+                let n = (a.max(0) as usize).min(io.len().saturating_sub(5));
+                let answers = io[5..5 + n].to_vec();
+                return self.local(env, key, &answers);
+            }
             _ => return Err(coded("ERR_NAPI", format!("ramus: unknown op {op}"))),
         };
         let answer = if op == 3 { c } else { -1 };
@@ -407,6 +419,37 @@ impl Ctx {
         Ok(n)
     }
 
+    /// Apply the completions of the steps the face ran by itself ([`Op::Local`]). Their
+    /// actions are dropped: the face already moved and launched as they say. A step that
+    /// does not land where the face stands is a bug in the budget, reported as such rather
+    /// than left to corrupt the run.
+    fn local(&mut self, env: &Env, key: RunKey, answers: &[i32]) -> Result<i32> {
+        let machine = match self.rt.get(key).map(|l| &l.exec) {
+            Some(Executor::Machine(m)) => Arc::clone(m.machine()),
+            _ => return Err(js_error(ramus_engine::EngineError::StaleRun)),
+        };
+        let mut guards = FaceGuards {
+            env,
+            guard: self.guard.as_ref(),
+            machine: Some(machine),
+            state: 0,
+            answer: -1,
+            run: key.index,
+            error: None,
+        };
+        let r = self
+            .rt
+            .apply_local(key, answers.len(), &mut guards, |g, i, state| {
+                g.state = state;
+                g.answer = answers[i];
+            });
+        if let Some(e) = guards.error.take() {
+            return Err(napi_error(e));
+        }
+        r.map_err(js_error)?;
+        self.respond_yielding(false)
+    }
+
     /// Fire the timers of `clock` due at `now`, and write their records.
     pub(crate) fn fire(&mut self, env: &Env, clock: u32, now: u64) -> Result<i32> {
         let mut guards = FaceGuards {
@@ -427,6 +470,12 @@ impl Ctx {
 
     /// Write the records of what the last call did into the buffer.
     pub(crate) fn respond(&mut self) -> Result<i32> {
+        self.respond_yielding(true)
+    }
+
+    /// [`respond`](Self::respond); `yielding: false` leaves a pending yield for the next
+    /// response (one that launches steps, as the yield is for them).
+    fn respond_yielding(&mut self, yielding: bool) -> Result<i32> {
         let mut recs = std::mem::take(&mut self.overflow);
         recs.clear();
         self.overflow_at = 0;
@@ -435,7 +484,14 @@ impl Ctx {
             let run = key.index as i32;
             match action {
                 Action::Run { slot, node } => {
-                    recs.extend([tag(Rec::Run, 4), run, *slot as i32, *node as i32])
+                    let budget = self.rt.get(*key).map_or(0, |l| l.local_budget());
+                    recs.extend([
+                        tag(Rec::Run, 5),
+                        run,
+                        *slot as i32,
+                        *node as i32,
+                        budget as i32,
+                    ])
                 }
                 Action::Acquire { slot, node } => {
                     recs.extend([tag(Rec::Acquire, 4), run, *slot as i32, *node as i32])
@@ -547,7 +603,7 @@ impl Ctx {
         }
         self.touched = touched;
         crate::clock::after_call(&mut self.rt);
-        let yield_now = self.rt.take_yield();
+        let yield_now = yielding && self.rt.take_yield();
         self.write(recs, yield_now)
     }
 

@@ -6,6 +6,7 @@ export interface StepOwner {
   readonly tools: unknown;
   isObserved(): boolean;
   forwardEvent(event: import('./events').RamusEvent): void;
+  flushLocal(): void;
 }
 
 /** The step a piece of code runs in: set around every runner call. */

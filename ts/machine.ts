@@ -2,7 +2,7 @@ import { MoveInput, Op, RunEnd, StatusFlag, StepOutcome } from '../index.js';
 import { CancelledError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
-import { native, plain, type NativeDefinition } from './native';
+import { call, io, native, plain, type NativeDefinition } from './native';
 import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
@@ -50,6 +50,8 @@ export class CompiledMachine {
   readonly conditions: Array<TransitionGuard<any, any> | undefined>;
   /** Per state, the eventless conditions to evaluate after a run (see `NativeDefinition.guardTable`). */
   readonly guards: Int32Array;
+  /** Per state, where the face may move by itself (see `NativeDefinition.localMoves`). */
+  readonly local: Int32Array;
   /** Per state: 1 final, 2 has a runner. */
   readonly flags: Uint8Array;
   readonly semaphoreKeys: string[];
@@ -69,6 +71,7 @@ export class CompiledMachine {
         return (at[2] === null ? entry : entry[at[2]]).condition;
       });
     this.guards = this.native.guardTable();
+    this.local = this.native.localMoves();
     this.flags = this.native.stateFlags();
   }
 }
@@ -109,6 +112,10 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #transitionData: unknown[] = [];
   #stepWaiters: Array<(moved: boolean) => void> = [];
   #runWaiters: Array<() => void> = [];
+  /** Steps the core lets this face run by itself before it reports them (`Rec.Run`'s budget). */
+  #budget = 0;
+  /** The condition results of the steps run by itself, not yet reported. */
+  #local: number[] = [];
 
   constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
@@ -210,6 +217,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     const data = this.json ? storable(event.data, `data of event '${event.type}'`) : undefined;
     const handle = ++this.#nextHandle;
     this.#events.set(handle, { type: event.type, data: event.data });
+    this.flushLocal();
     if (storedId !== undefined) native.delivered(this.key, storedId);
     // The snapshot keeps the context of the running state's start: a state that runs now
     // runs again after a restore, from there.
@@ -222,7 +230,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   /** @internal */
-  launch(slot: number, state: number): void {
+  launch(slot: number, state: number, budget: number): void {
+    this.#budget = budget;
     const run = this.#m.runs[state];
     if (!run) {
       // A state without run passes its input on as its output.
@@ -257,6 +266,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       const json = this.json ? this.valueJson(to.output, `${this.state}.output`) : undefined;
       if (json instanceof StorageError) return this.#fail(slot, json);
       this.#output = this.#stateOutput = to.output;
+      this.flushLocal();
       const d = to.delay;
       drive(() =>
         dispatch(callNative(() => native.choose(this.key, slot, String(to.state), typeof d === 'number' ? d : undefined, d === undefined || typeof d === 'number' ? undefined : String(d), json, this.contextJson()))),
@@ -266,7 +276,33 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     const json = this.json ? this.valueJson(value, `${this.state}.output`) : undefined;
     if (json instanceof StorageError) return this.#fail(slot, json);
     this.#output = this.#stateOutput = value;
-    this.reportStep(slot, outcome, (this.#flags & StatusFlag.Queued) !== 0 ? -1 : this.#evaluateGuards(), json, this.contextJson());
+    const answer = (this.#flags & StatusFlag.Queued) !== 0 ? -1 : this.#evaluateGuards();
+    if (this.#budget > 0 && answer > -3) {
+      // A move the core lets the face take by itself: the next step starts without a call
+      // into the binding, which hears of it with the next report.
+      const at = this.#m.local[this.#current]!;
+      const to = this.#m.local[answer >= 0 ? at + answer : this.#m.local[this.#current + 1]! - 1]!;
+      if (to >= 0) {
+        this.#local.push(answer);
+        this.moved(this.#current, to, -1, MoveInput.Output);
+        this.launch(slot + 1, to, this.#budget - 1);
+        return;
+      }
+    }
+    this.reportStep(slot, outcome, answer, json, this.contextJson());
+  }
+
+  /** @internal Tell the core of the steps run by itself; from now on it decides again. */
+  override flushLocal(): void {
+    this.#budget = 0;
+    const n = this.#local.length;
+    if (n === 0) return;
+    io[0] = Op.Local;
+    io[1] = this.key;
+    io[2] = n;
+    for (let i = 0; i < n; i++) io[5 + i] = this.#local[i]!;
+    this.#local.length = 0;
+    dispatch(callNative(call));
   }
 
   #fail(slot: number, error: unknown): void {

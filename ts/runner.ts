@@ -104,6 +104,9 @@ export function dispatch(n: number): void {
         n = native.more();
         parts.push(io.slice(Io.Records, Io.Records + n));
       }
+      // What the runs do meanwhile (a cancel, an event) may void the steps the core let a
+      // machine run by itself: those launched late report each one.
+      for (const p of parts) for (let i = 0; i < p.length; i += p[i]! >> 8) if ((p[i]! & 0xff) === Rec.Run) p[i + 4] = 0;
       setImmediate(() => drive(() => parts.forEach((p) => apply(p, p.length))));
       return;
     }
@@ -166,7 +169,7 @@ function apply(buf: Int32Array, n: number): void {
     if (code > Rec.Ready) continue;
     const r = runs[buf[i + 1]!];
     if (!r || r.released) continue;
-    if (code === Rec.Run) r.launch(buf[i + 2]!, buf[i + 3]!);
+    if (code === Rec.Run) r.launch(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!);
     else if (code === Rec.Acquire) r.acquire(buf[i + 2]!, buf[i + 3]!);
     else r.ready(buf[i + 2]!, buf[i + 3]!);
   }
@@ -312,6 +315,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     const parent = this.parentFrame;
     const traceparent = this.#traceparent ?? (parent ? undefined : activeTraceparent());
     const opts: Record<string, unknown> = { ...options, traceparent };
+    parent?.owner.flushLocal();
     if (parent && (native.runFlags(parent.owner.key) & 4) !== 0) {
       // Nested in a stored run: stored too, with its input.
       opts.input = rawJson(storable(this.rootInput, 'input'));
@@ -419,6 +423,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
       this.lastIgnored = true;
       return;
     }
+    this.flushLocal();
     io[0] = op;
     io[1] = this.key;
     io[2] = a;
@@ -524,8 +529,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   abstract ended(end: number, failedNode: number, notices: Array<() => void>): boolean;
   /** @internal Stepwise DAGs: a node is ready. */
   ready(_slot: number, _node: number): void {}
-  /** @internal Call a step's runner. */
-  abstract launch(slot: number, node: number): void;
+  /** @internal Call a step's runner (`budget`: see `Rec.Run`). */
+  abstract launch(slot: number, node: number, budget: number): void;
+  /** @internal Report the steps a machine ran by itself before anything else reaches the run. */
+  flushLocal(): void {}
   /** @internal A condition the core asks about (machines). */
   guard(_transition: number, _handle: number): number {
     return 1;
@@ -621,7 +628,9 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** @internal */
   slotCancelled(slot: number): boolean {
-    return this.final !== undefined || native.isCancelled(this.key, slot);
+    if (this.final !== undefined) return true;
+    this.flushLocal();
+    return native.isCancelled(this.key, slot);
   }
 
   /** Cancel the run. */
@@ -682,7 +691,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   protected observe(): void {
     if (this.observed) return;
     this.observed = true;
-    if (this.key >= 0 && this.final === undefined) native.setObserve(this.key, true);
+    if (this.key >= 0 && this.final === undefined) {
+      this.flushLocal();
+      native.setObserve(this.key, true);
+    }
   }
 
   protected emitSafely(type: string, ...args: unknown[]): void {

@@ -152,6 +152,10 @@ pub struct MachineSpec {
     pub states: Vec<StateSpec>,
 }
 
+/// The most steps a driver runs by itself between two reports (a sync loop still yields to
+/// the event loop every few thousand steps, as the runtime counts the reported ones).
+pub const LOCAL_STEPS: u32 = 4096;
+
 #[derive(Debug)]
 struct State {
     name: String,
@@ -359,6 +363,68 @@ impl CompiledMachine {
             .filter(|(_, t)| t.event == 0)
             .take_while(|(_, t)| t.guarded)
             .map(|(id, _)| id)
+    }
+
+    /// Where a driver running a batch of local steps (see [`MachineRun::local_budget`]) may
+    /// move by itself after `state` ran and no event was queued: entry `k` for the `k`-th
+    /// condition of [`eventless_guards`](Self::eventless_guards) holding, then one entry for
+    /// none of them holding. `None` where the core must decide (the move arms a timer, or
+    /// enters a state that is final, has a timeout or a `maxVisits`: those need the core's
+    /// bookkeeping), or where the machine rests.
+    ///
+    /// ```
+    /// use ramus_core::machine::{CompiledMachine, MachineSpec, StateSpec, TransitionSpec};
+    /// let to = |target: &str, guarded| TransitionSpec {
+    ///     event: String::new(),
+    ///     target: target.into(),
+    ///     guarded,
+    ///     delay_ms: None,
+    /// };
+    /// let spec = MachineSpec {
+    ///     name: "loop".into(),
+    ///     initial: Some("think".into()),
+    ///     states: vec![
+    ///         StateSpec {
+    ///             name: "think".into(),
+    ///             has_run: true,
+    ///             // Think again while a condition holds, else finish.
+    ///             transitions: vec![to("think", true), to("done", false)],
+    ///             ..Default::default()
+    ///         },
+    ///         StateSpec { name: "done".into(), is_final: true, ..Default::default() },
+    ///     ],
+    ///     ..Default::default()
+    /// };
+    /// let m = CompiledMachine::compile(&spec).unwrap();
+    /// let think = m.state_id("think").unwrap();
+    /// // Looping is local; finishing is the core's.
+    /// assert_eq!(m.local_moves(think), vec![Some(think), None]);
+    /// ```
+    pub fn local_moves(&self, state: u32) -> Vec<Option<u32>> {
+        let mut eventless = self
+            .state_transitions(state)
+            .filter(|(_, t)| t.event == 0)
+            .map(|(_, t)| *t);
+        let mut moves = Vec::new();
+        let mut fallthrough = None;
+        for t in eventless.by_ref() {
+            if !t.guarded {
+                fallthrough = Some(t);
+                break;
+            }
+            moves.push(self.local_target(t));
+        }
+        moves.push(fallthrough.and_then(|t| self.local_target(t)));
+        moves
+    }
+
+    fn local_target(&self, t: Transition) -> Option<u32> {
+        let s = &self.states[t.target as usize];
+        let plain = t.delay_ms.is_none_or(|d| d == 0)
+            && !s.is_final
+            && s.timeout.is_none()
+            && s.max_visits.is_none();
+        plain.then_some(t.target)
     }
 
     /// The ids of a state's transitions.
@@ -928,6 +994,33 @@ impl MachineRun {
     /// Events waiting in the queue.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// How many steps after the running one a driver may run by itself, taking only the
+    /// moves of [`CompiledMachine::local_moves`], before it reports them (applying one
+    /// [`Command::Complete`] per step, with the conditions' answers it saw). Zero unless the
+    /// machine runs by itself with nothing that could change the course of those steps
+    /// meanwhile: no queued event, no armed timer, no semaphores, no limit breached, and at
+    /// most what `maxSteps` leaves. A driver that lets anything else reach the run (an
+    /// event, a cancel, a nested run) reports its local steps first.
+    pub fn local_budget(&self) -> u32 {
+        let Phase::Running { exempt: false, .. } = self.phase else {
+            return 0;
+        };
+        if !self.auto
+            || self.semaphores
+            || self.limits.breached
+            || self.timeout.is_some()
+            || !self.queue.is_empty()
+            || !self.abandoned.is_empty()
+        {
+            return 0;
+        }
+        let left = self
+            .m
+            .max_steps
+            .map_or(u32::MAX, |max| max.saturating_sub(self.limits.steps));
+        left.min(LOCAL_STEPS)
     }
 
     /// The step slot running now (or waiting for its semaphores), if any.

@@ -808,3 +808,83 @@ fn a_snapshot_of_another_machine_is_refused() {
         "Cannot restore the machine: the snapshot names state a, which the machine does not have"
     );
 }
+
+/// Where a driver may go by itself, and for how long: plain moves only, and only while
+/// nothing else can reach the run.
+#[test]
+fn local_steps_cover_plain_moves_only() {
+    let guarded = |target: &str| TransitionSpec {
+        guarded: true,
+        ..t("", target)
+    };
+    let mut spec = machine(
+        "a",
+        vec![
+            state(
+                "a",
+                vec![guarded("b"), guarded("timed"), guarded("done"), t("", "a")],
+            ),
+            state("b", vec![t("go", "a"), t("", "a")]),
+            StateSpec {
+                timeout: Some((50, "a".into())),
+                ..state("timed", vec![t("", "a")])
+            },
+            StateSpec {
+                is_final: true,
+                ..state("done", vec![])
+            },
+        ],
+    );
+    spec.max_steps = Some(10);
+    let m = Arc::new(CompiledMachine::compile(&spec).unwrap());
+    let id = |name: &str| m.state_id(name).unwrap();
+    // One entry per condition, then the fall-through; a timeout or a final state is the core's.
+    assert_eq!(
+        m.local_moves(id("a")),
+        vec![Some(id("b")), None, None, Some(id("a"))]
+    );
+    assert_eq!(m.local_moves(id("b")), vec![Some(id("a"))]);
+    assert_eq!(m.local_moves(id("done")), vec![None]);
+
+    let mut run = MachineRun::new(Arc::clone(&m), Recorder::new(1, 0, None, None), false, None);
+    let mut out = Vec::new();
+    assert_eq!(run.local_budget(), 0, "nothing runs yet");
+    run.apply(Command::Start, &mut NoGuards, 0, &mut out);
+    // The first step counts against maxSteps: nine more may run by themselves.
+    assert_eq!(run.local_budget(), 9);
+    let slot = run.running_slot().unwrap();
+    out.clear();
+    run.apply(
+        Command::Send {
+            handle: 1,
+            event: "go",
+            queue: true,
+        },
+        &mut NoGuards,
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        run.local_budget(),
+        0,
+        "a queued event decides the next move"
+    );
+    out.clear();
+    run.apply(
+        Command::Complete {
+            slot,
+            outcome: Outcome::Ok,
+        },
+        &mut NoGuards,
+        0,
+        &mut out,
+    );
+    out.clear();
+    run.apply(Command::Cancel, &mut NoGuards, 0, &mut out);
+    assert_eq!(run.local_budget(), 0, "cancelled");
+
+    // Stepping by hand (not auto): the driver reports every step.
+    let mut manual = MachineRun::new(m, Recorder::new(1, 0, None, None), false, None);
+    manual.apply(Command::Step, &mut NoGuards, 0, &mut out);
+    assert_eq!(manual.local_budget(), 0);
+}

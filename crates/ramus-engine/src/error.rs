@@ -51,6 +51,10 @@ pub enum EngineError {
     /// A handle to a run that ended and was released, or never existed.
     #[error("the run is no longer live in this process")]
     StaleRun,
+    /// A driver reported steps it ran by itself that the core would not have run (see
+    /// [`Runtime::apply_local`](crate::Runtime::apply_local)): a bug, not a user error.
+    #[error("steps run outside the core went where the core would not have")]
+    LocalSteps,
     /// An argument the caller got wrong.
     #[error("{0}")]
     Invalid(String),
@@ -79,6 +83,7 @@ impl EngineError {
             EngineError::NotResumable(_) => "ERR_NOT_RESUMABLE",
             EngineError::UnknownRunner(_) => "ERR_UNKNOWN_RUNNER",
             EngineError::StaleRun => "ERR_STALE_RUN",
+            EngineError::LocalSteps => "ERR_INTERNAL",
             EngineError::Invalid(_) => "ERR_INVALID_ARGUMENT",
             EngineError::Tracing(_) => "ERR_TRACING",
             EngineError::Closed(_) => "ERR_CLOSED",

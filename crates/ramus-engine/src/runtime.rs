@@ -237,6 +237,28 @@ impl Live {
         self.tap.as_ref().is_some_and(|t| t.wants_values())
     }
 
+    /// How many steps after the running one the driver may run by itself before it
+    /// reports them (see [`MachineRun::local_budget`](ramus_core::machine::MachineRun::local_budget)).
+    /// None for a run whose events, records or spans are kept (each step has values to
+    /// pass), that continues stored nested runs or has runs nested in it, or that is nested: a parent's step can
+    /// cancel it from inside the runtime, where the driver's unreported steps are unknown.
+    pub fn local_budget(&self) -> u32 {
+        if self.tap.is_some()
+            || self.observe
+            || self.parent.is_some()
+            || !self.children.is_empty()
+            || self.ended.is_some()
+            || !self.nested.is_empty()
+            || !self.slot_nested.is_empty()
+        {
+            return 0;
+        }
+        match &self.exec {
+            Executor::Machine(m) => m.local_budget(),
+            Executor::Dag(_) => 0,
+        }
+    }
+
     /// Whether the run is stored.
     pub fn is_durable(&self) -> bool {
         self.tap.as_ref().is_some_and(|t| t.writer.is_some())
@@ -888,6 +910,58 @@ impl Runtime {
             }
         }
         Ok(applied)
+    }
+
+    /// Apply the completions of `steps` steps a driver ran by itself after the running one,
+    /// within the run's [`Live::local_budget`]: each an [`Outcome::Ok`] completion, answered
+    /// by `guards` after `answer(guards, i, state)` told it the conditions the driver saw at
+    /// step `i` (in `state`). Their actions are the driver's already (a move, the next
+    /// step), so none is returned; anything else, or a step that does not start the next,
+    /// means the driver went where the core would not have, and is an error.
+    pub fn apply_local<G: Guards>(
+        &mut self,
+        key: RunKey,
+        steps: usize,
+        guards: &mut G,
+        mut answer: impl FnMut(&mut G, usize, u32),
+    ) -> Result<(), EngineError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = (|| {
+            let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+            if (live.local_budget() as usize) < steps {
+                return Err(EngineError::LocalSteps);
+            }
+            let now = 0;
+            let Executor::Machine(m) = &mut live.exec else {
+                return Err(EngineError::LocalSteps);
+            };
+            for i in 0..steps {
+                let slot = m.running_slot().ok_or(EngineError::LocalSteps)?;
+                answer(guards, i, m.current());
+                scratch.clear();
+                let command = Command::Complete {
+                    slot,
+                    outcome: Outcome::Ok,
+                };
+                m.apply(command, guards, now, &mut scratch);
+                let plain = scratch
+                    .iter()
+                    .all(|a| matches!(a, Action::Moved { .. } | Action::Run { .. }));
+                if !plain || m.running_slot() != Some(slot + 1) {
+                    return Err(EngineError::LocalSteps);
+                }
+            }
+            Ok(())
+        })();
+        scratch.clear();
+        self.scratch = scratch;
+        self.launched += steps as u32;
+        if self.launched >= YIELD_EVERY {
+            self.launched = 0;
+            self.yield_now = true;
+        }
+        self.touched.push(key);
+        result
     }
 
     /// Cancel the runs nested in steps of `key` (and below) that no longer count: the step
