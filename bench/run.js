@@ -35,7 +35,7 @@ const { shapes: ALL_SHAPES, MODES, has } = require('./workloads');
 
 const PEER_PACKAGES = { xstate: 'xstate', langgraph: '@langchain/langgraph' };
 const PEERS = Object.keys(PEER_PACKAGES);
-const LABELS = { floor: 'floor', machine: 'plain-JS machine', ramus: 'Ramus', xstate: 'XState', langgraph: 'LangGraph' };
+const LABELS = { floor: 'floor', machine: 'plain-JS machine', ramus: 'Ramus', 'ramus-flat': 'Ramus, nestAcrossAwaits(false)', xstate: 'XState', langgraph: 'LangGraph' };
 const ALL_MODES = ['run', 'e2e'];
 const MODE_LABELS = { run: 'run', e2e: 'build+compile+run' };
 const DEFAULT_SIZES = '1k,10k,100k,1M';
@@ -130,7 +130,7 @@ function measuredModes(shapes, modes) {
 }
 
 async function measureAll({ sizes, shapes, modes, peers, budgetS }) {
-  const engines = ['floor', 'machine', 'ramus', ...peers];
+  const engines = ['floor', 'machine', 'ramus', 'ramus-flat', ...peers];
   // The kill timeout is generous because one measured size gives no growth rate: LangGraph's chain, at ~2 ms/node
   // at 1k, projects 20 s at 10k but takes ~75 s, and that data point is still worth having.
   const timeoutMs = Math.max(60, 4 * budgetS) * 1000;
@@ -248,14 +248,15 @@ function report({ sizes, shapes, modes, peers, budgetS }, { jobs, results, timeo
     if (!measured.some((m) => m.shape === 'agent-loop')) return [];
     const shape = 'agent-loop';
     const header = ['N', 'bare-JS loop µs', 'plain-JS machine µs', 'Ramus µs', 'Ramus ÷ bare-JS loop',
-      'Ramus ÷ plain-JS machine'];
+      'Ramus ÷ plain-JS machine', `${LABELS['ramus-flat']} µs`, '… ÷ plain-JS machine'];
     for (const peer of peers) header.push(`${LABELS[peer]} µs`, `${LABELS[peer]} ÷ Ramus`);
     const rows = [];
     for (const n of sizes) {
       const ramusUs = perNodeUs('ramus', shape, 'run', n);
       const row = [formatNumber(n, 0), cell('floor', shape, 'run', n), cell('machine', shape, 'run', n),
         cell('ramus', shape, 'run', n), ratio(ramusUs, perNodeUs('floor', shape, 'run', n)),
-        ratio(ramusUs, perNodeUs('machine', shape, 'run', n))];
+        ratio(ramusUs, perNodeUs('machine', shape, 'run', n)), cell('ramus-flat', shape, 'run', n),
+        ratio(perNodeUs('ramus-flat', shape, 'run', n), perNodeUs('machine', shape, 'run', n))];
       for (const peer of peers) row.push(cell(peer, shape, 'run', n), ratio(perNodeUs(peer, shape, 'run', n), ramusUs));
       rows.push(row);
     }

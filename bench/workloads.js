@@ -229,6 +229,20 @@ const ramus = {
   },
 };
 
+// Ramus without AsyncLocalStorage (`nestAcrossAwaits(false)`): on Node 20 an AsyncLocalStorage turns on a promise
+// hook for the whole process, which slows every promise (the plain-JS machine too, ~3x, when one is enabled beside
+// it); without it runs started in a step after an `await` do not nest. Each measurement runs in its own process, so
+// the setting stays with this column.
+const ramusFlat = {
+  'agent-loop': {
+    ...ramus['agent-loop'],
+    build(bodies, k) {
+      loadRamus().nestAcrossAwaits(false);
+      return ramus['agent-loop'].build(bodies, k);
+    },
+  },
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // XState 5. Build: `setup(...)` and `createMachine` (XState interprets the config, so this is its define + compile).
 // Run: `createActor(machine).start()` until its output.
@@ -400,7 +414,7 @@ const langgraph = {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-const engines = { floor, machine, ramus, xstate, langgraph };
+const engines = { floor, machine, ramus, 'ramus-flat': ramusFlat, xstate, langgraph };
 const shapes = ['chain', 'fanout', 'agent-loop'];
 // The modes each shape is measured in: the DAG shapes also end to end; the agent loop's machine does not grow with
 // N, so building it is a constant that end to end would only blur.
