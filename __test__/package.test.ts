@@ -235,7 +235,8 @@ describe.skipIf(process.platform === 'win32')('the packed package in a new TypeS
     writeFileSync(join(app, 'src', 'agent.cts'), AGENT);
     expect(bad.status).not.toBe(0);
     expect(bad.out).toMatch(/src\/agent\.cts\(\d+,\d+\): error TS2322: Type '"nowhere"'/);
-  });
+    // Two tsc runs: beyond the default timeout on a busy 2-core machine.
+  }, 120_000);
 
   test('it runs with node as an ES module and as CommonJS', () => {
     expect(readFileSync(join(app, 'build', 'src', 'agent.cjs'), 'utf8')).toMatch(/require\("ramus"\)/);
