@@ -205,10 +205,16 @@ impl Recorder {
     }
 
     /// Record a run-level event (on the run's own step).
+    #[inline]
     pub fn run_event(&mut self, kind: EventKind, data: DataRef, now: u64) {
-        if !self.observe {
-            return;
+        // Inlined so that a run nobody observes pays one test of a flag per event.
+        if self.observe {
+            self.record_run(kind, data, now);
         }
+    }
+
+    #[inline(never)]
+    fn record_run(&mut self, kind: EventKind, data: DataRef, now: u64) {
         let step = self.run_step(now);
         let id = self.ids.next(now);
         self.events.push(Event {
@@ -223,10 +229,16 @@ impl Recorder {
     }
 
     /// Record an event of a slot's step.
+    #[inline]
     pub fn step_event(&mut self, slot: u32, kind: EventKind, data: DataRef, now: u64) {
-        if !self.observe {
-            return;
+        // Inlined so that a run nobody observes pays one test of a flag per event.
+        if self.observe {
+            self.record_step(slot, kind, data, now);
         }
+    }
+
+    #[inline(never)]
+    fn record_step(&mut self, slot: u32, kind: EventKind, data: DataRef, now: u64) {
         let step = self.step(slot, now);
         let parent = self.run_step(now);
         let id = self.ids.next(now);
