@@ -374,7 +374,7 @@ impl Ctx {
             7 => {
                 let n = (a.max(0) as usize).min(io.len().saturating_sub(5));
                 let answers = io[5..5 + n].to_vec();
-                return self.local(env, key, &answers);
+                return self.local(key, &answers);
             }
             _ => return Err(coded("ERR_NAPI", format!("ramus: unknown op {op}"))),
         };
@@ -419,34 +419,11 @@ impl Ctx {
         Ok(n)
     }
 
-    /// Apply the completions of the steps the face ran by itself ([`Op::Local`]). Their
-    /// actions are dropped: the face already moved and launched as they say. A step that
-    /// does not land where the face stands is a bug in the budget, reported as such rather
-    /// than left to corrupt the run.
-    fn local(&mut self, env: &Env, key: RunKey, answers: &[i32]) -> Result<i32> {
-        let machine = match self.rt.get(key).map(|l| &l.exec) {
-            Some(Executor::Machine(m)) => Arc::clone(m.machine()),
-            _ => return Err(js_error(ramus_engine::EngineError::StaleRun)),
-        };
-        let mut guards = FaceGuards {
-            env,
-            guard: self.guard.as_ref(),
-            machine: Some(machine),
-            state: 0,
-            answer: -1,
-            run: key.index,
-            error: None,
-        };
-        let r = self
-            .rt
-            .apply_local(key, answers.len(), &mut guards, |g, i, state| {
-                g.state = state;
-                g.answer = answers[i];
-            });
-        if let Some(e) = guards.error.take() {
-            return Err(napi_error(e));
-        }
-        r.map_err(js_error)?;
+    /// Apply the completions of the steps the face ran by itself ([`Op::Local`]): it moved
+    /// and launched as they say already. A step the core would not have taken is a bug,
+    /// reported as such rather than left to corrupt the run.
+    fn local(&mut self, key: RunKey, answers: &[i32]) -> Result<i32> {
+        self.rt.apply_local(key, answers).map_err(js_error)?;
         self.respond_yielding(false)
     }
 

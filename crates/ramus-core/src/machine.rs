@@ -401,21 +401,33 @@ impl CompiledMachine {
     /// assert_eq!(m.local_moves(think), vec![Some(think), None]);
     /// ```
     pub fn local_moves(&self, state: u32) -> Vec<Option<u32>> {
-        let mut eventless = self
+        let guards = self.eventless_guards(state).count() as i32;
+        let none = if guards == 0 { -1 } else { -2 };
+        (0..guards)
+            .chain([none])
+            .map(|answer| self.local_move(state, answer))
+            .collect()
+    }
+
+    /// One entry of [`local_moves`](Self::local_moves), by the answer a driver gives in a
+    /// step's completion: `k ≥ 0` the `k`-th condition held; -2 none did; -1 the state has
+    /// none. `None` also for an answer that does not fit the state.
+    pub fn local_move(&self, state: u32, answer: i32) -> Option<u32> {
+        let eventless = self
             .state_transitions(state)
             .filter(|(_, t)| t.event == 0)
             .map(|(_, t)| *t);
-        let mut moves = Vec::new();
-        let mut fallthrough = None;
-        for t in eventless.by_ref() {
+        for (k, t) in (0i32..).zip(eventless) {
             if !t.guarded {
-                fallthrough = Some(t);
-                break;
+                // The first unguarded one is taken when no condition before it held.
+                let fits = if k == 0 { answer == -1 } else { answer == -2 };
+                return if fits { self.local_target(t) } else { None };
             }
-            moves.push(self.local_target(t));
+            if answer == k {
+                return self.local_target(t);
+            }
         }
-        moves.push(fallthrough.and_then(|t| self.local_target(t)));
-        moves
+        None
     }
 
     fn local_target(&self, t: Transition) -> Option<u32> {
@@ -1021,6 +1033,41 @@ impl MachineRun {
             .max_steps
             .map_or(u32::MAX, |max| max.saturating_sub(self.limits.steps));
         left.min(LOCAL_STEPS)
+    }
+
+    /// Apply the completions of steps a driver ran by itself within [`local_budget`]
+    /// (Self::local_budget): `answers[i]` is what the conditions said after step `i`, as in
+    /// a completion (see [`CompiledMachine::local_move`]). The same as one
+    /// [`Command::Complete`] with [`Outcome::Ok`] per step, whose actions (a move, the next
+    /// step) the driver took already, without them: a run nobody observes records nothing
+    /// on the way, and a plain move leaves no timer, queue or limit to look at. Stops with
+    /// the index of the first step that was not such a move, having applied those before.
+    pub fn complete_local(&mut self, answers: &[i32]) -> Result<(), usize> {
+        if (self.local_budget() as usize) < answers.len() || self.rec.observing() {
+            return Err(0);
+        }
+        for (i, &answer) in answers.iter().enumerate() {
+            let Phase::Running { slot, .. } = self.phase else {
+                return Err(i);
+            };
+            let Some(to) = self.m.local_move(self.current, answer) else {
+                return Err(i);
+            };
+            // What `state_done`, `after_run`, `transition` and `step` do for such a move.
+            self.last = Some((slot, self.current));
+            self.previous = Some(self.current);
+            self.current = to;
+            self.by_error = false;
+            self.limits.steps += 1;
+            self.limits.visits[to as usize] += 1;
+            let next = self.rec.new_slot();
+            self.rec.forget_before(slot);
+            self.phase = Phase::Running {
+                slot: next,
+                exempt: false,
+            };
+        }
+        Ok(())
     }
 
     /// The step slot running now (or waiting for its semaphores), if any.

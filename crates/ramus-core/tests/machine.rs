@@ -888,3 +888,132 @@ fn local_steps_cover_plain_moves_only() {
     manual.apply(Command::Step, &mut NoGuards, 0, &mut out);
     assert_eq!(manual.local_budget(), 0);
 }
+
+/// Guards answered as a driver answers in a completion: the `answer`-th of the state's
+/// eventless conditions held (those before it did not), or none did.
+struct Answer {
+    m: Arc<CompiledMachine>,
+    state: u32,
+    answer: i32,
+}
+
+impl Guards for Answer {
+    fn holds(&mut self, transition: u32, event: Option<u64>) -> Result<bool, GuardFailed> {
+        assert!(event.is_none(), "no events in these runs");
+        let p = self
+            .m
+            .eventless_guards(self.state)
+            .position(|t| t == transition)
+            .expect("only eventless conditions are asked") as i32;
+        Ok(p == self.answer)
+    }
+}
+
+mod local {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Machines of plain and not so plain states: conditions, loops, a final state, a
+    /// timeout, a visit limit, a delay.
+    fn spec() -> impl Strategy<Value = MachineSpec> {
+        let names = ["a", "b", "c", "d", "e"];
+        let transition = (
+            0..5usize,
+            any::<bool>(),
+            prop::option::weighted(0.1, 0..3u64),
+        );
+        let state = (
+            prop::collection::vec(transition, 0..4),
+            prop::option::weighted(0.15, 1..4u32),
+            prop::option::weighted(0.15, 10..100u64),
+        );
+        (
+            prop::collection::vec(state, 5),
+            0..5usize,
+            prop::option::of(5..60u32),
+        )
+            .prop_map(move |(states, final_state, max_steps)| MachineSpec {
+                name: "m".into(),
+                initial: Some("a".into()),
+                max_steps,
+                states: states
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (ts, max_visits, timeout))| StateSpec {
+                        name: names[i].into(),
+                        has_run: true,
+                        is_final: i == final_state && i != 0,
+                        max_visits,
+                        timeout: timeout.map(|ms| (ms, "a".into())),
+                        transitions: ts
+                            .into_iter()
+                            .map(|(to, guarded, delay)| TransitionSpec {
+                                event: String::new(),
+                                target: names[to].into(),
+                                guarded,
+                                delay_ms: delay,
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// Steps the face ran by itself, applied in one batch, leave the run exactly where
+        /// the same completions applied one by one leave it.
+        #[test]
+        fn local_steps_land_where_completions_do(
+            spec in spec(),
+            truths in prop::collection::vec(prop::collection::vec(any::<bool>(), 4), 80),
+            batch in 1..6usize,
+        ) {
+            let m = Arc::new(CompiledMachine::compile(&spec).unwrap());
+            let new = || MachineRun::new(Arc::clone(&m), Recorder::new(1, 0, None, None), false, None);
+            let (mut one, mut batched) = (new(), new());
+            let mut out = Vec::new();
+            one.apply(Command::Start, &mut NoGuards, 0, &mut out);
+            batched.apply(Command::Start, &mut NoGuards, 0, &mut out);
+            let mut pending: Vec<i32> = Vec::new();
+            let mut budget = batched.local_budget();
+            for truth in &truths {
+                let Some(slot) = one.running_slot() else { break };
+                let state = one.current();
+                let guards = m.eventless_guards(state).count();
+                let answer = match truth[..guards.min(4)].iter().position(|&h| h) {
+                    Some(k) => k as i32,
+                    None if guards == 0 => -1,
+                    None => -2,
+                };
+                out.clear();
+                let mut g = Answer { m: Arc::clone(&m), state, answer };
+                one.apply(Command::Complete { slot, outcome: Outcome::Ok }, &mut g, 0, &mut out);
+                if budget > 0 && m.local_move(state, answer).is_some() {
+                    // The face moves by itself and reports later.
+                    pending.push(answer);
+                    budget -= 1;
+                    if pending.len() < batch {
+                        continue;
+                    }
+                }
+                prop_assert_eq!(batched.complete_local(&pending), Ok(()));
+                let local = !pending.is_empty() && pending.len() == batch;
+                pending.clear();
+                if !local {
+                    // This step went through the core: as a completion.
+                    let slot = batched.running_slot().unwrap();
+                    let mut g = Answer { m: Arc::clone(&m), state, answer };
+                    out.clear();
+                    batched.apply(Command::Complete { slot, outcome: Outcome::Ok }, &mut g, 0, &mut out);
+                }
+                budget = batched.local_budget();
+                prop_assert_eq!(batched.snapshot(), one.snapshot());
+                prop_assert_eq!(batched.running_slot(), one.running_slot());
+                prop_assert_eq!(batched.status(), one.status());
+                prop_assert_eq!(batched.previous(), one.previous());
+            }
+        }
+    }
+}

@@ -912,56 +912,28 @@ impl Runtime {
         Ok(applied)
     }
 
-    /// Apply the completions of `steps` steps a driver ran by itself after the running one,
-    /// within the run's [`Live::local_budget`]: each an [`Outcome::Ok`] completion, answered
-    /// by `guards` after `answer(guards, i, state)` told it the conditions the driver saw at
-    /// step `i` (in `state`). Their actions are the driver's already (a move, the next
-    /// step), so none is returned; anything else, or a step that does not start the next,
-    /// means the driver went where the core would not have, and is an error.
-    pub fn apply_local<G: Guards>(
-        &mut self,
-        key: RunKey,
-        steps: usize,
-        guards: &mut G,
-        mut answer: impl FnMut(&mut G, usize, u32),
-    ) -> Result<(), EngineError> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = (|| {
-            let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
-            if (live.local_budget() as usize) < steps {
-                return Err(EngineError::LocalSteps);
-            }
-            let now = 0;
-            let Executor::Machine(m) = &mut live.exec else {
-                return Err(EngineError::LocalSteps);
-            };
-            for i in 0..steps {
-                let slot = m.running_slot().ok_or(EngineError::LocalSteps)?;
-                answer(guards, i, m.current());
-                scratch.clear();
-                let command = Command::Complete {
-                    slot,
-                    outcome: Outcome::Ok,
-                };
-                m.apply(command, guards, now, &mut scratch);
-                let plain = scratch
-                    .iter()
-                    .all(|a| matches!(a, Action::Moved { .. } | Action::Run { .. }));
-                if !plain || m.running_slot() != Some(slot + 1) {
-                    return Err(EngineError::LocalSteps);
-                }
-            }
-            Ok(())
-        })();
-        scratch.clear();
-        self.scratch = scratch;
-        self.launched += steps as u32;
+    /// Apply the completions of the steps a driver ran by itself after the running one,
+    /// within the run's [`Live::local_budget`] (see
+    /// [`MachineRun::complete_local`](ramus_core::machine::MachineRun::complete_local)). A
+    /// step that was not a plain move means the driver went where the core would not have,
+    /// and is an error.
+    pub fn apply_local(&mut self, key: RunKey, answers: &[i32]) -> Result<(), EngineError> {
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if (live.local_budget() as usize) < answers.len() {
+            return Err(EngineError::LocalSteps);
+        }
+        let Executor::Machine(m) = &mut live.exec else {
+            return Err(EngineError::LocalSteps);
+        };
+        m.complete_local(answers)
+            .map_err(|_| EngineError::LocalSteps)?;
+        self.launched += answers.len() as u32;
         if self.launched >= YIELD_EVERY {
             self.launched = 0;
             self.yield_now = true;
         }
         self.touched.push(key);
-        result
+        Ok(())
     }
 
     /// Cancel the runs nested in steps of `key` (and below) that no longer count: the step
