@@ -312,6 +312,9 @@ export declare function flushRun(run: number, context?: string | undefined | nul
 /** Export the spans ended so far; resolves when the collector answered. */
 export declare function flushTracing(): Promise<unknown>
 
+/** Whether steps of sync runs wait for their commits (a test clock lets them land). */
+export declare function heldSteps(): boolean
+
 /**
  * Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints) and the
  * face's condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does
@@ -321,7 +324,8 @@ export declare function init(io: Int32Array, guard: (arg0: number, arg1: number,
 
 /**
  * Hand the binding the face's `onWake(recordCount)`, called on the JS thread after due
- * system-clock timers fired (their records are in the shared buffer).
+ * system-clock timers fired, or commits that steps waited for came back (their records
+ * are in the shared buffer).
  */
 export declare function initTimers(onWake: (arg: number) => void): void
 

@@ -548,3 +548,28 @@ describe('the stored context of a DAG that ended', () => {
     expect(engine.run(run.runId)!.snapshot.context).toEqual({ start: 1, broken: true, slow: true });
   });
 });
+
+describe("'sync' runs wait for their commits, not the JS thread", () => {
+  test('across concurrent runs, every step starts only once its start is committed, and each run ends stored', async () => {
+    const engine = open({ durability: 'sync' });
+    const unseen: string[] = [];
+    // Each step looks for its own row, read back from the database: it must be there, running.
+    // (Its run's row was committed when the run was created.)
+    const idOf = (i: number) => engine.runs({ name: 'committed-starts' }).find((r) => r.input === i)!.id;
+    const look = (node: string) => async ({ rootInput, input }: any) => {
+      const row = engine.steps(idOf(rootInput)).find((s) => s.node === node && s.status === 'running');
+      if (!row) unseen.push(`${rootInput}:${node}`);
+      await Promise.resolve();
+      return (input as Record<string, number>)?.a ?? rootInput;
+    };
+    engine.register({ 'look.a': look('a'), 'look.b': look('b'), 'look.c': look('c') });
+    const dag = { name: 'committed-starts', nodes: { a: { runner: 'look.a' }, b: { parents: ['a'], runner: 'look.b' }, c: { parents: ['a'], runner: 'look.c' } } };
+    const runs = Array.from({ length: 40 }, (_, i) => engine.start(dag, { input: i }));
+    await Promise.all(runs.map((r) => r.finished));
+    expect(unseen).toEqual([]);
+    for (const id of runs.map((r) => r.runId)) {
+      expect(engine.run(id)!.status).toBe('finished');
+      expect(engine.steps(id).map((s) => s.status)).toEqual(['finished', 'finished', 'finished']);
+    }
+  });
+});

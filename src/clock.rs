@@ -47,7 +47,8 @@ thread_local! {
 }
 
 /// Hand the binding the face's `onWake(recordCount)`, called on the JS thread after due
-/// system-clock timers fired (their records are in the shared buffer).
+/// system-clock timers fired, or commits that steps waited for came back (their records
+/// are in the shared buffer).
 #[napi]
 pub fn init_timers(env: Env, on_wake: Function<i32, ()>) -> Result<()> {
     let wake: Wake = Arc::new(
@@ -99,6 +100,14 @@ pub fn init_timers(env: Env, on_wake: Function<i32, ()>) -> Result<()> {
             }
         }
     });
+    // Sync runs launch a step once its start is committed: the writer thread wakes this
+    // thread, so the JS thread never waits for a commit and concurrent runs share them.
+    let on_commit = wake.clone();
+    with_ctx(|c| {
+        c.rt.wake_on_commit(Arc::new(move || {
+            on_commit.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }))
+    });
     TIMERS.with(|t| {
         let mut t = t.borrow_mut();
         t.wake = Some(wake);
@@ -112,7 +121,8 @@ pub fn init_timers(env: Env, on_wake: Function<i32, ()>) -> Result<()> {
 /// while a `keepAlive` run has a timer armed.
 fn publish(rt: &Runtime) {
     let next = rt.next_due(SYSTEM_CLOCK);
-    let keep = rt.keeps_alive(SYSTEM_CLOCK);
+    // A step waiting for its commit keeps the process alive as a due timer does.
+    let keep = rt.keeps_alive(SYSTEM_CLOCK) || rt.holds_steps();
     TIMERS.with(|t| {
         let mut t = t.borrow_mut();
         if let Some(tx) = &t.deadline {
@@ -140,7 +150,7 @@ fn publish(rt: &Runtime) {
 
 /// After every call: the sleeper learns of a changed deadline.
 pub(crate) fn after_call(rt: &mut Runtime) {
-    if rt.take_timers_changed(SYSTEM_CLOCK) {
+    if rt.take_timers_changed(SYSTEM_CLOCK) | rt.take_holds_changed() {
         publish(rt);
     }
 }

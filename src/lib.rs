@@ -440,6 +440,7 @@ impl Ctx {
         };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
+        self.rt.release_committed(&mut out);
         self.rt.fire_due(clock, now, &mut guards, &mut out);
         self.out = out;
         self.respond()
@@ -789,6 +790,12 @@ pub fn node_states() -> Vec<&'static str> {
 #[napi]
 pub fn live_runs() -> u32 {
     with_ctx(|c| c.rt.len() as u32)
+}
+
+/// Whether steps of sync runs wait for their commits (a test clock lets them land).
+#[napi]
+pub fn held_steps() -> bool {
+    with_ctx(|c| c.rt.holds_steps())
 }
 
 /// Whether the step of `slot` should stop (what `isCancelled()` reads).

@@ -82,6 +82,9 @@ export class Engine {
         if (!row) return;
         runs.delete(row);
         eng.unwatch(row);
+        // Ended: events for it are refused as the store refuses them, even while its end is
+        // still being committed.
+        if (this.#live.get(row) === r) this.#live.delete(row);
       },
     };
   }

@@ -661,9 +661,9 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     this.#whenCommitted(done, done);
   }
 
-  /** A batched stored run settles once its records are committed (waiting off the JS thread). */
+  /** A stored run settles once its records are committed (waiting off the JS thread). */
   #whenCommitted(ok: () => void, failed: (err: unknown) => void): void {
-    if (!this.engine || this.sync) {
+    if (!this.engine) {
       ok();
       return;
     }

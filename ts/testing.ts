@@ -60,9 +60,12 @@ export class TestClock {
     await this.advance(Math.max(0, (typeof time === 'number' ? time : time.getTime()) - this.now()));
   }
 
-  /** Let promises and what they start settle: a few turns of the event loop. */
+  /**
+   * Let promises and what they start settle: a few turns of the event loop, and the commits
+   * that steps of sync runs wait for.
+   */
   async #settle(): Promise<void> {
-    for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
+    for (let i = 0; i < 3 || native.heldSteps(); i++) await new Promise<void>((r) => setImmediate(r));
   }
 }
 

@@ -219,6 +219,9 @@ pub struct Live {
     continued: Option<Continued>,
     /// A driver's own note about the run (the binding: the last status it told the face).
     pub driver_mark: u64,
+    /// Steps to launch once the commit with that ticket is done (sync runs of a driver
+    /// that is woken on commits, see [`Runtime::wake_on_commit`]).
+    held: Vec<(u64, Action)>,
 }
 
 impl Live {
@@ -324,6 +327,29 @@ pub struct Runtime {
     failures: Vec<(RunKey, EngineError)>,
     launched: u32,
     yield_now: bool,
+    commits: Arc<Commits>,
+    commit_wake: Option<Arc<dyn Fn() + Send + Sync>>,
+    next_ticket: u64,
+    /// Runs holding steps until a commit.
+    holding: usize,
+    holds_changed: bool,
+}
+
+/// Commits of sync runs' records, as the store's writer thread reports them.
+#[derive(Default)]
+struct Commits {
+    any: std::sync::atomic::AtomicBool,
+    done: std::sync::Mutex<Vec<(RunKey, u64, Option<EngineError>)>>,
+}
+
+impl Commits {
+    fn push(&self, key: RunKey, ticket: u64, error: Option<EngineError>) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, ticket, error));
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Default for Runtime {
@@ -356,6 +382,11 @@ impl Runtime {
             failures: Vec::new(),
             launched: 0,
             yield_now: false,
+            commits: Arc::default(),
+            commit_wake: None,
+            next_ticket: 0,
+            holding: 0,
+            holds_changed: false,
         }
     }
 
@@ -678,6 +709,7 @@ impl Runtime {
             slot_nested: HashMap::new(),
             continued: opts.continued,
             driver_mark: u64::MAX,
+            held: Vec::new(),
         });
 
         if let Some(c) = self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
@@ -723,6 +755,10 @@ impl Runtime {
         }
         let live = slot.live.take()?;
         self.free.push(key.index);
+        if !live.held.is_empty() {
+            self.holding -= 1;
+            self.holds_changed = true;
+        }
         if let Some(c) = self
             .clocks
             .get_mut(live.clock as usize)
@@ -751,6 +787,7 @@ impl Runtime {
     ) -> Result<bool, EngineError> {
         let applied = self.apply_one(key, command, values, guards, out)?;
         self.cascade(key, out);
+        self.release_committed(out);
         Ok(applied)
     }
 
@@ -873,6 +910,7 @@ impl Runtime {
             }
         }
         let mut failure = None;
+        let mut hold = None;
         if let Some(tap) = live.tap.as_deref_mut() {
             if let Some(w) = tap.writer.as_ref() {
                 // A sync run commits before its next step starts; any run commits its end
@@ -883,17 +921,47 @@ impl Runtime {
                     } else {
                         tap.snapshot(&live.exec)
                     };
+                    let sync = w.is_sync();
                     if let Some(w) = tap.writer.as_mut() {
-                        if let Err(e) = w.flush(snapshot, now) {
-                            failure = Some(e);
+                        match &self.commit_wake {
+                            // The steps wait for the commit, the driver does not: the commits
+                            // of many runs then share one write to disk.
+                            Some(wake) if sync => {
+                                self.next_ticket += 1;
+                                let ticket = self.next_ticket;
+                                let (commits, wake) = (Arc::clone(&self.commits), Arc::clone(wake));
+                                let done = Box::new(move |r: Result<(), EngineError>| {
+                                    commits.push(key, ticket, r.err());
+                                    wake();
+                                });
+                                if w.flush_then(snapshot, now, done) {
+                                    hold = Some(ticket);
+                                }
+                            }
+                            _ => {
+                                if let Err(e) = w.flush(snapshot, now) {
+                                    failure = Some(e);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        // Steps that follow a commit still owed wait for it too, in order.
+        let hold = hold.or_else(|| live.held.last().map(|&(t, _)| t));
         for a in scratch.drain(..) {
             match a {
                 Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
+                Action::Run { .. } | Action::Acquire { .. } | Action::Ready { .. }
+                    if hold.is_some() =>
+                {
+                    if live.held.is_empty() {
+                        self.holding += 1;
+                        self.holds_changed = true;
+                    }
+                    live.held.push((hold.unwrap_or_default(), a));
+                }
                 other => out.push((key, other)),
             }
         }
@@ -910,6 +978,58 @@ impl Runtime {
             }
         }
         Ok(applied)
+    }
+
+    /// Launch steps of sync runs only once their records are committed, and call `wake` (on
+    /// the store's writer thread) when a commit came back: the driver then calls
+    /// [`release_committed`](Self::release_committed). Without it a sync run's driver waits
+    /// for each commit itself.
+    pub fn wake_on_commit(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.commit_wake = Some(wake);
+    }
+
+    /// Hand out the steps whose commits came back (see [`wake_on_commit`](Self::wake_on_commit)),
+    /// in order; a failed commit fails its run as a failed write does.
+    pub fn release_committed(&mut self, out: &mut Vec<(RunKey, Action)>) {
+        if !self
+            .commits
+            .any
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let done =
+            std::mem::take(&mut *self.commits.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (key, ticket, error) in done {
+            if let Some(e) = error {
+                self.failures.push((key, e));
+                self.touched.push(key);
+            }
+            let Some(live) = self.get_mut(key) else {
+                continue;
+            };
+            let n = live.held.iter().take_while(|&&(t, _)| t <= ticket).count();
+            if n == 0 {
+                continue;
+            }
+            out.extend(live.held.drain(..n).map(|(_, a)| (key, a)));
+            let emptied = live.held.is_empty();
+            self.touched.push(key);
+            if emptied {
+                self.holding -= 1;
+                self.holds_changed = true;
+            }
+        }
+    }
+
+    /// Whether steps wait for a commit (the driver keeps its process alive meanwhile).
+    pub fn holds_steps(&self) -> bool {
+        self.holding > 0
+    }
+
+    /// Whether [`holds_steps`](Self::holds_steps) changed since the last call.
+    pub fn take_holds_changed(&mut self) -> bool {
+        std::mem::take(&mut self.holds_changed)
     }
 
     /// Apply the completions of the steps a driver ran by itself after the running one,

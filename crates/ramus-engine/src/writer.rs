@@ -404,6 +404,41 @@ impl RunWriter {
     /// Hand what was collected to the store (waiting for the commit in `sync`), with the
     /// run's snapshot when given.
     pub fn flush(&mut self, snapshot: Option<String>, now: u64) -> Result<(), EngineError> {
+        let Some(records) = self.take(snapshot, now) else {
+            return Ok(());
+        };
+        let r = if self.sync {
+            self.store.submit_sync(records)
+        } else {
+            self.store.submit(records)
+        };
+        r.map_err(|source| EngineError::Write {
+            run: self.run_id.clone(),
+            source,
+        })
+    }
+
+    /// Hand what was collected to the store and return at once: `done` hears of the
+    /// commit. False (and `done` dropped) when there was nothing to write.
+    pub fn flush_then(
+        &mut self,
+        snapshot: Option<String>,
+        now: u64,
+        done: Box<dyn FnOnce(Result<(), EngineError>) + Send>,
+    ) -> bool {
+        let Some(records) = self.take(snapshot, now) else {
+            return false;
+        };
+        let run = self.run_id.clone();
+        self.store.submit_then(
+            records,
+            Box::new(move |r| done(r.map_err(|source| EngineError::Write { run, source }))),
+        );
+        true
+    }
+
+    /// What a flush writes, with the run's row when its status or snapshot changed.
+    fn take(&mut self, snapshot: Option<String>, now: u64) -> Option<Vec<Record>> {
         // A snapshot equal to the last one written is not written again (a DAG whose
         // context did not change): one table fewer per commit.
         let snapshot = snapshot.filter(|s| self.last_snapshot.as_deref() != Some(s.as_str()));
@@ -424,21 +459,12 @@ impl RunWriter {
             self.records.insert(at, Record::RunUpdate(u));
         }
         if self.records.is_empty() {
-            return Ok(());
+            return None;
         }
         for open in self.open.values_mut() {
             open.pending = None;
         }
-        let records = std::mem::take(&mut self.records);
-        let r = if self.sync {
-            self.store.submit_sync(records)
-        } else {
-            self.store.submit(records)
-        };
-        r.map_err(|source| EngineError::Write {
-            run: self.run_id.clone(),
-            source,
-        })
+        Some(std::mem::take(&mut self.records))
     }
 
     /// Enough collected that a batched run should write before the end of its turn.

@@ -57,5 +57,5 @@ pub use model::{
     Timer, TimerKind, Transition, UnknownValue,
 };
 pub use schema::SCHEMA_VERSION;
-pub use store::{Durability, Options, SqliteStore, Synchronous};
+pub use store::{Durability, OnCommit, Options, SqliteStore, Synchronous};
 pub use traits::Store;

@@ -105,10 +105,15 @@ impl Default for Options {
 
 type Reply<T> = SyncSender<Result<T>>;
 
+/// What the writer thread calls once a [`SqliteStore::submit_then`] submission committed
+/// (or failed).
+pub type OnCommit = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// What the writer thread is asked to do.
 enum Msg {
     Records(Vec<Record>),
     Sync(Vec<Record>, Reply<()>),
+    Then(Vec<Record>, OnCommit),
     Flush(Reply<()>),
     Definition(NewDefinition, Reply<DefinitionVersion>),
     Prune {
@@ -128,7 +133,7 @@ impl Msg {
 
     fn record_count(&self) -> usize {
         match self {
-            Msg::Records(r) | Msg::Sync(r, _) => r.len(),
+            Msg::Records(r) | Msg::Sync(r, _) | Msg::Then(r, _) => r.len(),
             Msg::Definition(..) | Msg::Prune { .. } => 1,
             Msg::Flush(_) | Msg::Close(_) => 0,
         }
@@ -403,6 +408,42 @@ impl SqliteStore {
             .unwrap_or(Ok(()))
     }
 
+    /// Queue `records` and return at once; `done` is called on the writer thread once they
+    /// are committed (or their submission failed). Submissions from many runs share one
+    /// commit, without a thread waiting for each (what [`submit_sync`](Self::submit_sync)
+    /// costs its caller). In `Off` (no writer), `done` is called now.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use ramus_store::{Durability, SqliteStore};
+    /// let store = SqliteStore::open(":memory:", Durability::Sync).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// store.submit_then(Vec::new(), Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+    /// assert!(rx.recv().unwrap());
+    /// ```
+    pub fn submit_then(&self, records: Vec<Record>, done: OnCommit) {
+        if self.queue.is_none() {
+            done(Ok(()));
+            return;
+        }
+        let slot = Arc::new(Mutex::new(Some(done)));
+        let writer = Arc::clone(&slot);
+        let msg = Msg::Then(
+            records,
+            Box::new(move |r| {
+                if let Some(done) = lock(&writer).take() {
+                    done(r)
+                }
+            }),
+        );
+        if let Err(e) = self.send(msg) {
+            // The message went nowhere: its caller hears of it now.
+            if let Some(done) = lock(&slot).take() {
+                done(Err(e))
+            }
+        }
+    }
+
     /// Wait until everything submitted before this call is committed. Returns the first
     /// failure of a [`submit`](SqliteStore::submit) since the last flush, if any.
     pub fn flush(&self) -> Result<()> {
@@ -618,6 +659,7 @@ struct Writer {
 /// The answer owed to a caller once the group's fate is known.
 enum Owed {
     Unit(Reply<()>, Result<()>),
+    Then(OnCommit, Result<()>),
     Definition(Reply<DefinitionVersion>, Result<DefinitionVersion>),
     Count(Reply<usize>, Result<usize>),
     /// Flush and close answer with the deferred error, read after the commit.
@@ -628,7 +670,7 @@ impl Owed {
     /// Turn a success into `err`: the transaction that held it did not commit.
     fn fail(&mut self, err: &Error) {
         match self {
-            Owed::Unit(_, r @ Ok(_)) => *r = Err(err.clone()),
+            Owed::Unit(_, r @ Ok(_)) | Owed::Then(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Definition(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Count(_, r @ Ok(_)) => *r = Err(err.clone()),
             _ => {}
@@ -771,6 +813,14 @@ impl Writer {
                     }
                     owed.push(Owed::Unit(reply, result));
                 }
+                Msg::Then(recs, done) => {
+                    let result = failed(&group_error).and_then(|()| apply_submission(&conn, &recs));
+                    if result.is_ok() {
+                        applied_submissions += 1;
+                        applied_records += recs.len() as u64;
+                    }
+                    owed.push(Owed::Then(done, result));
+                }
                 Msg::Definition(def, reply) => {
                     let result =
                         failed(&group_error).and_then(|()| write::put_definition(&conn, &def));
@@ -843,6 +893,10 @@ impl Writer {
             // A caller that gave up waiting (its thread ended) is not an error here.
             let _ = match o {
                 Owed::Unit(reply, result) => reply.send(result).is_ok(),
+                Owed::Then(done, result) => {
+                    done(result);
+                    true
+                }
                 Owed::Definition(reply, result) => reply.send(result).is_ok(),
                 Owed::Count(reply, result) => reply.send(result).is_ok(),
                 Owed::Flush(reply) => reply.send(self.take_deferred()).is_ok(),

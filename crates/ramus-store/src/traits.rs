@@ -7,6 +7,7 @@ use crate::model::{
     CustomEvent, Definition, DefinitionVersion, Kind, PendingEvent, Record, Run, RunFilter,
     RunQuery, RunStatus, RunSummary, Step, Timer, Transition,
 };
+use crate::store::OnCommit;
 use crate::SqliteStore;
 
 /// A database of runs: records go in through a writer that commits in groups, reads see
@@ -19,6 +20,11 @@ pub trait Store: Send + Sync {
     fn submit(&self, records: Vec<Record>) -> Result<()>;
     /// Queue records and wait until they are committed.
     fn submit_sync(&self, records: Vec<Record>) -> Result<()>;
+    /// Queue records and return; `done` is called (on any thread) once they are committed
+    /// or failed. Many runs' submissions then share a commit without a thread each.
+    fn submit_then(&self, records: Vec<Record>, done: OnCommit) {
+        done(self.submit_sync(records))
+    }
     /// Wait until everything submitted before is committed.
     fn flush(&self) -> Result<()>;
     /// Store a definition as a new version unless its content equals the latest's.
@@ -80,6 +86,9 @@ impl Store for SqliteStore {
     }
     fn submit_sync(&self, records: Vec<Record>) -> Result<()> {
         SqliteStore::submit_sync(self, records)
+    }
+    fn submit_then(&self, records: Vec<Record>, done: OnCommit) {
+        SqliteStore::submit_then(self, records, done)
     }
     fn flush(&self) -> Result<()> {
         SqliteStore::flush(self)
