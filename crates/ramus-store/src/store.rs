@@ -112,7 +112,6 @@ pub type OnCommit = Box<dyn FnOnce(Result<()>) + Send>;
 /// What the writer thread is asked to do.
 enum Msg {
     Records(Vec<Record>),
-    Sync(Vec<Record>, Reply<()>),
     Then(Vec<Record>, OnCommit),
     Flush(Reply<()>),
     Definition(NewDefinition, Reply<DefinitionVersion>),
@@ -133,7 +132,7 @@ impl Msg {
 
     fn record_count(&self) -> usize {
         match self {
-            Msg::Records(r) | Msg::Sync(r, _) | Msg::Then(r, _) => r.len(),
+            Msg::Records(r) | Msg::Then(r, _) => r.len(),
             Msg::Definition(..) | Msg::Prune { .. } => 1,
             Msg::Flush(_) | Msg::Close(_) => 0,
         }
@@ -404,8 +403,16 @@ impl SqliteStore {
     /// Queue `records` and wait until they are committed, or until their submission
     /// failed. Callers submitting at the same time share one commit.
     pub fn submit_sync(&self, records: Vec<Record>) -> Result<()> {
-        self.ask(|reply| Msg::Sync(records, reply))
-            .unwrap_or(Ok(()))
+        // A submission whose commit answers through a channel this thread waits on.
+        self.ask(|reply| {
+            Msg::Then(
+                records,
+                Box::new(move |r| {
+                    let _ = reply.send(r);
+                }),
+            )
+        })
+        .unwrap_or(Ok(()))
     }
 
     /// Queue `records` and return at once; `done` is called on the writer thread once they
@@ -658,7 +665,6 @@ struct Writer {
 
 /// The answer owed to a caller once the group's fate is known.
 enum Owed {
-    Unit(Reply<()>, Result<()>),
     Then(OnCommit, Result<()>),
     Definition(Reply<DefinitionVersion>, Result<DefinitionVersion>),
     Count(Reply<usize>, Result<usize>),
@@ -670,7 +676,7 @@ impl Owed {
     /// Turn a success into `err`: the transaction that held it did not commit.
     fn fail(&mut self, err: &Error) {
         match self {
-            Owed::Unit(_, r @ Ok(_)) | Owed::Then(_, r @ Ok(_)) => *r = Err(err.clone()),
+            Owed::Then(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Definition(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Count(_, r @ Ok(_)) => *r = Err(err.clone()),
             _ => {}
@@ -694,7 +700,7 @@ impl Writer {
                 self.gather(interval);
             }
             // Whatever queued meanwhile (during the window, or while the last group
-            // committed) joins this group: this is what turns concurrent `submit_sync`
+            // committed) joins this group: this is what turns concurrent `submit_sync` and `submit_then`
             // calls into one commit.
             while records < self.max_group_records {
                 match self.rx.try_recv() {
@@ -805,14 +811,6 @@ impl Writer {
                         }
                     }
                 }
-                Msg::Sync(recs, reply) => {
-                    let result = failed(&group_error).and_then(|()| apply_submission(&conn, &recs));
-                    if result.is_ok() {
-                        applied_submissions += 1;
-                        applied_records += recs.len() as u64;
-                    }
-                    owed.push(Owed::Unit(reply, result));
-                }
                 Msg::Then(recs, done) => {
                     let result = failed(&group_error).and_then(|()| apply_submission(&conn, &recs));
                     if result.is_ok() {
@@ -892,7 +890,6 @@ impl Writer {
         for o in owed {
             // A caller that gave up waiting (its thread ended) is not an error here.
             let _ = match o {
-                Owed::Unit(reply, result) => reply.send(result).is_ok(),
                 Owed::Then(done, result) => {
                     done(result);
                     true
