@@ -700,8 +700,8 @@ impl Writer {
                 self.gather(interval);
             }
             // Whatever queued meanwhile (during the window, or while the last group
-            // committed) joins this group: this is what turns concurrent `submit_sync` and `submit_then`
-            // calls into one commit.
+            // committed) joins this group: this is what turns concurrent `submit_sync` and
+            // `submit_then` calls into one commit.
             while records < self.max_group_records {
                 match self.rx.try_recv() {
                     Ok(msg) => {
