@@ -7,7 +7,7 @@ import { CancelledError } from './errors';
 import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
 import { drive, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
-import { definitionJson, errorText, StorageError } from './values';
+import { dagJson, definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
 const NODE_STATES = native.nodeStates() as DagNodeState[];
@@ -35,9 +35,17 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
   constructor(dag: Dag<Ctx, Root, Out>, definition?: NativeDefinition, runners?: Array<(args: any) => unknown>) {
     if (dag === null || typeof dag !== 'object') throw new TypeError('A DAG must be an object with a name and nodes');
     this.config = dag;
-    this.native = definition ?? plain(() => new native.NativeDefinition('dag', definitionJson(dag)));
-    this.names = this.native.names();
-    this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
+    if (definition) {
+      this.native = definition;
+      this.names = definition.names();
+      this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
+    } else {
+      // What JSON.stringify throws (a cycle, a getter) is rethrown as the definition's error, as before.
+      const text = plain(() => dagJson(dag));
+      this.native = plain(() => new native.NativeDefinition('dag', text.json));
+      this.names = text.names;
+      this.runners = runners ?? (text.runs as Array<(args: any) => unknown>);
+    }
     this.parentTable = this.native.parentTable();
     this.leaves = this.native.leaves();
   }
