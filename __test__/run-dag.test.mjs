@@ -94,6 +94,26 @@ describe('runDag results', () => {
     expect(seen.b).toStrictEqual({ a: 1 });
   });
 
+  // A fan-out's branches get their inputs built another way (one shared hidden class): the
+  // same plain objects, also from a parent named __proto__.
+  test.each(['root', '__proto__', '7'])('the branches of a wide fan-out from %s get plain inputs too', async (root) => {
+    const inputs = [];
+    const nodes = { [root]: { run: () => 1 } };
+    const branches = [];
+    for (let i = 0; i < 40; i++) {
+      branches.push(`b${i}`);
+      nodes[`b${i}`] = { parents: [root], run: ({ input }) => (inputs.push(input), input[root] + i) };
+    }
+    nodes.sink = { parents: branches, run: ({ input }) => Object.values(input).reduce((a, b) => a + b, 0) };
+    expect(await runDag({ dag: { name: 'wide', nodes }, input: null })).toBe(40 + (39 * 40) / 2);
+    expect(inputs).toHaveLength(40);
+    for (const input of inputs) {
+      expect(Object.getPrototypeOf(input)).toBe(Object.prototype);
+      expect(Object.keys(input)).toEqual([root]);
+      expect(Object.getOwnPropertyDescriptor(input, root)?.value).toBe(1);
+    }
+  });
+
   test('structured outputs pass to children intact', async () => {
     const value = { list: [1, 2, { deep: 'x' }], flag: true, nothing: null, n: 1.5, s: 'é✓' };
     const dag = {
