@@ -94,6 +94,26 @@ describe('runDag results', () => {
     expect(seen.b).toStrictEqual({ a: 1 });
   });
 
+  // A fan-out's branches get their inputs built another way (one shared hidden class): the
+  // same plain objects, also from a parent named __proto__.
+  test.each(['root', '__proto__', '7'])('the branches of a wide fan-out from %s get plain inputs too', async (root) => {
+    const inputs = [];
+    const nodes = { [root]: { run: () => 1 } };
+    const branches = [];
+    for (let i = 0; i < 40; i++) {
+      branches.push(`b${i}`);
+      nodes[`b${i}`] = { parents: [root], run: ({ input }) => (inputs.push(input), input[root] + i) };
+    }
+    nodes.sink = { parents: branches, run: ({ input }) => Object.values(input).reduce((a, b) => a + b, 0) };
+    expect(await runDag({ dag: { name: 'wide', nodes }, input: null })).toBe(40 + (39 * 40) / 2);
+    expect(inputs).toHaveLength(40);
+    for (const input of inputs) {
+      expect(Object.getPrototypeOf(input)).toBe(Object.prototype);
+      expect(Object.keys(input)).toEqual([root]);
+      expect(Object.getOwnPropertyDescriptor(input, root)?.value).toBe(1);
+    }
+  });
+
   test('structured outputs pass to children intact', async () => {
     const value = { list: [1, 2, { deep: 'x' }], flag: true, nothing: null, n: 1.5, s: 'é✓' };
     const dag = {
@@ -241,6 +261,60 @@ describe('runDag results', () => {
     nodes.sum = { parents: mids, run: ({ input }) => Object.values(input).reduce((a, b) => a + b, 0) };
     // sum over i of (1 + i) = 200 + 199*200/2
     expect(await runDag({ dag: { name: 'wide', nodes }, input: null })).toBe(200 + (199 * 200) / 2);
+  });
+});
+
+// A compiled DAG's node ids are the order of its nodes in the definition's JSON text; the face
+// learns names and runners as JSON.stringify meets them, so they must be the nodes JSON holds.
+describe('the nodes of a config are the nodes its JSON holds', () => {
+  const leaves = (dag) => new CompiledDag(dag).info;
+
+  test('integer-like names come first, in numeric order, as in the JSON text', async () => {
+    const nodes = { b: { run: () => 'b' }, 10: { run: () => 10 }, 2: { parents: ['b'], run: ({ input }) => `2<${input.b}` } };
+    const dag = new CompiledDag({ name: 'order', nodes });
+    expect(dag.names).toEqual(['2', '10', 'b']);
+    expect(await runDag({ dag, input: null })).toEqual({ 2: '2<b', 10: 10 });
+  });
+
+  test('an entry whose value JSON leaves out is not a node', async () => {
+    const dag = { name: 'holes', nodes: { a: { run: () => 1 }, gone: undefined, skip: { toJSON: () => undefined }, b: { parents: ['a'], run: ({ input }) => input.a + 1 } } };
+    expect(leaves(dag)).toEqual({ rootNodes: ['a'], leafNodes: ['b'] });
+    expect(await runDag({ dag, input: null })).toBe(2);
+  });
+
+  test('nodes given by toJSON, and objects met again after the nodes, are read as JSON reads them', async () => {
+    const real = { x: { run: () => 'x' }, y: { parents: ['x'], run: ({ input }) => `${input.x}y` } };
+    const dag = { name: 'tojson', nodes: { toJSON: () => real } };
+    expect(leaves(dag)).toEqual({ rootNodes: ['x'], leafNodes: ['y'] });
+    expect(await runDag({ dag, input: null })).toBe('xy');
+    // `info` after `nodes` holds the nodes object again: its entries are not nodes twice.
+    const nodes = { a: { runner: 'k', args: { n: 1 } } };
+    const twice = new CompiledDag({ name: 'twice', nodes, info: { again: nodes } });
+    expect(twice.names).toEqual(['a']);
+    expect(twice.runners).toEqual([undefined]);
+  });
+
+  test('what JSON.stringify throws on (a cycle, a throwing getter) is a plain Error from the constructor', () => {
+    const info = {};
+    info.self = info;
+    const thrown = (config) => {
+      try {
+        new CompiledDag(config);
+      } catch (err) {
+        return [err.constructor, err.message.split('\n')[0]];
+      }
+    };
+    expect(thrown({ name: 'c', nodes: { a: { run: () => 1 } }, info })).toEqual([Error, 'Converting circular structure to JSON']);
+    const node = { run: () => 1, get tags() { throw new RangeError('boom'); } };
+    expect(thrown({ name: 'g', nodes: { a: node } })).toEqual([Error, 'boom']);
+  });
+
+  test('a registered runner beside inline ones, and a node named __proto__, keep their ids', async () => {
+    const nodes = { a: { run: () => 1 }, ['__proto__']: { parents: ['a'], run: ({ input }) => input.a + 1 }, c: { parents: ['__proto__'], run: ({ input }) => input['__proto__'] * 10 } };
+    const dag = new CompiledDag({ name: 'proto', nodes });
+    expect(dag.names).toEqual(['a', '__proto__', 'c']);
+    expect(dag.runners.map((r) => typeof r)).toEqual(['function', 'function', 'function']);
+    expect(await runDag({ dag, input: null })).toBe(20);
   });
 });
 

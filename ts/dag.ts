@@ -7,7 +7,7 @@ import { CancelledError } from './errors';
 import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
 import { drive, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
-import { definitionJson, errorText, StorageError } from './values';
+import { dagJson, definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
 const NODE_STATES = native.nodeStates() as DagNodeState[];
@@ -31,13 +31,22 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
   readonly parentTable: Uint32Array;
   /** @internal */ readonly leaves: Uint32Array;
   #index: Map<string, number> | undefined;
+  #sharedShape: Uint8Array | undefined;
 
   constructor(dag: Dag<Ctx, Root, Out>, definition?: NativeDefinition, runners?: Array<(args: any) => unknown>) {
     if (dag === null || typeof dag !== 'object') throw new TypeError('A DAG must be an object with a name and nodes');
     this.config = dag;
-    this.native = definition ?? plain(() => new native.NativeDefinition('dag', definitionJson(dag)));
-    this.names = this.native.names();
-    this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
+    if (definition) {
+      this.native = definition;
+      this.names = definition.names();
+      this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
+    } else {
+      // What JSON.stringify throws (a cycle, a getter) is rethrown as the definition's error, as before.
+      const text = plain(() => dagJson(dag));
+      this.native = plain(() => new native.NativeDefinition('dag', text.json));
+      this.names = text.names;
+      this.runners = runners ?? (text.runs as Array<(args: any) => unknown>);
+    }
     this.parentTable = this.native.parentTable();
     this.leaves = this.native.leaves();
   }
@@ -55,7 +64,39 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
     this.#index ??= new Map(this.names.map((n, i) => [n, i]));
     return this.#index.get(name);
   }
+
+  /**
+   * @internal Per node, 1 when its input is built as an ordinary object literal: it has one
+   * parent, and that parent has at least {@link SHARED_SHAPE_MIN} such children, so their inputs
+   * share one hidden class (a fan-out's branches). Other inputs are dictionaries: one hidden class
+   * per distinct parent name would be a million of them in a million-node chain.
+   */
+  get sharedShape(): Uint8Array {
+    if (this.#sharedShape) return this.#sharedShape;
+    const table = this.parentTable;
+    const n = this.names.length;
+    const children = new Uint32Array(n);
+    for (let i = 0; i < n; i++) if (table[i + 1]! - table[i]! === 1) children[table[table[i]!]!]!++;
+    const shared = new Uint8Array(n);
+    let shapes = 0;
+    for (let p = 0; p < n && shapes < SHARED_SHAPES_MAX; p++) {
+      if (children[p]! >= SHARED_SHAPE_MIN && this.names[p] !== '__proto__') {
+        children[p] = 0xffffffff;
+        shapes++;
+      }
+    }
+    for (let i = 0; i < n; i++) if (table[i + 1]! - table[i]! === 1 && children[table[table[i]!]!] === 0xffffffff) shared[i] = 1;
+    return (this.#sharedShape = shared);
+  }
 }
+
+/**
+ * Inputs of one parent's single-parent children share a hidden class from this many children on
+ * (a dictionary-mode object with one key costs ten times an object literal's).
+ */
+const SHARED_SHAPE_MIN = 16;
+/** At most this many such parents per DAG: each adds a transition from the empty object's hidden class. */
+const SHARED_SHAPES_MAX = 256;
 
 /** Set an own property, even one named `__proto__` (which plain assignment would turn into a prototype change). */
 function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
@@ -75,6 +116,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** The run's output once it finished. */
   output: Out | undefined;
   #outputs: unknown[];
+  readonly #shared: Uint8Array;
   #errors: unknown[] = [];
   #failedNode = -1;
   #autorun: (() => boolean) | undefined;
@@ -92,6 +134,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#autorun = options.autorun;
     this.#cache = options.cache;
     this.#outputs = new Array(dag.names.length);
+    this.#shared = dag.sharedShape;
     this.begin(init, options.autorun ? RunFlag.Stepwise : 0, options.clock?.id ?? 0, { name: this.name });
   }
 
@@ -248,7 +291,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /**
    * Inputs are plain objects, built in V8's dictionary mode (made without a prototype, then
    * given Object.prototype): a DAG of a million differently named parents then does not
-   * grow a million hidden-class transitions.
+   * grow a million hidden-class transitions. The branches of a fan-out are the exception
+   * (`CompiledDag.sharedShape`): their inputs all have the one key, so they share one.
    */
   #buildInput(slot: number): Record<string, unknown> {
     const table = this.dag.parentTable;
@@ -257,6 +301,12 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     if (start === end) return {};
     const names = this.dag.names;
     const outputs = this.#outputs;
+    if (this.#shared[slot] === 1) {
+      const parent = table[start]!;
+      const input: Record<string, unknown> = {};
+      input[names[parent]!] = outputs[parent];
+      return input;
+    }
     const input: Record<string, unknown> = Object.setPrototypeOf(Object.create(null), Object.prototype);
     for (let k = start; k < end; k++) setKey(input, names[table[k]!]!, outputs[table[k]!]);
     return input;

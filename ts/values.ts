@@ -9,22 +9,72 @@ export class StorageError extends Error {
 /** What a function, and a value JSON would lose, become in a definition sent to Rust. */
 const FN = '\u0000fn';
 
+/** A value as a definition sends it: what JSON cannot hold becomes a marker Rust reports precisely. */
+function marked(v: unknown): unknown {
+  switch (typeof v) {
+    case 'function':
+      return FN;
+    case 'bigint':
+      return `\u0000bigint:${v}`;
+    case 'symbol':
+      return '\u0000symbol';
+    case 'number':
+      return Number.isFinite(v) ? v : `\u0000num:${v}`;
+    default:
+      return v;
+  }
+}
+
 /** `JSON.stringify` of a definition: functions and values JSON cannot hold become markers Rust reports precisely. */
 export function definitionJson(config: unknown): string {
-  return JSON.stringify(config, (_key, v: unknown) => {
-    switch (typeof v) {
-      case 'function':
-        return FN;
-      case 'bigint':
-        return `\u0000bigint:${v}`;
-      case 'symbol':
-        return '\u0000symbol';
-      case 'number':
-        return Number.isFinite(v) ? v : `\u0000num:${v}`;
-      default:
-        return v;
+  return JSON.stringify(config, (_key, v: unknown) => marked(v));
+}
+
+/** A DAG config as sent to Rust, with what the face needs of its nodes, by node id. */
+export interface DagText {
+  json: string;
+  /** Node names in the order of the text, which is the order the core numbers nodes in. */
+  names: string[];
+  /** Each node's `run` function, or undefined. */
+  runs: unknown[];
+}
+
+/**
+ * {@link definitionJson} of a DAG config that also collects its node names and `run` functions as
+ * `JSON.stringify` meets them, so they are exactly the nodes the text holds, in its order (a node
+ * whose value JSON leaves out is not one). Asking Rust for the names afterwards, and looking each
+ * node up by such a name (a string V8 had to intern first), cost about as much as the stringify.
+ */
+export function dagJson(config: object): DagText {
+  const names: string[] = [];
+  const runs: unknown[] = [];
+  // The replacer's `this` is the object whose property it is given: the root (after toJSON), the
+  // nodes object while its entries are given, and the node whose fields are given.
+  let root: unknown;
+  let nodes: unknown;
+  let node: unknown;
+  let first = true;
+  const json = JSON.stringify(config, function (this: unknown, key: string, v: unknown) {
+    const out = marked(v);
+    if (this === node) {
+      if (key === 'run' && typeof v === 'function') runs[runs.length - 1] = v;
+    } else if (this === nodes) {
+      if (out !== undefined) {
+        names.push(key);
+        runs.push(undefined);
+        node = out;
+      }
+    } else if (this === root) {
+      // The nodes end where the root's next field starts (an object met again there is not a node).
+      nodes = key === 'nodes' ? out : undefined;
+      node = undefined;
+    } else if (first) {
+      root = out;
     }
+    first = false;
+    return out;
   });
+  return { json, names, runs };
 }
 
 function isPlain(value: object): boolean {

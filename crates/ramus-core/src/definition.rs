@@ -23,7 +23,7 @@ use serde::de::{self, Deserialize, Deserializer as _, MapAccess, SeqAccess, Visi
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::dag::{analyze, Analysis, CompiledDag, NodeSpec};
+use crate::dag::{Analysis, CompiledDag, DagGraph, NodeSpec};
 use crate::error::DagError;
 use crate::machine::{
     parse_duration, CompiledMachine, MachineError, MachineSpec, StateSpec, TransitionSpec,
@@ -376,10 +376,10 @@ pub struct DagDef {
     pub context: Option<ContextDef>,
     /// Raw JSON text of `inputSchema` (an object; checked as a schema by the engine).
     pub input_schema: Option<String>,
-    /// The nodes' graph, in declaration order, as [`CompiledDag::compile`] takes it: each
-    /// node's name, parents, `tolerateParentErrors` and `semaphoreKey`. Kept in that form so
-    /// compiling copies nothing.
-    pub graph: Vec<NodeSpec>,
+    /// The nodes' graph, in declaration order, as [`CompiledDag::from_graph`] takes it:
+    /// each node's name, parents, `tolerateParentErrors` and `semaphoreKey`. Kept in that
+    /// form so compiling copies nothing.
+    pub graph: DagGraph,
     /// The rest of each node, at its index in `graph`.
     pub nodes: Vec<DagNodeDef>,
 }
@@ -510,35 +510,38 @@ impl Definition {
 
 impl DagDef {
     /// The nodes as [`CompiledDag::compile`] takes them.
-    pub fn node_specs(&self) -> &[NodeSpec] {
-        &self.graph
+    pub fn node_specs(&self) -> Vec<NodeSpec> {
+        self.graph.to_specs()
     }
 
     /// A node's name.
     pub fn node_name(&self, node: usize) -> &str {
-        &self.graph[node].name
+        self.graph.name(node as u32)
     }
 
-    /// Compile.
+    /// Compile (a copy of the graph: [`CompiledDag::from_graph`] takes the graph itself).
     pub fn compile(&self) -> Result<CompiledDag, DefinitionError> {
-        Ok(CompiledDag::compile(self.name.clone(), &self.graph)?)
+        Ok(CompiledDag::from_graph(
+            self.name.clone(),
+            self.graph.clone(),
+        )?)
     }
 
     /// Roots and leaves, checking the graph without compiling it.
     pub fn analyze(&self) -> Result<Analysis, DefinitionError> {
-        Ok(analyze(&self.graph)?)
+        Ok(self.graph.analyze()?)
     }
 }
 
 impl From<&DagDef> for Vec<NodeSpec> {
     fn from(d: &DagDef) -> Vec<NodeSpec> {
-        d.graph.clone()
+        d.graph.to_specs()
     }
 }
 
 impl From<DagDef> for Vec<NodeSpec> {
     fn from(d: DagDef) -> Vec<NodeSpec> {
-        d.graph
+        d.graph.to_specs()
     }
 }
 
@@ -1539,7 +1542,7 @@ impl RunFields {
 ///     "summarize":{"parents":["search"],"runner":"llm","args":{"words":50}}}}"#;
 /// let def = parse(json, &ParseOptions::default())?;
 /// let Definition::Dag(dag) = &def else { panic!("a config without initial is a DAG") };
-/// assert_eq!(dag.graph[1].parents, ["search"]);
+/// assert_eq!(dag.graph.parent_names(1).collect::<Vec<_>>(), ["search"]);
 /// assert_eq!(
 ///     dag.nodes[1].runner,
 ///     Some(RunnerDef::Registered { key: "llm".into(), args: Some(r#"{"words":50}"#.into()) })
@@ -1669,11 +1672,14 @@ fn dag_def(
             _ => {} // name and nodes: read already
         }
     }
+    // About 40 bytes of JSON per node (`"n1":{"parents":["n0"],"run":"\u0000fn"}`): room
+    // for the nodes up front rather than growing (and copying) 100,000-entry tables.
+    let guess = nodes.len() / 40 + 1;
     let mut sink = DagNodes {
         cx,
-        graph: Vec::new(),
-        nodes: Vec::new(),
-        spec: NodeSpec::default(),
+        graph: DagGraph::with_capacity(guess, guess),
+        nodes: Vec::with_capacity(guess),
+        name: Cow::Borrowed(""),
         node: DagNodeDef::default(),
         run: RunFields::default(),
         seen: 0,
@@ -1688,33 +1694,37 @@ fn dag_def(
 }
 
 /// Reads DAG nodes as they stream by. A DAG may have 100,000 nodes, so each node object is
-/// scanned once; machine states, few and small, are read with the plainer [`for_each_entry`].
-struct DagNodes<'c, 'o> {
+/// scanned once, and names are borrowed from the text rather than copied per node; machine
+/// states, few and small, are read with the plainer [`for_each_entry`].
+struct DagNodes<'c, 'o, 'a> {
     cx: &'c Cx<'o>,
-    graph: Vec<NodeSpec>,
+    graph: DagGraph,
     nodes: Vec<DagNodeDef>,
-    /// The node being read.
-    spec: NodeSpec,
+    /// The node being read: it is declared in `graph` already.
+    name: Cow<'a, str>,
     node: DagNodeDef,
     run: RunFields,
     seen: u32,
 }
 
-impl<'a> ObjectSink<'a> for DagNodes<'_, '_> {
+impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
     fn begin(&mut self, name: Cow<'a, str>) -> Result<(), DefinitionError> {
-        self.spec.name = name.into_owned();
+        self.graph.add_node(&name);
+        self.name = name;
         Ok(())
     }
 
     fn field(&mut self, key: Cow<'a, str>, raw: &'a RawValue) -> Result<(), DefinitionError> {
-        let (cx, spec, node) = (self.cx, &mut self.spec, &mut self.node);
-        let who = Who::Node(&spec.name);
-        check_field(Scope::Node(&spec.name), &mut self.seen, cx.detected, &key)?;
+        let (cx, graph, node) = (self.cx, &mut self.graph, &mut self.node);
+        let who = Who::Node(&self.name);
+        check_field(Scope::Node(&self.name), &mut self.seen, cx.detected, &key)?;
         match key.as_ref() {
-            "parents" => spec.parents = parents(who, raw)?,
+            "parents" => parents(who, raw, graph)?,
             "run" | "runner" | "args" => self.run.read(cx, who, &key, raw)?,
-            "semaphoreKey" => spec.semaphore_key = Some(semaphore_key(who, raw)?),
-            "tolerateParentErrors" => spec.tolerate_parent_errors = boolean(who, &key, raw)?,
+            "semaphoreKey" => graph.set_semaphore_key(Some(semaphore_key(who, raw)?)),
+            "tolerateParentErrors" => {
+                graph.set_tolerate_parent_errors(boolean(who, &key, raw)?);
+            }
             "tags" => node.tags = string_list(who, &key, raw)?,
             "info" => node.info = Some(object(who, &key, raw)?),
             _ => {}
@@ -1724,15 +1734,14 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_> {
 
     fn end(&mut self) -> Result<(), DefinitionError> {
         let run = std::mem::take(&mut self.run);
-        self.node.runner = run.settle(self.cx, Who::Node(&self.spec.name))?;
+        self.node.runner = run.settle(self.cx, Who::Node(&self.name))?;
         self.seen = 0;
-        self.graph.push(std::mem::take(&mut self.spec));
         self.nodes.push(std::mem::take(&mut self.node));
         Ok(())
     }
 
     fn not_an_object(&self) -> DefinitionError {
-        let who = Who::Node(&self.spec.name);
+        let who = Who::Node(&self.name);
         invalid(
             InvalidKind::Type,
             who.location(None),
@@ -1741,9 +1750,10 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_> {
     }
 }
 
-fn parents(who: Who, raw: &RawValue) -> Result<Vec<String>, DefinitionError> {
+/// A node's `parents`, added to the node last declared in `graph`.
+fn parents(who: Who, raw: &RawValue, graph: &mut DagGraph) -> Result<(), DefinitionError> {
     let text = match classify(raw) {
-        Val::Null => return Ok(Vec::new()),
+        Val::Null => return Ok(()),
         Val::Array(text) => text,
         _ => {
             return Err(invalid(
@@ -1753,10 +1763,9 @@ fn parents(who: Who, raw: &RawValue) -> Result<Vec<String>, DefinitionError> {
             ))
         }
     };
-    let mut out = Vec::new();
     for_each_item(text, |_, item| {
         match classify(item) {
-            Val::Str(s) => out.push(s.into_owned()),
+            Val::Str(s) => graph.add_parent(&s),
             v => {
                 return Err(invalid(
                     InvalidKind::Type,
@@ -1770,7 +1779,7 @@ fn parents(who: Who, raw: &RawValue) -> Result<Vec<String>, DefinitionError> {
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(())
 }
 
 fn machine_def(

@@ -26,7 +26,7 @@ pub mod machine;
 pub mod run;
 pub mod semaphore;
 
-pub use dag::{analyze, Analysis, CompiledDag, NodeSpec};
+pub use dag::{analyze, Analysis, CompiledDag, DagGraph, NodeSpec};
 pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
 pub use definition::{
     compile as compile_definition, parse as parse_definition, CompiledDefinition, ConditionDef,

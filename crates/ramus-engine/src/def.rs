@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use ramus_core::{
-    CompiledDag, CompiledMachine, ConditionDef, ContextDef, Definition, ExpectKind, ParseOptions,
-    RunnerDef,
+    CompiledDag, CompiledMachine, ConditionDef, ContextDef, Definition, DefinitionError,
+    ExpectKind, ParseOptions, RunnerDef,
 };
 use ramus_store::Kind;
 use serde_json::{Map, Value};
@@ -156,21 +156,30 @@ impl RunDef {
         };
         match def {
             Definition::Dag(d) => {
-                let compiled = d.compile()?;
-                let mut rd = RunDef::new(d.name.clone(), Compiled::Dag(Arc::new(compiled)));
-                rd.tolerate_failures = d.tolerate_failures;
-                rd.runners = d.nodes.iter().map(|n| runner(n.runner.as_ref())).collect();
-                rd.tags = d.tags.clone();
-                rd.info = d.info.clone();
-                (rd.context, rd.context_fn) = context(&d.context);
-                rd.input_schema = schema(&d.input_schema)?;
-                rd.attributes = attributes(
-                    d.graph
-                        .iter()
+                // The graph moves into the compiled DAG: a DAG of 100,000 nodes is not copied.
+                let compiled = CompiledDag::from_graph(d.name.clone(), d.graph)
+                    .map_err(DefinitionError::from)?;
+                let attributes = attributes(
+                    (0..compiled.len() as u32)
                         .zip(&d.nodes)
-                        .map(|(g, n)| (g.name.as_str(), &n.tags, n.info.as_deref())),
+                        .map(|(i, n)| (compiled.node_name(i), &n.tags, n.info.as_deref())),
                 );
-                Ok(rd)
+                let (context, context_fn) = context(&d.context);
+                Ok(RunDef {
+                    compiled: Compiled::Dag(Arc::new(compiled)),
+                    name: d.name,
+                    tolerate_failures: d.tolerate_failures,
+                    stored: None,
+                    runners: d.nodes.iter().map(|n| runner(n.runner.as_ref())).collect(),
+                    conditions: Vec::new(),
+                    inline_conditions: Vec::new(),
+                    context,
+                    context_fn,
+                    input_schema: schema(&d.input_schema)?,
+                    tags: d.tags,
+                    info: d.info,
+                    attributes,
+                })
             }
             Definition::Machine(m) => {
                 let compiled = m.compile()?;
