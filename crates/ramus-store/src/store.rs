@@ -109,10 +109,31 @@ type Reply<T> = SyncSender<Result<T>>;
 /// (or failed).
 pub type OnCommit = Box<dyn FnOnce(Result<()>) + Send>;
 
+/// An [`OnCommit`] called exactly once: with the commit's result, or with
+/// [`Error::Closed`] when its message is dropped unanswered (the writer stopped, or the
+/// queue was gone), so no caller waits for an answer that cannot come.
+struct Answer(Option<OnCommit>);
+
+impl Answer {
+    fn call(mut self, result: Result<()>) {
+        if let Some(done) = self.0.take() {
+            done(result)
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(Error::Closed))
+        }
+    }
+}
+
 /// What the writer thread is asked to do.
 enum Msg {
     Records(Vec<Record>),
-    Then(Vec<Record>, OnCommit),
+    Then(Vec<Record>, Answer),
     Flush(Reply<()>),
     Definition(NewDefinition, Reply<DefinitionVersion>),
     Prune {
@@ -407,9 +428,9 @@ impl SqliteStore {
         self.ask(|reply| {
             Msg::Then(
                 records,
-                Box::new(move |r| {
+                Answer(Some(Box::new(move |r| {
                     let _ = reply.send(r);
-                }),
+                }))),
             )
         })
         .unwrap_or(Ok(()))
@@ -433,22 +454,8 @@ impl SqliteStore {
             done(Ok(()));
             return;
         }
-        let slot = Arc::new(Mutex::new(Some(done)));
-        let writer = Arc::clone(&slot);
-        let msg = Msg::Then(
-            records,
-            Box::new(move |r| {
-                if let Some(done) = lock(&writer).take() {
-                    done(r)
-                }
-            }),
-        );
-        if let Err(e) = self.send(msg) {
-            // The message went nowhere: its caller hears of it now.
-            if let Some(done) = lock(&slot).take() {
-                done(Err(e))
-            }
-        }
+        // A message that goes nowhere, or that a stopped writer drops, answers `Closed`.
+        let _ = self.send(Msg::Then(records, Answer(Some(done))));
     }
 
     /// Wait until everything submitted before this call is committed. Returns the first
@@ -665,7 +672,7 @@ struct Writer {
 
 /// The answer owed to a caller once the group's fate is known.
 enum Owed {
-    Then(OnCommit, Result<()>),
+    Then(Answer, Result<()>),
     Definition(Reply<DefinitionVersion>, Result<DefinitionVersion>),
     Count(Reply<usize>, Result<usize>),
     /// Flush and close answer with the deferred error, read after the commit.
@@ -890,8 +897,8 @@ impl Writer {
         for o in owed {
             // A caller that gave up waiting (its thread ended) is not an error here.
             let _ = match o {
-                Owed::Then(done, result) => {
-                    done(result);
+                Owed::Then(answer, result) => {
+                    answer.call(result);
                     true
                 }
                 Owed::Definition(reply, result) => reply.send(result).is_ok(),

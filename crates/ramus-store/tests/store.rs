@@ -1002,3 +1002,37 @@ fn opening_an_impossible_path_names_it() {
     assert!(matches!(err, Error::Open { .. }), "{err}");
     assert!(err.to_string().contains(path), "{err}");
 }
+
+/// `submit_then` answers every submission exactly once: committed ones with `Ok` (the rows are
+/// readable then), and those sent after `close` with `Closed` instead of never.
+#[test]
+fn submit_then_answers_once_committed_or_closed() {
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(&db(&dir), Durability::Sync).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for n in 0..20 {
+        let tx = tx.clone();
+        let row = run(n, "then", RunStatus::Running, T0);
+        store.submit_then(
+            vec![Record::Run(row)],
+            Box::new(move |r| tx.send((n, r.is_ok())).unwrap()),
+        );
+    }
+    let mut answers: Vec<(u32, bool)> = (0..20)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    answers.sort_unstable();
+    assert_eq!(answers, (0..20).map(|n| (n, true)).collect::<Vec<_>>());
+    assert_eq!(store.runs(&RunFilter::default()).unwrap().len(), 20);
+
+    store.close().unwrap();
+    let tx2 = tx.clone();
+    store.submit_then(
+        Vec::new(),
+        Box::new(move |r| tx2.send((99, r.is_ok())).unwrap()),
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        (99, false)
+    );
+}
