@@ -114,10 +114,13 @@ pub(crate) enum Msg {
         upto: u64,
         reply: oneshot::Sender<bool>,
     },
-    /// How many steps run, and how many messages were handled so far.
+    /// How many steps run, how many messages were handled so far, and whether steps wait
+    /// for a commit.
     Probe {
-        reply: oneshot::Sender<(usize, u64)>,
+        reply: oneshot::Sender<(usize, u64, bool)>,
     },
+    /// The store committed records that steps of sync runs wait for.
+    Committed,
     /// Answer once no step runs.
     Idle {
         reply: oneshot::Sender<()>,
@@ -273,6 +276,12 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> StepError {
 impl Driver {
     pub(crate) fn new(p: Parts) -> Driver {
         let mut rt = Runtime::new();
+        // Sync runs' steps wait for their commits, this thread does not: runs committing
+        // together share one commit.
+        let tx = p.tx.clone();
+        rt.wake_on_commit(Arc::new(move || {
+            let _ = tx.send(Msg::Committed);
+        }));
         let clock = match &p.test_clock {
             Some(c) => rt.add_clock(Arc::clone(c) as Arc<dyn crate::Clock>),
             None => crate::SYSTEM_CLOCK,
@@ -397,7 +406,14 @@ impl Driver {
                 }
                 Msg::Probe { reply } => {
                     let running = self.in_flight.values().map(HashMap::len).sum();
-                    let _ = reply.send((running, self.handled));
+                    let _ = reply.send((running, self.handled, self.rt.holds_steps()));
+                }
+                Msg::Committed => {
+                    let mut out = std::mem::take(&mut self.out);
+                    out.clear();
+                    self.rt.release_committed(&mut out);
+                    self.perform(&mut out);
+                    self.out = out;
                 }
                 Msg::Idle { reply } => self.idle.push(reply),
                 Msg::Flush { reply } => {
@@ -956,11 +972,11 @@ impl Driver {
             )),
             End::Cancelled => Err(RunError::Cancelled),
         };
-        if live.is_sync() {
+        if live.tap.as_ref().and_then(|t| t.writer.as_ref()).is_none() {
             self.settle(key, result);
             return;
         }
-        // A batched run's records of its end are queued: it settles once they are
+        // A stored run's records of its end are queued: it settles once they are
         // committed, waiting off this thread.
         let Some(state) = self.runs.get_mut(&key) else {
             return;
@@ -1015,7 +1031,7 @@ impl Driver {
             self.sync_cancelled(key);
             self.release_if_done(key);
         }
-        if self.in_flight.is_empty() && self.local.is_empty() {
+        if self.in_flight.is_empty() && self.local.is_empty() && !self.rt.holds_steps() {
             for w in self.idle.drain(..) {
                 let _ = w.send(());
             }

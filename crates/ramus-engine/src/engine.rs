@@ -555,10 +555,11 @@ impl Engine {
             if self.tx.send(Msg::Probe { reply }).is_err() {
                 return;
             }
-            let Ok((running, handled)) = rx.await else {
+            let Ok((running, handled, held)) = rx.await else {
                 return;
             };
-            if running == 0 || last == Some(handled) {
+            // A step waiting for its commit makes progress off the driver's thread.
+            if !held && (running == 0 || last == Some(handled)) {
                 return;
             }
             last = Some(handled);

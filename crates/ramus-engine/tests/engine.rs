@@ -820,3 +820,38 @@ impl NowForTests for TestClock {
         ramus_engine::Clock::now_ms(self)
     }
 }
+
+#[tokio::test]
+async fn concurrent_sync_runs_wait_for_their_commits_and_all_end_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync-many.sqlite");
+    let clock = Arc::new(TestClock::default());
+    let engine = file_engine(path.to_str().unwrap(), &clock, Durability::Sync);
+    engine.register("step", |step: Step| async move {
+        let n = step.input().as_object().map_or(0, |o| o.len());
+        Ok::<_, StepError>(json!(n + 1))
+    });
+    let config = json!({
+        "name": "sync-chain",
+        "nodes": {
+            "a": { "runner": "step" },
+            "b": { "runner": "step", "parents": ["a"] },
+            "c": { "runner": "step", "parents": ["b"] }
+        }
+    });
+    let mut runs = Vec::new();
+    for _ in 0..30 {
+        runs.push(engine.start(&config, StartOptions::new()).await.unwrap());
+    }
+    for run in &runs {
+        within(run.finished()).await.unwrap();
+        // Finished means committed: the row and every step are stored as ended.
+        let row = engine.run(run.run_id()).unwrap().unwrap();
+        assert_eq!(row.status, RunStatus::Finished);
+        let steps = engine.steps(run.run_id()).unwrap();
+        assert_eq!(steps.len(), 3);
+        assert!(steps.iter().all(|s| s.status == StepStatus::Finished));
+    }
+    within(engine.idle()).await;
+    engine.close().await.unwrap();
+}
