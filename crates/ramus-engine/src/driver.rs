@@ -972,7 +972,7 @@ impl Driver {
             )),
             End::Cancelled => Err(RunError::Cancelled),
         };
-        if live.tap.as_ref().and_then(|t| t.writer.as_ref()).is_none() {
+        if !live.is_durable() {
             self.settle(key, result);
             return;
         }

@@ -242,24 +242,25 @@ impl Live {
 
     /// How many steps after the running one the driver may run by itself before it
     /// reports them (see [`MachineRun::local_budget`](ramus_core::machine::MachineRun::local_budget)).
-    /// None for a run whose events, records or spans are kept (each step has values to
-    /// pass), that continues stored nested runs or has runs nested in it, or that is nested: a parent's step can
-    /// cancel it from inside the runtime, where the driver's unreported steps are unknown.
     pub fn local_budget(&self) -> u32 {
-        if self.tap.is_some()
-            || self.observe
-            || self.parent.is_some()
-            || !self.children.is_empty()
-            || self.ended.is_some()
-            || !self.nested.is_empty()
-            || !self.slot_nested.is_empty()
-        {
-            return 0;
-        }
         match &self.exec {
-            Executor::Machine(m) => m.local_budget(),
-            Executor::Dag(_) => 0,
+            Executor::Machine(m) if self.may_run_locally() => m.local_budget(),
+            _ => 0,
         }
+    }
+
+    /// Whether the run lets its driver run steps by itself at all. Not a run whose events,
+    /// records or spans are kept (each step has values to pass), that continues stored
+    /// nested runs or has runs nested in it, or that is nested: a parent's step can cancel
+    /// it from inside the runtime, where the driver's unreported steps are unknown.
+    fn may_run_locally(&self) -> bool {
+        self.tap.is_none()
+            && !self.observe
+            && self.parent.is_none()
+            && self.children.is_empty()
+            && self.ended.is_none()
+            && self.nested.is_empty()
+            && self.slot_nested.is_empty()
     }
 
     /// Whether the run is stored.
@@ -325,14 +326,30 @@ pub struct Runtime {
     scratch: Vec<Action>,
     touched: Vec<RunKey>,
     failures: Vec<(RunKey, EngineError)>,
-    launched: u32,
-    yield_now: bool,
+    launches: Launches,
     commits: Arc<Commits>,
     commit_wake: Option<Arc<dyn Fn() + Send + Sync>>,
     next_ticket: u64,
     /// Runs holding steps until a commit.
     holding: usize,
     holds_changed: bool,
+}
+
+/// Steps launched since the driver last let its event loop run (see [`YIELD_EVERY`]).
+#[derive(Default)]
+struct Launches {
+    count: u32,
+    yield_now: bool,
+}
+
+impl Launches {
+    fn add(&mut self, n: u32) {
+        self.count += n;
+        if self.count >= YIELD_EVERY {
+            self.count = 0;
+            self.yield_now = true;
+        }
+    }
 }
 
 /// Commits of sync runs' records, as the store's writer thread reports them.
@@ -380,8 +397,7 @@ impl Runtime {
             scratch: Vec::new(),
             touched: Vec::new(),
             failures: Vec::new(),
-            launched: 0,
-            yield_now: false,
+            launches: Launches::default(),
             commits: Arc::default(),
             commit_wake: None,
             next_ticket: 0,
@@ -463,7 +479,7 @@ impl Runtime {
     /// Whether the driver should let its event loop run before launching the steps of the
     /// last call (see [`YIELD_EVERY`]); reading it resets it.
     pub fn take_yield(&mut self) -> bool {
-        std::mem::take(&mut self.yield_now)
+        std::mem::take(&mut self.launches.yield_now)
     }
 
     /// Create a run.
@@ -883,13 +899,7 @@ impl Runtime {
                     clock.wheel.arm(key, *timer, *at, live.keep_alive)
                 }
                 Action::ClearTimer { timer } => clock.wheel.clear(key, *timer),
-                Action::Run { .. } => {
-                    self.launched += 1;
-                    if self.launched >= YIELD_EVERY {
-                        self.launched = 0;
-                        self.yield_now = true;
-                    }
-                }
+                Action::Run { .. } => self.launches.add(1),
                 _ => {}
             }
         }
@@ -953,15 +963,16 @@ impl Runtime {
         for a in scratch.drain(..) {
             match a {
                 Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
-                Action::Run { .. } | Action::Acquire { .. } | Action::Ready { .. }
-                    if hold.is_some() =>
-                {
-                    if live.held.is_empty() {
-                        self.holding += 1;
-                        self.holds_changed = true;
+                Action::Run { .. } | Action::Acquire { .. } | Action::Ready { .. } => match hold {
+                    Some(ticket) => {
+                        if live.held.is_empty() {
+                            self.holding += 1;
+                            self.holds_changed = true;
+                        }
+                        live.held.push((ticket, a));
                     }
-                    live.held.push((hold.unwrap_or_default(), a));
-                }
+                    None => out.push((key, a)),
+                },
                 other => out.push((key, other)),
             }
         }
@@ -1039,19 +1050,16 @@ impl Runtime {
     /// and is an error.
     pub fn apply_local(&mut self, key: RunKey, answers: &[i32]) -> Result<(), EngineError> {
         let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
-        if (live.local_budget() as usize) < answers.len() {
+        if !live.may_run_locally() {
             return Err(EngineError::LocalSteps);
         }
         let Executor::Machine(m) = &mut live.exec else {
             return Err(EngineError::LocalSteps);
         };
+        // The core checks its own budget for these steps.
         m.complete_local(answers)
             .map_err(|_| EngineError::LocalSteps)?;
-        self.launched += answers.len() as u32;
-        if self.launched >= YIELD_EVERY {
-            self.launched = 0;
-            self.yield_now = true;
-        }
+        self.launches.add(answers.len() as u32);
         self.touched.push(key);
         Ok(())
     }
