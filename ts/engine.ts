@@ -113,7 +113,11 @@ export class Engine {
   define(config: Definition): { name: string; version: number; created: boolean } {
     this.#open();
     if (config === null || typeof config !== 'object') throw new TypeError('A definition must be an object with a name and nodes');
-    return JSON.parse(plain(() => this.#native.define(definitionJson(config)))) as { name: string; version: number; created: boolean };
+    return this.#define(definitionJson(config));
+  }
+
+  #define(json: string): { name: string; version: number; created: boolean } {
+    return JSON.parse(plain(() => this.#native.define(json))) as { name: string; version: number; created: boolean };
   }
 
   /** A stored definition's runnable form, made once per version (and per registry change). */
@@ -166,8 +170,9 @@ export class Engine {
       if (definition === null || typeof definition !== 'object') throw new TypeError('start() takes a definition name or a DAG or machine config');
       // A config of registered runners is stored (so its runs can be resumed); one with
       // functions runs from its own code.
-      if (!definitionJson(definition).includes('\\u0000fn')) {
-        const v = this.define(definition as Definition);
+      const json = definitionJson(definition);
+      if (!json.includes('\\u0000fn')) {
+        const v = this.#define(json);
         loaded = this.#load(v.name, v.version);
       } else {
         stored = false;
