@@ -49,6 +49,8 @@ export declare class NativeDefinition {
   localMoves(): Int32Array
   /** Machines: per state, 1 when it is final, 2 when it has a runner (bits). */
   stateFlags(): Uint8Array
+  /** Whether runs of it arm timers: delays, timeouts, retries. */
+  usesTimers(): boolean
   /** Machines: the event types a state has transitions for. */
   availableEvents(state: number): Array<string>
   /** Machines: the state `state` may choose with `transitionTo`, by id (the core's check). */
@@ -412,9 +414,10 @@ export declare function parseDurationMs(text: string): number
  */
 export declare const enum Rec {
   /**
-   * `[Run, run, slot, node, budget]`: call the runner of `node` for step `slot`. A
-   * machine's `budget` is how many steps after it the face may run by itself, taking the
-   * moves of `NativeDefinition.localMoves` (see [`Op::Local`]).
+   * `[Run, run, slot, node, budget, attempt]`: call the runner of `node` for step
+   * `slot`, its attempt number `attempt` (1 unless it retries). A machine's `budget` is
+   * how many steps after it the face may run by itself, taking the moves of
+   * `NativeDefinition.localMoves` (see [`Op::Local`]).
    */
   Run = 1,
   /** `[Acquire, run, slot, node]`: take the step's semaphore slots. */
@@ -452,6 +455,11 @@ export declare const enum Rec {
    * the turn.
    */
   Flush = 11,
+  /**
+   * `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout`; its
+   * error is a `TimeoutError` with the message `message(run)`.
+   */
+  TimedOut = 12,
 }
 
 /**
@@ -537,6 +545,8 @@ export declare const enum StepOutcome {
   Error = 1,
   /** It stopped itself after seeing the cancellation. */
   Cancelled = 2,
+  /** It threw an error its `retryOn` does not retry. */
+  Fatal = 3,
 }
 
 /**

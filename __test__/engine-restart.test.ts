@@ -736,3 +736,60 @@ describe('runs nested in steps across a restart', () => {
     ]);
   });
 });
+
+// ---- (9) a retry waiting across a restart ----
+
+const FLAKY_DAG = {
+  name: 'flaky-dag',
+  nodes: {
+    fetch: { runner: 'flaky', args: 'fetch', retry: { attempts: 3, backoff: 'fixed', initial: '1m' } },
+    after: { runner: 'flaky', args: 'after', parents: ['fetch'] },
+  },
+};
+const FLAKY_MACHINE = {
+  name: 'flaky-machine',
+  initial: 'fetch',
+  nodes: {
+    fetch: { runner: 'flaky', args: 'fetch', retry: { attempts: 3, backoff: 'fixed', initial: '1m' }, transition: 'after' },
+    after: { runner: 'flaky', args: 'after', final: true },
+  },
+};
+
+describe('a retry across a restart', () => {
+  for (const def of [FLAKY_DAG, FLAKY_MACHINE]) {
+    test(`${def.name}: the wait survives kill -9, and the next attempt runs once, numbered 2`, async () => {
+      const ws = workspace();
+      const { runId } = await ws.killed(`
+        const clock = new TestClock(${T0});
+        const engine = new Engine({ db, durability: 'sync', clock });
+        engine.register('flaky', async ({ args, attempt }) => {
+          log(args + ':' + attempt);
+          throw new Error('down ' + attempt);
+        });
+        const run = engine.start(${JSON.stringify(def)});
+        await until(() => engine.timers(run.runId).some((t) => t.kind === 'retry'), 'retry timer');
+        report({ runId: run.runId });
+        die();
+      `);
+      expect(ws.calls()).toEqual(['fetch:1']);
+      // Restarted after the wait fell due.
+      const clock = new TestClock(T0 + 120_000);
+      const engine = ws.engine({ durability: 'sync', clock });
+      const seen: string[] = [];
+      engine.register('flaky', async ({ args, attempt }: any) => {
+        seen.push(`${args}:${attempt}`);
+        return `${args} ok`;
+      });
+      const run = track(await engine.resume(runId));
+      await clock.advance(0);
+      expect(await within(run.finished, 2000, def.name)).toBe('after ok');
+      expect(seen).toEqual(['fetch:2', 'after:1']);
+      expect(engine.steps(runId).map((s) => [s.node, s.status, s.attempt])).toEqual([
+        ['fetch', 'error', 1],
+        ['fetch', 'finished', 2],
+        ['after', 'finished', 1],
+      ]);
+      expect(engine.timers(runId).filter((t) => t.kind === 'retry')).toMatchObject([{ dueAt: T0 + 60_000, firedAt: T0 + 120_000 }]);
+    });
+  }
+});

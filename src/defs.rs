@@ -154,6 +154,12 @@ impl NativeDefinition {
         )
     }
 
+    /// Whether runs of it arm timers: delays, timeouts, retries.
+    #[napi]
+    pub fn uses_timers(&self) -> bool {
+        self.inner.uses_timers()
+    }
+
     /// Machines: the event types a state has transitions for.
     #[napi]
     pub fn available_events(&self, state: u32) -> Vec<String> {

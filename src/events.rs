@@ -6,7 +6,7 @@ use std::fmt::Write;
 use ramus_core::{DataRef, Event, Executor, Id};
 
 /// `(code, state name, argument)` of an event's data; the argument is the machine's state
-/// id for status events.
+/// id for status events, the failed attempt for retries (whose delay is the state field).
 fn data_code(d: DataRef) -> (u8, &'static str, i64) {
     match d {
         DataRef::RunInput => (1, "", -1),
@@ -19,6 +19,7 @@ fn data_code(d: DataRef) -> (u8, &'static str, i64) {
         DataRef::Custom => (8, "", -1),
         DataRef::Status(s, state) => (9, s, state as i64),
         DataRef::Transition => (10, "", -1),
+        DataRef::Retry { attempt, .. } => (11, "", i64::from(attempt)),
     }
 }
 
@@ -43,6 +44,14 @@ pub(crate) fn wire(events: &[Event], run_id: Id, exec: &Executor) -> String {
         let step = index(e.step, &mut steps);
         let parent = e.parent_step.map_or(-1, |p| index(p, &mut steps) as i64);
         let (code, state, arg) = data_code(e.data);
+        let delay;
+        let state = match e.data {
+            DataRef::Retry { delay: ms, .. } => {
+                delay = ms.to_string();
+                delay.as_str()
+            }
+            _ => state,
+        };
         let node = e
             .node
             .and_then(|slot| exec.slot_node(slot))

@@ -63,15 +63,18 @@ pub enum StepOutcome {
     Error = 1,
     /// It stopped itself after seeing the cancellation.
     Cancelled = 2,
+    /// It threw an error its `retryOn` does not retry.
+    Fatal = 3,
 }
 
 /// What the binding writes back, one record each: the code, the run's index, then the
 /// code's own numbers.
 #[napi]
 pub enum Rec {
-    /// `[Run, run, slot, node, budget]`: call the runner of `node` for step `slot`. A
-    /// machine's `budget` is how many steps after it the face may run by itself, taking the
-    /// moves of `NativeDefinition.localMoves` (see [`Op::Local`]).
+    /// `[Run, run, slot, node, budget, attempt]`: call the runner of `node` for step
+    /// `slot`, its attempt number `attempt` (1 unless it retries). A machine's `budget` is
+    /// how many steps after it the face may run by itself, taking the moves of
+    /// `NativeDefinition.localMoves` (see [`Op::Local`]).
     Run = 1,
     /// `[Acquire, run, slot, node]`: take the step's semaphore slots.
     Acquire = 2,
@@ -98,6 +101,9 @@ pub enum Rec {
     /// `[Flush, run]`: a batched durable run collected records: flush it at the end of
     /// the turn.
     Flush = 11,
+    /// `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout`; its
+    /// error is a `TimeoutError` with the message `message(run)`.
+    TimedOut = 12,
 }
 
 /// What a moved machine's new input is, in [`Rec::Moved`].
@@ -365,6 +371,7 @@ impl Ctx {
                 outcome: match b {
                     0 => Outcome::Ok,
                     1 => Outcome::Error,
+                    3 => Outcome::Fatal,
                     _ => Outcome::Cancelled,
                 },
             },
@@ -462,13 +469,17 @@ impl Ctx {
             let run = key.index as i32;
             match action {
                 Action::Run { slot, node } => {
-                    let budget = self.rt.get(*key).map_or(0, |l| l.local_budget());
+                    let (budget, attempt) = self
+                        .rt
+                        .get(*key)
+                        .map_or((0, 1), |l| (l.local_budget(), l.exec.slot_attempt(*slot)));
                     recs.extend([
-                        tag(Rec::Run, 5),
+                        tag(Rec::Run, 6),
                         run,
                         *slot as i32,
                         *node as i32,
                         budget as i32,
+                        attempt as i32,
                     ])
                 }
                 Action::Acquire { slot, node } => {
@@ -530,6 +541,12 @@ impl Ctx {
                         } as i32,
                         failed,
                     ])
+                }
+                Action::TimedOut { slot, node } => {
+                    if let Some(d) = self.rt.get(*key).and_then(|l| l.def.dag()) {
+                        self.messages.insert(key.index, d.timeout_message(*node));
+                    }
+                    recs.extend([tag(Rec::TimedOut, 4), run, *slot as i32, *node as i32])
                 }
                 Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
             }

@@ -3,8 +3,28 @@ import type { Semaphore } from './semaphore';
 /** Clients, functions and connections handed to every runner; never serialized. */
 export type Tools = Record<string, any>;
 
-/** Node states of a DAG run. */
-export type DagNodeState = 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished';
+/** Node states of a DAG run (`retrying`: an attempt failed, the next waits for its backoff). */
+export type DagNodeState = 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished' | 'retrying';
+
+/** Milliseconds, or a duration text: `'250ms'`, `'90s'`, `'15m'`, `'2h'`, `'30d'`. */
+export type Duration = number | string;
+
+/**
+ * Run a step again when it fails: `attempts` in all (the first included), waiting `initial`
+ * (1s by default) after the first failure, twice that after the next (`'exponential'`, the
+ * default) or always `initial` (`'fixed'`), at most `max`; `jitter` waits a random time
+ * between half of that and all of it. Each attempt is a step of its own, and the wait is a
+ * durable timer. Every error but a `CancelledError` is retried unless `retryOn` (a function,
+ * or the key of a registered one in stored definitions) says otherwise.
+ */
+export interface Retry {
+  attempts: number;
+  backoff?: 'fixed' | 'exponential';
+  initial?: Duration;
+  max?: Duration;
+  jitter?: boolean;
+  retryOn?: string | ((error: unknown) => boolean);
+}
 
 /** Parent outputs keyed by parent name. */
 export type AnyInputs = Record<string, unknown>;
@@ -24,6 +44,8 @@ export interface NodeArgs<Ctx, Root, Inputs> {
   exitIfCancelled(): void;
   /** Record a custom event tied to this node's step. */
   emit(type: string, data?: unknown): void;
+  /** Which attempt this is: 1, then 2, 3… when the step has a `retry` and failed before. */
+  attempt: number;
 }
 
 export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = unknown> {
@@ -36,6 +58,10 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   tags?: string[];
   /** Extra data logged with the node. */
   info?: object;
+  /** Run it again when it fails. */
+  retry?: Retry;
+  /** Cancel an attempt that runs longer and fail it with a `TimeoutError` (then `retry` applies). */
+  timeout?: Duration;
   run(args: NodeArgs<Ctx, Root, Inputs>): Out | Promise<Out>;
 }
 

@@ -3,10 +3,10 @@ import { createHash } from 'node:crypto';
 import { Op, RunEnd, RunFlag, StepOutcome } from '../index.js';
 import { callIn } from './context';
 import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache } from './dag-types';
-import { CancelledError } from './errors';
-import { DataCode, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
+import { CancelledError, TimeoutError } from './errors';
+import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
-import { drive, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
+import { drive, failureOutcome, retryPredicates, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
 import { dagJson, definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
@@ -30,10 +30,14 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
   /** @internal Compressed parent lists (see `NativeDefinition.parentTable`). */
   readonly parentTable: Uint32Array;
   /** @internal */ readonly leaves: Uint32Array;
+  /** @internal Per node, its `retry.retryOn`. */
+  readonly retryOn: Array<((error: unknown) => boolean) | undefined> | undefined;
+  /** @internal Nodes retry or time out: an attempt may report after it is over. */
+  readonly timed: boolean;
   #index: Map<string, number> | undefined;
   #sharedShape: Uint8Array | undefined;
 
-  constructor(dag: Dag<Ctx, Root, Out>, definition?: NativeDefinition, runners?: Array<(args: any) => unknown>) {
+  constructor(dag: Dag<Ctx, Root, Out>, definition?: NativeDefinition, runners?: Array<(args: any) => unknown>, lookup?: (key: string) => unknown) {
     if (dag === null || typeof dag !== 'object') throw new TypeError('A DAG must be an object with a name and nodes');
     this.config = dag;
     if (definition) {
@@ -49,6 +53,8 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
     }
     this.parentTable = this.native.parentTable();
     this.leaves = this.native.leaves();
+    this.retryOn = retryPredicates(this.names, dag.nodes, lookup);
+    this.timed = this.native.usesTimers();
   }
 
   /** Roots and leaves by name. */
@@ -197,14 +203,19 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     return this.dag.config.nodes[this.dag.names[node]!]?.semaphoreKey ?? '';
   }
 
-  /** @internal */
-  launch(slot: number): void {
+  /** @internal A step slot is its node, or for a later attempt `attempt * nodes + node`. */
+  launch(slot: number, node: number, _budget: number, attempt: number): void {
     // A listener may have cancelled the run while this batch was being delivered.
     if (this.settled) return;
-    const args = stepArgs(this, slot, this.#buildInput(slot));
-    const run = this.dag.runners[slot]!;
-    if (this.#cache) this.#callCached(slot, run, args, this.#cache);
+    const args = stepArgs(this, slot, this.#buildInput(node), attempt);
+    const run = this.dag.runners[node]!;
+    if (this.#cache) this.#callCached(slot, node, run, args, this.#cache);
     else this.call(slot, run, args);
+  }
+
+  /** @internal */
+  override timedOut(node: number): void {
+    this.#errors[node] = new TimeoutError(native.message(this.key) ?? `Node ${this.dag.names[node]} timed out`);
   }
 
   /** @internal Stepwise: a node is ready; `autorun` may start it at once. */
@@ -212,8 +223,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));
   }
 
-  async #callCached(slot: number, run: (args: any) => unknown, args: Record<string, unknown>, cache: NodeResultCache): Promise<void> {
-    const name = this.dag.names[slot]!;
+  async #callCached(slot: number, node: number, run: (args: any) => unknown, args: Record<string, unknown>, cache: NodeResultCache): Promise<void> {
+    const name = this.dag.names[node]!;
     try {
       const key = createHash('sha256').update(String(run)).update('\0').update(JSON.stringify(args.input) ?? '').update('\0').update(JSON.stringify(this.input) ?? '').digest('hex');
       const hit = await cache.get(name, key);
@@ -235,25 +246,30 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {
-    const waiters = this.#nodeWaiters?.get(slot);
+    const n = this.dag.names.length;
+    const node = slot < n ? slot : slot % n;
+    // An attempt that timed out: its node has moved on, and its values must not overwrite.
+    if (this.dag.timed && native.isCancelled(this.key, slot)) return;
+    const waiters = this.#nodeWaiters?.get(node);
     if (waiters) {
-      this.#nodeWaiters!.delete(slot);
+      this.#nodeWaiters!.delete(node);
       for (const w of waiters) w(true);
     }
     let json: string | StorageError | undefined;
     if (outcome === StepOutcome.Ok) {
-      this.#outputs[slot] = value;
-      json = this.json ? this.valueJson(value, `${this.dag.names[slot]}.output`) : undefined;
+      this.#outputs[node] = value;
+      json = this.json ? this.valueJson(value, `${this.dag.names[node]}.output`) : undefined;
       if (json instanceof StorageError) {
         // An output JSON cannot hold fails the node with the error naming the path.
-        this.#outputs[slot] = undefined;
+        this.#outputs[node] = undefined;
         value = json;
         outcome = StepOutcome.Error;
       }
     }
     if (outcome === StepOutcome.Error) {
-      this.#errors[slot] = value;
+      this.#errors[node] = value;
       json = this.json ? errorText(value) : undefined;
+      outcome = failureOutcome(this.dag.retryOn?.[node], value);
     }
     this.reportStep(slot, outcome, -1, json as string | undefined, this.sync ? this.contextJson() : undefined);
   }
@@ -339,6 +355,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
         return { output: this.#outputs[node] };
       case DataCode.NodeError:
         return { error: this.#errors[node] };
+      case DataCode.Retry:
+        return { error: this.#errors[node], attempt: w[W_ARG], delay: Number(w[W_STATE]) };
       case DataCode.State:
         return { state: w[W_STATE] };
       default:

@@ -1,4 +1,4 @@
-import type { NodeArgs, Tools } from './dag-types';
+import type { NodeArgs, Retry, Tools } from './dag-types';
 import type { Duration, MachineEvent, StateArgs } from './machine-types';
 import type { Semaphore } from './semaphore';
 
@@ -41,7 +41,12 @@ export interface StoredDagNode {
   tolerateParentErrors?: boolean;
   tags?: string[];
   info?: object;
+  retry?: StoredRetry;
+  timeout?: Duration;
 }
+
+/** A stored step's `retry`: `retryOn` names a registered predicate. */
+export type StoredRetry = Omit<Retry, 'retryOn'> & { retryOn?: string };
 
 /** A stored DAG definition: pure JSON. */
 export interface StoredDag {
@@ -72,6 +77,7 @@ export interface StoredState {
   semaphoreKey?: string;
   maxVisits?: number;
   timeout?: { after: Duration; state: string };
+  retry?: StoredRetry;
   tags?: string[];
   info?: object;
 }

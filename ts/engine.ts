@@ -138,14 +138,15 @@ export class Engine {
           return fn(a as unknown as RegisteredRunnerArgs);
         };
       });
+      const lookup = (k: string): unknown => this.#runners.get(k);
       if (def.kind === 'machine') {
         const conditions = (JSON.parse(def.conditions()) as Array<string | null>).map((k) => {
           const cond = k === null ? undefined : (this.#runners.get(k) as RegisteredCondition);
           return cond && ((g: Parameters<RegisteredCondition>[0], e?: Parameters<RegisteredCondition>[1]) => cond(g, e) as boolean);
         });
-        loaded = { config, machine: new CompiledMachine(config as unknown as StateMachine<any, any>, undefined, def, runs, conditions) };
+        loaded = { config, machine: new CompiledMachine(config as unknown as StateMachine<any, any>, undefined, def, runs, conditions, lookup) };
       } else {
-        loaded = { config, dag: new CompiledDag(config as unknown as Dag<any, any>, def, runs as Array<(a: any) => unknown>) };
+        loaded = { config, dag: new CompiledDag(config as unknown as Dag<any, any>, def, runs as Array<(a: any) => unknown>, lookup) };
       }
       this.#loaded.set(key, loaded);
     }

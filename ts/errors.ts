@@ -8,3 +8,11 @@ export class CancelledError extends Error {
     this.name = 'CancelledError';
   }
 }
+
+/** A state's `timeout` or a DAG node's fell due: the error the step fails (or moves) with. */
+export class TimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TimeoutError';
+  }
+}

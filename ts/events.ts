@@ -73,6 +73,8 @@ export const enum DataCode {
   Custom = 8,
   Status = 9,
   Transition = 10,
+  /** `{ error, attempt, delay }`: `attempt` in `arg`, the delay (ms) in `state`. */
+  Retry = 11,
 }
 
 /** Rethrow a listener's exception outside the engine's call stack, so a faulty listener

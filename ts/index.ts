@@ -14,6 +14,7 @@ export type {
   LeafOutput,
   NodeArgs,
   NodeResultCache,
+  Retry,
   Tools,
 } from './dag-types';
 export { CancelledError } from './errors';
@@ -49,6 +50,7 @@ export type {
   StartOptions,
   StoredDag,
   StoredDagNode,
+  StoredRetry,
   StoredMachine,
   StoredRun,
   StoredState,

@@ -1,8 +1,7 @@
-import type { NodeArgs, Tools } from './dag-types';
+import type { Duration, NodeArgs, Retry, Tools } from './dag-types';
 import type { Semaphore } from './semaphore';
 
-/** A duration: milliseconds, or a string such as `'250ms'`, `'90s'`, `'15m'`, `'2h'`, `'30d'`. */
-export type Duration = number | string;
+export type { Duration };
 
 /** What a machine is doing. */
 export type MachineStatus =
@@ -67,6 +66,8 @@ export interface StateNode<Ctx, Root, S extends string = string> {
   /** When the state's run, or its wait for an event, lasts longer than `after`, move to `state`
    * with a `TimeoutError` as input. */
   timeout?: { after: Duration; state: NoInfer<S> };
+  /** Run the state again when it fails, before its error state (or halt) applies. */
+  retry?: Retry;
   tags?: string[];
   info?: object;
 }

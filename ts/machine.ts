@@ -1,18 +1,12 @@
 import { MoveInput, Op, RunEnd, StatusFlag, StepOutcome } from '../index.js';
-import { CancelledError } from './errors';
+import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { call, io, native, plain, type NativeDefinition } from './native';
-import { callNative, dispatch, drive, outsideNative, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
+import { callNative, dispatch, drive, failureOutcome, outsideNative, retryPredicates, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
-/** The input a state gets when its `timeout` fires. */
-export class TimeoutError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TimeoutError';
-  }
-}
+export { TimeoutError };
 
 /** Milliseconds of a duration (`250`, `'250ms'`, `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
 export function parseDuration(value: Duration): number {
@@ -55,8 +49,17 @@ export class CompiledMachine {
   /** Per state: 1 final, 2 has a runner. */
   readonly flags: Uint8Array;
   readonly semaphoreKeys: string[];
+  /** Per state, its `retry.retryOn`. */
+  readonly retryOn: Array<((error: unknown) => boolean) | undefined> | undefined;
 
-  constructor(config: StateMachine<any, any>, initial: string | undefined, definition?: NativeDefinition, runs?: Array<((args: any) => unknown) | undefined>, conditions?: Array<TransitionGuard<any, any> | undefined>) {
+  constructor(
+    config: StateMachine<any, any>,
+    initial: string | undefined,
+    definition?: NativeDefinition,
+    runs?: Array<((args: any) => unknown) | undefined>,
+    conditions?: Array<TransitionGuard<any, any> | undefined>,
+    lookup?: (key: string) => unknown,
+  ) {
     this.native = definition ?? plain(() => new native.NativeDefinition('machine', definitionJson(config), initial));
     this.names = this.native.names();
     const nodes = (config.nodes ?? {}) as Record<string, any>;
@@ -73,6 +76,7 @@ export class CompiledMachine {
     this.guards = this.native.guardTable();
     this.local = this.native.localMoves();
     this.flags = this.native.stateFlags();
+    this.retryOn = retryPredicates(this.names, nodes, lookup);
   }
 }
 
@@ -230,7 +234,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   /** @internal */
-  launch(slot: number, state: number, budget: number): void {
+  launch(slot: number, state: number, budget: number, attempt: number): void {
     this.#budget = budget;
     const run = this.#m.runs[state];
     if (!run) {
@@ -238,7 +242,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       settle(this, slot, StepOutcome.Ok, this.#input);
       return;
     }
-    const args = stepArgs(this, slot, this.#input);
+    const args = stepArgs(this, slot, this.#input, attempt);
     args.previousState = this.#previous >= 0 ? this.#m.names[this.#previous] : undefined;
     args.event = this.#event;
     this.call(slot, run, args);
@@ -285,7 +289,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       if (to >= 0) {
         this.#local.push(answer);
         this.moved(this.#current, to, -1, MoveInput.Output);
-        this.launch(slot + 1, to, this.#budget - 1);
+        this.launch(slot + 1, to, this.#budget - 1, 1);
         return;
       }
     }
@@ -307,7 +311,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
 
   #fail(slot: number, error: unknown): void {
     this.#lastError = error;
-    this.reportStep(slot, StepOutcome.Error, -1, this.json ? errorText(error) : undefined, this.contextJson());
+    this.reportStep(slot, failureOutcome(this.#m.retryOn?.[this.#current], error), -1, this.json ? errorText(error) : undefined, this.contextJson());
   }
 
   /**
@@ -426,6 +430,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       case DataCode.RunError:
       case DataCode.NodeError:
         return { error: this.#lastError };
+      case DataCode.Retry:
+        return { error: this.#lastError, attempt: w[W_ARG], delay: Number(w[W_STATE]) };
       case DataCode.NodeInput:
         return { input: this.#input };
       case DataCode.NodeOutput:

@@ -27,6 +27,7 @@ const DAG_STATE_STYLES: Record<DagNodeState, string> = {
   finished: 'fill:#d1e7dd,stroke:#198754,color:#0f5132',
   error: 'fill:#f8d7da,stroke:#dc3545,color:#842029',
   cancelled: 'fill:#e2e3e5,stroke:#6c757d,color:#41464b',
+  retrying: 'fill:#ffe5d0,stroke:#fd7e14,color:#653208',
 };
 const DAG_STATES = Object.keys(DAG_STATE_STYLES) as DagNodeState[];
 

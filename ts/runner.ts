@@ -156,6 +156,9 @@ function apply(buf: Int32Array, n: number): void {
       case Rec.Flush:
         r.scheduleFlush();
         break;
+      case Rec.TimedOut:
+        r.timedOut(buf[i + 3]!);
+        break;
     }
   }
   // How the runs' promises settle, after their events reached the listeners.
@@ -169,7 +172,7 @@ function apply(buf: Int32Array, n: number): void {
     if (code > Rec.Ready) continue;
     const r = runs[buf[i + 1]!];
     if (!r || r.released) continue;
-    if (code === Rec.Run) r.launch(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!);
+    if (code === Rec.Run) r.launch(buf[i + 2]!, buf[i + 3]!, buf[i + 4]!, buf[i + 5]!);
     else if (code === Rec.Acquire) r.acquire(buf[i + 2]!, buf[i + 3]!);
     else r.ready(buf[i + 2]!, buf[i + 3]!);
   }
@@ -210,8 +213,9 @@ export function runnerAt(index: number): RunnerBase<any> | undefined {
  * What a runner call receives. Own properties of an object literal, as plain objects had
  * them in the original: destructuring and spreading (`{ ...args }`) both keep working.
  */
-export function stepArgs(owner: RunnerBase<any>, slot: number, input: unknown): Record<string, unknown> {
+export function stepArgs(owner: RunnerBase<any>, slot: number, input: unknown, attempt: number): Record<string, unknown> {
   return {
+    attempt,
     context: owner.context,
     input,
     rootInput: owner.rootInput,
@@ -222,6 +226,32 @@ export function stepArgs(owner: RunnerBase<any>, slot: number, input: unknown): 
     },
     emit: (type: string, data?: unknown) => owner.customEvent(slot, type, data),
   };
+}
+
+/**
+ * Per node or state, the `retryOn` of its `retry`: the config's function, or a registered
+ * one by key (`lookup`). Undefined when none has one.
+ */
+export function retryPredicates(names: string[], nodes: Record<string, any>, lookup?: (key: string) => unknown): Array<((error: unknown) => boolean) | undefined> | undefined {
+  let out: Array<((error: unknown) => boolean) | undefined> | undefined;
+  names.forEach((name, i) => {
+    const on: unknown = nodes[name]?.retry?.retryOn;
+    if (on === undefined || on === null) return;
+    const fn = typeof on === 'string' ? lookup?.(on) : on;
+    if (typeof fn !== 'function') throw new Error(`retryOn '${String(on)}' of '${name}' is not a registered function`);
+    (out ??= new Array(names.length))[i] = fn as (error: unknown) => boolean;
+  });
+  return out;
+}
+
+/** How a failed step is reported: `Fatal` when its `retryOn` declines the error (or throws). */
+export function failureOutcome(retryOn: ((error: unknown) => boolean) | undefined, error: unknown): number {
+  if (!retryOn) return StepOutcome.Error;
+  try {
+    return retryOn(error) ? StepOutcome.Error : StepOutcome.Fatal;
+  } catch {
+    return StepOutcome.Fatal;
+  }
 }
 
 /** Options every runner takes. */
@@ -529,8 +559,10 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   abstract ended(end: number, failedNode: number, notices: Array<() => void>): boolean;
   /** @internal Stepwise DAGs: a node is ready. */
   ready(_slot: number, _node: number): void {}
-  /** @internal Call a step's runner (`budget`: see `Rec.Run`). */
-  abstract launch(slot: number, node: number, budget: number): void;
+  /** @internal Call a step's runner (`budget`, `attempt`: see `Rec.Run`). */
+  abstract launch(slot: number, node: number, budget: number, attempt: number): void;
+  /** @internal A DAG node's attempt ran past its timeout. */
+  timedOut(_node: number): void {}
   /** @internal Report the steps a machine ran by itself before anything else reaches the run. */
   flushLocal(): void {}
   /** @internal A condition the core asks about (machines). */

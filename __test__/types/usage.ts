@@ -79,7 +79,7 @@ export async function useRunDag(): Promise<void> {
 
 export async function useRunner(): Promise<void> {
   const runner = new DagRunner({ dag, input: { topic: 'z' }, autorun: () => false });
-  const state: 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished' =
+  const state: 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished' | 'retrying' =
     runner.nodeState('first');
   // @ts-expect-error nodeState returns one of the node states only
   const badState: 'bogus' = runner.nodeState('first');
@@ -135,3 +135,23 @@ export function useMisc(): void {
   const bad: number[] = leafNodes;
   void [e, rn, ln, bad];
 }
+
+export const retried: Dag<Ctx, Root> = {
+  name: 'retried',
+  nodes: {
+    fetch: {
+      retry: { attempts: 3, backoff: 'fixed', initial: '1s', max: 5000, jitter: true, retryOn: (e) => e instanceof TypeError },
+      timeout: '30s',
+      run: ({ attempt }) => {
+        const n: number = attempt;
+        // @ts-expect-error attempt is a number
+        const s: string = attempt;
+        return [n, s];
+      },
+    },
+    // @ts-expect-error backoff is 'fixed' or 'exponential'
+    other: { run: () => 1, retry: { attempts: 2, backoff: 'linear' } },
+    // @ts-expect-error retry needs attempts
+    third: { run: () => 1, retry: { initial: 10 } },
+  },
+};

@@ -8,6 +8,7 @@ use petgraph::graph::DiGraph;
 use rustc_hash::FxBuildHasher;
 
 use crate::error::DagError;
+use crate::retry::StepPolicy;
 
 /// A node as declared, before compilation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,6 +148,8 @@ pub struct DagGraph {
     pending_text: String,
     tolerate_parent_errors: Vec<bool>,
     semaphore_keys: Vec<Option<String>>,
+    /// `(node, policy)` of the nodes with a retry or timeout, in node order.
+    policies: Vec<(u32, StepPolicy)>,
     /// The first node declared under a name already taken.
     duplicate: Option<u32>,
     /// The node the next parent most likely is (see [`DagGraph::add_parent`]).
@@ -228,6 +231,20 @@ impl DagGraph {
         *self.semaphore_keys.last_mut().expect("a node is declared") = key;
     }
 
+    /// The retry and timeout of the last node declared.
+    pub fn set_policy(&mut self, policy: StepPolicy) {
+        let node = self.len() as u32 - 1;
+        self.policies.retain(|(n, _)| *n != node);
+        if !policy.is_empty() {
+            self.policies.push((node, policy));
+        }
+    }
+
+    /// A node's retry and timeout, if it has either.
+    pub fn policy(&self, node: u32) -> Option<&StepPolicy> {
+        find_policy(&self.policies, node)
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.names.len()
@@ -304,6 +321,7 @@ impl PartialEq for DagGraph {
                     && self.parent_names(i).eq(other.parent_names(i))
                     && self.tolerates_parent_errors(i) == other.tolerates_parent_errors(i)
                     && self.semaphore_key(i) == other.semaphore_key(i)
+                    && self.policy(i) == other.policy(i)
             })
     }
 }
@@ -447,6 +465,14 @@ pub struct CompiledDag {
     topo: Vec<u32>,
     tolerate_parent_errors: Vec<bool>,
     semaphore_keys: Vec<Option<String>>,
+    policies: Vec<(u32, StepPolicy)>,
+}
+
+fn find_policy(policies: &[(u32, StepPolicy)], node: u32) -> Option<&StepPolicy> {
+    policies
+        .binary_search_by_key(&node, |(n, _)| *n)
+        .ok()
+        .map(|i| &policies[i].1)
 }
 
 impl CompiledDag {
@@ -497,6 +523,7 @@ impl CompiledDag {
             topo: t.topo,
             tolerate_parent_errors: g.tolerate_parent_errors,
             semaphore_keys: g.semaphore_keys,
+            policies: g.policies,
         })
     }
 
@@ -561,6 +588,24 @@ impl CompiledDag {
     /// The node's semaphore key, if it is rate limited.
     pub fn semaphore_key(&self, node: u32) -> Option<&str> {
         self.semaphore_keys[node as usize].as_deref()
+    }
+
+    /// The node's retry and timeout, if it has either.
+    pub fn policy(&self, node: u32) -> Option<&StepPolicy> {
+        find_policy(&self.policies, node)
+    }
+
+    /// Whether some node has a retry or a timeout (its runs then need timers).
+    pub fn uses_timers(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
+    /// The message of a node's `TimeoutError`: `Node fetch timed out after 5s`.
+    pub fn timeout_message(&self, node: u32) -> String {
+        match self.policy(node).and_then(|p| p.timeout.as_ref()) {
+            Some((_, label)) => format!("Node {} timed out after {label}", self.node_name(node)),
+            None => format!("Node {} timed out", self.node_name(node)),
+        }
     }
 
     /// The DAG as a petgraph graph (edges parent → child, node weights are node ids) for

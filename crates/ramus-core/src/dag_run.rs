@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::dag::CompiledDag;
 use crate::event::{DataRef, EventKind, Recorder};
 use crate::ids::Id;
-use crate::run::{Action, Command, End, Outcome, RunPhase};
+use crate::run::{Action, Command, End, Outcome, RunPhase, TimerKind};
 
 /// The state of one node in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +30,13 @@ pub enum NodeState {
     Error,
     /// Its runner returned an output.
     Finished,
+    /// An attempt failed; the next one starts when its wait ends (see `retry`).
+    Retrying,
 }
 
 impl NodeState {
     /// Every state, in the order of their codes (`state as u8`).
-    pub const ALL: [NodeState; 7] = [
+    pub const ALL: [NodeState; 8] = [
         NodeState::Waiting,
         NodeState::Ready,
         NodeState::PendingSemaphore,
@@ -42,6 +44,7 @@ impl NodeState {
         NodeState::Cancelled,
         NodeState::Error,
         NodeState::Finished,
+        NodeState::Retrying,
     ];
 
     /// The public name of the state.
@@ -54,6 +57,7 @@ impl NodeState {
             NodeState::Cancelled => "cancelled",
             NodeState::Error => "error",
             NodeState::Finished => "finished",
+            NodeState::Retrying => "retrying",
         }
     }
 
@@ -106,6 +110,36 @@ pub struct DagRun {
     worklist: Vec<u32>,
     /// Nodes were restored as finished: `start` must look past the roots.
     restored: bool,
+    /// Attempts and timers, for DAGs whose nodes retry or time out.
+    tries: Option<Box<Tries>>,
+}
+
+/// Which attempt each node is at, and the timer armed for it. Attempt `k` (0-based) of
+/// node `n` runs in step slot `k * nodes + n`, so every attempt has its own step (its own
+/// row), and the late report of an attempt that timed out is told apart from the next
+/// attempt's. A node's timers are named after the slot they belong to: `2 * slot + 1` is
+/// the wait before attempt `slot`, `2 * slot + 2` the timeout of attempt `slot`, so a
+/// restored run knows a stored timer's node and attempt from its id alone.
+#[derive(Debug)]
+struct Tries {
+    /// Failed attempts per node: the current attempt is number `failed + 1`.
+    failed: Vec<u32>,
+    /// The timer armed for each node, 0 for none.
+    timer: Vec<u64>,
+}
+
+fn retry_timer(slot: u32) -> u64 {
+    2 * u64::from(slot) + 1
+}
+
+fn timeout_timer(slot: u32) -> u64 {
+    2 * u64::from(slot) + 2
+}
+
+/// The slot a timer belongs to, and whether it is a retry wait (else a timeout).
+fn timer_slot(timer: u64) -> Option<(u32, bool)> {
+    let t = timer.checked_sub(1)?;
+    Some(((t / 2) as u32, t % 2 == 0))
 }
 
 impl DagRun {
@@ -124,7 +158,92 @@ impl DagRun {
             rec,
             worklist: Vec::new(),
             restored: false,
+            tries: None,
         }
+    }
+
+    fn tries_mut(&mut self) -> &mut Tries {
+        let n = self.state.len();
+        self.tries.get_or_insert_with(|| {
+            Box::new(Tries {
+                failed: vec![0; n],
+                timer: vec![0; n],
+            })
+        })
+    }
+
+    /// The step slot of a node's current attempt.
+    pub fn node_slot(&self, node: u32) -> u32 {
+        match &self.tries {
+            Some(t) => t.failed[node as usize] * self.state.len() as u32 + node,
+            None => node,
+        }
+    }
+
+    /// The node a step slot belongs to.
+    pub fn slot_node(&self, slot: u32) -> u32 {
+        if self.tries.is_some() {
+            slot % self.state.len() as u32
+        } else {
+            slot
+        }
+    }
+
+    /// Which attempt (1-based) a step slot is.
+    pub fn slot_attempt(&self, slot: u32) -> u32 {
+        slot / self.state.len() as u32 + 1
+    }
+
+    /// Before [`start`](Self::start): a node failed `failed` attempts in an earlier
+    /// process; its next attempt is number `failed + 1`.
+    pub fn restore_attempts(&mut self, node: u32, failed: u32) -> bool {
+        if self.status != RunStatus::Pending || node as usize >= self.state.len() || failed == 0 {
+            return false;
+        }
+        let len = self.state.len() as u64;
+        if u64::from(failed.min(crate::retry::MAX_ATTEMPTS)) * len + u64::from(node)
+            > u64::from(u32::MAX)
+        {
+            return false;
+        }
+        self.tries_mut().failed[node as usize] = failed.min(crate::retry::MAX_ATTEMPTS);
+        true
+    }
+
+    /// Before [`start`](Self::start), after [`restore_attempts`](Self::restore_attempts):
+    /// a node waits for the retry timer `timer` (armed in an earlier process; the driver
+    /// arms it again). It starts its next attempt when the timer fires. False when the
+    /// timer is no retry wait of a waiting node's current attempt.
+    pub fn restore_retry(&mut self, timer: u64) -> bool {
+        let Some((slot, true)) = timer_slot(timer) else {
+            return false;
+        };
+        let node = self.slot_node(slot);
+        if self.status != RunStatus::Pending
+            || node as usize >= self.state.len()
+            || self.state[node as usize] != NodeState::Waiting
+            || self.tries.is_none()
+            || self.node_slot(node) != slot
+        {
+            return false;
+        }
+        self.state[node as usize] = NodeState::Retrying;
+        self.tries_mut().timer[node as usize] = timer;
+        self.restored = true;
+        true
+    }
+
+    /// Whether a stored timer of this DAG's kind is a retry wait (see
+    /// [`restore_retry`](Self::restore_retry)); timeouts of interrupted attempts are not
+    /// restored (the attempt runs again, with a timeout of its own).
+    pub fn is_retry_timer(timer: u64) -> bool {
+        matches!(timer_slot(timer), Some((_, true)))
+    }
+
+    /// The node a timer of a run of `dag` belongs to.
+    pub fn timer_node(dag: &CompiledDag, timer: u64) -> Option<u32> {
+        let (slot, _) = timer_slot(timer)?;
+        Some(slot % dag.len().max(1) as u32)
     }
 
     /// Before [`start`](Self::start): mark a node as finished in an earlier process (its
@@ -159,8 +278,9 @@ impl DagRun {
             Command::Complete { slot, outcome } => self.complete(slot, outcome, now, out),
             Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
             Command::RunNode { node } => self.run_node(node, now, out),
-            Command::Cancel => self.cancel(now),
-            Command::Step | Command::Send { .. } | Command::TimerFired { .. } => false,
+            Command::Cancel => self.cancel(now, out),
+            Command::TimerFired { timer } => self.timer_fired(timer, now, out),
+            Command::Step | Command::Send { .. } => false,
         };
         if self.status != before {
             match self.status {
@@ -208,15 +328,20 @@ impl DagRun {
         self.state[node as usize]
     }
 
-    /// Whether a node should stop: true once it is cancelled (the run was cancelled or
-    /// failed while it ran).
-    pub fn is_cancelled(&self, node: u32) -> bool {
-        self.state.get(node as usize) == Some(&NodeState::Cancelled)
+    /// Whether the step of `slot` should stop: its node is cancelled (the run was
+    /// cancelled or failed while it ran), or this attempt timed out.
+    pub fn is_cancelled(&self, slot: u32) -> bool {
+        let node = self.slot_node(slot);
+        match self.state.get(node as usize) {
+            None | Some(NodeState::Cancelled | NodeState::Error) => true,
+            Some(_) => self.node_slot(node) != slot,
+        }
     }
 
-    /// The id of a node's step.
+    /// The id of the step of a node's current attempt.
     pub fn step_id(&mut self, node: u32, now: u64) -> Id {
-        self.rec.step(node, now)
+        let slot = self.node_slot(node);
+        self.rec.step(slot, now)
     }
 
     /// Before [`start`](Self::start), in a run that tolerates failures: mark a node that
@@ -278,36 +403,29 @@ impl DagRun {
         }
     }
 
-    /// Report how a launched node ended. Reports for nodes that are not running (because
-    /// the run was cancelled or failed meanwhile) are ignored.
-    fn complete(&mut self, node: u32, outcome: Outcome, now: u64, out: &mut Vec<Action>) -> bool {
-        if self.state.get(node as usize) != Some(&NodeState::Running) {
+    /// Report how a launched node ended. Reports for attempts that are not running (the
+    /// run was cancelled or failed meanwhile, or the attempt timed out) are ignored.
+    fn complete(&mut self, slot: u32, outcome: Outcome, now: u64, out: &mut Vec<Action>) -> bool {
+        let node = self.slot_node(slot);
+        if self.state.get(node as usize) != Some(&NodeState::Running)
+            || self.node_slot(node) != slot
+        {
             return false;
         }
+        self.clear_timer(node, out);
         match outcome {
             // A DAG node has no next state to choose: its `transitionTo` is an output.
             Outcome::Ok | Outcome::Choose { .. } => {
                 self.rec
-                    .step_event(node, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
+                    .step_event(slot, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
                 self.set_state(node, NodeState::Finished, now);
                 let dag = Arc::clone(&self.dag);
                 for &child in dag.children(node) {
                     self.parent_settled(child, now, out);
                 }
             }
-            Outcome::Error => {
-                self.set_state(node, NodeState::Error, now);
-                self.rec
-                    .step_event(node, EventKind::DagNodeError, DataRef::NodeError, now);
-                if self.opts.tolerate_failures {
-                    self.parent_failed(node, now, out);
-                } else {
-                    self.failed = Some(node);
-                    self.status = RunStatus::Failed;
-                    self.rec
-                        .run_event(EventKind::DagError, DataRef::RunError, now);
-                    self.cancel_nodes(now);
-                }
+            Outcome::Error | Outcome::Fatal => {
+                self.failed(node, slot, outcome == Outcome::Error, now, out);
             }
             Outcome::Cancelled => {
                 self.set_state(node, NodeState::Cancelled, now);
@@ -318,10 +436,91 @@ impl DagRun {
         true
     }
 
+    /// Attempt `slot` of `node` failed: another attempt after a wait if its `retry` allows
+    /// (and `retryable`), else the node fails.
+    fn failed(&mut self, node: u32, slot: u32, retryable: bool, now: u64, out: &mut Vec<Action>) {
+        let attempt = self.slot_attempt(slot);
+        let retry = self
+            .dag
+            .policy(node)
+            .and_then(|p| p.retry.as_ref())
+            .filter(|r| retryable && r.retries_after(attempt))
+            .map(|r| r.delay_ms(attempt, self.rec.seed() ^ u64::from(slot)));
+        let next = u64::from(slot) + self.state.len() as u64;
+        if let (Some(delay), true) = (retry, next <= u64::from(u32::MAX)) {
+            self.rec.step_event(
+                slot,
+                EventKind::DagNodeRetry,
+                DataRef::Retry { attempt, delay },
+                now,
+            );
+            self.set_state(node, NodeState::Retrying, now);
+            let tries = self.tries_mut();
+            tries.failed[node as usize] += 1;
+            let timer = retry_timer(next as u32);
+            tries.timer[node as usize] = timer;
+            out.push(Action::ArmTimer {
+                timer,
+                at: now.saturating_add(delay),
+                kind: TimerKind::Retry,
+            });
+            return;
+        }
+        self.set_state(node, NodeState::Error, now);
+        self.rec
+            .step_event(slot, EventKind::DagNodeError, DataRef::NodeError, now);
+        if self.opts.tolerate_failures {
+            self.parent_failed(node, now, out);
+        } else {
+            self.failed = Some(node);
+            self.status = RunStatus::Failed;
+            self.rec
+                .run_event(EventKind::DagError, DataRef::RunError, now);
+            self.cancel_nodes(now, out);
+        }
+    }
+
+    /// A node's timer fell due: its retry wait ended, or its attempt ran out of time.
+    fn timer_fired(&mut self, timer: u64, now: u64, out: &mut Vec<Action>) -> bool {
+        let Some((slot, retry)) = timer_slot(timer) else {
+            return false;
+        };
+        let node = self.slot_node(slot);
+        let armed = self
+            .tries
+            .as_ref()
+            .and_then(|t| t.timer.get(node as usize))
+            .copied();
+        if armed != Some(timer) || self.status != RunStatus::Running {
+            return false;
+        }
+        self.tries_mut().timer[node as usize] = 0;
+        if retry {
+            if self.state[node as usize] != NodeState::Retrying {
+                return false;
+            }
+            self.launch(node, now, out);
+            return true;
+        }
+        if self.state[node as usize] != NodeState::Running || self.node_slot(node) != slot {
+            return false;
+        }
+        // The driver makes the node's error first: the failure's events refer to it. From
+        // here the attempt is over (a retry takes the node's slot, or the node is in error),
+        // so its `is_cancelled` is true and what it reports later is ignored.
+        out.push(Action::TimedOut { slot, node });
+        self.failed(node, slot, true, now, out);
+        self.check_finished(now);
+        true
+    }
+
     /// A node's semaphore slots were acquired. Returns false when the node should not run
     /// any more (the run ended meanwhile): the driver then gives the slots back.
-    fn semaphore_acquired(&mut self, node: u32, now: u64, out: &mut Vec<Action>) -> bool {
-        if self.state.get(node as usize) != Some(&NodeState::PendingSemaphore) {
+    fn semaphore_acquired(&mut self, slot: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        let node = self.slot_node(slot);
+        if self.state.get(node as usize) != Some(&NodeState::PendingSemaphore)
+            || self.node_slot(node) != slot
+        {
             return false;
         }
         self.begin(node, now, out);
@@ -341,19 +540,30 @@ impl DagRun {
 
     /// Cancel the run: nodes that have not started never will, running nodes see
     /// [`DagRun::is_cancelled`]. Returns false when the run had already ended.
-    fn cancel(&mut self, now: u64) -> bool {
+    fn cancel(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
         if !matches!(self.status, RunStatus::Pending | RunStatus::Running) {
             return false;
         }
         self.status = RunStatus::Cancelled;
-        self.cancel_nodes(now);
+        self.cancel_nodes(now, out);
         true
     }
 
-    fn cancel_nodes(&mut self, now: u64) {
+    fn cancel_nodes(&mut self, now: u64, out: &mut Vec<Action>) {
         for i in 0..self.state.len() as u32 {
             if !self.state[i as usize].is_terminal() {
+                self.clear_timer(i, out);
                 self.set_state(i, NodeState::Cancelled, now);
+            }
+        }
+    }
+
+    /// Disarm the timer of a node, if it has one.
+    fn clear_timer(&mut self, node: u32, out: &mut Vec<Action>) {
+        if let Some(t) = self.tries.as_mut() {
+            let timer = std::mem::take(&mut t.timer[node as usize]);
+            if timer != 0 {
+                out.push(Action::ClearTimer { timer });
             }
         }
     }
@@ -367,8 +577,9 @@ impl DagRun {
             self.unsettled -= 1;
         }
         *slot = state;
+        let step = self.node_slot(node);
         self.rec.step_event(
-            node,
+            step,
             EventKind::DagNodeState,
             DataRef::State(state.as_str()),
             now,
@@ -378,7 +589,8 @@ impl DagRun {
     fn make_ready(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         if self.opts.manual {
             self.set_state(node, NodeState::Ready, now);
-            out.push(Action::Ready { slot: node, node });
+            let slot = self.node_slot(node);
+            out.push(Action::Ready { slot, node });
         } else {
             self.launch(node, now, out);
         }
@@ -387,7 +599,8 @@ impl DagRun {
     fn launch(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         if self.opts.semaphores && self.dag.semaphore_key(node).is_some() {
             self.set_state(node, NodeState::PendingSemaphore, now);
-            out.push(Action::Acquire { slot: node, node });
+            let slot = self.node_slot(node);
+            out.push(Action::Acquire { slot, node });
         } else {
             self.begin(node, now, out);
         }
@@ -395,9 +608,19 @@ impl DagRun {
 
     fn begin(&mut self, node: u32, now: u64, out: &mut Vec<Action>) {
         self.set_state(node, NodeState::Running, now);
+        let slot = self.node_slot(node);
         self.rec
-            .step_event(node, EventKind::DagNodeStart, DataRef::NodeInput, now);
-        out.push(Action::Run { slot: node, node });
+            .step_event(slot, EventKind::DagNodeStart, DataRef::NodeInput, now);
+        if let Some(&(ms, _)) = self.dag.policy(node).and_then(|p| p.timeout.as_ref()) {
+            let timer = timeout_timer(slot);
+            self.tries_mut().timer[node as usize] = timer;
+            out.push(Action::ArmTimer {
+                timer,
+                at: now.saturating_add(ms),
+                kind: TimerKind::Timeout,
+            });
+        }
+        out.push(Action::Run { slot, node });
     }
 
     /// One parent of `child` settled in a way the child can use.

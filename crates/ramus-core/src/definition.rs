@@ -29,6 +29,7 @@ use crate::machine::{
     parse_duration, CompiledMachine, MachineError, MachineSpec, StateSpec, TransitionSpec,
     MAX_DURATION_MS,
 };
+use crate::retry::{Backoff, RetryOn, RetryPolicy, StepPolicy, MAX_ATTEMPTS};
 
 // ---- markers ----
 
@@ -328,6 +329,9 @@ impl ParseOptions {
 }
 
 /// A parsed definition.
+// One per parse, moved a few times before it is compiled: boxing the DAG's tables would
+// cost an allocation to save a copy of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Definition {
     /// A DAG.
@@ -446,6 +450,8 @@ pub struct StateDef {
     pub tags: Vec<String>,
     /// Raw JSON text of `info` (an object).
     pub info: Option<String>,
+    /// Run again after a failure.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A transition's condition.
@@ -574,6 +580,7 @@ impl From<&StateDef> for StateSpec {
             timeout: s.timeout.clone(),
             timeout_label: s.timeout_label.clone(),
             semaphore_key: s.semaphore_key.clone(),
+            retry: s.retry.clone(),
             transitions: s
                 .transitions
                 .iter()
@@ -997,6 +1004,8 @@ const DAG_NODE: &[&str] = &[
     "tolerateParentErrors",
     "tags",
     "info",
+    "retry",
+    "timeout",
 ];
 const STATE: &[&str] = &[
     "run",
@@ -1010,15 +1019,15 @@ const STATE: &[&str] = &[
     "timeout",
     "tags",
     "info",
+    "retry",
 ];
 const TRANSITION: &[&str] = &["state", "condition", "delay"];
 const TIMEOUT: &[&str] = &["after", "state"];
+const RETRY: &[&str] = &["attempts", "backoff", "initial", "max", "jitter", "retryOn"];
 /// Planned node fields: refused rather than ignored, so a config relying on one does not
 /// silently run without it.
-const NOT_YET_NODE: &[&str] = &[
-    "retry", "timeout", "cache", "uses", "expand", "map", "category",
-];
-const NOT_YET_STATE: &[&str] = &["retry", "cache", "uses", "expand", "map", "category"];
+const NOT_YET_NODE: &[&str] = &["cache", "uses", "expand", "map", "category"];
+const NOT_YET_STATE: &[&str] = &["cache", "uses", "expand", "map", "category"];
 
 /// Where a field sits, for messages.
 #[derive(Clone, Copy)]
@@ -1029,6 +1038,7 @@ enum Scope<'a> {
     State(&'a str),
     Transition(&'a str, &'a str),
     Timeout(&'a str),
+    Retry(Who<'a>),
 }
 
 impl Scope<'_> {
@@ -1040,6 +1050,7 @@ impl Scope<'_> {
             Scope::State(_) => (STATE, NOT_YET_STATE),
             Scope::Transition(..) => (TRANSITION, &[]),
             Scope::Timeout(_) => (TIMEOUT, &[]),
+            Scope::Retry(_) => (RETRY, &[]),
         }
     }
 
@@ -1058,11 +1069,14 @@ impl Scope<'_> {
         let (node, event) = match self {
             Scope::Dag(_) | Scope::Machine(_) => (None, None),
             Scope::Node(n) | Scope::State(n) | Scope::Timeout(n) => (Some(n), None),
+            Scope::Retry(Who::Node(n) | Who::State(n)) => (Some(n), None),
+            Scope::Retry(_) => (None, None),
             Scope::Transition(n, e) => (Some(n), Some(e)),
         };
         let field = match self {
             Scope::Transition(..) => format!("transition.{field}"),
             Scope::Timeout(_) => format!("timeout.{field}"),
+            Scope::Retry(_) => format!("retry.{field}"),
             _ => field.to_string(),
         };
         Location {
@@ -1082,6 +1096,9 @@ impl fmt::Display for Scope<'_> {
             Scope::State(n) => write!(f, "state '{n}'"),
             Scope::Transition(s, e) => write!(f, "transition of state '{s}' for event '{e}'"),
             Scope::Timeout(s) => write!(f, "timeout of state '{s}'"),
+            Scope::Retry(Who::Node(n)) => write!(f, "retry of node '{n}'"),
+            Scope::Retry(Who::State(n)) => write!(f, "retry of state '{n}'"),
+            Scope::Retry(_) => write!(f, "retry"),
         }
     }
 }
@@ -1355,6 +1372,136 @@ fn duration(state: &str, what: &str, field: &str, raw: &RawValue) -> Result<u64,
             format!("State {state} has an invalid {what}: {shown}"),
         )
     })
+}
+
+/// A duration of a node or state field: `{who} has an invalid {field}: …`.
+fn duration_of(who: Who, field: &str, raw: &RawValue) -> Result<u64, DefinitionError> {
+    let v = classify(raw);
+    let ms = match &v {
+        Val::Num(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n >= 0.0 && *n <= MAX_DURATION_MS as f64)
+            .map(|n| n.round() as u64),
+        Val::Str(s) => parse_duration(s),
+        _ => None,
+    };
+    ms.ok_or_else(|| {
+        let shown = match &v {
+            Val::Str(s) => s.to_string(),
+            other => describe(other),
+        };
+        let kind = match v {
+            Val::Num(_) | Val::Str(_) | Val::Marker(_) => InvalidKind::Value,
+            _ => InvalidKind::Type,
+        };
+        invalid(
+            kind,
+            who.location(Some(field)),
+            format!("{who} has an invalid {field}: {shown}"),
+        )
+    })
+}
+
+/// How a duration was written, for messages (`5s`, `40ms`).
+fn duration_label(v: &Val, raw: &RawValue) -> String {
+    match v {
+        Val::Str(s) => s.to_string(),
+        _ => format!("{}ms", raw.get().trim()),
+    }
+}
+
+/// A node's or state's `retry`: `{ attempts, backoff?, initial?, max?, jitter?, retryOn? }`,
+/// or `null` for none.
+fn retry(cx: &Cx, who: Who, raw: &RawValue) -> Result<Option<RetryPolicy>, DefinitionError> {
+    let text = match classify(raw) {
+        Val::Null => return Ok(None),
+        Val::Object(text) => text,
+        v => {
+            return Err(wrong_type(
+                who,
+                "retry",
+                "an object { attempts, backoff?, initial?, max?, jitter?, retryOn? }",
+                &v,
+            ))
+        }
+    };
+    let mut fields = Fields::new(Scope::Retry(who), false);
+    let mut p = RetryPolicy::default();
+    let mut attempts = None;
+    for_each_entry(text, |key, raw| {
+        fields.check(&key)?;
+        let field = format!("retry.{key}");
+        match key.as_ref() {
+            "attempts" => {
+                let n = positive_int(who, &field, raw)?;
+                if n.is_some_and(|n| n > MAX_ATTEMPTS) {
+                    return Err(invalid(
+                        InvalidKind::Value,
+                        who.location(Some(&field)),
+                        format!(
+                            "{who} {field} must be at most {MAX_ATTEMPTS}, got {}",
+                            raw.get().trim()
+                        ),
+                    ));
+                }
+                attempts = n;
+            }
+            "backoff" => {
+                p.backoff = match classify(raw) {
+                    Val::Null => Backoff::Exponential,
+                    Val::Str(s) if s == "exponential" => Backoff::Exponential,
+                    Val::Str(s) if s == "fixed" => Backoff::Fixed,
+                    v => return Err(wrong_type(who, &field, "'fixed' or 'exponential'", &v)),
+                }
+            }
+            "initial" => {
+                if !matches!(classify(raw), Val::Null) {
+                    p.initial_ms = duration_of(who, &field, raw)?;
+                }
+            }
+            "max" => {
+                if !matches!(classify(raw), Val::Null) {
+                    p.max_ms = Some(duration_of(who, &field, raw)?);
+                }
+            }
+            "jitter" => p.jitter = boolean(who, &field, raw)?,
+            _ => {
+                p.retry_on = match classify(raw) {
+                    Val::Null => None,
+                    Val::Marker(m) if m == FN_MARKER => {
+                        if cx.opts.stored {
+                            return Err(cx.not_storable(
+                                who.location(Some(&field)),
+                                &format!("{who} has an inline retryOn function"),
+                                "name a registered predicate instead (retryOn: 'key')",
+                            ));
+                        }
+                        Some(RetryOn::Inline)
+                    }
+                    Val::Str(k) if !k.is_empty() => Some(RetryOn::Registered(k.into_owned())),
+                    v => {
+                        return Err(wrong_type(
+                            who,
+                            &field,
+                            "a function or a registered key",
+                            &v,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let Some(attempts) = attempts else {
+        return Err(invalid(
+            InvalidKind::Missing,
+            who.location(Some("retry.attempts")),
+            format!("{who} retry needs attempts (how many attempts in all, the first included)"),
+        ));
+    };
+    p.attempts = attempts;
+    Ok(Some(p))
 }
 
 /// Data the definition carries (`args`): any JSON, but no marker anywhere in it.
@@ -1682,6 +1829,7 @@ fn dag_def(
         name: Cow::Borrowed(""),
         node: DagNodeDef::default(),
         run: RunFields::default(),
+        policy: StepPolicy::default(),
         seen: 0,
     };
     for_each_object(nodes, &mut sink)?;
@@ -1704,6 +1852,7 @@ struct DagNodes<'c, 'o, 'a> {
     name: Cow<'a, str>,
     node: DagNodeDef,
     run: RunFields,
+    policy: StepPolicy,
     seen: u32,
 }
 
@@ -1727,12 +1876,23 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
             }
             "tags" => node.tags = string_list(who, &key, raw)?,
             "info" => node.info = Some(object(who, &key, raw)?),
+            "retry" => self.policy.retry = retry(cx, who, raw)?,
+            "timeout" => {
+                self.policy.timeout = match classify(raw) {
+                    Val::Null => None,
+                    v => Some((duration_of(who, "timeout", raw)?, duration_label(&v, raw))),
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
     fn end(&mut self) -> Result<(), DefinitionError> {
+        let policy = std::mem::take(&mut self.policy);
+        if !policy.is_empty() {
+            self.graph.set_policy(policy);
+        }
         let run = std::mem::take(&mut self.run);
         self.node.runner = run.settle(self.cx, Who::Node(&self.name))?;
         self.seen = 0;
@@ -1856,6 +2016,7 @@ fn state(cx: &Cx, name: String, raw: &RawValue) -> Result<StateDef, DefinitionEr
             }
             "tags" => s.tags = string_list(who, &key, raw)?,
             "info" => s.info = Some(object(who, &key, raw)?),
+            "retry" => s.retry = retry(cx, who, raw)?,
             _ => {}
         }
         Ok(())

@@ -22,6 +22,8 @@ pub enum EventKind {
     DagNodeError,
     /// A DAG node changed state.
     DagNodeState,
+    /// An attempt of a DAG node failed and the node will run again.
+    DagNodeRetry,
     /// A DAG run finished with an output.
     DagFinish,
     /// A DAG run failed.
@@ -40,6 +42,8 @@ pub enum EventKind {
     MachineFinish,
     /// A state failed.
     MachineError,
+    /// An attempt of a state failed and the state will run again.
+    MachineRetry,
     /// A custom event emitted by a runner; the type is chosen by the runner.
     Custom(Box<str>),
 }
@@ -53,6 +57,7 @@ impl EventKind {
             EventKind::DagNodeFinish => "dag:node_finish",
             EventKind::DagNodeError => "dag:node_error",
             EventKind::DagNodeState => "dag:node_state",
+            EventKind::DagNodeRetry => "dag:node_retry",
             EventKind::DagFinish => "dag:finish",
             EventKind::DagError => "dag:error",
             EventKind::MachineStart => "state_machine:start",
@@ -62,6 +67,7 @@ impl EventKind {
             EventKind::MachineStatus => "state_machine:status",
             EventKind::MachineFinish => "state_machine:finish",
             EventKind::MachineError => "state_machine:error",
+            EventKind::MachineRetry => "state_machine:retry",
             EventKind::Custom(t) => t,
         }
     }
@@ -90,6 +96,14 @@ pub enum DataRef {
     Status(&'static str, u32),
     /// `{ from, to, event, input, output, final }` of the transition the driver just applied.
     Transition,
+    /// `{ error, attempt, delay }`: attempt `attempt` failed with the step's error, and the
+    /// next one starts after `delay` ms.
+    Retry {
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// The wait before the next attempt, in ms.
+        delay: u64,
+    },
 }
 
 /// One recorded fact.
@@ -120,6 +134,7 @@ pub struct Event {
 #[derive(Debug)]
 pub struct Recorder {
     ids: IdGen,
+    seed: u64,
     run_id: Option<Id>,
     run_step: Option<Id>,
     parent_step: Option<Id>,
@@ -127,6 +142,9 @@ pub struct Recorder {
     /// run of millions of steps keeps a constant footprint.
     steps: VecDeque<Option<Id>>,
     base: u32,
+    /// Step ids of slots past the table: the later attempts of a DAG's nodes (slot
+    /// `attempt * nodes + node`), few, so not worth a table row per node each.
+    extra: Vec<(u32, Id)>,
     observe: bool,
     events: Vec<Event>,
 }
@@ -137,14 +155,21 @@ impl Recorder {
     pub fn new(seed: u64, slots: usize, run_id: Option<Id>, parent_step: Option<Id>) -> Self {
         Recorder {
             ids: IdGen::new(seed),
+            seed,
             run_id,
             run_step: None,
             parent_step,
             steps: std::iter::repeat_n(None, slots).collect(),
             base: 0,
+            extra: Vec::new(),
             observe: false,
             events: Vec::new(),
         }
+    }
+
+    /// The seed the recorder was made with: random bits a run may use (retry jitter).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Whether events are being recorded.
@@ -188,11 +213,16 @@ impl Recorder {
 
     /// The step of `slot`, minted on first use. A forgotten slot gets a fresh id each time.
     pub fn step(&mut self, slot: u32, now: u64) -> Id {
-        let Some(entry) = slot
-            .checked_sub(self.base)
-            .and_then(|i| self.steps.get_mut(i as usize))
-        else {
+        let Some(i) = slot.checked_sub(self.base) else {
             return self.ids.next(now);
+        };
+        let Some(entry) = self.steps.get_mut(i as usize) else {
+            if let Some(&(_, id)) = self.extra.iter().find(|(s, _)| *s == slot) {
+                return id;
+            }
+            let id = self.ids.next(now);
+            self.extra.push((slot, id));
+            return id;
         };
         match *entry {
             Some(id) => id,

@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod machine;
+pub mod retry;
 pub mod run;
 pub mod semaphore;
 
@@ -41,5 +42,6 @@ pub use machine::{
     MachineSnapshot, MachineSpec, MachineStatus, NoGuards, PhaseSnapshot, QueuedEvent, StateSpec,
     TransitionSpec,
 };
+pub use retry::{Backoff, RetryOn, RetryPolicy, StepPolicy, MAX_ATTEMPTS};
 pub use run::{Action, Command, Delay, End, Executor, InputRef, Outcome, RunPhase, TimerKind};
 pub use semaphore::SemaphoreTable;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::event::{DataRef, EventKind, Recorder};
+use crate::retry::RetryPolicy;
 use crate::run::{Action, Command, Delay, End, InputRef, Outcome, RunPhase, TimerKind};
 
 /// Why a machine definition, or a state's choice of next state, was rejected. Messages
@@ -133,6 +134,8 @@ pub struct StateSpec {
     pub timeout_label: Option<String>,
     /// Rate-limiting key.
     pub semaphore_key: Option<String>,
+    /// Run again after a failure (see [`RetryPolicy`]).
+    pub retry: Option<RetryPolicy>,
     /// Transitions in declaration order.
     pub transitions: Vec<TransitionSpec>,
 }
@@ -166,6 +169,7 @@ struct State {
     timeout: Option<(u64, u32)>,
     timeout_label: String,
     semaphore: bool,
+    retry: Option<RetryPolicy>,
     has_transitions: bool,
     first: u32,
     end: u32,
@@ -278,6 +282,7 @@ impl CompiledMachine {
                 },
                 timeout,
                 semaphore: s.semaphore_key.is_some(),
+                retry: s.retry.clone(),
                 has_transitions: !s.transitions.is_empty(),
                 first,
                 end: transitions.len() as u32,
@@ -339,7 +344,10 @@ impl CompiledMachine {
     /// the clock when nobody observes it.
     pub fn uses_timers(&self) -> bool {
         self.transitions.iter().any(|t| t.delay_ms.is_some())
-            || self.states.iter().any(|s| s.timeout.is_some())
+            || self
+                .states
+                .iter()
+                .any(|s| s.timeout.is_some() || s.retry.is_some())
     }
 
     /// A state's timeout, `(after_ms, target)`.
@@ -589,6 +597,8 @@ enum Phase {
     Waiting,
     /// A delayed transition waits for its timer.
     Sleeping(Sleep),
+    /// The state failed and runs again when `timer` fires (its `retry`).
+    Backoff { timer: u64 },
     /// Resting in a final state.
     Final,
     /// A state failed and there was no error state: a step retries it.
@@ -681,6 +691,11 @@ pub enum PhaseSnapshot {
         /// Which value becomes the target's input.
         input: InputRef,
     },
+    /// The state failed and runs again when the timer fires.
+    Retrying {
+        /// Its timer id.
+        timer: u64,
+    },
     /// Resting in a final state.
     Final,
     /// Halted on a failure without an error state.
@@ -721,6 +736,17 @@ pub struct MachineSnapshot {
     pub next_timer: u64,
     /// The run's start event was recorded.
     pub started: bool,
+    /// Which attempt of the current state runs next (or runs now); 1 unless it retries.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(a: &u32) -> bool {
+    *a == 1
 }
 
 /// One run of a compiled machine.
@@ -747,6 +773,8 @@ pub struct MachineRun {
     started: bool,
     semaphores: bool,
     auto: bool,
+    /// The attempt of the current state that runs next (or runs now).
+    attempt: u32,
 }
 
 impl MachineRun {
@@ -779,6 +807,7 @@ impl MachineRun {
             started: false,
             semaphores,
             auto: false,
+            attempt: 1,
         }
     }
 
@@ -805,6 +834,7 @@ impl MachineRun {
                 event: s.event,
                 input: s.input,
             },
+            Phase::Backoff { timer } => PhaseSnapshot::Retrying { timer },
             Phase::Final => PhaseSnapshot::Final,
             Phase::Halted => PhaseSnapshot::Halted,
             Phase::Cancelled { .. } => PhaseSnapshot::Cancelled,
@@ -838,6 +868,7 @@ impl MachineRun {
             timeout: self.timeout,
             next_timer: self.next_timer,
             started: self.started,
+            attempt: self.attempt,
         }
     }
 
@@ -870,6 +901,7 @@ impl MachineRun {
                 event: *event,
                 input: *input,
             }),
+            PhaseSnapshot::Retrying { timer } => Phase::Backoff { timer: *timer },
             PhaseSnapshot::Final => Phase::Final,
             PhaseSnapshot::Halted => Phase::Halted,
             PhaseSnapshot::Cancelled => Phase::Cancelled { draining: None },
@@ -895,6 +927,7 @@ impl MachineRun {
         run.timeout = snap.timeout;
         run.next_timer = snap.next_timer;
         run.started = snap.started;
+        run.attempt = snap.attempt.max(1);
         Ok(run)
     }
 
@@ -936,7 +969,7 @@ impl MachineRun {
             Phase::Acquiring { .. } => MachineStatus::PendingSemaphore,
             Phase::Running { .. } => MachineStatus::Running,
             Phase::Waiting => MachineStatus::WaitingForEvent,
-            Phase::Sleeping(_) => MachineStatus::Sleeping,
+            Phase::Sleeping(_) | Phase::Backoff { .. } => MachineStatus::Sleeping,
             Phase::Halted => MachineStatus::Error,
             Phase::Cancelled { .. } => MachineStatus::Cancelled,
         }
@@ -946,7 +979,7 @@ impl MachineRun {
     pub fn phase(&self) -> RunPhase {
         match self.phase {
             Phase::Waiting => RunPhase::WaitingForEvent,
-            Phase::Sleeping(_) => RunPhase::Sleeping,
+            Phase::Sleeping(_) | Phase::Backoff { .. } => RunPhase::Sleeping,
             Phase::Final if self.by_error => RunPhase::Error,
             Phase::Final => RunPhase::Finished,
             Phase::Halted => RunPhase::Error,
@@ -1092,6 +1125,15 @@ impl MachineRun {
             .map(|&(_, state)| state)
     }
 
+    /// Which attempt of its state a step slot is: the running one's, else 1.
+    pub fn slot_attempt(&self, slot: u32) -> u32 {
+        if self.running_slot() == Some(slot) {
+            self.attempt
+        } else {
+            1
+        }
+    }
+
     /// Whether the machine halted on a failure without an error state (a retry is a step).
     pub fn halted(&self) -> bool {
         self.phase == Phase::Halted
@@ -1160,11 +1202,11 @@ impl MachineRun {
             }
             let s = &self.m.states[state as usize];
             // A visit caused by an error does not count against the state's own limit (an
-            // error handler may be reached many times); `maxSteps` still bounds the loop.
-            if let Some(max) = s
-                .max_visits
-                .filter(|&max| !self.by_error && self.limits.visits[state as usize] >= max)
-            {
+            // error handler may be reached many times), nor does another attempt of the
+            // same visit; `maxSteps` still bounds the loop.
+            if let Some(max) = s.max_visits.filter(|&max| {
+                !self.by_error && self.attempt == 1 && self.limits.visits[state as usize] >= max
+            }) {
                 let msg = format!("State {} exceeded maxVisits ({max})", s.name);
                 self.fail_limit(msg, now, out);
                 self.continue_auto(now, out);
@@ -1173,7 +1215,10 @@ impl MachineRun {
         }
         let exempt = std::mem::replace(&mut self.limits.exempt, false);
         self.limits.steps += 1;
-        self.limits.visits[state as usize] += 1;
+        // Another attempt is the same visit.
+        if self.attempt == 1 {
+            self.limits.visits[state as usize] += 1;
+        }
         if !self.started {
             self.started = true;
             self.rec
@@ -1246,7 +1291,8 @@ impl MachineRun {
         }
         self.last = Some((slot, self.current));
         match outcome {
-            Outcome::Error => self.fail(None, Some(slot), now, out),
+            Outcome::Error if !self.cancelled() && self.retry(slot, now, out) => {}
+            Outcome::Error | Outcome::Fatal => self.fail(None, Some(slot), now, out),
             Outcome::Cancelled => {
                 self.cancel(now, out);
             }
@@ -1309,7 +1355,8 @@ impl MachineRun {
             queue,
         };
         match self.phase {
-            Phase::Running { .. } | Phase::Acquiring { .. } => {
+            // A failed attempt is not the state's end: events wait for the attempt that ends it.
+            Phase::Running { .. } | Phase::Acquiring { .. } | Phase::Backoff { .. } => {
                 self.queue.push_back(item);
                 return false;
             }
@@ -1359,6 +1406,13 @@ impl MachineRun {
                 return true;
             }
         }
+        if self.phase == (Phase::Backoff { timer }) {
+            self.set_phase(Phase::Ready, now);
+            if self.auto {
+                self.step(now, out);
+            }
+            return true;
+        }
         if self.timeout != Some(timer) {
             return false;
         }
@@ -1369,6 +1423,7 @@ impl MachineRun {
             }
             Phase::Waiting => {}
             Phase::Sleeping(s) => self.clear_sleep(s, out),
+            Phase::Backoff { timer } => out.push(Action::ClearTimer { timer }),
             _ => return false,
         }
         let Some((_, target)) = self.m.timeout(self.current) else {
@@ -1389,6 +1444,10 @@ impl MachineRun {
             Phase::Running { slot, .. } => Some(slot),
             Phase::Sleeping(s) => {
                 self.clear_sleep(s, out);
+                None
+            }
+            Phase::Backoff { timer } => {
+                out.push(Action::ClearTimer { timer });
                 None
             }
             _ => None,
@@ -1553,6 +1612,7 @@ impl MachineRun {
         }
         self.previous = Some(from);
         self.current = to;
+        self.attempt = 1;
         self.by_error = input == InputRef::Error;
         if self.cancelled() {
             return;
@@ -1575,6 +1635,30 @@ impl MachineRun {
         self.rec
             .run_event(EventKind::MachineFinish, DataRef::RunOutput, now);
         out.push(Action::Ended(End::Finished));
+    }
+
+    /// The attempt of `slot` failed: when the state's `retry` allows another, wait for it.
+    fn retry(&mut self, slot: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        let Some(r) = &self.m.states[self.current as usize].retry else {
+            return false;
+        };
+        if !r.retries_after(self.attempt) {
+            return false;
+        }
+        let delay = r.delay_ms(self.attempt, self.rec.seed() ^ u64::from(slot));
+        self.rec.step_event(
+            slot,
+            EventKind::MachineRetry,
+            DataRef::Retry {
+                attempt: self.attempt,
+                delay,
+            },
+            now,
+        );
+        self.attempt += 1;
+        let timer = self.arm(now.saturating_add(delay), TimerKind::Retry, out);
+        self.set_phase(Phase::Backoff { timer }, now);
+        true
     }
 
     /// A limit was exceeded: handled like a state error the first time, a halt after that.
@@ -1632,6 +1716,8 @@ impl MachineRun {
                 self.transition(target, None, InputRef::Error, now, out);
             }
             None => {
+                // A step after the halt is the user's retry: it gets the state's own again.
+                self.attempt = 1;
                 // A retry (a step) arms the timeout again.
                 if let Some(timer) = self.timeout.take() {
                     out.push(Action::ClearTimer { timer });

@@ -77,8 +77,10 @@ pub enum Command<'a> {
 pub enum Outcome<'a> {
     /// It returned an output.
     Ok,
-    /// It failed.
+    /// It failed (its `retry`, if any, applies).
     Error,
+    /// It failed, and must not be retried: its `retryOn` said so.
+    Fatal,
     /// It stopped itself because it saw the cancellation (not a failure).
     Cancelled,
     /// Machines: the state chose its next state (`transitionTo`); the core checks the
@@ -106,8 +108,10 @@ pub enum Delay<'a> {
 pub enum TimerKind {
     /// A delayed transition.
     Delay,
-    /// A state's timeout.
+    /// A state's or a DAG node's timeout.
     Timeout,
+    /// The wait before a step's next attempt.
+    Retry,
 }
 
 /// Which value the driver must make the next state's input.
@@ -190,6 +194,16 @@ pub enum Action {
         at: u64,
         /// Delay or timeout.
         kind: TimerKind,
+    },
+    /// A DAG node's attempt ran past its `timeout`: it counts as failed with a
+    /// `TimeoutError` (see [`CompiledDag::timeout_message`](crate::CompiledDag::timeout_message))
+    /// and is cancelled; what it reports later is ignored. The failure follows as usual
+    /// (a retry, or the node's error).
+    TimedOut {
+        /// The attempt's step slot.
+        slot: u32,
+        /// The node.
+        node: u32,
     },
     /// Disarm a timer.
     ClearTimer {
@@ -308,8 +322,16 @@ impl Executor {
     /// The node or state a step slot runs, when the executor still knows it.
     pub fn slot_node(&self, slot: u32) -> Option<u32> {
         match self {
-            Executor::Dag(_) => Some(slot),
+            Executor::Dag(d) => Some(d.slot_node(slot)),
             Executor::Machine(m) => m.slot_state(slot),
+        }
+    }
+
+    /// Which attempt of its step a slot is (1-based; see `retry`).
+    pub fn slot_attempt(&self, slot: u32) -> u32 {
+        match self {
+            Executor::Dag(d) => d.slot_attempt(slot),
+            Executor::Machine(m) => m.slot_attempt(slot),
         }
     }
 }

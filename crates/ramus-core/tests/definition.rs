@@ -444,11 +444,39 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
             ),
             (
                 d(json!({ "run": F, "retry": 3 })),
-                "field 'retry' on node 'x' is not supported yet",
+                "Node 'x' retry must be an object { attempts, backoff?, initial?, max?, jitter?, retryOn? }, got 3",
             ),
             (
-                d(json!({ "run": F, "timeout": 5 })),
-                "field 'timeout' on node 'x' is not supported yet",
+                d(json!({ "run": F, "retry": { "backoff": "fixed" } })),
+                "Node 'x' retry needs attempts (how many attempts in all, the first included)",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 0 } })),
+                "Node 'x' retry.attempts must be a positive integer, got 0",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 1001 } })),
+                "Node 'x' retry.attempts must be at most 1000, got 1001",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 2, "backof": "fixed" } })),
+                "unknown field 'backof' on retry of node 'x' (did you mean 'backoff'?)",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 2, "backoff": "linear" } })),
+                "Node 'x' retry.backoff must be 'fixed' or 'exponential', got \"linear\"",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 2, "initial": "soon" } })),
+                "Node 'x' has an invalid retry.initial: soon",
+            ),
+            (
+                d(json!({ "run": F, "retry": { "attempts": 2, "retryOn": 5 } })),
+                "Node 'x' retry.retryOn must be a function or a registered key, got 5",
+            ),
+            (
+                d(json!({ "run": F, "timeout": "later" })),
+                "Node 'x' has an invalid timeout: later",
             ),
             (
                 d(json!({ "run": F, "cache": true })),
@@ -488,7 +516,8 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
     expect_all(
         &[
             (m(json!({ "transiton": "b" })), "unknown field 'transiton' on state 'a' (did you mean 'transition'?)"),
-            (m(json!({ "retry": 2 })), "field 'retry' on state 'a' is not supported yet"),
+            (m(json!({ "retry": 2 })), "State a retry must be an object { attempts, backoff?, initial?, max?, jitter?, retryOn? }, got 2"),
+            (m(json!({ "retry": { "attempts": 2, "jiter": true } })), "unknown field 'jiter' on retry of state 'a' (did you mean 'jitter'?)"),
             (m(json!({ "parents": [] })), "unknown field 'parents' on state 'a' (a DAG node field)"),
             (m(json!({ "transition": { "go": { "state": "b", "delya": 5 } } })), "unknown field 'delya' on transition of state 'a' for event 'go' (did you mean 'delay'?)"),
             (m(json!({ "transition": { "go": [{ "sate": "b" }] } })), "unknown field 'sate' on transition of state 'a' for event 'go' (did you mean 'state'?)"),
@@ -507,7 +536,7 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
     assert_eq!(e.code(), "ERR_DEFINITION_UNKNOWN_FIELD");
     assert_eq!(e.location().node.as_deref(), Some("x"));
     assert_eq!(e.location().field.as_deref(), Some("retyr"));
-    let e = check(&d(json!({ "run": F, "retry": 3 })).to_string(), &dag()).unwrap_err();
+    let e = check(&d(json!({ "run": F, "cache": true })).to_string(), &dag()).unwrap_err();
     assert_eq!(e.code(), "ERR_DEFINITION_UNSUPPORTED");
     // Hand-written JSON can repeat a field: refused rather than last-one-wins.
     let e = check(
@@ -799,6 +828,7 @@ fn a_machine_round_trips_into_its_spec() {
                     timeout: Some((900_000, "failed".into())),
                     timeout_label: Some("15m".into()),
                     semaphore_key: Some("llm".into()),
+                    retry: None,
                     transitions: vec![
                         t("", "review", false, Some(250)),
                         t("go", "review", false, None),
@@ -1400,4 +1430,68 @@ fn chain_of_100k_nodes_parses_and_compiles_fast() {
         text.len()
     );
     assert!(total_ns < 1000.0, "{total_ns} ns per node");
+}
+
+#[test]
+fn retries_and_node_timeouts_are_read() {
+    use ramus_core::{Backoff, RetryOn, RetryPolicy};
+    let def = parse(
+        &json!({
+            "name": "d",
+            "nodes": {
+                "a": { "run": F, "timeout": "5s", "retry": { "attempts": 3, "backoff": "fixed", "initial": 200, "max": "1m", "jitter": true, "retryOn": F } },
+                "b": { "run": F, "parents": ["a"], "timeout": 40 }
+            }
+        })
+        .to_string(),
+        &dag(),
+    )
+    .unwrap();
+    let Definition::Dag(dd) = def else {
+        panic!("a DAG")
+    };
+    let a = dd.graph.policy(0).unwrap();
+    assert_eq!(
+        a.retry,
+        Some(RetryPolicy {
+            attempts: 3,
+            backoff: Backoff::Fixed,
+            initial_ms: 200,
+            max_ms: Some(60_000),
+            jitter: true,
+            retry_on: Some(RetryOn::Inline),
+        })
+    );
+    assert_eq!(a.timeout, Some((5000, "5s".into())));
+    let b = dd.graph.policy(1).unwrap();
+    assert_eq!(
+        (b.retry.clone(), b.timeout.clone()),
+        (None, Some((40, "40ms".into())))
+    );
+    let dag = dd.compile().unwrap();
+    assert!(dag.uses_timers());
+    assert_eq!(dag.timeout_message(0), "Node a timed out after 5s");
+
+    // Stored definitions name registered predicates; an inline one cannot be stored.
+    let stored_cfg = json!({ "name": "d", "nodes": { "a": { "runner": "fetch", "retry": { "attempts": 2, "retryOn": F } } } });
+    let err = parse(&stored_cfg.to_string(), &stored()).unwrap_err();
+    assert!(err.to_string().contains("inline retryOn function"), "{err}");
+    let m = parse(
+        &json!({ "name": "m", "initial": "a", "nodes": { "a": { "runner": "draft", "retry": { "attempts": 4, "retryOn": "transient" } } } }).to_string(),
+        &stored(),
+    )
+    .unwrap();
+    let Definition::Machine(md) = m else {
+        panic!("a machine")
+    };
+    let r = md.states[0].retry.clone().unwrap();
+    assert_eq!(
+        (r.attempts, r.backoff, r.initial_ms, r.retry_on),
+        (
+            4,
+            Backoff::Exponential,
+            1000,
+            Some(RetryOn::Registered("transient".into()))
+        )
+    );
 }

@@ -294,6 +294,14 @@ impl RunDef {
             Compiled::Machine(_) => None,
         }
     }
+
+    /// Whether its runs arm timers (delays, timeouts, retries), so they need a clock.
+    pub fn uses_timers(&self) -> bool {
+        match &self.compiled {
+            Compiled::Dag(d) => d.uses_timers(),
+            Compiled::Machine(m) => m.uses_timers(),
+        }
+    }
 }
 
 /// Span attributes from the nodes' `tags` and `info`: `tags` as `workflow.step.tags`, each

@@ -726,6 +726,7 @@ impl Driver {
             shared: Arc::clone(&shared),
             key,
             slot,
+            attempt: live.exec.slot_attempt(slot),
             tx: self.p.tx.clone(),
         };
         self.in_flight
@@ -845,7 +846,11 @@ impl Driver {
                     key,
                     Command::Complete {
                         slot,
-                        outcome: Outcome::Error,
+                        outcome: if e.is_no_retry() {
+                            Outcome::Fatal
+                        } else {
+                            Outcome::Error
+                        },
                     },
                     Some(&text),
                     context.as_deref(),

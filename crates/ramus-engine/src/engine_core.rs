@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use ramus_core::{MachineSnapshot, RunPhase};
+use ramus_core::{DagRun, MachineSnapshot, RunPhase};
 use ramus_store::{
     Kind, PendingEvent, Record, Run, RunFilter, RunStatus, StepStatus, StepUpdate, Store,
 };
@@ -107,6 +107,89 @@ fn interrupted_record(id: String, now: i64) -> Record {
     })
 }
 
+/// A run's armed timers `(timer, due, row id)`, by the run's own timer ids.
+fn armed_timers(store: &dyn Store, run_id: &str) -> Result<Vec<(u64, u64, String)>, EngineError> {
+    Ok(store
+        .timers(run_id)?
+        .into_iter()
+        .filter(|t| t.fired_at.is_none())
+        .filter_map(|t| {
+            let timer = t
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                .and_then(|p| p.get("timer").and_then(|v| v.as_u64()))?;
+            Some((timer, t.due_at.max(0) as u64, t.id))
+        })
+        .collect())
+}
+
+/// Where a stored DAG's nodes are: finished (with outputs), failed for good (with errors),
+/// or between attempts. A node whose last attempt failed and that has an armed retry timer
+/// waits for it; one whose attempt was interrupted runs that attempt again (a crash does
+/// not use up an attempt). The timeouts of interrupted attempts are disarmed: the attempt
+/// that runs again has its own.
+fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore, EngineError> {
+    let mut finished = Vec::new();
+    let mut failed = Vec::new();
+    let mut errors: HashMap<u32, u32> = HashMap::new();
+    // By node: the last attempt's status and value.
+    let mut last: HashMap<u32, (StepStatus, Option<String>)> = HashMap::new();
+    for step in store.steps(run_id)? {
+        let Some(id) = def.node_id(&step.node) else {
+            continue;
+        };
+        match step.status {
+            StepStatus::Finished => {
+                finished.push((id, step.output.clone()));
+            }
+            StepStatus::Error => *errors.entry(id).or_default() += 1,
+            _ => {}
+        }
+        let value = match step.status {
+            StepStatus::Error => step.error,
+            _ => step.output,
+        };
+        last.insert(id, (step.status, value));
+    }
+    let done: HashSet<u32> = finished.iter().map(|(n, _)| *n).collect();
+    let dag = def.dag();
+    let mut timers = Vec::new();
+    let mut stale = Vec::new();
+    let mut waiting: HashSet<u32> = HashSet::new();
+    for (timer, due, row) in armed_timers(store, run_id)? {
+        let node = dag.map(|d| DagRun::timer_node(d, timer));
+        match node {
+            Some(Some(node)) if DagRun::is_retry_timer(timer) && !done.contains(&node) => {
+                waiting.insert(node);
+                timers.push((timer, due, row));
+            }
+            _ => stale.push(Record::TimerCancelled { id: row }),
+        }
+    }
+    if !stale.is_empty() {
+        store.submit(stale)?;
+    }
+    let mut attempts = Vec::new();
+    for (&node, &n) in &errors {
+        if done.contains(&node) {
+            continue;
+        }
+        match last.get(&node) {
+            Some((StepStatus::Error, value)) if !waiting.contains(&node) => {
+                failed.push((node, value.clone()));
+            }
+            _ => attempts.push((node, n)),
+        }
+    }
+    Ok(Restore::Dag {
+        finished,
+        failed,
+        attempts,
+        timers,
+    })
+}
+
 /// Build a stored run's continuation from its records (`def` is its definition).
 /// Interrupted steps are recorded as cancelled; runs started inside them are kept for the
 /// step that runs again; runs left running inside steps that ended will never be started
@@ -148,20 +231,7 @@ pub fn continuation(
     let not_resumable =
         |why: String| EngineError::NotResumable(format!("Run {run_id} ({}) {why}", row.name));
     let restore = match def.kind() {
-        Kind::Dag => {
-            let mut finished = Vec::new();
-            let mut failed = Vec::new();
-            for (node, ok, value) in store.settled_steps(run_id)? {
-                if let Some(id) = def.node_id(&node) {
-                    if ok {
-                        finished.push((id, value));
-                    } else {
-                        failed.push((id, value));
-                    }
-                }
-            }
-            Restore::Dag { finished, failed }
-        }
+        Kind::Dag => dag_restore(store, run_id, def)?,
         Kind::Machine => {
             let snap = snapshot
                 .as_ref()
@@ -176,19 +246,7 @@ pub fn continuation(
                 })?
                 .ok_or_else(|| not_resumable("has no snapshot to resume from".into()))?;
             let values: MachineValues = serde_json::from_value(snap.clone()).unwrap_or_default();
-            let timers = store
-                .timers(run_id)?
-                .into_iter()
-                .filter(|t| t.fired_at.is_none())
-                .filter_map(|t| {
-                    let timer = t
-                        .payload
-                        .as_deref()
-                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                        .and_then(|p| p.get("timer").and_then(|v| v.as_u64()))?;
-                    Some((timer, t.due_at.max(0) as u64, t.id))
-                })
-                .collect();
+            let timers = armed_timers(store, run_id)?;
             Restore::Machine {
                 snapshot: core,
                 values,

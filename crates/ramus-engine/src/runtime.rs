@@ -86,6 +86,10 @@ pub enum Restore {
         finished: Vec<(u32, Option<String>)>,
         /// `(node, error)` of failed nodes.
         failed: Vec<(u32, Option<String>)>,
+        /// `(node, failed attempts)` of nodes that failed attempts and retry.
+        attempts: Vec<(u32, u32)>,
+        /// Armed retry timers `(timer, due, row id)`.
+        timers: Vec<(u64, u64, String)>,
     },
     /// A machine: the core's snapshot, the values beside it, the context and its armed
     /// timers `(timer, due, row id)`.
@@ -175,7 +179,9 @@ impl Continued {
             ..Continued::default()
         };
         match restore {
-            Restore::Dag { finished, failed } => {
+            Restore::Dag {
+                finished, failed, ..
+            } => {
                 c.finished = finished.clone();
                 c.failed = failed.clone();
             }
@@ -564,12 +570,24 @@ impl Runtime {
                     },
                     rec,
                 );
-                if let Some(Restore::Dag { finished, failed }) = restore {
+                if let Some(Restore::Dag {
+                    finished,
+                    failed,
+                    attempts,
+                    timers,
+                }) = restore
+                {
                     for (node, _) in finished {
                         run.restore_finished(*node);
                     }
                     for (node, _) in failed {
                         run.restore_failed(*node);
+                    }
+                    for &(node, n) in attempts {
+                        run.restore_attempts(node, n);
+                    }
+                    for (timer, _, _) in timers {
+                        run.restore_retry(*timer);
                     }
                 }
                 Executor::Dag(run)
@@ -675,13 +693,22 @@ impl Runtime {
                 m.input = crate::sink::raw(input.as_deref());
             }
             match (opts.restore, &mut t.values) {
-                (Some(Restore::Dag { finished, failed }), Values::Dag { outputs, errors }) => {
+                (
+                    Some(Restore::Dag {
+                        finished,
+                        failed,
+                        timers,
+                        ..
+                    }),
+                    Values::Dag { outputs, errors },
+                ) => {
                     for (node, v) in finished {
                         outputs[node as usize] = v;
                     }
                     for (node, v) in failed {
                         errors[node as usize] = v;
                     }
+                    restored_timers = timers;
                 }
                 (
                     Some(Restore::Machine {
@@ -694,20 +721,19 @@ impl Runtime {
                 ) => {
                     *m = values;
                     t.context = context;
-                    if let Some(w) = t.writer.as_mut() {
-                        for (timer, _, row) in &timers {
-                            w.timer_row(*timer, row.clone());
-                        }
-                    }
-                    // Armed below, once the run has its key.
                     restored_timers = timers;
                 }
                 _ => {}
             }
+            if let Some(w) = t.writer.as_mut() {
+                for (timer, _, row) in &restored_timers {
+                    w.timer_row(*timer, row.clone());
+                }
+            }
+            // Armed below, once the run has its key.
             tap = Some(t);
         }
-        let clocked =
-            opts.observe || tap.is_some() || def.machine().is_some_and(|m| m.uses_timers());
+        let clocked = opts.observe || tap.is_some() || def.uses_timers();
         let timers = restored_timers;
         let key = self.insert(Live {
             gen: 0,
@@ -847,7 +873,9 @@ impl Runtime {
                     Outcome::Ok | Outcome::Choose { .. } => {
                         tap.step_value(slot, values.value.map(str::to_owned), false)
                     }
-                    Outcome::Error => tap.step_value(slot, values.value.map(str::to_owned), true),
+                    Outcome::Error | Outcome::Fatal => {
+                        tap.step_value(slot, values.value.map(str::to_owned), true)
+                    }
                     Outcome::Cancelled => {}
                 },
                 Command::Send { handle, event, .. } => {

@@ -11,7 +11,7 @@ use ramus_store::{RunStatus, StepStatus};
 
 use crate::def::RunDef;
 use crate::trace::{error_message, RunSpans};
-use crate::writer::{stored_status, RunWriter};
+use crate::writer::{stored_status, RunWriter, StepStart};
 
 /// The JSON texts a run keeps for its sinks.
 #[derive(Debug)]
@@ -75,6 +75,11 @@ impl MachineValues {
         let at = self.events.iter().position(|(h, _)| *h == handle)?;
         Some(self.events.swap_remove(at).1)
     }
+}
+
+/// A `TimeoutError` as stored.
+fn timeout_error(message: &str) -> String {
+    serde_json::json!({ "name": "TimeoutError", "message": message }).to_string()
 }
 
 /// The sinks of one run and the values they need.
@@ -146,8 +151,10 @@ impl Tap {
     pub fn step_value(&mut self, slot: u32, value: Option<String>, error: bool) {
         match &mut self.values {
             Values::Dag { outputs, errors } => {
+                // Later attempts of a node have slots past the node count (see `DagRun`).
+                let node = slot as usize % outputs.len().max(1);
                 let list = if error { errors } else { outputs };
-                if let Some(v) = list.get_mut(slot as usize) {
+                if let Some(v) = list.get_mut(node) {
                     *v = value;
                 }
             }
@@ -284,7 +291,12 @@ impl Tap {
                 }
                 Action::ArmTimer { timer, at, kind } => {
                     if let Some(w) = self.writer.as_mut() {
-                        w.timer_armed(*timer, *at, *kind == ramus_core::TimerKind::Delay, now)
+                        w.timer_armed(*timer, *at, *kind, now)
+                    }
+                }
+                Action::TimedOut { node, .. } => {
+                    if let (Values::Dag { errors, .. }, Some(dag)) = (&mut self.values, def.dag()) {
+                        errors[*node as usize] = Some(timeout_error(&dag.timeout_message(*node)));
                     }
                 }
                 Action::ClearTimer { timer } => {
@@ -349,6 +361,8 @@ impl Tap {
         batch: &[Event],
     ) {
         let slot = e.node.unwrap_or(0);
+        // A DAG node's value sits at the node; its attempts have slots of their own.
+        let node = exec.slot_node(slot).unwrap_or(slot) as usize;
         let writing = self.writer.as_ref().is_some_and(|w| !w.ended());
         let node_name = || exec.slot_node(slot).map(|n| def.node_name(n).to_owned());
         match &e.kind {
@@ -359,18 +373,19 @@ impl Tap {
                 }
                 if writing {
                     let input = match &self.values {
-                        Values::Dag { .. } => self.dag_input(def, slot),
+                        Values::Dag { .. } => self.dag_input(def, node as u32),
                         Values::Machine(m) => text(&m.input),
                     };
+                    let step = StepStart {
+                        id: e.step.to_string(),
+                        node: name,
+                        parent: e.parent_step.map(|p| p.to_string()),
+                        input,
+                        attempt: exec.slot_attempt(slot),
+                        time: e.time,
+                    };
                     if let Some(w) = self.writer.as_mut() {
-                        w.step_started(
-                            slot,
-                            e.step.to_string(),
-                            &name,
-                            e.parent_step.map(|p| p.to_string()),
-                            input,
-                            e.time,
-                        );
+                        w.step_started(slot, step);
                     }
                 }
             }
@@ -379,16 +394,21 @@ impl Tap {
                     s.step_ended(slot, "finished", None, e.time);
                 }
                 let output = match &self.values {
-                    Values::Dag { outputs, .. } => outputs.get(slot as usize).cloned().flatten(),
+                    Values::Dag { outputs, .. } => outputs.get(node).cloned().flatten(),
                     Values::Machine(m) => text(&m.state_output),
                 };
                 if let Some(w) = self.writer.as_mut().filter(|_| writing) {
                     w.step_ended(slot, StepStatus::Finished, output, None, e.time);
                 }
             }
-            EventKind::DagNodeError | EventKind::MachineError if e.node.is_some() => {
+            EventKind::DagNodeError
+            | EventKind::MachineError
+            | EventKind::DagNodeRetry
+            | EventKind::MachineRetry
+                if e.node.is_some() =>
+            {
                 let error = match &self.values {
-                    Values::Dag { errors, .. } => errors.get(slot as usize).cloned().flatten(),
+                    Values::Dag { errors, .. } => errors.get(node).cloned().flatten(),
                     Values::Machine(m) => m.error.clone(),
                 };
                 if let Some(s) = self.spans.as_mut() {
@@ -460,13 +480,9 @@ impl Tap {
                 m.input = match input {
                     InputRef::Output => m.output.clone(),
                     InputRef::Error => raw(m.error.as_deref()),
-                    InputRef::Timeout => raw(Some(
-                        &serde_json::json!({
-                            "name": "TimeoutError",
-                            "message": self.timeouts.remove(&from).unwrap_or_default(),
-                        })
-                        .to_string(),
-                    )),
+                    InputRef::Timeout => raw(Some(&timeout_error(
+                        &self.timeouts.remove(&from).unwrap_or_default(),
+                    ))),
                 };
                 m.event = event;
                 m.state_output = None;

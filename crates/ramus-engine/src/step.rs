@@ -80,6 +80,7 @@ pub struct StepError {
     message: String,
     fields: Map<String, Value>,
     cancelled: bool,
+    no_retry: bool,
 }
 
 impl StepError {
@@ -90,6 +91,7 @@ impl StepError {
             message: message.into(),
             fields: Map::new(),
             cancelled: false,
+            no_retry: false,
         }
     }
 
@@ -113,7 +115,27 @@ impl StepError {
             message: "The step was cancelled".to_owned(),
             fields: Map::new(),
             cancelled: true,
+            no_retry: false,
         }
+    }
+
+    /// The same error, marked as one another attempt would not cure (a bad request, not a
+    /// flaky network): the step's `retry` does not apply to it. (A registered `retryOn`
+    /// predicate is the JS face's; a Rust runner says it here.)
+    ///
+    /// ```
+    /// use ramus_engine::StepError;
+    /// let e = StepError::new("invalid API key").no_retry();
+    /// assert!(e.is_no_retry());
+    /// ```
+    pub fn no_retry(mut self) -> StepError {
+        self.no_retry = true;
+        self
+    }
+
+    /// Whether this error is not to be retried (see [`no_retry`](Self::no_retry)).
+    pub fn is_no_retry(&self) -> bool {
+        self.no_retry
     }
 
     /// The error's name.
@@ -257,6 +279,7 @@ pub struct Step {
     pub(crate) shared: Arc<StepShared>,
     pub(crate) key: RunKey,
     pub(crate) slot: u32,
+    pub(crate) attempt: u32,
     pub(crate) tx: Sender<Msg>,
 }
 
@@ -314,6 +337,12 @@ impl Step {
     /// The node's or state's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Which attempt of the node or state this is: 1, or more when it has a `retry` and
+    /// failed before.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// The run id.

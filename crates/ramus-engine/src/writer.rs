@@ -37,6 +37,23 @@ pub struct RunRow {
     pub snapshot: Option<String>,
 }
 
+/// A step that starts: what its row holds.
+#[derive(Debug)]
+pub struct StepStart {
+    /// The step id.
+    pub id: String,
+    /// The node or state name.
+    pub node: String,
+    /// The run's own step.
+    pub parent: Option<String>,
+    /// Its input, JSON text.
+    pub input: Option<String>,
+    /// Which attempt it is, from 1.
+    pub attempt: u32,
+    /// When it started (ms).
+    pub time: u64,
+}
+
 fn step_end(
     id: String,
     status: StepStatus,
@@ -200,37 +217,29 @@ impl RunWriter {
         self.ended
     }
 
-    /// A step started.
-    pub fn step_started(
-        &mut self,
-        slot: u32,
-        step: String,
-        node: &str,
-        parent: Option<String>,
-        input: Option<String>,
-        time: u64,
-    ) {
+    /// The step of `slot` started.
+    pub fn step_started(&mut self, slot: u32, step: StepStart) {
         self.step_seq += 1;
-        self.last_step = Some(step.clone());
+        self.last_step = Some(step.id.clone());
         let at = self.records.len();
         self.records.push(Record::Step(Step {
-            id: step.clone(),
+            id: step.id.clone(),
             run_id: self.run_id.clone(),
             seq: self.step_seq,
-            node: node.to_owned(),
-            parent_step_id: parent,
-            input,
+            node: step.node,
+            parent_step_id: step.parent,
+            input: step.input,
             output: None,
             error: None,
             status: StepStatus::Running,
-            attempt: 1,
-            started_at: Some(time as i64),
+            attempt: i64::from(step.attempt),
+            started_at: Some(step.time as i64),
             ended_at: None,
         }));
         self.open.insert(
             slot,
             OpenStep {
-                id: step,
+                id: step.id,
                 pending: Some(at),
             },
         );
@@ -325,15 +334,15 @@ impl RunWriter {
     }
 
     /// A timer was armed.
-    pub fn timer_armed(&mut self, timer: u64, at: u64, delay: bool, now: u64) {
+    pub fn timer_armed(&mut self, timer: u64, at: u64, kind: ramus_core::TimerKind, now: u64) {
         let id = new_id(now);
         self.records.push(Record::Timer(Timer {
             id: id.clone(),
             run_id: self.run_id.clone(),
-            kind: if delay {
-                StoredTimerKind::Delay
-            } else {
-                StoredTimerKind::Timeout
+            kind: match kind {
+                ramus_core::TimerKind::Delay => StoredTimerKind::Delay,
+                ramus_core::TimerKind::Timeout => StoredTimerKind::Timeout,
+                ramus_core::TimerKind::Retry => StoredTimerKind::Retry,
             },
             due_at: at as i64,
             payload: Some(format!(r#"{{"timer":{timer}}}"#)),

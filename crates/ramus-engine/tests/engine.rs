@@ -855,3 +855,82 @@ async fn concurrent_sync_runs_wait_for_their_commits_and_all_end_stored() {
     within(engine.idle()).await;
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_retries_after_its_backoff_and_a_timed_out_attempt_is_cancelled() {
+    let (engine, _) = memory();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&attempts);
+    engine.register("flaky", move |step: Step| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().unwrap().push(step.attempt());
+            match step.attempt() {
+                // The first attempt hangs until its timeout cancels it.
+                1 => {
+                    step.cancelled().await;
+                    Err(StepError::cancelled())
+                }
+                2 => Err(StepError::new("flaky")),
+                _ => Ok::<_, StepError>(json!("third time")),
+            }
+        }
+    });
+    engine.register("fatal", |_step: Step| async move {
+        Err::<Value, _>(StepError::new("bad request").no_retry())
+    });
+    let config = |runner: &str| {
+        json!({
+            "name": format!("retry-{runner}"),
+            "nodes": { "a": { "runner": runner, "timeout": "5s", "retry": { "attempts": 3, "backoff": "fixed", "initial": "1s" } } }
+        })
+    };
+    let run = engine
+        .start(config("flaky"), StartOptions::new())
+        .await
+        .unwrap();
+    // Timeout at 5s, retry at 6s; attempt 2 fails at once, attempt 3 at 7s.
+    within(engine.advance(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    within(engine.advance(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(run.outcome().is_none());
+    within(engine.advance(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(within(run.finished()).await.unwrap(), json!("third time"));
+    assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3]);
+    let steps = engine.steps(run.run_id()).unwrap();
+    let rows: Vec<_> = steps
+        .iter()
+        .map(|s| {
+            (
+                s.attempt,
+                s.status,
+                s.error.as_deref().map(|e| e.contains("timed out after 5s")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, StepStatus::Error, Some(true)),
+            (2, StepStatus::Error, Some(false)),
+            (3, StepStatus::Finished, None),
+        ]
+    );
+
+    // An error the runner marks as not worth retrying fails the node at once.
+    let run = engine
+        .start(config("fatal"), StartOptions::new())
+        .await
+        .unwrap();
+    assert!(matches!(
+        within(run.finished()).await,
+        Err(RunError::Failed { .. })
+    ));
+    assert_eq!(engine.steps(run.run_id()).unwrap().len(), 1);
+    engine.close().await.unwrap();
+}

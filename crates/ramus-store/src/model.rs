@@ -137,8 +137,10 @@ text_enum! {
     TimerKind {
         /// A delayed transition (`transitionTo(state, output, { delay })`).
         Delay = "delay",
-        /// A state timeout (`timeout: { after, state }`).
+        /// A state timeout (`timeout: { after, state }`) or a DAG node's (`timeout: '5s'`).
         Timeout = "timeout",
+        /// The wait before a step's next attempt (`retry`).
+        Retry = "retry",
     }
 }
 

@@ -119,6 +119,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_run ON timers (run_id);
     CREATE INDEX timers_due ON timers (due_at) WHERE fired_at IS NULL;
     "#,
+    // 2: timers of kind 'retry' (the wait before a step's next attempt). SQLite cannot
+    // change a CHECK in place: the table is copied.
+    r#"
+    CREATE TABLE timers_v2 (
+        id        TEXT    NOT NULL PRIMARY KEY,
+        run_id    TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind      TEXT    NOT NULL CHECK (kind IN ('delay', 'timeout', 'retry')),
+        due_at    INTEGER NOT NULL,
+        payload   TEXT,
+        fired_at  INTEGER
+    );
+    INSERT INTO timers_v2 (id, run_id, kind, due_at, payload, fired_at)
+        SELECT id, run_id, kind, due_at, payload, fired_at FROM timers;
+    DROP TABLE timers;
+    ALTER TABLE timers_v2 RENAME TO timers;
+    CREATE INDEX timers_run ON timers (run_id);
+    CREATE INDEX timers_due ON timers (due_at) WHERE fired_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and reads.
@@ -187,4 +205,58 @@ pub(crate) fn migrate(conn: &mut Connection, now_ms: i64) -> Result<u32> {
     }
     tx.commit().map_err(migration_err(SCHEMA_VERSION))?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_2_keeps_the_timers_of_a_version_1_file_and_takes_retry_timers() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');
+             INSERT INTO runs (id, name, kind, status, created_at, updated_at)
+                 VALUES ('r', 'n', 'machine', 'sleeping', 1, 1);
+             INSERT INTO timers VALUES ('t', 'r', 'delay', 50, '{\"timer\":1}', NULL);",
+        )
+        .unwrap();
+        assert!(conn
+            .execute(
+                "INSERT INTO timers VALUES ('u', 'r', 'retry', 60, NULL, NULL)",
+                []
+            )
+            .is_err());
+        assert_eq!(migrate(&mut conn, 5).unwrap(), 1);
+        let kept: (String, i64, String) = conn
+            .query_row(
+                "SELECT kind, due_at, payload FROM timers WHERE id = 't'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, ("delay".into(), 50, r#"{"timer":1}"#.into()));
+        conn.execute(
+            "INSERT INTO timers VALUES ('u', 'r', 'retry', 60, NULL, NULL)",
+            [],
+        )
+        .unwrap();
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'timers' AND name IN ('timers_run', 'timers_due')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+        // The cascade still holds.
+        conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM runs;")
+            .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM timers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
 }
