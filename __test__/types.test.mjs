@@ -40,6 +40,10 @@ describe('TypeScript types (strict tsc --noEmit)', () => {
     expect(errorsIn('node-types.ts')).toEqual([]);
   });
 
+  test('chain and DagBuilder.then type each step from the one before (types/chain.ts)', () => {
+    expect(errorsIn('chain.ts')).toEqual([]);
+  });
+
   test('types resolve from an ES module too (types/usage-esm.mts)', () => {
     expect(errorsIn('usage-esm.mts')).toEqual([]);
   });

@@ -1,3 +1,4 @@
+import { pipedNode, type ChainNode, type ChainRun } from './chain';
 import type { Semaphore } from './semaphore';
 
 /** Clients, functions and connections handed to every runner; never serialized. */
@@ -126,20 +127,22 @@ export type LeafOutput<Outs, Leaves extends keyof Outs> = [Leaves] extends [neve
 
 /**
  * Builds a DAG with each node's `input` typed from its parents' outputs, and the run's
- * output typed from the leaves:
+ * output typed from the leaves; `then` adds a step fed by the node added last:
  *
  * ```ts
  * const dag = new DagBuilder<{ apiKey: string }, string>('research')
  *   .node('search', { run: async ({ rootInput }) => [rootInput] })
  *   .node('summarize', { parents: ['search'], run: ({ input }) => input.search.join() })
+ *   .then('count', ({ input }) => input.length)
  *   .build();
- * const text: string = await runDag({ dag, input: 'rust', context: { apiKey } });
+ * const n: number = await runDag({ dag, input: 'rust', context: { apiKey } });
  * ```
  */
-export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, Parents extends string = never> {
+export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, Parents extends string = never, Last extends keyof Outs & string = never> {
   readonly #name: string;
   readonly #nodes: DagNodes<Ctx, Root> = {};
   readonly #options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'>;
+  #last: string | undefined;
 
   constructor(name: string, options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'> = {}) {
     this.#name = name;
@@ -150,9 +153,27 @@ export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, P
   node<const K extends string, O, const P extends keyof Outs & string = never>(
     name: K,
     node: Omit<DagNode<Ctx, Root, Pick<Outs, P>, O>, 'parents'> & { parents?: readonly P[] },
-  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P> {
-    this.#nodes[name] = { ...node, parents: node.parents ? [...node.parents] : undefined } as DagNode<Ctx, Root>;
-    return this as unknown as DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P>;
+  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P, K> {
+    return this.#add(name, { ...node, parents: node.parents ? [...node.parents] : undefined } as DagNode<Ctx, Root>);
+  }
+
+  /** Add a node whose one parent is the node added last, and whose `input` is that node's output itself (as in `chain`). */
+  then<const K extends string, O>(
+    name: K,
+    step: ChainRun<Ctx, Root, Outs[Last], O> | ChainNode<Ctx, Root, Outs[Last], O>,
+  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | Last, K> {
+    // `await builder` calls then(resolve, reject): say so rather than add a node.
+    if (typeof name !== 'string') throw new TypeError(`DagBuilder '${this.#name}': then(name, step) takes a node name first (a DagBuilder is not a promise)`);
+    if (this.#last === undefined) throw new Error(`DagBuilder '${this.#name}': then('${name}') has no node before it to follow`);
+    return this.#add(name, pipedNode(step, this.#last, `DagBuilder '${this.#name}': then('${name}')`));
+  }
+
+  #add(name: string, node: DagNode<Ctx, Root>): any {
+    if (Object.hasOwn(this.#nodes, name)) throw new Error(`DagBuilder '${this.#name}' already has a node '${name}'`);
+    // Not `nodes[name] =`: a node may be called `__proto__`.
+    Object.defineProperty(this.#nodes, name, { value: node, enumerable: true, writable: true, configurable: true });
+    this.#last = name;
+    return this;
   }
 
   /** The finished definition. */

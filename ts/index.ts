@@ -2,6 +2,7 @@
 import './load-addon';
 export { analyzeDag, CompiledDag, DagRunner, runDag } from './dag';
 export { DagBuilder } from './dag-types';
+export { chain, type ChainNode, type ChainRun, type ChainStep } from './chain';
 export type {
   AnyInputs,
   Dag,
