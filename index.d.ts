@@ -117,7 +117,8 @@ export declare class NativeEngine {
   resumable(name?: string | undefined | null): Array<string>
   /**
    * Continue a stored run here: returns JSON `{ run, definition: { name, version },
-   * name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
+   * name, input, status?: [machine status, current state], …plan }` (see [`face_plan`]);
+   * the run is created and ready to start.
    */
   resume(runId: string, flags: number, clock: number, sync: boolean): string
   /** Store an event for a run nobody runs here; returns its id. */
@@ -277,7 +278,7 @@ export declare function configureTracing(endpoint: string, serviceName?: string 
 export declare function createRun(definition: NativeDefinition, flags: number, parent: number, slot: number, clock: number, options?: string | undefined | null): number
 
 /** Record a custom event of a step; `data` is its JSON when the run is stored or traced. */
-export declare function customEvent(run: number, slot: number, eventType: string, data?: string | undefined | null): number
+export declare function customEvent(run: number, slot: number, eventType: string, data?: string | undefined | null, store?: boolean | undefined | null): number
 
 /** Roots and leaves of a DAG, by name. */
 export interface DagAnalysis {

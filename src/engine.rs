@@ -7,6 +7,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use ramus_core::Executor;
 use ramus_engine::delivery::Watched;
 use ramus_engine::{Durable, DurableRow, EngineCore, RunRow};
 use ramus_store::Store;
@@ -213,7 +214,8 @@ impl NativeEngine {
     }
 
     /// Continue a stored run here: returns JSON `{ run, definition: { name, version },
-    /// name, input, …plan }` (see [`face_plan`]); the run is created and ready to start.
+    /// name, input, status?: [machine status, current state], …plan }` (see [`face_plan`]);
+    /// the run is created and ready to start.
     #[napi]
     pub fn resume(&self, run_id: String, flags: u32, clock: u32, sync: bool) -> Result<String> {
         let plan = self.core.resume_plan(&run_id).map_err(js_error)?;
@@ -240,12 +242,21 @@ impl NativeEngine {
             true,
             &mut opts,
         );
-        let (key, continued) = ctx(|c| {
+        let (key, continued, status) = ctx(|c| {
             let key = c.rt.create(def, opts).map_err(js_error)?;
-            let continued = c.rt.get_mut(key).and_then(|l| l.take_continued());
-            Ok::<_, crate::JsError>((key, continued))
+            let live = c.rt.get_mut(key);
+            // Where a machine is before it starts again (its status records come with the start).
+            let status = live.as_ref().and_then(|l| match &l.exec {
+                Executor::Machine(m) => Some((m.status().code(), m.current())),
+                Executor::Dag(_) => None,
+            });
+            let continued = live.and_then(|l| l.take_continued());
+            Ok::<_, crate::JsError>((key, continued, status))
         })?;
         let mut face = face_plan(continued.unwrap_or_default());
+        if let Some((status, current)) = status {
+            face["status"] = json!([status, current]);
+        }
         face["run"] = json!(pack(key));
         face["definition"] =
             json!({ "name": plan.row.definition_name, "version": plan.row.definition_version });

@@ -874,9 +874,15 @@ pub fn drain_events(run: i32) -> Option<String> {
 
 /// Record a custom event of a step; `data` is its JSON when the run is stored or traced.
 #[napi]
-pub fn custom_event(run: i32, slot: u32, event_type: String, data: Option<String>) -> Result<i32> {
+pub fn custom_event(
+    run: i32,
+    slot: u32,
+    event_type: String,
+    data: Option<String>,
+    store: Option<bool>,
+) -> Result<i32> {
     ctx(|c| {
-        c.rt.custom_event(unpack(run), slot, &event_type, data)
+        c.rt.custom_event(unpack(run), slot, &event_type, data, store != Some(false))
             .map_err(js_error)?;
         c.respond()
     })

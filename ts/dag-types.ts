@@ -43,8 +43,11 @@ export interface NodeArgs<Ctx, Root, Inputs> {
   isCancelled(): boolean;
   /** Throws a `CancelledError`, which the engine does not count as a failure, once cancelled. */
   exitIfCancelled(): void;
-  /** Record a custom event tied to this node's step. */
-  emit(type: string, data?: unknown): void;
+  /**
+   * Record a custom event tied to this node's step. `{ store: false }` (tokens, progress)
+   * reaches listeners and `stream()` but is not written to the database or to spans.
+   */
+  emit(type: string, data?: unknown, options?: { store?: boolean }): void;
   /** Which attempt this is: 1, then 2, 3… when the step has a `retry` and failed before. */
   attempt: number;
 }

@@ -209,7 +209,7 @@ export class Engine {
       if (bad !== undefined) runner.failStorage(bad);
     }
     this.#track(runner);
-    void runner.run();
+    runner.startSoon();
     return runner as EngineRun & { readonly finished: Promise<Out> };
   }
 
@@ -256,7 +256,7 @@ export class Engine {
     const loaded = this.#load(plan.definition.name, plan.definition.version);
     const runner = this.#create(loaded, this.#common({ ...options, input: plan.input ?? undefined, name: plan.name }, plan.context ?? undefined), plan.run, plan);
     this.#track(runner);
-    void runner.run();
+    runner.startSoon();
     return runner as EngineRun & { readonly finished: Promise<Out> };
   }
 
@@ -416,6 +416,7 @@ export class Engine {
 
   /** Write what live runs (and the runs nested in them) collected, and wait until everything written so far is committed. */
   flush(): void {
+    for (const run of [...this.#live.values()]) run.startNow();
     for (const run of [...this.#runs.values()]) run.flushNow();
     plain(() => this.#store.flush());
   }
@@ -424,6 +425,7 @@ export class Engine {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const run of [...this.#live.values()]) run.startNow();
     for (const run of [...this.#runs.values()]) {
       run.flushNow();
       native.detachStore(run.key);

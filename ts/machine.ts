@@ -145,11 +145,12 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       }
       this.#previous = r.previous == null ? -1 : this.#m.native.stateId(r.previous);
     }
-    // Events sent while nobody ran it.
-    queueMicrotask(() => {
-      for (const [id, type, data, queue] of plan.pending) this.send({ type, data: data ?? undefined, queue }, id);
-    });
+    if (plan.status) [this.#status, this.#current] = plan.status;
+    // Events sent while nobody ran it: taken once it starts.
+    this.#pending = plan.pending;
   }
+
+  #pending: Plan['pending'] | undefined;
 
   /** The current state's name. */
   get state(): S {
@@ -205,6 +206,9 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return new Promise<void>((resolve) => {
       this.#runWaiters.push(resolve);
       drive(() => this.command(Op.Start));
+      const pending = this.#pending;
+      this.#pending = undefined;
+      for (const [id, type, data, queue] of pending ?? []) this.send({ type, data: data ?? undefined, queue }, id);
       // Already resting (started before): Start changed nothing, so no status came. Before
       // the first status (still 'initial'), `#flags` are the initial ones, not the engine's.
       if (this.#status !== 0 || this.final !== undefined) this.#wake();
@@ -218,6 +222,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     }
     if (outsideNative(() => this.send(event, storedId))) return;
     if (this.final !== undefined) return;
+    this.startNow();
     const data = this.json ? storable(event.data, `data of event '${event.type}'`) : undefined;
     const handle = ++this.#nextHandle;
     this.#events.set(handle, { type: event.type, data: event.data });

@@ -224,7 +224,7 @@ export function stepArgs(owner: RunnerBase<any>, slot: number, input: unknown, a
     exitIfCancelled: () => {
       if (owner.slotCancelled(slot)) throw new CancelledError();
     },
-    emit: (type: string, data?: unknown) => owner.customEvent(slot, type, data),
+    emit: (type: string, data?: unknown, options?: EmitOptions) => owner.customEvent(slot, type, data, options?.store !== false),
   };
 }
 
@@ -252,6 +252,11 @@ export function failureOutcome(retryOn: ((error: unknown) => boolean) | undefine
   } catch {
     return StepOutcome.Fatal;
   }
+}
+
+/** `emit(type, data, { store: false })`: for listeners and streams only (tokens), not the database or spans. */
+export interface EmitOptions {
+  store?: boolean;
 }
 
 /** Options every runner takes. */
@@ -292,6 +297,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   /** Semaphore claims by step slot; `running` once the step was let run with them. */
   #slotRequests: Map<number, { request: SlotRequest; running: boolean }> | undefined;
   #flushScheduled = false;
+  #startSoon: ReturnType<typeof setImmediate> | undefined;
   /** After release: the run id and (DAGs) node states, as the binding handed them over. */
   protected final: string | undefined;
   protected storageError: unknown;
@@ -447,8 +453,33 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     this.#call(op, a);
   }
 
+  /** Start the run (once); resolves like `finished`. */
+  abstract run(): Promise<unknown>;
+
+  /**
+   * @internal An Engine's run starts once its caller's turn is over, so that a listener
+   * attached right after `start()` (or `await resume()`) sees its first events. Whatever
+   * reaches the run earlier starts it first; a cancel ends it without running a step.
+   */
+  startSoon(): void {
+    this.#startSoon = setImmediate(() => this.startNow());
+  }
+
+  /** @internal Start a run whose start was deferred (see `startSoon`) now. */
+  startNow(): void {
+    if (this.#dropStart()) void this.run();
+  }
+
+  #dropStart(): boolean {
+    if (this.#startSoon === undefined) return false;
+    clearImmediate(this.#startSoon);
+    this.#startSoon = undefined;
+    return true;
+  }
+
   /** Send the op in `io` to the binding with the values a stored or traced run needs. */
   #call(op: number, a = 0, b = 0, c = -1, value?: string, context?: string): void {
+    if (this.#startSoon !== undefined && this.#dropStart() && op !== Op.Cancel) void this.run();
     if (this.key < 0 || this.final !== undefined) {
       this.lastIgnored = true;
       return;
@@ -671,6 +702,44 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     drive(() => this.#call(Op.Cancel));
   }
 
+  /**
+   * The run's events from now on (those of runs nested in it included) as an async
+   * iterable that ends when the run ends, throwing its error if it failed. `types` keeps
+   * only those event types.
+   */
+  stream(options: { types?: readonly string[] } = {}): AsyncIterableIterator<RamusEvent> {
+    const types = options.types && new Set(options.types);
+    const queue: RamusEvent[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    const onEvent = (e: RamusEvent): void => {
+      if (types && !types.has(e.type)) return;
+      queue.push(e);
+      wake?.();
+    };
+    this.on('event', onEvent);
+    const finished = this.finished;
+    const end = (): void => {
+      ended = true;
+      wake?.();
+    };
+    finished.then(end, end);
+    const off = (): unknown => this.off('event', onEvent);
+    return (async function* () {
+      try {
+        for (;;) {
+          while (queue.length > 0) yield queue.shift()!;
+          if (ended) break;
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+        await finished;
+      } finally {
+        off();
+      }
+    })();
+  }
+
   // ---- how the run ends ----
 
   protected resolveFinished(value: Out): void {
@@ -778,14 +847,14 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   }
 
   /** @internal */
-  customEvent(slot: number, type: string, data: unknown): void {
+  customEvent(slot: number, type: string, data: unknown, store = true): void {
     if (typeof type !== 'string' || type === '') throw new TypeError('emit(type, data): type must be a non-empty string');
-    if (!this.observed && !this.json) return;
+    if (!this.observed && !(this.json && store)) return;
     if (this.final !== undefined) return;
     // A stored run stores the data: what JSON cannot hold fails the emit, naming the path.
-    const json = this.json ? storable(data, `data of event '${type}'`) : undefined;
+    const json = this.json && store ? storable(data, `data of event '${type}'`) : undefined;
     if (this.observed) this.#customData.push(data);
-    drive(() => dispatch(plain(() => native.customEvent(this.key, slot, type, json))));
+    drive(() => dispatch(plain(() => native.customEvent(this.key, slot, type, json, store))));
   }
 }
 
@@ -794,6 +863,8 @@ export interface Plan {
   done?: { status: string; output: unknown; error: unknown };
   dag?: { finished: Array<[number, unknown]>; failed: Array<[number, unknown]> };
   machine?: { input?: unknown; output?: unknown; stateOutput?: unknown; event?: { type: string; data: unknown }; events?: Array<[number, { type: string; data: unknown }]>; previous?: string | null };
+  /** A resumed machine's status code and current state before it starts again. */
+  status?: [number, number];
   context?: unknown;
   pending: Array<[string, string, unknown, boolean]>;
 }

@@ -380,7 +380,9 @@ impl Driver {
                 } => {
                     // A step of a run that ended or went away emits into nothing.
                     if self.runs.contains_key(&key) {
-                        let _ = self.rt.custom_event(key, slot, &event_type, Some(data));
+                        let _ = self
+                            .rt
+                            .custom_event(key, slot, &event_type, Some(data), true);
                     }
                 }
                 Msg::Send {

@@ -1249,19 +1249,26 @@ impl Runtime {
         slot: u32,
         event_type: &str,
         data: Option<String>,
+        store: bool,
     ) -> Result<(), EngineError> {
         let now = {
             let live = self.get(key).ok_or(EngineError::StaleRun)?;
             self.now(live.clock)
         };
         let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        if !store && !live.observe {
+            return Ok(());
+        }
         if let Some(tap) = live.tap.as_deref_mut() {
-            tap.push_custom(data);
+            tap.push_custom(data, store);
         }
         live.exec.recorder().custom_event(slot, event_type, now);
+        // A listener hears of it now, not with the step's next record.
+        self.touched.push(key);
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
         if let Some(tap) = live.tap.as_deref_mut() {
             tap.events(&mut live.exec, &live.def);
-            if let Some(w) = tap.writer.as_mut().filter(|w| w.is_sync()) {
+            if let Some(w) = tap.writer.as_mut().filter(|w| w.is_sync() && store) {
                 let snapshot = None;
                 w.flush(snapshot, now)?;
             }

@@ -92,8 +92,9 @@ pub struct Tap {
     pub values: Values,
     /// The context as JSON text: for a machine, as it was when the running state started.
     pub context: Option<String>,
-    /// The data (JSON) of custom events recorded and not handled yet, in order.
-    custom: VecDeque<Option<String>>,
+    /// The data (JSON) of custom events recorded and not handled yet, in order, and
+    /// whether each is stored (`emit(…, { store: false })` is for listeners only).
+    custom: VecDeque<(Option<String>, bool)>,
     /// Events of the recorder already handled (a listener drains them later).
     cursor: usize,
     /// Whether the driver drains the recorder too; if not, handled events are dropped.
@@ -142,9 +143,10 @@ impl Tap {
         self.cursor = 0;
     }
 
-    /// A custom event is about to be recorded with this data (JSON).
-    pub fn push_custom(&mut self, data: Option<String>) {
-        self.custom.push_back(data);
+    /// A custom event is about to be recorded with this data (JSON); `store: false` keeps
+    /// it out of the store and the spans.
+    pub fn push_custom(&mut self, data: Option<String>, store: bool) {
+        self.custom.push_back((data, store));
     }
 
     /// A step ended with `value` (an output, or an error when `error`).
@@ -533,7 +535,9 @@ impl Tap {
                 }
             }
             EventKind::Custom(t) => {
-                let data = self.custom.pop_front().flatten();
+                let Some((data, true)) = self.custom.pop_front() else {
+                    return;
+                };
                 if let Some(s) = self.spans.as_ref() {
                     let attrs = data
                         .iter()
