@@ -9,6 +9,21 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * Cached step results in a SQLite file (see `SqliteCache`). Times come from the face, so
+ * a `TestClock` decides what has expired.
+ */
+export declare class NativeCache {
+  /** Open (creating if needed) the cache in the database at `path`. */
+  constructor(path: string)
+  /** The value for `(node, key)` unless it expired by `now`. */
+  get(node: string, key: string, now: number): string | null
+  /** Store `value` for `(node, key)`, for `ttl` ms (forever without one). */
+  set(node: string, key: string, value: string, now: number, ttl?: number | undefined | null): void
+  /** Forget `node`'s entries (and expired ones), or everything. */
+  clear(node: string | undefined | null, now: number): void
+}
+
 /** A compiled definition, shared by its runs. */
 export declare class NativeDefinition {
   /**
@@ -548,6 +563,8 @@ export declare const enum StepOutcome {
   Cancelled = 2,
   /** It threw an error its `retryOn` does not retry. */
   Fatal = 3,
+  /** Its output came from the cache (the runner did not run). */
+  Cached = 4,
 }
 
 /**

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeCache = nativeBinding.NativeCache
 module.exports.NativeDefinition = nativeBinding.NativeDefinition
 module.exports.NativeEngine = nativeBinding.NativeEngine
 module.exports.NativeSemaphore = nativeBinding.NativeSemaphore

@@ -14,6 +14,7 @@ fn data_code(d: DataRef) -> (u8, &'static str, i64) {
         DataRef::RunError => (3, "", -1),
         DataRef::NodeInput => (4, "", -1),
         DataRef::NodeOutput => (5, "", -1),
+        DataRef::CachedOutput => (12, "", -1),
         DataRef::NodeError => (6, "", -1),
         DataRef::State(s) => (7, s, -1),
         DataRef::Custom => (8, "", -1),

@@ -20,6 +20,7 @@ use napi_derive::napi;
 use ramus_core::{Action, Command, Delay, End, Executor, GuardFailed, Guards, InputRef, Outcome};
 use ramus_engine::{CommandValues, RunKey, Runtime};
 
+pub mod cache;
 pub mod clock;
 pub mod defs;
 pub mod engine;
@@ -65,6 +66,8 @@ pub enum StepOutcome {
     Cancelled = 2,
     /// It threw an error its `retryOn` does not retry.
     Fatal = 3,
+    /// Its output came from the cache (the runner did not run).
+    Cached = 4,
 }
 
 /// What the binding writes back, one record each: the code, the run's index, then the
@@ -372,6 +375,7 @@ impl Ctx {
                     0 => Outcome::Ok,
                     1 => Outcome::Error,
                     3 => Outcome::Fatal,
+                    4 => Outcome::Cached,
                     _ => Outcome::Cancelled,
                 },
             },

@@ -1,11 +1,25 @@
 import { pipedNode, type ChainNode, type ChainRun } from './chain';
+import type { NodeResultCache } from './cache';
 import type { Semaphore } from './semaphore';
+
+export type { NodeResultCache };
 
 /** Clients, functions and connections handed to every runner; never serialized. */
 export type Tools = Record<string, any>;
 
 /** Node states of a DAG run (`retrying`: an attempt failed, the next waits for its backoff). */
 export type DagNodeState = 'waiting' | 'ready' | 'pendingSemaphore' | 'running' | 'cancelled' | 'error' | 'finished' | 'retrying';
+
+/**
+ * A step's cache entry: `key` replaces the default (a hash of the definition and node
+ * names, the runner, its `args`, the input and the root input), `ttl` is how long it
+ * lives, and a new `version` leaves the old entries behind.
+ */
+export interface StepCache<Ctx = any, Root = any, Inputs = any> {
+  key?: string | ((a: { input: Inputs; rootInput: Root; args: unknown; context: Ctx }) => string);
+  ttl?: Duration;
+  version?: string;
+}
 
 /** Milliseconds, or a duration text: `'250ms'`, `'90s'`, `'15m'`, `'2h'`, `'30d'`. */
 export type Duration = number | string;
@@ -66,6 +80,8 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   retry?: Retry;
   /** Cancel an attempt that runs longer and fail it with a `TimeoutError` (then `retry` applies). */
   timeout?: Duration;
+  /** How the run's `cache` keeps this node's output, or `false` for never. */
+  cache?: StepCache<Ctx, Root, Inputs> | boolean;
   run(args: NodeArgs<Ctx, Root, Inputs>): Out | Promise<Out>;
 }
 
@@ -105,7 +121,7 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   semaphores?: Semaphore[];
   /** Asked when a node becomes ready: return false to leave it `ready` for `runNode`. */
   autorun?: () => boolean;
-  /** Memoizes node outputs by node, runner source and input. */
+  /** Where node outputs are cached (every node's, but those with `cache: false`): see `memoryCache`, `sqliteCache`… */
   cache?: NodeResultCache;
   /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */
   traceparent?: string;
@@ -113,11 +129,6 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   clock?: { readonly id: number };
 }
 
-/** A store for node outputs, keyed by node name and a hash of the runner and its input. */
-export interface NodeResultCache {
-  get(node: string, key: string): string | undefined | null | Promise<string | undefined | null>;
-  set(node: string, key: string, value: string): void | Promise<void>;
-}
 
 type IsUnion<T, U = T> = T extends unknown ? ([U] extends [T] ? false : true) : never;
 

@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
-
 import { Op, RunEnd, RunFlag, StepOutcome } from '../index.js';
 import { callIn } from './context';
 import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
-import { drive, failureOutcome, retryPredicates, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
+import { cachedCall, drive, failureOutcome, retryPredicates, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
 import { dagJson, definitionJson, errorText, StorageError } from './values';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
@@ -225,23 +223,16 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
 
   async #callCached(slot: number, node: number, run: (args: any) => unknown, args: Record<string, unknown>, cache: NodeResultCache): Promise<void> {
     const name = this.dag.names[node]!;
+    const spec = this.dag.config.nodes[name] as { cache?: unknown; runner?: string; args?: unknown };
+    let outcome: number = StepOutcome.Ok;
+    let value: unknown;
     try {
-      const key = createHash('sha256').update(String(run)).update('\0').update(JSON.stringify(args.input) ?? '').update('\0').update(JSON.stringify(this.input) ?? '').digest('hex');
-      const hit = await cache.get(name, key);
-      let output: unknown;
-      if (typeof hit === 'string') output = JSON.parse(hit);
-      else {
-        output = await callIn(this, slot, run, args);
-        const text = JSON.stringify(output);
-        if (text !== undefined) await cache.set(name, key, text);
-      }
-      this.#settleLater(slot, StepOutcome.Ok, output);
+      if (spec.cache === false) value = await callIn(this, slot, run, args);
+      else ({ outcome, value } = await cachedCall(this, slot, cache, { definition: this.dag.config.name, node: name, spec, run, args }));
     } catch (err) {
-      this.#settleLater(slot, err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, err);
+      outcome = err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error;
+      value = err;
     }
-  }
-
-  #settleLater(slot: number, outcome: number, value: unknown): void {
     drive(() => this.report(slot, outcome, value));
   }
 
@@ -256,7 +247,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       for (const w of waiters) w(true);
     }
     let json: string | StorageError | undefined;
-    if (outcome === StepOutcome.Ok) {
+    if (outcome === StepOutcome.Ok || outcome === StepOutcome.Cached) {
       this.#outputs[node] = value;
       json = this.json ? this.valueJson(value, `${this.dag.names[node]}.output`) : undefined;
       if (json instanceof StorageError) {
@@ -353,6 +344,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
         return { input: this.#buildInput(node) };
       case DataCode.NodeOutput:
         return { output: this.#outputs[node] };
+      case DataCode.CachedOutput:
+        return { output: this.#outputs[node], cached: true };
       case DataCode.NodeError:
         return { error: this.#errors[node] };
       case DataCode.Retry:

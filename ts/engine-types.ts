@@ -1,4 +1,4 @@
-import type { NodeArgs, Retry, Tools } from './dag-types';
+import type { NodeArgs, NodeResultCache, Retry, Tools } from './dag-types';
 import type { Duration, MachineEvent, StateArgs } from './machine-types';
 import type { Semaphore } from './semaphore';
 
@@ -17,6 +17,11 @@ export interface EngineOptions {
   fsync?: boolean;
   /** Handed to every runner; never stored. */
   tools?: Tools;
+  /**
+   * Where the runs' step outputs are cached (DAG nodes unless `cache: false`, states with a
+   * `cache` field); `sqliteCache(engine.db)` keeps them in the engine's own database.
+   */
+  cache?: NodeResultCache;
   /** How often live runs look for events sent from other processes (ms). Default 500. */
   pollInterval?: number;
   /** Where time comes from (default the system clock); a `TestClock` in tests. */
@@ -43,7 +48,11 @@ export interface StoredDagNode {
   info?: object;
   retry?: StoredRetry;
   timeout?: Duration;
+  cache?: StoredCache | boolean;
 }
+
+/** A stored step's `cache`: its `key`, if any, is a fixed string. */
+export type StoredCache = { key?: string; ttl?: Duration; version?: string };
 
 /** A stored step's `retry`: `retryOn` names a registered predicate. */
 export type StoredRetry = Omit<Retry, 'retryOn'> & { retryOn?: string };
@@ -78,6 +87,7 @@ export interface StoredState {
   maxVisits?: number;
   timeout?: { after: Duration; state: string };
   retry?: StoredRetry;
+  cache?: StoredCache | boolean;
   tags?: string[];
   info?: object;
 }
@@ -152,6 +162,8 @@ export interface StoredStep {
   error: unknown;
   status: 'pending' | 'running' | 'finished' | 'error' | 'cancelled';
   attempt: number;
+  /** Its output came from the cache: the runner did not run. */
+  cached: boolean;
   startedAt: number | null;
   endedAt: number | null;
 }

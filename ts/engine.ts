@@ -27,7 +27,7 @@ interface Loaded {
 }
 
 /** The options every run of an engine gets. */
-type Common = { input: unknown; context: unknown; tools: EngineOptions['tools']; name?: string; semaphores?: StartOptions['semaphores']; traceparent?: string; keepAlive?: boolean; clock: { id: number } };
+type Common = { input: unknown; context: unknown; tools: EngineOptions['tools']; cache?: EngineOptions['cache']; name?: string; semaphores?: StartOptions['semaphores']; traceparent?: string; keepAlive?: boolean; clock: { id: number } };
 
 /** `{...fields, key: <json>}` without parsing JSON texts that are already JSON. */
 function withJson(fields: object, raw: Record<string, string | undefined>): string {
@@ -48,6 +48,7 @@ export class Engine {
   #native: NativeEngine;
   #store: NativeStore;
   #tools: EngineOptions['tools'];
+  #cache: EngineOptions['cache'];
   #clock: number;
   #runners = new Map<string, RegisteredRunner | RegisteredCondition>();
   #live = new Map<string, EngineRun>();
@@ -63,6 +64,7 @@ export class Engine {
     if (typeof this.db !== 'string' || this.db === '') throw new TypeError('Engine db must be a file path or ":memory:"');
     this.durability = checkDurability(options.durability ?? 'batched');
     this.#tools = options.tools ?? {};
+    this.#cache = options.cache;
     this.#clock = options.clock?.id ?? 0;
     if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new TypeError(`Engine fsync must be true or false, got ${String(options.fsync)}`);
     this.#native = plain(() => new native.NativeEngine(this.db, options.fsync === true, options.pollInterval ?? 500, (json) => this.#deliver(json)));
@@ -218,6 +220,7 @@ export class Engine {
       input: options.input,
       context,
       tools: options.tools ? { ...this.#tools, ...options.tools } : this.#tools,
+      cache: this.#cache,
       name: options.name,
       semaphores: options.semaphores,
       traceparent: options.traceparent,

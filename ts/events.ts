@@ -75,6 +75,8 @@ export const enum DataCode {
   Transition = 10,
   /** `{ error, attempt, delay }`: `attempt` in `arg`, the delay (ms) in `state`. */
   Retry = 11,
+  /** `{ output, cached: true }`. */
+  CachedOutput = 12,
 }
 
 /** Rethrow a listener's exception outside the engine's call stack, so a faulty listener

@@ -16,9 +16,11 @@ export type {
   NodeArgs,
   NodeResultCache,
   Retry,
+  StepCache,
   Tools,
 } from './dag-types';
 export { CancelledError } from './errors';
+export { betterSqliteCache, calculateCacheKey, fileCache, memoryCache, redisCache, sqliteCache, stableStringify, type RedisLike } from './cache';
 export type { DagEventType, MachineEventType, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';
 export type {

@@ -1,4 +1,4 @@
-import type { Duration, NodeArgs, Retry, Tools } from './dag-types';
+import type { Duration, NodeArgs, NodeResultCache, Retry, StepCache, Tools } from './dag-types';
 import type { Semaphore } from './semaphore';
 
 export type { Duration };
@@ -68,6 +68,8 @@ export interface StateNode<Ctx, Root, S extends string = string> {
   timeout?: { after: Duration; state: NoInfer<S> };
   /** Run the state again when it fails, before its error state (or halt) applies. */
   retry?: Retry;
+  /** Keep its output in the run's `cache` (states are cached only when they say so). */
+  cache?: StepCache<Ctx, Root> | boolean;
   tags?: string[];
   info?: object;
 }
@@ -94,6 +96,8 @@ export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends s
   tools?: Tools;
   /** Start in another state than `config.initial`. */
   initial?: S;
+  /** Where the outputs of states with a `cache` field are cached: see `memoryCache`, `sqliteCache`… */
+  cache?: NodeResultCache;
   /** The run's name in events; defaults to the machine's name. */
   name?: string;
   semaphores?: Semaphore[];

@@ -3,7 +3,8 @@ import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { call, io, native, plain, type NativeDefinition } from './native';
-import { callNative, dispatch, drive, failureOutcome, outsideNative, retryPredicates, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
+import type { NodeResultCache } from './cache';
+import { cachedCall, callNative, dispatch, drive, failureOutcome, outsideNative, retryPredicates, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
 import { definitionJson, errorText, storable, StorageError } from './values';
 
 export { TimeoutError };
@@ -118,6 +119,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   #runWaiters: Array<() => void> = [];
   /** Steps the core lets this face run by itself before it reports them (`Rec.Run`'s budget). */
   #budget = 0;
+  #cache: NodeResultCache | undefined;
   /** The condition results of the steps run by itself, not yet reported. */
   #local: number[] = [];
 
@@ -126,6 +128,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     const m = (options as { compiled?: CompiledMachine }).compiled ?? compile(options.config, options.initial);
     super(m.native, options.context ?? options.config.context?.() ?? {}, options.input, { ...options, name: options.name ?? options.config.name }, ['state_machine:state']);
     this.config = options.config;
+    this.#cache = options.cache;
     this.#m = m;
     this.#input = options.input;
     this.#current = options.initial !== undefined ? m.native.stateId(options.initial) : m.native.stateId(options.config.initial ?? '');
@@ -250,7 +253,20 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     const args = stepArgs(this, slot, this.#input, attempt);
     args.previousState = this.#previous >= 0 ? this.#m.names[this.#previous] : undefined;
     args.event = this.#event;
-    this.call(slot, run, args);
+    const spec = this.#cache && (this.config.nodes as Record<string, { cache?: unknown } | undefined>)[this.#m.names[state]!];
+    if (spec && spec.cache !== undefined && spec.cache !== false) void this.#callCached(slot, state, spec, run, args);
+    else this.call(slot, run, args);
+  }
+
+  async #callCached(slot: number, state: number, spec: { cache?: unknown }, run: (args: any) => unknown, args: Record<string, unknown>): Promise<void> {
+    let r: { outcome: number; value: unknown };
+    try {
+      // A `transitionTo` is a choice, not an output to keep.
+      r = await cachedCall(this, slot, this.#cache!, { definition: this.#m.native.name, node: this.#m.names[state]!, spec, run, args }, (v) => !(v instanceof TransitionTo));
+    } catch (err) {
+      r = { outcome: err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, value: err };
+    }
+    settle(this, slot, r.outcome, r.value);
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {
@@ -286,7 +302,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     if (json instanceof StorageError) return this.#fail(slot, json);
     this.#output = this.#stateOutput = value;
     const answer = (this.#flags & StatusFlag.Queued) !== 0 ? -1 : this.#evaluateGuards();
-    if (this.#budget > 0 && answer > -3) {
+    if (this.#budget > 0 && answer > -3 && outcome === StepOutcome.Ok) {
       // A move the core lets the face take by itself: the next step starts without a call
       // into the binding, which hears of it with the next report.
       const at = this.#m.local[this.#current]!;
@@ -441,6 +457,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         return { input: this.#input };
       case DataCode.NodeOutput:
         return { output: this.#output };
+      case DataCode.CachedOutput:
+        return { output: this.#output, cached: true };
       case DataCode.Status:
         return { status: w[W_STATE] };
       case DataCode.Transition:

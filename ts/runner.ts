@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 
 import { Io, Op, Rec, ResponseFlag, RunFlag, StepOutcome } from '../index.js';
 import { callIn, currentFrame, type StepFrame, type StepOwner } from './context';
-import type { Tools } from './dag-types';
+import { stepCacheKey, type NodeResultCache } from './cache';
+import type { StepCache, Tools } from './dag-types';
 import { CancelledError } from './errors';
 import { reportListenerError, W_DATA, DataCode, type RamusEvent, type WireBatch, type WireEvent } from './events';
 import { call, hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
@@ -259,6 +260,42 @@ export interface EmitOptions {
   store?: boolean;
 }
 
+/**
+ * A step through the run's cache: its entry's output (`Cached`), or the runner's, which is
+ * then kept (unless it is no JSON, or a machine's `transitionTo`).
+ */
+export async function cachedCall(
+  owner: RunnerBase<any>,
+  slot: number,
+  cache: NodeResultCache,
+  step: { definition: string; node: string; spec: { cache?: unknown; runner?: string; args?: unknown; run?: unknown }; run: (args: any) => unknown; args: Record<string, unknown> },
+  keep: (value: unknown) => boolean = () => true,
+): Promise<{ outcome: number; value: unknown }> {
+  const c = (typeof step.spec.cache === 'object' && step.spec.cache !== null ? step.spec.cache : {}) as StepCache;
+  const a = step.args;
+  const key =
+    typeof c.key === 'function'
+      ? String(c.key({ input: a.input, rootInput: a.rootInput, args: step.spec.args, context: a.context }))
+      : (c.key ??
+        stepCacheKey({
+          definition: step.definition,
+          node: step.node,
+          runner: typeof step.spec.runner === 'string' ? `runner:${step.spec.runner}` : String(step.spec.run ?? step.run),
+          args: step.spec.args,
+          input: a.input,
+          rootInput: a.rootInput,
+          version: c.version,
+        }));
+  const now = owner.now();
+  const hit = await cache.get(step.node, key, { now });
+  if (typeof hit === 'string') return { outcome: StepOutcome.Cached, value: JSON.parse(hit) };
+  const value = await callIn(owner, slot, step.run, a);
+  const text = keep(value) ? JSON.stringify(value) : undefined;
+  const ttl = c.ttl === undefined ? undefined : typeof c.ttl === 'number' ? c.ttl : plain(() => native.parseDurationMs(String(c.ttl)));
+  if (text !== undefined) await cache.set(step.node, key, text, { ttl, now });
+  return { outcome: StepOutcome.Ok, value };
+}
+
 /** Options every runner takes. */
 export interface RunOptionsBase {
   name?: string;
@@ -298,6 +335,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   #slotRequests: Map<number, { request: SlotRequest; running: boolean }> | undefined;
   #flushScheduled = false;
   #startSoon: ReturnType<typeof setImmediate> | undefined;
+  #clock = 0;
   /** After release: the run id and (DAGs) node states, as the binding handed them over. */
   protected final: string | undefined;
   protected storageError: unknown;
@@ -336,6 +374,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
    * checking the input against the definition's `inputSchema`.
    */
   protected begin(init: EngineInit | undefined, extraFlags: number, clock: number, options: Record<string, unknown>): void {
+    this.#clock = clock;
     if (init) {
       this.engine = init.link;
       this.adopt(init.key);
@@ -455,6 +494,11 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** Start the run (once); resolves like `finished`. */
   abstract run(): Promise<unknown>;
+
+  /** @internal The time on the run's clock (ms). */
+  now(): number {
+    return native.clockNow(this.#clock);
+  }
 
   /**
    * @internal An Engine's run starts once its caller's turn is over, so that a listener

@@ -415,9 +415,14 @@ impl DagRun {
         self.clear_timer(node, out);
         match outcome {
             // A DAG node has no next state to choose: its `transitionTo` is an output.
-            Outcome::Ok | Outcome::Choose { .. } => {
+            Outcome::Ok | Outcome::Cached | Outcome::Choose { .. } => {
+                let data = if outcome == Outcome::Cached {
+                    DataRef::CachedOutput
+                } else {
+                    DataRef::NodeOutput
+                };
                 self.rec
-                    .step_event(slot, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
+                    .step_event(slot, EventKind::DagNodeFinish, data, now);
                 self.set_state(node, NodeState::Finished, now);
                 let dag = Arc::clone(&self.dag);
                 for &child in dag.children(node) {

@@ -397,6 +397,8 @@ pub struct DagNodeDef {
     pub info: Option<String>,
     /// Who runs it; `None` only with [`ParseOptions::runners_optional`].
     pub runner: Option<RunnerDef>,
+    /// Its `cache`.
+    pub cache: Option<CacheDef>,
 }
 
 /// A state machine definition.
@@ -452,6 +454,33 @@ pub struct StateDef {
     pub info: Option<String>,
     /// Run again after a failure.
     pub retry: Option<RetryPolicy>,
+    /// Its `cache`.
+    pub cache: Option<CacheDef>,
+}
+
+/// A step's `cache`: `false` never caches it; otherwise how its entries are keyed and kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheDef {
+    /// `cache: false`.
+    Off,
+    /// `cache: true` or `{ key?, ttl?, version? }`.
+    On {
+        /// Replaces the default key: a fixed key, or the config's own function.
+        key: Option<CacheKey>,
+        /// How long an entry lives, in ms.
+        ttl_ms: Option<u64>,
+        /// Part of the key: a new version leaves the old entries behind.
+        version: Option<String>,
+    },
+}
+
+/// A `cache.key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    /// A string: every run of the step shares the one entry.
+    Fixed(String),
+    /// The config's function of `{ input, rootInput, args, context }` (the face keeps it).
+    Inline,
 }
 
 /// A transition's condition.
@@ -1006,6 +1035,7 @@ const DAG_NODE: &[&str] = &[
     "info",
     "retry",
     "timeout",
+    "cache",
 ];
 const STATE: &[&str] = &[
     "run",
@@ -1020,14 +1050,16 @@ const STATE: &[&str] = &[
     "tags",
     "info",
     "retry",
+    "cache",
 ];
 const TRANSITION: &[&str] = &["state", "condition", "delay"];
 const TIMEOUT: &[&str] = &["after", "state"];
 const RETRY: &[&str] = &["attempts", "backoff", "initial", "max", "jitter", "retryOn"];
+const CACHE: &[&str] = &["key", "ttl", "version"];
 /// Planned node fields: refused rather than ignored, so a config relying on one does not
 /// silently run without it.
-const NOT_YET_NODE: &[&str] = &["cache", "uses", "expand", "map", "category"];
-const NOT_YET_STATE: &[&str] = &["cache", "uses", "expand", "map", "category"];
+const NOT_YET_NODE: &[&str] = &["uses", "expand", "map", "category"];
+const NOT_YET_STATE: &[&str] = &["uses", "expand", "map", "category"];
 
 /// Where a field sits, for messages.
 #[derive(Clone, Copy)]
@@ -1039,6 +1071,7 @@ enum Scope<'a> {
     Transition(&'a str, &'a str),
     Timeout(&'a str),
     Retry(Who<'a>),
+    Cache(Who<'a>),
 }
 
 impl Scope<'_> {
@@ -1051,6 +1084,7 @@ impl Scope<'_> {
             Scope::Transition(..) => (TRANSITION, &[]),
             Scope::Timeout(_) => (TIMEOUT, &[]),
             Scope::Retry(_) => (RETRY, &[]),
+            Scope::Cache(_) => (CACHE, &[]),
         }
     }
 
@@ -1069,14 +1103,16 @@ impl Scope<'_> {
         let (node, event) = match self {
             Scope::Dag(_) | Scope::Machine(_) => (None, None),
             Scope::Node(n) | Scope::State(n) | Scope::Timeout(n) => (Some(n), None),
-            Scope::Retry(Who::Node(n) | Who::State(n)) => (Some(n), None),
-            Scope::Retry(_) => (None, None),
+            Scope::Retry(Who::Node(n) | Who::State(n))
+            | Scope::Cache(Who::Node(n) | Who::State(n)) => (Some(n), None),
+            Scope::Retry(_) | Scope::Cache(_) => (None, None),
             Scope::Transition(n, e) => (Some(n), Some(e)),
         };
         let field = match self {
             Scope::Transition(..) => format!("transition.{field}"),
             Scope::Timeout(_) => format!("timeout.{field}"),
             Scope::Retry(_) => format!("retry.{field}"),
+            Scope::Cache(_) => format!("cache.{field}"),
             _ => field.to_string(),
         };
         Location {
@@ -1099,6 +1135,9 @@ impl fmt::Display for Scope<'_> {
             Scope::Retry(Who::Node(n)) => write!(f, "retry of node '{n}'"),
             Scope::Retry(Who::State(n)) => write!(f, "retry of state '{n}'"),
             Scope::Retry(_) => write!(f, "retry"),
+            Scope::Cache(Who::Node(n)) => write!(f, "cache of node '{n}'"),
+            Scope::Cache(Who::State(n)) => write!(f, "cache of state '{n}'"),
+            Scope::Cache(_) => write!(f, "cache"),
         }
     }
 }
@@ -1409,6 +1448,61 @@ fn duration_label(v: &Val, raw: &RawValue) -> String {
         Val::Str(s) => s.to_string(),
         _ => format!("{}ms", raw.get().trim()),
     }
+}
+
+/// A node's or state's `cache`: a boolean or `{ key?, ttl?, version? }`.
+fn cache(cx: &Cx, who: Who, raw: &RawValue) -> Result<Option<CacheDef>, DefinitionError> {
+    let text = match classify(raw) {
+        Val::Null => return Ok(None),
+        Val::Bool(false) => return Ok(Some(CacheDef::Off)),
+        Val::Bool(true) => {
+            return Ok(Some(CacheDef::On {
+                key: None,
+                ttl_ms: None,
+                version: None,
+            }))
+        }
+        Val::Object(text) => text,
+        v => {
+            return Err(wrong_type(
+                who,
+                "cache",
+                "a boolean or an object { key?, ttl?, version? }",
+                &v,
+            ))
+        }
+    };
+    let mut fields = Fields::new(Scope::Cache(who), false);
+    let (mut key, mut ttl_ms, mut version) = (None, None, None);
+    for_each_entry(text, |k, raw| {
+        fields.check(&k)?;
+        let field = format!("cache.{k}");
+        match (k.as_ref(), classify(raw)) {
+            (_, Val::Null) => {}
+            ("key", Val::Str(s)) if !s.is_empty() => key = Some(CacheKey::Fixed(s.into_owned())),
+            ("key", Val::Marker(m)) if m == FN_MARKER => {
+                if cx.opts.stored {
+                    return Err(cx.not_storable(
+                        who.location(Some(&field)),
+                        &format!("{who} has an inline cache.key function"),
+                        "give a fixed key, or leave the default key",
+                    ));
+                }
+                key = Some(CacheKey::Inline);
+            }
+            ("key", v) => return Err(wrong_type(who, &field, "a string or a function", &v)),
+            ("ttl", _) => ttl_ms = Some(duration_of(who, &field, raw)?),
+            ("version", Val::Str(s)) => version = Some(s.into_owned()),
+            ("version", Val::Num(n)) => version = Some(n.to_owned()),
+            (_, v) => return Err(wrong_type(who, &field, "a string", &v)),
+        }
+        Ok(())
+    })?;
+    Ok(Some(CacheDef::On {
+        key,
+        ttl_ms,
+        version,
+    }))
 }
 
 /// A node's or state's `retry`: `{ attempts, backoff?, initial?, max?, jitter?, retryOn? }`,
@@ -1877,6 +1971,7 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
             "tags" => node.tags = string_list(who, &key, raw)?,
             "info" => node.info = Some(object(who, &key, raw)?),
             "retry" => self.policy.retry = retry(cx, who, raw)?,
+            "cache" => node.cache = cache(cx, who, raw)?,
             "timeout" => {
                 self.policy.timeout = match classify(raw) {
                     Val::Null => None,
@@ -2017,6 +2112,7 @@ fn state(cx: &Cx, name: String, raw: &RawValue) -> Result<StateDef, DefinitionEr
             "tags" => s.tags = string_list(who, &key, raw)?,
             "info" => s.info = Some(object(who, &key, raw)?),
             "retry" => s.retry = retry(cx, who, raw)?,
+            "cache" => s.cache = cache(cx, who, raw)?,
             _ => {}
         }
         Ok(())

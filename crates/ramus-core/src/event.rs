@@ -86,6 +86,8 @@ pub enum DataRef {
     NodeInput,
     /// `{ output }`: the output of the event's node.
     NodeOutput,
+    /// `{ output, cached: true }`: the output of the event's node, from a cache.
+    CachedOutput,
     /// `{ error }`: the error of the event's node.
     NodeError,
     /// `{ state }`: a node state, known to the core.

@@ -30,9 +30,10 @@ pub mod semaphore;
 pub use dag::{analyze, Analysis, CompiledDag, DagGraph, NodeSpec};
 pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
 pub use definition::{
-    compile as compile_definition, parse as parse_definition, CompiledDefinition, ConditionDef,
-    ContextDef, DagDef, DagNodeDef, Definition, DefinitionError, ExpectKind, InvalidKind,
-    MachineDef, ParseOptions, RunnerDef, StateDef, TransitionDef, DEFAULT_MAX_STEPS, FN_MARKER,
+    compile as compile_definition, parse as parse_definition, CacheDef, CacheKey,
+    CompiledDefinition, ConditionDef, ContextDef, DagDef, DagNodeDef, Definition, DefinitionError,
+    ExpectKind, InvalidKind, MachineDef, ParseOptions, RunnerDef, StateDef, TransitionDef,
+    DEFAULT_MAX_STEPS, FN_MARKER,
 };
 pub use error::DagError;
 pub use event::{DataRef, Event, EventKind, Recorder};

@@ -1296,9 +1296,14 @@ impl MachineRun {
             Outcome::Cancelled => {
                 self.cancel(now, out);
             }
-            Outcome::Ok => {
+            Outcome::Ok | Outcome::Cached => {
+                let data = if outcome == Outcome::Cached {
+                    DataRef::CachedOutput
+                } else {
+                    DataRef::NodeOutput
+                };
                 self.rec
-                    .step_event(slot, EventKind::MachineNodeFinish, DataRef::NodeOutput, now);
+                    .step_event(slot, EventKind::MachineNodeFinish, data, now);
                 self.after_run(None, guards, now, out);
             }
             Outcome::Choose { target, delay } => {

@@ -77,6 +77,9 @@ pub enum Command<'a> {
 pub enum Outcome<'a> {
     /// It returned an output.
     Ok,
+    /// Its output came from a cache: the runner did not run. Like [`Outcome::Ok`], and
+    /// its step says so.
+    Cached,
     /// It failed (its `retry`, if any, applies).
     Error,
     /// It failed, and must not be retried: its `retryOn` said so.

@@ -479,8 +479,12 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
                 "Node 'x' has an invalid timeout: later",
             ),
             (
-                d(json!({ "run": F, "cache": true })),
-                "field 'cache' on node 'x' is not supported yet",
+                d(json!({ "run": F, "cache": "yes" })),
+                "Node 'x' cache must be a boolean or an object { key?, ttl?, version? }, got \"yes\"",
+            ),
+            (
+                d(json!({ "run": F, "cache": { "tll": 5 } })),
+                "unknown field 'tll' on cache of node 'x' (did you mean 'ttl'?)",
             ),
             (
                 d(json!({ "run": F, "uses": "x" })),
@@ -536,7 +540,7 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
     assert_eq!(e.code(), "ERR_DEFINITION_UNKNOWN_FIELD");
     assert_eq!(e.location().node.as_deref(), Some("x"));
     assert_eq!(e.location().field.as_deref(), Some("retyr"));
-    let e = check(&d(json!({ "run": F, "cache": true })).to_string(), &dag()).unwrap_err();
+    let e = check(&d(json!({ "run": F, "uses": ["q"] })).to_string(), &dag()).unwrap_err();
     assert_eq!(e.code(), "ERR_DEFINITION_UNSUPPORTED");
     // Hand-written JSON can repeat a field: refused rather than last-one-wins.
     let e = check(
@@ -1239,7 +1243,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             Just("parent"),
             Just("transiton"),
             Just("zzz"),
-            Just("cache")
+            Just("uses")
         ]
         .prop_map(|s| Mutation::Rename(s.into())),
         prop_oneof![

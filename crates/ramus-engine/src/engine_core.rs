@@ -104,6 +104,7 @@ fn interrupted_record(id: String, now: i64) -> Record {
         error: Some(INTERRUPTED.to_owned()),
         started_at: None,
         ended_at: Some(now),
+        cached: false,
     })
 }
 

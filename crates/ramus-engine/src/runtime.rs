@@ -870,7 +870,7 @@ impl Runtime {
         if let Some(tap) = live.tap.as_deref_mut() {
             match command {
                 Command::Complete { slot, outcome } => match outcome {
-                    Outcome::Ok | Outcome::Choose { .. } => {
+                    Outcome::Ok | Outcome::Cached | Outcome::Choose { .. } => {
                         tap.step_value(slot, values.value.map(str::to_owned), false)
                     }
                     Outcome::Error | Outcome::Fatal => {

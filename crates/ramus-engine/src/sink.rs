@@ -400,7 +400,14 @@ impl Tap {
                     Values::Machine(m) => text(&m.state_output),
                 };
                 if let Some(w) = self.writer.as_mut().filter(|_| writing) {
-                    w.step_ended(slot, StepStatus::Finished, output, None, e.time);
+                    w.step_ended(
+                        slot,
+                        StepStatus::Finished,
+                        output,
+                        None,
+                        e.time,
+                        e.data == DataRef::CachedOutput,
+                    );
                 }
             }
             EventKind::DagNodeError
@@ -417,7 +424,7 @@ impl Tap {
                     s.step_ended(slot, "error", Some(error_message(error.as_deref())), e.time);
                 }
                 if let Some(w) = self.writer.as_mut().filter(|_| writing) {
-                    w.step_ended(slot, StepStatus::Error, None, error, e.time);
+                    w.step_ended(slot, StepStatus::Error, None, error, e.time, false);
                 }
             }
             EventKind::DagNodeState if e.data == DataRef::State("cancelled") => {
@@ -425,7 +432,7 @@ impl Tap {
                     s.step_ended(slot, "cancelled", None, e.time);
                 }
                 if let Some(w) = self.writer.as_mut().filter(|_| writing) {
-                    w.step_ended(slot, StepStatus::Cancelled, None, None, e.time);
+                    w.step_ended(slot, StepStatus::Cancelled, None, None, e.time, false);
                 }
             }
             EventKind::MachineStart => {

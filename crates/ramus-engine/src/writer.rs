@@ -60,6 +60,7 @@ fn step_end(
     output: Option<String>,
     error: Option<String>,
     at: i64,
+    cached: bool,
 ) -> Record {
     Record::StepUpdate(StepUpdate {
         id,
@@ -68,6 +69,7 @@ fn step_end(
         error,
         started_at: None,
         ended_at: Some(at),
+        cached,
     })
 }
 
@@ -235,6 +237,7 @@ impl RunWriter {
             attempt: i64::from(step.attempt),
             started_at: Some(step.time as i64),
             ended_at: None,
+            cached: false,
         }));
         self.open.insert(
             slot,
@@ -245,7 +248,7 @@ impl RunWriter {
         );
     }
 
-    /// A step ended.
+    /// A step ended (`cached`: its output came from a cache).
     pub fn step_ended(
         &mut self,
         slot: u32,
@@ -253,6 +256,7 @@ impl RunWriter {
         output: Option<String>,
         error: Option<String>,
         time: u64,
+        cached: bool,
     ) {
         let Some(open) = self.open.remove(&slot) else {
             return;
@@ -262,10 +266,17 @@ impl RunWriter {
             step.output = output;
             step.error = error;
             step.ended_at = Some(time as i64);
+            step.cached = cached;
             return;
         }
-        self.records
-            .push(step_end(open.id, status, output, error, time as i64));
+        self.records.push(step_end(
+            open.id,
+            status,
+            output,
+            error,
+            time as i64,
+            cached,
+        ));
     }
 
     /// The id of the open step of `slot`, if any.
@@ -390,8 +401,14 @@ impl RunWriter {
         self.ended = true;
         let now = now as i64;
         for (_, open) in self.open.drain() {
-            self.records
-                .push(step_end(open.id, StepStatus::Cancelled, None, None, now));
+            self.records.push(step_end(
+                open.id,
+                StepStatus::Cancelled,
+                None,
+                None,
+                now,
+                false,
+            ));
         }
         for (_, id) in self.timers.drain() {
             self.records.push(Record::TimerCancelled { id });

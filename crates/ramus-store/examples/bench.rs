@@ -64,6 +64,7 @@ fn step_records(run: u32, seq: u32) -> Vec<Record> {
             attempt: 1,
             started_at: Some(T0 + i64::from(seq)),
             ended_at: Some(T0 + i64::from(seq)),
+            cached: false,
         }),
         Record::RunUpdate(RunUpdate {
             snapshot: Some(format!(

@@ -128,6 +128,7 @@ impl Steps {
             attempt: 1,
             started_at: Some(started_at),
             ended_at,
+            cached: false,
         }));
         id
     }
@@ -675,6 +676,7 @@ fn resume(path: &str, run_id: &str) -> Result<()> {
             attempt: 1,
             started_at: Some(t),
             ended_at: Some(t + 1),
+            cached: false,
         }),
     ];
     records.push(Record::RunUpdate(if is_final {

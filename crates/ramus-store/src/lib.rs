@@ -39,6 +39,7 @@
 
 #![deny(missing_docs)]
 
+mod cache;
 mod checkpoint;
 mod error;
 mod hash;
@@ -49,6 +50,7 @@ mod store;
 mod traits;
 mod write;
 
+pub use cache::SqliteCache;
 pub use error::{Error, Result};
 pub use hash::content_hash;
 pub use model::{

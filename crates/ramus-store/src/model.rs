@@ -256,6 +256,8 @@ pub struct Step {
     pub status: StepStatus,
     /// Which try this is, from 1.
     pub attempt: i64,
+    /// Its output came from a cache (the runner did not run).
+    pub cached: bool,
     /// When it started running.
     pub started_at: Option<i64>,
     /// When it finished, failed or was cancelled.
@@ -277,6 +279,8 @@ pub struct StepUpdate {
     pub started_at: Option<i64>,
     /// When it ended.
     pub ended_at: Option<i64>,
+    /// Its output came from a cache (the runner did not run).
+    pub cached: bool,
 }
 
 /// A state machine transition. A row of `transitions`.

@@ -42,7 +42,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
 }
 
 const STEP_COLUMNS: &str = "id, run_id, seq, node, parent_step_id, input, output, error, \
-    status, attempt, started_at, ended_at";
+    status, attempt, started_at, ended_at, cached";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
     Ok(Step {
@@ -58,6 +58,7 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
         attempt: row.get(9)?,
         started_at: row.get(10)?,
         ended_at: row.get(11)?,
+        cached: row.get(12)?,
     })
 }
 

@@ -119,9 +119,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_run ON timers (run_id);
     CREATE INDEX timers_due ON timers (due_at) WHERE fired_at IS NULL;
     "#,
-    // 2: timers of kind 'retry' (the wait before a step's next attempt). SQLite cannot
-    // change a CHECK in place: the table is copied.
+    // 2: timers of kind 'retry' (the wait before a step's next attempt; SQLite cannot
+    // change a CHECK in place: the table is copied), steps whose output came from a cache,
+    // and the cache itself (`sqliteCache`, or the engine's own database).
     r#"
+    ALTER TABLE steps ADD COLUMN cached INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1));
+
+    CREATE TABLE IF NOT EXISTS cache (
+        node        TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        value       TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        PRIMARY KEY (node, key)
+    );
+
     CREATE TABLE timers_v2 (
         id        TEXT    NOT NULL PRIMARY KEY,
         run_id    TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

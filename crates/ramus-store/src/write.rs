@@ -33,17 +33,18 @@ const UPDATE_RUN: &str = "\
 
 const UPSERT_STEP: &str = "\
     INSERT INTO steps (id, run_id, seq, node, parent_step_id, input, output, error, status, \
-        attempt, started_at, ended_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+        attempt, started_at, ended_at, cached) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
     ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, seq = excluded.seq, \
         node = excluded.node, parent_step_id = excluded.parent_step_id, \
         input = excluded.input, output = excluded.output, error = excluded.error, \
         status = excluded.status, attempt = excluded.attempt, \
-        started_at = excluded.started_at, ended_at = excluded.ended_at";
+        started_at = excluded.started_at, ended_at = excluded.ended_at, cached = excluded.cached";
 
 const UPDATE_STEP: &str = "\
     UPDATE steps SET status = ?2, output = coalesce(?3, output), error = coalesce(?4, error), \
-        started_at = coalesce(?5, started_at), ended_at = coalesce(?6, ended_at) \
+        started_at = coalesce(?5, started_at), ended_at = coalesce(?6, ended_at), \
+        cached = ?7 \
     WHERE id = ?1";
 
 const INSERT_TRANSITION: &str = "\
@@ -169,6 +170,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             s.attempt,
             s.started_at,
             s.ended_at,
+            s.cached,
         ]),
         Record::StepUpdate(u) => conn.prepare_cached(UPDATE_STEP)?.execute(params![
             u.id,
@@ -177,6 +179,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             u.error,
             u.started_at,
             u.ended_at,
+            u.cached,
         ]),
         Record::Transition(t) => conn.prepare_cached(INSERT_TRANSITION)?.execute(params![
             t.id,

@@ -49,6 +49,7 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
         attempt: 1,
         started_at: Some(T0),
         ended_at: Some(T0),
+        cached: false,
     }
 }
 

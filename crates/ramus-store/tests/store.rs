@@ -59,6 +59,7 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
         attempt: 1,
         started_at: Some(T0 + seq),
         ended_at: None,
+        cached: false,
     }
 }
 
@@ -139,6 +140,7 @@ fn migrations_are_idempotent_on_reopen() {
     assert_eq!(
         tables,
         [
+            "cache",
             "definitions",
             "events",
             "meta",
@@ -349,6 +351,7 @@ fn every_record_kind_round_trips() {
                 error: None,
                 started_at: None,
                 ended_at: Some(T0 + 9),
+                cached: false,
             }),
             Record::EventDelivered {
                 id: pending.id.clone(),
@@ -382,6 +385,7 @@ fn every_record_kind_round_trips() {
             status: StepStatus::Finished,
             output: Some("2".into()),
             ended_at: Some(T0 + 9),
+            cached: false,
             ..s.clone()
         }]
     );
@@ -688,6 +692,7 @@ fn a_failed_submission_does_not_spoil_its_group() {
             error: None,
             started_at: None,
             ended_at: None,
+            cached: false,
         })])
         .unwrap();
     // A submission whose second record breaks a foreign key: its first record is undone.
