@@ -1,0 +1,105 @@
+// Behaviour kept from the original TypeScript Ramus (@ramus/workflow), so that its users
+// switch by changing an import: cancel() while a state runs.
+import { describe, expect, test, vi } from 'vitest';
+
+import {
+  CancelledError,
+  StateMachineRunner,
+} from 'ramus';
+
+import { deferred, promiseState, settle } from './helpers.mjs';
+
+describe('cancel() while a state runs', () => {
+  /** a -> b -> c; `a` awaits `gate` (after `during`, if given), and `b` must never run. */
+  function machine(during?: (r: StateMachineRunner) => void) {
+    const gate = deferred();
+    const bRun = vi.fn(() => 'b ran');
+    let returned = false;
+    const r: StateMachineRunner = new StateMachineRunner({
+      config: {
+        name: 'cancellable',
+        initial: 'a',
+        nodes: {
+          a: {
+            run: async () => {
+              during?.(r);
+              await gate.promise;
+              returned = true;
+              return 'a out';
+            },
+            transition: 'b',
+          },
+          b: { run: bRun, transition: 'c' },
+          c: { final: true },
+        },
+      },
+      input: null,
+    });
+    return { r, gate, bRun, returned: () => returned };
+  }
+
+  test('from inside the state: run() resolves only after the state returned and moved on', async () => {
+    const m = machine((r) => r.cancel());
+    const finished = m.r.finished.then(
+      () => 'resolved',
+      (err: unknown) => err,
+    );
+    const running = m.r.run();
+    await settle();
+    // Cancelled, but `a` has not returned: run() waits for it.
+    expect(m.r.machineStatus).toBe('cancelled');
+    expect(await promiseState(running)).toBe('pending');
+    m.gate.resolve(undefined);
+    await running;
+    expect(m.returned()).toBe(true);
+    expect(m.r.state).toBe('b');
+    expect(m.r.currentState.input).toBe('a out');
+    expect(m.r.machineStatus).toBe('cancelled');
+    expect(m.r.canStep()).toBe(false);
+    await settle();
+    expect(m.bRun).not.toHaveBeenCalled();
+    expect(await finished).toBeInstanceOf(CancelledError);
+  });
+
+  test('from outside, during step(): step() resolves true once the state took its transition', async () => {
+    const m = machine();
+    const stepped = m.r.step();
+    await settle();
+    expect(m.r.machineStatus).toBe('running');
+    m.r.cancel();
+    void m.r.finished.catch(() => {});
+    expect(await promiseState(stepped)).toBe('pending');
+    m.gate.resolve(undefined);
+    expect(await stepped).toBe(true);
+    expect(m.r.state).toBe('b');
+    expect(m.r.machineStatus).toBe('cancelled');
+    await settle();
+    expect(m.bRun).not.toHaveBeenCalled();
+  });
+
+  test('the transition taken is the one the output selects', async () => {
+    let r: StateMachineRunner;
+    r = new StateMachineRunner({
+      config: {
+        name: 'chooses',
+        initial: 'ask',
+        nodes: {
+          ask: {
+            run: () => {
+              r.cancel();
+              return 7;
+            },
+            transition: { '': [{ state: 'small', condition: ({ output }) => (output as number) < 5 }, { state: 'large' }] },
+          },
+          small: { final: true },
+          large: { final: true },
+        },
+      },
+      input: null,
+    });
+    void r.finished.catch(() => {});
+    await r.run();
+    expect(r.state).toBe('large');
+    expect(r.machineStatus).toBe('cancelled');
+  });
+});
