@@ -1,13 +1,79 @@
 // Behaviour kept from the original TypeScript Ramus (@ramus/workflow), so that its users
-// switch by changing an import: cancel() while a state runs.
+// switch by changing an import: the shape of 'ramus:error' and cancel() while a state runs.
 import { describe, expect, test, vi } from 'vitest';
 
 import {
   CancelledError,
+  DagRunner,
   StateMachineRunner,
+  type RamusErrorEvent,
+  type StateMachine,
 } from 'ramus';
 
 import { deferred, promiseState, settle } from './helpers.mjs';
+
+describe("'ramus:error' receives { error, fatal }", () => {
+  test('a DAG whose node throws: fatal, with the error finished rejects with', async () => {
+    const boom = new Error('node failed');
+    const runner = new DagRunner({
+      dag: { name: 'fails', nodes: { a: { run: () => 1 }, b: { parents: ['a'], run: () => Promise.reject(boom) } } },
+      input: null,
+    });
+    const seen: RamusErrorEvent[] = [];
+    runner.on('ramus:error', (e: RamusErrorEvent) => seen.push(e));
+    await expect(runner.run()).rejects.toBe(boom);
+    expect(seen).toEqual([{ error: boom, fatal: true }]);
+    expect(seen[0]!.error).toBe(boom);
+  });
+
+  test("the original's listener pattern, reject(e.error), rejects with the thrown error", async () => {
+    const boom = new TypeError('bad input');
+    const runner = new DagRunner({ dag: { name: 'one', nodes: { only: { run: () => { throw boom; } } } }, input: null });
+    const viaListener = new Promise((_, reject) => runner.on('ramus:error', (e: RamusErrorEvent) => reject(e.error)));
+    void runner.run().catch(() => {});
+    await expect(viaListener).rejects.toBe(boom);
+  });
+
+  test('a machine state that fails into an error state: not fatal, and the machine goes on', async () => {
+    const boom = new Error('state failed');
+    const config: StateMachine<object, null> = {
+      name: 'recovers',
+      initial: 'work',
+      errorState: 'recover',
+      nodes: {
+        work: { run: () => { throw boom; }, transition: 'done' },
+        recover: { run: ({ input }) => `recovered from ${(input as Error).message}`, transition: 'done' },
+        done: { final: true },
+      },
+    };
+    const r = new StateMachineRunner({ config, input: null });
+    const seen: RamusErrorEvent[] = [];
+    r.on('ramus:error', (e: RamusErrorEvent) => seen.push(e));
+    await r.run();
+    expect(seen).toEqual([{ error: boom, fatal: false }]);
+    expect(r.state).toBe('done');
+    await expect(r.finished).resolves.toBe('recovered from state failed');
+  });
+
+  test('a machine state that fails without an error state: fatal, the machine halts there', async () => {
+    const boom = new Error('no way out');
+    const r = new StateMachineRunner({
+      config: { name: 'halts', initial: 'a', nodes: { a: { run: () => { throw boom; }, transition: 'b' }, b: { final: true } } },
+      input: null,
+    });
+    const seen: RamusErrorEvent[] = [];
+    r.on('ramus:error', (e: RamusErrorEvent) => seen.push(e));
+    const finished = r.finished.then(
+      () => 'resolved',
+      (err: unknown) => err,
+    );
+    await r.run();
+    expect(seen).toEqual([{ error: boom, fatal: true }]);
+    expect(await finished).toBe(boom);
+    expect(r.state).toBe('a');
+    expect(r.machineStatus).toBe('error');
+  });
+});
 
 describe('cancel() while a state runs', () => {
   /** a -> b -> c; `a` awaits `gate` (after `during`, if given), and `b` must never run. */

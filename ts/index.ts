@@ -19,7 +19,7 @@ export type {
   Tools,
 } from './dag-types';
 export { CancelledError } from './errors';
-export type { DagEventType, MachineEventType, RamusEvent } from './events';
+export type { DagEventType, MachineEventType, RamusErrorEvent, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';
 export type {
   CurrentState,

@@ -2,7 +2,7 @@
 // Every `@ts-expect-error` below must hit a real error: if the types were `any`, tsc would report
 // "Unused '@ts-expect-error' directive" and the types test fails.
 import { runDag, DagRunner, CompiledDag, analyzeDag, LocalSemaphore, CancelledError } from 'ramus';
-import type { Dag } from 'ramus';
+import type { Dag, RamusErrorEvent } from 'ramus';
 
 interface Ctx {
   count: number;
@@ -103,7 +103,11 @@ export async function useRunner(): Promise<void> {
     void [n, st];
   });
   runner.on('finish', () => {});
-  runner.on('ramus:error', () => {});
+  runner.on('ramus:error', ({ error, fatal }: RamusErrorEvent) => {
+    const e: unknown = error;
+    const f: boolean = fatal;
+    void [e, f];
+  });
   runner.on('cancelled', () => {});
   runner.cancel();
   void [state, badState, ran, ranWrong, finished, runner.output];
