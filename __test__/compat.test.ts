@@ -1,12 +1,16 @@
 // Behaviour kept from the original TypeScript Ramus (@ramus/workflow), so that its users
-// switch by changing an import: the shape of 'ramus:error' and cancel() while a state runs.
+// switch by changing an import: the shape of 'ramus:error', cancel() while a state runs,
+// and how a DAG run's name is composed.
 import { describe, expect, test, vi } from 'vitest';
 
 import {
   CancelledError,
   DagRunner,
+  Engine,
   StateMachineRunner,
+  type Dag,
   type RamusErrorEvent,
+  type RamusEvent,
   type StateMachine,
 } from 'ramus';
 
@@ -167,5 +171,43 @@ describe('cancel() while a state runs', () => {
     await r.run();
     expect(r.state).toBe('large');
     expect(r.machineStatus).toBe('cancelled');
+  });
+});
+
+describe("a run's name", () => {
+  const dag: Dag<object, null> = { name: 'd', nodes: { only: { run: () => 'out' } } };
+
+  test("a DAG run's name option prefixes the DAG's name, in events too", async () => {
+    const runner = new DagRunner({ dag, input: null, name: 'n' });
+    expect(runner.name).toBe('n: d');
+    const sources = new Set<string>();
+    runner.on('event', (e: RamusEvent) => sources.add(e.source));
+    await runner.run();
+    expect([...sources]).toEqual(['n: d']);
+  });
+
+  test("without the option, the DAG's name", () => {
+    expect(new DagRunner({ dag, input: null }).name).toBe('d');
+  });
+
+  test('a state machine takes the name option as its name', () => {
+    const config: StateMachine<object, null> = { name: 'm', initial: 's', nodes: { s: { final: true } } };
+    expect(new StateMachineRunner({ config, input: null, name: 'n' }).name).toBe('n');
+    expect(new StateMachineRunner({ config, input: null }).name).toBe('m');
+  });
+
+  test('a run an Engine starts keeps the name it is stored and listed under', async () => {
+    const engine = new Engine({ db: ':memory:' });
+    try {
+      const run = engine.start(dag, { input: null, name: 'n' });
+      await run.finished;
+      expect(run.name).toBe('n');
+      expect(engine.runs({ name: 'n' }).map((r) => r.id)).toEqual([run.runId]);
+      const unstored = engine.start(dag, { input: null, name: 'n', durability: 'off' });
+      await unstored.finished;
+      expect(unstored.name).toBe('n');
+    } finally {
+      await engine.close();
+    }
   });
 });
