@@ -1,16 +1,24 @@
 // Behaviour kept from the original TypeScript Ramus (@ramus/workflow), so that its users
 // switch by changing an import: the shape of 'ramus:error', cancel() while a state runs,
-// and how a DAG run's name is composed.
+// how a DAG run's name is composed, and the exports it had.
+import { createRequire } from 'node:module';
+
 import { describe, expect, test, vi } from 'vitest';
 
 import {
+  acquireSemaphores,
   CancelledError,
   DagRunner,
   Engine,
+  LocalSemaphore,
+  MESSAGE_FROM_USER,
   StateMachineRunner,
   type Dag,
+  type MessageFromUserEvent,
+  type MessageToUserEvent,
   type RamusErrorEvent,
   type RamusEvent,
+  type Semaphore,
   type StateMachine,
 } from 'ramus';
 
@@ -209,5 +217,106 @@ describe("a run's name", () => {
     } finally {
       await engine.close();
     }
+  });
+});
+
+describe('LocalSemaphore.counts', () => {
+  test('shows limit, held slots and waiting acquires for each key with a limit', async () => {
+    const sem = new LocalSemaphore({ llm: 1, search: 3 });
+    await sem.acquire('llm');
+    const waiting = sem.acquire('llm');
+    await sem.acquire('search');
+    await sem.acquire('unlimited');
+    expect(new Map(sem.counts)).toEqual(
+      new Map([
+        ['llm', { limit: 1, current: 1, pending: 1 }],
+        ['search', { limit: 3, current: 1, pending: 0 }],
+      ]),
+    );
+    sem.release('llm');
+    await waiting;
+    expect(sem.counts.get('llm')).toEqual({ limit: 1, current: 1, pending: 0 });
+    sem.setLimit('fresh', 2);
+    expect(sem.counts.get('fresh')).toEqual({ limit: 2, current: 0, pending: 0 });
+  });
+
+  test('a release beyond the acquires leaves current at 0', () => {
+    const sem = new LocalSemaphore({ key: 1 });
+    sem.release('key');
+    expect(sem.counts.get('key')?.current).toBe(0);
+  });
+});
+
+describe('acquireSemaphores', () => {
+  test('holds a slot of the key in every semaphore until the releaser is called', async () => {
+    const global = new LocalSemaphore({ llm: 2 });
+    const perRun = new LocalSemaphore({ llm: 1 });
+    const release = await acquireSemaphores([global, perRun], 'llm');
+    expect([global.current('llm'), perRun.current('llm')]).toEqual([1, 1]);
+    // perRun is full: a second claim waits for the first to be released.
+    const second = acquireSemaphores([global, perRun], 'llm');
+    expect(await promiseState(second)).toBe('pending');
+    await release();
+    const releaseSecond = await second;
+    expect([global.current('llm'), perRun.current('llm')]).toEqual([1, 1]);
+    await releaseSecond();
+    expect([global.current('llm'), perRun.current('llm')]).toEqual([0, 0]);
+  });
+
+  test('when one semaphore fails to acquire, the slots taken elsewhere go back and the error is thrown', async () => {
+    const local = new LocalSemaphore({ k: 1 });
+    const refusing: Semaphore = { acquire: () => Promise.reject(new Error('quota service down')), release: () => {} };
+    await expect(acquireSemaphores([local, refusing], 'k')).rejects.toThrow('quota service down');
+    await settle();
+    expect(local.current('k')).toBe(0);
+  });
+
+  test('a releaser waits for asynchronous releases', async () => {
+    const released: string[] = [];
+    const remote: Semaphore = {
+      acquire: async () => {},
+      release: async (key) => {
+        await settle(1);
+        released.push(key);
+      },
+    };
+    const release = await acquireSemaphores([remote], 'api');
+    await release();
+    expect(released).toEqual(['api']);
+  });
+});
+
+describe('chat events', () => {
+  test('MESSAGE_FROM_USER is the event type a machine waits on for the user; runners emit chat messages', async () => {
+    expect(MESSAGE_FROM_USER).toBe('chat');
+    const r = new StateMachineRunner({
+      config: {
+        name: 'conversation',
+        initial: 'greet',
+        nodes: {
+          greet: {
+            run: ({ emit }) => emit('chat', { text: 'What is your name?' }),
+            transition: { [MESSAGE_FROM_USER]: 'reply' },
+          },
+          reply: { run: ({ event }) => `Hello, ${(event?.data as MessageFromUserEvent).text}`, final: true },
+        },
+      },
+      input: null,
+    });
+    const toUser: MessageToUserEvent[] = [];
+    r.on('event', (e: RamusEvent) => {
+      if (e.type === 'chat') toUser.push(e as MessageToUserEvent);
+    });
+    await r.run();
+    expect(toUser.map((e) => e.data.text)).toEqual(['What is your name?']);
+    expect(r.availableEvents()).toEqual([MESSAGE_FROM_USER]);
+    r.send({ type: MESSAGE_FROM_USER, data: { text: 'Ada' } satisfies MessageFromUserEvent });
+    await expect(r.finished).resolves.toBe('Hello, Ada');
+  });
+
+  test('the new exports load through require() as the same values', () => {
+    const cjs = createRequire(import.meta.url)('ramus');
+    expect(cjs.acquireSemaphores).toBe(acquireSemaphores);
+    expect(cjs.MESSAGE_FROM_USER).toBe(MESSAGE_FROM_USER);
   });
 });

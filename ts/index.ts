@@ -36,7 +36,8 @@ export type {
 } from './machine-types';
 export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
-export { LocalSemaphore, type Semaphore } from './semaphore';
+export { acquireSemaphores, LocalSemaphore, type Semaphore, type SemaphoreCount, type SemaphoreReleaser } from './semaphore';
+export { MESSAGE_FROM_USER, type MessageFromUserEvent, type MessageFromUserEventData, type MessageToUserEvent, type MessageToUserEventData } from './chat';
 export { toMermaid, type MermaidSource, type ToMermaidOptions } from './mermaid';
 export { Engine } from './engine';
 export type {
