@@ -163,6 +163,8 @@ export declare class NativeSemaphore {
   setLimit(key: string, limit: number): Array<number>
   /** Slots of `key` held now. */
   current(key: string): number
+  /** Every key with a limit: its limit, the slots held and the acquires waiting. */
+  counts(): Array<SemaphoreCount>
 }
 
 /** An open run database: what `Engine` and the inspector hold. */
@@ -528,6 +530,18 @@ export declare function runFlags(run: number): number
 
 /** The run id (shared with the enclosing run when nested). */
 export declare function runId(run: number): string | null
+
+/** One key of a [`NativeSemaphore`], for `LocalSemaphore.counts`. */
+export interface SemaphoreCount {
+  /** The key. */
+  key: string
+  /** Its limit. */
+  limit: number
+  /** Slots held now. */
+  current: number
+  /** Acquires waiting for a slot. */
+  pending: number
+}
 
 /** Send an event to a machine run; `handle` is the face's key for its data. */
 export declare function send(run: number, handle: number, eventType: string, queue: boolean, data?: string | undefined | null, context?: string | undefined | null): number

@@ -664,7 +664,6 @@ describe('runs nested in steps across a restart', () => {
       plan: async ({ input }) => {
         log('plan');
         return runDag({
-          name: 'inner',
           input,
           dag: {
             name: 'inner',

@@ -159,11 +159,12 @@ describe('a failing node rejects the run with the very value thrown', () => {
     await expect(finished).rejects.toBe(err);
     await expect(runner.finished).rejects.toBe(err);
     expect(onError).toHaveBeenCalledTimes(1);
-    expect(onError.mock.calls[0][0]).toBe(err);
+    expect(onError.mock.calls[0][0]).toEqual({ error: err, fatal: true });
+    expect(onError.mock.calls[0][0].error).toBe(err);
     expect(onFinish).not.toHaveBeenCalled();
   });
 
-  test('ramus:error gets a non-Error thrown value as-is', async () => {
+  test('ramus:error gets a non-Error thrown value as-is, in { error, fatal }', async () => {
     const obj = { not: 'an error' };
     const runner = new DagRunner({
       dag: failingDag(() => {
@@ -174,7 +175,8 @@ describe('a failing node rejects the run with the very value thrown', () => {
     const onError = vi.fn();
     runner.on('ramus:error', onError);
     await expect(runner.run()).rejects.toBe(obj);
-    expect(onError).toHaveBeenCalledWith(obj);
+    expect(onError).toHaveBeenCalledWith({ error: obj, fatal: true });
+    expect(onError.mock.calls[0][0].error).toBe(obj);
   });
 
   test('the failed node ends in state error; its waiting child ends cancelled', async () => {
@@ -339,7 +341,7 @@ describe('failure cancels the rest of the run', () => {
     gate.resolve();
     await settle();
     expect(onError).toHaveBeenCalledTimes(1);
-    expect(onError).toHaveBeenCalledWith(first);
+    expect(onError).toHaveBeenCalledWith({ error: first, fatal: true });
   });
 });
 

@@ -100,11 +100,11 @@ describe('event shape', () => {
     expect([...ids1][0]).not.toBe([...ids2][0]);
   });
 
-  test('source is the DAG name, or options.name when given', async () => {
+  test("source is the DAG name, or 'options.name: DAG name' when given (as the original composed it)", async () => {
     const plain = await runCollect({ dag: diamond(), input: 1 });
     expect(new Set(plain.events.map((e) => e.source))).toEqual(new Set(['diamond']));
     const named = await runCollect({ dag: diamond(), input: 1, name: 'custom-run' });
-    expect(new Set(named.events.map((e) => e.source))).toEqual(new Set(['custom-run']));
+    expect(new Set(named.events.map((e) => e.source))).toEqual(new Set(['custom-run: diamond']));
   });
 });
 
@@ -356,8 +356,8 @@ describe('event types and data', () => {
     const e2 = collectEvents(r2);
     await Promise.all([r1.run(), r2.run()]);
     await settle();
-    expect(new Set(e1.map((e) => e.source))).toEqual(new Set(['one']));
-    expect(new Set(e2.map((e) => e.source))).toEqual(new Set(['two']));
+    expect(new Set(e1.map((e) => e.source))).toEqual(new Set(['one: diamond']));
+    expect(new Set(e2.map((e) => e.source))).toEqual(new Set(['two: diamond']));
     expect(new Set(e1.map((e) => e.runId)).size).toBe(1);
     expect(e1[0].runId).not.toBe(e2[0].runId);
   });

@@ -159,7 +159,9 @@ describe('errors without an error state', () => {
     await fin.promise;
     await settle();
     expect(onError).toHaveBeenCalledTimes(1);
-    expect(onError.mock.calls[0][0]).toBe(err);
+    // No error state: the machine halts, the run as a whole failed.
+    expect(onError.mock.calls[0][0]).toEqual({ error: err, fatal: true });
+    expect(onError.mock.calls[0][0].error).toBe(err);
     const errs = events.filter((e) => e.type === 'state_machine:error');
     expect(errs).toHaveLength(1);
     const reported = errs[0].data.error;

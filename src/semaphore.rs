@@ -8,6 +8,19 @@ use ramus_core::SemaphoreTable;
 
 use crate::{coded, JsResult as Result};
 
+/// One key of a [`NativeSemaphore`], for `LocalSemaphore.counts`.
+#[napi(object)]
+pub struct SemaphoreCount {
+    /// The key.
+    pub key: String,
+    /// Its limit.
+    pub limit: u32,
+    /// Slots held now.
+    pub current: u32,
+    /// Acquires waiting for a slot.
+    pub pending: u32,
+}
+
 /// Keyed counting semaphores for `LocalSemaphore`; the JS face keeps the promise
 /// resolvers, keyed by the waiter ids this hands out.
 #[napi]
@@ -75,5 +88,19 @@ impl NativeSemaphore {
     #[napi]
     pub fn current(&self, key: String) -> u32 {
         self.table.current(&key)
+    }
+
+    /// Every key with a limit: its limit, the slots held and the acquires waiting.
+    #[napi]
+    pub fn counts(&self) -> Vec<SemaphoreCount> {
+        self.table
+            .counts()
+            .map(|(key, limit, current, pending)| SemaphoreCount {
+                key: key.to_owned(),
+                limit,
+                current,
+                pending: pending as u32,
+            })
+            .collect()
     }
 }

@@ -115,7 +115,7 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   /** The run's context; defaults to `dag.context()`, or `{}`. */
   context?: Ctx;
   tools?: Tools;
-  /** The run's name in events; defaults to the DAG's name. */
+  /** Names this run: its name (in events too) is `'<name>: <DAG name>'`; without it, the DAG's name. */
   name?: string;
   /** Rate limiters for nodes with a `semaphoreKey`. */
   semaphores?: Semaphore[];

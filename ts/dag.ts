@@ -109,6 +109,16 @@ function setKey(obj: Record<string, unknown>, key: string, value: unknown): void
 }
 
 /**
+ * A DAG run's name: as in the original, the `name` option prefixes the DAG's ('n: d'). An
+ * engine's runs keep the name `start` was given: the store lists and resumes them by it.
+ */
+function runName(options: DagRunnerOptions<any, any, any>, dagName: string, init: EngineInit | undefined): string {
+  if (options.name === undefined) return dagName;
+  if (init || (options as { exactName?: boolean }).exactName) return options.name;
+  return `${options.name}: ${dagName}`;
+}
+
+/**
  * Runs one DAG. The Rust engine decides what runs when; this class calls the runners on
  * the JS thread and reports each result back.
  */
@@ -131,8 +141,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   constructor(options: DagRunnerOptions<Ctx, Root, Out>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('DagRunner options must be an object');
     const dag = options.dag instanceof CompiledDag ? options.dag : new CompiledDag(options.dag);
-    const configName = dag.config.name;
-    super(dag.native, options.context ?? dag.config.context?.() ?? {}, options.input, { ...options, name: options.name ?? configName }, ['dag:state']);
+    super(dag.native, options.context ?? dag.config.context?.() ?? {}, options.input, { ...options, name: runName(options, dag.config.name, init) }, ['dag:state']);
     this.dag = dag;
     this.input = options.input;
     this.#autorun = options.autorun;

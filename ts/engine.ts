@@ -190,7 +190,7 @@ export class Engine {
     const common = this.#common(options, context);
     let runner: EngineRun;
     if (durability === 'off') {
-      runner = loaded.machine ? new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never) : new DagRunner({ ...common, dag: loaded.dag! });
+      runner = loaded.machine ? new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never) : new DagRunner({ ...common, dag: loaded.dag!, exactName: true } as never);
     } else {
       const input = storable(options.input, 'input');
       plain(() => def.checkInput(input));

@@ -40,6 +40,16 @@ export interface RamusEvent<T extends string = string, D = unknown> {
 }
 
 /**
+ * What `on('ramus:error')` listeners receive, as in the original. `fatal` is true when the
+ * run as a whole failed (`finished` rejects with `error`), false when a machine state failed
+ * and the machine went on to its error state.
+ */
+export interface RamusErrorEvent {
+  error: unknown;
+  fatal: boolean;
+}
+
+/**
  * One event as the binding sends it (see `events_json` in src/lib.rs):
  * `[id, type, step, parentStep, node, time, data, state, arg]`, where `step`/`parentStep`
  * index the drain's step-id table (-1: none), `node` is the DAG node or machine step slot

@@ -21,7 +21,7 @@ export type {
 } from './dag-types';
 export { CancelledError } from './errors';
 export { betterSqliteCache, calculateCacheKey, fileCache, memoryCache, redisCache, sqliteCache, stableStringify, type RedisLike } from './cache';
-export type { DagEventType, MachineEventType, RamusEvent } from './events';
+export type { DagEventType, MachineEventType, RamusErrorEvent, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';
 export type {
   CurrentState,
@@ -38,7 +38,8 @@ export type {
 } from './machine-types';
 export { defineMachine } from './machine-types';
 export { runAll, type RunAllResult } from './run-all';
-export { LocalSemaphore, type Semaphore } from './semaphore';
+export { acquireSemaphores, LocalSemaphore, type Semaphore, type SemaphoreCount, type SemaphoreReleaser } from './semaphore';
+export { MESSAGE_FROM_USER, type MessageFromUserEvent, type MessageFromUserEventData, type MessageToUserEvent, type MessageToUserEventData } from './chat';
 export { toMermaid, type MermaidSource, type ToMermaidOptions } from './mermaid';
 export { Engine } from './engine';
 export type {

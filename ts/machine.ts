@@ -1,6 +1,6 @@
 import { MoveInput, Op, RunEnd, StatusFlag, StepOutcome } from '../index.js';
 import { CancelledError, TimeoutError } from './errors';
-import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
+import { DataCode, W_ARG, W_DATA, W_STATE, type RamusErrorEvent, type RamusEvent, type WireEvent } from './events';
 import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { call, io, native, plain, type NativeDefinition } from './native';
 import type { NodeResultCache } from './cache';
@@ -392,8 +392,9 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   override failed(halted: boolean, hasMessage: boolean, notices: Array<() => void>): void {
     if (hasMessage) this.#lastError = new Error(native.message(this.key) ?? 'state machine error');
     const error = this.#lastError;
-    // A halt rejects `finished` (its end follows), which emits the error itself.
-    if (!halted) notices.push(() => this.emitSafely('ramus:error', error));
+    // A halt rejects `finished` (its end follows), which emits the error itself as fatal;
+    // a move to an error state is the machine handling it.
+    if (!halted) notices.push(() => this.emitSafely('ramus:error', { error, fatal: false } satisfies RamusErrorEvent));
   }
 
   /** @internal */

@@ -5,7 +5,7 @@ import { callIn, currentFrame, type StepFrame, type StepOwner } from './context'
 import { stepCacheKey, type NodeResultCache } from './cache';
 import type { StepCache, Tools } from './dag-types';
 import { CancelledError } from './errors';
-import { reportListenerError, W_DATA, DataCode, type RamusEvent, type WireBatch, type WireEvent } from './events';
+import { reportListenerError, W_DATA, DataCode, type RamusErrorEvent, type RamusEvent, type WireBatch, type WireEvent } from './events';
 import { call, hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
 import { SlotRequest, type Semaphore } from './semaphore';
 import { activeTraceparent } from './tracing';
@@ -826,7 +826,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   #reject(error: unknown, emitError: boolean): void {
     this.#outcome = REJECTED;
     this.#value = error;
-    if (emitError) this.emitSafely('ramus:error', error);
+    // Only a failure of the whole run rejects `finished`: fatal by definition.
+    if (emitError) this.emitSafely('ramus:error', { error, fatal: true } satisfies RamusErrorEvent);
     else this.emitSafely('cancelled');
     this.#settle?.reject(error);
   }

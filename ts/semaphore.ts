@@ -42,6 +42,15 @@ export class LocalSemaphore implements Semaphore {
     return this.#core.current(key);
   }
 
+  /**
+   * Every key with a limit: `{ limit, current, pending }` (`pending`: acquires waiting),
+   * read from the core at each access. The original kept its counting in this map; here it
+   * is a snapshot, so changing it changes nothing.
+   */
+  get counts(): ReadonlyMap<string, SemaphoreCount> {
+    return new Map(this.#core.counts().map((c) => [c.key, { limit: c.limit, current: c.current, pending: c.pending }]));
+  }
+
   /** Run `fn` while holding a slot of `key`; the slot is released even if `fn` throws. */
   async run<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
     await this.acquire(key);
@@ -58,6 +67,30 @@ export class LocalSemaphore implements Semaphore {
     this.#waiters.delete(waiter);
     resolve?.();
   }
+}
+
+/** One key of `LocalSemaphore.counts`. */
+export interface SemaphoreCount {
+  readonly limit: number;
+  /** Slots held now. */
+  readonly current: number;
+  /** Acquires waiting for a slot. */
+  readonly pending: number;
+}
+
+/** Gives back the slots `acquireSemaphores` took; settles once every release has. */
+export type SemaphoreReleaser = () => Promise<void>;
+
+/**
+ * Take a slot of `key` in every semaphore at once (as a node with `semaphoreKey` does), for
+ * code that rate-limits its own work. If one acquisition fails, the slots already taken go
+ * back, those granted later go back as they arrive, and the error is thrown.
+ */
+export async function acquireSemaphores(semaphores: readonly Semaphore[], key: string): Promise<SemaphoreReleaser> {
+  await new SlotRequest(semaphores, key).acquire();
+  return async () => {
+    await Promise.all(semaphores.map((s) => s.release(key)));
+  };
 }
 
 /** Release a slot; a custom semaphore whose release fails is reported, not left unhandled. */

@@ -1,8 +1,8 @@
 // Typed usage of the public surface, checked with `tsc --noEmit -p __test__/tsconfig.json` (strict).
 // Every `@ts-expect-error` below must hit a real error: if the types were `any`, tsc would report
 // "Unused '@ts-expect-error' directive" and the types test fails.
-import { runDag, DagRunner, CompiledDag, analyzeDag, LocalSemaphore, CancelledError } from 'ramus';
-import type { Dag } from 'ramus';
+import { runDag, DagRunner, CompiledDag, analyzeDag, LocalSemaphore, CancelledError, acquireSemaphores, MESSAGE_FROM_USER } from 'ramus';
+import type { Dag, MessageFromUserEvent, MessageToUserEvent, RamusErrorEvent, SemaphoreCount, SemaphoreReleaser } from 'ramus';
 
 interface Ctx {
   count: number;
@@ -103,7 +103,11 @@ export async function useRunner(): Promise<void> {
     void [n, st];
   });
   runner.on('finish', () => {});
-  runner.on('ramus:error', () => {});
+  runner.on('ramus:error', ({ error, fatal }: RamusErrorEvent) => {
+    const e: unknown = error;
+    const f: boolean = fatal;
+    void [e, f];
+  });
   runner.on('cancelled', () => {});
   runner.cancel();
   void [state, badState, ran, ranWrong, finished, runner.output];
@@ -123,7 +127,25 @@ export async function useSemaphore(): Promise<void> {
   const wrong: string = await sem.run('llm', async () => 5);
   // @ts-expect-error keys are strings
   await sem.acquire(1);
-  void [cur, r, s, wrong];
+  const count: SemaphoreCount | undefined = sem.counts.get('llm');
+  const held: number | undefined = count?.current;
+  // @ts-expect-error counts is a view: it cannot be changed
+  sem.counts.set('llm', { limit: 1, current: 0, pending: 0 });
+  const release: SemaphoreReleaser = await acquireSemaphores([sem, new LocalSemaphore()], 'llm');
+  await release();
+  // @ts-expect-error acquireSemaphores takes a list of semaphores
+  await acquireSemaphores(sem, 'llm');
+  void [cur, r, s, wrong, held];
+}
+
+export function useChat(toUser: MessageToUserEvent, fromUser: MessageFromUserEvent): void {
+  const type: 'chat' = MESSAGE_FROM_USER;
+  const text: string = toUser.data.text;
+  const replace: boolean | undefined = toUser.data.replace;
+  const button: string | undefined = fromUser.buttonId;
+  // @ts-expect-error a message to the user has text
+  const bad: MessageToUserEvent['data'] = { id: 'x' };
+  void [type, text, replace, button, bad];
 }
 
 export function useMisc(): void {

@@ -1011,9 +1011,17 @@ impl MachineRun {
         self.auto
     }
 
-    /// Whether nothing runs now: the machine waits for a step, an event or a timer.
+    /// Whether nothing runs now: the machine waits for a step, an event or a timer. A
+    /// machine cancelled while a state runs is not resting until that state has reported
+    /// and taken its transition: `run()` and `step()` settle only then, on the state it
+    /// moved to, as the original's did.
     pub fn resting(&self) -> bool {
-        !matches!(self.phase, Phase::Running { .. } | Phase::Acquiring { .. })
+        !matches!(
+            self.phase,
+            Phase::Running { .. }
+                | Phase::Acquiring { .. }
+                | Phase::Cancelled { draining: Some(_) }
+        )
     }
 
     /// The compiled machine.

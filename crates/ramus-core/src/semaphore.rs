@@ -76,6 +76,13 @@ impl SemaphoreTable {
         self.slots.get(key).map_or(0, |s| s.waiters.len())
     }
 
+    /// Every key with a limit, as `(key, limit, held, waiting)`, in no particular order.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, u32, u32, usize)> + '_ {
+        self.slots
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.limit, s.current, s.waiters.len()))
+    }
+
     fn grant(slot: &mut Slot) -> impl Iterator<Item = u64> + '_ {
         std::iter::from_fn(move || {
             if slot.current < slot.limit {
@@ -109,6 +116,19 @@ mod tests {
         assert_eq!(t.current("a"), 0);
         assert!(t.acquire("unknown", 9));
         assert_eq!(t.current("unknown"), 0);
+    }
+
+    #[test]
+    fn counts_list_limited_keys_only() {
+        let mut t = SemaphoreTable::new([("a".to_string(), 1)]);
+        t.set_limit("b", 0);
+        assert!(t.acquire("a", 1));
+        assert!(!t.acquire("a", 2));
+        assert!(!t.acquire("b", 3));
+        assert!(t.acquire("unlimited", 4));
+        let mut counts: Vec<_> = t.counts().collect();
+        counts.sort();
+        assert_eq!(counts, vec![("a", 1, 1, 1), ("b", 0, 0, 1)]);
     }
 
     #[test]

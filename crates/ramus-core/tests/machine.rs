@@ -558,12 +558,18 @@ fn cancel_lets_the_running_state_take_its_transition_then_stops() {
         .run
         .apply(Command::Cancel, &mut NoGuards, sim.now, &mut sim.out));
     assert!(sim.run.is_cancelled(slot));
+    // Cancelled, but the state still runs: nothing may report the machine at rest yet.
+    assert_eq!(sim.run.status(), MachineStatus::Cancelled);
+    assert!(!sim.run.resting());
+    assert!(!sim.run.is_done());
     let acts = sim.done(slot, Outcome::Ok, &mut NoGuards);
     assert!(matches!(acts[0], Action::Moved { .. }));
     assert_eq!(
         (sim.state(), sim.run.status()),
         ("b", MachineStatus::Cancelled)
     );
+    assert!(sim.run.resting(), "at rest once the transition is taken");
+    assert!(sim.run.is_done());
     assert!(!sim.run.can_step());
     assert_eq!(
         sim.send(4, "x", true),
