@@ -144,7 +144,21 @@ export declare class NativeEngine {
   watch(run: number, row: string): void
   /** Stop looking for a run's events (it ended, or is no longer live here). */
   unwatch(row: string): void
-  /** Flush and close the store. */
+  /** How long a lease lasts without renewal (ms). */
+  setLeaseMs(ms: number): void
+  /** This engine as the holder of leases. */
+  get owner(): string
+  /**
+   * Renew the leases of the runs this engine holds at `clock`'s now; returns the ids of
+   * those another engine took over meanwhile.
+   */
+  renewLeases(clock: number): Array<string>
+  /**
+   * A run ended or left this engine: its lease is not renewed any more (and with
+   * `release`, handed back at once).
+   */
+  letGo(runId: string, release: boolean): void
+  /** Hand back the leases, flush and close the store. */
   close(): void
 }
 
@@ -331,6 +345,12 @@ export declare function flushRun(run: number, context?: string | undefined | nul
 
 /** Export the spans ended so far; resolves when the collector answered. */
 export declare function flushTracing(): Promise<unknown>
+
+/**
+ * Whether the run ended in the core (a sync run's end may still wait for its commit
+ * before the face hears of it).
+ */
+export declare function hasEnded(run: number): boolean
 
 /** Whether steps of sync runs wait for their commits (a test clock lets them land). */
 export declare function heldSteps(): boolean

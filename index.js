@@ -860,6 +860,7 @@ module.exports.failStorage = nativeBinding.failStorage
 module.exports.fastCall = nativeBinding.fastCall
 module.exports.flushRun = nativeBinding.flushRun
 module.exports.flushTracing = nativeBinding.flushTracing
+module.exports.hasEnded = nativeBinding.hasEnded
 module.exports.heldSteps = nativeBinding.heldSteps
 module.exports.init = nativeBinding.init
 module.exports.initTimers = nativeBinding.initTimers

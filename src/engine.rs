@@ -197,7 +197,12 @@ impl NativeEngine {
                 info: o.info.map(|r| r.get().to_owned()),
                 parent: None,
                 snapshot: None,
+                lease: Some(
+                    self.core
+                        .first_lease(&o.run_id, with_ctx(|c| c.rt.now(clock)) as i64),
+                ),
             }),
+            fence: None,
         });
         ctx(|c| {
             c.rt.create(Arc::clone(def), opts)
@@ -218,7 +223,8 @@ impl NativeEngine {
     /// the run is created and ready to start.
     #[napi]
     pub fn resume(&self, run_id: String, flags: u32, clock: u32, sync: bool) -> Result<String> {
-        let plan = self.core.resume_plan(&run_id).map_err(js_error)?;
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let plan = self.core.resume_plan(&run_id, now).map_err(js_error)?;
         let def = Arc::clone(&plan.def);
         let mut opts = defs::run_options(
             &NativeDefinition {
@@ -330,11 +336,40 @@ impl NativeEngine {
         });
     }
 
-    /// Flush and close the store.
+    /// How long a lease lasts without renewal (ms).
+    #[napi]
+    pub fn set_lease_ms(&self, ms: f64) {
+        self.core.set_lease_ms(ms as i64);
+    }
+
+    /// This engine as the holder of leases.
+    #[napi(getter)]
+    pub fn owner(&self) -> String {
+        self.core.owner().to_owned()
+    }
+
+    /// Renew the leases of the runs this engine holds at `clock`'s now; returns the ids of
+    /// those another engine took over meanwhile.
+    #[napi]
+    pub fn renew_leases(&self, clock: u32) -> Result<Vec<String>> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        self.core.renew(now).map_err(js_error)
+    }
+
+    /// A run ended or left this engine: its lease is not renewed any more (and with
+    /// `release`, handed back at once).
+    #[napi]
+    pub fn let_go(&self, run_id: String, release: bool) -> Result<()> {
+        self.core.let_go(&run_id, release).map_err(js_error)
+    }
+
+    /// Hand back the leases, flush and close the store.
     #[napi]
     pub fn close(&self) -> Result<()> {
         self.watched.clear();
-        self.sqlite.close().map_err(store_error)
+        let released = self.core.release_all().map_err(js_error);
+        self.sqlite.close().map_err(store_error)?;
+        released
     }
 }
 

@@ -828,6 +828,13 @@ pub fn is_cancelled(run: i32, slot: u32) -> bool {
     })
 }
 
+/// Whether the run ended in the core (a sync run's end may still wait for its commit
+/// before the face hears of it).
+#[napi]
+pub fn has_ended(run: i32) -> bool {
+    with_ctx(|c| c.rt.get(unpack(run)).is_none_or(|l| l.ended().is_some()))
+}
+
 /// A DAG node's state code (the position in `NodeState`), or -1.
 #[napi]
 pub fn node_state(run: i32, node: u32) -> i32 {

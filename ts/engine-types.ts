@@ -22,6 +22,12 @@ export interface EngineOptions {
    * `cache` field); `sqliteCache(engine.db)` keeps them in the engine's own database.
    */
   cache?: NodeResultCache;
+  /**
+   * How long this engine's hold on a run lasts without renewal (ms, default 30,000): a
+   * live engine renews its leases a third of that apart; once a crashed or stopped
+   * holder's lease expires, another engine may take its runs over (`resume`).
+   */
+  leaseMs?: number;
   /** How often live runs look for events sent from other processes (ms). Default 500. */
   pollInterval?: number;
   /** Where time comes from (default the system clock); a `TestClock` in tests. */

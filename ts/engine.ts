@@ -8,11 +8,23 @@ import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
 import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
+import { LeaseHeldError, LeaseLostError } from './errors';
 import { definitionJson, storable } from './values';
 
 export type * from './engine-types';
 
 export type EngineRun = DagRunner<any, any, any> | StateMachineRunner<any, any, any, any>;
+
+/** A native `ERR_LEASE_HELD` as a `LeaseHeldError` with its holder and expiry. */
+function leaseHeld<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    const m = (err as { code?: string })?.code === 'ERR_LEASE_HELD' && /^Run (\S+) is held by (.+) until (\S+) \(its lease\)/.exec(String((err as Error).message));
+    if (m) throw new LeaseHeldError((err as Error).message, m[1]!, m[2]!, Date.parse(m[3]!));
+    throw err;
+  }
+}
 
 function checkDurability(d: unknown): Durability {
   if (d === 'sync' || d === 'batched' || d === 'off') return d;
@@ -49,6 +61,8 @@ export class Engine {
   #store: NativeStore;
   #tools: EngineOptions['tools'];
   #cache: EngineOptions['cache'];
+  #leaseMs = 30_000;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
   #clock: number;
   #runners = new Map<string, RegisteredRunner | RegisteredCondition>();
   #live = new Map<string, EngineRun>();
@@ -69,6 +83,10 @@ export class Engine {
     if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new TypeError(`Engine fsync must be true or false, got ${String(options.fsync)}`);
     this.#native = plain(() => new native.NativeEngine(this.db, options.fsync === true, options.pollInterval ?? 500, (json) => this.#deliver(json)));
     this.#store = this.#native.store;
+    const leaseMs = options.leaseMs ?? 30_000;
+    if (typeof leaseMs !== 'number' || !(leaseMs > 0)) throw new TypeError(`Engine leaseMs must be a positive number of ms, got ${String(leaseMs)}`);
+    this.#native.setLeaseMs(leaseMs);
+    this.#leaseMs = leaseMs;
     const runs = this.#runs;
     const eng = this.#native;
     this.#link = {
@@ -84,6 +102,7 @@ export class Engine {
         if (!row) return;
         runs.delete(row);
         eng.unwatch(row);
+        eng.letGo(row, false);
         // Ended: events for it are refused as the store refuses them, even while its end is
         // still being committed.
         if (this.#live.get(row) === r) this.#live.delete(row);
@@ -238,6 +257,8 @@ export class Engine {
   #track(runner: EngineRun): void {
     const runId = runner.runId;
     this.#live.set(runId, runner);
+    // A third of a lease apart, so a live engine never lets its leases lapse.
+    this.#heartbeat ??= setInterval(() => this.#renew(), Math.max(1, this.#leaseMs / 3)).unref();
     noticeOnExit(this, runner, () => this.#closed);
     const done = () => this.#live.delete(runId);
     runner.finished.then(done, done);
@@ -255,7 +276,7 @@ export class Engine {
     if (live) return live as EngineRun & { readonly finished: Promise<Out> };
     const durability = checkDurability(options.durability ?? this.durability);
     const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
-    const plan = JSON.parse(plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync'))) as Plan & Record<string, any>;
+    const plan = JSON.parse(leaseHeld(() => plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync')))) as Plan & Record<string, any>;
     const loaded = this.#load(plan.definition.name, plan.definition.version);
     const runner = this.#create(loaded, this.#common({ ...options, input: plan.input ?? undefined, name: plan.name }, plan.context ?? undefined), plan.run, plan);
     this.#track(runner);
@@ -294,7 +315,9 @@ export class Engine {
       throw new TypeError('send(runId, event): event.type must be a non-empty string');
     }
     const data = storable(event.data, 'event.data');
-    const live = this.#live.get(runId) ?? (this.#runs.get(runId) as EngineRun | undefined);
+    let live = this.#live.get(runId) ?? (this.#runs.get(runId) as EngineRun | undefined);
+    // Ended, its end on its way to the store: refused as the store refuses it.
+    if (live && !live.released && native.hasEnded(live.key)) live = undefined;
     if (!live) return plain(() => this.#native.sendStored(runId, event.type, data, event.queue === true));
     if (!(live instanceof StateMachineRunner)) throw new Error(`Run ${runId} is a DAG; only state machines take events`);
     let id: string;
@@ -309,6 +332,21 @@ export class Engine {
     }
     live.send(event);
     return id;
+  }
+
+  /** Renew this engine's leases; a run another engine took over meanwhile stops here. */
+  #renew(): void {
+    if (this.#closed) return;
+    let lost: string[];
+    try {
+      lost = this.#native.renewLeases(this.#clock);
+    } catch {
+      return; // the store is busy or gone: the next beat tries again
+    }
+    for (const id of lost) {
+      const run = this.#live.get(id);
+      if (run) run.failStorage(new LeaseLostError(`Run ${id} is no longer held by this engine: another engine took it over after its lease expired`));
+    }
   }
 
   /** A live run whose row was deleted: it is no longer stored, and ends (cancelled). */
@@ -428,6 +466,7 @@ export class Engine {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
     for (const run of [...this.#live.values()]) run.startNow();
     for (const run of [...this.#runs.values()]) {
       run.flushNow();

@@ -16,3 +16,26 @@ export class TimeoutError extends Error {
     this.name = 'TimeoutError';
   }
 }
+
+/** `resume` of a run another live engine holds: who holds it, and until when. */
+export class LeaseHeldError extends Error {
+  readonly code = 'ERR_LEASE_HELD';
+  constructor(
+    message: string,
+    readonly runId: string,
+    readonly holder: string,
+    readonly expiresAt: number,
+  ) {
+    super(message);
+    this.name = 'LeaseHeldError';
+  }
+}
+
+/** A run this engine held was taken over by another engine (its lease had expired): it stops here. */
+export class LeaseLostError extends Error {
+  readonly code = 'ERR_LEASE_LOST';
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseLostError';
+  }
+}

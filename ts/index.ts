@@ -19,7 +19,7 @@ export type {
   StepCache,
   Tools,
 } from './dag-types';
-export { CancelledError } from './errors';
+export { CancelledError, LeaseHeldError, LeaseLostError } from './errors';
 export { betterSqliteCache, calculateCacheKey, fileCache, memoryCache, redisCache, sqliteCache, stableStringify, type RedisLike } from './cache';
 export type { DagEventType, MachineEventType, RamusErrorEvent, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';

@@ -304,12 +304,22 @@ impl Driver {
     /// The thread's loop: one turn per batch of messages, then due timers, then the end
     /// of the turn (batched runs write what they collected).
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        let mut renewed = std::time::Instant::now();
         loop {
+            // Leases are renewed in real time, a third of a lease apart, so a live engine
+            // never lets them lapse (and one that stops, stopped or killed, does).
+            let renew_every = Duration::from_millis((self.p.core.lease_ms() / 3).max(1) as u64);
+            let renew_in = renew_every.saturating_sub(renewed.elapsed());
             let wait = match (&self.p.test_clock, self.rt.next_due(self.clock)) {
                 (None, Some(at)) => Some(Duration::from_millis(
                     at.saturating_sub(self.rt.now(self.clock)),
                 )),
                 _ => None,
+            };
+            let wait = match (wait, self.by_id.is_empty()) {
+                (w, true) => w,
+                (Some(w), false) => Some(w.min(renew_in)),
+                (None, false) => Some(renew_in),
             };
             let first = match wait {
                 Some(d) => rx.recv_timeout(d),
@@ -343,6 +353,30 @@ impl Driver {
                 }
             }
             self.end_turn();
+            if renewed.elapsed() >= renew_every {
+                renewed = std::time::Instant::now();
+                self.renew_leases();
+            }
+        }
+    }
+
+    /// Renew this engine's leases; a run another engine took over meanwhile stops here (its
+    /// writes are refused already).
+    fn renew_leases(&mut self) {
+        let now = self.rt.now(self.clock) as i64;
+        let Ok(lost) = self.p.core.renew(now) else {
+            return;
+        };
+        for run_id in lost {
+            if let Some(&key) = self.by_id.get(&run_id) {
+                self.settle(
+                    key,
+                    Err(RunError::Storage(format!(
+                        "run {run_id} is no longer held by this engine: another engine took it over"
+                    ))),
+                );
+                self.handle(Msg::Cancel { key });
+            }
         }
     }
 
@@ -476,7 +510,9 @@ impl Driver {
             durable: Some(Durable {
                 store: Arc::clone(self.p.core.store()),
                 sync,
+                fence: None,
                 row: DurableRow::New(RunRow {
+                    lease: Some(self.p.core.first_lease(&run_id, now as i64)),
                     id: run_id.clone(),
                     name,
                     kind: Some(def.kind()),
@@ -553,7 +589,10 @@ impl Driver {
         if let Some(&key) = self.by_id.get(run_id) {
             return self.handle_for(key).ok_or(EngineError::StaleRun);
         }
-        let plan = self.p.core.resume_plan(run_id)?;
+        let plan = self
+            .p
+            .core
+            .resume_plan(run_id, self.rt.now(self.clock) as i64)?;
         let c = plan.continuation;
         let root = parse(plan.row.input.as_deref());
         let context = c
@@ -636,6 +675,9 @@ impl Driver {
     }
 
     fn perform(&mut self, out: &mut Vec<(RunKey, Action)>) {
+        // A failed write settles its run first: an end that comes with it does not make it
+        // a success.
+        self.settle_failures();
         for (key, action) in out.drain(..) {
             match action {
                 Action::Run { slot, node } => self.launch(key, slot, node),
@@ -648,6 +690,11 @@ impl Driver {
                 _ => {}
             }
         }
+        self.settle_failures();
+    }
+
+    /// Runs whose records could not be written fail, and stop.
+    fn settle_failures(&mut self) {
         for (key, e) in self.rt.take_failures() {
             self.settle(key, Err(RunError::Storage(e.to_string())));
             self.local.push_back(Msg::Cancel { key });
@@ -961,6 +1008,9 @@ impl Driver {
         let Some(live) = self.rt.get(key) else {
             return;
         };
+        if let Some(s) = self.runs.get(&key) {
+            let _ = self.p.core.let_go(&s.run_id, false);
+        }
         if self.runs.get(&key).is_none_or(|s| s.settled) {
             return;
         }
@@ -1130,6 +1180,10 @@ impl Driver {
         }
         for w in self.idle.drain(..) {
             let _ = w.send(());
+        }
+        // Handed back: another process may resume these runs at once.
+        if let Err(e) = self.p.core.release_all() {
+            first_error.get_or_insert(e);
         }
         let closed = self.p.store.close();
         match first_error {

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use ramus_core::{DagRun, MachineSnapshot, RunPhase};
 use ramus_store::{
-    Kind, PendingEvent, Record, Run, RunFilter, RunStatus, StepStatus, StepUpdate, Store,
+    Kind, LeaseAnswer, LeaseOp, PendingEvent, Record, Run, RunFilter, RunStatus, StepStatus,
+    StepUpdate, Store,
 };
 
 use crate::clock::Clock;
@@ -15,6 +16,8 @@ use crate::error::EngineError;
 use crate::ids::new_id;
 use crate::runtime::{Continued, Durable, DurableRow, Restore, RunOptions};
 use crate::sink::MachineValues;
+use crate::writer::Fence;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Turns a stored config (JSON) into a definition; the engine's caller supplies it so the
 /// engine does not depend on how configs are parsed.
@@ -27,6 +30,44 @@ pub struct EngineCore {
     runners: Mutex<HashSet<String>>,
     loaded: Mutex<HashMap<(String, i64), Arc<RunDef>>>,
     parser: Box<Parser>,
+    /// This engine as a lease holder: unique per engine, readable in messages.
+    owner: String,
+    lease_ms: AtomicI64,
+    /// The top-level runs this engine holds, with their tokens.
+    held: Mutex<HashMap<String, i64>>,
+}
+
+/// How long a silent holder keeps its runs by default (ms).
+pub const DEFAULT_LEASE_MS: i64 = 30_000;
+
+/// This machine's name, as lease holders are described (`engine … (pid 7 on <host>)`).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a lease holder was a process on this machine that no longer runs. Only where
+/// that can be told (`/proc`); anywhere else a holder counts as alive until its lease
+/// expires. A stopped process, or a new one that reuses the pid, counts as alive.
+fn holder_is_gone(owner: &str) -> bool {
+    let Some(rest) = owner.split(" (pid ").nth(1) else {
+        return false;
+    };
+    let Some((pid, host_part)) = rest.split_once(" on ") else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host_part.strip_suffix(')') == Some(host().as_str())
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// How a stored run continues in this process.
@@ -56,6 +97,9 @@ pub struct Continuation {
     /// Runs started inside its interrupted steps, by node or state name, oldest first:
     /// the step that runs again continues them when it starts them again.
     pub nested: Nested,
+    /// The lease its writes are fenced with: a top-level run's claim (a nested run's
+    /// writer takes its parent's).
+    pub fence: Option<Fence>,
 }
 
 impl Continuation {
@@ -87,6 +131,7 @@ impl Continuation {
         opts.durable = Some(Durable {
             store,
             sync,
+            fence: self.fence,
             row: DurableRow::Resume {
                 id: row_id.to_owned(),
                 seqs: self.seqs,
@@ -262,6 +307,7 @@ pub fn continuation(
         seqs: store.max_seqs(run_id)?,
         pending: store.pending_events(run_id)?,
         nested,
+        fence: None,
     })
 }
 
@@ -293,13 +339,130 @@ const CHILD_INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process 
 impl EngineCore {
     /// An engine on `store`, with `parser` for stored configs.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, parser: Box<Parser>) -> EngineCore {
+        let id = new_id(clock.now_ms());
         EngineCore {
             store,
             clock,
             runners: Mutex::new(HashSet::new()),
             loaded: Mutex::new(HashMap::new()),
             parser,
+            owner: format!(
+                "engine {} (pid {} on {})",
+                &id[id.len() - 12..],
+                std::process::id(),
+                host()
+            ),
+            lease_ms: AtomicI64::new(DEFAULT_LEASE_MS),
+            held: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This engine as the holder of run leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// How long a lease lasts without renewal (ms).
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// Set how long a lease lasts without renewal; renew more often than that.
+    pub fn set_lease_ms(&self, ms: i64) {
+        self.lease_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first lease of a top-level run this engine starts at `now` (see
+    /// [`RunRow::lease`](crate::RunRow::lease)); it is held from then on.
+    pub fn first_lease(&self, run_id: &str, now: i64) -> (String, i64) {
+        self.held().insert(run_id.to_owned(), 1);
+        (self.owner.clone(), now.saturating_add(self.lease_ms()))
+    }
+
+    /// Claim a stored run at `now`: its fence, or who holds it. A holder that was a
+    /// process on this machine which no longer exists (killed, crashed) holds nothing: its
+    /// runs are taken at once rather than when its lease expires.
+    pub fn claim(&self, run_id: &str, now: i64) -> Result<Fence, EngineError> {
+        let until = now.saturating_add(self.lease_ms());
+        let op = |dead: Option<String>| LeaseOp::Claim {
+            run_id: run_id.to_owned(),
+            owner: self.owner.clone(),
+            dead,
+            now,
+            until,
+        };
+        let mut answer = self.store.lease(op(None))?;
+        if let LeaseAnswer::Held { owner, .. } = &answer {
+            if holder_is_gone(owner) {
+                answer = self.store.lease(op(Some(owner.clone())))?;
+            }
+        }
+        match answer {
+            LeaseAnswer::Claimed { token } => {
+                self.held().insert(run_id.to_owned(), token);
+                Ok(Fence {
+                    run_id: run_id.to_owned(),
+                    owner: self.owner.clone(),
+                    token,
+                })
+            }
+            LeaseAnswer::Held { owner, expires_at } => Err(EngineError::LeaseHeld {
+                run_id: run_id.to_owned(),
+                holder: owner,
+                expires_at,
+            }),
+            _ => Err(EngineError::Invalid("unexpected answer to a claim".into())),
+        }
+    }
+
+    /// Extend the leases of the runs this engine holds to `now` plus the lease; returns
+    /// those another engine took over meanwhile (their writes are refused from now on).
+    pub fn renew(&self, now: i64) -> Result<Vec<String>, EngineError> {
+        let runs: Vec<String> = self.held().keys().cloned().collect();
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answer = self.store.lease(LeaseOp::Renew {
+            owner: self.owner.clone(),
+            runs,
+            until: now.saturating_add(self.lease_ms()),
+        })?;
+        let LeaseAnswer::Renewed { lost } = answer else {
+            return Ok(Vec::new());
+        };
+        let mut held = self.held();
+        for r in &lost {
+            held.remove(r);
+        }
+        Ok(lost)
+    }
+
+    /// A held run ended, or is no longer live here: it is not renewed any more; `release`
+    /// hands its lease back at once (another process may resume it without waiting).
+    pub fn let_go(&self, run_id: &str, release: bool) -> Result<(), EngineError> {
+        if self.held().remove(run_id).is_some() && release {
+            self.store.lease(LeaseOp::Release {
+                owner: self.owner.clone(),
+                runs: vec![run_id.to_owned()],
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hand back every lease this engine holds (it closes).
+    pub fn release_all(&self) -> Result<(), EngineError> {
+        let runs: Vec<String> = self.held().drain().map(|(r, _)| r).collect();
+        if !runs.is_empty() {
+            self.store.lease(LeaseOp::Release {
+                owner: self.owner.clone(),
+                runs,
+            })?;
+        }
+        Ok(())
     }
 
     /// The store.
@@ -428,7 +591,7 @@ impl EngineCore {
     /// How a stored run continues here. Steps interrupted by the crash are recorded as
     /// cancelled (they run again); runs started inside them wait for the step that runs
     /// again to start them, and then continue from their own records.
-    pub fn resume_plan(&self, run_id: &str) -> Result<ResumePlan, EngineError> {
+    pub fn resume_plan(&self, run_id: &str, now: i64) -> Result<ResumePlan, EngineError> {
         let row = self.store.run(run_id)?.ok_or_else(|| {
             EngineError::NoRun(run_id.to_owned(), self.store.location().to_owned())
         })?;
@@ -451,8 +614,10 @@ impl EngineCore {
             )));
         };
         let def = self.load(name, Some(version))?;
-        let now = self.clock.now_ms() as i64;
-        let continuation = continuation(self.store.as_ref(), &row, &def, now)?;
+        // Taken before anything is written: from here on no other engine runs it.
+        let fence = self.claim(run_id, now)?;
+        let mut continuation = continuation(self.store.as_ref(), &row, &def, now)?;
+        continuation.fence = Some(fence);
         Ok(ResumePlan {
             row,
             def,

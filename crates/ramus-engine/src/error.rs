@@ -64,6 +64,16 @@ pub enum EngineError {
     /// The engine was closed.
     #[error("The engine on {0} is closed")]
     Closed(String),
+    /// Another live engine holds the run's lease.
+    #[error("Run {run_id} is held by {holder} until {} (its lease); it can be taken over once that passes", crate::error::iso_time(*expires_at))]
+    LeaseHeld {
+        /// The run.
+        run_id: String,
+        /// The engine that holds it.
+        holder: String,
+        /// When its lease expires (ms since the epoch).
+        expires_at: i64,
+    },
 }
 
 impl EngineError {
@@ -77,6 +87,11 @@ impl EngineError {
             EngineError::DefinitionUse(_) => "ERR_DEFINITION_NOT_STORABLE",
             EngineError::InputSchema(_) => "ERR_INPUT_SCHEMA",
             EngineError::Storage(_) => "ERR_STORAGE",
+            EngineError::Store(ramus_store::Error::LeaseLost { .. })
+            | EngineError::Write {
+                source: ramus_store::Error::LeaseLost { .. },
+                ..
+            } => "ERR_LEASE_LOST",
             EngineError::Store(_) | EngineError::Write { .. } => "ERR_STORE",
             EngineError::NoRun(..) => "ERR_NO_RUN",
             EngineError::NoDefinition(_) => "ERR_NO_DEFINITION",
@@ -87,6 +102,43 @@ impl EngineError {
             EngineError::Invalid(_) => "ERR_INVALID_ARGUMENT",
             EngineError::Tracing(_) => "ERR_TRACING",
             EngineError::Closed(_) => "ERR_CLOSED",
+            EngineError::LeaseHeld { .. } => "ERR_LEASE_HELD",
         }
+    }
+}
+
+/// A time in ms since the epoch as `2026-01-01T00:00:00.000Z`.
+pub(crate) fn iso_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_iso_8601() {
+        assert_eq!(super::iso_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::iso_time(1_767_225_600_123),
+            "2026-01-01T00:00:00.123Z"
+        );
+        assert_eq!(super::iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

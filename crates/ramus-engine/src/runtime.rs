@@ -60,9 +60,14 @@ pub struct Durable {
     pub sync: bool,
     /// The run's row (new runs), or what a resumed run continues from.
     pub row: DurableRow,
+    /// The lease its writes are fenced with (a resumed run's claim); a new top-level run's
+    /// comes with its row (`RunRow::lease`), a nested run's from its parent.
+    pub fence: Option<crate::writer::Fence>,
 }
 
 /// A durable run's row.
+// Made once per run start and moved into its writer: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum DurableRow {
     /// A new run.
@@ -292,9 +297,13 @@ impl Live {
         self.continued.take()
     }
 
-    /// Whether the driver can let it go: it ended and nothing of it runs any more.
+    /// Whether the driver can let it go: it ended, nothing of it runs any more, and no
+    /// action (its end) waits for a commit.
     pub fn is_done(&self) -> bool {
-        self.ended.is_some() && self.exec.is_done() && self.children.is_empty()
+        self.ended.is_some()
+            && self.exec.is_done()
+            && self.children.is_empty()
+            && self.held.is_empty()
     }
 
     /// The store the run writes to.
@@ -512,7 +521,14 @@ impl Runtime {
                     .as_ref()
                     .and_then(|t| t.writer.as_ref())
                     .filter(|w| !w.ended())
-                    .map(|w| (Arc::clone(w.store()), w.is_sync(), w.run_id().to_owned()));
+                    .map(|w| {
+                        (
+                            Arc::clone(w.store()),
+                            w.is_sync(),
+                            w.run_id().to_owned(),
+                            w.fence().cloned(),
+                        )
+                    });
                 let traceparent = p
                     .tap
                     .as_ref()
@@ -525,7 +541,8 @@ impl Runtime {
         // A step that ran again after a restart starts a run it had started before: that
         // run continues from its own records (or, if it had ended, does not run again).
         let name = opts.name.clone().unwrap_or_else(|| def.name.clone());
-        if let (Some((pk, slot)), Some((Some((store, sync, _)), _))) = (opts.parent, &parent_tap) {
+        if let (Some((pk, slot)), Some((Some((store, sync, _, _)), _))) = (opts.parent, &parent_tap)
+        {
             let stored = self.get_mut(pk).and_then(|p| {
                 let q = p.slot_nested.get_mut(&slot)?;
                 q.front()
@@ -609,12 +626,13 @@ impl Runtime {
         let durable = match (&opts.durable, &parent_tap) {
             _ if memo => None,
             (Some(d), _) => Some((d.clone(), None)),
-            (None, Some((Some((store, sync, parent_row)), _))) => {
+            (None, Some((Some((store, sync, parent_row, fence)), _))) => {
                 let step = parent_step.map(|s| s.to_string()).unwrap_or_default();
                 Some((
                     Durable {
                         store: Arc::clone(store),
                         sync: *sync,
+                        fence: fence.clone(),
                         row: DurableRow::New(RunRow {
                             id: crate::ids::new_id(now),
                             name: name.clone(),
@@ -625,6 +643,7 @@ impl Runtime {
                             info: None,
                             parent: Some((parent_row.clone(), step)),
                             snapshot: None,
+                            lease: None,
                         }),
                     },
                     Some(()),
@@ -666,10 +685,15 @@ impl Runtime {
                             row.snapshot =
                                 opts.context.as_ref().map(|c| initial_snapshot(&exec, c));
                         }
-                        RunWriter::create(d.store, row, d.sync, ids, now)?
+                        let mut w = RunWriter::create(d.store, row, d.sync, ids, now)?;
+                        if d.fence.is_some() {
+                            w.set_fence(d.fence);
+                        }
+                        w
                     }
                     DurableRow::Resume { id, seqs } => {
                         let mut w = RunWriter::resume(d.store, id, kind, d.sync, seqs);
+                        w.set_fence(d.fence);
                         w.status(stored_status(exec.phase()));
                         if let Some(step) = parent_step {
                             w.reparent(step.to_string());
@@ -991,7 +1015,12 @@ impl Runtime {
         for a in scratch.drain(..) {
             match a {
                 Action::ArmTimer { .. } | Action::ClearTimer { .. } => {}
-                Action::Run { .. } | Action::Acquire { .. } | Action::Ready { .. } => match hold {
+                // A sync run's end waits for its commit too: it settles as its records
+                // did (a refused write fails it).
+                Action::Run { .. }
+                | Action::Acquire { .. }
+                | Action::Ready { .. }
+                | Action::Ended(_) => match hold {
                     Some(ticket) => {
                         if live.held.is_empty() {
                             self.holding += 1;
@@ -1040,6 +1069,7 @@ impl Runtime {
         let done =
             std::mem::take(&mut *self.commits.done.lock().unwrap_or_else(|e| e.into_inner()));
         for (key, ticket, error) in done {
+            let failed = error.is_some();
             if let Some(e) = error {
                 self.failures.push((key, e));
                 self.touched.push(key);
@@ -1051,7 +1081,14 @@ impl Runtime {
             if n == 0 {
                 continue;
             }
-            out.extend(live.held.drain(..n).map(|(_, a)| (key, a)));
+            // Steps whose records were refused never start (another engine may run them
+            // now); the run's end still reaches the driver, with its failure.
+            out.extend(
+                live.held
+                    .drain(..n)
+                    .filter(|(_, a)| !failed || matches!(a, Action::Ended(_)))
+                    .map(|(_, a)| (key, a)),
+            );
             let emptied = live.held.is_empty();
             self.touched.push(key);
             if emptied {

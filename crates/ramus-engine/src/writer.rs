@@ -35,6 +35,20 @@ pub struct RunRow {
     /// Its first snapshot (the context it starts with), so a crash before its first step
     /// is written never loses what the caller passed.
     pub snapshot: Option<String>,
+    /// A top-level run's first lease: its holder, and until when (ms).
+    pub lease: Option<(String, i64)>,
+}
+
+/// The lease a durable run's writes are fenced with: each batch is written only if `owner`
+/// still holds `run_id` (the top-level run) with `token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The top-level run the lease is on.
+    pub run_id: String,
+    /// This engine.
+    pub owner: String,
+    /// The token of its claim.
+    pub token: i64,
 }
 
 /// A step that starts: what its row holds.
@@ -99,6 +113,7 @@ pub struct RunWriter {
     ended: bool,
     /// A run nested in a step continues under the step that ran again.
     reparent: Option<String>,
+    fence: Option<Fence>,
 }
 
 impl RunWriter {
@@ -134,10 +149,23 @@ impl RunWriter {
             updated_at: now,
             ended_at: None,
         });
+        let fence = row.lease.as_ref().map(|(owner, _)| Fence {
+            run_id: row.id.clone(),
+            owner: owner.clone(),
+            token: 1,
+        });
+        let mut records = vec![record];
+        if let Some((owner, until)) = row.lease {
+            records.push(Record::Lease {
+                run_id: row.id.clone(),
+                owner,
+                until,
+            });
+        }
         let submitted = if sync {
-            store.submit_sync(vec![record])
+            store.submit_sync(records)
         } else {
-            store.submit(vec![record])
+            store.submit(records)
         };
         submitted.map_err(|source| EngineError::Write {
             run: row.id.clone(),
@@ -145,6 +173,7 @@ impl RunWriter {
         })?;
         let mut w = RunWriter::new(store, row.id, kind, sync, (0, 0));
         w.last_snapshot = row.snapshot;
+        w.fence = fence;
         Ok(w)
     }
 
@@ -189,7 +218,19 @@ impl RunWriter {
             last_snapshot: None,
             ended: false,
             reparent: None,
+            fence: None,
         }
+    }
+
+    /// Fence the run's writes with a lease (a resumed run's claim, or the lease of the run
+    /// a nested run runs in).
+    pub fn set_fence(&mut self, fence: Option<Fence>) {
+        self.fence = fence;
+    }
+
+    /// The lease the run's writes are fenced with.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// The run continues under another step of its parent (the one that ran again after a
@@ -489,6 +530,16 @@ impl RunWriter {
         }
         for open in self.open.values_mut() {
             open.pending = None;
+        }
+        if let Some(f) = &self.fence {
+            self.records.insert(
+                0,
+                Record::Fence {
+                    run_id: f.run_id.clone(),
+                    owner: f.owner.clone(),
+                    token: f.token,
+                },
+            );
         }
         Some(std::mem::take(&mut self.records))
     }

@@ -663,6 +663,14 @@ async fn a_crashed_dag_resumes_without_running_its_finished_nodes_again() {
 
     let engine = file_engine(path, &clock, Durability::Sync);
     register(&engine, false);
+    // The crashed engine's lease still holds the run; once it expires the run is free.
+    let held = engine.resume(&run_id).await.unwrap_err();
+    assert_eq!(held.code(), "ERR_LEASE_HELD", "{held}");
+    assert!(
+        held.to_string().contains("until 2026-01-01T00:00:30.000Z"),
+        "{held}"
+    );
+    clock.advance(30_000);
     let resumed = engine.resume_all(None).await.unwrap();
     assert!(resumed.errors.is_empty(), "{:?}", resumed.errors);
     assert_eq!(resumed.runs.len(), 1);
@@ -730,6 +738,7 @@ async fn a_crashed_machine_runs_its_interrupted_state_again_with_the_context_of_
 
     let engine = file_engine(path, &clock, Durability::Sync);
     register(&engine, false);
+    clock.advance(30_000); // the crashed engine's lease expires
     let again = engine.resume(&run_id).await.unwrap();
     // `two` runs again from the context it started with (n = 1), not the one it left.
     assert_eq!(within(again.finished()).await.unwrap(), json!(2));

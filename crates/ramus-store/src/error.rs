@@ -105,6 +105,18 @@ pub enum Error {
         source: Arc<serde_json::Error>,
     },
 
+    /// The writer no longer holds the run's lease: another process took the run over (or
+    /// it was released), so the writer's records are refused.
+    #[error("run {run_id} is no longer held by this engine{}", holder.as_deref().map(|h| format!(": {h} holds it")).unwrap_or_default())]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+        /// Who holds it now, if anyone.
+        holder: Option<String>,
+        /// When the holder's lease expires.
+        expires_at: Option<i64>,
+    },
+
     /// The store was closed, or its writer thread is gone.
     #[error("the store is closed")]
     Closed,

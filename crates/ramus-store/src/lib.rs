@@ -43,6 +43,7 @@ mod cache;
 mod checkpoint;
 mod error;
 mod hash;
+mod lease;
 mod model;
 mod read;
 mod schema;
@@ -53,6 +54,7 @@ mod write;
 pub use cache::SqliteCache;
 pub use error::{Error, Result};
 pub use hash::content_hash;
+pub use lease::{LeaseAnswer, LeaseOp};
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
     RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,

@@ -454,6 +454,26 @@ pub enum Record {
     /// Store a definition version (when the version is needed back, use
     /// [`SqliteStore::put_definition`](crate::SqliteStore::put_definition)).
     Definition(NewDefinition),
+    /// A new run is held by `owner` until `until` (its first lease: token 1).
+    Lease {
+        /// The run.
+        run_id: String,
+        /// Its holder.
+        owner: String,
+        /// The lease's expiry.
+        until: i64,
+    },
+    /// The rest of the submission is written only if `owner` still holds `run_id` with
+    /// `token`; otherwise none of it is, and the submission fails with
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost).
+    Fence {
+        /// The run whose lease guards the writes (the top-level run of a nested one).
+        run_id: String,
+        /// The holder the writer is.
+        owner: String,
+        /// The token its claim returned.
+        token: i64,
+    },
 }
 
 impl Record {
@@ -468,6 +488,7 @@ impl Record {
             Record::Event(e) => ("event", &e.id),
             Record::PendingEvent(e) => ("pending event", &e.id),
             Record::EventDelivered { id, .. } => ("pending event", id),
+            Record::Lease { run_id, .. } | Record::Fence { run_id, .. } => ("lease of run", run_id),
             Record::Timer(t) => ("timer", &t.id),
             Record::TimerFired { id, .. } | Record::TimerCancelled { id } => ("timer", id),
             Record::Definition(d) => ("definition", &d.name),

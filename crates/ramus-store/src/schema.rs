@@ -121,9 +121,13 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: timers of kind 'retry' (the wait before a step's next attempt; SQLite cannot
     // change a CHECK in place: the table is copied), steps whose output came from a cache,
-    // and the cache itself (`sqliteCache`, or the engine's own database).
+    // the cache itself (`sqliteCache`, or the engine's own database), and run leases.
     r#"
     ALTER TABLE steps ADD COLUMN cached INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1));
+
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE runs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
 
     CREATE TABLE IF NOT EXISTS cache (
         node        TEXT    NOT NULL,

@@ -136,6 +136,7 @@ enum Msg {
     Then(Vec<Record>, Answer),
     Flush(Reply<()>),
     Definition(NewDefinition, Reply<DefinitionVersion>),
+    Lease(crate::LeaseOp, Reply<crate::LeaseAnswer>),
     Prune {
         older_than: i64,
         status: Option<RunStatus>,
@@ -154,7 +155,7 @@ impl Msg {
     fn record_count(&self) -> usize {
         match self {
             Msg::Records(r) | Msg::Then(r, _) => r.len(),
-            Msg::Definition(..) | Msg::Prune { .. } => 1,
+            Msg::Definition(..) | Msg::Lease(..) | Msg::Prune { .. } => 1,
             Msg::Flush(_) | Msg::Close(_) => 0,
         }
     }
@@ -489,6 +490,16 @@ impl SqliteStore {
             .unwrap_or(Err(Error::Closed))
     }
 
+    /// Claim, renew or release run leases (see [`LeaseOp`](crate::LeaseOp)), in a write
+    /// transaction of its own.
+    pub fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer> {
+        if self.queue.is_none() {
+            return crate::lease::apply(&lock(&self.reader), &op);
+        }
+        self.ask(|reply| Msg::Lease(op, reply))
+            .unwrap_or(Err(Error::Closed))
+    }
+
     /// Delete the runs created before `older_than_ms` that have ended (`finished`, `error`,
     /// `cancelled`; or only those with `status`, if given, which may be one that has not
     /// ended), the runs started inside them, and all their steps, transitions, events,
@@ -674,6 +685,7 @@ struct Writer {
 enum Owed {
     Then(Answer, Result<()>),
     Definition(Reply<DefinitionVersion>, Result<DefinitionVersion>),
+    Lease(Reply<crate::LeaseAnswer>, Result<crate::LeaseAnswer>),
     Count(Reply<usize>, Result<usize>),
     /// Flush and close answer with the deferred error, read after the commit.
     Flush(Reply<()>),
@@ -686,6 +698,7 @@ impl Owed {
             Owed::Then(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Definition(_, r @ Ok(_)) => *r = Err(err.clone()),
             Owed::Count(_, r @ Ok(_)) => *r = Err(err.clone()),
+            Owed::Lease(_, r @ Ok(_)) => *r = Err(err.clone()),
             _ => {}
         }
     }
@@ -835,6 +848,15 @@ impl Writer {
                     }
                     owed.push(Owed::Definition(reply, result));
                 }
+                Msg::Lease(op, reply) => {
+                    let result =
+                        failed(&group_error).and_then(|()| crate::lease::apply(&conn, &op));
+                    if result.is_ok() {
+                        applied_submissions += 1;
+                        applied_records += 1;
+                    }
+                    owed.push(Owed::Lease(reply, result));
+                }
                 Msg::Prune {
                     older_than,
                     status,
@@ -902,6 +924,7 @@ impl Writer {
                     true
                 }
                 Owed::Definition(reply, result) => reply.send(result).is_ok(),
+                Owed::Lease(reply, result) => reply.send(result).is_ok(),
                 Owed::Count(reply, result) => reply.send(result).is_ok(),
                 Owed::Flush(reply) => reply.send(self.take_deferred()).is_ok(),
             };

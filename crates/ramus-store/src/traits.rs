@@ -25,6 +25,8 @@ pub trait Store: Send + Sync {
     fn submit_then(&self, records: Vec<Record>, done: OnCommit) {
         done(self.submit_sync(records))
     }
+    /// Claim, renew or release run leases, atomically with respect to other writers.
+    fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer>;
     /// Wait until everything submitted before is committed.
     fn flush(&self) -> Result<()>;
     /// Store a definition as a new version unless its content equals the latest's.
@@ -89,6 +91,9 @@ impl Store for SqliteStore {
     }
     fn submit_then(&self, records: Vec<Record>, done: OnCommit) {
         SqliteStore::submit_then(self, records, done)
+    }
+    fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer> {
+        SqliteStore::lease(self, op)
     }
     fn flush(&self) -> Result<()> {
         SqliteStore::flush(self)

@@ -117,6 +117,14 @@ pub(crate) fn apply(conn: &Connection, record: &Record) -> Result<()> {
     if let Record::Definition(def) = record {
         put_definition(conn, def)?;
     }
+    if let Record::Fence {
+        run_id,
+        owner,
+        token,
+    } = record
+    {
+        crate::lease::check_fence(conn, run_id, owner, *token)?;
+    }
     Ok(())
 }
 
@@ -222,6 +230,17 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
         Record::TimerCancelled { id } => conn.prepare_cached(DELETE_TIMER)?.execute([id]),
         // Needs a read and a hash; done by `put_definition` in `apply`.
         Record::Definition(_) => Ok(0),
+        // A read and a comparison; done by `check_fence` in `apply`.
+        Record::Fence { .. } => Ok(0),
+        Record::Lease {
+            run_id,
+            owner,
+            until,
+        } => conn
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, lease_token = lease_token + 1 WHERE id = ?1",
+            )?
+            .execute(params![run_id, owner, until]),
     }
 }
 

@@ -1041,3 +1041,103 @@ fn submit_then_answers_once_committed_or_closed() {
         (99, false)
     );
 }
+
+#[test]
+fn a_lease_is_held_by_one_owner_until_it_expires_and_fences_the_writes_of_the_last_holder() {
+    use ramus_store::{LeaseAnswer, LeaseOp};
+    let dir = TempDir::new().unwrap();
+    let path = db(&dir);
+    let a = SqliteStore::open(&path, Durability::Sync).unwrap();
+    let b = SqliteStore::open(&path, Durability::Sync).unwrap();
+    let r = run(1, "leased", RunStatus::Running, T0);
+    let claim = |owner: &str, now: i64| LeaseOp::Claim {
+        run_id: r.id.clone(),
+        owner: owner.into(),
+        dead: None,
+        now,
+        until: now + 100,
+    };
+    a.submit_sync(vec![
+        Record::Run(r.clone()),
+        Record::Lease {
+            run_id: r.id.clone(),
+            owner: "a".into(),
+            until: T0 + 100,
+        },
+    ])
+    .unwrap();
+    // B cannot take it while A's lease lasts.
+    assert_eq!(
+        b.lease(claim("b", T0 + 50)).unwrap(),
+        LeaseAnswer::Held {
+            owner: "a".into(),
+            expires_at: T0 + 100
+        }
+    );
+    // A renews; B's later try still fails.
+    assert_eq!(
+        a.lease(LeaseOp::Renew {
+            owner: "a".into(),
+            runs: vec![r.id.clone()],
+            until: T0 + 200
+        })
+        .unwrap(),
+        LeaseAnswer::Renewed { lost: vec![] }
+    );
+    assert!(matches!(
+        b.lease(claim("b", T0 + 150)).unwrap(),
+        LeaseAnswer::Held { .. }
+    ));
+    // Expired: B takes it over with the next token.
+    assert_eq!(
+        b.lease(claim("b", T0 + 200)).unwrap(),
+        LeaseAnswer::Claimed { token: 2 }
+    );
+    // A's fenced writes are refused, B's go through.
+    let fenced = |owner: &str, token: i64, n: u32| {
+        vec![
+            Record::Fence {
+                run_id: r.id.clone(),
+                owner: owner.into(),
+                token,
+            },
+            Record::Step(step(&r.id, n, i64::from(n))),
+        ]
+    };
+    let err = a.submit_sync(fenced("a", 1, 1)).unwrap_err();
+    assert!(
+        matches!(&err, ramus_store::Error::LeaseLost { holder: Some(h), .. } if h == "b"),
+        "{err}"
+    );
+    b.submit_sync(fenced("b", 2, 2)).unwrap();
+    assert_eq!(
+        a.steps(&r.id)
+            .unwrap()
+            .iter()
+            .map(|s| s.seq)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    // A learns of the loss when it renews.
+    assert_eq!(
+        a.lease(LeaseOp::Renew {
+            owner: "a".into(),
+            runs: vec![r.id.clone()],
+            until: T0 + 300
+        })
+        .unwrap(),
+        LeaseAnswer::Renewed {
+            lost: vec![r.id.clone()]
+        }
+    );
+    // Released, anyone may take it at once.
+    b.lease(LeaseOp::Release {
+        owner: "b".into(),
+        runs: vec![r.id.clone()],
+    })
+    .unwrap();
+    assert_eq!(
+        a.lease(claim("a", T0 + 210)).unwrap(),
+        LeaseAnswer::Claimed { token: 3 }
+    );
+}
