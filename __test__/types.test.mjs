@@ -44,6 +44,10 @@ describe('TypeScript types (strict tsc --noEmit)', () => {
     expect(errorsIn('chain.ts')).toEqual([]);
   });
 
+  test('engine.register types its runners and keys; typed definitions run durably with their types (types/durable.ts)', () => {
+    expect(errorsIn('durable.ts')).toEqual([]);
+  });
+
   test("a machine's events, event data and output are typed from its config (types/machine-events.ts)", () => {
     expect(errorsIn('machine-events.ts')).toEqual([]);
   });
