@@ -44,6 +44,18 @@ describe('TypeScript types (strict tsc --noEmit)', () => {
     expect(errorsIn('chain.ts')).toEqual([]);
   });
 
+  test('engine.register types its runners and keys; typed definitions run durably with their types (types/durable.ts)', () => {
+    expect(errorsIn('durable.ts')).toEqual([]);
+  });
+
+  test("a machine's events, event data and output are typed from its config (types/machine-events.ts)", () => {
+    expect(errorsIn('machine-events.ts')).toEqual([]);
+  });
+
+  test('tools are typed from a Tools parameter; tolerateParentErrors makes parents possibly undefined (types/tools-and-parents.ts)', () => {
+    expect(errorsIn('tools-and-parents.ts')).toEqual([]);
+  });
+
   test('types resolve from an ES module too (types/usage-esm.mts)', () => {
     expect(errorsIn('usage-esm.mts')).toEqual([]);
   });

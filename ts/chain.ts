@@ -1,10 +1,10 @@
-import type { AnyInputs, Dag, DagNode, DagNodes, NodeArgs } from './dag-types';
+import type { AnyInputs, Dag, DagNode, DagNodes, NodeArgs, Tools } from './dag-types';
 
 /** A chain step's runner: its `input` is the previous step's output (the root input for the first). */
-export type ChainRun<Ctx, Root, In, Out> = (args: NodeArgs<Ctx, Root, In>) => Out | Promise<Out>;
+export type ChainRun<Ctx, Root, In, Out, T = Tools> = (args: NodeArgs<Ctx, Root, In, T>) => Out | Promise<Out>;
 
 /** A chain step as a node: a DAG node without `parents`, which the chain sets. */
-export type ChainNode<Ctx, Root, In, Out> = Omit<DagNode<Ctx, Root, AnyInputs, Out>, 'parents' | 'run'> & { run: ChainRun<Ctx, Root, In, Out> };
+export type ChainNode<Ctx, Root, In, Out, T = Tools> = Omit<DagNode<Ctx, Root, AnyInputs, Out, T>, 'parents' | 'run'> & { run: ChainRun<Ctx, Root, In, Out, T> };
 
 /** One element of `chain`: a runner or a node, optionally named: `['fetch', runner]`. */
 export type ChainStep<Ctx, Root, In, Out> =

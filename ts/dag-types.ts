@@ -4,7 +4,8 @@ import type { Semaphore } from './semaphore';
 
 export type { NodeResultCache };
 
-/** Clients, functions and connections handed to every runner; never serialized. */
+/** Clients, functions and connections handed to every runner; never serialized. Their
+ * type where no type parameter (`T`) gives one. */
 export type Tools = Record<string, any>;
 
 /** Node states of a DAG run (`retrying`: an attempt failed, the next waits for its backoff). */
@@ -45,14 +46,14 @@ export interface Retry {
 export type AnyInputs = Record<string, unknown>;
 
 /** What a runner receives. */
-export interface NodeArgs<Ctx, Root, Inputs> {
+export interface NodeArgs<Ctx, Root, Inputs, T = Tools> {
   /** The run's context: one JSON-serializable object, mutable, shared by the run's nodes. */
   context: Ctx;
   /** The outputs of this node's parents, keyed by parent name (`{}` for roots). */
   input: Inputs;
   /** The run's input. */
   rootInput: Root;
-  tools: Tools;
+  tools: T;
   /** True once the run was cancelled (or failed) while this node runs. */
   isCancelled(): boolean;
   /** Throws a `CancelledError`, which the engine does not count as a failure, once cancelled. */
@@ -66,7 +67,7 @@ export interface NodeArgs<Ctx, Root, Inputs> {
   attempt: number;
 }
 
-export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = unknown> {
+export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = unknown, T = Tools> {
   /** Names of the nodes whose outputs this node needs. */
   parents?: Array<keyof Inputs & string>;
   /** Join rate limiting under this key: the node holds a slot of each of the run's semaphores while it runs. */
@@ -82,12 +83,12 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   timeout?: Duration;
   /** How the run's `cache` keeps this node's output, or `false` for never. */
   cache?: StepCache<Ctx, Root, Inputs> | boolean;
-  run(args: NodeArgs<Ctx, Root, Inputs>): Out | Promise<Out>;
+  run(args: NodeArgs<Ctx, Root, Inputs, T>): Out | Promise<Out>;
 }
 
-export type DagNodes<Ctx, Root> = Record<string, DagNode<Ctx, Root, any, any>>;
+export type DagNodes<Ctx, Root, T = Tools> = Record<string, DagNode<Ctx, Root, any, any, T>>;
 
-export interface Dag<Ctx extends object, Root, Out = unknown> {
+export interface Dag<Ctx extends object, Root, Out = unknown, T = Tools> {
   name: string;
   /** The default context when the caller gives none. */
   context?: () => Ctx;
@@ -97,7 +98,7 @@ export interface Dag<Ctx extends object, Root, Out = unknown> {
   tolerateFailures?: boolean;
   tags?: string[];
   info?: object;
-  nodes: DagNodes<Ctx, Root>;
+  nodes: DagNodes<Ctx, Root, T>;
   /** Phantom: the run's output type, carried by `DagBuilder`. */
   readonly __output?: Out;
 }
@@ -110,7 +111,7 @@ export type DagInputs<T extends Record<string, DagNode<any, any, any, any>>> = {
 
 /** Options of `runDag` and `new DagRunner`. */
 export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
-  dag: Dag<Ctx, Root, Out> | import('./dag').CompiledDag<Ctx, Root, Out>;
+  dag: Dag<Ctx, Root, Out, any> | import('./dag').CompiledDag<Ctx, Root, Out>;
   input: Root;
   /** The run's context; defaults to `dag.context()`, or `{}`. */
   context?: Ctx;
@@ -139,6 +140,9 @@ export type LeafOutput<Outs, Leaves extends keyof Outs> = [Leaves] extends [neve
     ? { [K in Leaves]: Outs[K] }
     : Outs[Leaves];
 
+/** A parent's output as a node sees it: with `tolerateParentErrors`, a failed parent's is `undefined`. */
+type Tolerated<Out, Tolerate> = true extends Tolerate ? Out | undefined : Out;
+
 /**
  * Builds a DAG with each node's `input` typed from its parents' outputs, and the run's
  * output typed from the leaves; `then` adds a step fed by the node added last:
@@ -152,30 +156,30 @@ export type LeafOutput<Outs, Leaves extends keyof Outs> = [Leaves] extends [neve
  * const n: number = await runDag({ dag, input: 'rust', context: { apiKey } });
  * ```
  */
-export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, Parents extends string = never, Last extends keyof Outs & string = never> {
+export class DagBuilder<Ctx extends object, Root, T = Tools, Outs extends AnyInputs = {}, Parents extends string = never, Last extends keyof Outs & string = never> {
   readonly #name: string;
-  readonly #nodes: DagNodes<Ctx, Root> = {};
-  readonly #options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'>;
+  readonly #nodes: DagNodes<Ctx, Root, T> = {};
+  readonly #options: Omit<Dag<Ctx, Root, unknown, T>, 'name' | 'nodes' | '__output'>;
   #last: string | undefined;
 
-  constructor(name: string, options: Omit<Dag<Ctx, Root>, 'name' | 'nodes' | '__output'> = {}) {
+  constructor(name: string, options: Omit<Dag<Ctx, Root, unknown, T>, 'name' | 'nodes' | '__output'> = {}) {
     this.#name = name;
     this.#options = options;
   }
 
   /** Add a node; `parents` must name nodes added before it. */
-  node<const K extends string, O, const P extends keyof Outs & string = never>(
+  node<const K extends string, O, const P extends keyof Outs & string = never, const Tolerate extends boolean = false>(
     name: K,
-    node: Omit<DagNode<Ctx, Root, Pick<Outs, P>, O>, 'parents'> & { parents?: readonly P[] },
-  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | P, K> {
+    node: Omit<DagNode<Ctx, Root, { [k in P]: Tolerated<Outs[k], Tolerate> }, O, T>, 'parents' | 'tolerateParentErrors'> & { parents?: readonly P[]; tolerateParentErrors?: Tolerate },
+  ): DagBuilder<Ctx, Root, T, Outs & { [k in K]: Awaited<O> }, Parents | P, K> {
     return this.#add(name, { ...node, parents: node.parents ? [...node.parents] : undefined } as DagNode<Ctx, Root>);
   }
 
   /** Add a node whose one parent is the node added last, and whose `input` is that node's output itself (as in `chain`). */
-  then<const K extends string, O>(
+  then<const K extends string, O, const Tolerate extends boolean = false>(
     name: K,
-    step: ChainRun<Ctx, Root, Outs[Last], O> | ChainNode<Ctx, Root, Outs[Last], O>,
-  ): DagBuilder<Ctx, Root, Outs & { [k in K]: Awaited<O> }, Parents | Last, K> {
+    step: ChainRun<Ctx, Root, Outs[Last], O, T> | (Omit<ChainNode<Ctx, Root, Tolerated<Outs[Last], Tolerate>, O, T>, 'tolerateParentErrors'> & { tolerateParentErrors?: Tolerate }),
+  ): DagBuilder<Ctx, Root, T, Outs & { [k in K]: Awaited<O> }, Parents | Last, K> {
     // `await builder` calls then(resolve, reject): say so rather than add a node.
     if (typeof name !== 'string') throw new TypeError(`DagBuilder '${this.#name}': then(name, step) takes a node name first (a DagBuilder is not a promise)`);
     if (this.#last === undefined) throw new Error(`DagBuilder '${this.#name}': then('${name}') has no node before it to follow`);
@@ -191,7 +195,7 @@ export class DagBuilder<Ctx extends object, Root, Outs extends AnyInputs = {}, P
   }
 
   /** The finished definition. */
-  build(): Dag<Ctx, Root, LeafOutput<Outs, Exclude<keyof Outs, Parents>>> {
+  build(): Dag<Ctx, Root, LeafOutput<Outs, Exclude<keyof Outs, Parents>>, T> {
     return { ...this.#options, name: this.#name, nodes: this.#nodes };
   }
 }

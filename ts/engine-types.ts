@@ -1,11 +1,13 @@
-import type { NodeArgs, NodeResultCache, Retry, Tools } from './dag-types';
-import type { Duration, MachineEvent, StateArgs } from './machine-types';
+import type { CompiledDag, DagRunner } from './dag';
+import type { Dag, LeafOutput, NodeResultCache, Retry, Tools } from './dag-types';
+import type { StateMachineRunner } from './machine';
+import type { Duration, MachineEvent, MachineOutput, NodesEvents, RunnerOutput, StateArgs, StateMachine, TransitionGuardInput } from './machine-types';
 import type { Semaphore } from './semaphore';
 
 /** How runs are written: see docs/durability.md. */
 export type Durability = 'sync' | 'batched' | 'off';
 
-export interface EngineOptions {
+export interface EngineOptions<T = Tools> {
   /** The SQLite file (created if missing), or `':memory:'`. Default `'./ramus.sqlite'`. */
   db?: string;
   /** The default for runs started by this engine. Default `'batched'`. */
@@ -15,8 +17,8 @@ export interface EngineOptions {
    * FULL`: an fsync per group commit). Default false. See docs/durability.md.
    */
   fsync?: boolean;
-  /** Handed to every runner; never stored. */
-  tools?: Tools;
+  /** Handed to every runner (their `tools`, of the engine's type `T`); never stored. */
+  tools?: T;
   /**
    * Where the runs' step outputs are cached (DAG nodes unless `cache: false`, states with a
    * `cache` field); `sqliteCache(engine.db)` keeps them in the engine's own database.
@@ -34,25 +36,42 @@ export interface EngineOptions {
   clock?: { readonly id: number };
 }
 
-/** What a registered runner receives: the usual node or state arguments plus its `args`. */
-export type RegisteredRunnerArgs<Ctx = any, Args = any> = StateArgs<Ctx, any, any> & NodeArgs<Ctx, any, any> & { args: Args };
+/**
+ * What a registered runner receives: the usual node or state arguments plus its `args`. One
+ * runner serves every definition that names it, so its context, input and event data are
+ * `any` unless its parameter is annotated with narrower types; its tools are the engine's.
+ */
+export type RegisteredRunnerArgs<Ctx = any, Args = any, T = Tools> = StateArgs<Ctx, any, any, T, Record<string, any>> & { args: Args };
 
 /** A serializable runner: stored definitions name it by its registry key. */
-export type RegisteredRunner = (args: RegisteredRunnerArgs) => unknown;
+export type RegisteredRunner<T = Tools> = (args: RegisteredRunnerArgs<any, any, T>) => unknown;
 
 /** A transition condition registered under a key (`condition: 'approved'` in a stored machine). */
-export type RegisteredCondition = (input: { context: any; input: any; output: any; rootInput: any; event?: MachineEvent }, event?: MachineEvent) => unknown;
+export type RegisteredCondition = (input: TransitionGuardInput<any, any, any, any, Record<string, any>>, event?: MachineEvent<any>) => unknown;
 
-/** A DAG node of a stored definition: it names a registered runner instead of holding code. */
-export interface StoredDagNode {
-  runner: string;
+/** A `retry.retryOn` predicate registered under a key. */
+export type RegisteredPredicate = (error: unknown) => unknown;
+
+/**
+ * An entry of `engine.register({ … })`: a runner, unless its parameters are annotated as a
+ * condition's or a predicate's (an unannotated function is contextually typed as a runner).
+ */
+export type RegistryEntry<F, T> = F extends RegisteredRunner<T> ? F : F extends RegisteredCondition | RegisteredPredicate ? F : RegisteredRunner<T>;
+
+/** The keys an engine's type knows: any string while it knows none (`register` not chained on `new Engine`). */
+export type RegisteredKeys<R> = [keyof R] extends [never] ? string : keyof R & string;
+
+/** A DAG node of a stored definition: it names a registered runner instead of holding code.
+ * `K`: the registered keys it may name (an engine's `RegisteredKeys`). */
+export interface StoredDagNode<K extends string = string> {
+  runner: K;
   args?: unknown;
-  parents?: string[];
+  parents?: readonly string[];
   semaphoreKey?: string;
   tolerateParentErrors?: boolean;
   tags?: string[];
   info?: object;
-  retry?: StoredRetry;
+  retry?: StoredRetry<K>;
   timeout?: Duration;
   cache?: StoredCache | boolean;
 }
@@ -61,10 +80,10 @@ export interface StoredDagNode {
 export type StoredCache = { key?: string; ttl?: Duration; version?: string };
 
 /** A stored step's `retry`: `retryOn` names a registered predicate. */
-export type StoredRetry = Omit<Retry, 'retryOn'> & { retryOn?: string };
+export type StoredRetry<K extends string = string> = Omit<Retry, 'retryOn'> & { retryOn?: K };
 
 /** A stored DAG definition: pure JSON. */
-export interface StoredDag {
+export interface StoredDag<K extends string = string> {
   name: string;
   description?: string;
   /** The initial context of each run (copied per run). */
@@ -72,34 +91,34 @@ export interface StoredDag {
   tolerateFailures?: boolean;
   tags?: string[];
   info?: object;
-  nodes: Record<string, StoredDagNode>;
+  nodes: Record<string, StoredDagNode<K>>;
 }
 
 /** A transition of a stored machine; `condition` names a registered function. */
-export interface StoredTransition {
+export interface StoredTransition<K extends string = string> {
   state: string;
-  condition?: string;
+  condition?: K;
   delay?: Duration;
 }
 
 /** A state of a stored machine. */
-export interface StoredState {
-  runner?: string;
+export interface StoredState<K extends string = string> {
+  runner?: K;
   args?: unknown;
-  transition?: string | Record<string, string | StoredTransition | StoredTransition[]>;
+  transition?: string | Record<string, string | StoredTransition<K> | StoredTransition<K>[]>;
   final?: boolean;
   errorState?: string;
   semaphoreKey?: string;
   maxVisits?: number;
   timeout?: { after: Duration; state: string };
-  retry?: StoredRetry;
+  retry?: StoredRetry<K>;
   cache?: StoredCache | boolean;
   tags?: string[];
   info?: object;
 }
 
 /** A stored state machine definition: pure JSON. */
-export interface StoredMachine {
+export interface StoredMachine<K extends string = string> {
   name: string;
   initial: string;
   description?: string;
@@ -108,10 +127,54 @@ export interface StoredMachine {
   maxSteps?: number;
   tags?: string[];
   info?: object;
-  nodes: Record<string, StoredState>;
+  nodes: Record<string, StoredState<K>>;
 }
 
-export type Definition = StoredDag | StoredMachine;
+export type Definition<K extends string = string> = StoredDag<K> | StoredMachine<K>;
+
+/** What `engine.define` stores: JSON, or a typed machine of registered keys (`defineMachine`). */
+export type Storable<K extends string> = Definition<K> | StateMachine<any, any, string, any, any, any, K>;
+
+/** What `engine.start` runs: a storable definition, or a DAG or machine of inline code. */
+export type Startable<K extends string> = Storable<K> | Dag<any, any, any, any> | CompiledDag<any, any, any> | StateMachine<any, any, string, any, any, any, never>;
+
+/** The output of a registered runner of an engine with registry `R`. */
+type RunnerResult<K, R> = K extends keyof R ? (R[K] extends (...args: any) => infer O ? Awaited<O> : unknown) : unknown;
+/** An output with the outputs of registered runners (`RunnerOutput`) resolved. */
+type Resolved<O, R> = O extends RunnerOutput<infer K> ? RunnerResult<K, R> : O;
+/** A DAG's output from its nodes' types: the leaves' outputs. */
+type DagNodesOutput<N, R> = LeafOutput<
+  { [K in keyof N]: N[K] extends { run: (...args: any) => infer O } ? Awaited<O> : N[K] extends { runner: infer Key } ? RunnerResult<Key, R> : unknown },
+  Exclude<keyof N, { [K in keyof N]: N[K] extends { parents: readonly (infer P)[] } ? P : never }[keyof N]>
+>;
+
+/**
+ * The runner `engine.start(definition)` returns. A typed definition (`defineMachine`,
+ * `DagBuilder`, `chain`, an annotated `Dag` or `StateMachine`) keeps its types; a literal's
+ * output and events are read from its nodes.
+ */
+export type EngineRunOf<D, R> = D extends CompiledDag<infer Ctx, infer Root, infer Out>
+  ? DagRunner<Ctx, Root, Out>
+  : '__output' extends keyof D
+    ? D extends StateMachine<infer Ctx, infer Root, infer S, infer M, any, infer Out, any>
+      ? StateMachineRunner<Ctx, Root, Resolved<Out, R>, S, M>
+      : D extends Dag<infer Ctx, infer Root, infer Out, any>
+        ? DagRunner<Ctx, Root, Out>
+        : never
+    : D extends { initial: string; nodes: infer N }
+      ? StateMachineRunner<any, unknown, Resolved<MachineOutput<N>, R>, keyof N & string, NodesEvents<N>>
+      : D extends { nodes: infer N }
+        ? DagRunner<any, unknown, DagNodesOutput<N, R>>
+        : never;
+
+/** `engine.start`'s options for a definition: the input and context types of a typed one. */
+export type StartOptionsOf<D> = D extends CompiledDag<infer Ctx, infer Root, any>
+  ? StartOptions<Root, Ctx>
+  : '__output' extends keyof D
+    ? D extends Dag<infer Ctx, infer Root, any, any> | StateMachine<infer Ctx, infer Root, any, any, any, any, any>
+      ? StartOptions<Root, Ctx>
+      : StartOptions
+    : StartOptions;
 
 /** Options of `engine.start`. */
 export interface StartOptions<Root = unknown, Ctx = any> {

@@ -1,8 +1,9 @@
 import { RunFlag } from '../index.js';
 import { CompiledDag, DagRunner } from './dag';
 import { noticeOnExit } from './exit-notice';
-import type { Dag } from './dag-types';
-import type { Definition, Durability, EngineOptions, RegisteredCondition, RegisteredRunner, RegisteredRunnerArgs, RunFilter, StartOptions, StoredRun, StoredStep } from './engine-types';
+import type { Dag, Tools } from './dag-types';
+import type { Definition, Durability, EngineOptions, EngineRunOf, RegisteredCondition, RegisteredKeys, RegisteredPredicate, RegisteredRunner, RegisteredRunnerArgs } from './engine-types';
+import type { RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep } from './engine-types';
 import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine } from './machine-types';
@@ -13,7 +14,7 @@ import { definitionJson, storable } from './values';
 
 export type * from './engine-types';
 
-export type EngineRun = DagRunner<any, any, any> | StateMachineRunner<any, any, any, any>;
+export type EngineRun = DagRunner<any, any, any> | StateMachineRunner<any, any, any, any, any>;
 
 /** A native `ERR_LEASE_HELD` as a `LeaseHeldError` with its holder and expiry. */
 function leaseHeld<T>(f: () => T): T {
@@ -52,19 +53,23 @@ function withJson(fields: object, raw: Record<string, string | undefined>): stri
  * Durable runs over an embedded SQLite store: runs started here are written as they go,
  * can be resumed in another process, take events while nobody runs them, and can be read
  * back. See docs/durability.md.
+ *
+ * `R` is the registry as the engine's type knows it (what `register` calls chained on it
+ * added): stored definitions started or defined on it must name its keys, and their runs'
+ * outputs come from its runners. `T` is the type of the tools its runners receive.
  */
-export class Engine {
+export class Engine<R extends object = {}, T extends Tools = Tools> {
   /** The database path. */
   readonly db: string;
   readonly durability: Durability;
   #native: NativeEngine;
   #store: NativeStore;
-  #tools: EngineOptions['tools'];
+  #tools: Tools;
   #cache: EngineOptions['cache'];
   #leaseMs = 30_000;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #clock: number;
-  #runners = new Map<string, RegisteredRunner | RegisteredCondition>();
+  #runners = new Map<string, RegisteredRunner | RegisteredCondition | RegisteredPredicate>();
   #live = new Map<string, EngineRun>();
   #loaded = new Map<string, Loaded>();
   #closed = false;
@@ -72,12 +77,12 @@ export class Engine {
   readonly #runs = new Map<string, RunnerBase<any>>();
   readonly #link: EngineLink;
 
-  constructor(options: EngineOptions = {}) {
+  constructor(options: EngineOptions<T> = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('Engine options must be an object');
     this.db = options.db ?? './ramus.sqlite';
     if (typeof this.db !== 'string' || this.db === '') throw new TypeError('Engine db must be a file path or ":memory:"');
     this.durability = checkDurability(options.durability ?? 'batched');
-    this.#tools = options.tools ?? {};
+    this.#tools = (options.tools ?? {}) as Tools;
     this.#cache = options.cache;
     this.#clock = options.clock?.id ?? 0;
     if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new TypeError(`Engine fsync must be true or false, got ${String(options.fsync)}`);
@@ -112,26 +117,32 @@ export class Engine {
 
   // ---- definitions ----
 
-  /** Register serializable runners (and transition conditions) by key. */
-  register(key: string, fn: RegisteredRunner | RegisteredCondition): this;
-  register(registry: Record<string, RegisteredRunner | RegisteredCondition>): this;
-  register(keyOrRegistry: string | Record<string, RegisteredRunner | RegisteredCondition>, fn?: RegisteredRunner | RegisteredCondition): this {
+  /**
+   * Register serializable runners (and transition conditions and `retryOn` predicates, whose
+   * parameters are then annotated) by key. Returns this engine, typed with the new keys.
+   */
+  register<const K extends string, F extends RegisteredRunner<T>>(key: K, fn: F): Engine<R & { [k in K]: F }, T>;
+  register<const K extends string, F extends RegisteredCondition | RegisteredPredicate>(key: K, fn: F): Engine<R & { [k in K]: F }, T>;
+  // All runners: each is typed by context. Else each entry is checked apart (`RegistryEntry`).
+  register<const M extends Record<string, RegisteredRunner<T>>>(registry: M): Engine<R & M, T>;
+  register<const M extends Record<string, unknown>>(registry: { [k in keyof M]: RegistryEntry<M[k], T> }): Engine<R & M, T>;
+  register(keyOrRegistry: string | Record<string, unknown>, fn?: unknown): unknown {
     if (typeof keyOrRegistry === 'string') {
       if (keyOrRegistry === '') throw new TypeError('register(key, fn): key must be a non-empty string');
       if (typeof fn !== 'function') throw new TypeError(`register('${keyOrRegistry}', fn): fn must be a function`);
-      this.#runners.set(keyOrRegistry, fn);
+      this.#runners.set(keyOrRegistry, fn as RegisteredRunner);
       this.#native.register([keyOrRegistry]);
       // Loaded definitions hold the functions registered when they were loaded.
       this.#loaded.clear();
       return this;
     }
     if (keyOrRegistry === null || typeof keyOrRegistry !== 'object') throw new TypeError('register() takes a key and a function, or an object of them');
-    for (const [key, f] of Object.entries(keyOrRegistry)) this.register(key, f);
+    for (const [key, f] of Object.entries(keyOrRegistry)) this.register(key, f as RegisteredRunner<T>);
     return this;
   }
 
   /** Store a definition made only of registered runners; a new version only when the content differs from the latest. */
-  define(config: Definition): { name: string; version: number; created: boolean } {
+  define(config: Storable<RegisteredKeys<R>>): { name: string; version: number; created: boolean } {
     this.#open();
     if (config === null || typeof config !== 'object') throw new TypeError('A definition must be an object with a name and nodes');
     return this.#define(definitionJson(config));
@@ -181,7 +192,9 @@ export class Engine {
    * registered runners is defined (stored) first, so the run can be resumed; a config with
    * inline `run` functions is recorded but cannot be resumed in another process.
    */
-  start<Out = unknown>(definition: string | Definition | Dag<any, any, any> | StateMachine<any, any, any>, options: StartOptions = {}): EngineRun & { readonly finished: Promise<Out> } {
+  start<Out = unknown>(name: string, options?: StartOptions): EngineRun & { readonly finished: Promise<Out> };
+  start<const D extends Startable<RegisteredKeys<R>>>(definition: D, options?: StartOptionsOf<D>): EngineRunOf<D, R>;
+  start(definition: string | Startable<string>, options: StartOptions<any> = {}): unknown {
     this.#open();
     if (options === null || typeof options !== 'object') throw new TypeError('start(definition, options): options must be an object');
     const durability = checkDurability(options.durability ?? this.durability);
@@ -231,7 +244,7 @@ export class Engine {
     }
     this.#track(runner);
     runner.startSoon();
-    return runner as EngineRun & { readonly finished: Promise<Out> };
+    return runner;
   }
 
   #common(options: Pick<StartOptions, 'input' | 'tools' | 'name' | 'semaphores' | 'traceparent' | 'keepAlive'>, context: unknown): Common {

@@ -1,4 +1,5 @@
 import type { Duration, NodeArgs, NodeResultCache, Retry, StepCache, Tools } from './dag-types';
+import type { TransitionTo } from './machine';
 import type { Semaphore } from './semaphore';
 
 export type { Duration };
@@ -16,46 +17,68 @@ export type MachineStatus =
   | 'cancelled';
 
 /** An event sent to a machine. */
-export interface MachineEvent<D = unknown> {
-  type: string;
+export interface MachineEvent<D = unknown, T extends string = string> {
+  type: T;
   data: D;
 }
 
+/** A machine's events: the `data` of each event type. */
+export type EventMap = Record<string, unknown>;
+
+/** The events of an event map as `{ type, data }` values, one type per event (`''` is no event). */
+export type EventOf<M> = { [K in Exclude<keyof M & string, ''>]: MachineEvent<M[K], K> }[Exclude<keyof M & string, ''>];
+
+/** What `send` takes for an event map: `data` is required when the event's data cannot be undefined. */
+export type SendEvent<M> = {
+  [K in Exclude<keyof M & string, ''>]: { type: K; queue?: boolean } & (undefined extends M[K] ? { data?: M[K] } : { data: M[K] });
+}[Exclude<keyof M & string, ''>];
+
 /** What a transition condition sees. */
-export interface TransitionGuardInput<Ctx, Root, In = any, Out = any> {
+export interface TransitionGuardInput<Ctx, Root, In = any, Out = any, M = EventMap> {
   context: Ctx;
   input: In;
   output: Out;
   rootInput: Root;
-  event?: MachineEvent;
+  event?: EventOf<M>;
 }
 
 /** A transition condition: true (or an object without `transition: false`) takes the transition. */
-export type TransitionGuard<Ctx, Root> = (
-  g: TransitionGuardInput<Ctx, Root>,
-  event?: MachineEvent,
+export type TransitionGuard<Ctx, Root, M = EventMap> = (
+  g: TransitionGuardInput<Ctx, Root, any, any, M>,
+  event?: EventOf<M>,
 ) => boolean | { transition?: boolean } | undefined | null;
 
-export interface Transition<Ctx, Root, S extends string = string> {
+/** `K`: the registered keys a machine stored by an `Engine` names (never: a machine of inline code). */
+export interface Transition<Ctx, Root, S extends string = string, M = EventMap, K extends string = never> {
   /** The state to go to. */
   state: NoInfer<S>;
-  condition?: TransitionGuard<Ctx, Root>;
+  /** A stored machine names a registered condition instead of holding one. (A template
+   * type, so that a condition function is no candidate when `defineMachine` infers `K`.) */
+  condition?: [K] extends [never] ? TransitionGuard<Ctx, Root, M> : `${K}`;
   /** Wait this long before moving; an event that another transition takes pre-empts the wait. */
   delay?: Duration;
 }
 
 /** What a state's runner receives. */
-export interface StateArgs<Ctx, Root, In = any> extends NodeArgs<Ctx, Root, In> {
+export interface StateArgs<Ctx, Root, In = any, T = Tools, M = EventMap> extends NodeArgs<Ctx, Root, In, T> {
   /** The state the machine came from. */
   previousState?: string;
   /** The event that caused the transition into this state, if any. */
-  event?: MachineEvent;
+  event?: EventOf<M>;
 }
 
-export interface StateNode<Ctx, Root, S extends string = string> {
-  run?: (args: StateArgs<Ctx, Root>) => unknown;
+/**
+ * A state. With registered keys (`K`), the machine is stored by an `Engine` as JSON, so its
+ * states name registered runners (`runner`) instead of holding code: a `run` there would not
+ * be stored, and a machine mixing both would not be resumable.
+ */
+export interface StateNode<Ctx, Root, S extends string = string, M = EventMap, T = Tools, K extends string = never> {
+  run?: [K] extends [never] ? (args: StateArgs<Ctx, Root, any, T, M>) => unknown : never;
+  /** The registered runner of this state, and the JSON `args` it receives. */
+  runner?: K;
+  args?: unknown;
   /** A state name (always go there), or transitions by event type (`''` fires without an event). */
-  transition?: NoInfer<S> | Record<string, NoInfer<S> | Transition<Ctx, Root, S> | Array<Transition<Ctx, Root, S>>>;
+  transition?: NoInfer<S> | { [E in keyof M | '']?: NoInfer<S> | Transition<Ctx, Root, S, M, K> | Array<Transition<Ctx, Root, S, M, K>> };
   /** Resting here finishes the machine. */
   final?: boolean;
   /** Where this state goes when its run throws (overrides the machine's `errorState`). */
@@ -74,10 +97,15 @@ export interface StateNode<Ctx, Root, S extends string = string> {
   info?: object;
 }
 
-export interface StateMachine<Ctx extends object, Root, S extends string = string> {
+/**
+ * A machine config. `M` maps its event types to their data, `T` types its tools, `Out` is
+ * the run's output (carried by `defineMachine`), and `K` the registered keys it names.
+ */
+export interface StateMachine<Ctx extends object, Root, S extends string = string, M = EventMap, T = Tools, Out = unknown, K extends string = never> {
   name: string;
   initial: NoInfer<S>;
-  context?: () => Ctx;
+  /** A stored machine's context is the object itself (copied per run). */
+  context?: [K] extends [never] ? () => Ctx : Ctx;
   /** Where any state goes when its run throws. */
   errorState?: NoInfer<S>;
   /** Loop guard: state runs beyond this are an error. */
@@ -86,11 +114,16 @@ export interface StateMachine<Ctx extends object, Root, S extends string = strin
   info?: object;
   description?: string;
   inputSchema?: object;
-  nodes: { [K in S]: StateNode<Ctx, Root, S> };
+  nodes: { [N in S]: StateNode<Ctx, Root, S, M, T, K> };
+  /** Phantom: the run's output type, carried by `defineMachine`. */
+  readonly __output?: Out;
 }
 
-export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends string = string> {
-  config: StateMachine<Ctx, Root, S>;
+/** Any machine config, of inline code or of registered keys. */
+export type AnyStateMachine = StateMachine<any, any, string, any, any, any, never> | StateMachine<any, any, string, any, any, any, string>;
+
+export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends string = string, M = EventMap, Out = unknown> {
+  config: StateMachine<Ctx, Root, S, M, any, Out>;
   input: Root;
   context?: Ctx;
   tools?: Tools;
@@ -110,17 +143,40 @@ export interface StateMachineRunnerOptions<Ctx extends object, Root, S extends s
 }
 
 /** The state a machine is in, with what brought it there. */
-export interface CurrentState<S extends string = string> {
+export interface CurrentState<S extends string = string, M = EventMap> {
   state: S;
   previousState?: S;
   input: unknown;
-  event?: MachineEvent;
+  event?: EventOf<M>;
   output: unknown;
 }
 
+/** The output of a state that runs a registered runner: the `Engine` that runs it knows its type. */
+export interface RunnerOutput<K extends string> {
+  readonly __runner: K;
+}
+
+/** A state's output: its run's (or registered runner's); a state without either passes on its input (unknown here). */
+type StateOutput<N> = N extends { run: (...args: any) => infer R } ? Chosen<Awaited<R>> : N extends { runner: infer K extends string } ? RunnerOutput<K> : unknown;
+type Chosen<R> = R extends TransitionTo<any, infer O> ? O : R;
+
+/** A machine's output, from its nodes' types: the outputs of its final states. */
+export type MachineOutput<N> = OrUnknown<{ [K in keyof N]: N[K] extends { final: infer F } ? (true extends F ? StateOutput<N[K]> : never) : never }[keyof N]>;
+type OrUnknown<T> = [T] extends [never] ? unknown : T;
+
+/** The event map of a machine's nodes: the event types of their transitions (data unknown). */
+export type NodesEvents<N> = Record<Exclude<{ [K in keyof N]: N[K] extends { transition?: infer T } ? (T extends string ? never : keyof T & string) : never }[keyof N], ''>, unknown>;
+
+/** What `defineMachine` reads of each state: the fields the run's output comes from. */
+type Captured<N> = { [K in keyof N]: { [F in keyof N[K] & ('run' | 'runner' | 'final')]: N[K][F] } };
+
 /**
  * Identity helper that types a machine literal: the state names are inferred from `nodes`,
- * so `initial`, `errorState`, transition targets and timeout states must name real states.
+ * so `initial`, `errorState`, transition targets and timeout states must name real states;
+ * the event types from the transitions (or `Events`, which then types their data too), so
+ * `send` takes only those; and the run's output from the final states. States may name
+ * registered runners (`runner: 'draft'`) instead of holding code: the machine is then for
+ * an `Engine`, which stores it.
  *
  * ```ts
  * const config = defineMachine<{ n: number }, string>()({
@@ -129,6 +185,10 @@ export interface CurrentState<S extends string = string> {
  * });
  * ```
  */
-export function defineMachine<Ctx extends object, Root>() {
-  return <const S extends string>(config: StateMachine<Ctx, Root, S>): StateMachine<Ctx, Root, S> => config;
+export function defineMachine<Ctx extends object, Root, Events extends EventMap = EventMap, T extends Tools = Tools>() {
+  // `Ev` collects the event types of the transitions when `Events` is not given; `N` what the
+  // output is computed from, without taking the place of the checked node types.
+  return <const S extends string, const Ev extends string = never, const K extends string = never, N = unknown>(
+    config: StateMachine<Ctx, Root, S, string extends keyof Events ? Record<Ev, unknown> : Events, T, unknown, K> & { nodes: Captured<N> },
+  ): StateMachine<Ctx, Root, S, string extends keyof Events ? Record<Exclude<Ev, ''>, unknown> : Events, T, MachineOutput<N>, K> => config as never;
 }

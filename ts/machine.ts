@@ -1,7 +1,7 @@
 import { MoveInput, Op, RunEnd, StatusFlag, StepOutcome } from '../index.js';
 import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusErrorEvent, type RamusEvent, type WireEvent } from './events';
-import type { CurrentState, Duration, MachineEvent, MachineStatus, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
+import type { CurrentState, Duration, EventMap, MachineEvent, MachineStatus, SendEvent, StateMachine, StateMachineRunnerOptions, TransitionGuard } from './machine-types';
 import { call, io, native, plain, type NativeDefinition } from './native';
 import type { NodeResultCache } from './cache';
 import { cachedCall, callNative, dispatch, drive, failureOutcome, outsideNative, retryPredicates, RunnerBase, settle, stepArgs, type EngineInit, type Plan } from './runner';
@@ -21,6 +21,8 @@ export function parseDuration(value: Duration): number {
 
 /** A state's own choice of next state, returned from its `run`. */
 export class TransitionTo<S extends string = string, O = unknown> {
+  /** Types only: an output that merely looks like one (`{ state, output }`) is not a choice. */
+  private declare readonly __chosen: true;
   constructor(
     readonly state: S,
     readonly output?: O,
@@ -97,8 +99,8 @@ export function compile(config: StateMachine<any, any>, initial: string | undefi
  * Runs one state machine. The Rust engine owns the machine's state, transitions, queue and
  * timers; this class calls state runners and conditions and keeps the JS values.
  */
-export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = unknown, S extends string = string> extends RunnerBase<Out> {
-  readonly config: StateMachine<Ctx, Root, S>;
+export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = unknown, S extends string = string, M = EventMap> extends RunnerBase<Out> {
+  readonly config: StateMachine<Ctx, Root, S, M, any, Out>;
   declare readonly context: Ctx;
   #m: CompiledMachine;
   #input: unknown;
@@ -123,9 +125,9 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** The condition results of the steps run by itself, not yet reported. */
   #local: number[] = [];
 
-  constructor(options: StateMachineRunnerOptions<Ctx, Root, S>, init?: EngineInit) {
+  constructor(options: StateMachineRunnerOptions<Ctx, Root, S, M, Out>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('StateMachineRunner options must be an object');
-    const m = (options as { compiled?: CompiledMachine }).compiled ?? compile(options.config, options.initial);
+    const m = (options as { compiled?: CompiledMachine }).compiled ?? compile(options.config as StateMachine<any, any>, options.initial);
     super(m.native, options.context ?? options.config.context?.() ?? {}, options.input, { ...options, name: options.name ?? options.config.name }, ['state_machine:state']);
     this.config = options.config;
     this.#cache = options.cache;
@@ -211,7 +213,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
       drive(() => this.command(Op.Start));
       const pending = this.#pending;
       this.#pending = undefined;
-      for (const [id, type, data, queue] of pending ?? []) this.send({ type, data: data ?? undefined, queue }, id);
+      for (const [id, type, data, queue] of pending ?? []) (this as StateMachineRunner).send({ type, data: data ?? undefined, queue }, id);
       // Already resting (started before): Start changed nothing, so no status came. Before
       // the first status (still 'initial'), `#flags` are the initial ones, not the engine's.
       if (this.#status !== 0 || this.final !== undefined) this.#wake();
@@ -219,7 +221,7 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   /** Send an event: handled now, after the running state, later (`queue: true`), or dropped. */
-  send(event: { type: string; data?: unknown; queue?: boolean }, storedId?: string): void {
+  send(event: SendEvent<M>, storedId?: string): void {
     if (event === null || typeof event !== 'object' || typeof event.type !== 'string' || event.type === '') {
       throw new TypeError('send(event): event.type must be a non-empty string');
     }

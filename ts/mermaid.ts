@@ -1,6 +1,6 @@
 import { CompiledDag } from './dag';
 import type { Dag, DagNodeState } from './dag-types';
-import type { StateMachine } from './machine-types';
+import type { AnyStateMachine } from './machine-types';
 
 /** Options of `toMermaid`. */
 export interface ToMermaidOptions {
@@ -16,7 +16,7 @@ export interface ToMermaidOptions {
 }
 
 /** Anything `toMermaid` draws: a DAG definition, a `CompiledDag` or a state machine config. */
-export type MermaidSource = Dag<any, any, any> | CompiledDag<any, any, any> | StateMachine<any, any, any>;
+export type MermaidSource = Dag<any, any, any> | CompiledDag<any, any, any> | AnyStateMachine;
 
 /** Styles of the DAG node states, in the order their `classDef`s are written. */
 const DAG_STATE_STYLES: Record<DagNodeState, string> = {
