@@ -147,6 +147,27 @@ describe('define', () => {
 // ---- start ----
 
 describe('start', () => {
+  test('a config mixing registered runners with inline functions runs both (it is not stored)', async () => {
+    const engine = open();
+    const seen: string[] = [];
+    engine.register('shout', (async ({ input }: any) => (seen.push('shout'), String(input).toUpperCase())) as any);
+    engine.register('long', ((g: { output: unknown }) => String(g.output).length > 3) as any);
+    const machine = engine.start({
+      name: 'mixed',
+      initial: 'draft',
+      nodes: {
+        draft: { run: ({ input }: any) => (seen.push('draft'), `${input}!`), transition: { '': [{ state: 'loud', condition: 'long' }, { state: 'quiet' }] } },
+        loud: { runner: 'shout', final: true },
+        quiet: { final: true },
+      },
+    } as any, { input: 'hey' });
+    expect(await machine.finished).toBe('HEY!');
+    engine.register('after', (async ({ input }: any) => (seen.push('after'), `${input.a} then b`)) as any);
+    const dag = engine.start({ name: 'mixed-dag', nodes: { a: { run: () => 'a' }, b: { runner: 'after', parents: ['a'] } } } as any);
+    expect(await dag.finished).toBe('a then b');
+    expect(seen).toEqual(['draft', 'shout', 'after']);
+  });
+
   test('by name: the run is stored with its definition, input and output', async () => {
     const engine = open({ durability: 'sync' });
     registerBasics(engine);

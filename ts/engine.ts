@@ -6,7 +6,7 @@ import type { Definition, Durability, EngineOptions, EngineRunOf, RegisteredCond
 import type { RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep } from './engine-types';
 import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
-import type { Duration, StateMachine } from './machine-types';
+import type { Duration, StateMachine, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
 import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
 import { LeaseHeldError, LeaseLostError } from './errors';
@@ -160,22 +160,10 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     let loaded = this.#loaded.get(key);
     if (!loaded) {
       const config = (JSON.parse(this.#store.definition(name, version)!) as { config: Definition }).config;
-      const runners = JSON.parse(def.runners()) as Array<[string, unknown] | null>;
-      const runs = runners.map((r) => {
-        if (!r) return undefined;
-        const fn = this.#runners.get(r[0]) as RegisteredRunner;
-        const args = r[1] ?? undefined;
-        return (a: Record<string, unknown>) => {
-          a.args = args;
-          return fn(a as unknown as RegisteredRunnerArgs);
-        };
-      });
+      const runs = this.#registered(def, []);
       const lookup = (k: string): unknown => this.#runners.get(k);
       if (def.kind === 'machine') {
-        const conditions = (JSON.parse(def.conditions()) as Array<string | null>).map((k) => {
-          const cond = k === null ? undefined : (this.#runners.get(k) as RegisteredCondition);
-          return cond && ((g: Parameters<RegisteredCondition>[0], e?: Parameters<RegisteredCondition>[1]) => cond(g, e) as boolean);
-        });
+        const conditions = this.#registeredConditions(def, []);
         loaded = { config, machine: new CompiledMachine(config as unknown as StateMachine<any, any>, undefined, def, runs, conditions, lookup) };
       } else {
         loaded = { config, dag: new CompiledDag(config as unknown as Dag<any, any>, def, runs as Array<(a: any) => unknown>, lookup) };
@@ -183,6 +171,29 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       this.#loaded.set(key, loaded);
     }
     return { ...loaded, version };
+  }
+
+  /** `runs` with the registered runners its nodes name (an inline config may mix both). */
+  #registered(def: NativeDefinition, runs: Array<((a: any) => unknown) | undefined>): Array<((a: any) => unknown) | undefined> {
+    (JSON.parse(def.runners()) as Array<[string, unknown] | null>).forEach((r, i) => {
+      if (!r) return;
+      const fn = this.#runners.get(r[0]) as RegisteredRunner;
+      const args = r[1] ?? undefined;
+      runs[i] = (a: Record<string, unknown>) => {
+        a.args = args;
+        return fn(a as unknown as RegisteredRunnerArgs);
+      };
+    });
+    return runs;
+  }
+
+  /** `conditions` with the registered ones its transitions name. */
+  #registeredConditions(def: NativeDefinition, conditions: Array<TransitionGuard<any, any> | undefined>): Array<TransitionGuard<any, any> | undefined> {
+    (JSON.parse(def.conditions()) as Array<string | null>).forEach((k, i) => {
+      const cond = k === null ? undefined : (this.#runners.get(k) as RegisteredCondition | undefined);
+      if (cond) conditions[i] = (g: Parameters<RegisteredCondition>[0], e?: Parameters<RegisteredCondition>[1]) => cond(g, e) as boolean;
+    });
+    return conditions;
   }
 
   // ---- runs ----
@@ -212,9 +223,16 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       } else {
         stored = false;
         const machine = (definition as { initial?: unknown }).initial !== undefined;
+        const lookup = (k: string): unknown => this.#runners.get(k);
         loaded = machine
-          ? { config: definition as Definition, machine: new CompiledMachine(definition as StateMachine<any, any>, undefined) }
-          : { config: definition as Definition, dag: definition instanceof CompiledDag ? definition : new CompiledDag(definition as Dag<any, any>) };
+          ? { config: definition as Definition, machine: new CompiledMachine(definition as StateMachine<any, any>, undefined, undefined, undefined, undefined, lookup) }
+          : { config: definition as Definition, dag: definition instanceof CompiledDag ? definition : new CompiledDag(definition as Dag<any, any>, undefined, undefined, lookup) };
+        // Its nodes that name registered runners (and conditions) run those.
+        const m = loaded.machine;
+        if (m) {
+          this.#registered(m.native, m.runs as Array<((a: any) => unknown) | undefined>);
+          this.#registeredConditions(m.native, m.conditions as Array<TransitionGuard<any, any> | undefined>);
+        } else this.#registered(loaded.dag!.native, loaded.dag!.runners as Array<((a: any) => unknown) | undefined>);
       }
     }
     const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
