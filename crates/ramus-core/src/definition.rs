@@ -1380,7 +1380,8 @@ fn positive_int(who: Who, field: &str, raw: &RawValue) -> Result<Option<u32>, De
 }
 
 /// Milliseconds of a duration: a non-negative number of ms or a duration string.
-fn duration(state: &str, what: &str, field: &str, raw: &RawValue) -> Result<u64, DefinitionError> {
+/// Refused as `{who} has an invalid {what}: …` at `field`.
+fn duration_at(who: Who, what: &str, field: &str, raw: &RawValue) -> Result<u64, DefinitionError> {
     let v = classify(raw);
     let ms = match &v {
         Val::Num(text) => text
@@ -1403,43 +1404,20 @@ fn duration(state: &str, what: &str, field: &str, raw: &RawValue) -> Result<u64,
         };
         invalid(
             kind,
-            Location {
-                node: Some(state.to_string()),
-                event: None,
-                field: Some(field.to_string()),
-            },
-            format!("State {state} has an invalid {what}: {shown}"),
+            who.location(Some(field)),
+            format!("{who} has an invalid {what}: {shown}"),
         )
     })
 }
 
-/// A duration of a node or state field: `{who} has an invalid {field}: …`.
+/// A state's duration field (`delay`, `timeout.after`).
+fn duration(state: &str, what: &str, field: &str, raw: &RawValue) -> Result<u64, DefinitionError> {
+    duration_at(Who::State(state), what, field, raw)
+}
+
+/// A node's or state's duration field named as it is written (`timeout`, `retry.initial`).
 fn duration_of(who: Who, field: &str, raw: &RawValue) -> Result<u64, DefinitionError> {
-    let v = classify(raw);
-    let ms = match &v {
-        Val::Num(text) => text
-            .parse::<f64>()
-            .ok()
-            .filter(|n| *n >= 0.0 && *n <= MAX_DURATION_MS as f64)
-            .map(|n| n.round() as u64),
-        Val::Str(s) => parse_duration(s),
-        _ => None,
-    };
-    ms.ok_or_else(|| {
-        let shown = match &v {
-            Val::Str(s) => s.to_string(),
-            other => describe(other),
-        };
-        let kind = match v {
-            Val::Num(_) | Val::Str(_) | Val::Marker(_) => InvalidKind::Value,
-            _ => InvalidKind::Type,
-        };
-        invalid(
-            kind,
-            who.location(Some(field)),
-            format!("{who} has an invalid {field}: {shown}"),
-        )
-    })
+    duration_at(who, field, field, raw)
 }
 
 /// How a duration was written, for messages (`5s`, `40ms`).
