@@ -144,6 +144,11 @@ export declare class NativeEngine {
   watch(run: number, row: string): void
   /** Stop looking for a run's events (it ended, or is no longer live here). */
   unwatch(row: string): void
+  /**
+   * One event for many runs, in one commit: `pending` find it stored, `taken` are live
+   * here and take it at once. Returns the event ids, `pending`'s first.
+   */
+  recordEvents(pending: Array<string>, taken: Array<string>, eventType: string, data: string | undefined | null, queue: boolean): Array<string>
   /** How long a lease lasts without renewal (ms). */
   setLeaseMs(ms: number): void
   /** This engine as the holder of leases. */

@@ -336,6 +336,27 @@ impl NativeEngine {
         });
     }
 
+    /// One event for many runs, in one commit: `pending` find it stored, `taken` are live
+    /// here and take it at once. Returns the event ids, `pending`'s first.
+    #[napi]
+    pub fn record_events(
+        &self,
+        pending: Vec<String>,
+        taken: Vec<String>,
+        event_type: String,
+        data: Option<String>,
+        queue: bool,
+    ) -> Result<Vec<String>> {
+        let runs: Vec<(String, bool)> = pending
+            .into_iter()
+            .map(|r| (r, false))
+            .chain(taken.into_iter().map(|r| (r, true)))
+            .collect();
+        self.core
+            .record_events(&runs, &event_type, data, queue)
+            .map_err(js_error)
+    }
+
     /// How long a lease lasts without renewal (ms).
     #[napi]
     pub fn set_lease_ms(&self, ms: f64) {

@@ -380,6 +380,37 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     }
   }
 
+  /**
+   * Send one event to every machine run that waits for an event and matches `filter` (its
+   * `name`, every one of its `tags`): the seed's "all dormant workflows of this user".
+   * Runs live here take it at once; the others find it stored (their holders look for it,
+   * or a later `resume` delivers it). Written in one commit. Resolves with how many runs
+   * it was sent to.
+   */
+  async sendWhere(filter: { name?: string; tags?: string[] }, event: { type: string; data?: unknown; queue?: boolean }): Promise<number> {
+    this.#open();
+    if (filter === null || typeof filter !== 'object') throw new TypeError('sendWhere(filter, event): filter must be an object { name?, tags? }');
+    if (event === null || typeof event !== 'object' || typeof event.type !== 'string' || event.type === '') {
+      throw new TypeError('sendWhere(filter, event): event.type must be a non-empty string');
+    }
+    const data = storable(event.data, 'event.data');
+    const rows = this.waiting({ name: filter.name, tags: filter.tags });
+    const live: StateMachineRunner[] = [];
+    const pending: string[] = [];
+    const taken: string[] = [];
+    for (const row of rows) {
+      const r = this.#live.get(row.id);
+      if (r instanceof StateMachineRunner && !r.released && !native.hasEnded(r.key)) {
+        live.push(r);
+        taken.push(row.id);
+      } else pending.push(row.id);
+    }
+    if (rows.length === 0) return 0;
+    plain(() => this.#native.recordEvents(pending, taken, event.type, data, event.queue === true));
+    for (const r of live) r.send(event);
+    return rows.length;
+  }
+
   /** A live run whose row was deleted: it is no longer stored, and ends (cancelled). */
   #gone(row: string, run: RunnerBase<any>): void {
     this.#runs.delete(row);

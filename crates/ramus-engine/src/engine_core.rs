@@ -707,6 +707,38 @@ impl EngineCore {
         Ok(id)
     }
 
+    /// Write one event to many runs in one commit (`engine.sendWhere`): `(run, taken)`, where
+    /// `taken` is a run live here that takes it at once (kept in the log); the others find
+    /// it pending. Returns the event ids, in order.
+    pub fn record_events(
+        &self,
+        runs: &[(String, bool)],
+        event_type: &str,
+        data: Option<String>,
+        queue: bool,
+    ) -> Result<Vec<String>, EngineError> {
+        let now = self.clock.now_ms();
+        let mut ids = Vec::with_capacity(runs.len());
+        let records = runs
+            .iter()
+            .map(|(run_id, taken)| {
+                let id = new_id(now);
+                ids.push(id.clone());
+                Record::PendingEvent(PendingEvent {
+                    id,
+                    run_id: run_id.clone(),
+                    event_type: event_type.to_owned(),
+                    data: data.clone(),
+                    queue,
+                    created_at: now as i64,
+                    delivered_at: taken.then_some(now as i64),
+                })
+            })
+            .collect();
+        self.store.submit_sync(records)?;
+        Ok(ids)
+    }
+
     /// Whether a run's stored status says it ended.
     pub fn phase_ended(phase: RunPhase) -> bool {
         phase.is_terminal()
