@@ -212,7 +212,14 @@ describe('inspector API', () => {
     expect((await http('/api/runs', { headers: { Host: 'evil.example:80' } })).status).toBe(421);
   });
 
-  it('stores a sent event as a pending event and validates what it is sent', async () => {
+  it('answers 999 tag parameters with a clear 400, not a failure', async () => {
+    const many = await http(`/api/runs?${Array.from({ length: 999 }, (_, i) => `tag=t${i}`).join('&')}`);
+    expect(many.status).toBe(400);
+    expect(many.json().error).toBe("At most 50 'tag' parameters (got 999)");
+    expect((await http('/api/runs?tag=a&tag=b')).status).toBe(200);
+  });
+
+  it('validates what it is sent, and refuses events to ended runs and from other origins', async () => {
     const store = new NativeStore(db, 'off');
     try {
       expect((await http(`/api/runs/${runs.machine}/events`, { method: 'POST', body: '{"type":"x"}', headers: { 'Content-Type': 'text/plain' } })).status).toBe(415);
@@ -223,12 +230,16 @@ describe('inspector API', () => {
       expect((await postEvent(runs.machine, { type: '' })).status).toBe(400);
       expect((await postEvent(runs.dag, { type: 'approve' })).status).toBe(409);
       expect((await postEvent('0190b6a4-1f00-7000-8000-000000000000', { type: 'approve' })).status).toBe(404);
+      // An ended run takes no more events: refused, as engine.send refuses it.
+      const ended = await postEvent(runs.machine, { type: 'nudge' });
+      expect(ended.status).toBe(409);
+      expect(ended.json().error).toMatch(/has already ended \(finished\); it takes no more events/);
+      // A page of another origin cannot send one, whatever it sends.
+      const evil = await http(`/api/runs/${runs.waiting}/events`, { method: 'POST', body: '{"type":"approve"}', headers: { 'Content-Type': 'application/json', Origin: 'http://evil.com' } });
+      expect(evil.status).toBe(403);
       expect(JSON.parse(store.pendingEvents(runs.machine))).toEqual([]);
-
-      const sent = await postEvent(runs.machine, { type: 'nudge', data: { note: XSS } });
-      expect(sent.status).toBe(201);
-      const pending = JSON.parse(store.pendingEvents(runs.machine));
-      expect(pending).toMatchObject([{ id: sent.json().id, type: 'nudge', data: { note: XSS }, queue: false, deliveredAt: null }]);
+      expect(JSON.parse(store.pendingEvents(runs.waiting))).toEqual([]);
+      // A valid one is stored: see 'sends an event to a waiting machine' below.
     } finally {
       store.close();
     }

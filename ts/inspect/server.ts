@@ -146,13 +146,22 @@ function runQuery(params: URLSearchParams): string {
   return JSON.stringify({
     nameContains: params.get('name') || undefined,
     status,
-    tags: params.getAll('tag').filter((t) => t !== ''),
+    tags: tagsOf(params),
     since: parseTime('since', params.get('since')),
     until: parseTime('until', params.get('until')),
     topLevel: params.get('all') !== '1',
     limit,
   });
 }
+
+/** The `tag` parameters: a few, each a tag a run must carry. */
+function tagsOf(params: URLSearchParams): string[] {
+  const tags = params.getAll('tag').filter((t) => t !== '');
+  if (tags.length > MAX_TAGS) throw new HttpError(400, `At most ${MAX_TAGS} 'tag' parameters (got ${tags.length})`);
+  return tags;
+}
+
+const MAX_TAGS = 50;
 
 function checkId(id: string): string {
   if (!ID.test(id)) throw new HttpError(404, 'No such run');
@@ -262,6 +271,18 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   }
 
   async function sendEvent(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
+    // A write from a page of another origin is refused outright (browsers send `Origin` on
+    // every POST), whatever its content type.
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      let from = '';
+      try {
+        from = new URL(origin).host.toLowerCase();
+      } catch {
+        // `null` (a sandboxed or file page), or no URL: not this page.
+      }
+      if (from !== String(req.headers.host ?? '').toLowerCase()) throw new HttpError(403, `Refused: a request from ${origin} cannot change runs here`);
+    }
     // A cross-site form can post text/plain without a preflight; JSON needs one, and no
     // CORS header is ever sent, so only our own page can send events.
     const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -280,8 +301,12 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
     }
     const text = store.run(id);
     if (text === null) throw new HttpError(404, 'No such run');
-    const run = JSON.parse(text) as { kind: string };
+    const run = JSON.parse(text) as { kind: string; status: string; name: string };
     if (run.kind !== 'machine') throw new HttpError(409, 'Only state machine runs take events');
+    // As `engine.send` refuses it: an ended run would keep the event pending forever.
+    if (['finished', 'error', 'cancelled'].includes(run.status)) {
+      throw new HttpError(409, `Run ${id} (${run.name}) has already ended (${run.status}); it takes no more events`);
+    }
     const data = event.data === undefined ? undefined : JSON.stringify(event.data);
     const eventId = store.sendEvent(id, event.type, data, false, false);
     sendJson(req, res, 201, { id: eventId });
