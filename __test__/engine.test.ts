@@ -927,8 +927,8 @@ describe('engine.inspect', () => {
     await run.finished;
     const inspector = await engine.inspect({ port: 0 });
     try {
-      expect(inspector.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
-      const list = (await (await fetch(`${inspector.url}api/runs`)).json()) as { runs: Array<{ id: string; status: string }> };
+      expect(inspector.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]+$/);
+      const list = (await (await fetch(new URL(`api/runs?token=${inspector.token}`, inspector.url))).json()) as { runs: Array<{ id: string; status: string }> };
       expect(list.runs.find((r) => r.id === run.runId)?.status).toBe('finished');
     } finally {
       await inspector.close();

@@ -88,7 +88,8 @@ interface Reply {
 function http(path: string, options: { method?: string; body?: string | Buffer; headers?: Record<string, string> } = {}): Promise<Reply> {
   const url = new URL(path, inspector.url);
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: options.method ?? 'GET', headers: options.headers }, (res) => {
+    const headers = { Authorization: `Bearer ${inspector.token}`, ...options.headers };
+    const req = request(url, { method: options.method ?? 'GET', headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -117,7 +118,8 @@ describe('inspector API', () => {
   it('binds loopback on a free port and prints a loopback URL', () => {
     expect(inspector.host).toBe('127.0.0.1');
     expect(inspector.port).toBeGreaterThan(0);
-    expect(inspector.url).toBe(`http://127.0.0.1:${inspector.port}/`);
+    expect(inspector.url).toBe(`http://127.0.0.1:${inspector.port}/?token=${inspector.token}`);
+    expect(inspector.token).toMatch(/^[\w-]{32}$/);
   });
 
   it('lists top-level runs newest first with step counts and errors', async () => {
@@ -212,6 +214,28 @@ describe('inspector API', () => {
     expect((await http('/api/runs', { headers: { Host: 'evil.example:80' } })).status).toBe(421);
   });
 
+  it('answers only who has its token; the page keeps it as a cookie', async () => {
+    const bare = (path: string, headers: Record<string, string> = {}) => http(path, { headers: { Authorization: '', ...headers } });
+    expect((await bare('/api/runs')).status).toBe(401);
+    expect((await bare('/')).status).toBe(401);
+    expect((await bare('/api/runs', { Authorization: 'Bearer not-the-token' })).status).toBe(401);
+    expect((await bare(`/api/runs?token=${inspector.token}x`)).status).toBe(401);
+    const opened = await bare(`/?token=${inspector.token}`);
+    expect(opened.status).toBe(200);
+    const set = String(opened.headers['set-cookie']);
+    expect(set).toMatch(/HttpOnly; SameSite=Strict; Path=\//);
+    expect((await bare('/api/runs', { Cookie: set.split(';')[0]! })).status).toBe(200);
+    // What a page needs that holds no runs loads without it.
+    expect((await bare('/app.js')).status).toBe(200);
+    const open = await inspect({ db, token: false });
+    try {
+      expect(open.url).toBe(`http://127.0.0.1:${open.port}/`);
+      expect((await fetch(new URL('api/runs', open.url))).status).toBe(200);
+    } finally {
+      await open.close();
+    }
+  });
+
   it('answers 999 tag parameters with a clear 400, not a failure', async () => {
     const many = await http(`/api/runs?${Array.from({ length: 999 }, (_, i) => `tag=t${i}`).join('&')}`);
     expect(many.status).toBe(400);
@@ -271,9 +295,10 @@ describe('inspector API', () => {
         });
         child.on('exit', (code) => reject(new Error(`exited ${code}`)));
       });
-      const m = /^Ramus inspector: (http:\/\/127\.0\.0\.1:(\d+)\/)$/.exec(line);
-      expect(m).not.toBeNull();
-      const res = await fetch(`${m![1]}api/runs`);
+      const m = /^Ramus inspector: (http:\/\/127\.0\.0\.1:(\d+)\/)\?token=([\w-]+)$/.exec(line);
+      expect(m, line).not.toBeNull();
+      expect((await fetch(`${m![1]}api/runs`)).status).toBe(401);
+      const res = await fetch(`${m![1]}api/runs?token=${m![3]}`);
       expect(res.status).toBe(200);
     } finally {
       child.kill('SIGTERM');
@@ -563,7 +588,7 @@ describe.skipIf(!Engine || chromiumMissing)('inspector on real engine runs', () 
     await run('node', [join(root, 'examples', 'research-agent.mjs')], { cwd: work });
     const demo = await inspect({ db: join(work, 'ramus.sqlite'), pollInterval: 100 });
     try {
-      const { runs: list } = (await (await fetch(`${demo.url}api/runs`)).json()) as { runs: Array<{ id: string; name: string; steps: number }> };
+      const { runs: list } = (await (await fetch(new URL('api/runs', demo.url), { headers: { Authorization: `Bearer ${demo.token}` } })).json()) as { runs: Array<{ id: string; name: string; steps: number }> };
       expect(list.map((r) => [r.name, r.steps])).toEqual([['research', 8]]);
       await page.goto(`${demo.url}#/run/${list[0]!.id}`);
       await page.locator('svg.graph g.node[data-node="summarize"]').waitFor();

@@ -6,7 +6,7 @@
 // Reads go through NativeStore's read-only connection (parameterized SQL in Rust); the only
 // write is storing an event sent to a run. Everything is served with a CSP that forbids
 // inline script, and the UI only ever sets agent data as text.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -24,13 +24,43 @@ export interface InspectOptions {
   host?: string;
   /** How often to look for commits, in ms (default 500). */
   pollInterval?: number;
+  /**
+   * What a request must carry to read runs or send events: a new random token by default
+   * (in `url`, as `?token=`, which the page keeps as a cookie); `false` for none.
+   */
+  token?: string | false;
 }
 
 export interface Inspector {
+  /** The page, with its token: what to open. */
   url: string;
+  /** The token API requests carry (`Authorization: Bearer <token>`, or the page's cookie). */
+  token: string | undefined;
   port: number;
   host: string;
   close(): Promise<void>;
+}
+
+const TOKEN_COOKIE = 'ramus_inspector';
+
+function bearer(req: http.IncomingMessage): string | undefined {
+  const m = /^Bearer (\S+)$/.exec(String(req.headers.authorization ?? ''));
+  return m?.[1];
+}
+
+function cookie(req: http.IncomingMessage, name: string): string | undefined {
+  for (const part of String(req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return v.join('=');
+  }
+  return undefined;
+}
+
+/** Compared in constant time, so the token cannot be guessed a character at a time. */
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** The largest request body accepted (an event's JSON payload). */
@@ -186,6 +216,10 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`inspect: bad port ${String(options.port)}`);
   const poll = options.pollInterval ?? 500;
+  if (options.token !== undefined && options.token !== false && (typeof options.token !== 'string' || !/^[\w-]{16,}$/.test(options.token))) {
+    throw new TypeError('inspect: token must be false or at least 16 letters, digits, - or _');
+  }
+  const token = options.token === false ? undefined : (options.token ?? randomBytes(24).toString('base64url'));
 
   const store = new native.NativeStore(db, 'sync');
   const reader = new RunReader(store);
@@ -224,6 +258,17 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
     const url = new URL(req.url ?? '/', 'http://inspector');
     const parts = url.pathname.split('/').filter(Boolean);
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    // Runs hold what agents saw and said: the page and the API answer only who has the
+    // token (any local process or page can reach a loopback port). The scripts and styles
+    // hold nothing and load without it.
+    const page = parts[0] !== 'api' && (url.pathname === '/' || url.pathname === '/index.html');
+    if (token !== undefined && (page || parts[0] === 'api')) {
+      const given = url.searchParams.get('token') ?? bearer(req) ?? cookie(req, TOKEN_COOKIE);
+      if (given === undefined || !sameSecret(given, token)) {
+        throw new HttpError(401, 'This inspector needs its token: open the URL it printed (it ends in ?token=…)');
+      }
+      if (page && url.searchParams.has('token')) res.setHeader('Set-Cookie', `${TOKEN_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`);
+    }
 
     if (parts[0] !== 'api') {
       if (method !== 'GET') throw new HttpError(405, 'Method not allowed');
@@ -337,11 +382,12 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
   allowedHosts = new Set([`${shown}:${address.port}`, `localhost:${address.port}`, `127.0.0.1:${address.port}`, `[::1]:${address.port}`]);
   if (host !== address.address) allowedHosts.add(`${host.toLowerCase()}:${address.port}`);
   if (!/^(127\.|::1$|localhost$)/.test(host) && address.address !== '::1') allowedHosts = undefined;
-  const url = `http://${shown}:${address.port}/`;
+  const url = `http://${shown}:${address.port}/${token === undefined ? '' : `?token=${token}`}`;
 
   let closed: Promise<void> | undefined;
   return {
     url,
+    token,
     port: address.port,
     host: address.address,
     close() {
