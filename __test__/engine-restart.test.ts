@@ -189,11 +189,12 @@ describe('a DAG killed while one node runs', () => {
       const engine = new Engine({ db, durability: '${durability}' });
       engine.register({
         fetch: async ({ args }) => { log('fetch' + args.i); await sleep(1); return args.i * 10; },
-        slow: async () => { log('slow'); return hang(); },
+        slow: async () => { log('slow'); globalThis.slowRan = true; return hang(); },
       });
       const run = engine.start(DEF, { input: 'root' });
-      // Die only once the store shows both fetches finished and 'total' running.
-      await until(() => engine.steps(run.runId).some((s) => s.node === 'total' && s.status === 'running'), 'total running');
+      // Die only once the store shows both fetches finished and 'total' running (its row
+      // is committed before its runner is called: wait for both).
+      await until(() => globalThis.slowRan && engine.steps(run.runId).some((s) => s.node === 'total' && s.status === 'running'), 'total running');
       report({ runId: run.runId });
       die();
     `);
@@ -503,7 +504,10 @@ describe('context across a restart', () => {
           context.n += 1;
           context.seen.push('child' + context.n);
           log('inc' + context.n);
-          if (context.n === 3) return hang();
+          if (context.n === 3) {
+            globalThis.thirdRan = true;
+            return hang();
+          }
           await sleep(1);
           return context.n;
         },
@@ -511,7 +515,8 @@ describe('context across a restart', () => {
         report: ({ context }) => ({ ...context }),
       });
       const run = engine.start(${JSON.stringify(LOOP)});
-      await until(() => engine.steps(run.runId).filter((s) => s.status === 'running').length === 1 && engine.steps(run.runId).length === 3, 'third inc running');
+      // The third step's row is committed before its runner is called: wait for both.
+      await until(() => globalThis.thirdRan && engine.steps(run.runId).filter((s) => s.status === 'running').length === 1 && engine.steps(run.runId).length === 3, 'third inc running');
       report({ runId: run.runId });
       die();
     `);
