@@ -236,6 +236,24 @@ describe('inspector API', () => {
     }
   });
 
+  it('shows durations rounded before they are split: never "1 m 60 s"', async () => {
+    const { duration } = (await import(join(root, 'inspector', 'dom.js'))) as { duration: (ms: number) => string };
+    expect([340, 999.6, 1_250, 9_999, 12_500, 59_960, 60_000, 119_999, 200_000, 3_599_600, 7_500_000, 7_199_999].map(duration)).toEqual([
+      '340 ms',
+      '1.00 s',
+      '1.25 s',
+      '10.0 s',
+      '12.5 s',
+      '1 m 0 s',
+      '1 m 0 s',
+      '2 m 0 s',
+      '3 m 20 s',
+      '1 h 0 m',
+      '2 h 5 m',
+      '2 h 0 m',
+    ]);
+  });
+
   it('answers 999 tag parameters with a clear 400, not a failure', async () => {
     const many = await http(`/api/runs?${Array.from({ length: 999 }, (_, i) => `tag=t${i}`).join('&')}`);
     expect(many.status).toBe(400);

@@ -42,13 +42,19 @@ export function clear(el) {
   return el;
 }
 
-/** `1.2 s`, `340 ms`, `3 m 20 s`, `2 h 5 m`. */
+/**
+ * `340 ms`, `1.25 s`, `12.5 s`, `3 m 20 s`, `2 h 5 m`. Rounded to the unit shown before it
+ * is split, so 119.9 s is `2 m 0 s`, never `1 m 60 s`.
+ */
 export function duration(ms) {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return '';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
-  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} m ${Math.round((ms % 60_000) / 1000)} s`;
-  return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} m`;
+  if (ms < 999.5) return `${Math.round(ms)} ms`;
+  if (ms < 9_995) return `${(ms / 1000).toFixed(2)} s`;
+  if (ms < 59_950) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)} m ${s % 60} s`;
+  const m = Math.round(ms / 60_000);
+  return `${Math.floor(m / 60)} h ${m % 60} m`;
 }
 
 export function time(ms) {
