@@ -201,6 +201,8 @@ export declare class NativeStore {
   waiting(filterJson?: string | undefined | null): string
   /** One run with its snapshot (JSON), or null. */
   run(id: string): string | null
+  /** Who holds a run's lease: JSON `{ owner, expiresAt }`, or null. */
+  lease(runId: string): string | null
   /** A run's steps in `seq` order (JSON array). */
   steps(runId: string): string
   /** A run's transitions in order (JSON array). */

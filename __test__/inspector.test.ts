@@ -555,7 +555,7 @@ describe.skipIf(chromiumMissing)('inspector in Chromium', () => {
     expect(await engineTakesPendingEvent(db, runs.waiting)).toEqual({ state: 'send', final: true });
     await expect.poll(() => page.locator('.run-head .badge').first().getAttribute('data-status'), { timeout: 5_000 }).toBe('finished');
     await expect.poll(() => node('send').getAttribute('data-visits')).toBe('1');
-    expect(await page.locator('svg.graph g.edge[data-from="review"][data-to="send"]').getAttribute('data-taken')).toBe('1');
+    expect(await page.locator('svg.graph g.edge[data-from="review"][data-to="send"][data-event="approve"]').getAttribute('data-taken')).toBe('1');
     expect(await page.locator('.waiting').isHidden()).toBe(true);
     await shot('09-machine-resumed');
   }, 30_000);
@@ -635,7 +635,7 @@ describe.skipIf(!Engine || chromiumMissing)('inspector on real engine runs', () 
         initial: 'draft',
         nodes: {
           draft: { runner: 'draft', transition: 'review' },
-          review: { transition: { approve: 'send', reject: 'draft' } },
+          review: { transition: { approve: 'send', reject: 'draft' }, timeout: { after: '7d', state: 'send' } },
           send: { runner: 'send', final: true },
         },
       },
@@ -647,6 +647,9 @@ describe.skipIf(!Engine || chromiumMissing)('inspector on real engine runs', () 
       await page.goto(`${live.url}#/run/${started.runId}`);
       await page.locator('.waiting button.send-event[data-event="approve"]').waitFor();
       expect(await page.locator('.waiting button.send-event').allTextContents()).toEqual(['approve', 'reject']);
+      // Who takes an event sent from here, and when the wait ends by itself.
+      expect(await page.locator('.waiting .holder').textContent()).toMatch(new RegExp(`^Held by engine \\S+ \\(pid ${process.pid} on .+\\), its lease until `));
+      expect(await page.locator('.waiting .timeout-due').textContent()).toMatch(/^Times out at .* \(in 16\d h \d+ m\)\.$/);
       await page.fill('.waiting textarea.payload', '{"by": "ana@example.com"}');
       await page.click('.waiting button.send-event[data-event="approve"]');
       await expect.poll(() => page.locator('.run-head .badge').first().getAttribute('data-status'), { timeout: 5_000 }).toBe('finished');
@@ -654,7 +657,7 @@ describe.skipIf(!Engine || chromiumMissing)('inspector on real engine runs', () 
       for (const state of ['draft', 'review', 'send']) {
         expect(await page.locator(`svg.graph g.node[data-node="${state}"]`).getAttribute('data-visits')).toBe('1');
       }
-      expect(await page.locator('svg.graph g.edge[data-from="review"][data-to="send"]').getAttribute('data-taken')).toBe('1');
+      expect(await page.locator('svg.graph g.edge[data-from="review"][data-to="send"][data-event="approve"]').getAttribute('data-taken')).toBe('1');
       // The time review rested waiting for the person is drawn apart from its run.
       expect(await page.locator('.tl-row[data-node="review"] .tl-rest').count()).toBe(1);
       await page.locator('svg.graph g.node[data-node="send"]').click();

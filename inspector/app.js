@@ -274,8 +274,20 @@ function runView(runId, stepId) {
       }
     };
     const custom = h('input', { class: 'custom-type', placeholder: 'event type', 'aria-label': 'event type' });
+    // Who takes an event sent from here, and when the wait ends by itself.
+    const now = Date.now();
+    const lease = data.lease;
+    const holder = lease && lease.expiresAt > now
+      ? h('p', { class: 'holder', text: `Held by ${lease.owner}, its lease until ${time(lease.expiresAt)}: that process takes events sent here.` })
+      : h('p', { class: 'holder muted', text: `${lease ? `No live process holds it (the lease of ${lease.owner} ran out at ${time(lease.expiresAt)})` : 'No process holds it'}: events sent here wait until a process resumes it.` });
+    const timeout = (data.timers ?? []).find((t) => t.kind === 'timeout' && t.firedAt === null);
+    const due = timeout
+      ? h('p', { class: 'timeout-due', text: timeout.dueAt > now ? `Times out at ${time(timeout.dueAt)} (in ${duration(timeout.dueAt - now)}).` : `Its timeout fell due at ${time(timeout.dueAt)}: it moves on once a process runs it.` })
+      : null;
     waitBox.append(...[
       h('h3', null, 'Waiting for an event in ', h('span', { class: 'mono', text: accepts.state ?? '?' })),
+      holder,
+      due,
       accepts.events.length
         ? h('div', { class: 'event-buttons' }, accepts.events.map((type) => h('button', { class: 'send-event', 'data-event': type, text: type, on: { click: () => send(type) } })))
         : h('p', { class: 'muted', text: 'The run has no stored definition that names the events this state takes; type one.' }),

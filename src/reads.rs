@@ -260,6 +260,15 @@ impl NativeStore {
         Ok(run.map(|r| run_json(&r, true).to_string()))
     }
 
+    /// Who holds a run's lease: JSON `{ owner, expiresAt }`, or null.
+    #[napi]
+    pub fn lease(&self, run_id: String) -> Result<Option<String>> {
+        let lease = self.inner.lease_of(&run_id).map_err(store_error)?;
+        Ok(lease.map(|(owner, expires_at)| {
+            json!({ "owner": owner, "expiresAt": expires_at }).to_string()
+        }))
+    }
+
     /// A run's steps in `seq` order (JSON array).
     #[napi]
     pub fn steps(&self, run_id: String) -> Result<String> {

@@ -161,6 +161,7 @@ export class RunReader {
       events: JSON.parse(this.store.events(runId)) as Json,
       pendingEvents: JSON.parse(this.store.pendingEvents(runId)) as Json,
       timers: JSON.parse(this.store.timers(runId)) as Json,
+      lease: JSON.parse(this.store.lease(runId) ?? 'null') as Json,
       children: JSON.parse(this.store.children(runId)) as Json,
       definition,
       accepts: acceptedEvents(run, transitions, definition?.['config'], steps) as unknown as Json,

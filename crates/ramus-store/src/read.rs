@@ -190,6 +190,17 @@ pub(crate) fn run(conn: &Connection, id: &str) -> Result<Option<Run>> {
         .map_err(|source| Error::read(format!("run {id}"), source))
 }
 
+pub(crate) fn lease(conn: &Connection, id: &str) -> Result<Option<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1 AND lease_owner IS NOT NULL",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+    })
+    .map_err(|source| Error::read(format!("the lease of run {id}"), source))
+}
+
 pub(crate) fn max_seqs(conn: &Connection, run_id: &str) -> Result<(i64, i64)> {
     conn.prepare_cached(
         "SELECT (SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?1), \

@@ -550,6 +550,12 @@ impl SqliteStore {
         read::run(&self.reader(), id)
     }
 
+    /// Who holds a run's lease, and until when (ms), if anyone does (see `LeaseOp`). An
+    /// expired lease is still shown: its holder stopped renewing it.
+    pub fn lease_of(&self, id: &str) -> Result<Option<(String, i64)>> {
+        read::lease(&self.reader(), id)
+    }
+
     /// The highest step and transition `seq` of a run (0 when none): where a restored run
     /// continues numbering.
     pub fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)> {
