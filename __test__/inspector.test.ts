@@ -254,6 +254,15 @@ describe('inspector API', () => {
     ]);
   });
 
+  it('draws a DAG without a stored definition with the edges its steps took', async () => {
+    const page = (await http(`/api/runs/${runs.parent}`)).json();
+    expect(page.definition).toBeNull();
+    expect(page.steps.map((s: { node: string; parents?: string[] }) => [s.node, s.parents])).toEqual([
+      ['fanout', undefined],
+      ['merge', ['fanout']],
+    ]);
+  });
+
   it('answers 999 tag parameters with a clear 400, not a failure', async () => {
     const many = await http(`/api/runs?${Array.from({ length: 999 }, (_, i) => `tag=t${i}`).join('&')}`);
     expect(many.status).toBe(400);
@@ -417,6 +426,9 @@ describe.skipIf(chromiumMissing)('inspector in Chromium', () => {
 
   it('expands child runs in place', async () => {
     await open(`#/run/${runs.parent}`);
+    // Without a stored definition, its edges are the parents its steps took.
+    await node('fanout').waitFor();
+    await expect.poll(() => page.locator('svg.graph g.edge[data-from="fanout"][data-to="merge"]').count()).toBe(1);
     // The node whose step started the runs says so; clicking it opens them in place.
     expect(await node('fanout').getAttribute('data-children')).toBe('2');
     await node('fanout').click();

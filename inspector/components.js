@@ -173,7 +173,10 @@ function configNodes(definition) {
   return nodes && typeof nodes === 'object' && !Array.isArray(nodes) ? nodes : undefined;
 }
 
-/** Nodes and edges of a DAG run: from the stored definition's `parents`, else the steps alone. */
+/**
+ * Nodes and edges of a DAG run: from the stored definition's `parents`, else from the
+ * parents its steps took (`step.parents`, the keys of each input).
+ */
 export function dagModel({ steps, definition }) {
   const cfg = configNodes(definition);
   const last = lastByNode(steps);
@@ -186,6 +189,12 @@ export function dagModel({ steps, definition }) {
   if (cfg) {
     for (const [name, n] of Object.entries(cfg)) {
       for (const p of Array.isArray(n?.parents) ? n.parents : []) {
+        if (names.has(p)) edges.push({ from: p, to: name, label: '', taken: 0 });
+      }
+    }
+  } else {
+    for (const [name, st] of last) {
+      for (const p of Array.isArray(st.parents) ? st.parents : []) {
         if (names.has(p)) edges.push({ from: p, to: name, label: '', taken: 0 });
       }
     }

@@ -69,6 +69,8 @@ export interface StepSummary {
   startedAt: number | null;
   endedAt: number | null;
   errorMessage?: string;
+  /** DAGs without a stored definition: the parents the node took (its input's keys). */
+  parents?: string[];
 }
 
 export function summarizeStep(s: StepRow): StepSummary {
@@ -85,6 +87,11 @@ export function summarizeStep(s: StepRow): StepSummary {
   const message = errorMessage(s.error);
   if (message !== undefined) out.errorMessage = message;
   return out;
+}
+
+function withParents(summary: StepSummary, input: Json | undefined): StepSummary {
+  if (input !== null && typeof input === 'object' && !Array.isArray(input)) summary.parents = Object.keys(input);
+  return summary;
 }
 
 function errorMessage(e: Json): string | undefined {
@@ -156,7 +163,9 @@ export class RunReader {
     const steps = this.steps(runId, version);
     return {
       run: run as unknown as Obj,
-      steps: steps.map(summarizeStep) as unknown as Json,
+      // A DAG without a stored definition has no `parents` to draw: its steps' inputs say
+      // which parents each node took.
+      steps: steps.map((s) => withParents(summarizeStep(s), run.kind === 'dag' && !definition ? s.input : undefined)) as unknown as Json,
       transitions: transitions as unknown as Json,
       events: JSON.parse(this.store.events(runId)) as Json,
       pendingEvents: JSON.parse(this.store.pendingEvents(runId)) as Json,
