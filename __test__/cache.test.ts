@@ -22,6 +22,8 @@ import {
 } from 'ramus';
 import { TestClock } from 'ramus/testing';
 
+import { redisMissing } from './redis.mjs';
+
 const dirs: string[] = [];
 const engines: Engine[] = [];
 afterEach(async () => {
@@ -40,7 +42,7 @@ function tmp(): string {
 let REDIS_URL = process.env.REDIS_URL ?? '';
 let redis: ChildProcess | undefined;
 beforeAll(async () => {
-  if (REDIS_URL) return;
+  if (REDIS_URL || redisMissing) return;
   const port = await new Promise<number>((resolve) => {
     const srv = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (srv.address() as net.AddressInfo).port;
@@ -106,7 +108,7 @@ describe('cache stores', () => {
     await expectHitOnSecondRun(fileCache(tmp()));
   });
   test('sqliteCache', () => expectHitOnSecondRun(sqliteCache(path.join(tmp(), 'cache.sqlite'))));
-  test('redisCache on a real Redis, by URL', async () => {
+  test.skipIf(redisMissing)('redisCache on a real Redis, by URL', async () => {
     const cache = redisCache(REDIS_URL, { prefix: `ramus-test:${process.pid}:${Date.now()}:` });
     try {
       await cache.clear();
