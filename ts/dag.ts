@@ -1,5 +1,4 @@
 import { Op, RunEnd, RunFlag, StepOutcome } from '../index.js';
-import { callIn } from './context';
 import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache } from './dag-types';
 import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
@@ -216,8 +215,12 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     if (this.settled) return;
     const args = stepArgs(this, slot, this.#buildInput(node), attempt);
     const run = this.dag.runners[node]!;
-    if (this.#cache) this.#callCached(slot, node, run, args, this.#cache);
-    else this.call(slot, run, args);
+    if (this.#cache) {
+      const name = this.dag.names[node]!;
+      const spec = this.dag.config.nodes[name] as { cache?: unknown; runner?: string; args?: unknown };
+      if (spec.cache !== false) return cachedCall(this, slot, this.#cache, { definition: this.dag.config.name, node: name, spec, run, args });
+    }
+    this.call(slot, run, args);
   }
 
   /** @internal */
@@ -228,21 +231,6 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** @internal Stepwise: a node is ready; `autorun` may start it at once. */
   override ready(slot: number): void {
     if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));
-  }
-
-  async #callCached(slot: number, node: number, run: (args: any) => unknown, args: Record<string, unknown>, cache: NodeResultCache): Promise<void> {
-    const name = this.dag.names[node]!;
-    const spec = this.dag.config.nodes[name] as { cache?: unknown; runner?: string; args?: unknown };
-    let outcome: number = StepOutcome.Ok;
-    let value: unknown;
-    try {
-      if (spec.cache === false) value = await callIn(this, slot, run, args);
-      else ({ outcome, value } = await cachedCall(this, slot, cache, { definition: this.dag.config.name, node: name, spec, run, args }));
-    } catch (err) {
-      outcome = err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error;
-      value = err;
-    }
-    drive(() => this.report(slot, outcome, value));
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {

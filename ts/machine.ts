@@ -256,19 +256,10 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     args.previousState = this.#previous >= 0 ? this.#m.names[this.#previous] : undefined;
     args.event = this.#event;
     const spec = this.#cache && (this.config.nodes as Record<string, { cache?: unknown } | undefined>)[this.#m.names[state]!];
-    if (spec && spec.cache !== undefined && spec.cache !== false) void this.#callCached(slot, state, spec, run, args);
-    else this.call(slot, run, args);
-  }
-
-  async #callCached(slot: number, state: number, spec: { cache?: unknown }, run: (args: any) => unknown, args: Record<string, unknown>): Promise<void> {
-    let r: { outcome: number; value: unknown };
-    try {
-      // A `transitionTo` is a choice, not an output to keep.
-      r = await cachedCall(this, slot, this.#cache!, { definition: this.#m.native.name, node: this.#m.names[state]!, spec, run, args }, (v) => !(v instanceof TransitionTo));
-    } catch (err) {
-      r = { outcome: err instanceof CancelledError ? StepOutcome.Cancelled : StepOutcome.Error, value: err };
-    }
-    settle(this, slot, r.outcome, r.value);
+    // A `transitionTo` is a choice, not an output to keep.
+    if (spec && spec.cache !== undefined && spec.cache !== false) {
+      cachedCall(this, slot, this.#cache!, { definition: this.#m.native.name, node: this.#m.names[state]!, spec, run, args }, (v) => !(v instanceof TransitionTo));
+    } else this.call(slot, run, args);
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {

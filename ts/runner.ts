@@ -261,15 +261,29 @@ export interface EmitOptions {
 }
 
 /**
- * A step through the run's cache: its entry's output (`Cached`), or the runner's, which is
- * then kept (unless it is no JSON, or a machine's `transitionTo`).
+ * Run a step through the run's cache: its entry's output (`Cached`), or the runner's, which
+ * is then kept (unless it is no JSON, or a machine's `transitionTo`: `keep` says). The result
+ * is reported through the pump, as `RunnerBase.call` reports it.
  */
-export async function cachedCall(
+export function cachedCall(
   owner: RunnerBase<any>,
   slot: number,
   cache: NodeResultCache,
   step: { definition: string; node: string; spec: { cache?: unknown; runner?: string; args?: unknown; run?: unknown }; run: (args: any) => unknown; args: Record<string, unknown> },
   keep: (value: unknown) => boolean = () => true,
+): void {
+  lookUpOrRun(owner, slot, cache, step, keep).then(
+    (r) => settle(owner, slot, r.outcome, r.value),
+    (err: unknown) => settle(owner, slot, failure(err), err),
+  );
+}
+
+async function lookUpOrRun(
+  owner: RunnerBase<any>,
+  slot: number,
+  cache: NodeResultCache,
+  step: Parameters<typeof cachedCall>[3],
+  keep: (value: unknown) => boolean,
 ): Promise<{ outcome: number; value: unknown }> {
   const c = (typeof step.spec.cache === 'object' && step.spec.cache !== null ? step.spec.cache : {}) as StepCache;
   const a = step.args;
