@@ -158,11 +158,8 @@ export declare class NativeEngine {
    * those another engine took over meanwhile.
    */
   renewLeases(clock: number): Array<string>
-  /**
-   * A run ended or left this engine: its lease is not renewed any more (and with
-   * `release`, handed back at once).
-   */
-  letGo(runId: string, release: boolean): void
+  /** A run ended or left this engine: its lease is not renewed any more. */
+  letGo(runId: string): void
   /** Hand back the leases, flush and close the store. */
   close(): void
 }

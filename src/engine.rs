@@ -377,11 +377,10 @@ impl NativeEngine {
         self.core.renew(now).map_err(js_error)
     }
 
-    /// A run ended or left this engine: its lease is not renewed any more (and with
-    /// `release`, handed back at once).
+    /// A run ended or left this engine: its lease is not renewed any more.
     #[napi]
-    pub fn let_go(&self, run_id: String, release: bool) -> Result<()> {
-        self.core.let_go(&run_id, release).map_err(js_error)
+    pub fn let_go(&self, run_id: String) {
+        self.core.let_go(&run_id);
     }
 
     /// Hand back the leases, flush and close the store.

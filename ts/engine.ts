@@ -107,7 +107,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
         if (!row) return;
         runs.delete(row);
         eng.unwatch(row);
-        eng.letGo(row, false);
+        eng.letGo(row);
         // Ended: events for it are refused as the store refuses them, even while its end is
         // still being committed.
         if (this.#live.get(row) === r) this.#live.delete(row);

@@ -1009,7 +1009,7 @@ impl Driver {
             return;
         };
         if let Some(s) = self.runs.get(&key) {
-            let _ = self.p.core.let_go(&s.run_id, false);
+            self.p.core.let_go(&s.run_id);
         }
         if self.runs.get(&key).is_none_or(|s| s.settled) {
             return;

@@ -441,16 +441,9 @@ impl EngineCore {
         Ok(lost)
     }
 
-    /// A held run ended, or is no longer live here: it is not renewed any more; `release`
-    /// hands its lease back at once (another process may resume it without waiting).
-    pub fn let_go(&self, run_id: &str, release: bool) -> Result<(), EngineError> {
-        if self.held().remove(run_id).is_some() && release {
-            self.store.lease(LeaseOp::Release {
-                owner: self.owner.clone(),
-                runs: vec![run_id.to_owned()],
-            })?;
-        }
-        Ok(())
+    /// A held run ended, or is no longer live here: its lease is not renewed any more.
+    pub fn let_go(&self, run_id: &str) {
+        self.held().remove(run_id);
     }
 
     /// Hand back every lease this engine holds (it closes).

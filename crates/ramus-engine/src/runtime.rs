@@ -894,12 +894,17 @@ impl Runtime {
         if let Some(tap) = live.tap.as_deref_mut() {
             match command {
                 Command::Complete { slot, outcome } => match outcome {
-                    Outcome::Ok | Outcome::Cached | Outcome::Choose { .. } => {
-                        tap.step_value(slot, values.value.map(str::to_owned), false)
-                    }
-                    Outcome::Error | Outcome::Fatal => {
-                        tap.step_value(slot, values.value.map(str::to_owned), true)
-                    }
+                    // A DAG keeps values by node; its later attempts have slots of their own.
+                    Outcome::Ok | Outcome::Cached | Outcome::Choose { .. } => tap.step_value(
+                        live.exec.slot_node(slot).unwrap_or(slot),
+                        values.value.map(str::to_owned),
+                        false,
+                    ),
+                    Outcome::Error | Outcome::Fatal => tap.step_value(
+                        live.exec.slot_node(slot).unwrap_or(slot),
+                        values.value.map(str::to_owned),
+                        true,
+                    ),
                     Outcome::Cancelled => {}
                 },
                 Command::Send { handle, event, .. } => {

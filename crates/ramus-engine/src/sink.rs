@@ -149,14 +149,13 @@ impl Tap {
         self.custom.push_back((data, store));
     }
 
-    /// A step ended with `value` (an output, or an error when `error`).
-    pub fn step_value(&mut self, slot: u32, value: Option<String>, error: bool) {
+    /// A step of `node` (a DAG's node; ignored for a machine) ended with `value` (an
+    /// output, or an error when `error`).
+    pub fn step_value(&mut self, node: u32, value: Option<String>, error: bool) {
         match &mut self.values {
             Values::Dag { outputs, errors } => {
-                // Later attempts of a node have slots past the node count (see `DagRun`).
-                let node = slot as usize % outputs.len().max(1);
                 let list = if error { errors } else { outputs };
-                if let Some(v) = list.get_mut(node) {
+                if let Some(v) = list.get_mut(node as usize) {
                     *v = value;
                 }
             }
