@@ -126,6 +126,24 @@ export declare class NativeEngine {
    */
   start(definition: NativeDefinition, flags: number, clock: number, sync: boolean, options: string): number
   /**
+   * Enqueue a run of a stored definition; `options` (JSON): `name`, `input`, `context`,
+   * `tags`, `info`, `priority`, `runAt`, `idempotencyKey`, `concurrencyKey`. With
+   * `claim`, a run it creates is held here, to start at once (`claimed` start). Returns
+   * JSON `{ runId, created }`.
+   */
+  enqueue(definition: NativeDefinition, options: string, claim: boolean, clock: number): string
+  /**
+   * Claim up to `limit` runs that need a worker (of the definitions `names`, or all):
+   * JSON `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+   * (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
+   * `skip`: runs this engine could not start.
+   */
+  claimWork(names: Array<string> | undefined | null, limit: number, clock: number, agingMs: number, skip: Array<string>): string
+  /** Hand a held run back to the store: another process may take it at once. */
+  handBack(runId: string): void
+  /** A claimed queued run that cannot start here ends as failed with `error` (JSON). */
+  failQueued(runId: string, error: string, clock: number): void
+  /**
    * The ids of the top-level runs that have not ended, in the order `resumeAll` resumes
    * them (the earliest due timer first, then the oldest).
    */

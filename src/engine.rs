@@ -51,6 +51,26 @@ struct StartJson {
     initial: Option<String>,
     #[serde(default)]
     stored: bool,
+    /// The run was claimed (a queued run, or one `start` enqueued for its idempotency key):
+    /// its row exists and its lease is held.
+    #[serde(default)]
+    claimed: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EnqueueJson {
+    name: Option<String>,
+    input: Option<Box<serde_json::value::RawValue>>,
+    context: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    info: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    priority: i64,
+    run_at: Option<i64>,
+    idempotency_key: Option<String>,
+    concurrency_key: Option<String>,
 }
 
 #[napi]
@@ -197,18 +217,107 @@ impl NativeEngine {
                 info: o.info.map(|r| r.get().to_owned()),
                 parent: None,
                 snapshot: None,
-                lease: Some(
+                lease: (!o.claimed).then(|| {
                     self.core
-                        .first_lease(&o.run_id, with_ctx(|c| c.rt.now(clock)) as i64),
-                ),
+                        .first_lease(&o.run_id, with_ctx(|c| c.rt.now(clock)) as i64)
+                }),
             }),
-            fence: None,
+            fence: if o.claimed {
+                Some(self.core.fence_of(&o.run_id).ok_or_else(|| {
+                    coded(
+                        "ERR_LEASE_LOST",
+                        format!("Run {} is not held by this engine", o.run_id),
+                    )
+                })?)
+            } else {
+                None
+            },
         });
         ctx(|c| {
             c.rt.create(Arc::clone(def), opts)
                 .map(pack)
                 .map_err(js_error)
         })
+    }
+
+    /// Enqueue a run of a stored definition; `options` (JSON): `name`, `input`, `context`,
+    /// `tags`, `info`, `priority`, `runAt`, `idempotencyKey`, `concurrencyKey`. With
+    /// `claim`, a run it creates is held here, to start at once (`claimed` start). Returns
+    /// JSON `{ runId, created }`.
+    #[napi]
+    pub fn enqueue(
+        &self,
+        definition: &NativeDefinition,
+        options: String,
+        claim: bool,
+        clock: u32,
+    ) -> Result<String> {
+        let o: EnqueueJson = serde_json::from_str(&options).map_err(|e| {
+            coded(
+                "ERR_INVALID_ARGUMENT",
+                format!("invalid enqueue options: {e}"),
+            )
+        })?;
+        let raw = |r: Option<Box<serde_json::value::RawValue>>| r.map(|r| r.get().to_owned());
+        let e = ramus_engine::Enqueue {
+            name: o.name,
+            input: raw(o.input),
+            context: raw(o.context),
+            tags: o.tags,
+            info: raw(o.info),
+            priority: o.priority,
+            run_at: o.run_at,
+            idempotency_key: o.idempotency_key,
+            concurrency_key: o.concurrency_key,
+        };
+        let done = self
+            .core
+            .enqueue(
+                &definition.inner,
+                e,
+                claim,
+                with_ctx(|c| c.rt.now(clock)) as i64,
+            )
+            .map_err(js_error)?;
+        Ok(json!({ "runId": done.run_id, "created": done.created }).to_string())
+    }
+
+    /// Claim up to `limit` runs that need a worker (of the definitions `names`, or all):
+    /// JSON `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+    /// (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
+    /// `skip`: runs this engine could not start.
+    #[napi]
+    pub fn claim_work(
+        &self,
+        names: Option<Vec<String>>,
+        limit: u32,
+        clock: u32,
+        aging_ms: f64,
+        skip: Vec<String>,
+    ) -> Result<String> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let claimed = self
+            .core
+            .claim_work(names, limit, now, aging_ms as i64, skip)
+            .map_err(js_error)?;
+        let list: Vec<Value> = claimed
+            .into_iter()
+            .map(|c| json!([c.run_id, c.queued]))
+            .collect();
+        Ok(Value::Array(list).to_string())
+    }
+
+    /// Hand a held run back to the store: another process may take it at once.
+    #[napi]
+    pub fn hand_back(&self, run_id: String) -> Result<()> {
+        self.core.hand_back(&run_id).map_err(js_error)
+    }
+
+    /// A claimed queued run that cannot start here ends as failed with `error` (JSON).
+    #[napi]
+    pub fn fail_queued(&self, run_id: String, error: String, clock: u32) -> Result<()> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        self.core.fail_queued(&run_id, error, now).map_err(js_error)
     }
 
     /// The ids of the top-level runs that have not ended, in the order `resumeAll` resumes

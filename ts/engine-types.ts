@@ -193,6 +193,49 @@ export interface StartOptions<Root = unknown, Ctx = any> {
   keepAlive?: boolean;
   /** The W3C traceparent the run's span joins (default: the caller's active span). */
   traceparent?: string;
+  /**
+   * Start at most one run per key: a second `start` (or `enqueue`) with the same key finds
+   * the first run. `start` returns it when it is live in this engine, and otherwise throws
+   * a `DuplicateRunError` naming it. Stored definitions only.
+   */
+  idempotencyKey?: string;
+}
+
+/** How `engine.enqueue` queues a run for a worker (`engine.work`). */
+export interface EnqueueOptions<Root = unknown, Ctx = any> {
+  input?: Root;
+  context?: Ctx;
+  tags?: string[];
+  /** The run's name; defaults to the definition's. */
+  name?: string;
+  info?: object;
+  /** A stored definition's version; defaults to the latest. */
+  version?: number;
+  /** Higher runs first (default 0); each `aging` waited adds one (see `WorkOptions.aging`). */
+  priority?: number;
+  /** Not before this time (a Date or ms on the engine's clock). */
+  runAt?: Date | number;
+  /** A second enqueue (or start) with the same key returns the first run, `created: false`. */
+  idempotencyKey?: string;
+  /** Runs with the same key run one at a time, across all workers. */
+  concurrencyKey?: string;
+}
+
+/** How `engine.work` takes runs from the store. */
+export interface WorkOptions {
+  /** How many runs it holds at once (default 10). */
+  concurrency?: number;
+  /** Only runs of these definitions (default: all). */
+  names?: string[];
+  /** How often it looks for work when it has free slots (ms, default 200). */
+  pollInterval?: number;
+  /** A machine idle this long (waiting for an event, or sleeping) is handed back, its slot freed (ms, default 1000). */
+  idleAfter?: number;
+  /** Waiting this long raises a queued run's priority by one, so low priorities never starve (default '1m'). */
+  aging?: number | string;
+  /** Merged over the engine's tools for the runs it starts. */
+  tools?: Tools;
+  semaphores?: Semaphore[];
 }
 
 /** A run as stored (`runs` table, docs/schema.md). */
@@ -202,7 +245,7 @@ export interface StoredRun {
   kind: 'dag' | 'machine';
   definitionName: string | null;
   definitionVersion: number | null;
-  status: 'pending' | 'running' | 'waitingForEvent' | 'sleeping' | 'finished' | 'error' | 'cancelled';
+  status: 'pending' | 'queued' | 'running' | 'waitingForEvent' | 'sleeping' | 'finished' | 'error' | 'cancelled';
   input: unknown;
   output: unknown;
   error: unknown;

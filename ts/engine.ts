@@ -3,13 +3,14 @@ import { CompiledDag, DagRunner } from './dag';
 import { noticeOnExit } from './exit-notice';
 import type { Dag, Tools } from './dag-types';
 import type { Definition, Durability, EngineOptions, EngineRunOf, RegisteredCondition, RegisteredKeys, RegisteredPredicate, RegisteredRunner, RegisteredRunnerArgs } from './engine-types';
-import type { RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep } from './engine-types';
+import type { EnqueueOptions, RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep, WorkOptions } from './engine-types';
 import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
 import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
-import { LeaseHeldError, LeaseLostError } from './errors';
+import { DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
+import { Worker } from './worker';
 import { definitionJson, storable } from './values';
 
 export type * from './engine-types';
@@ -73,6 +74,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   #live = new Map<string, EngineRun>();
   #loaded = new Map<string, Loaded>();
   #closed = false;
+  readonly #workers = new Set<Worker>();
   /** Every stored run writing to this engine's store, nested ones included, by row id. */
   readonly #runs = new Map<string, RunnerBase<any>>();
   readonly #link: EngineLink;
@@ -209,60 +211,169 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#open();
     if (options === null || typeof options !== 'object') throw new TypeError('start(definition, options): options must be an object');
     const durability = checkDurability(options.durability ?? this.durability);
-    let loaded: Loaded;
-    let stored = true;
-    if (typeof definition === 'string') loaded = this.#load(definition, options.version);
-    else {
-      if (definition === null || typeof definition !== 'object') throw new TypeError('start() takes a definition name or a DAG or machine config');
-      // A config of registered runners is stored (so its runs can be resumed); one with
-      // functions runs from its own code.
-      const json = definitionJson(definition);
-      if (!json.includes('\\u0000fn')) {
-        const v = this.#define(json);
-        loaded = this.#load(v.name, v.version);
-      } else {
-        stored = false;
-        const machine = (definition as { initial?: unknown }).initial !== undefined;
-        const lookup = (k: string): unknown => this.#runners.get(k);
-        loaded = machine
-          ? { config: definition as Definition, machine: new CompiledMachine(definition as StateMachine<any, any>, undefined, undefined, undefined, undefined, lookup) }
-          : { config: definition as Definition, dag: definition instanceof CompiledDag ? definition : new CompiledDag(definition as Dag<any, any>, undefined, undefined, lookup) };
-        // Its nodes that name registered runners (and conditions) run those.
-        const m = loaded.machine;
-        if (m) {
-          this.#registered(m.native, m.runs as Array<((a: any) => unknown) | undefined>);
-          this.#registeredConditions(m.native, m.conditions as Array<TransitionGuard<any, any> | undefined>);
-        } else this.#registered(loaded.dag!.native, loaded.dag!.runners as Array<((a: any) => unknown) | undefined>);
-      }
-    }
+    const { loaded, stored } = this.#loadStartable(definition, options.version, 'start');
     const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
-    const context = options.context ?? (def.contextFn ? (loaded.config as { context?: () => unknown }).context!() : def.context ? JSON.parse(def.context) : undefined);
-    const common = this.#common(options, context);
     let runner: EngineRun;
     if (durability === 'off') {
+      const common = this.#common(options, this.#context(loaded, def, options.context));
       runner = loaded.machine ? new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never) : new DagRunner({ ...common, dag: loaded.dag!, exactName: true } as never);
     } else {
-      const input = storable(options.input, 'input');
-      plain(() => def.checkInput(input));
-      const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
-      const tags = options.tags ?? (loaded.config as { tags?: string[] }).tags ?? [];
-      const info = storable(options.info ?? (loaded.config as { info?: object }).info, 'info');
-      // A context JSON cannot hold fails the run (stored as an error), as a later one would.
-      let contextJson: string | undefined;
-      let bad: unknown;
-      try {
-        contextJson = storable(context, 'context') ?? '{}';
-      } catch (err) {
-        bad = err;
+      let runId: string | undefined;
+      if (options.idempotencyKey !== undefined) {
+        if (!stored) throw new TypeError('start({ idempotencyKey }): only runs of stored definitions (registered runners) take an idempotency key');
+        // Created and held in one step, so two processes starting one key make one run.
+        const q = this.#enqueueNative(def, options, true);
+        if (!q.created) {
+          const live = this.#live.get(q.runId);
+          if (live) return live;
+          throw new DuplicateRunError(`start({ idempotencyKey: ${JSON.stringify(options.idempotencyKey)} }): run ${q.runId} already has this key and is not live in this engine (engine.run(id) reads it)`, q.runId);
+        }
+        runId = q.runId;
       }
-      const opts = withJson({ runId: native.newRunId(), name: options.name, tags, traceparent: options.traceparent, stored }, { input, context: contextJson, info });
-      const key = plain(() => this.#native.start(def, flags, this.#clock, durability === 'sync', opts));
-      runner = this.#create(loaded, common, key);
-      if (bad !== undefined) runner.failStorage(bad);
+      runner = this.#startStored(loaded, def, options, durability, stored, runId);
     }
     this.#track(runner);
     runner.startSoon();
     return runner;
+  }
+
+  /** A definition by name or a config, made runnable; `stored`: whether its runs can be resumed. */
+  #loadStartable(definition: string | Startable<string>, version: number | undefined, what: string): { loaded: Loaded; stored: boolean } {
+    if (typeof definition === 'string') return { loaded: this.#load(definition, version), stored: true };
+    if (definition === null || typeof definition !== 'object') throw new TypeError(`${what}() takes a definition name or a DAG or machine config`);
+    // A config of registered runners is stored (so its runs can be resumed); one with
+    // functions runs from its own code.
+    const json = definitionJson(definition);
+    if (!json.includes('\\u0000fn')) {
+      const v = this.#define(json);
+      return { loaded: this.#load(v.name, v.version), stored: true };
+    }
+    const machine = (definition as { initial?: unknown }).initial !== undefined;
+    const lookup = (k: string): unknown => this.#runners.get(k);
+    const loaded: Loaded = machine
+      ? { config: definition as Definition, machine: new CompiledMachine(definition as StateMachine<any, any>, undefined, undefined, undefined, undefined, lookup) }
+      : { config: definition as Definition, dag: definition instanceof CompiledDag ? definition : new CompiledDag(definition as Dag<any, any>, undefined, undefined, lookup) };
+    // Its nodes that name registered runners (and conditions) run those.
+    const m = loaded.machine;
+    if (m) {
+      this.#registered(m.native, m.runs as Array<((a: any) => unknown) | undefined>);
+      this.#registeredConditions(m.native, m.conditions as Array<TransitionGuard<any, any> | undefined>);
+    } else this.#registered(loaded.dag!.native, loaded.dag!.runners as Array<((a: any) => unknown) | undefined>);
+    return { loaded, stored: false };
+  }
+
+  /** The context a run starts with: given, or the definition's. */
+  #context(loaded: Loaded, def: NativeDefinition, given: unknown): unknown {
+    return given ?? (def.contextFn ? (loaded.config as { context?: () => unknown }).context!() : def.context ? JSON.parse(def.context) : undefined);
+  }
+
+  /** Create a stored run (`runId`: a row already made and held here: claimed from the queue, or enqueued by `start`). */
+  #startStored(loaded: Loaded, def: NativeDefinition, options: StartOptions<any> & Pick<WorkOptions, 'tools' | 'semaphores'>, durability: Durability, stored: boolean, runId?: string): EngineRun {
+    const context = this.#context(loaded, def, options.context);
+    const common = this.#common(options, context);
+    const input = storable(options.input, 'input');
+    plain(() => def.checkInput(input));
+    const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
+    const tags = options.tags ?? (loaded.config as { tags?: string[] }).tags ?? [];
+    const info = storable(options.info ?? (loaded.config as { info?: object }).info, 'info');
+    // A context JSON cannot hold fails the run (stored as an error), as a later one would.
+    let contextJson: string | undefined;
+    let bad: unknown;
+    try {
+      contextJson = storable(context, 'context') ?? '{}';
+    } catch (err) {
+      bad = err;
+    }
+    const opts = withJson({ runId: runId ?? native.newRunId(), name: options.name, tags, traceparent: options.traceparent, stored, claimed: runId !== undefined }, { input, context: contextJson, info });
+    const key = plain(() => this.#native.start(def, flags, this.#clock, durability === 'sync', opts));
+    const runner = this.#create(loaded, common, key);
+    if (bad !== undefined) runner.failStorage(bad);
+    return runner;
+  }
+
+  #enqueueNative(def: NativeDefinition, options: EnqueueOptions<any> | StartOptions<any>, claim: boolean): { runId: string; created: boolean } {
+    const o = options as EnqueueOptions<any> & StartOptions<any>;
+    const input = storable(o.input, 'input');
+    plain(() => def.checkInput(input));
+    let runAt: number | undefined;
+    if (o.runAt !== undefined) {
+      runAt = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
+      if (typeof runAt !== 'number' || !Number.isFinite(runAt)) throw new TypeError(`enqueue({ runAt }): must be a Date or a time in ms, got ${String(o.runAt)}`);
+    }
+    if (o.priority !== undefined && !Number.isInteger(o.priority)) throw new TypeError(`enqueue({ priority }): must be an integer, got ${String(o.priority)}`);
+    for (const k of ['idempotencyKey', 'concurrencyKey'] as const) {
+      if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new TypeError(`enqueue({ ${k} }): must be a non-empty string`);
+    }
+    if (o.tags !== undefined && (!Array.isArray(o.tags) || o.tags.some((t) => typeof t !== 'string'))) throw new TypeError('enqueue({ tags }): must be an array of strings');
+    const fields = { name: o.name, tags: o.tags ?? [], priority: o.priority ?? 0, runAt, idempotencyKey: o.idempotencyKey, concurrencyKey: o.concurrencyKey };
+    const json = withJson(fields, { input, context: storable(o.context, 'context'), info: storable(o.info, 'info') });
+    return JSON.parse(plain(() => this.#native.enqueue(def, json, claim, this.#clock))) as { runId: string; created: boolean };
+  }
+
+  /**
+   * Queue a run of a stored definition (by name, or a config of registered runners, which
+   * is defined first) for a worker (`engine.work()`, in this process or any other on the
+   * store) to start. With an `idempotencyKey` a second enqueue returns the first run,
+   * `created: false`.
+   */
+  enqueue(definition: string | Startable<RegisteredKeys<R>>, options: EnqueueOptions = {}): { runId: string; created: boolean } {
+    this.#open();
+    if (options === null || typeof options !== 'object') throw new TypeError('enqueue(definition, options): options must be an object');
+    const { loaded, stored } = this.#loadStartable(definition, options.version, 'enqueue');
+    if (!stored) throw new TypeError('enqueue(): a queued run is started by a worker from a stored definition; its nodes must name registered runners, not inline run functions');
+    const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
+    const q = this.#enqueueNative(def, options, false);
+    // A worker here takes it now rather than at its next poll.
+    if (q.created) for (const w of this.#workers) w.wake();
+    return q;
+  }
+
+  /**
+   * Work on this engine's store: claim queued runs, runs whose timers fell due, runs that
+   * received events and runs whose holders stopped, up to `concurrency` at a time, and run
+   * them here. Any number of workers, in any number of processes, share the store.
+   */
+  work(options: WorkOptions = {}): Worker {
+    this.#open();
+    const worker: Worker = new Worker(
+      {
+        claim: (names, limit, agingMs, skip) => JSON.parse(plain(() => this.#native.claimWork(names, limit, this.#clock, agingMs, skip))) as Array<[string, boolean]>,
+        start: (runId, o) => {
+          const row = this.run(runId);
+          if (!row?.definitionName) throw new Error(`Run ${runId} has no stored definition to start from`);
+          let runner: EngineRun;
+          try {
+            const loaded = this.#load(row.definitionName, row.definitionVersion ?? undefined);
+            const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
+            const context = (row.snapshot as { context?: unknown } | null)?.context;
+            runner = this.#startStored(loaded, def, { input: row.input ?? undefined, context, tags: row.tags, info: (row.info ?? undefined) as object | undefined, name: row.name, tools: o.tools, semaphores: o.semaphores }, this.durability, true, runId);
+          } catch (err) {
+            // It cannot start from what was stored (its input no longer fits, say): it fails
+            // rather than being claimed again by every worker.
+            if ((err as { code?: string })?.code !== 'ERR_UNKNOWN_RUNNER') plain(() => this.#native.failQueued(runId, JSON.stringify({ name: (err as Error)?.name ?? 'Error', message: (err as Error)?.message ?? String(err) }), this.#clock));
+            throw err;
+          }
+          this.#track(runner);
+          runner.startSoon();
+          return runner;
+        },
+        resume: (runId, o) => this.resume(runId, { tools: o.tools, semaphores: o.semaphores }),
+        handBack: (runId, run) => {
+          if (run && !run.released) {
+            run.flushNow();
+            // No longer live here: released without an end (nothing more is written).
+            run.release();
+          }
+          this.#store.flush();
+          plain(() => this.#native.handBack(runId));
+        },
+        now: () => native.clockNow(this.#clock),
+        stopped: (w) => this.#workers.delete(w),
+      },
+      options,
+    );
+    this.#workers.add(worker);
+    return worker;
   }
 
   #common(options: Pick<StartOptions, 'input' | 'tools' | 'name' | 'semaphores' | 'traceparent' | 'keepAlive'>, context: unknown): Common {
@@ -529,6 +640,8 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    for (const w of this.#workers) w.closed();
+    this.#workers.clear();
     for (const run of [...this.#live.values()]) run.startNow();
     for (const run of [...this.#runs.values()]) {
       run.flushNow();

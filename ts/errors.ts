@@ -39,3 +39,15 @@ export class LeaseLostError extends Error {
     this.name = 'LeaseLostError';
   }
 }
+
+/** `start` with an `idempotencyKey` that names a run not live in this engine: that run's id. */
+export class DuplicateRunError extends Error {
+  readonly code = 'ERR_DUPLICATE_RUN';
+  constructor(
+    message: string,
+    readonly runId: string,
+  ) {
+    super(message);
+    this.name = 'DuplicateRunError';
+  }
+}

@@ -19,7 +19,8 @@ export type {
   StepCache,
   Tools,
 } from './dag-types';
-export { CancelledError, LeaseHeldError, LeaseLostError } from './errors';
+export { CancelledError, DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
+export { Worker } from './worker';
 export { betterSqliteCache, calculateCacheKey, fileCache, memoryCache, redisCache, sqliteCache, stableStringify, type RedisLike } from './cache';
 export type { DagEventType, MachineEventType, RamusErrorEvent, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';
@@ -52,6 +53,7 @@ export type {
   Definition,
   Durability,
   EngineOptions,
+  EnqueueOptions,
   EngineRun,
   EngineRunOf,
   RegisteredCondition,
@@ -73,6 +75,7 @@ export type {
   StoredState,
   StoredStep,
   StoredTransition,
+  WorkOptions,
 } from './engine';
 export { StorageError } from './values';
 export { nestAcrossAwaits } from './context';

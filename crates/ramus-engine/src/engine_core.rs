@@ -70,6 +70,38 @@ fn holder_is_gone(owner: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A run to enqueue ([`EngineCore::enqueue`]); JSON values as text.
+#[derive(Clone, Debug, Default)]
+pub struct Enqueue {
+    /// Its name (default: the definition's).
+    pub name: Option<String>,
+    /// Its input.
+    pub input: Option<String>,
+    /// Its context.
+    pub context: Option<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its info.
+    pub info: Option<String>,
+    /// Higher runs first (default 0).
+    pub priority: i64,
+    /// Not before this time (ms, on the engine's clock).
+    pub run_at: Option<i64>,
+    /// A second enqueue (or start) with this key returns the first run.
+    pub idempotency_key: Option<String>,
+    /// Runs with this key run one at a time.
+    pub concurrency_key: Option<String>,
+}
+
+/// What [`EngineCore::enqueue`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The run (the existing one when `created` is false).
+    pub run_id: String,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
 /// How a stored run continues in this process.
 pub struct ResumePlan {
     /// Its row.
@@ -439,6 +471,135 @@ impl EngineCore {
             held.remove(r);
         }
         Ok(lost)
+    }
+
+    /// Put a run of the stored definition `def` in the queue (see [`Enqueue`]), or find
+    /// the run its idempotency key already names. With `claim`, a run it creates is held
+    /// by this engine at once (`start` with an idempotency key): [`EngineCore::fence_of`]
+    /// then gives its fence. `now`: the time on the run's clock (ms).
+    pub fn enqueue(
+        &self,
+        def: &RunDef,
+        e: Enqueue,
+        claim: bool,
+        now: i64,
+    ) -> Result<Enqueued, EngineError> {
+        let Some(definition) = def.stored.clone() else {
+            return Err(EngineError::DefinitionUse(format!(
+                "Definition '{}' cannot be enqueued: a queued run is started by a worker from a stored definition; name registered runners instead of inline run functions",
+                def.name
+            )));
+        };
+        let id = new_id(now.max(0) as u64);
+        let until = now.saturating_add(self.lease_ms());
+        let answer = self
+            .store
+            .lease(LeaseOp::Enqueue(Box::new(ramus_store::QueuedRun {
+                id,
+                name: e.name.unwrap_or_else(|| def.name.clone()),
+                kind: def.kind(),
+                definition,
+                input: e.input,
+                context: e.context,
+                tags: e.tags,
+                info: e.info,
+                priority: e.priority,
+                run_at: e.run_at,
+                idempotency_key: e.idempotency_key,
+                concurrency_key: e.concurrency_key,
+                created_at: now,
+                claim: claim.then(|| (self.owner.clone(), until)),
+            })))?;
+        match answer {
+            LeaseAnswer::Enqueued {
+                run_id,
+                created,
+                token,
+            } => {
+                if let Some(token) = token {
+                    self.held().insert(run_id.clone(), token);
+                }
+                Ok(Enqueued { run_id, created })
+            }
+            _ => Err(EngineError::Invalid(
+                "unexpected answer to an enqueue".into(),
+            )),
+        }
+    }
+
+    /// Claim up to `limit` runs that need a worker at `now` (see
+    /// [`LeaseOp::ClaimWork`]; `skip`: runs this engine could not start): stored runs to
+    /// resume (`queued: false`) and queued runs to start. An idle store is looked at with a
+    /// read, not a write transaction. They are held from here on; [`EngineCore::fence_of`] gives a queued run's
+    /// fence for its start.
+    pub fn claim_work(
+        &self,
+        names: Option<Vec<String>>,
+        limit: u32,
+        now: i64,
+        aging_ms: i64,
+        skip: Vec<String>,
+    ) -> Result<Vec<ramus_store::Claimed>, EngineError> {
+        if limit == 0 || !self.store.work_ready(names.as_deref(), now, &skip)? {
+            return Ok(Vec::new());
+        }
+        let answer = self.store.lease(LeaseOp::ClaimWork {
+            owner: self.owner.clone(),
+            names,
+            limit,
+            now,
+            until: now.saturating_add(self.lease_ms()),
+            aging_ms,
+            skip,
+        })?;
+        let LeaseAnswer::Work(claimed) = answer else {
+            return Err(EngineError::Invalid("unexpected answer to a claim".into()));
+        };
+        let mut held = self.held();
+        for c in &claimed {
+            held.insert(c.run_id.clone(), c.token);
+        }
+        Ok(claimed)
+    }
+
+    /// The fence of a run this engine holds.
+    pub fn fence_of(&self, run_id: &str) -> Option<Fence> {
+        self.held().get(run_id).map(|&token| Fence {
+            run_id: run_id.to_owned(),
+            owner: self.owner.clone(),
+            token,
+        })
+    }
+
+    /// Hand one held run back (a worker lets an idle run go, or stops): another process may
+    /// take it at once. Its writes must have been committed before.
+    pub fn hand_back(&self, run_id: &str) -> Result<(), EngineError> {
+        self.held().remove(run_id);
+        self.store.lease(LeaseOp::Release {
+            owner: self.owner.clone(),
+            runs: vec![run_id.to_owned()],
+        })?;
+        Ok(())
+    }
+
+    /// A claimed queued run that cannot start here (its definition no longer loads): it
+    /// ends as failed with `error` (JSON text) at `now`, so no worker claims it again.
+    pub fn fail_queued(&self, run_id: &str, error: String, now: i64) -> Result<(), EngineError> {
+        let mut u = ramus_store::RunUpdate::status(run_id, RunStatus::Error, now);
+        u.error = Some(error);
+        u.ended_at = Some(now);
+        let mut records = Vec::with_capacity(2);
+        if let Some(f) = self.fence_of(run_id) {
+            records.push(Record::Fence {
+                run_id: f.run_id,
+                owner: f.owner,
+                token: f.token,
+            });
+        }
+        records.push(Record::RunUpdate(u));
+        self.store.submit_sync(records)?;
+        self.let_go(run_id);
+        Ok(())
     }
 
     /// A held run ended, or is no longer live here: its lease is not renewed any more.

@@ -685,11 +685,7 @@ impl Runtime {
                             row.snapshot =
                                 opts.context.as_ref().map(|c| initial_snapshot(&exec, c));
                         }
-                        let mut w = RunWriter::create(d.store, row, d.sync, ids, now)?;
-                        if d.fence.is_some() {
-                            w.set_fence(d.fence);
-                        }
-                        w
+                        RunWriter::create(d.store, row, d.sync, ids, d.fence, now)?
                     }
                     DurableRow::Resume { id, seqs } => {
                         let mut w = RunWriter::resume(d.store, id, kind, d.sync, seqs);

@@ -118,12 +118,14 @@ pub struct RunWriter {
 
 impl RunWriter {
     /// A new run: its row is written at once (runs nested in it, and its own steps, refer
-    /// to it), committed before this returns in `sync`.
+    /// to it), committed before this returns in `sync`. `fence`: the lease its writes are
+    /// fenced with when it is not the row's own first lease (`RunRow::lease`).
     pub fn create(
         store: Arc<dyn Store>,
         row: RunRow,
         sync: bool,
         trace: Option<(String, String)>,
+        fence: Option<Fence>,
         now: u64,
     ) -> Result<RunWriter, EngineError> {
         let kind = row.kind.unwrap_or(Kind::Dag);
@@ -149,12 +151,28 @@ impl RunWriter {
             updated_at: now,
             ended_at: None,
         });
-        let fence = row.lease.as_ref().map(|(owner, _)| Fence {
-            run_id: row.id.clone(),
-            owner: owner.clone(),
-            token: 1,
+        // A run given a fence (claimed from the queue, or nested in a fenced run) is fenced
+        // from its first write: a holder that lost the lease while it stalled must not
+        // overwrite the row of the one that took it.
+        let claimed = fence.is_some();
+        let fence = fence.or_else(|| {
+            row.lease.as_ref().map(|(owner, _)| Fence {
+                run_id: row.id.clone(),
+                owner: owner.clone(),
+                token: 1,
+            })
         });
         let mut records = vec![record];
+        if let (true, Some(f)) = (claimed, &fence) {
+            records.insert(
+                0,
+                Record::Fence {
+                    run_id: f.run_id.clone(),
+                    owner: f.owner.clone(),
+                    token: f.token,
+                },
+            );
+        }
         if let Some((owner, until)) = row.lease {
             records.push(Record::Lease {
                 run_id: row.id.clone(),

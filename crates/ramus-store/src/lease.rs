@@ -1,6 +1,9 @@
 //! Run ownership: a live run is held by one engine through a lease on its row (owner,
 //! expiry, fencing token). Claims, renewals and fences run in the writer's transactions, so
 //! two processes claiming one run are serialized by SQLite's write lock: exactly one wins.
+//!
+//! The queue is ownership too: an enqueued run is a row nobody holds yet (status
+//! `queued`), and a worker takes work by claiming rows, queued or left by their holders.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -39,6 +42,74 @@ pub enum LeaseOp {
         /// The runs.
         runs: Vec<String>,
     },
+    /// Add a run to the queue, unless its idempotency key names a run already there.
+    Enqueue(Box<QueuedRun>),
+    /// Claim up to `limit` runs that need a worker, for `owner` until `until`: first
+    /// top-level runs nobody holds that have something to do (they were running when their
+    /// holder stopped, a timer of theirs fell due, or an event waits for them), oldest
+    /// first; then queued runs whose `run_at` has come, by effective priority (`priority`
+    /// plus one per `aging_ms` waited, so a low priority never starves), skipping those
+    /// whose concurrency key another live run has.
+    ClaimWork {
+        /// Who takes them.
+        owner: String,
+        /// Only runs of these definitions (all when `None`).
+        names: Option<Vec<String>>,
+        /// At most this many.
+        limit: u32,
+        /// The time now (ms).
+        now: i64,
+        /// The new leases' expiry.
+        until: i64,
+        /// Waiting this long (ms) raises a queued run's priority by one.
+        aging_ms: i64,
+        /// Runs not to take (this worker could not start them).
+        skip: Vec<String>,
+    },
+}
+
+/// A run to enqueue (`engine.enqueue`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRun {
+    /// Its id (UUIDv7).
+    pub id: String,
+    /// Its name (the definition's, unless one was given).
+    pub name: String,
+    /// What it runs.
+    pub kind: crate::Kind,
+    /// The stored definition it runs.
+    pub definition: (String, i64),
+    /// Its input (JSON text).
+    pub input: Option<String>,
+    /// Its context (JSON text): the row's snapshot holds it until the run starts.
+    pub context: Option<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its info (JSON text).
+    pub info: Option<String>,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Not before this time (ms).
+    pub run_at: Option<i64>,
+    /// A second enqueue with this key returns this run.
+    pub idempotency_key: Option<String>,
+    /// Runs with this key run one at a time.
+    pub concurrency_key: Option<String>,
+    /// When it was enqueued (ms).
+    pub created_at: i64,
+    /// Claim it at once for this owner until this time (`start` with an idempotency key).
+    pub claim: Option<(String, i64)>,
+}
+
+/// A run [`LeaseOp::ClaimWork`] took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The run.
+    pub run_id: String,
+    /// Its fencing token.
+    pub token: i64,
+    /// A queued run, to start; otherwise a stored run, to resume.
+    pub queued: bool,
 }
 
 /// What a [`LeaseOp`] found.
@@ -63,6 +134,17 @@ pub enum LeaseAnswer {
     },
     /// Released.
     Released,
+    /// Enqueued, or found by its idempotency key (`created: false`).
+    Enqueued {
+        /// The run.
+        run_id: String,
+        /// Whether this enqueue created it.
+        created: bool,
+        /// Its fencing token, when it was claimed on creation.
+        token: Option<i64>,
+    },
+    /// The runs claimed, resumable ones first.
+    Work(Vec<Claimed>),
 }
 
 pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
@@ -127,6 +209,58 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 .map_err(read)?;
             Ok(LeaseAnswer::Renewed { lost })
         }
+        LeaseOp::Enqueue(q) => enqueue(conn, q),
+        LeaseOp::ClaimWork {
+            owner,
+            names,
+            limit,
+            now,
+            until,
+            aging_ms,
+            skip,
+        } => {
+            let names = names
+                .as_ref()
+                .map(|n| serde_json::to_string(n).unwrap_or_default());
+            let skip = serde_json::to_string(skip).unwrap_or_default();
+            let mut claimed = Vec::new();
+            let ids: Vec<String> = conn
+                .prepare_cached(RESUMABLE)
+                .and_then(|mut s| {
+                    s.query_map((now, &names, limit, &skip), |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(read)?;
+            for id in ids {
+                if let Some(token) = take(conn, &id, owner, *now, *until)? {
+                    claimed.push(Claimed {
+                        run_id: id,
+                        token,
+                        queued: false,
+                    });
+                }
+            }
+            // One at a time: a claim changes what the next may take (concurrency keys).
+            while claimed.len() < *limit as usize {
+                let next: Option<String> = conn
+                    .prepare_cached(NEXT_QUEUED)
+                    .and_then(|mut s| {
+                        s.query_row((now, &names, (*aging_ms).max(1), &skip), |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(read)?;
+                let Some(id) = next else { break };
+                let Some(token) = take(conn, &id, owner, *now, *until)? else {
+                    break;
+                };
+                claimed.push(Claimed {
+                    run_id: id,
+                    token,
+                    queued: true,
+                });
+            }
+            Ok(LeaseAnswer::Work(claimed))
+        }
         LeaseOp::Release { owner, runs } => {
             let ids = serde_json::to_string(runs).unwrap_or_default();
             conn.prepare_cached(
@@ -138,6 +272,143 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             Ok(LeaseAnswer::Released)
         }
     }
+}
+
+/// Top-level runs nobody holds (or whose holder's lease expired) that have something to
+/// do, oldest change first. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
+/// runs to skip (JSON).
+const RESUMABLE: &str = "\
+    SELECT id FROM runs r \
+    WHERE r.status IN ('running', 'waitingForEvent', 'sleeping') \
+      AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
+      AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
+      AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+      AND r.id NOT IN (SELECT value FROM json_each(?4)) \
+      AND (r.status = 'running' \
+        OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = r.id AND t.fired_at IS NULL AND t.due_at <= ?1) \
+        OR EXISTS (SELECT 1 FROM pending_events e WHERE e.run_id = r.id AND e.delivered_at IS NULL)) \
+    ORDER BY r.updated_at \
+    LIMIT ?3";
+
+/// The queued run to start next: due, not held, its concurrency key free, by effective
+/// priority. `?1` now, `?2` definition names (JSON) or null, `?3` ms of waiting per
+/// priority point, `?4` runs to skip (JSON). A key is taken by a live run or by a queued one claimed just now.
+const NEXT_QUEUED: &str = "\
+    SELECT id FROM runs q \
+    WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
+      AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
+      AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
+      AND q.id NOT IN (SELECT value FROM json_each(?4)) \
+      AND (q.concurrency_key IS NULL OR NOT EXISTS ( \
+        SELECT 1 FROM runs o WHERE o.concurrency_key = q.concurrency_key AND o.id <> q.id \
+          AND (o.status IN ('running', 'waitingForEvent', 'sleeping') \
+            OR (o.status = 'queued' AND o.lease_owner IS NOT NULL AND o.lease_expires_at > ?1)))) \
+    ORDER BY q.priority + (?1 - coalesce(q.run_at, q.created_at)) / CAST(?3 AS REAL) DESC, q.created_at, q.id \
+    LIMIT 1";
+
+/// Whether [`LeaseOp::ClaimWork`] would find anything, read without the write lock (an
+/// idle worker polls this, not the writer).
+pub(crate) fn work_ready(
+    conn: &Connection,
+    names: Option<&[String]>,
+    now: i64,
+    skip: &[String],
+) -> Result<bool> {
+    let names = names.map(|n| serde_json::to_string(n).unwrap_or_default());
+    let skip = serde_json::to_string(skip).unwrap_or_default();
+    let read = |e| Error::read("the queue", e);
+    let resumable: Option<String> = conn
+        .prepare_cached(RESUMABLE)
+        .and_then(|mut s| {
+            s.query_row((now, &names, 1, &skip), |r| r.get(0))
+                .optional()
+        })
+        .map_err(read)?;
+    if resumable.is_some() {
+        return Ok(true);
+    }
+    let queued: Option<String> = conn
+        .prepare_cached(NEXT_QUEUED)
+        .and_then(|mut s| {
+            s.query_row((now, &names, 1, &skip), |r| r.get(0))
+                .optional()
+        })
+        .map_err(read)?;
+    Ok(queued.is_some())
+}
+
+/// Take one run found free: its next token, or `None` if it is no longer free.
+fn take(conn: &Connection, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>> {
+    conn.prepare_cached(
+        "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?4, lease_token = lease_token + 1 \
+         WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at <= ?3) \
+         RETURNING lease_token",
+    )
+    .and_then(|mut s| {
+        s.query_row((id, owner, now, until), |r| r.get(0))
+            .optional()
+    })
+    .map_err(|e| Error::read("leases", e))
+}
+
+fn enqueue(conn: &Connection, q: &QueuedRun) -> Result<LeaseAnswer> {
+    let read = |e| Error::read("queue", e);
+    if let Some(key) = &q.idempotency_key {
+        let found: Option<String> = conn
+            .prepare_cached("SELECT id FROM runs WHERE idempotency_key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(read)?;
+        if let Some(run_id) = found {
+            return Ok(LeaseAnswer::Enqueued {
+                run_id,
+                created: false,
+                token: None,
+            });
+        }
+    }
+    let snapshot = q.context.as_ref().map(|c| format!("{{\"context\":{c}}}"));
+    let (owner, until, token) = match &q.claim {
+        Some((owner, until)) => (Some(owner.as_str()), Some(*until), 1),
+        None => (None, None, 0),
+    };
+    conn.prepare_cached(
+        "INSERT INTO runs (id, name, kind, definition_name, definition_version, status, input, \
+             tags, info, snapshot, created_at, updated_at, priority, run_at, idempotency_key, \
+             concurrency_key, lease_owner, lease_expires_at, lease_token) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, \
+             ?16, ?17)",
+    )
+    .and_then(|mut s| {
+        s.execute(rusqlite::params![
+            q.id,
+            q.name,
+            q.kind.as_str(),
+            q.definition.0,
+            q.definition.1,
+            q.input,
+            crate::write::tags_json(&q.tags),
+            q.info,
+            snapshot,
+            q.created_at,
+            q.priority,
+            q.run_at,
+            q.idempotency_key,
+            q.concurrency_key,
+            owner,
+            until,
+            token,
+        ])
+    })
+    .map_err(|e| Error::Write {
+        what: "run",
+        id: q.id.clone(),
+        source: std::sync::Arc::new(e),
+    })?;
+    Ok(LeaseAnswer::Enqueued {
+        run_id: q.id.clone(),
+        created: true,
+        token: q.claim.as_ref().map(|_| 1),
+    })
 }
 
 /// A submission's fence: its records are written only if `owner` still holds `run_id`

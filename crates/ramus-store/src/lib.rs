@@ -54,7 +54,7 @@ mod write;
 pub use cache::SqliteCache;
 pub use error::{Error, Result};
 pub use hash::content_hash;
-pub use lease::{LeaseAnswer, LeaseOp};
+pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun};
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
     RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,

@@ -90,6 +90,8 @@ text_enum! {
     RunStatus {
         /// Created, not started yet.
         Pending = "pending",
+        /// Enqueued (`engine.enqueue`): waits for a worker to claim and start it.
+        Queued = "queued",
         /// Steps are running or ready to run.
         Running = "running",
         /// A machine rests in a state that waits for an event (`engine.send`).

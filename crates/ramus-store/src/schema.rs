@@ -153,6 +153,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_run ON timers (run_id);
     CREATE INDEX timers_due ON timers (due_at) WHERE fired_at IS NULL;
     "#,
+    // 3: the queue. A queued run is a row with status 'queued' that a worker claims (its
+    // lease) and starts; `priority` orders the queue (aged by waiting time), `run_at` holds
+    // a run back until then, `idempotency_key` makes a second enqueue return the first run,
+    // and runs sharing a `concurrency_key` run one at a time. Workers also look for runs
+    // that received events while nobody held them: that index serves them.
+    r#"
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN run_at INTEGER;
+    ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+    CREATE UNIQUE INDEX runs_idempotency ON runs (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_queued ON runs (created_at) WHERE status = 'queued';
+    CREATE INDEX runs_concurrency ON runs (concurrency_key)
+        WHERE concurrency_key IS NOT NULL;
+    CREATE INDEX pending_events_undelivered ON pending_events (created_at)
+        WHERE delivered_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

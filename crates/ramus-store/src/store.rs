@@ -550,6 +550,12 @@ impl SqliteStore {
         read::run(&self.reader(), id)
     }
 
+    /// Whether a worker would find a run to claim at `now` (see
+    /// [`LeaseOp::ClaimWork`](crate::LeaseOp::ClaimWork)); a read, without the write lock.
+    pub fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool> {
+        crate::lease::work_ready(&self.reader(), names, now, skip)
+    }
+
     /// Who holds a run's lease, and until when (ms), if anyone does (see `LeaseOp`). An
     /// expired lease is still shown: its holder stopped renewing it.
     pub fn lease_of(&self, id: &str) -> Result<Option<(String, i64)>> {

@@ -27,6 +27,9 @@ pub trait Store: Send + Sync {
     }
     /// Claim, renew or release run leases, atomically with respect to other writers.
     fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer>;
+    /// Whether a worker would find a run to claim at `now` (see
+    /// [`LeaseOp::ClaimWork`](crate::LeaseOp::ClaimWork)), without taking the write lock.
+    fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool>;
     /// Wait until everything submitted before is committed.
     fn flush(&self) -> Result<()>;
     /// Store a definition as a new version unless its content equals the latest's.
@@ -94,6 +97,9 @@ impl Store for SqliteStore {
     }
     fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer> {
         SqliteStore::lease(self, op)
+    }
+    fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool> {
+        SqliteStore::work_ready(self, names, now, skip)
     }
     fn flush(&self) -> Result<()> {
         SqliteStore::flush(self)

@@ -1,0 +1,103 @@
+'use strict';
+// Worker throughput and claim latency on one SQLite file: 1, 2 and 4 worker processes
+// (scripts/queue-worker.mjs, concurrency 50 each) take N queued runs (half a 4-node DAG,
+// half a 4-visit machine) whose steps await 2-20 ms of simulated I/O. While steps wait on
+// I/O, throughput should grow with workers until the store's writer is the limit.
+// Claim latency: an idle worker, one run enqueued from another process; the time from the
+// enqueue to its first step's start (from the workers' step log), median of 20.
+//
+//   node bench/workers.js [N=2000] [workers=1,2,4]
+
+const { fork } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const N = Number(process.argv[2] ?? 2000);
+const COUNTS = (process.argv[3] ?? '1,2,4').split(',').map(Number);
+const RAMUS = require.resolve('ramus');
+const WORKER = path.join(__dirname, '..', 'scripts', 'queue-worker.mjs');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function setup() {
+  const { Engine } = require(RAMUS);
+  const { register } = await import(path.join(__dirname, '..', 'scripts', 'torture-defs.mjs'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-bench-workers-'));
+  const db = path.join(dir, 'runs.sqlite');
+  const log = path.join(dir, 'steps.log');
+  fs.writeFileSync(log, '');
+  const engine = new Engine({ db, durability: 'sync' });
+  register(engine);
+  return { dir, db, log, engine };
+}
+
+async function spawnWorkers(db, log, count) {
+  const children = [];
+  for (let i = 0; i < count; i++) {
+    const child = fork(WORKER, [RAMUS, db, log, '50', '5000'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    await new Promise((resolve) => child.once('message', resolve));
+    children.push(child);
+  }
+  return children;
+}
+
+async function stop(children) {
+  await Promise.all(children.map((c) => new Promise((resolve) => (c.on('exit', resolve), c.kill('SIGTERM')))));
+}
+
+async function throughput(count) {
+  const { dir, db, log, engine } = await setup();
+  const children = await spawnWorkers(db, log, count);
+  const t0 = Date.now();
+  for (let n = 0; n < N; n++) engine.enqueue(n % 2 === 0 ? 'torture-dag' : 'torture-machine', { input: { n } });
+  const enqueued = Date.now() - t0;
+  while (engine.runs({ status: 'finished', limit: N + 1 }).length < N) await sleep(20);
+  const ms = Date.now() - t0;
+  await stop(children);
+  await engine.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { ms, enqueued };
+}
+
+async function latency() {
+  const { dir, db, log, engine } = await setup();
+  const children = await spawnWorkers(db, log, 1);
+  const samples = [];
+  for (let i = 0; i < 20; i++) {
+    const before = fs.statSync(log).size;
+    const t = Date.now();
+    engine.enqueue('torture-dag', { input: { n: 1_000_000 + i } });
+    for (;;) {
+      const text = fs.readFileSync(log, 'utf8').slice(before);
+      const line = text.split('\n').find((l) => l.startsWith(`start\t${1_000_000 + i}/a`));
+      if (line) {
+        samples.push(Number(line.split('\t')[3]) - t);
+        break;
+      }
+      await sleep(1);
+    }
+    await sleep(100);
+  }
+  await stop(children);
+  await engine.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  samples.sort((a, b) => a - b);
+  return { median: samples[samples.length >> 1], p90: samples[Math.floor(samples.length * 0.9)] };
+}
+
+(async () => {
+  console.log(`\nWorkers on one SQLite file: ${N} queued runs (4 steps each, 2-20 ms of I/O per step), concurrency 50 per worker`);
+  console.log('workers | runs/s | steps/s | total ms | enqueue ms | speedup');
+  let base;
+  for (const count of COUNTS) {
+    const { ms, enqueued } = await throughput(count);
+    const rate = (N * 1000) / ms;
+    base ??= rate;
+    console.log(`${String(count).padStart(7)} | ${rate.toFixed(0).padStart(6)} | ${(rate * 4).toFixed(0).padStart(7)} | ${String(ms).padStart(8)} | ${String(enqueued).padStart(10)} | ${(rate / base).toFixed(2)}x`);
+  }
+  const { median, p90 } = await latency();
+  console.log(`claim latency (enqueue in another process -> first step starts): median ${median} ms, p90 ${p90} ms (worker poll interval 20 ms)`);
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

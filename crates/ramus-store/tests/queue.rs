@@ -1,0 +1,259 @@
+//! The queue in the store: enqueue (idempotency keys), and the claims workers make —
+//! queued runs by aged priority, held back by `run_at` and concurrency keys, and stored
+//! runs nobody holds that have something to do.
+
+use ramus_store::{
+    Claimed, Durability, Kind, LeaseAnswer, LeaseOp, PendingEvent, QueuedRun, Record, Run,
+    RunStatus, SqliteStore, Timer, TimerKind,
+};
+use tempfile::TempDir;
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+
+fn open(dir: &TempDir) -> SqliteStore {
+    let path = dir.path().join("queue.sqlite");
+    SqliteStore::open(path.to_str().unwrap(), Durability::Sync).unwrap()
+}
+
+fn queued(n: u32, priority: i64, created_at: i64) -> QueuedRun {
+    QueuedRun {
+        id: format!("0190b6a4-1f00-7000-8000-{n:012x}"),
+        name: "research".into(),
+        kind: Kind::Dag,
+        definition: ("research".into(), 1),
+        input: Some(format!("{n}")),
+        context: Some(r#"{"k":1}"#.into()),
+        tags: vec!["user:7".into()],
+        info: None,
+        priority,
+        run_at: None,
+        idempotency_key: None,
+        concurrency_key: None,
+        created_at,
+        claim: None,
+    }
+}
+
+fn enqueue(store: &SqliteStore, q: QueuedRun) -> (String, bool) {
+    match store.lease(LeaseOp::Enqueue(Box::new(q))).unwrap() {
+        LeaseAnswer::Enqueued {
+            run_id, created, ..
+        } => (run_id, created),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn claim(store: &SqliteStore, owner: &str, limit: u32, now: i64) -> Vec<Claimed> {
+    let op = LeaseOp::ClaimWork {
+        owner: owner.into(),
+        names: None,
+        limit,
+        now,
+        until: now + MINUTE,
+        aging_ms: MINUTE,
+        skip: vec![],
+    };
+    match store.lease(op).unwrap() {
+        LeaseAnswer::Work(w) => w,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ids(claimed: &[Claimed]) -> Vec<String> {
+    claimed.iter().map(|c| c.run_id.clone()).collect()
+}
+
+#[test]
+fn an_idempotency_key_names_one_run() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut a = queued(1, 0, T0);
+    a.idempotency_key = Some("ticket-42".into());
+    let mut b = queued(2, 0, T0 + 1);
+    b.idempotency_key = Some("ticket-42".into());
+    let (first, created) = enqueue(&store, a.clone());
+    assert!(created);
+    assert_eq!(enqueue(&store, b), (first.clone(), false));
+    let row = store.run(&first).unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Queued);
+    assert_eq!(row.snapshot.as_deref(), Some(r#"{"context":{"k":1}}"#));
+    assert_eq!(row.definition_name.as_deref(), Some("research"));
+    assert_eq!(store.runs(&Default::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn queued_runs_are_claimed_by_aged_priority_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Waited ten minutes at priority 0: effective 10 by the time the others come.
+    let (old, _) = enqueue(&store, queued(1, 0, T0));
+    let now = T0 + 10 * MINUTE;
+    let (low, _) = enqueue(&store, queued(2, 1, now));
+    let (high, _) = enqueue(&store, queued(3, 20, now));
+    let (mid, _) = enqueue(&store, queued(4, 5, now));
+    let mut later = queued(5, 100, now);
+    later.run_at = Some(now + 30_000);
+    let (later, _) = enqueue(&store, later);
+    let first = claim(&store, "a", 2, now);
+    assert_eq!(ids(&first), vec![high.clone(), old.clone()]);
+    assert!(first.iter().all(|c| c.queued && c.token == 1));
+    // Held by A: B gets the rest, never the same run.
+    assert_eq!(
+        ids(&claim(&store, "b", 10, now)),
+        vec![mid.clone(), low.clone()]
+    );
+    assert!(claim(&store, "b", 10, now).is_empty());
+    // `run_at` has come.
+    assert_eq!(
+        ids(&claim(&store, "b", 10, now + 30_000)),
+        vec![later.clone()]
+    );
+    // Claims that lapsed (their workers died before starting them) are taken again, with
+    // the next token.
+    let again = claim(&store, "c", 10, now + 2 * MINUTE);
+    assert_eq!(ids(&again), vec![later, high, old, mid, low]);
+    assert!(again.iter().all(|c| c.token == 2));
+}
+
+#[test]
+fn runs_sharing_a_concurrency_key_are_claimed_one_at_a_time() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let keyed = |n, key: &str| {
+        let mut q = queued(n, 0, T0 + i64::from(n));
+        q.concurrency_key = Some(key.into());
+        q
+    };
+    let (a, _) = enqueue(&store, keyed(1, "user:1"));
+    let (b, _) = enqueue(&store, keyed(2, "user:1"));
+    let (c, _) = enqueue(&store, keyed(3, "user:2"));
+    assert_eq!(ids(&claim(&store, "w", 10, T0 + 10)), vec![a.clone(), c]);
+    // `a` started and now runs: `b` still waits for it.
+    let mut started = Run {
+        id: a.clone(),
+        name: "research".into(),
+        kind: Kind::Dag,
+        definition_name: Some("research".into()),
+        definition_version: Some(1),
+        status: RunStatus::Running,
+        input: None,
+        output: None,
+        error: None,
+        tags: vec![],
+        info: None,
+        trace_id: None,
+        span_id: None,
+        parent_run_id: None,
+        parent_step_id: None,
+        snapshot: None,
+        created_at: T0,
+        updated_at: T0 + 20,
+        ended_at: None,
+    };
+    store
+        .submit_sync(vec![Record::Run(started.clone())])
+        .unwrap();
+    assert!(claim(&store, "w2", 10, T0 + 30).is_empty());
+    started.status = RunStatus::Finished;
+    started.ended_at = Some(T0 + 40);
+    store.submit_sync(vec![Record::Run(started)]).unwrap();
+    assert_eq!(ids(&claim(&store, "w2", 10, T0 + 50)), vec![b]);
+}
+
+#[test]
+fn stored_runs_nobody_holds_are_claimed_when_they_have_something_to_do() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let row = |n: u32, status: RunStatus, owner: Option<&str>| {
+        let id = format!("0190b6a4-1f00-7001-8000-{n:012x}");
+        let run = Run {
+            id: id.clone(),
+            name: "m".into(),
+            kind: Kind::Machine,
+            definition_name: Some("m".into()),
+            definition_version: Some(1),
+            status,
+            input: None,
+            output: None,
+            error: None,
+            tags: vec![],
+            info: None,
+            trace_id: None,
+            span_id: None,
+            parent_run_id: None,
+            parent_step_id: None,
+            snapshot: None,
+            created_at: T0,
+            updated_at: T0 + i64::from(n),
+            ended_at: None,
+        };
+        let mut records = vec![Record::Run(run)];
+        if let Some(owner) = owner {
+            records.push(Record::Lease {
+                run_id: id.clone(),
+                owner: owner.into(),
+                until: T0 + MINUTE,
+            });
+        }
+        store.submit_sync(records).unwrap();
+        id
+    };
+    // Its holder closed mid-run.
+    let running = row(1, RunStatus::Running, None);
+    // Waits for an event that came.
+    let evented = row(2, RunStatus::WaitingForEvent, None);
+    // Waits for an event that did not come: nothing to do.
+    let idle = row(3, RunStatus::WaitingForEvent, None);
+    // Sleeps until T0 + 5 minutes.
+    let sleeping = row(4, RunStatus::Sleeping, None);
+    // Has an event, but a live holder.
+    let held = row(5, RunStatus::WaitingForEvent, Some("other"));
+    let event = |run_id: &str, n: u32| {
+        Record::PendingEvent(PendingEvent {
+            id: format!("0190b6a4-1f00-7002-8000-{n:012x}"),
+            run_id: run_id.into(),
+            event_type: "go".into(),
+            data: None,
+            queue: false,
+            created_at: T0,
+            delivered_at: None,
+        })
+    };
+    store
+        .submit_sync(vec![
+            event(&evented, 1),
+            event(&held, 2),
+            Record::Timer(Timer {
+                id: "0190b6a4-1f00-7003-8000-000000000001".into(),
+                run_id: sleeping.clone(),
+                kind: TimerKind::Delay,
+                due_at: T0 + 5 * MINUTE,
+                payload: Some(r#"{"timer":1}"#.into()),
+                fired_at: None,
+            }),
+        ])
+        .unwrap();
+    assert!(store.work_ready(None, T0 + 10, &[]).unwrap());
+    let now = T0 + 10;
+    assert!(store
+        .work_ready(None, now, &[running.clone(), evented.clone()])
+        .unwrap()
+        .eq(&false));
+    let first = claim(&store, "w", 10, now);
+    assert_eq!(ids(&first), vec![running, evented]);
+    assert!(first.iter().all(|c| !c.queued));
+    assert!(claim(&store, "w2", 10, now).is_empty());
+    // The timer falls due; the held run's holder lets its lease lapse, W renews its own.
+    let later = T0 + 5 * MINUTE;
+    store
+        .lease(LeaseOp::Renew {
+            owner: "w".into(),
+            runs: ids(&first),
+            until: later + MINUTE,
+        })
+        .unwrap();
+    assert_eq!(ids(&claim(&store, "w2", 10, later)), vec![sleeping, held]);
+    assert!(store.run(&idle).unwrap().unwrap().status == RunStatus::WaitingForEvent);
+    assert!(!store.work_ready(None, later, &[]).unwrap());
+}
