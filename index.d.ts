@@ -139,6 +139,23 @@ export declare class NativeEngine {
    * `skip`: runs this engine could not start.
    */
   claimWork(names: Array<string> | undefined | null, limit: number, clock: number, agingMs: number, skip: Array<string>): string
+  /**
+   * Set limits shared by every process on the store (`engine.limits`; JSON, see
+   * `ramus_engine::parse_limits`).
+   */
+  setLimits(limits: string, clock: number): void
+  /**
+   * Take a slot of the limit `key` for a step: 0 when taken, -1 when all its slots are
+   * held (try again when one comes back), else the ms until its rate allows the next.
+   */
+  acquireSlot(key: string, clock: number): number
+  /** Give back a slot of `key` a step held. */
+  releaseSlot(key: string): void
+  /**
+   * Every limit on the store with the slots held now: JSON `[{ key, concurrency, rate:
+   * { count, per } | null, running }]`.
+   */
+  limits(clock: number): string
   /** Hand a held run back to the store: another process may take it at once. */
   handBack(runId: string): void
   /** A claimed queued run that cannot start here ends as failed with `error` (JSON). */

@@ -54,13 +54,20 @@ describe('enqueue', () => {
     const q = engine.enqueue(ECHO, { input: { label: 'a' }, tags: ['user:7'] });
     expect(q.created).toBe(true);
     expect(engine.run(q.runId)).toMatchObject({ status: 'queued', name: 'echo', definitionName: 'echo', tags: ['user:7'], input: { label: 'a' }, createdAt: T0 });
-    expect(engine.runs({ status: 'queued' as never }).map((r) => r.id)).toEqual([q.runId]);
+    expect(engine.runs({ status: 'queued' }).map((r) => r.id)).toEqual([q.runId]);
     const worker = work(engine);
+    // Not resumable: it has not started.
+    await expect(engine.resume(q.runId)).rejects.toThrow(/is queued and has not started; a worker starts it/);
     expect(await worker.poll()).toBe(1);
     await drained(engine, [q.runId]);
     expect(engine.run(q.runId)).toMatchObject({ status: 'finished', output: 'echo a', createdAt: T0 });
+
     expect(engine.steps(q.runId).map((s) => [s.node, s.status])).toEqual([['out', 'finished']]);
     expect(await worker.poll()).toBe(0);
+    await worker.stop();
+    // The definition's tags, as start gives them.
+    const tagged = engine.enqueue({ ...ECHO, name: 'tagged', tags: ['team:a'] }, { input: { label: 't' } });
+    expect(engine.run(tagged.runId)?.tags).toEqual(['team:a']);
   });
 
   test('an idempotency key makes one run however often it is enqueued or started', async () => {
@@ -86,6 +93,7 @@ describe('enqueue', () => {
     expect(err).toMatchObject({ code: 'ERR_DUPLICATE_RUN', runId: first.runId });
     // The queued one with the same key as an enqueue is the enqueued run.
     expect(() => engine.start(ECHO, { idempotencyKey: 'ticket-42' })).toThrow(new RegExp(a.runId));
+    expect(() => engine.start(ECHO, { idempotencyKey: 'k', durability: 'off' })).toThrow(/not stored/);
   });
 
   test('higher priority first; waiting raises priority so a low one does not starve', async () => {

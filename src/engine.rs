@@ -307,6 +307,53 @@ impl NativeEngine {
         Ok(Value::Array(list).to_string())
     }
 
+    /// Set limits shared by every process on the store (`engine.limits`; JSON, see
+    /// `ramus_engine::parse_limits`).
+    #[napi]
+    pub fn set_limits(&self, limits: String, clock: u32) -> Result<()> {
+        let limits = ramus_engine::parse_limits(&limits).map_err(js_error)?;
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        self.core.set_limits(limits, now).map_err(js_error)
+    }
+
+    /// Take a slot of the limit `key` for a step: 0 when taken, -1 when all its slots are
+    /// held (try again when one comes back), else the ms until its rate allows the next.
+    #[napi]
+    pub fn acquire_slot(&self, key: String, clock: u32) -> Result<f64> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        Ok(match self.core.acquire_slot(&key, now).map_err(js_error)? {
+            None => 0.0,
+            Some(None) => -1.0,
+            Some(Some(ms)) => ms as f64,
+        })
+    }
+
+    /// Give back a slot of `key` a step held.
+    #[napi]
+    pub fn release_slot(&self, key: String) -> Result<()> {
+        self.core.release_slot(&key).map_err(js_error)
+    }
+
+    /// Every limit on the store with the slots held now: JSON `[{ key, concurrency, rate:
+    /// { count, per } | null, running }]`.
+    #[napi]
+    pub fn limits(&self, clock: u32) -> Result<String> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let all = self.sqlite.limits(now).map_err(store_error)?;
+        let list: Vec<Value> = all
+            .into_iter()
+            .map(|(key, concurrency, rate, held)| {
+                json!({
+                    "key": key,
+                    "concurrency": concurrency,
+                    "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
+                    "running": held,
+                })
+            })
+            .collect();
+        Ok(Value::Array(list).to_string())
+    }
+
     /// Hand a held run back to the store: another process may take it at once.
     #[napi]
     pub fn hand_back(&self, run_id: String) -> Result<()> {

@@ -9,8 +9,10 @@ import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
 import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
+import type { Semaphore } from './semaphore';
 import { DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
 import { Worker } from './worker';
+import { StoreLimits, type LimitState } from './limits';
 import { definitionJson, storable } from './values';
 
 export type * from './engine-types';
@@ -75,6 +77,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   #loaded = new Map<string, Loaded>();
   #closed = false;
   readonly #workers = new Set<Worker>();
+  #limiter: StoreLimits | undefined;
   /** Every stored run writing to this engine's store, nested ones included, by row id. */
   readonly #runs = new Map<string, RunnerBase<any>>();
   readonly #link: EngineLink;
@@ -215,6 +218,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
     let runner: EngineRun;
     if (durability === 'off') {
+      if (options.idempotencyKey !== undefined) throw new TypeError("start({ idempotencyKey }): a run with durability 'off' is not stored, so its key could not be found again");
       const common = this.#common(options, this.#context(loaded, def, options.context));
       runner = loaded.machine ? new StateMachineRunner({ ...common, config: loaded.config as never, compiled: loaded.machine } as never) : new DagRunner({ ...common, dag: loaded.dag!, exactName: true } as never);
     } else {
@@ -222,7 +226,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       if (options.idempotencyKey !== undefined) {
         if (!stored) throw new TypeError('start({ idempotencyKey }): only runs of stored definitions (registered runners) take an idempotency key');
         // Created and held in one step, so two processes starting one key make one run.
-        const q = this.#enqueueNative(def, options, true);
+        const q = this.#enqueueNative(def, { ...options, tags: options.tags ?? (loaded.config as { tags?: string[] }).tags }, true);
         if (!q.created) {
           const live = this.#live.get(q.runId);
           if (live) return live;
@@ -273,7 +277,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const common = this.#common(options, context);
     const input = storable(options.input, 'input');
     plain(() => def.checkInput(input));
-    const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
+    const flags = (common.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
     const tags = options.tags ?? (loaded.config as { tags?: string[] }).tags ?? [];
     const info = storable(options.info ?? (loaded.config as { info?: object }).info, 'info');
     // A context JSON cannot hold fails the run (stored as an error), as a later one would.
@@ -322,7 +326,9 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const { loaded, stored } = this.#loadStartable(definition, options.version, 'enqueue');
     if (!stored) throw new TypeError('enqueue(): a queued run is started by a worker from a stored definition; its nodes must name registered runners, not inline run functions');
     const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
-    const q = this.#enqueueNative(def, options, false);
+    // The definition's tags and info, as `start` gives them.
+    const config = loaded.config as { tags?: string[]; info?: object };
+    const q = this.#enqueueNative(def, { ...options, tags: options.tags ?? config.tags, info: options.info ?? config.info }, false);
     // A worker here takes it now rather than at its next poll.
     if (q.created) for (const w of this.#workers) w.wake();
     return q;
@@ -383,11 +389,38 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       tools: options.tools ? { ...this.#tools, ...options.tools } : this.#tools,
       cache: this.#cache,
       name: options.name,
-      semaphores: options.semaphores,
+      semaphores: this.#semaphores(options.semaphores),
       traceparent: options.traceparent,
       keepAlive: options.keepAlive,
       clock: { id: this.#clock },
     };
+  }
+
+  /** A run's semaphores: its own, and the store's limits when any key has one. */
+  #semaphores(own: Semaphore[] | undefined): Semaphore[] | undefined {
+    this.#limiter ??= new StoreLimits(this.#native, this.#clock);
+    if (!this.#limiter.active()) return own;
+    return own?.length ? [...own, this.#limiter] : [this.#limiter];
+  }
+
+  /**
+   * Set limits shared by every run in every process on this store: `{ key: {
+   * concurrency?, rate? } }` (`rate`: `'60/min'`, `'10/5s'` or `{ count, per }` in ms; a
+   * key set to `null` is no longer limited). A key is a node's or state's `semaphoreKey`
+   * (its steps take a slot), or `workflow:<name>` and `'*'` (queued runs of that
+   * definition, or of any, that workers start: counted over runs in progress). Runs
+   * started from then on (here at once, elsewhere within a second) hold to them. Without
+   * arguments: every limit with the slots held now.
+   */
+  limits(): LimitState[];
+  limits(limits: Record<string, { concurrency?: number; rate?: string | { count: number; per: number } } | null>): void;
+  limits(limits?: Record<string, { concurrency?: number; rate?: string | { count: number; per: number } } | null>): LimitState[] | void {
+    this.#open();
+    this.#limiter ??= new StoreLimits(this.#native, this.#clock);
+    if (limits === undefined) return this.#limiter.read();
+    if (limits === null || typeof limits !== 'object' || Array.isArray(limits)) throw new TypeError('engine.limits(limits): limits must be an object { key: { concurrency?, rate? } }');
+    plain(() => this.#native.setLimits(JSON.stringify(limits), this.#clock));
+    this.#limiter.read();
   }
 
   #create(loaded: Loaded, common: Common, key: number, plan?: Plan): EngineRun {
@@ -417,7 +450,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const live = this.#live.get(runId);
     if (live) return live as EngineRun & { readonly finished: Promise<Out> };
     const durability = checkDurability(options.durability ?? this.durability);
-    const flags = (options.semaphores?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
+    const flags = (this.#semaphores(options.semaphores)?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
     const plan = JSON.parse(leaseHeld(() => plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync')))) as Plan & Record<string, any>;
     const loaded = this.#load(plan.definition.name, plan.definition.version);
     const runner = this.#create(loaded, this.#common({ ...options, input: plan.input ?? undefined, name: plan.name }, plan.context ?? undefined), plan.run, plan);

@@ -21,6 +21,7 @@ export type {
 } from './dag-types';
 export { CancelledError, DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
 export { Worker } from './worker';
+export type { LimitState } from './limits';
 export { betterSqliteCache, calculateCacheKey, fileCache, memoryCache, redisCache, sqliteCache, stableStringify, type RedisLike } from './cache';
 export type { DagEventType, MachineEventType, RamusErrorEvent, RamusEvent } from './events';
 export { parseDuration, StateMachineRunner, TimeoutError, TransitionTo, transitionTo } from './machine';

@@ -347,6 +347,8 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   #settle: { resolve(v: Out): void; reject(e: unknown): void } | undefined;
   /** Semaphore claims by step slot; `running` once the step was let run with them. */
   #slotRequests: Map<number, { request: SlotRequest; running: boolean }> | undefined;
+  /** Semaphore keys the steps this run is nested in hold. */
+  #heldAbove: ReadonlySet<string> | undefined;
   #flushScheduled = false;
   #startSoon: ReturnType<typeof setImmediate> | undefined;
   #clock = 0;
@@ -363,7 +365,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     this.rootInput = rootInput;
     this.parentFrame = currentFrame();
     this.tools = options.tools ?? (this.parentFrame?.owner.tools as Tools | undefined) ?? {};
-    this.semaphores = options.semaphores ?? [];
+    // Nested runs take their slots where the step that started them does; a key that
+    // step (or one above it) already holds is not taken again, so a nested step never
+    // waits on a slot its own parent holds.
+    const parent = this.parentFrame?.owner as RunnerBase<any> | undefined;
+    this.semaphores = options.semaphores ?? parent?.semaphores ?? [];
+    this.#heldAbove = parent?.keysHeldAt(this.parentFrame!.slot);
     this.keepAlive = options.keepAlive === true;
     this.#traceparent = options.traceparent;
     this.on('newListener', (type: string | symbol) => {
@@ -667,9 +674,22 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     if (runs[this.key & 0xffffff] === this) runs[this.key & 0xffffff] = undefined;
   }
 
+  /** @internal The semaphore keys held where step `slot` of this run runs (for runs nested in it). */
+  keysHeldAt(slot: number): ReadonlySet<string> | undefined {
+    const claim = this.#slotRequests?.get(slot);
+    if (!claim?.running) return this.#heldAbove;
+    return new Set([...(this.#heldAbove ?? []), claim.request.key]);
+  }
+
   /** @internal Take the semaphore slots of a step, then tell the engine. */
   acquire(slot: number, node: number): void {
-    const request = new SlotRequest(this.semaphores, this.semaphoreKey(node));
+    const key = this.semaphoreKey(node);
+    if (this.#heldAbove?.has(key)) {
+      // Counted already by the step this run is nested in.
+      queueMicrotask(() => drive(() => this.#call(Op.Acquired, slot)));
+      return;
+    }
+    const request = new SlotRequest(this.semaphores, key);
     const claim = { request, running: false };
     (this.#slotRequests ??= new Map()).set(slot, claim);
     request.acquire().then(

@@ -112,6 +112,11 @@ function giveBack(s: Semaphore, key: string): void {
 export class SlotRequest {
   readonly #semaphores: readonly Semaphore[];
   readonly #key: string;
+
+  /** The key it takes slots of. */
+  get key(): string {
+    return this.#key;
+  }
   #held: Semaphore[] = [];
   #aborted = false;
 

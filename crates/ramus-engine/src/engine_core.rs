@@ -35,6 +35,8 @@ pub struct EngineCore {
     lease_ms: AtomicI64,
     /// The top-level runs this engine holds, with their tokens.
     held: Mutex<HashMap<String, i64>>,
+    /// Slots of limits this engine's steps hold now (renewed with its leases).
+    slots: AtomicI64,
 }
 
 /// How long a silent holder keeps its runs by default (ms).
@@ -68,6 +70,96 @@ fn holder_is_gone(owner: &str) -> bool {
         && pid != std::process::id()
         && std::path::Path::new("/proc/self").exists()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Limits as `engine.limits` takes them: `{ key: { concurrency?, rate? } }`, where `rate`
+/// is `'<count>/<unit>'` (unit `s`, `sec`, `second`, `m`, `min`, `minute`, `h`, `hour`,
+/// `d`, `day`, optionally with a number: `'10/5s'`) or `{ count, per }` (ms). A key set
+/// to `null` has no limit any more.
+///
+/// ```
+/// let limits = ramus_engine::parse_limits(r#"{"llm":{"concurrency":4,"rate":"60/min"}}"#).unwrap();
+/// assert_eq!(limits[0].rate, Some((60, 60_000)));
+/// ```
+pub fn parse_limits(json: &str) -> Result<Vec<ramus_store::Limit>, EngineError> {
+    let bad = |m: String| EngineError::Invalid(format!("engine.limits: {m}"));
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("takes an object of limits by key".into()))?;
+    let mut out = Vec::with_capacity(obj.len());
+    for (key, spec) in obj {
+        if key.is_empty() {
+            return Err(bad("a key must be a non-empty string".into()));
+        }
+        if spec.is_null() {
+            out.push(ramus_store::Limit {
+                key: key.clone(),
+                concurrency: None,
+                rate: None,
+            });
+            continue;
+        }
+        let spec = spec.as_object().ok_or_else(|| {
+            bad(format!(
+                "'{key}' must be {{ concurrency?, rate? }} or null, got {spec}"
+            ))
+        })?;
+        if let Some(other) = spec.keys().find(|k| *k != "concurrency" && *k != "rate") {
+            return Err(bad(format!(
+                "'{key}' has an unknown field '{other}' (limits take concurrency and rate)"
+            )));
+        }
+        let concurrency = match spec.get("concurrency") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(c) => Some(c.as_u64().map(|c| c as i64).ok_or_else(|| {
+                bad(format!(
+                    "'{key}'.concurrency must be a whole number >= 0, got {c}"
+                ))
+            })?),
+        };
+        let rate = match spec.get("rate") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(r) => Some(parse_rate(r).ok_or_else(|| {
+                bad(format!(
+                    "'{key}'.rate must be like '60/min', '10/5s' or {{ count, per }} (ms), got {r}"
+                ))
+            })?),
+        };
+        out.push(ramus_store::Limit {
+            key: key.clone(),
+            concurrency,
+            rate,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_rate(r: &serde_json::Value) -> Option<(i64, i64)> {
+    if let Some(o) = r.as_object() {
+        let count = o.get("count")?.as_u64().filter(|&c| c >= 1)?;
+        let per = o.get("per")?.as_u64().filter(|&p| p >= 1)?;
+        return Some((count as i64, per as i64));
+    }
+    let (count, per) = r.as_str()?.split_once('/')?;
+    let count: i64 = count.trim().parse().ok().filter(|&c| c >= 1)?;
+    let per = per.trim();
+    let split = per
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(per.len());
+    let (n, unit) = per.split_at(split);
+    let n: f64 = if n.is_empty() { 1.0 } else { n.parse().ok()? };
+    let ms = match unit.trim() {
+        "ms" => 1.0,
+        "s" | "sec" | "second" | "seconds" => 1_000.0,
+        "m" | "min" | "minute" | "minutes" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        _ => return None,
+    };
+    let per_ms = (n * ms).round() as i64;
+    (per_ms >= 1).then_some((count, per_ms))
 }
 
 /// A run to enqueue ([`EngineCore::enqueue`]); JSON values as text.
@@ -386,6 +478,7 @@ impl EngineCore {
             ),
             lease_ms: AtomicI64::new(DEFAULT_LEASE_MS),
             held: Mutex::new(HashMap::new()),
+            slots: AtomicI64::new(0),
         }
     }
 
@@ -455,7 +548,7 @@ impl EngineCore {
     /// those another engine took over meanwhile (their writes are refused from now on).
     pub fn renew(&self, now: i64) -> Result<Vec<String>, EngineError> {
         let runs: Vec<String> = self.held().keys().cloned().collect();
-        if runs.is_empty() {
+        if runs.is_empty() && self.slots.load(Ordering::Relaxed) == 0 {
             return Ok(Vec::new());
         }
         let answer = self.store.lease(LeaseOp::Renew {
@@ -602,6 +695,46 @@ impl EngineCore {
         Ok(())
     }
 
+    /// Set limits shared by every process on the store (see [`ramus_store::Limit`]); keys
+    /// not named keep theirs.
+    pub fn set_limits(&self, limits: Vec<ramus_store::Limit>, now: i64) -> Result<(), EngineError> {
+        self.store.lease(LeaseOp::SetLimits { limits, now })?;
+        Ok(())
+    }
+
+    /// Take one slot of the limit `key` at `now` for a step: `Ok(None)` when taken (give
+    /// it back with [`EngineCore::release_slot`]), else `Ok(Some(retry_in))`: all slots
+    /// are held (`None`: try when one is given back), or the rate allows the next in
+    /// `retry_in` ms.
+    pub fn acquire_slot(&self, key: &str, now: i64) -> Result<Option<Option<i64>>, EngineError> {
+        let answer = self.store.lease(LeaseOp::Acquire {
+            key: key.to_owned(),
+            owner: self.owner.clone(),
+            now,
+            until: now.saturating_add(self.lease_ms()),
+        })?;
+        match answer {
+            LeaseAnswer::Acquired { granted: true, .. } => {
+                self.slots.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            LeaseAnswer::Acquired { retry_in, .. } => Ok(Some(retry_in)),
+            _ => Err(EngineError::Invalid(
+                "unexpected answer to an acquire".into(),
+            )),
+        }
+    }
+
+    /// Give back a slot of `key` a step of this engine held.
+    pub fn release_slot(&self, key: &str) -> Result<(), EngineError> {
+        self.slots.fetch_sub(1, Ordering::Relaxed);
+        self.store.lease(LeaseOp::ReleaseSlot {
+            key: key.to_owned(),
+            owner: self.owner.clone(),
+        })?;
+        Ok(())
+    }
+
     /// A held run ended, or is no longer live here: its lease is not renewed any more.
     pub fn let_go(&self, run_id: &str) {
         self.held().remove(run_id);
@@ -609,6 +742,11 @@ impl EngineCore {
 
     /// Hand back every lease this engine holds (it closes).
     pub fn release_all(&self) -> Result<(), EngineError> {
+        if self.slots.swap(0, Ordering::Relaxed) > 0 {
+            self.store.lease(LeaseOp::DropSlots {
+                owner: self.owner.clone(),
+            })?;
+        }
         let runs: Vec<String> = self.held().drain().map(|(r, _)| r).collect();
         if !runs.is_empty() {
             self.store.lease(LeaseOp::Release {
@@ -753,6 +891,12 @@ impl EngineCore {
             return Err(EngineError::NotResumable(format!(
                 "Run {run_id} ({}) has already ended ({}); only runs that have not ended can be resumed",
                 row.name, row.status
+            )));
+        }
+        if row.status == RunStatus::Queued {
+            return Err(EngineError::NotResumable(format!(
+                "Run {run_id} ({}) is queued and has not started; a worker starts it (engine.work())",
+                row.name
             )));
         }
         if let Some(parent) = &row.parent_run_id {

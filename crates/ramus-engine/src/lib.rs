@@ -31,7 +31,8 @@ pub use engine::{
     Defined, Durability, Engine, EngineOptions, Resumed, RunHandle, StartOptions, Target,
 };
 pub use engine_core::{
-    continuation, end_tree, Continuation, EngineCore, Enqueue, Enqueued, Nested, Parser, ResumePlan,
+    continuation, end_tree, parse_limits, Continuation, EngineCore, Enqueue, Enqueued, Nested,
+    Parser, ResumePlan,
 };
 pub use error::EngineError;
 pub use runtime::{

@@ -8,6 +8,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::limits::Check;
 
 /// A change to leases, applied by the store's writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +66,37 @@ pub enum LeaseOp {
         aging_ms: i64,
         /// Runs not to take (this worker could not start them).
         skip: Vec<String>,
+    },
+    /// Set limits shared by every process on the store; keys not named keep theirs.
+    SetLimits {
+        /// The limits.
+        limits: Vec<crate::Limit>,
+        /// The time now (ms): a new rate's bucket starts full then.
+        now: i64,
+    },
+    /// Take one slot of the limit `key` for `owner` until `until` (renewed with its
+    /// leases), if the limit lets one more in now.
+    Acquire {
+        /// The limit.
+        key: String,
+        /// Who takes it.
+        owner: String,
+        /// The time now (ms).
+        now: i64,
+        /// When the slot comes back unless renewed.
+        until: i64,
+    },
+    /// Give back one slot of `key` that `owner` holds.
+    ReleaseSlot {
+        /// The limit.
+        key: String,
+        /// Who holds it.
+        owner: String,
+    },
+    /// Give back every slot `owner` holds (it closes).
+    DropSlots {
+        /// Who holds them.
+        owner: String,
     },
 }
 
@@ -145,6 +177,16 @@ pub enum LeaseAnswer {
     },
     /// The runs claimed, resumable ones first.
     Work(Vec<Claimed>),
+    /// Done (limits set, a slot given back).
+    Done,
+    /// A slot was taken, or not: then `retry_in` says when the limit's rate allows the
+    /// next (ms), or is `None` when all its slots are held.
+    Acquired {
+        /// Whether the slot was taken.
+        granted: bool,
+        /// When to try again, for a rate.
+        retry_in: Option<i64>,
+    },
 }
 
 pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
@@ -197,6 +239,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             )
             .and_then(|mut s| s.execute((owner, &ids, until)))
             .map_err(read)?;
+            crate::limits::renew(conn, owner, Some(*until))?;
             let lost = conn
                 .prepare_cached(
                     "SELECT value FROM json_each(?2) WHERE value NOT IN \
@@ -210,6 +253,39 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             Ok(LeaseAnswer::Renewed { lost })
         }
         LeaseOp::Enqueue(q) => enqueue(conn, q),
+        LeaseOp::SetLimits { limits, now } => {
+            crate::limits::set(conn, limits, *now)?;
+            Ok(LeaseAnswer::Done)
+        }
+        LeaseOp::Acquire {
+            key,
+            owner,
+            now,
+            until,
+        } => Ok(
+            match crate::limits::acquire(conn, key, owner, *now, *until)? {
+                Check::Allowed(_) => LeaseAnswer::Acquired {
+                    granted: true,
+                    retry_in: None,
+                },
+                Check::Full => LeaseAnswer::Acquired {
+                    granted: false,
+                    retry_in: None,
+                },
+                Check::Wait(ms) => LeaseAnswer::Acquired {
+                    granted: false,
+                    retry_in: Some(ms),
+                },
+            },
+        ),
+        LeaseOp::ReleaseSlot { key, owner } => {
+            crate::limits::release(conn, key, owner)?;
+            Ok(LeaseAnswer::Done)
+        }
+        LeaseOp::DropSlots { owner } => {
+            crate::limits::renew(conn, owner, None)?;
+            Ok(LeaseAnswer::Done)
+        }
         LeaseOp::ClaimWork {
             owner,
             names,
@@ -240,19 +316,50 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                     });
                 }
             }
-            // One at a time: a claim changes what the next may take (concurrency keys).
-            while claimed.len() < *limit as usize {
-                let next: Option<String> = conn
+            // One at a time: a claim changes what the next may take (concurrency keys, run
+            // limits). A run its workflow's limit holds back is passed over, a bounded
+            // number of times per claim.
+            let mut passed: Vec<String> = serde_json::from_str(&skip).unwrap_or_default();
+            let mut skip = skip;
+            let mut tries = 0;
+            while claimed.len() < *limit as usize && tries < 256 {
+                tries += 1;
+                let next: Option<(String, Option<String>)> = conn
                     .prepare_cached(NEXT_QUEUED)
                     .and_then(|mut s| {
-                        s.query_row((now, &names, (*aging_ms).max(1), &skip), |r| r.get(0))
-                            .optional()
+                        s.query_row((now, &names, (*aging_ms).max(1), &skip), |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()
                     })
                     .map_err(read)?;
-                let Some(id) = next else { break };
+                let Some((id, name)) = next else { break };
+                let keys = [
+                    name.as_ref().map(|n| format!("workflow:{n}")),
+                    Some("*".to_owned()),
+                ];
+                let mut checks = Vec::new();
+                for key in keys.into_iter().flatten() {
+                    let in_use = runs_in_progress(conn, &key, *now)?;
+                    match crate::limits::check(conn, &key, *now, Some(in_use))? {
+                        c @ Check::Allowed(_) => checks.push((key, c)),
+                        _ => {
+                            checks.clear();
+                            break;
+                        }
+                    }
+                }
+                if checks.is_empty() {
+                    passed.push(id);
+                    skip = serde_json::to_string(&passed).unwrap_or_default();
+                    continue;
+                }
                 let Some(token) = take(conn, &id, owner, *now, *until)? else {
                     break;
                 };
+                for (key, c) in checks {
+                    crate::limits::consume(conn, &key, c, *now)?;
+                }
                 claimed.push(Claimed {
                     run_id: id,
                     token,
@@ -294,7 +401,7 @@ const RESUMABLE: &str = "\
 /// priority. `?1` now, `?2` definition names (JSON) or null, `?3` ms of waiting per
 /// priority point, `?4` runs to skip (JSON). A key is taken by a live run or by a queued one claimed just now.
 const NEXT_QUEUED: &str = "\
-    SELECT id FROM runs q \
+    SELECT id, definition_name FROM runs q \
     WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
       AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
       AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
@@ -335,6 +442,19 @@ pub(crate) fn work_ready(
         })
         .map_err(read)?;
     Ok(queued.is_some())
+}
+
+/// Top-level runs in progress that a run limit `key` (`workflow:<name>` or `*`) counts:
+/// those running, and queued ones claimed and about to start.
+fn runs_in_progress(conn: &Connection, key: &str, now: i64) -> Result<i64> {
+    let name = key.strip_prefix("workflow:");
+    conn.prepare_cached(
+        "SELECT count(*) FROM runs WHERE parent_run_id IS NULL \
+           AND (?1 IS NULL OR definition_name = ?1) \
+           AND (status = 'running' OR (status = 'queued' AND lease_owner IS NOT NULL AND lease_expires_at > ?2))",
+    )
+    .and_then(|mut s| s.query_row((name, now), |r| r.get(0)))
+    .map_err(|e| Error::read(format!("the runs the limit {key:?} counts"), e))
 }
 
 /// Take one run found free: its next token, or `None` if it is no longer free.

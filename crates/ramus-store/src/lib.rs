@@ -44,6 +44,7 @@ mod checkpoint;
 mod error;
 mod hash;
 mod lease;
+mod limits;
 mod model;
 mod read;
 mod schema;
@@ -55,6 +56,7 @@ pub use cache::SqliteCache;
 pub use error::{Error, Result};
 pub use hash::content_hash;
 pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun};
+pub use limits::{Limit, LimitUse};
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
     RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,

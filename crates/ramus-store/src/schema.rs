@@ -171,6 +171,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX pending_events_undelivered ON pending_events (created_at)
         WHERE delivered_at IS NULL;
     "#,
+    // 4: limits shared by every process on the store (`engine.limits`). A limit caps the
+    // slots held at once (`concurrency`) and how fast they are taken (`rate_count` per
+    // `rate_ms`, a token bucket: `tokens` as of `refilled_at`). A hold is one slot of a
+    // key taken by an engine (`owner`), expiring with its lease unless renewed, so a dead
+    // process's slots come back.
+    r#"
+    CREATE TABLE limits (
+        key          TEXT    NOT NULL PRIMARY KEY,
+        concurrency  INTEGER CHECK (concurrency IS NULL OR concurrency >= 0),
+        rate_count   INTEGER CHECK (rate_count IS NULL OR rate_count >= 1),
+        rate_ms      INTEGER CHECK (rate_ms IS NULL OR rate_ms >= 1),
+        tokens       REAL    NOT NULL DEFAULT 0,
+        refilled_at  INTEGER NOT NULL DEFAULT 0,
+        updated_at   INTEGER NOT NULL
+    );
+    CREATE TABLE limit_holds (
+        key          TEXT    NOT NULL,
+        owner        TEXT    NOT NULL,
+        acquired_at  INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    );
+    CREATE INDEX limit_holds_key ON limit_holds (key, expires_at);
+    CREATE INDEX limit_holds_owner ON limit_holds (owner);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

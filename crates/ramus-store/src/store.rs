@@ -556,6 +556,11 @@ impl SqliteStore {
         crate::lease::work_ready(&self.reader(), names, now, skip)
     }
 
+    /// Every limit (`engine.limits`) with the slots held at `now`.
+    pub fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>> {
+        crate::limits::all(&self.reader(), now)
+    }
+
     /// Who holds a run's lease, and until when (ms), if anyone does (see `LeaseOp`). An
     /// expired lease is still shown: its holder stopped renewing it.
     pub fn lease_of(&self, id: &str) -> Result<Option<(String, i64)>> {

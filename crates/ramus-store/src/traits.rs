@@ -30,6 +30,8 @@ pub trait Store: Send + Sync {
     /// Whether a worker would find a run to claim at `now` (see
     /// [`LeaseOp::ClaimWork`](crate::LeaseOp::ClaimWork)), without taking the write lock.
     fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool>;
+    /// Every limit with the slots held at `now`.
+    fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>>;
     /// Wait until everything submitted before is committed.
     fn flush(&self) -> Result<()>;
     /// Store a definition as a new version unless its content equals the latest's.
@@ -100,6 +102,9 @@ impl Store for SqliteStore {
     }
     fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool> {
         SqliteStore::work_ready(self, names, now, skip)
+    }
+    fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>> {
+        SqliteStore::limits(self, now)
     }
     fn flush(&self) -> Result<()> {
         SqliteStore::flush(self)

@@ -257,3 +257,76 @@ fn stored_runs_nobody_holds_are_claimed_when_they_have_something_to_do() {
     assert!(store.run(&idle).unwrap().unwrap().status == RunStatus::WaitingForEvent);
     assert!(!store.work_ready(None, later, &[]).unwrap());
 }
+
+fn acquire(store: &SqliteStore, key: &str, owner: &str, now: i64) -> (bool, Option<i64>) {
+    let op = LeaseOp::Acquire {
+        key: key.into(),
+        owner: owner.into(),
+        now,
+        until: now + MINUTE,
+    };
+    match store.lease(op).unwrap() {
+        LeaseAnswer::Acquired { granted, retry_in } => (granted, retry_in),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn limit_slots_are_shared_by_owners_refilled_by_rate_and_lapse_with_their_holder() {
+    use ramus_store::Limit;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let limits = vec![
+        Limit {
+            key: "llm".into(),
+            concurrency: Some(2),
+            rate: None,
+        },
+        Limit {
+            key: "api".into(),
+            concurrency: None,
+            rate: Some((2, MINUTE)),
+        },
+    ];
+    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    // Two slots, whoever takes them.
+    assert_eq!(acquire(&store, "llm", "a", T0), (true, None));
+    assert_eq!(acquire(&store, "llm", "b", T0), (true, None));
+    assert_eq!(acquire(&store, "llm", "c", T0), (false, None));
+    // Keys without a limit always pass.
+    assert_eq!(acquire(&store, "free", "c", T0), (true, None));
+    store
+        .lease(LeaseOp::ReleaseSlot {
+            key: "llm".into(),
+            owner: "a".into(),
+        })
+        .unwrap();
+    assert_eq!(acquire(&store, "llm", "c", T0 + 1), (true, None));
+    // B stops renewing: its slot comes back when its lease would have ended.
+    store
+        .lease(LeaseOp::Renew {
+            owner: "c".into(),
+            runs: vec![],
+            until: T0 + 10 * MINUTE,
+        })
+        .unwrap();
+    assert_eq!(acquire(&store, "llm", "d", T0 + MINUTE - 1), (false, None));
+    assert_eq!(acquire(&store, "llm", "d", T0 + MINUTE), (true, None));
+    // A rate: a burst of two, then one per half minute.
+    assert_eq!(acquire(&store, "api", "a", T0), (true, None));
+    assert_eq!(acquire(&store, "api", "a", T0), (true, None));
+    assert_eq!(acquire(&store, "api", "a", T0), (false, Some(30_000)));
+    assert_eq!(
+        acquire(&store, "api", "a", T0 + 20_000),
+        (false, Some(10_000))
+    );
+    assert_eq!(acquire(&store, "api", "a", T0 + 30_000), (true, None));
+    let all = store.limits(T0 + MINUTE).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            ("api".into(), None, Some((2, MINUTE)), 1),
+            ("llm".into(), Some(2), None, 2),
+        ]
+    );
+}

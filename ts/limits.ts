@@ -1,0 +1,89 @@
+import type { Semaphore } from './semaphore';
+
+/** One limit on the store, with the slots its steps hold now (`engine.limits()`). */
+export interface LimitState {
+  key: string;
+  concurrency: number | null;
+  rate: { count: number; per: number } | null;
+  /** Slots held now, in every process on the store. */
+  running: number;
+}
+
+/** What the limiter needs of its engine's binding. */
+interface LimitsNative {
+  acquireSlot(key: string, clock: number): number;
+  releaseSlot(key: string): void;
+  limits(clock: number): string;
+}
+
+/** How often the keys with limits are read again: a limit set elsewhere applies within this. */
+const REFRESH_MS = 1000;
+/** How long a step waiting for a slot held in another process waits before it looks again. */
+const POLL_MS = 25;
+
+/**
+ * The store's limits as a `Semaphore` its engine adds to each run: a step whose key has
+ * a limit takes a slot in the store (the check and the take are one transaction of the
+ * store's writer, so processes never both take the last slot); other keys pass at once.
+ * Slots given back here wake the steps waiting here at once; slots held elsewhere are
+ * looked for again every 25 ms, or when the limit's rate allows the next.
+ */
+export class StoreLimits implements Semaphore {
+  readonly #native: LimitsNative;
+  readonly #clock: number;
+  #keys = new Set<string>();
+  #readAt = -Infinity;
+  /** Slots taken here, by key: only those are given back. */
+  readonly #held = new Map<string, number>();
+  readonly #waiters = new Map<string, Set<() => void>>();
+
+  constructor(native: LimitsNative, clock: number) {
+    this.#native = native;
+    this.#clock = clock;
+  }
+
+  /** The limits on the store, read now. */
+  read(): LimitState[] {
+    const all = JSON.parse(this.#native.limits(this.#clock)) as LimitState[];
+    this.#keys = new Set(all.filter((l) => l.concurrency !== null || l.rate !== null).map((l) => l.key));
+    this.#readAt = Date.now();
+    return all;
+  }
+
+  /** Whether any key has a limit (read again at most every second). */
+  active(): boolean {
+    if (Date.now() - this.#readAt > REFRESH_MS) this.read();
+    return this.#keys.size > 0;
+  }
+
+  async acquire(key: string): Promise<void> {
+    if (!this.active() || !this.#keys.has(key)) return;
+    for (;;) {
+      const r = this.#native.acquireSlot(key, this.#clock);
+      if (r === 0) {
+        this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        const waiters = this.#waiters.get(key) ?? new Set();
+        this.#waiters.set(key, waiters);
+        const wake = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, r > 0 ? Math.min(r, POLL_MS * 4) : POLL_MS);
+        waiters.add(wake);
+      });
+    }
+  }
+
+  release(key: string): void {
+    const n = this.#held.get(key) ?? 0;
+    if (n === 0) return;
+    if (n === 1) this.#held.delete(key);
+    else this.#held.set(key, n - 1);
+    this.#native.releaseSlot(key);
+    for (const wake of [...(this.#waiters.get(key) ?? [])]) wake();
+  }
+}
