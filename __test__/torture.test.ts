@@ -8,8 +8,8 @@ import { expect, test } from 'vitest';
 
 const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'torture.mjs');
 
-test('three workers, three of them killed mid-run: nothing lost, nothing doubled', async () => {
-  const child = spawn(process.execPath, [script, '--runs', '300', '--workers', '3', '--kills', '3', '--lease', '1500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+test('three workers, three killed mid-run and replaced: nothing lost, nothing doubled', async () => {
+  const child = spawn(process.execPath, [script, '--runs', '600', '--workers', '3', '--kills', '3', '--kill-ms', '150', '--lease', '1500'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

@@ -8,7 +8,9 @@
 //   and ends (outside the store) has no two overlapping executions of one step. A step
 //   whose worker was killed ran until the kill.
 //
-//   node scripts/torture.mjs [--runs 10000] [--workers 4] [--kills 20] [--concurrency 20] [--lease 3000]
+//   node scripts/torture.mjs [--runs 10000] [--workers 4] [--kills 20] [--kill-ms 1000] [--concurrency 20] [--lease 3000]
+//
+// (a kill every 0.2-1 x kill-ms)
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,6 +30,7 @@ const WORKERS = opt('workers', 4);
 const KILLS = opt('kills', 20);
 const CONCURRENCY = opt('concurrency', 20);
 const LEASE = opt('lease', 3000);
+const KILL_MS = opt('kill-ms', 1000);
 
 const { Engine } = await import(RAMUS);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-torture-'));
@@ -57,7 +60,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const started = Date.now();
 let kills = 0;
 while (kills < KILLS && left() > 0) {
-  await sleep(200 + Math.random() * 800);
+  await sleep(KILL_MS / 5 + Math.random() * (KILL_MS * 0.8));
   const victims = [...live];
   const victim = victims[Math.floor(Math.random() * victims.length)];
   if (!victim) continue;
