@@ -7,6 +7,9 @@
 // enqueue to its first step's start (from the workers' step log), median of 20.
 //
 //   node bench/workers.js [N=2000] [workers=1,2,4]
+//
+// Each size runs with the workers' runs 'sync' (every step committed before the next) and
+// 'batched'. The runs are enqueued first, all due at one time; the clock starts then.
 
 const { fork } = require('node:child_process');
 const fs = require('node:fs');
@@ -31,10 +34,10 @@ async function setup() {
   return { dir, db, log, engine };
 }
 
-async function spawnWorkers(db, log, count) {
+async function spawnWorkers(db, log, count, durability = 'sync') {
   const children = [];
   for (let i = 0; i < count; i++) {
-    const child = fork(WORKER, [RAMUS, db, log, '50', '5000'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = fork(WORKER, [RAMUS, db, log, '50', '5000', '2', '20', durability], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     await new Promise((resolve) => child.once('message', resolve));
     children.push(child);
   }
@@ -45,18 +48,20 @@ async function stop(children) {
   await Promise.all(children.map((c) => new Promise((resolve) => (c.on('exit', resolve), c.kill('SIGTERM')))));
 }
 
-async function throughput(count) {
+async function throughput(count, durability) {
   const { dir, db, log, engine } = await setup();
-  const children = await spawnWorkers(db, log, count);
-  const t0 = Date.now();
-  for (let n = 0; n < N; n++) engine.enqueue(n % 2 === 0 ? 'torture-dag' : 'torture-machine', { input: { n } });
-  const enqueued = Date.now() - t0;
-  while (engine.runs({ status: 'finished', limit: N + 1 }).length < N) await sleep(20);
-  const ms = Date.now() - t0;
+  const children = await spawnWorkers(db, log, count, durability);
+  // Queued first, due together: the clock starts when the workers may take them.
+  const due = Date.now() + 2000 + N;
+  for (let n = 0; n < N; n++) engine.enqueue(n % 2 === 0 ? 'torture-dag' : 'torture-machine', { input: { n }, runAt: due });
+  if (Date.now() > due) throw new Error('enqueueing took longer than planned');
+  while (Date.now() < due) await sleep(1);
+  while (engine.runs({ status: 'finished', limit: N + 1 }).length < N) await sleep(50);
+  const ms = Date.now() - due;
   await stop(children);
   await engine.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { ms, enqueued };
+  return ms;
 }
 
 async function latency() {
@@ -87,13 +92,15 @@ async function latency() {
 
 (async () => {
   console.log(`\nWorkers on one SQLite file: ${N} queued runs (4 steps each, 2-20 ms of I/O per step), concurrency 50 per worker`);
-  console.log('workers | runs/s | steps/s | total ms | enqueue ms | speedup');
-  let base;
-  for (const count of COUNTS) {
-    const { ms, enqueued } = await throughput(count);
-    const rate = (N * 1000) / ms;
-    base ??= rate;
-    console.log(`${String(count).padStart(7)} | ${rate.toFixed(0).padStart(6)} | ${(rate * 4).toFixed(0).padStart(7)} | ${String(ms).padStart(8)} | ${String(enqueued).padStart(10)} | ${(rate / base).toFixed(2)}x`);
+  console.log('durability | workers | runs/s | steps/s | total ms | speedup');
+  for (const durability of ['sync', 'batched']) {
+    let base;
+    for (const count of COUNTS) {
+      const ms = await throughput(count, durability);
+      const rate = (N * 1000) / ms;
+      base ??= rate;
+      console.log(`${durability.padStart(10)} | ${String(count).padStart(7)} | ${rate.toFixed(0).padStart(6)} | ${(rate * 4).toFixed(0).padStart(7)} | ${String(ms).padStart(8)} | ${(rate / base).toFixed(2)}x`);
+    }
   }
   const { median, p90 } = await latency();
   console.log(`claim latency (enqueue in another process -> first step starts): median ${median} ms, p90 ${p90} ms (worker poll interval 20 ms)`);

@@ -2,7 +2,7 @@
 // worker benchmark (bench/workers.js) and the multi-process tests: it works on the queue
 // until it is told to stop (SIGTERM: `worker.stop()`, then exit) or killed.
 //
-//   node scripts/queue-worker.mjs RAMUS DB LOG [concurrency] [leaseMs] [ioMin] [ioMax]
+//   node scripts/queue-worker.mjs RAMUS DB LOG [concurrency] [leaseMs] [ioMin] [ioMax] [durability]
 //
 // Every step appends `start` and `end` lines (step key, pid, time) to LOG, an append-only
 // file outside the store: the checker uses it to prove that no step ever ran in two places
@@ -10,9 +10,9 @@
 import fs from 'node:fs';
 import { register } from './torture-defs.mjs';
 
-const [ramusPath, db, log, concurrency = '20', leaseMs = '2000', ioMin = '2', ioMax = '20'] = process.argv.slice(2);
+const [ramusPath, db, log, concurrency = '20', leaseMs = '2000', ioMin = '2', ioMax = '20', durability = 'sync'] = process.argv.slice(2);
 const { Engine } = await import(ramusPath);
-const engine = new Engine({ db, durability: 'sync', leaseMs: Number(leaseMs), pollInterval: 50 });
+const engine = new Engine({ db, durability, leaseMs: Number(leaseMs), pollInterval: 50 });
 const min = Number(ioMin);
 const span = Math.max(0, Number(ioMax) - min);
 const logFd = fs.openSync(log, 'a');

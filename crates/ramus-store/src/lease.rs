@@ -316,55 +316,88 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                     });
                 }
             }
-            // One at a time: a claim changes what the next may take (concurrency keys, run
-            // limits). A run its workflow's limit holds back is passed over, a bounded
-            // number of times per claim.
-            let mut passed: Vec<String> = serde_json::from_str(&skip).unwrap_or_default();
-            let mut skip = skip;
-            let mut tries = 0;
-            while claimed.len() < *limit as usize && tries < 256 {
-                tries += 1;
-                let next: Option<(String, Option<String>)> = conn
+            // The best candidates in one scan of the queue, then taken in order. A claim
+            // changes what the next may take: a concurrency key taken in this batch, and
+            // run limits (counted again after each take). A run a limit holds back is
+            // passed over; a batch that took nothing ends the claim.
+            let mut skip_list: Vec<String> = serde_json::from_str(&skip).unwrap_or_default();
+            let mut keys_taken = std::collections::HashSet::new();
+            let mut limited = std::collections::HashMap::new();
+            for _ in 0..8 {
+                if claimed.len() >= *limit as usize {
+                    break;
+                }
+                let want = (*limit as usize - claimed.len()) * 2 + 8;
+                let skip = serde_json::to_string(&skip_list).unwrap_or_default();
+                let batch: Vec<(String, Option<String>, Option<String>)> = conn
                     .prepare_cached(NEXT_QUEUED)
                     .and_then(|mut s| {
-                        s.query_row((now, &names, (*aging_ms).max(1), &skip), |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .optional()
+                        s.query_map((now, &names, (*aging_ms).max(1), &skip, want as i64), |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
+                        .collect::<rusqlite::Result<_>>()
                     })
                     .map_err(read)?;
-                let Some((id, name)) = next else { break };
-                let keys = [
-                    name.as_ref().map(|n| format!("workflow:{n}")),
-                    Some("*".to_owned()),
-                ];
-                let mut checks = Vec::new();
-                for key in keys.into_iter().flatten() {
-                    let in_use = runs_in_progress(conn, &key, *now)?;
-                    match crate::limits::check(conn, &key, *now, Some(in_use))? {
-                        c @ Check::Allowed(_) => checks.push((key, c)),
-                        _ => {
-                            checks.clear();
-                            break;
+                let full = batch.len() == want;
+                let before = claimed.len();
+                for (id, name, key) in batch {
+                    if claimed.len() >= *limit as usize {
+                        break;
+                    }
+                    skip_list.push(id.clone());
+                    if key.as_ref().is_some_and(|k| keys_taken.contains(k)) {
+                        continue;
+                    }
+                    let mut checks = Vec::new();
+                    let mut held_back = false;
+                    for lk in [
+                        name.as_ref().map(|n| format!("workflow:{n}")),
+                        Some("*".to_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        let has = match limited.get(&lk) {
+                            Some(&has) => has,
+                            None => {
+                                let has = crate::limits::exists(conn, &lk)?;
+                                limited.insert(lk.clone(), has);
+                                has
+                            }
+                        };
+                        if !has {
+                            continue;
+                        }
+                        let in_use = runs_in_progress(conn, &lk, *now)?;
+                        match crate::limits::check(conn, &lk, *now, Some(in_use))? {
+                            c @ Check::Allowed(_) => checks.push((lk, c)),
+                            _ => {
+                                held_back = true;
+                                break;
+                            }
                         }
                     }
+                    if held_back {
+                        continue;
+                    }
+                    let Some(token) = take(conn, &id, owner, *now, *until)? else {
+                        continue;
+                    };
+                    for (lk, c) in checks {
+                        crate::limits::consume(conn, &lk, c, *now)?;
+                    }
+                    if let Some(k) = key {
+                        keys_taken.insert(k);
+                    }
+                    claimed.push(Claimed {
+                        run_id: id,
+                        token,
+                        queued: true,
+                    });
                 }
-                if checks.is_empty() {
-                    passed.push(id);
-                    skip = serde_json::to_string(&passed).unwrap_or_default();
-                    continue;
-                }
-                let Some(token) = take(conn, &id, owner, *now, *until)? else {
+                if !full || claimed.len() == before {
                     break;
-                };
-                for (key, c) in checks {
-                    crate::limits::consume(conn, &key, c, *now)?;
                 }
-                claimed.push(Claimed {
-                    run_id: id,
-                    token,
-                    queued: true,
-                });
             }
             Ok(LeaseAnswer::Work(claimed))
         }
@@ -397,11 +430,11 @@ const RESUMABLE: &str = "\
     ORDER BY r.updated_at \
     LIMIT ?3";
 
-/// The queued run to start next: due, not held, its concurrency key free, by effective
+/// The queued runs to start next: due, not held, their concurrency key free, by effective
 /// priority. `?1` now, `?2` definition names (JSON) or null, `?3` ms of waiting per
-/// priority point, `?4` runs to skip (JSON). A key is taken by a live run or by a queued one claimed just now.
+/// priority point, `?4` runs to skip (JSON), `?5` how many. A key is taken by a live run or by a queued one claimed just now.
 const NEXT_QUEUED: &str = "\
-    SELECT id, definition_name FROM runs q \
+    SELECT id, definition_name, concurrency_key FROM runs q \
     WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
       AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
       AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
@@ -411,7 +444,7 @@ const NEXT_QUEUED: &str = "\
           AND (o.status IN ('running', 'waitingForEvent', 'sleeping') \
             OR (o.status = 'queued' AND o.lease_owner IS NOT NULL AND o.lease_expires_at > ?1)))) \
     ORDER BY q.priority + (?1 - coalesce(q.run_at, q.created_at)) / CAST(?3 AS REAL) DESC, q.created_at, q.id \
-    LIMIT 1";
+    LIMIT ?5";
 
 /// Whether [`LeaseOp::ClaimWork`] would find anything, read without the write lock (an
 /// idle worker polls this, not the writer).
@@ -437,7 +470,7 @@ pub(crate) fn work_ready(
     let queued: Option<String> = conn
         .prepare_cached(NEXT_QUEUED)
         .and_then(|mut s| {
-            s.query_row((now, &names, 1, &skip), |r| r.get(0))
+            s.query_row((now, &names, 1, &skip, 1), |r| r.get(0))
                 .optional()
         })
         .map_err(read)?;

@@ -58,6 +58,15 @@ fn row(conn: &Connection, key: &str) -> Result<Option<Row>> {
     .map_err(|e| Error::read(format!("the limit {key:?}"), e))
 }
 
+/// Whether `key` has a limit (a cap or a rate).
+pub(crate) fn exists(conn: &Connection, key: &str) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM limits WHERE key = ?1 AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)",
+    )
+    .and_then(|mut s| s.exists([key]))
+    .map_err(|e| Error::read(format!("the limit {key:?}"), e))
+}
+
 /// Whether `key` lets one more in at `now`, with `in_use` taken already (`None`: count
 /// the key's live holds).
 pub(crate) fn check(conn: &Connection, key: &str, now: i64, in_use: Option<i64>) -> Result<Check> {
