@@ -156,6 +156,18 @@ export declare class NativeEngine {
    * { count, per } | null, running }]`.
    */
   limits(clock: number): string
+  /**
+   * Create or replace the schedule `name` (see `EngineCore::schedule`); `options`
+   * (JSON): `input`, `context`, `tags`, `priority`. Returns its next tick (ms) or null.
+   */
+  schedule(name: string, definition: string, cron: string, timezone: string | undefined | null, options: string, clock: number): number | null
+  /** Remove a schedule. */
+  unschedule(name: string): void
+  /**
+   * The schedules: JSON `[{ name, definition, cron, timezone, input, tags, priority,
+   * next }]`.
+   */
+  schedules(): string
   /** Hand a held run back to the store: another process may take it at once. */
   handBack(runId: string): void
   /** A claimed queued run that cannot start here ends as failed with `error` (JSON). */

@@ -354,6 +354,69 @@ impl NativeEngine {
         Ok(Value::Array(list).to_string())
     }
 
+    /// Create or replace the schedule `name` (see `EngineCore::schedule`); `options`
+    /// (JSON): `input`, `context`, `tags`, `priority`. Returns its next tick (ms) or null.
+    #[napi]
+    pub fn schedule(
+        &self,
+        name: String,
+        definition: String,
+        cron: String,
+        timezone: Option<String>,
+        options: String,
+        clock: u32,
+    ) -> Result<Option<f64>> {
+        let o: EnqueueJson = serde_json::from_str(&options).map_err(|e| {
+            coded(
+                "ERR_INVALID_ARGUMENT",
+                format!("invalid schedule options: {e}"),
+            )
+        })?;
+        let raw = |r: Option<Box<serde_json::value::RawValue>>| r.map(|r| r.get().to_owned());
+        let e = ramus_engine::Enqueue {
+            input: raw(o.input),
+            context: raw(o.context),
+            tags: o.tags,
+            priority: o.priority,
+            ..Default::default()
+        };
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let next = self
+            .core
+            .schedule(&name, &definition, &cron, timezone, e, now)
+            .map_err(js_error)?;
+        Ok(next.map(|n| n as f64))
+    }
+
+    /// Remove a schedule.
+    #[napi]
+    pub fn unschedule(&self, name: String) -> Result<()> {
+        self.core.unschedule(&name).map_err(js_error)
+    }
+
+    /// The schedules: JSON `[{ name, definition, cron, timezone, input, tags, priority,
+    /// next }]`.
+    #[napi]
+    pub fn schedules(&self) -> Result<String> {
+        let all = self.sqlite.schedules(None).map_err(store_error)?;
+        let list: Vec<Value> = all
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "definition": s.definition_name,
+                    "cron": s.cron,
+                    "timezone": s.timezone,
+                    "input": s.input.as_deref().map(raw_json),
+                    "tags": s.tags,
+                    "priority": s.priority,
+                    "next": s.next_at,
+                })
+            })
+            .collect();
+        Ok(Value::Array(list).to_string())
+    }
+
     /// Hand a held run back to the store: another process may take it at once.
     #[napi]
     pub fn hand_back(&self, run_id: String) -> Result<()> {

@@ -335,6 +335,37 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   }
 
   /**
+   * Start a run of a stored definition at every tick of a cron expression (`'0 9 * * 1'`:
+   * Mondays at 9; five fields, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`)
+   * in an IANA `timezone` (default UTC). Each tick's run is enqueued by the first worker
+   * (`engine.work()`, any process) that finds the tick due, once however many look; ticks
+   * missed while no worker ran are not made up. `name` names the schedule and, unless
+   * `definition` is given, the definition. Scheduling a name again replaces it. Returns
+   * its next tick.
+   */
+  schedule(name: string, options: { cron: string; timezone?: string; definition?: string; input?: unknown; context?: unknown; tags?: string[]; priority?: number }): { name: string; next: Date | null } {
+    this.#open();
+    if (typeof name !== 'string' || name === '') throw new TypeError('schedule(name, options): name must be a non-empty string');
+    if (options === null || typeof options !== 'object' || typeof options.cron !== 'string') throw new TypeError(`schedule('${name}', options): options.cron must be a cron expression such as '0 9 * * 1'`);
+    if (options.timezone !== undefined && typeof options.timezone !== 'string') throw new TypeError(`schedule('${name}', options): timezone must be an IANA name such as 'Europe/Paris'`);
+    if (options.priority !== undefined && !Number.isInteger(options.priority)) throw new TypeError(`schedule('${name}', options): priority must be an integer`);
+    const json = withJson({ tags: options.tags ?? [], priority: options.priority ?? 0 }, { input: storable(options.input, 'input'), context: storable(options.context, 'context') });
+    const next = plain(() => this.#native.schedule(name, options.definition ?? name, options.cron, options.timezone, json, this.#clock));
+    return { name, next: next == null ? null : new Date(next) };
+  }
+
+  /** Remove a schedule; the runs it started stay. */
+  unschedule(name: string): void {
+    this.#open();
+    plain(() => this.#native.unschedule(name));
+  }
+
+  /** Every schedule with its next tick. */
+  schedules(): Array<{ name: string; definition: string; cron: string; timezone: string | null; input: unknown; tags: string[]; priority: number; next: Date | null }> {
+    return (JSON.parse(plain(() => this.#native.schedules())) as Array<{ next: number | null } & Record<string, unknown>>).map((s) => ({ ...s, next: s.next == null ? null : new Date(s.next) })) as never;
+  }
+
+  /**
    * Work on this engine's store: claim queued runs, runs whose timers fell due, runs that
    * received events and runs whose holders stopped, up to `concurrency` at a time, and run
    * them here. Any number of workers, in any number of processes, share the store.

@@ -57,7 +57,11 @@ fn field(
             .parse()
             .map_err(|_| invalid(expr, format!("has {s:?} in its {what} field")))?;
         // Sunday may be 7 as well as 0.
-        let v = if what == "day-of-week" && v == 7 { 0 } else { v };
+        let v = if what == "day-of-week" && v == 7 {
+            0
+        } else {
+            v
+        };
         if v < min || v > max {
             return Err(invalid(
                 expr,
@@ -70,11 +74,9 @@ fn field(
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s
-                    .parse()
-                    .ok()
-                    .filter(|&s| s >= 1)
-                    .ok_or_else(|| invalid(expr, format!("has a bad step {s:?} in its {what} field")))?;
+                let step: u32 = s.parse().ok().filter(|&s| s >= 1).ok_or_else(|| {
+                    invalid(expr, format!("has a bad step {s:?} in its {what} field"))
+                })?;
                 (r, step)
             }
             None => (part, 1),
@@ -88,7 +90,10 @@ fn field(
             (v, if step > 1 { max } else { v })
         };
         if lo > hi {
-            return Err(invalid(expr, format!("has the empty range {range:?} in its {what} field")));
+            return Err(invalid(
+                expr,
+                format!("has the empty range {range:?} in its {what} field"),
+            ));
         }
         let mut v = lo;
         while v <= hi {
@@ -176,7 +181,11 @@ impl Cron {
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().tomorrow().ok()?.to_datetime(jiff::civil::Time::midnight());
+                t = t
+                    .date()
+                    .tomorrow()
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if self.hours & (1 << t.hour()) == 0 {
@@ -188,7 +197,13 @@ impl Cron {
                 continue;
             }
             // A local time skipped by a DST change runs at the first instant after the gap.
-            let ms = self.tz.to_ambiguous_zoned(t).compatible().ok()?.timestamp().as_millisecond();
+            let ms = self
+                .tz
+                .to_ambiguous_zoned(t)
+                .compatible()
+                .ok()?
+                .timestamp()
+                .as_millisecond();
             if ms > after_ms {
                 return Some(ms);
             }
@@ -205,7 +220,13 @@ fn first_of_next_month(t: DateTime) -> Option<DateTime> {
 }
 
 fn next_hour(t: DateTime) -> Option<DateTime> {
-    let base = t.with().minute(0).second(0).subsec_nanosecond(0).build().ok()?;
+    let base = t
+        .with()
+        .minute(0)
+        .second(0)
+        .subsec_nanosecond(0)
+        .build()
+        .ok()?;
     base.checked_add(jiff::Span::new().hours(1)).ok()
 }
 
@@ -223,11 +244,20 @@ mod tests {
     fn fields_lists_ranges_steps_and_names() {
         let c = Cron::parse("*/15 9-17 * * mon-fri", None).unwrap();
         assert_eq!(c.next_after(T), Some(at("2026-01-01T09:00:00Z")));
-        assert_eq!(c.next_after(at("2026-01-01T09:00:00Z")), Some(at("2026-01-01T09:15:00Z")));
-        assert_eq!(c.next_after(at("2026-01-02T17:45:00Z")), Some(at("2026-01-05T09:00:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-01-01T09:00:00Z")),
+            Some(at("2026-01-01T09:15:00Z"))
+        );
+        assert_eq!(
+            c.next_after(at("2026-01-02T17:45:00Z")),
+            Some(at("2026-01-05T09:00:00Z"))
+        );
         let c = Cron::parse("0 0 1,15 feb *", None).unwrap();
         assert_eq!(c.next_after(T), Some(at("2026-02-01T00:00:00Z")));
-        assert_eq!(Cron::parse("@hourly", None).unwrap().next_after(T), Some(T + 3_600_000));
+        assert_eq!(
+            Cron::parse("@hourly", None).unwrap().next_after(T),
+            Some(T + 3_600_000)
+        );
         // Day of month and day of week both given: either.
         let c = Cron::parse("0 0 13 * 5", None).unwrap();
         assert_eq!(c.next_after(T), Some(at("2026-01-02T00:00:00Z")));
@@ -239,10 +269,16 @@ mod tests {
         let c = Cron::parse("0 9 * * *", Some("America/New_York")).unwrap();
         assert_eq!(c.next_after(T), Some(at("2026-01-01T14:00:00Z")));
         // After the change to summer time (2026-03-08), 9:00 is 13:00 UTC.
-        assert_eq!(c.next_after(at("2026-03-09T00:00:00Z")), Some(at("2026-03-09T13:00:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-03-09T00:00:00Z")),
+            Some(at("2026-03-09T13:00:00Z"))
+        );
         // 02:30 does not exist on 2026-03-08 in New York: it runs at 03:30 EDT.
         let c = Cron::parse("30 2 * * *", Some("America/New_York")).unwrap();
-        assert_eq!(c.next_after(at("2026-03-08T05:00:00Z")), Some(at("2026-03-08T07:30:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-03-08T05:00:00Z")),
+            Some(at("2026-03-08T07:30:00Z"))
+        );
     }
 
     #[test]

@@ -636,6 +636,7 @@ impl EngineCore {
         if limit == 0 || !self.store.work_ready(names.as_deref(), now, &skip)? {
             return Ok(Vec::new());
         }
+        self.tick_schedules(now)?;
         let answer = self.store.lease(LeaseOp::ClaimWork {
             owner: self.owner.clone(),
             names,
@@ -653,6 +654,104 @@ impl EngineCore {
             held.insert(c.run_id.clone(), c.token);
         }
         Ok(claimed)
+    }
+
+    /// Create or replace the schedule `name`: a run of the stored definition `e` names
+    /// (`definition`, its latest version at each tick) at every tick of `cron` in
+    /// `timezone`, enqueued for a worker. Returns its next tick (ms), `None` when the
+    /// expression has none.
+    pub fn schedule(
+        &self,
+        name: &str,
+        definition: &str,
+        cron: &str,
+        timezone: Option<String>,
+        e: Enqueue,
+        now: i64,
+    ) -> Result<Option<i64>, EngineError> {
+        let parsed = crate::cron::Cron::parse(cron, timezone.as_deref())?;
+        // Checked now: a schedule of a definition that cannot run would fail every tick.
+        self.load(definition, None)?;
+        let next = parsed.next_after(now);
+        self.store
+            .lease(LeaseOp::Schedule(Box::new(ramus_store::ScheduleRow {
+                name: name.to_owned(),
+                definition_name: definition.to_owned(),
+                cron: cron.to_owned(),
+                timezone,
+                input: e.input,
+                context: e.context,
+                tags: e.tags,
+                priority: e.priority,
+                next_at: next,
+                created_at: now,
+                updated_at: now,
+            })))?;
+        Ok(next)
+    }
+
+    /// Remove the schedule `name`; the runs it started stay.
+    pub fn unschedule(&self, name: &str) -> Result<(), EngineError> {
+        self.store.lease(LeaseOp::Unschedule {
+            name: name.to_owned(),
+        })?;
+        Ok(())
+    }
+
+    /// Enqueue the runs of the schedules whose tick came by `now`, each tick once however
+    /// many workers try (the first to move its `next_at` on enqueues it). Ticks missed
+    /// while no worker ran are not made up: one run, then the next tick after `now`.
+    pub fn tick_schedules(&self, now: i64) -> Result<usize, EngineError> {
+        let mut made = 0;
+        for s in self.store.schedules(Some(now))? {
+            let Some(due) = s.next_at else { continue };
+            let next = crate::cron::Cron::parse(&s.cron, s.timezone.as_deref())
+                .ok()
+                .and_then(|c| c.next_after(now));
+            let def = match self.load(&s.definition_name, None) {
+                Ok(def) => def,
+                // Not loadable here (a runner this engine lacks): left to other workers.
+                Err(e) if !matches!(e, EngineError::NoDefinition(_)) => continue,
+                // Its definition is gone: the tick passes without a run.
+                Err(_) => {
+                    self.store.lease(LeaseOp::Tick {
+                        name: s.name.clone(),
+                        due,
+                        next,
+                        run: None,
+                    })?;
+                    continue;
+                }
+            };
+            let Some(definition) = def.stored.clone() else {
+                continue;
+            };
+            let answer = self.store.lease(LeaseOp::Tick {
+                name: s.name.clone(),
+                due,
+                next,
+                run: Some(Box::new(ramus_store::QueuedRun {
+                    id: new_id(now.max(0) as u64),
+                    name: def.name.clone(),
+                    kind: def.kind(),
+                    definition,
+                    input: s.input,
+                    context: s.context,
+                    tags: s.tags,
+                    info: None,
+                    priority: s.priority,
+                    run_at: None,
+                    idempotency_key: Some(format!("schedule:{}:{due}", s.name)),
+                    concurrency_key: None,
+                    created_at: now,
+                    claim: None,
+                })),
+            })?;
+            if matches!(answer, LeaseAnswer::Enqueued { created: true, .. }) {
+                made += 1;
+            }
+        }
+        Ok(made)
     }
 
     /// The fence of a run this engine holds.

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod cron;
 pub mod def;
 pub mod delivery;
 mod driver;

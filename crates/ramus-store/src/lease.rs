@@ -98,6 +98,52 @@ pub enum LeaseOp {
         /// Who holds them.
         owner: String,
     },
+    /// Create or replace a schedule.
+    Schedule(Box<crate::ScheduleRow>),
+    /// Remove a schedule (its runs stay).
+    Unschedule {
+        /// The schedule.
+        name: String,
+    },
+    /// A schedule's tick `due` came: if its `next_at` is still `due`, move it to `next`
+    /// and enqueue `run` (keyed `schedule:<name>:<due>`); otherwise another worker did.
+    Tick {
+        /// The schedule.
+        name: String,
+        /// The tick that came.
+        due: i64,
+        /// The one after it (`None`: the expression has no more).
+        next: Option<i64>,
+        /// The tick's run (`None`: the tick passes without one, its definition is gone).
+        run: Option<Box<QueuedRun>>,
+    },
+}
+
+/// A cron schedule (`engine.schedule`), a row of `schedules`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRow {
+    /// Its name.
+    pub name: String,
+    /// The stored definition each tick runs (its latest version then).
+    pub definition_name: String,
+    /// The cron expression.
+    pub cron: String,
+    /// The IANA time zone it is read in (UTC when `None`).
+    pub timezone: Option<String>,
+    /// Each run's input (JSON text).
+    pub input: Option<String>,
+    /// Each run's context (JSON text).
+    pub context: Option<String>,
+    /// Each run's tags.
+    pub tags: Vec<String>,
+    /// Each run's priority.
+    pub priority: i64,
+    /// The next tick (ms), `None` when there is none.
+    pub next_at: Option<i64>,
+    /// When it was first made.
+    pub created_at: i64,
+    /// When it was last set.
+    pub updated_at: i64,
 }
 
 /// A run to enqueue (`engine.enqueue`).
@@ -282,6 +328,68 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             crate::limits::release(conn, key, owner)?;
             Ok(LeaseAnswer::Done)
         }
+        LeaseOp::Schedule(row) => {
+            conn.prepare_cached(
+                "INSERT INTO schedules (name, definition_name, cron, timezone, input, context, tags, \
+                     priority, next_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                 ON CONFLICT (name) DO UPDATE SET definition_name = excluded.definition_name, \
+                     cron = excluded.cron, timezone = excluded.timezone, input = excluded.input, \
+                     context = excluded.context, tags = excluded.tags, priority = excluded.priority, \
+                     next_at = excluded.next_at, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    row.name,
+                    row.definition_name,
+                    row.cron,
+                    row.timezone,
+                    row.input,
+                    row.context,
+                    crate::write::tags_json(&row.tags),
+                    row.priority,
+                    row.next_at,
+                    row.updated_at,
+                ])
+            })
+            .map_err(|e| Error::Write {
+                what: "schedule",
+                id: row.name.clone(),
+                source: std::sync::Arc::new(e),
+            })?;
+            Ok(LeaseAnswer::Done)
+        }
+        LeaseOp::Unschedule { name } => {
+            conn.prepare_cached("DELETE FROM schedules WHERE name = ?1")
+                .and_then(|mut s| s.execute([name]))
+                .map_err(|e| Error::Write {
+                    what: "schedule",
+                    id: name.clone(),
+                    source: std::sync::Arc::new(e),
+                })?;
+            Ok(LeaseAnswer::Done)
+        }
+        LeaseOp::Tick {
+            name,
+            due,
+            next,
+            run,
+        } => {
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE schedules SET next_at = ?3 WHERE name = ?1 AND next_at = ?2",
+                )
+                .and_then(|mut s| s.execute((name, due, next)))
+                .map_err(|e| Error::Write {
+                    what: "schedule",
+                    id: name.clone(),
+                    source: std::sync::Arc::new(e),
+                })?;
+            match run {
+                Some(run) if moved > 0 => enqueue(conn, run),
+                _ => Ok(LeaseAnswer::Done),
+            }
+        }
         LeaseOp::DropSlots { owner } => {
             crate::limits::renew(conn, owner, None)?;
             Ok(LeaseAnswer::Done)
@@ -454,6 +562,9 @@ pub(crate) fn work_ready(
     now: i64,
     skip: &[String],
 ) -> Result<bool> {
+    if !due_schedules(conn, now)?.is_empty() {
+        return Ok(true);
+    }
     let names = names.map(|n| serde_json::to_string(n).unwrap_or_default());
     let skip = serde_json::to_string(skip).unwrap_or_default();
     let read = |e| Error::read("the queue", e);
@@ -488,6 +599,40 @@ fn runs_in_progress(conn: &Connection, key: &str, now: i64) -> Result<i64> {
     )
     .and_then(|mut s| s.query_row((name, now), |r| r.get(0)))
     .map_err(|e| Error::read(format!("the runs the limit {key:?} counts"), e))
+}
+
+/// Schedules whose next tick came by `now`.
+pub(crate) fn due_schedules(conn: &Connection, now: i64) -> Result<Vec<crate::ScheduleRow>> {
+    schedules(conn, Some(now))
+}
+
+/// Every schedule (`due`: only those whose next tick came by then), by name.
+pub(crate) fn schedules(conn: &Connection, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
+    conn.prepare_cached(
+        "SELECT name, definition_name, cron, timezone, input, context, tags, priority, next_at, \
+             created_at, updated_at FROM schedules \
+         WHERE ?1 IS NULL OR (next_at IS NOT NULL AND next_at <= ?1) ORDER BY name",
+    )
+    .and_then(|mut s| {
+        s.query_map([due], |r| {
+            let tags: String = r.get(6)?;
+            Ok(crate::ScheduleRow {
+                name: r.get(0)?,
+                definition_name: r.get(1)?,
+                cron: r.get(2)?,
+                timezone: r.get(3)?,
+                input: r.get(4)?,
+                context: r.get(5)?,
+                tags: serde_json::from_str(&tags).unwrap_or_default(),
+                priority: r.get(7)?,
+                next_at: r.get(8)?,
+                created_at: r.get(9)?,
+                updated_at: r.get(10)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(|e| Error::read("schedules", e))
 }
 
 /// Take one run found free: its next token, or `None` if it is no longer free.

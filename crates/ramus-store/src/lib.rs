@@ -55,7 +55,7 @@ mod write;
 pub use cache::SqliteCache;
 pub use error::{Error, Result};
 pub use hash::content_hash;
-pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun};
+pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun, ScheduleRow};
 pub use limits::{Limit, LimitUse};
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,

@@ -195,6 +195,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX limit_holds_key ON limit_holds (key, expires_at);
     CREATE INDEX limit_holds_owner ON limit_holds (owner);
     "#,
+    // 5: cron schedules (`engine.schedule`). `next_at` is the next tick; the worker that
+    // moves it on (compare and set) enqueues that tick's run, so each tick starts once.
+    r#"
+    CREATE TABLE schedules (
+        name             TEXT    NOT NULL PRIMARY KEY,
+        definition_name  TEXT    NOT NULL,
+        cron             TEXT    NOT NULL,
+        timezone         TEXT,
+        input            TEXT,
+        context          TEXT,
+        tags             TEXT    NOT NULL DEFAULT '[]',
+        priority         INTEGER NOT NULL DEFAULT 0,
+        next_at          INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    CREATE INDEX schedules_next ON schedules (next_at) WHERE next_at IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

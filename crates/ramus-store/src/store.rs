@@ -556,6 +556,12 @@ impl SqliteStore {
         crate::lease::work_ready(&self.reader(), names, now, skip)
     }
 
+    /// Schedules (`engine.schedule`) by name; `due`: only those whose next tick came by
+    /// then.
+    pub fn schedules(&self, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
+        crate::lease::schedules(&self.reader(), due)
+    }
+
     /// Every limit (`engine.limits`) with the slots held at `now`.
     pub fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>> {
         crate::limits::all(&self.reader(), now)

@@ -32,6 +32,8 @@ pub trait Store: Send + Sync {
     fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool>;
     /// Every limit with the slots held at `now`.
     fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>>;
+    /// Schedules by name; `due`: only those whose next tick came by then.
+    fn schedules(&self, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>>;
     /// Wait until everything submitted before is committed.
     fn flush(&self) -> Result<()>;
     /// Store a definition as a new version unless its content equals the latest's.
@@ -105,6 +107,9 @@ impl Store for SqliteStore {
     }
     fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>> {
         SqliteStore::limits(self, now)
+    }
+    fn schedules(&self, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
+        SqliteStore::schedules(self, due)
     }
     fn flush(&self) -> Result<()> {
         SqliteStore::flush(self)
