@@ -35,6 +35,17 @@ function engineWith(order: string[], options: ConstructorParameters<typeof Engin
   return e;
 }
 
+/** A 'slow' runner held until `release()`, and a DAG of it. */
+function gated(engine: Engine) {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  engine.register('slow', (async () => {
+    await gate;
+    return 'slow';
+  }) as any);
+  return { release: () => release(), SLOW: { name: 'slow', nodes: { s: { runner: 'slow' } } } };
+}
+
 const workers: Worker[] = [];
 function work(engine: Engine, options: Parameters<Engine['work']>[0] = {}): Worker {
   // Polls only when a test asks (`poll()`), or when a slot frees.
@@ -129,13 +140,7 @@ describe('enqueue', () => {
 
   test('runs sharing a concurrency key run one at a time', async () => {
     const engine = engineWith([]);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    engine.register('slow', (async () => {
-      await gate;
-      return 'slow';
-    }) as any);
-    const SLOW = { name: 'slow', nodes: { s: { runner: 'slow' } } };
+    const { release, SLOW } = gated(engine);
     const a = engine.enqueue(SLOW, { concurrencyKey: 'user:1' });
     const b = engine.enqueue(SLOW, { concurrencyKey: 'user:1' });
     const c = engine.enqueue(SLOW, { concurrencyKey: 'user:2' });
@@ -202,13 +207,7 @@ describe('workers and runs that need a holder', () => {
 
   test("a run left by a closed engine is taken by a worker; another's held run is not", async () => {
     const engine = engineWith([]);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    engine.register('slow', (async () => {
-      await gate;
-      return 'slow';
-    }) as any);
-    const SLOW = { name: 'slow', nodes: { s: { runner: 'slow' } } };
+    const { release, SLOW } = gated(engine);
     const held = engine.start(SLOW);
     const left = engine.start(SLOW);
     await waitUntil(() => engine.steps(left.runId).length === 1 && engine.steps(held.runId).length === 1, 'steps start');
@@ -226,13 +225,7 @@ describe('workers and runs that need a holder', () => {
 
   test('stop() lets running steps finish and hands resting machines back', async () => {
     const engine = engineWith([]);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    engine.register('slow', (async () => {
-      await gate;
-      return 'slow';
-    }) as any);
-    const SLOW = { name: 'slow', nodes: { s: { runner: 'slow' } } };
+    const { release, SLOW } = gated(engine);
     const worker = work(engine);
     const slow = engine.enqueue(SLOW);
     const approval = engine.enqueue(APPROVAL);

@@ -73,6 +73,33 @@ struct EnqueueJson {
     concurrency_key: Option<String>,
 }
 
+impl EnqueueJson {
+    fn into_enqueue(self) -> ramus_engine::Enqueue {
+        let raw = |r: Option<Box<serde_json::value::RawValue>>| r.map(|r| r.get().to_owned());
+        ramus_engine::Enqueue {
+            name: self.name,
+            input: raw(self.input),
+            context: raw(self.context),
+            tags: self.tags,
+            info: raw(self.info),
+            priority: self.priority,
+            run_at: self.run_at,
+            idempotency_key: self.idempotency_key,
+            concurrency_key: self.concurrency_key,
+        }
+    }
+}
+
+/// The JSON options of the call `what`, or an `ERR_INVALID_ARGUMENT` naming it.
+fn options_of<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| {
+        coded(
+            "ERR_INVALID_ARGUMENT",
+            format!("invalid {what} options: {e}"),
+        )
+    })
+}
+
 #[napi]
 impl NativeEngine {
     /// Open (and migrate) the database at `path`. `fsync`: commits survive a power loss
@@ -177,12 +204,7 @@ impl NativeEngine {
         sync: bool,
         options: String,
     ) -> Result<i32> {
-        let o: StartJson = serde_json::from_str(&options).map_err(|e| {
-            coded(
-                "ERR_INVALID_ARGUMENT",
-                format!("invalid start options: {e}"),
-            )
-        })?;
+        let o: StartJson = options_of(&options, "start")?;
         let def = &definition.inner;
         let mut opts = defs::run_options(
             definition,
@@ -252,24 +274,7 @@ impl NativeEngine {
         claim: bool,
         clock: u32,
     ) -> Result<String> {
-        let o: EnqueueJson = serde_json::from_str(&options).map_err(|e| {
-            coded(
-                "ERR_INVALID_ARGUMENT",
-                format!("invalid enqueue options: {e}"),
-            )
-        })?;
-        let raw = |r: Option<Box<serde_json::value::RawValue>>| r.map(|r| r.get().to_owned());
-        let e = ramus_engine::Enqueue {
-            name: o.name,
-            input: raw(o.input),
-            context: raw(o.context),
-            tags: o.tags,
-            info: raw(o.info),
-            priority: o.priority,
-            run_at: o.run_at,
-            idempotency_key: o.idempotency_key,
-            concurrency_key: o.concurrency_key,
-        };
+        let e = options_of::<EnqueueJson>(&options, "enqueue")?.into_enqueue();
         let done = self
             .core
             .enqueue(
@@ -366,20 +371,7 @@ impl NativeEngine {
         options: String,
         clock: u32,
     ) -> Result<Option<f64>> {
-        let o: EnqueueJson = serde_json::from_str(&options).map_err(|e| {
-            coded(
-                "ERR_INVALID_ARGUMENT",
-                format!("invalid schedule options: {e}"),
-            )
-        })?;
-        let raw = |r: Option<Box<serde_json::value::RawValue>>| r.map(|r| r.get().to_owned());
-        let e = ramus_engine::Enqueue {
-            input: raw(o.input),
-            context: raw(o.context),
-            tags: o.tags,
-            priority: o.priority,
-            ..Default::default()
-        };
+        let e = options_of::<EnqueueJson>(&options, "schedule")?.into_enqueue();
         let now = with_ctx(|c| c.rt.now(clock)) as i64;
         let next = self
             .core

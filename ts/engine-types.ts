@@ -202,15 +202,7 @@ export interface StartOptions<Root = unknown, Ctx = any> {
 }
 
 /** How `engine.enqueue` queues a run for a worker (`engine.work`). */
-export interface EnqueueOptions<Root = unknown, Ctx = any> {
-  input?: Root;
-  context?: Ctx;
-  tags?: string[];
-  /** The run's name; defaults to the definition's. */
-  name?: string;
-  info?: object;
-  /** A stored definition's version; defaults to the latest. */
-  version?: number;
+export interface EnqueueOptions<Root = unknown, Ctx = any> extends Pick<StartOptions<Root, Ctx>, 'input' | 'context' | 'tags' | 'name' | 'info' | 'version'> {
   /** Higher runs first (default 0); each `aging` waited adds one (see `WorkOptions.aging`). */
   priority?: number;
   /** Not before this time (a Date or ms on the engine's clock). */

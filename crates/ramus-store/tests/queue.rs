@@ -35,6 +35,31 @@ fn queued(n: u32, priority: i64, created_at: i64) -> QueuedRun {
     }
 }
 
+/// A top-level run of a stored definition, as an engine writes it.
+fn stored_run(id: &str, kind: Kind, status: RunStatus, updated_at: i64) -> Run {
+    Run {
+        id: id.into(),
+        name: "research".into(),
+        kind,
+        definition_name: Some("research".into()),
+        definition_version: Some(1),
+        status,
+        input: None,
+        output: None,
+        error: None,
+        tags: vec![],
+        info: None,
+        trace_id: None,
+        span_id: None,
+        parent_run_id: None,
+        parent_step_id: None,
+        snapshot: None,
+        created_at: T0,
+        updated_at,
+        ended_at: None,
+    }
+}
+
 fn enqueue(store: &SqliteStore, q: QueuedRun) -> (String, bool) {
     match store.lease(LeaseOp::Enqueue(Box::new(q))).unwrap() {
         LeaseAnswer::Enqueued {
@@ -130,27 +155,7 @@ fn runs_sharing_a_concurrency_key_are_claimed_one_at_a_time() {
     let (c, _) = enqueue(&store, keyed(3, "user:2"));
     assert_eq!(ids(&claim(&store, "w", 10, T0 + 10)), vec![a.clone(), c]);
     // `a` started and now runs: `b` still waits for it.
-    let mut started = Run {
-        id: a.clone(),
-        name: "research".into(),
-        kind: Kind::Dag,
-        definition_name: Some("research".into()),
-        definition_version: Some(1),
-        status: RunStatus::Running,
-        input: None,
-        output: None,
-        error: None,
-        tags: vec![],
-        info: None,
-        trace_id: None,
-        span_id: None,
-        parent_run_id: None,
-        parent_step_id: None,
-        snapshot: None,
-        created_at: T0,
-        updated_at: T0 + 20,
-        ended_at: None,
-    };
+    let mut started = stored_run(&a, Kind::Dag, RunStatus::Running, T0 + 20);
     store
         .submit_sync(vec![Record::Run(started.clone())])
         .unwrap();
@@ -167,27 +172,7 @@ fn stored_runs_nobody_holds_are_claimed_when_they_have_something_to_do() {
     let store = open(&dir);
     let row = |n: u32, status: RunStatus, owner: Option<&str>| {
         let id = format!("0190b6a4-1f00-7001-8000-{n:012x}");
-        let run = Run {
-            id: id.clone(),
-            name: "m".into(),
-            kind: Kind::Machine,
-            definition_name: Some("m".into()),
-            definition_version: Some(1),
-            status,
-            input: None,
-            output: None,
-            error: None,
-            tags: vec![],
-            info: None,
-            trace_id: None,
-            span_id: None,
-            parent_run_id: None,
-            parent_step_id: None,
-            snapshot: None,
-            created_at: T0,
-            updated_at: T0 + i64::from(n),
-            ended_at: None,
-        };
+        let run = stored_run(&id, Kind::Machine, status, T0 + i64::from(n));
         let mut records = vec![Record::Run(run)];
         if let Some(owner) = owner {
             records.push(Record::Lease {

@@ -143,9 +143,12 @@ fn migrations_are_idempotent_on_reopen() {
             "cache",
             "definitions",
             "events",
+            "limit_holds",
+            "limits",
             "meta",
             "pending_events",
             "runs",
+            "schedules",
             "steps",
             "timers",
             "transitions"
