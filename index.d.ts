@@ -133,12 +133,13 @@ export declare class NativeEngine {
    */
   enqueue(definition: NativeDefinition, options: string, claim: boolean, clock: number): string
   /**
-   * Claim up to `limit` runs that need a worker (of the definitions `names`, or all):
-   * JSON `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+   * Claim up to `limit` runs that need a worker (of the definitions `names`, or all),
+   * off the JS thread (a claim waits for the store's writer): resolves with JSON
+   * `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
    * (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
    * `skip`: runs this engine could not start.
    */
-  claimWork(names: Array<string> | undefined | null, limit: number, clock: number, agingMs: number, skip: Array<string>): string
+  claimWork(names: Array<string> | undefined | null, limit: number, clock: number, agingMs: number, skip: Array<string>): Promise<string>
   /**
    * Set limits shared by every process on the store (`engine.limits`; JSON, see
    * `ramus_engine::parse_limits`).

@@ -90,6 +90,43 @@ impl EnqueueJson {
     }
 }
 
+/// A worker's claim, made off the JS thread.
+pub struct ClaimTask {
+    core: Arc<EngineCore>,
+    names: Option<Vec<String>>,
+    limit: u32,
+    now: i64,
+    aging_ms: i64,
+    skip: Vec<String>,
+}
+
+impl Task for ClaimTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<String> {
+        let claimed = self
+            .core
+            .claim_work(
+                self.names.take(),
+                self.limit,
+                self.now,
+                self.aging_ms,
+                std::mem::take(&mut self.skip),
+            )
+            .map_err(|e| napi::Error::from_reason(e.to_string()))?;
+        let list: Vec<Value> = claimed
+            .into_iter()
+            .map(|c| json!([c.run_id, c.queued]))
+            .collect();
+        Ok(Value::Array(list).to_string())
+    }
+
+    fn resolve(&mut self, _: Env, out: String) -> napi::Result<String> {
+        Ok(out)
+    }
+}
+
 /// The JSON options of the call `what`, or an `ERR_INVALID_ARGUMENT` naming it.
 fn options_of<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| {
@@ -287,11 +324,12 @@ impl NativeEngine {
         Ok(json!({ "runId": done.run_id, "created": done.created }).to_string())
     }
 
-    /// Claim up to `limit` runs that need a worker (of the definitions `names`, or all):
-    /// JSON `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+    /// Claim up to `limit` runs that need a worker (of the definitions `names`, or all),
+    /// off the JS thread (a claim waits for the store's writer): resolves with JSON
+    /// `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
     /// (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
     /// `skip`: runs this engine could not start.
-    #[napi]
+    #[napi(ts_return_type = "Promise<string>")]
     pub fn claim_work(
         &self,
         names: Option<Vec<String>>,
@@ -299,17 +337,15 @@ impl NativeEngine {
         clock: u32,
         aging_ms: f64,
         skip: Vec<String>,
-    ) -> Result<String> {
-        let now = with_ctx(|c| c.rt.now(clock)) as i64;
-        let claimed = self
-            .core
-            .claim_work(names, limit, now, aging_ms as i64, skip)
-            .map_err(js_error)?;
-        let list: Vec<Value> = claimed
-            .into_iter()
-            .map(|c| json!([c.run_id, c.queued]))
-            .collect();
-        Ok(Value::Array(list).to_string())
+    ) -> AsyncTask<ClaimTask> {
+        AsyncTask::new(ClaimTask {
+            core: Arc::clone(&self.core),
+            names,
+            limit,
+            now: with_ctx(|c| c.rt.now(clock)) as i64,
+            aging_ms: aging_ms as i64,
+            skip,
+        })
     }
 
     /// Set limits shared by every process on the store (`engine.limits`; JSON, see

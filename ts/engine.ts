@@ -374,7 +374,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#open();
     const worker: Worker = new Worker(
       {
-        claim: (names, limit, agingMs, skip) => JSON.parse(plain(() => this.#native.claimWork(names, limit, this.#clock, agingMs, skip))) as Array<[string, boolean]>,
+        claim: async (names, limit, agingMs, skip) => JSON.parse(await this.#native.claimWork(names, limit, this.#clock, agingMs, skip)) as Array<[string, boolean]>,
         start: (runId, o) => {
           const row = this.run(runId);
           if (!row?.definitionName) throw new Error(`Run ${runId} has no stored definition to start from`);

@@ -7,7 +7,7 @@ import { StateMachineRunner } from './machine';
 /** What a worker needs of its engine (the claims themselves are decided in the store). */
 export interface WorkerHost {
   /** Claim up to `limit` runs: `[runId, queued]`, runs to resume first. */
-  claim(names: string[] | undefined, limit: number, agingMs: number, skip: string[]): Array<[string, boolean]>;
+  claim(names: string[] | undefined, limit: number, agingMs: number, skip: string[]): Promise<Array<[string, boolean]>>;
   /** Start a claimed queued run. */
   start(runId: string, options: WorkOptions): EngineRun;
   /** Resume a claimed stored run. */
@@ -47,6 +47,7 @@ export class Worker extends EventEmitter {
   readonly #skip = new Map<string, number>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #soon = false;
+  #claiming: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #stopped = false;
 
@@ -84,6 +85,8 @@ export class Worker extends EventEmitter {
    * many runs as there are free slots and starts them. Resolves with how many it started.
    */
   async poll(): Promise<number> {
+    // After a claim that is out (the poll timer's, a freed slot's): it changes what is free.
+    while (this.#claiming) await this.#claiming;
     if (this.#stopped || this.#stopping) return 0;
     this.#handBackIdle(false);
     const free = this.#concurrency - this.#held.size;
@@ -91,15 +94,33 @@ export class Worker extends EventEmitter {
     const now = this.#host.now();
     for (const [id, until] of this.#skip) if (until <= now) this.#skip.delete(id);
     let claimed: Array<[string, boolean]>;
+    // One claim at a time: the slots it fills are known only when it answers.
+    let done!: () => void;
+    this.#claiming = new Promise<void>((r) => (done = r));
     try {
-      claimed = this.#host.claim(this.#options.names, free, this.#agingMs, [...this.#skip.keys()]);
+      claimed = await this.#host.claim(this.#options.names, free, this.#agingMs, [...this.#skip.keys()]);
     } catch (err) {
       this.#report(err);
       return 0;
+    } finally {
+      this.#claiming = undefined;
+      done();
+    }
+    if (this.#stopped) {
+      // Closed while the claim was out: hand its runs straight back.
+      for (const [id] of claimed) {
+        try {
+          this.#host.handBack(id);
+        } catch {
+          // The store closed too: the lease lapses by itself.
+        }
+      }
+      return 0;
     }
     let started = 0;
+    // Held from now, so that a poll while these start counts their slots.
+    for (const [id] of claimed) this.#held.set(id, {});
     for (const [id, queued] of claimed) {
-      this.#held.set(id, {});
       try {
         const run = queued ? this.#host.start(id, this.#options) : await this.#host.resume(id, this.#options);
         this.#held.set(id, { run });
