@@ -77,6 +77,8 @@ pub(crate) enum Msg {
     Start {
         target: Target,
         options: StartOptions,
+        /// A queued run's row, claimed by this engine: the run starts in it.
+        claimed: Option<String>,
         reply: Reply<RunHandle>,
     },
     Resume {
@@ -391,9 +393,10 @@ impl Driver {
                 Msg::Start {
                     target,
                     options,
+                    claimed,
                     reply,
                 } => {
-                    let r = self.start(target, options);
+                    let r = self.start(target, options, claimed);
                     let _ = reply.send(r);
                 }
                 Msg::Resume { run_id, reply } => {
@@ -476,7 +479,12 @@ impl Driver {
         })
     }
 
-    fn start(&mut self, target: Target, o: StartOptions) -> Result<RunHandle, EngineError> {
+    fn start(
+        &mut self,
+        target: Target,
+        o: StartOptions,
+        claimed: Option<String>,
+    ) -> Result<RunHandle, EngineError> {
         let def = match target {
             Target::Name(name) => self.p.core.load(&name, o.version)?,
             Target::Config(config) => {
@@ -496,7 +504,13 @@ impl Driver {
         };
         let context_text = context.to_string();
         let now = self.rt.now(self.clock);
-        let run_id = new_id(now);
+        let fence = match &claimed {
+            Some(id) => Some(self.p.core.fence_of(id).ok_or_else(|| {
+                EngineError::Invalid(format!("run {id} is not held by this engine"))
+            })?),
+            None => None,
+        };
+        let run_id = claimed.clone().unwrap_or_else(|| new_id(now));
         let name = o.name.clone().unwrap_or_else(|| def.name.clone());
         let sync = o.durability.map_or(self.p.sync, |d| d == Durability::Sync);
         let opts = RunOptions {
@@ -510,9 +524,11 @@ impl Driver {
             durable: Some(Durable {
                 store: Arc::clone(self.p.core.store()),
                 sync,
-                fence: None,
+                fence,
                 row: DurableRow::New(RunRow {
-                    lease: Some(self.p.core.first_lease(&run_id, now as i64)),
+                    lease: claimed
+                        .is_none()
+                        .then(|| self.p.core.first_lease(&run_id, now as i64)),
                     id: run_id.clone(),
                     name,
                     kind: Some(def.kind()),

@@ -459,6 +459,7 @@ impl Engine {
         self.request(|reply| Msg::Start {
             target,
             options,
+            claimed: None,
             reply,
         })
         .await
@@ -567,6 +568,38 @@ impl Engine {
                 tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// Queue a run of the stored definition `definition` for a worker ([`Engine::work`],
+    /// in this process or any other on the store) to start; with an idempotency key, a
+    /// second enqueue finds the first run (`created: false`).
+    pub fn enqueue(
+        &self,
+        definition: &str,
+        e: crate::Enqueue,
+    ) -> Result<crate::Enqueued, EngineError> {
+        self.check_open()?;
+        let def = self.core.load(definition, None)?;
+        self.core.enqueue(&def, e, false, self.now() as i64)
+    }
+
+    /// Work on the store: claim queued runs and stored runs nobody holds that have
+    /// something to do (their holder stopped, a timer fell due, an event came), up to
+    /// `concurrency` at a time, and run them here. See [`crate::worker`].
+    pub fn work(
+        &self,
+        options: crate::worker::WorkOptions,
+    ) -> Result<crate::worker::Worker, EngineError> {
+        self.check_open()?;
+        Ok(crate::worker::Worker::spawn(
+            crate::worker::Host {
+                tx: self.tx.clone(),
+                core: Arc::clone(&self.core),
+                store: Arc::clone(&self.store),
+                closed: Arc::clone(&self.closed),
+            },
+            options,
+        ))
     }
 
     /// The engine's time (ms since the epoch).

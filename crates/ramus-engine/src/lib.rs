@@ -24,6 +24,7 @@ pub mod sink;
 pub mod step;
 pub mod timers;
 pub mod trace;
+pub mod worker;
 pub mod writer;
 
 pub use clock::{Clock, SystemClock, TestClock, TEST_CLOCK_START};

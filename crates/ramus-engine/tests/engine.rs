@@ -943,3 +943,105 @@ async fn a_node_retries_after_its_backoff_and_a_timed_out_attempt_is_cancelled()
     assert_eq!(engine.steps(run.run_id()).unwrap().len(), 1);
     engine.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_store_run_each_queued_run_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("runs.sqlite");
+    let path = path.to_str().unwrap();
+    let clock = Arc::new(TestClock::default());
+    let calls = Arc::new(Mutex::new(Vec::<(usize, i64)>::new()));
+    let engines: Vec<Engine> = (0..2)
+        .map(|i| {
+            let e = file_engine(path, &clock, Durability::Sync);
+            let calls = Arc::clone(&calls);
+            e.register("double", move |step: Step| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    let n = step.root_input()["n"].as_i64().unwrap_or(0);
+                    calls.lock().unwrap().push((i, n));
+                    tokio::task::yield_now().await;
+                    Ok::<_, StepError>(json!(n * 2))
+                }
+            });
+            e
+        })
+        .collect();
+    engines[0]
+        .define(&json!({ "name": "double", "nodes": { "d": { "runner": "double" } } }))
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let q = engines[0]
+            .enqueue(
+                "double",
+                ramus_engine::Enqueue {
+                    input: Some(json!({ "n": n }).to_string()),
+                    idempotency_key: Some(format!("job-{n}")),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(q.created);
+        ids.push(q.run_id);
+    }
+    // The same key again finds the first run.
+    let again = engines[1]
+        .enqueue(
+            "double",
+            ramus_engine::Enqueue {
+                idempotency_key: Some("job-3".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (again.run_id.as_str(), again.created),
+        (ids[3].as_str(), false)
+    );
+    let options = ramus_engine::worker::WorkOptions {
+        concurrency: 4,
+        poll_interval: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let workers: Vec<_> = engines
+        .iter()
+        .map(|e| e.work(options.clone()).unwrap())
+        .collect();
+    within(async {
+        while !ids.iter().all(|id| {
+            engines[0]
+                .runs(&RunFilter::default())
+                .unwrap()
+                .iter()
+                .any(|r| &r.id == id && r.status == RunStatus::Finished)
+        }) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+    let mut ns: Vec<i64> = calls.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..20).collect::<Vec<_>>(), "each run's step ran once");
+    for (n, id) in ids.iter().enumerate() {
+        let run = engines[0].run(id).unwrap().unwrap();
+        assert_eq!(
+            run.output.as_deref(),
+            Some((n as i64 * 2).to_string().as_str())
+        );
+        let steps = engines[0].steps(id).unwrap();
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|s| s.status == StepStatus::Finished)
+                .count(),
+            1
+        );
+    }
+    for e in &engines {
+        e.close().await.unwrap();
+    }
+}
