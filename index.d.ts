@@ -135,7 +135,7 @@ export declare class NativeEngine {
   /**
    * Claim up to `limit` runs that need a worker (of the definitions `names`, or all),
    * off the JS thread (a claim waits for the store's writer): resolves with JSON
-   * `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+   * `[[runId, queued, priority], …]`, stored runs to resume first, then queued runs to start
    * (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
    * `skip`: runs this engine could not start.
    */
@@ -146,15 +146,17 @@ export declare class NativeEngine {
    */
   setLimits(limits: string, clock: number): void
   /**
-   * Take a slot of the limit `key` for a step: 0 when taken, -1 when all its slots are
-   * held (try again when one comes back), else the ms until its rate allows the next.
+   * Take a slot of the limit `key` for a step waiting as `waiter` (one id per wait, in
+   * line by `priority`, then by how long it waits): 0 when taken, -1 when all its slots
+   * are held or others wait first (try again when one comes back), else the ms until
+   * its rate allows the next.
    */
-  acquireSlot(key: string, clock: number): number
+  acquireSlot(key: string, waiter: string, priority: number, clock: number): number
   /** Give back a slot of `key` a step held. */
   releaseSlot(key: string): void
   /**
-   * Every limit on the store with the slots held now: JSON `[{ key, concurrency, rate:
-   * { count, per } | null, running }]`.
+   * Every limit on the store with the slots held and the steps waiting now: JSON
+   * `[{ key, concurrency, rate: { count, per } | null, running, waiting }]`.
    */
   limits(clock: number): string
   /**
@@ -297,6 +299,12 @@ export declare class NativeStore {
    * its step count, out. Newest first.
    */
   runList(queryJson?: string | undefined | null): string
+  /**
+   * The limits on the store with the slots held and steps waiting at `now_ms`, and the
+   * schedules: JSON `{ limits: [{ key, concurrency, rate, running, waiting }],
+   * schedules: [{ name, definition, cron, timezone, next }] }`.
+   */
+  queueState(nowMs: number): string
   /**
    * A number that changes whenever anything was committed to the database since it was
    * last read (by this store or another process): pollers compare it to skip re-reads.

@@ -331,6 +331,18 @@ describe('inspector API', () => {
       child.kill('SIGTERM');
     }
   });
+
+  it('shows the limits shared through the store, with slots held and steps waiting, and the schedules', async () => {
+    const engine = new ramus.Engine({ db, durability: 'sync' });
+    engine.register('noop', (async () => 1) as never);
+    engine.define({ name: 'nightly', nodes: { n: { runner: 'noop' } } } as never);
+    engine.limits({ llm: { concurrency: 4, rate: '60/min' } });
+    engine.schedule('nightly', { cron: '0 3 * * *', timezone: 'Europe/Paris' });
+    await engine.close();
+    const body = (await http('/api/runs')).json() as { limits: unknown[]; schedules: unknown[] };
+    expect(body.limits).toEqual([{ key: 'llm', concurrency: 4, rate: { count: 60, per: 60_000 }, running: 0, waiting: 0 }]);
+    expect(body.schedules).toEqual([{ name: 'nightly', definition: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', next: expect.any(Number) }]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------
@@ -375,6 +387,9 @@ describe.skipIf(chromiumMissing)('inspector in Chromium', () => {
     await expect.poll(() => page.locator('tr.run-row').count()).toBe(7);
     expect(await page.locator('tr.run-row').first().getAttribute('data-run-id')).toBe(runs.waiting);
     await expect.poll(() => page.locator(`tr[data-run-id="${runs.big}"] td.num`).textContent()).toBe('10000');
+    // The limits and schedules of the store, above the runs.
+    await expect.poll(() => page.locator('table.limits tr[data-limit="llm"] td').allTextContents()).toEqual(['llm', '0', '0', '4', '60/min']);
+    expect(await page.locator('table.schedules tr[data-schedule="nightly"] td').nth(2).textContent()).toBe('0 3 * * *');
     await shot('01-run-list');
     await page.selectOption('select[name=status]', 'waitingForEvent');
     await page.click('form.filters button[type=submit]');

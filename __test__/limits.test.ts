@@ -56,7 +56,7 @@ describe('limits in one process', () => {
     await waitUntil(() => m.now === 2, 'two steps run');
     await new Promise((r) => setTimeout(r, 60)); // a few polls of the waiting steps
     expect(m.now).toBe(2);
-    expect(engine.limits()).toEqual([{ key: 'llm', concurrency: 2, rate: null, running: 2 }]);
+    expect(engine.limits()).toEqual([{ key: 'llm', concurrency: 2, rate: null, running: 2, waiting: 4 }]);
     m.open();
     await within(Promise.all(runs.map((r) => r.finished)), 8000, 'runs');
     expect(m.max).toBe(2);
@@ -124,6 +124,33 @@ describe('limits in one process', () => {
     await worker.stop();
   });
 
+  test('slots go to waiting steps by their run priority, across the line of waiters', async () => {
+    const engine = open({ durability: 'sync' });
+    const order: string[] = [];
+    let free!: () => void;
+    const held = new Promise<void>((r) => (free = r));
+    engine.register('block', (async () => held) as any);
+    engine.register('call', (async ({ rootInput }: any) => {
+      order.push(rootInput.label);
+      return rootInput.label;
+    }) as any);
+    engine.limits({ llm: { concurrency: 1 } });
+    const blocker = engine.start({ name: 'blocker', nodes: { b: { runner: 'block', semaphoreKey: 'llm' } } });
+    await waitUntil(() => engine.limits()[0]!.running === 1, 'the blocker holds the slot');
+    const CALL = { name: 'call', nodes: { c: { runner: 'call', semaphoreKey: 'llm' } } };
+    const low = engine.enqueue(CALL, { input: { label: 'low' }, priority: 0 });
+    const high = engine.enqueue(CALL, { input: { label: 'high' }, priority: 5 });
+    const worker = engine.work({ concurrency: 5, pollInterval: 3_600_000 });
+    expect(await worker.poll()).toBe(2);
+    await waitUntil(() => engine.limits()[0]!.waiting === 2, 'both wait in line');
+    free();
+    await within(blocker.finished, 4000, 'blocker');
+    await waitUntil(() => [low.runId, high.runId].every((id) => engine.run(id)?.status === 'finished'), 'both run', 8000);
+    expect(order).toEqual(['high', 'low']);
+    expect(engine.limits()[0]).toMatchObject({ running: 0, waiting: 0 });
+    await worker.stop();
+  });
+
   test('bad limits are named', () => {
     const engine = open();
     expect(() => engine.limits({ llm: { concurrency: -1 } })).toThrow(/'llm'.concurrency must be a whole number/);
@@ -131,7 +158,7 @@ describe('limits in one process', () => {
     expect(() => engine.limits({ llm: { concurency: 2 } as never })).toThrow(/unknown field 'concurency'/);
     expect(() => engine.limits([] as never)).toThrow(/must be an object/);
     engine.limits({ llm: { rate: '10/5s' } });
-    expect(engine.limits()).toEqual([{ key: 'llm', concurrency: null, rate: { count: 10, per: 5000 }, running: 0 }]);
+    expect(engine.limits()).toEqual([{ key: 'llm', concurrency: null, rate: { count: 10, per: 5000 }, running: 0, waiting: 0 }]);
   });
 });
 

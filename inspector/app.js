@@ -65,7 +65,7 @@ function connectLive() {
 // ---------------------------------------------------------------------------------------
 // Run list.
 
-const STATUSES = ['', 'pending', 'running', 'waitingForEvent', 'sleeping', 'finished', 'error', 'cancelled'];
+const STATUSES = ['', 'pending', 'queued', 'running', 'waitingForEvent', 'sleeping', 'finished', 'error', 'cancelled'];
 
 function listView(params) {
   const field = (name, attrs) => h('input', { name, value: params.get(name) ?? '', ...attrs });
@@ -108,7 +108,9 @@ function listView(params) {
   const table = h('table', { class: 'runs' },
     h('thead', null, h('tr', null, ['Name', 'Status', 'Started', 'Duration', 'Steps', 'Tags', 'Error'].map((t) => h('th', { text: t })))),
     tbody);
-  clear(main).append(h('h2', { text: 'Runs' }), form, count, table);
+  // Limits shared through the store and cron schedules, when there are any.
+  const queueBox = h('section', { class: 'queue-state' });
+  clear(main).append(queueBox, h('h2', { text: 'Runs' }), form, count, table);
 
   const query = new URLSearchParams();
   for (const key of ['name', 'status', 'tag', 'since', 'until', 'all']) if (params.get(key)) query.set(key, params.get(key));
@@ -116,10 +118,31 @@ function listView(params) {
   return {
     async refresh() {
       const res = await api(`/api/runs?${query}`);
-      const { runs } = res.json();
-      const key = JSON.stringify(runs);
+      const { runs, limits = [], schedules = [] } = res.json();
+      const key = JSON.stringify([runs, limits, schedules]);
       if (key === last) return;
       last = key;
+      clear(queueBox);
+      if (limits.length > 0) {
+        queueBox.append(h('h2', { text: 'Limits' }), h('table', { class: 'limits' },
+          h('thead', null, h('tr', null, ['Key', 'Running', 'Waiting', 'Concurrency', 'Rate'].map((t) => h('th', { text: t })))),
+          h('tbody', null, limits.map((l) => h('tr', { 'data-limit': l.key },
+            h('td', { text: l.key }),
+            h('td', { class: 'num', text: String(l.running) }),
+            h('td', { class: 'num', text: String(l.waiting) }),
+            h('td', { class: 'num', text: l.concurrency == null ? '—' : String(l.concurrency) }),
+            h('td', { text: l.rate ? rateText(l.rate) : '—' }))))));
+      }
+      if (schedules.length > 0) {
+        queueBox.append(h('h2', { text: 'Schedules' }), h('table', { class: 'schedules' },
+          h('thead', null, h('tr', null, ['Name', 'Definition', 'Cron', 'Time zone', 'Next'].map((t) => h('th', { text: t })))),
+          h('tbody', null, schedules.map((s) => h('tr', { 'data-schedule': s.name },
+            h('td', { text: s.name }),
+            h('td', { text: s.definition }),
+            h('td', null, h('code', { text: s.cron })),
+            h('td', { text: s.timezone ?? 'UTC' }),
+            h('td', { text: s.next == null ? '—' : time(s.next) }))))));
+      }
       clear(tbody);
       count.textContent = `${runs.length} run${runs.length === 1 ? '' : 's'}, newest first`;
       const now = Date.now();
@@ -140,6 +163,12 @@ function listView(params) {
     },
     destroy() {},
   };
+}
+
+/** A limit's rate as it is written: `60/min`, else `10 per 5 s`. */
+function rateText({ count, per }) {
+  const unit = { 1000: 's', 60000: 'min', 3600000: 'h', 86400000: 'day' }[per];
+  return unit ? `${count}/${unit}` : `${count} per ${duration(per)}`;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ impl Task for ClaimTask {
             .map_err(|e| napi::Error::from_reason(e.to_string()))?;
         let list: Vec<Value> = claimed
             .into_iter()
-            .map(|c| json!([c.run_id, c.queued]))
+            .map(|c| json!([c.run_id, c.queued, c.priority]))
             .collect();
         Ok(Value::Array(list).to_string())
     }
@@ -326,7 +326,7 @@ impl NativeEngine {
 
     /// Claim up to `limit` runs that need a worker (of the definitions `names`, or all),
     /// off the JS thread (a claim waits for the store's writer): resolves with JSON
-    /// `[[runId, queued], …]`, stored runs to resume first, then queued runs to start
+    /// `[[runId, queued, priority], …]`, stored runs to resume first, then queued runs to start
     /// (`queued` true). `aging_ms`: waiting this long raises a queued run's priority by one;
     /// `skip`: runs this engine could not start.
     #[napi(ts_return_type = "Promise<string>")]
@@ -357,12 +357,24 @@ impl NativeEngine {
         self.core.set_limits(limits, now).map_err(js_error)
     }
 
-    /// Take a slot of the limit `key` for a step: 0 when taken, -1 when all its slots are
-    /// held (try again when one comes back), else the ms until its rate allows the next.
+    /// Take a slot of the limit `key` for a step waiting as `waiter` (one id per wait, in
+    /// line by `priority`, then by how long it waits): 0 when taken, -1 when all its slots
+    /// are held or others wait first (try again when one comes back), else the ms until
+    /// its rate allows the next.
     #[napi]
-    pub fn acquire_slot(&self, key: String, clock: u32) -> Result<f64> {
+    pub fn acquire_slot(
+        &self,
+        key: String,
+        waiter: String,
+        priority: f64,
+        clock: u32,
+    ) -> Result<f64> {
         let now = with_ctx(|c| c.rt.now(clock)) as i64;
-        Ok(match self.core.acquire_slot(&key, now).map_err(js_error)? {
+        let got = self
+            .core
+            .acquire_slot(&key, &waiter, priority as i64, now)
+            .map_err(js_error)?;
+        Ok(match got {
             None => 0.0,
             Some(None) => -1.0,
             Some(Some(ms)) => ms as f64,
@@ -375,20 +387,21 @@ impl NativeEngine {
         self.core.release_slot(&key).map_err(js_error)
     }
 
-    /// Every limit on the store with the slots held now: JSON `[{ key, concurrency, rate:
-    /// { count, per } | null, running }]`.
+    /// Every limit on the store with the slots held and the steps waiting now: JSON
+    /// `[{ key, concurrency, rate: { count, per } | null, running, waiting }]`.
     #[napi]
     pub fn limits(&self, clock: u32) -> Result<String> {
         let now = with_ctx(|c| c.rt.now(clock)) as i64;
         let all = self.sqlite.limits(now).map_err(store_error)?;
         let list: Vec<Value> = all
             .into_iter()
-            .map(|(key, concurrency, rate, held)| {
+            .map(|(key, concurrency, rate, held, waiting)| {
                 json!({
                     "key": key,
                     "concurrency": concurrency,
                     "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
                     "running": held,
+                    "waiting": waiting,
                 })
             })
             .collect();

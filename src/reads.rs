@@ -455,6 +455,44 @@ impl NativeStore {
         }))
     }
 
+    /// The limits on the store with the slots held and steps waiting at `now_ms`, and the
+    /// schedules: JSON `{ limits: [{ key, concurrency, rate, running, waiting }],
+    /// schedules: [{ name, definition, cron, timezone, next }] }`.
+    #[napi]
+    pub fn queue_state(&self, now_ms: f64) -> Result<String> {
+        let limits: Vec<Value> = self
+            .inner
+            .limits(now_ms as i64)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(key, concurrency, rate, running, waiting)| {
+                json!({
+                    "key": key,
+                    "concurrency": concurrency,
+                    "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
+                    "running": running,
+                    "waiting": waiting,
+                })
+            })
+            .collect();
+        let schedules: Vec<Value> = self
+            .inner
+            .schedules(None)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "definition": s.definition_name,
+                    "cron": s.cron,
+                    "timezone": s.timezone,
+                    "next": s.next_at,
+                })
+            })
+            .collect();
+        Ok(json!({ "limits": limits, "schedules": schedules }).to_string())
+    }
+
     /// A number that changes whenever anything was committed to the database since it was
     /// last read (by this store or another process): pollers compare it to skip re-reads.
     #[napi]

@@ -374,8 +374,8 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#open();
     const worker: Worker = new Worker(
       {
-        claim: async (names, limit, agingMs, skip) => JSON.parse(await this.#native.claimWork(names, limit, this.#clock, agingMs, skip)) as Array<[string, boolean]>,
-        start: (runId, o) => {
+        claim: async (names, limit, agingMs, skip) => JSON.parse(await this.#native.claimWork(names, limit, this.#clock, agingMs, skip)) as Array<[string, boolean, number]>,
+        start: (runId, o, priority) => {
           const row = this.run(runId);
           if (!row?.definitionName) throw new Error(`Run ${runId} has no stored definition to start from`);
           let runner: EngineRun;
@@ -383,7 +383,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
             const loaded = this.#load(row.definitionName, row.definitionVersion ?? undefined);
             const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
             const context = (row.snapshot as { context?: unknown } | null)?.context;
-            runner = this.#startStored(loaded, def, { input: row.input ?? undefined, context, tags: row.tags, info: (row.info ?? undefined) as object | undefined, name: row.name, tools: o.tools, semaphores: o.semaphores }, this.durability, true, runId);
+            runner = this.#startStored(loaded, def, { input: row.input ?? undefined, context, tags: row.tags, info: (row.info ?? undefined) as object | undefined, name: row.name, tools: o.tools, semaphores: o.semaphores, priority } as StartOptions, this.durability, true, runId);
           } catch (err) {
             // It cannot start from what was stored (its input no longer fits, say): it fails
             // rather than being claimed again by every worker.
@@ -394,7 +394,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
           runner.startSoon();
           return runner;
         },
-        resume: (runId, o) => this.resume(runId, { tools: o.tools, semaphores: o.semaphores }),
+        resume: (runId, o, priority) => this.resume(runId, { tools: o.tools, semaphores: o.semaphores, priority } as Parameters<Engine['resume']>[1]),
         handBack: (runId, run) => {
           if (run && !run.released) {
             run.flushNow();
@@ -420,18 +420,19 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       tools: options.tools ? { ...this.#tools, ...options.tools } : this.#tools,
       cache: this.#cache,
       name: options.name,
-      semaphores: this.#semaphores(options.semaphores),
+      semaphores: this.#semaphores(options.semaphores, (options as { priority?: number }).priority),
       traceparent: options.traceparent,
       keepAlive: options.keepAlive,
       clock: { id: this.#clock },
     };
   }
 
-  /** A run's semaphores: its own, and the store's limits when any key has one. */
-  #semaphores(own: Semaphore[] | undefined): Semaphore[] | undefined {
+  /** A run's semaphores: its own, and the store's limits (in line by `priority`) when any key has one. */
+  #semaphores(own: Semaphore[] | undefined, priority = 0): Semaphore[] | undefined {
     this.#limiter ??= new StoreLimits(this.#native, this.#clock);
     if (!this.#limiter.active()) return own;
-    return own?.length ? [...own, this.#limiter] : [this.#limiter];
+    const limiter = this.#limiter.forRun(priority);
+    return own?.length ? [...own, limiter] : [limiter];
   }
 
   /**
@@ -481,7 +482,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const live = this.#live.get(runId);
     if (live) return live as EngineRun & { readonly finished: Promise<Out> };
     const durability = checkDurability(options.durability ?? this.durability);
-    const flags = (this.#semaphores(options.semaphores)?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
+    const flags = (this.#semaphores(options.semaphores, (options as { priority?: number }).priority)?.length ? RunFlag.Semaphores : 0) | (options.keepAlive ? RunFlag.KeepAlive : 0);
     const plan = JSON.parse(leaseHeld(() => plain(() => this.#native.resume(runId, flags, this.#clock, durability === 'sync')))) as Plan & Record<string, any>;
     const loaded = this.#load(plan.definition.name, plan.definition.version);
     const runner = this.#create(loaded, this.#common({ ...options, input: plan.input ?? undefined, name: plan.name }, plan.context ?? undefined), plan.run, plan);

@@ -1,4 +1,7 @@
+import { native } from './native';
 import type { Semaphore } from './semaphore';
+
+const newId = (): string => native.newRunId();
 
 /** One limit on the store, with the slots its steps hold now (`engine.limits()`). */
 export interface LimitState {
@@ -7,11 +10,13 @@ export interface LimitState {
   rate: { count: number; per: number } | null;
   /** Slots held now, in every process on the store. */
   running: number;
+  /** Steps waiting for a slot now, in every process on the store. */
+  waiting: number;
 }
 
 /** What the limiter needs of its engine's binding. */
 interface LimitsNative {
-  acquireSlot(key: string, clock: number): number;
+  acquireSlot(key: string, waiter: string, priority: number, clock: number): number;
   releaseSlot(key: string): void;
   limits(clock: number): string;
 }
@@ -57,9 +62,24 @@ export class StoreLimits implements Semaphore {
   }
 
   async acquire(key: string): Promise<void> {
+    return this.acquireAt(key, 0);
+  }
+
+  /** This limiter for the steps of a run of `priority`: they wait in line by it. */
+  forRun(priority: number): Semaphore {
+    if (priority === 0) return this;
+    return { acquire: (key) => this.acquireAt(key, priority), release: (key) => this.release(key) };
+  }
+
+  /**
+   * Take a slot of `key`, waiting in the store's line of waiters: higher priorities
+   * first, then the longest waiting, across processes.
+   */
+  async acquireAt(key: string, priority: number): Promise<void> {
     if (!this.active() || !this.#keys.has(key)) return;
+    const waiter = newId();
     for (;;) {
-      const r = this.#native.acquireSlot(key, this.#clock);
+      const r = this.#native.acquireSlot(key, waiter, priority, this.#clock);
       if (r === 0) {
         this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
         return;

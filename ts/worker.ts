@@ -7,11 +7,11 @@ import { StateMachineRunner } from './machine';
 /** What a worker needs of its engine (the claims themselves are decided in the store). */
 export interface WorkerHost {
   /** Claim up to `limit` runs: `[runId, queued]`, runs to resume first. */
-  claim(names: string[] | undefined, limit: number, agingMs: number, skip: string[]): Promise<Array<[string, boolean]>>;
-  /** Start a claimed queued run. */
-  start(runId: string, options: WorkOptions): EngineRun;
+  claim(names: string[] | undefined, limit: number, agingMs: number, skip: string[]): Promise<Array<[string, boolean, number]>>;
+  /** Start a claimed queued run (`priority`: its steps wait for limits in line by it). */
+  start(runId: string, options: WorkOptions, priority: number): EngineRun;
   /** Resume a claimed stored run. */
-  resume(runId: string, options: WorkOptions): Promise<EngineRun>;
+  resume(runId: string, options: WorkOptions, priority: number): Promise<EngineRun>;
   /** Give a claimed run back to the store (`run`: its live form here, if it has one). */
   handBack(runId: string, run?: EngineRun): void;
   /** The time on the engine's clock (ms). */
@@ -93,7 +93,7 @@ export class Worker extends EventEmitter {
     if (free <= 0) return 0;
     const now = this.#host.now();
     for (const [id, until] of this.#skip) if (until <= now) this.#skip.delete(id);
-    let claimed: Array<[string, boolean]>;
+    let claimed: Array<[string, boolean, number]>;
     // One claim at a time: the slots it fills are known only when it answers.
     let done!: () => void;
     this.#claiming = new Promise<void>((r) => (done = r));
@@ -120,9 +120,9 @@ export class Worker extends EventEmitter {
     let started = 0;
     // Held from now, so that a poll while these start counts their slots.
     for (const [id] of claimed) this.#held.set(id, {});
-    for (const [id, queued] of claimed) {
+    for (const [id, queued, priority] of claimed) {
       try {
-        const run = queued ? this.#host.start(id, this.#options) : await this.#host.resume(id, this.#options);
+        const run = queued ? this.#host.start(id, this.#options, priority) : await this.#host.resume(id, this.#options, priority);
         this.#held.set(id, { run });
         started++;
         const done = () => {

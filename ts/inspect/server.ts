@@ -281,7 +281,8 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
 
     if (parts.length === 2 && parts[1] === 'runs' && method === 'GET') {
       const runs = JSON.parse(store.runList(runQuery(url.searchParams))) as unknown;
-      sendJson(req, res, 200, { runs, version });
+      const { limits, schedules } = JSON.parse(store.queueState(Date.now())) as { limits: unknown[]; schedules: unknown[] };
+      sendJson(req, res, 200, { runs, limits, schedules, version });
       return;
     }
     if (parts.length === 2 && parts[1] === 'live' && method === 'GET') {

@@ -801,14 +801,23 @@ impl EngineCore {
         Ok(())
     }
 
-    /// Take one slot of the limit `key` at `now` for a step: `Ok(None)` when taken (give
-    /// it back with [`EngineCore::release_slot`]), else `Ok(Some(retry_in))`: all slots
-    /// are held (`None`: try when one is given back), or the rate allows the next in
-    /// `retry_in` ms.
-    pub fn acquire_slot(&self, key: &str, now: i64) -> Result<Option<Option<i64>>, EngineError> {
+    /// Take one slot of the limit `key` at `now` for a step waiting as `waiter` (one id
+    /// per wait; higher `priority` waiters are granted first, then the longest waiting):
+    /// `Ok(None)` when taken (give it back with [`EngineCore::release_slot`]), else
+    /// `Ok(Some(retry_in))`: all slots are held or others wait before it (`None`: try when
+    /// one is given back), or the rate allows the next in `retry_in` ms.
+    pub fn acquire_slot(
+        &self,
+        key: &str,
+        waiter: &str,
+        priority: i64,
+        now: i64,
+    ) -> Result<Option<Option<i64>>, EngineError> {
         let answer = self.store.lease(LeaseOp::Acquire {
             key: key.to_owned(),
             owner: self.owner.clone(),
+            waiter: waiter.to_owned(),
+            priority,
             now,
             until: now.saturating_add(self.lease_ms()),
         })?;

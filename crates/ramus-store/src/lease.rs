@@ -75,12 +75,17 @@ pub enum LeaseOp {
         now: i64,
     },
     /// Take one slot of the limit `key` for `owner` until `until` (renewed with its
-    /// leases), if the limit lets one more in now.
+    /// leases), if the limit lets one more in now and no waiter ranks before `waiter`;
+    /// otherwise `waiter` keeps (or takes) its place in the line.
     Acquire {
         /// The limit.
         key: String,
         /// Who takes it.
         owner: String,
+        /// This wait (one per step waiting): its place in the line of waiters.
+        waiter: String,
+        /// Higher waiters are granted first.
+        priority: i64,
         /// The time now (ms).
         now: i64,
         /// When the slot comes back unless renewed.
@@ -188,6 +193,8 @@ pub struct Claimed {
     pub token: i64,
     /// A queued run, to start; otherwise a stored run, to resume.
     pub queued: bool,
+    /// Its priority (its steps wait for limits in this order).
+    pub priority: i64,
 }
 
 /// What a [`LeaseOp`] found.
@@ -306,10 +313,12 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
         LeaseOp::Acquire {
             key,
             owner,
+            waiter,
+            priority,
             now,
             until,
         } => Ok(
-            match crate::limits::acquire(conn, key, owner, *now, *until)? {
+            match crate::limits::acquire(conn, key, owner, waiter, *priority, *now, *until)? {
                 Check::Allowed(_) => LeaseAnswer::Acquired {
                     granted: true,
                     retry_in: None,
@@ -408,19 +417,20 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 .map(|n| serde_json::to_string(n).unwrap_or_default());
             let skip = serde_json::to_string(skip).unwrap_or_default();
             let mut claimed = Vec::new();
-            let ids: Vec<String> = conn
+            let ids: Vec<(String, i64)> = conn
                 .prepare_cached(RESUMABLE)
                 .and_then(|mut s| {
-                    s.query_map((now, &names, limit, &skip), |r| r.get(0))?
+                    s.query_map((now, &names, limit, &skip), |r| Ok((r.get(0)?, r.get(1)?)))?
                         .collect::<rusqlite::Result<_>>()
                 })
                 .map_err(read)?;
-            for id in ids {
+            for (id, priority) in ids {
                 if let Some(token) = take(conn, &id, owner, *now, *until)? {
                     claimed.push(Claimed {
                         run_id: id,
                         token,
                         queued: false,
+                        priority,
                     });
                 }
             }
@@ -437,18 +447,18 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 }
                 let want = (*limit as usize - claimed.len()) * 2 + 8;
                 let skip = serde_json::to_string(&skip_list).unwrap_or_default();
-                let batch: Vec<(String, Option<String>, Option<String>)> = conn
+                let batch: Vec<(String, Option<String>, Option<String>, i64)> = conn
                     .prepare_cached(NEXT_QUEUED)
                     .and_then(|mut s| {
                         s.query_map((now, &names, (*aging_ms).max(1), &skip, want as i64), |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                         })?
                         .collect::<rusqlite::Result<_>>()
                     })
                     .map_err(read)?;
                 let full = batch.len() == want;
                 let before = claimed.len();
-                for (id, name, key) in batch {
+                for (id, name, key, priority) in batch {
                     if claimed.len() >= *limit as usize {
                         break;
                     }
@@ -501,6 +511,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                         run_id: id,
                         token,
                         queued: true,
+                        priority,
                     });
                 }
                 if !full || claimed.len() == before {
@@ -526,7 +537,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
 /// do, oldest change first. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
 /// runs to skip (JSON).
 const RESUMABLE: &str = "\
-    SELECT id FROM runs r \
+    SELECT id, priority FROM runs r \
     WHERE r.status IN ('running', 'waitingForEvent', 'sleeping') \
       AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
       AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
@@ -542,7 +553,7 @@ const RESUMABLE: &str = "\
 /// priority. `?1` now, `?2` definition names (JSON) or null, `?3` ms of waiting per
 /// priority point, `?4` runs to skip (JSON), `?5` how many. A key is taken by a live run or by a queued one claimed just now.
 const NEXT_QUEUED: &str = "\
-    SELECT id, definition_name, concurrency_key FROM runs q \
+    SELECT id, definition_name, concurrency_key, priority FROM runs q \
     WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
       AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
       AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \

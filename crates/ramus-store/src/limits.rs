@@ -141,22 +141,61 @@ pub(crate) fn set(conn: &Connection, limits: &[Limit], now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Take one slot of `key` for `owner` until `until`, if its limit lets one more in.
+/// Take one slot of `key` for `owner` until `until`, if its limit lets one more in and no
+/// waiter ranks before `waiter` (higher `priority`, or as high and waiting longer); a
+/// waiter that does not get one is recorded (or refreshed) in `limit_waits`, and leaves
+/// it when it does.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn acquire(
     conn: &Connection,
     key: &str,
     owner: &str,
+    waiter: &str,
+    priority: i64,
     now: i64,
     until: i64,
 ) -> Result<Check> {
-    let allowed = check(conn, key, now, None)?;
-    if let Check::Allowed(_) = allowed {
-        consume(conn, key, allowed, now)?;
-        conn.prepare_cached(
-            "INSERT INTO limit_holds (key, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    let since: Option<i64> = conn
+        .prepare_cached("SELECT since FROM limit_waits WHERE id = ?1")
+        .and_then(|mut s| s.query_row([waiter], |r| r.get(0)).optional())
+        .map_err(|e| Error::read(format!("the waiters of limit {key:?}"), e))?;
+    let ahead: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM limit_waits WHERE key = ?1 AND id <> ?2 AND expires_at > ?3 \
+               AND (priority > ?4 OR (priority = ?4 AND since < ?5)))",
         )
-        .and_then(|mut s| s.execute((key, owner, now, until)))
-        .map_err(|e| write_err(key, e))?;
+        .and_then(|mut s| {
+            s.query_row((key, waiter, now, priority, since.unwrap_or(now)), |r| r.get(0))
+        })
+        .map_err(|e| Error::read(format!("the waiters of limit {key:?}"), e))?;
+    let allowed = if ahead {
+        Check::Full
+    } else {
+        check(conn, key, now, None)?
+    };
+    match allowed {
+        Check::Allowed(_) => {
+            consume(conn, key, allowed, now)?;
+            conn.prepare_cached(
+                "INSERT INTO limit_holds (key, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute((key, owner, now, until)))
+            .map_err(|e| write_err(key, e))?;
+            if since.is_some() {
+                conn.prepare_cached("DELETE FROM limit_waits WHERE id = ?1")
+                    .and_then(|mut s| s.execute([waiter]))
+                    .map_err(|e| write_err(key, e))?;
+            }
+        }
+        _ => {
+            conn.prepare_cached(
+                "INSERT INTO limit_waits (id, key, owner, priority, since, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            )
+            .and_then(|mut s| s.execute((waiter, key, owner, priority, now, until)))
+            .map_err(|e| write_err(key, e))?;
+        }
     }
     Ok(allowed)
 }
@@ -179,28 +218,33 @@ pub(crate) fn renew(conn: &Connection, owner: &str, until: Option<i64>) -> Resul
             .prepare_cached("UPDATE limit_holds SET expires_at = ?2 WHERE owner = ?1")
             .and_then(|mut s| s.execute((owner, until))),
         None => conn
-            .prepare_cached("DELETE FROM limit_holds WHERE owner = ?1")
-            .and_then(|mut s| s.execute([owner])),
+            .prepare_cached("DELETE FROM limit_waits WHERE owner = ?1")
+            .and_then(|mut s| s.execute([owner]))
+            .and_then(|_| {
+                conn.prepare_cached("DELETE FROM limit_holds WHERE owner = ?1")
+                    .and_then(|mut s| s.execute([owner]))
+            }),
     };
     r.map_err(|e| write_err("holds", e))?;
     Ok(())
 }
 
-/// One key's limit and use: `(key, concurrency, rate, held)`.
-pub type LimitUse = (String, Option<i64>, Option<(i64, i64)>, i64);
+/// One key's limit and use: `(key, concurrency, rate, held, waiting)`.
+pub type LimitUse = (String, Option<i64>, Option<(i64, i64)>, i64, i64);
 
 /// Every limit with the slots held now.
 pub(crate) fn all(conn: &Connection, now: i64) -> Result<Vec<LimitUse>> {
     conn.prepare_cached(
         "SELECT l.key, l.concurrency, l.rate_count, l.rate_ms, \
-             (SELECT count(*) FROM limit_holds h WHERE h.key = l.key AND h.expires_at > ?1) \
+             (SELECT count(*) FROM limit_holds h WHERE h.key = l.key AND h.expires_at > ?1), \
+             (SELECT count(*) FROM limit_waits w WHERE w.key = l.key AND w.expires_at > ?1) \
          FROM limits l ORDER BY l.key",
     )
     .and_then(|mut s| {
         s.query_map([now], |r| {
             let count: Option<i64> = r.get(2)?;
             let ms: Option<i64> = r.get(3)?;
-            Ok((r.get(0)?, r.get(1)?, count.zip(ms), r.get(4)?))
+            Ok((r.get(0)?, r.get(1)?, count.zip(ms), r.get(4)?, r.get(5)?))
         })?
         .collect()
     })

@@ -213,6 +213,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedules_next ON schedules (next_at) WHERE next_at IS NOT NULL;
     "#,
+    // 6: steps waiting for a limit's slot, so that slots go to waiters in order (higher
+    // priority first, then the longest waiting) across processes, and readers can count
+    // them. A waiter refreshes its row each time it looks; a dead process's rows expire.
+    r#"
+    CREATE TABLE limit_waits (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        key         TEXT    NOT NULL,
+        owner       TEXT    NOT NULL,
+        priority    INTEGER NOT NULL DEFAULT 0,
+        since       INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX limit_waits_key ON limit_waits (key, priority, since);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

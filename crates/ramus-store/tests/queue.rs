@@ -244,9 +244,23 @@ fn stored_runs_nobody_holds_are_claimed_when_they_have_something_to_do() {
 }
 
 fn acquire(store: &SqliteStore, key: &str, owner: &str, now: i64) -> (bool, Option<i64>) {
+    acquire_as(store, key, owner, &format!("{owner}/{key}"), 0, now)
+}
+
+/// One step's tries: the same `waiter` each time it looks.
+fn acquire_as(
+    store: &SqliteStore,
+    key: &str,
+    owner: &str,
+    waiter: &str,
+    priority: i64,
+    now: i64,
+) -> (bool, Option<i64>) {
     let op = LeaseOp::Acquire {
         key: key.into(),
         owner: owner.into(),
+        waiter: waiter.into(),
+        priority,
         now,
         until: now + MINUTE,
     };
@@ -310,8 +324,58 @@ fn limit_slots_are_shared_by_owners_refilled_by_rate_and_lapse_with_their_holder
     assert_eq!(
         all,
         vec![
-            ("api".into(), None, Some((2, MINUTE)), 1),
-            ("llm".into(), Some(2), None, 2),
+            ("api".into(), None, Some((2, MINUTE)), 1, 0),
+            ("llm".into(), Some(2), None, 2, 0),
         ]
     );
+}
+
+#[test]
+fn waiters_are_granted_by_priority_then_by_how_long_they_waited() {
+    use ramus_store::Limit;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let limits = vec![Limit {
+        key: "llm".into(),
+        concurrency: Some(1),
+        rate: None,
+    }];
+    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    assert_eq!(
+        acquire_as(&store, "llm", "a", "holder", 0, T0),
+        (true, None)
+    );
+    // Three wait: an early low one, then a high one, then another low one.
+    assert!(!acquire_as(&store, "llm", "a", "low-1", 0, T0 + 1).0);
+    assert!(!acquire_as(&store, "llm", "b", "high", 5, T0 + 2).0);
+    assert!(!acquire_as(&store, "llm", "b", "low-2", 0, T0 + 3).0);
+    let waiting = |now| store.limits(now).unwrap()[0].4;
+    assert_eq!(waiting(T0 + 4), 3);
+    store
+        .lease(LeaseOp::ReleaseSlot {
+            key: "llm".into(),
+            owner: "a".into(),
+        })
+        .unwrap();
+    // The slot is free, but only the head of the line takes it.
+    assert!(!acquire_as(&store, "llm", "b", "low-2", 0, T0 + 5).0);
+    assert!(!acquire_as(&store, "llm", "a", "low-1", 0, T0 + 5).0);
+    assert!(acquire_as(&store, "llm", "b", "high", 5, T0 + 5).0);
+    store
+        .lease(LeaseOp::ReleaseSlot {
+            key: "llm".into(),
+            owner: "b".into(),
+        })
+        .unwrap();
+    assert!(!acquire_as(&store, "llm", "b", "low-2", 0, T0 + 6).0);
+    assert!(acquire_as(&store, "llm", "a", "low-1", 0, T0 + 6).0);
+    assert_eq!(waiting(T0 + 7), 1);
+    // A waiter whose process died stops holding the line once its row expires.
+    store
+        .lease(LeaseOp::ReleaseSlot {
+            key: "llm".into(),
+            owner: "a".into(),
+        })
+        .unwrap();
+    assert!(acquire_as(&store, "llm", "c", "late", 0, T0 + 6 + MINUTE).0);
 }

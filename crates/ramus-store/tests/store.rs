@@ -144,6 +144,7 @@ fn migrations_are_idempotent_on_reopen() {
             "definitions",
             "events",
             "limit_holds",
+            "limit_waits",
             "limits",
             "meta",
             "pending_events",
