@@ -154,6 +154,26 @@ describe('enqueue', () => {
     await drained(engine, [a.runId, b.runId, c.runId]);
   });
 
+  test('result() waits for a run another engine works on: its output or its error', async () => {
+    const producer = engineWith([], { pollInterval: 10 });
+    producer.register('boom', (async () => {
+      throw new Error('the model said no');
+    }) as any);
+    const ok = producer.enqueue(ECHO, { input: { label: 'far' } });
+    const bad = producer.enqueue({ name: 'boom', nodes: { b: { runner: 'boom' } } });
+    const consumer = engineWith([], { db: producer.db });
+    consumer.register('boom', (async () => {
+      throw new Error('the model said no');
+    }) as any);
+    const done = producer.result(ok.runId);
+    const failed = producer.result(bad.runId).catch((e) => e);
+    const worker = work(consumer);
+    await worker.poll();
+    expect(await within(done, 8000, 'result')).toBe('echo far');
+    expect(await within(failed, 8000, 'error')).toMatchObject({ message: 'the model said no' });
+    await expect(producer.result('01890000-0000-7000-8000-000000000000')).rejects.toThrow(/No run 01890000/);
+  });
+
   test('bad options are named', () => {
     const engine = engineWith([]);
     engine.define(ECHO);

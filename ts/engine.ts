@@ -10,7 +10,7 @@ import type { Duration, StateMachine, TransitionGuard } from './machine-types';
 import { native, plain, type NativeDefinition, type NativeEngine, type NativeStore } from './native';
 import { runnerAt, type EngineLink, type Plan, type RunnerBase } from './runner';
 import type { Semaphore } from './semaphore';
-import { DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
+import { CancelledError, DuplicateRunError, LeaseHeldError, LeaseLostError } from './errors';
 import { Worker } from './worker';
 import { StoreLimits, type LimitState } from './limits';
 import { definitionJson, storable } from './values';
@@ -77,6 +77,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   #loaded = new Map<string, Loaded>();
   #closed = false;
   readonly #workers = new Set<Worker>();
+  #pollMs: number;
   #limiter: StoreLimits | undefined;
   /** Every stored run writing to this engine's store, nested ones included, by row id. */
   readonly #runs = new Map<string, RunnerBase<any>>();
@@ -91,7 +92,8 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#cache = options.cache;
     this.#clock = options.clock?.id ?? 0;
     if (options.fsync !== undefined && typeof options.fsync !== 'boolean') throw new TypeError(`Engine fsync must be true or false, got ${String(options.fsync)}`);
-    this.#native = plain(() => new native.NativeEngine(this.db, options.fsync === true, options.pollInterval ?? 500, (json) => this.#deliver(json)));
+    this.#pollMs = options.pollInterval ?? 500;
+    this.#native = plain(() => new native.NativeEngine(this.db, options.fsync === true, this.#pollMs, (json) => this.#deliver(json)));
     this.#store = this.#native.store;
     const leaseMs = options.leaseMs ?? 30_000;
     if (typeof leaseMs !== 'number' || !(leaseMs > 0)) throw new TypeError(`Engine leaseMs must be a positive number of ms, got ${String(leaseMs)}`);
@@ -603,6 +605,36 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     for (const [run, id, type, data, queue] of JSON.parse(json) as Array<[number, string, string, unknown, boolean]>) {
       const r = runnerAt(run);
       if (r instanceof StateMachineRunner) r.send({ type, data: data ?? undefined, queue }, id);
+    }
+  }
+
+  /**
+   * The outcome of a run, wherever it runs: resolves with its output when it finishes,
+   * rejects with its error when it fails (a `CancelledError` when it was cancelled). A
+   * run live here settles with it; another is looked for in the store every
+   * `pollInterval` (only when something was committed since), so a producer can wait for
+   * what it enqueued.
+   */
+  async result<Out = unknown>(runId: string): Promise<Out> {
+    this.#open();
+    let seen = -1;
+    for (;;) {
+      const live = this.#live.get(runId);
+      if (live) return (await live.finished) as Out;
+      const version = plain(() => this.#store.dataVersion());
+      if (version !== seen) {
+        seen = version;
+        const row = this.run(runId);
+        if (!row) throw new Error(`No run ${runId} in ${this.db}`);
+        if (row.status === 'finished') return row.output as Out;
+        if (row.status === 'error') {
+          const e = row.error as { name?: string; message?: string } | null;
+          throw Object.assign(new Error(e?.message ?? 'failed'), e && typeof e === 'object' ? e : {});
+        }
+        if (row.status === 'cancelled') throw new CancelledError(`Run ${runId} was cancelled`);
+      }
+      if (this.#closed) throw new Error(`The engine on ${this.db} is closed`);
+      await new Promise((r) => setTimeout(r, this.#pollMs));
     }
   }
 
