@@ -341,7 +341,7 @@ describe('inspector API', () => {
     await engine.close();
     const body = (await http('/api/runs')).json() as { limits: unknown[]; schedules: unknown[] };
     expect(body.limits).toEqual([{ key: 'llm', concurrency: 4, rate: { count: 60, per: 60_000 }, running: 0, waiting: 0 }]);
-    expect(body.schedules).toEqual([{ name: 'nightly', definition: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', next: expect.any(Number) }]);
+    expect(body.schedules).toEqual([{ name: 'nightly', definition: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', input: null, tags: [], priority: 0, next: expect.any(Number) }]);
   });
 });
 

@@ -393,18 +393,7 @@ impl NativeEngine {
     pub fn limits(&self, clock: u32) -> Result<String> {
         let now = with_ctx(|c| c.rt.now(clock)) as i64;
         let all = self.sqlite.limits(now).map_err(store_error)?;
-        let list: Vec<Value> = all
-            .into_iter()
-            .map(|(key, concurrency, rate, held, waiting)| {
-                json!({
-                    "key": key,
-                    "concurrency": concurrency,
-                    "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
-                    "running": held,
-                    "waiting": waiting,
-                })
-            })
-            .collect();
+        let list: Vec<Value> = all.into_iter().map(crate::reads::limit_json).collect();
         Ok(Value::Array(list).to_string())
     }
 
@@ -440,21 +429,7 @@ impl NativeEngine {
     #[napi]
     pub fn schedules(&self) -> Result<String> {
         let all = self.sqlite.schedules(None).map_err(store_error)?;
-        let list: Vec<Value> = all
-            .into_iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "definition": s.definition_name,
-                    "cron": s.cron,
-                    "timezone": s.timezone,
-                    "input": s.input.as_deref().map(raw_json),
-                    "tags": s.tags,
-                    "priority": s.priority,
-                    "next": s.next_at,
-                })
-            })
-            .collect();
+        let list: Vec<Value> = all.into_iter().map(crate::reads::schedule_json).collect();
         Ok(Value::Array(list).to_string())
     }
 

@@ -188,6 +188,34 @@ pub(crate) fn parse_kind(s: &str) -> Result<Kind> {
     })
 }
 
+/// A limit and its use, as JS reads it: `{ key, concurrency, rate: { count, per } | null,
+/// running, waiting }`.
+pub(crate) fn limit_json(l: ramus_store::LimitUse) -> Value {
+    let (key, concurrency, rate, running, waiting) = l;
+    json!({
+        "key": key,
+        "concurrency": concurrency,
+        "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
+        "running": running,
+        "waiting": waiting,
+    })
+}
+
+/// A schedule as JS reads it: `{ name, definition, cron, timezone, input, tags, priority,
+/// next }`.
+pub(crate) fn schedule_json(s: ramus_store::ScheduleRow) -> Value {
+    json!({
+        "name": s.name,
+        "definition": s.definition_name,
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "input": s.input.as_deref().and_then(|i| serde_json::from_str::<Value>(i).ok()),
+        "tags": s.tags,
+        "priority": s.priority,
+        "next": s.next_at,
+    })
+}
+
 /// Waits for a store's commit off the JS thread.
 pub struct FlushStore(pub(crate) Arc<SqliteStore>);
 
@@ -465,30 +493,14 @@ impl NativeStore {
             .limits(now_ms as i64)
             .map_err(store_error)?
             .into_iter()
-            .map(|(key, concurrency, rate, running, waiting)| {
-                json!({
-                    "key": key,
-                    "concurrency": concurrency,
-                    "rate": rate.map(|(count, per)| json!({ "count": count, "per": per })),
-                    "running": running,
-                    "waiting": waiting,
-                })
-            })
+            .map(limit_json)
             .collect();
         let schedules: Vec<Value> = self
             .inner
             .schedules(None)
             .map_err(store_error)?
             .into_iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "definition": s.definition_name,
-                    "cron": s.cron,
-                    "timezone": s.timezone,
-                    "next": s.next_at,
-                })
-            })
+            .map(schedule_json)
             .collect();
         Ok(json!({ "limits": limits, "schedules": schedules }).to_string())
     }
