@@ -54,7 +54,8 @@ describe('limits in one process', () => {
     engine.limits({ llm: { concurrency: 2 } });
     const runs = [engine.start(wide(3, 'llm')), engine.start(wide(3, 'llm'))];
     await waitUntil(() => m.now === 2, 'two steps run');
-    await new Promise((r) => setTimeout(r, 60)); // a few polls of the waiting steps
+    // The other four asked and were refused: they wait in the store's line.
+    await waitUntil(() => engine.limits()[0]!.waiting === 4, 'four steps wait');
     expect(m.now).toBe(2);
     expect(engine.limits()).toEqual([{ key: 'llm', concurrency: 2, rate: null, running: 2, waiting: 4 }]);
     m.open();
@@ -79,7 +80,8 @@ describe('limits in one process', () => {
     }) as any);
     const run = engine.start({ name: 'nested', nodes: { f: { runner: 'fanout' }, l: { runner: 'thinks', semaphoreKey: 'llm' } } });
     await waitUntil(() => m.now === 3, 'three tool steps run');
-    await new Promise((r) => setTimeout(r, 60));
+    const tool = () => engine.limits().find((l) => l.key === 'tool')!;
+    await waitUntil(() => tool().waiting === 7, 'the seven other nested steps wait');
     expect(m.now).toBe(3);
     m.open();
     expect(await within(run.finished, 8000, 'nested')).toEqual({ f: 10, l: 'inner' });
@@ -97,12 +99,10 @@ describe('limits in one process', () => {
     engine.limits({ api: { rate: '2/min' } });
     const nodes = Object.fromEntries(['a', 'b', 'c', 'd'].map((n) => [n, { runner: 'rated', args: { n }, semaphoreKey: 'api' }]));
     const run = engine.start({ name: 'rated', nodes });
-    await waitUntil(() => started.length === 2, 'a burst of two');
-    await new Promise((r) => setTimeout(r, 150));
-    expect(started.length).toBe(2);
+    const waiting = () => engine.limits()[0]!.waiting;
+    await waitUntil(() => started.length === 2 && waiting() === 2, 'a burst of two, two refused');
     await clock.advance(30_000); // one token
-    await waitUntil(() => started.length === 3, 'the third');
-    await new Promise((r) => setTimeout(r, 150));
+    await waitUntil(() => started.length === 3 && waiting() === 1, 'the third, one still refused');
     expect(started.length).toBe(3);
     await clock.advance(30_000);
     await within(run.finished, 4000, 'rated run');
