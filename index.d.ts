@@ -152,6 +152,8 @@ export declare class NativeEngine {
    * its rate allows the next.
    */
   acquireSlot(key: string, waiter: string, priority: number, clock: number): number
+  /** A step stopped waiting for a slot without one (it was cancelled): it leaves the line. */
+  stopWaiting(waiter: string): void
   /** Give back a slot of `key` a step held. */
   releaseSlot(key: string): void
   /**

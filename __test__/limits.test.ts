@@ -151,6 +151,56 @@ describe('limits in one process', () => {
     await worker.stop();
   });
 
+  test("a step's release gives back its own slot, never another step's", async () => {
+    const engine = open({ durability: 'sync' });
+    const gates = new Map<string, () => void>();
+    const ran: string[] = [];
+    engine.register('gated', (async ({ rootInput }: any) => {
+      ran.push(rootInput.label);
+      await new Promise<void>((r) => gates.set(rootInput.label, r));
+      return rootInput.label;
+    }) as any);
+    const STEP = { name: 'gated', nodes: { g: { runner: 'gated', semaphoreKey: 'llm' } } };
+    engine.limits({ other: { concurrency: 5 } });
+    // A starts while 'llm' has no limit: it takes no slot.
+    const a = engine.start(STEP, { input: { label: 'a' } });
+    await waitUntil(() => gates.has('a'), 'a runs');
+    engine.limits({ llm: { concurrency: 1 } });
+    const b = engine.start(STEP, { input: { label: 'b' } });
+    await waitUntil(() => gates.has('b'), 'b takes the slot');
+    const c = engine.start(STEP, { input: { label: 'c' } });
+    const llm = () => engine.limits().find((l) => l.key === 'llm')!;
+    await waitUntil(() => llm().waiting === 1, 'c waits');
+    gates.get('a')!();
+    await within(a.finished, 4000, 'a');
+    // A gave back nothing: B still holds the only slot, C still waits.
+    await waitUntil(() => llm().running === 1 && llm().waiting === 1, 'b holds, c waits');
+    expect(ran).toEqual(['a', 'b']);
+    gates.get('b')!();
+    await waitUntil(() => gates.has('c'), 'c runs after b');
+    gates.get('c')!();
+    await within(Promise.all([b.finished, c.finished]), 4000, 'b and c');
+  });
+
+  test('a cancelled step leaves the line at once', async () => {
+    const engine = open({ durability: 'sync' });
+    let free!: () => void;
+    const held = new Promise<void>((r) => (free = r));
+    engine.register('block', (async () => held) as any);
+    engine.register('call', (async () => 'called') as any);
+    engine.limits({ llm: { concurrency: 1 } });
+    const blocker = engine.start({ name: 'blocker', nodes: { b: { runner: 'block', semaphoreKey: 'llm' } } });
+    await waitUntil(() => engine.limits()[0]!.running === 1, 'the blocker holds the slot');
+    const waiter = engine.start({ name: 'call', nodes: { c: { runner: 'call', semaphoreKey: 'llm' } } });
+    await waitUntil(() => engine.limits()[0]!.waiting === 1, 'it waits');
+    waiter.cancel();
+    await expect(waiter.finished).rejects.toThrow(/Cancelled/);
+    await waitUntil(() => engine.limits()[0]!.waiting === 0, 'the line is empty');
+    free();
+    await within(blocker.finished, 4000, 'blocker');
+    expect(engine.limits()[0]).toMatchObject({ running: 0, waiting: 0 });
+  });
+
   test('bad limits are named', () => {
     const engine = open();
     expect(() => engine.limits({ llm: { concurrency: -1 } })).toThrow(/'llm'.concurrency must be a whole number/);

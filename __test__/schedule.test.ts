@@ -55,6 +55,21 @@ describe('schedules', () => {
     expect(engine.schedule('weekly', { cron: '@weekly', definition: 'digest' }).next).toEqual(new Date(Date.UTC(2026, 0, 4)));
   });
 
+  test('setting a schedule again at each start keeps a due tick; changing its cron moves it', async () => {
+    const clock = new TestClock(T0);
+    const engine = engineOn(undefined, clock);
+    engine.schedule('digest', { cron: '*/5 * * * *', input: { team: 'a' } });
+    await clock.advanceTo(T0 + 6 * 60_000);
+    // A process restarts and sets its schedules again: the 00:05 tick nobody ran stays due.
+    expect(engine.schedule('digest', { cron: '*/5 * * * *', input: { team: 'b' } }).next).toEqual(new Date(T0 + 5 * 60_000));
+    const worker = engine.work({ pollInterval: 3_600_000 });
+    expect(await worker.poll()).toBe(1);
+    await waitUntil(() => engine.runs({ name: 'digest' })[0]?.status === 'finished', 'the due tick runs');
+    expect(engine.runs({ name: 'digest' })[0]!.output).toBe('digest for b');
+    expect(engine.schedule('digest', { cron: '0 * * * *' }).next).toEqual(new Date(T0 + 60 * 60_000));
+    await worker.stop();
+  });
+
   test('bad schedules are named', () => {
     const engine = engineOn(undefined, new TestClock(T0));
     expect(() => engine.schedule('digest', { cron: '0 9 * *' })).toThrow(/has 4 fields/);

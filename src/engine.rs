@@ -381,6 +381,12 @@ impl NativeEngine {
         })
     }
 
+    /// A step stopped waiting for a slot without one (it was cancelled): it leaves the line.
+    #[napi]
+    pub fn stop_waiting(&self, waiter: String) -> Result<()> {
+        self.core.stop_waiting(&waiter).map_err(js_error)
+    }
+
     /// Give back a slot of `key` a step held.
     #[napi]
     pub fn release_slot(&self, key: String) -> Result<()> {

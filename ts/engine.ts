@@ -19,6 +19,9 @@ export type * from './engine-types';
 
 export type EngineRun = DagRunner<any, any, any> | StateMachineRunner<any, any, any, any, any>;
 
+/** Errors that mean a queued run can never start from what was stored: it fails rather than being claimed again. */
+const FAILS_QUEUED = new Set(['ERR_INPUT_SCHEMA', 'ERR_NO_DEFINITION', 'ERR_INVALID_ARGUMENT', 'ERR_STORAGE', 'ERR_DEFINITION_NOT_STORABLE']);
+
 /** A native `ERR_LEASE_HELD` as a `LeaseHeldError` with its holder and expiry. */
 function leaseHeld<T>(f: () => T): T {
   try {
@@ -389,7 +392,10 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
           } catch (err) {
             // It cannot start from what was stored (its input no longer fits, say): it fails
             // rather than being claimed again by every worker.
-            if ((err as { code?: string })?.code !== 'ERR_UNKNOWN_RUNNER') plain(() => this.#native.failQueued(runId, JSON.stringify({ name: (err as Error)?.name ?? 'Error', message: (err as Error)?.message ?? String(err) }), this.#clock));
+            // Only for what the stored row or definition makes impossible; a store or lease
+            // error may pass, and the run is claimed again.
+            const code = (err as { code?: string })?.code;
+            if (code === undefined || FAILS_QUEUED.has(code)) plain(() => this.#native.failQueued(runId, JSON.stringify({ name: (err as Error)?.name ?? 'Error', message: (err as Error)?.message ?? String(err) }), this.#clock));
             throw err;
           }
           this.#track(runner);
@@ -737,8 +743,10 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
-    for (const w of this.#workers) w.closed();
+    // A claim that is out is waited for: its runs are handed back before the store closes.
+    const claims = [...this.#workers].map((w) => w.closed());
     this.#workers.clear();
+    await Promise.all(claims);
     for (const run of [...this.#live.values()]) run.startNow();
     for (const run of [...this.#runs.values()]) {
       run.flushNow();

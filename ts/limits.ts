@@ -1,7 +1,8 @@
 import { native } from './native';
-import type { Semaphore } from './semaphore';
+import type { Semaphore, SlotTaker } from './semaphore';
 
 const newId = (): string => native.newRunId();
+const NOTHING = (): void => {};
 
 /** One limit on the store, with the slots its steps hold now (`engine.limits()`). */
 export interface LimitState {
@@ -17,6 +18,7 @@ export interface LimitState {
 /** What the limiter needs of its engine's binding. */
 interface LimitsNative {
   acquireSlot(key: string, waiter: string, priority: number, clock: number): number;
+  stopWaiting(waiter: string): void;
   releaseSlot(key: string): void;
   limits(clock: number): string;
 }
@@ -33,13 +35,11 @@ const POLL_MS = 25;
  * Slots given back here wake the steps waiting here at once; slots held elsewhere are
  * looked for again every 25 ms, or when the limit's rate allows the next.
  */
-export class StoreLimits implements Semaphore {
+export class StoreLimits implements Semaphore, SlotTaker {
   readonly #native: LimitsNative;
   readonly #clock: number;
   #keys = new Set<string>();
   #readAt = -Infinity;
-  /** Slots taken here, by key: only those are given back. */
-  readonly #held = new Map<string, number>();
   readonly #waiters = new Map<string, Set<() => void>>();
 
   constructor(native: LimitsNative, clock: number) {
@@ -61,28 +61,55 @@ export class StoreLimits implements Semaphore {
     return this.#keys.size > 0;
   }
 
+  /** A slot of `key` (waiting in line at priority 0); give it back with `release(key)`. */
   async acquire(key: string): Promise<void> {
-    return this.acquireAt(key, 0);
+    const back = await this.take(key, () => false);
+    const list = this.#direct.get(key) ?? [];
+    list.push(back);
+    this.#direct.set(key, list);
   }
 
+  /** Give back a slot taken with `acquire(key)`. */
+  release(key: string): void {
+    this.#direct.get(key)?.shift()?.();
+  }
+
+  /** Slots taken with `acquire`, by key, in order. */
+  readonly #direct = new Map<string, Array<() => void>>();
+
   /** This limiter for the steps of a run of `priority`: they wait in line by it. */
-  forRun(priority: number): Semaphore {
+  forRun(priority: number): Semaphore & SlotTaker {
     if (priority === 0) return this;
-    return { acquire: (key) => this.acquireAt(key, priority), release: (key) => this.release(key) };
+    return {
+      acquire: (key) => this.acquire(key),
+      release: (key) => this.release(key),
+      take: (key, aborted) => this.take(key, aborted, priority),
+    };
   }
 
   /**
-   * Take a slot of `key`, waiting in the store's line of waiters: higher priorities
-   * first, then the longest waiting, across processes.
+   * Take a slot of `key`, waiting in the store's line of waiters (higher priorities
+   * first, then the longest waiting, across processes); resolves with its release. A
+   * key without a limit passes at once, with a release that gives back nothing. A wait
+   * whose request was aborted leaves the line and resolves with a no-op.
    */
-  async acquireAt(key: string, priority: number): Promise<void> {
-    if (!this.active() || !this.#keys.has(key)) return;
+  async take(key: string, aborted: () => boolean, priority = 0): Promise<() => void> {
+    if (!this.active() || !this.#keys.has(key)) return NOTHING;
     const waiter = newId();
     for (;;) {
+      if (aborted()) {
+        this.#native.stopWaiting(waiter);
+        return NOTHING;
+      }
       const r = this.#native.acquireSlot(key, waiter, priority, this.#clock);
       if (r === 0) {
-        this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
-        return;
+        let given = false;
+        return () => {
+          if (given) return;
+          given = true;
+          this.#native.releaseSlot(key);
+          for (const wake of [...(this.#waiters.get(key) ?? [])]) wake();
+        };
       }
       await new Promise<void>((resolve) => {
         const waiters = this.#waiters.get(key) ?? new Set();
@@ -96,14 +123,5 @@ export class StoreLimits implements Semaphore {
         waiters.add(wake);
       });
     }
-  }
-
-  release(key: string): void {
-    const n = this.#held.get(key) ?? 0;
-    if (n === 0) return;
-    if (n === 1) this.#held.delete(key);
-    else this.#held.set(key, n - 1);
-    this.#native.releaseSlot(key);
-    for (const wake of [...(this.#waiters.get(key) ?? [])]) wake();
   }
 }

@@ -704,10 +704,13 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
         }),
       (err) =>
         drive(() => {
-          // The step never ran: its semaphore's failure is its failure.
+          // The step never ran: its semaphore's failure is its failure. Marked first: the
+          // Acquired call may hand out the step's Run record at once.
           this.#slotRequests?.delete(slot);
+          this.skipLaunch = slot;
           this.#call(Op.Acquired, slot);
-          if (!this.lastIgnored) this.acquireFailed(slot, err);
+          if (this.lastIgnored) this.skipLaunch = -1;
+          else this.acquireFailed(slot, err);
         }),
     );
   }
@@ -727,7 +730,6 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 
   /** A step whose semaphore failed: it fails with that error (the run was told it runs). */
   protected acquireFailed(slot: number, err: unknown): void {
-    this.skipLaunch = slot;
     settle(this, slot, StepOutcome.Error, err);
   }
 

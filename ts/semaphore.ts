@@ -117,7 +117,8 @@ export class SlotRequest {
   get key(): string {
     return this.#key;
   }
-  #held: Semaphore[] = [];
+  /** How to give back each slot held. */
+  #held: Array<() => void> = [];
   #aborted = false;
 
   constructor(semaphores: readonly Semaphore[], key: string) {
@@ -130,9 +131,17 @@ export class SlotRequest {
     try {
       await Promise.all(
         this.#semaphores.map(async (s) => {
-          await s.acquire(this.#key);
-          if (this.#aborted) giveBack(s, this.#key);
-          else this.#held.push(s);
+          let back: () => void;
+          // A semaphore that gives each take its own release (the store's limits) is asked
+          // so, and told when this request no longer wants the slot.
+          const takes = (s as Partial<SlotTaker>).take;
+          if (typeof takes === 'function') back = await takes.call(s, this.#key, () => this.#aborted);
+          else {
+            await s.acquire(this.#key);
+            back = () => giveBack(s, this.#key);
+          }
+          if (this.#aborted) back();
+          else this.#held.push(back);
         }),
       );
     } catch (err) {
@@ -145,7 +154,7 @@ export class SlotRequest {
   release(): void {
     const held = this.#held;
     this.#held = [];
-    for (const s of held) giveBack(s, this.#key);
+    for (const back of held) back();
   }
 
   /** Give back what is held and refuse what comes later. */
@@ -153,4 +162,13 @@ export class SlotRequest {
     this.#aborted = true;
     this.release();
   }
+}
+
+/**
+ * @internal A semaphore whose every take has its own release, and whose waits stop when
+ * the request is aborted (`aborted()`): a step's release gives back the slot that step
+ * took, never another's.
+ */
+export interface SlotTaker {
+  take(key: string, aborted: () => boolean): Promise<() => void>;
 }

@@ -106,8 +106,8 @@ export class Worker extends EventEmitter {
       this.#claiming = undefined;
       done();
     }
-    if (this.#stopped) {
-      // Closed while the claim was out: hand its runs straight back.
+    if (this.#stopped || this.#stopping) {
+      // Stopped or closed while the claim was out: hand its runs straight back.
       for (const [id] of claimed) {
         try {
           this.#host.handBack(id);
@@ -133,8 +133,13 @@ export class Worker extends EventEmitter {
       } catch (err) {
         this.#held.delete(id);
         this.#skip.set(id, now + SKIP_MS);
-        this.#host.handBack(id);
-        this.#report(err);
+        try {
+          this.#host.handBack(id);
+        } catch {
+          // Its lease lapses by itself.
+        }
+        const message = (err as Error)?.message ?? String(err);
+        this.#report(Object.assign(new Error(`Run ${id} could not start in this worker: ${message}`, { cause: err }), { runId: id, code: (err as { code?: string })?.code }));
       }
     }
     // A full claim may have left more behind: look again when a slot frees (`#fill`).
@@ -163,11 +168,12 @@ export class Worker extends EventEmitter {
     return this.#stopping;
   }
 
-  /** @internal The engine closed: its leases were handed back with it. */
-  closed(): void {
+  /** @internal The engine closes (its leases go back with it): resolves once no claim is out. */
+  async closed(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#held.clear();
+    while (this.#claiming) await this.#claiming;
   }
 
   /** @internal Work was enqueued here: look for it soon. */

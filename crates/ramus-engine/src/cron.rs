@@ -56,12 +56,6 @@ fn field(
         let v: u32 = s
             .parse()
             .map_err(|_| invalid(expr, format!("has {s:?} in its {what} field")))?;
-        // Sunday may be 7 as well as 0.
-        let v = if what == "day-of-week" && v == 7 {
-            0
-        } else {
-            v
-        };
         if v < min || v > max {
             return Err(invalid(
                 expr,
@@ -81,10 +75,17 @@ fn field(
             }
             None => (part, 1),
         };
-        let (lo, hi) = if range == "*" {
+        let (lo, hi) = if range == "*" || range == "?" {
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            (value(a)?, value(b)?)
+            let (lo, hi) = (value(a)?, value(b)?);
+            // Sunday ends a day-of-week range as 7 (`fri-sun`, `5-0`).
+            let hi = if what == "day-of-week" && hi == 0 {
+                7
+            } else {
+                hi
+            };
+            (lo, hi)
         } else {
             let v = value(range)?;
             (v, if step > 1 { max } else { v })
@@ -137,7 +138,7 @@ impl Cron {
         let (days, any_day) = field(expr, dom, "day-of-month", 1, 31, &[], 0)?;
         let (months, _) = field(expr, mon, "month", 1, 12, &MONTHS, 1)?;
         let (weekdays, any_weekday) = field(expr, dow, "day-of-week", 0, 7, &WEEKDAYS, 0)?;
-        // "7" was folded into Sunday.
+        // Sunday is 0 and 7: fold 7 into 0.
         let weekdays = (weekdays | (weekdays >> 7)) & 0x7f;
         Ok(Cron {
             minutes,
@@ -196,7 +197,8 @@ impl Cron {
                 t = t.checked_add(jiff::Span::new().minutes(1)).ok()?;
                 continue;
             }
-            // A local time skipped by a DST change runs at the first instant after the gap.
+            // A local time skipped by a DST change runs at the first instant after the gap;
+            // one repeated by it runs once, at its first occurrence.
             let ms = self
                 .tz
                 .to_ambiguous_zoned(t)
@@ -262,6 +264,14 @@ mod tests {
         let c = Cron::parse("0 0 13 * 5", None).unwrap();
         assert_eq!(c.next_after(T), Some(at("2026-01-02T00:00:00Z")));
         assert_eq!(Cron::parse("0 0 30 2 *", None).unwrap().next_after(T), None);
+        // Sunday as 7, and ranges that end on it.
+        let sat = at("2026-01-03T00:00:00Z");
+        for e in ["0 0 * * 7", "0 0 * * 5-7", "0 0 * * fri-sun", "0 0 * * 6-0"] {
+            let c = Cron::parse(e, None).unwrap();
+            assert_eq!(c.next_after(sat), Some(at("2026-01-04T00:00:00Z")), "{e}");
+        }
+        let c = Cron::parse("0 0 ? * 1-7", None).unwrap();
+        assert_eq!(c.next_after(T), Some(at("2026-01-02T00:00:00Z")));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct EngineCore {
     held: Mutex<HashMap<String, i64>>,
     /// Slots of limits this engine's steps hold now (renewed with its leases).
     slots: AtomicI64,
+    /// Schedules whose definition this engine cannot load, until when it leaves them be.
+    schedule_skip: Mutex<HashMap<String, i64>>,
 }
 
 /// How long a silent holder keeps its runs by default (ms).
@@ -479,6 +481,7 @@ impl EngineCore {
             lease_ms: AtomicI64::new(DEFAULT_LEASE_MS),
             held: Mutex::new(HashMap::new()),
             slots: AtomicI64::new(0),
+            schedule_skip: Mutex::new(HashMap::new()),
         }
     }
 
@@ -495,6 +498,10 @@ impl EngineCore {
     /// Set how long a lease lasts without renewal; renew more often than that.
     pub fn set_lease_ms(&self, ms: i64) {
         self.lease_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    fn schedule_skip(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.schedule_skip.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
@@ -554,6 +561,7 @@ impl EngineCore {
         let answer = self.store.lease(LeaseOp::Renew {
             owner: self.owner.clone(),
             runs,
+            now,
             until: now.saturating_add(self.lease_ms()),
         })?;
         let LeaseAnswer::Renewed { lost } = answer else {
@@ -633,10 +641,16 @@ impl EngineCore {
         aging_ms: i64,
         skip: Vec<String>,
     ) -> Result<Vec<ramus_store::Claimed>, EngineError> {
-        if limit == 0 || !self.store.work_ready(names.as_deref(), now, &skip)? {
+        if limit == 0 {
             return Ok(Vec::new());
         }
-        self.tick_schedules(now)?;
+        // Never its own live runs: a claim would take them from under their steps.
+        let mut skip = skip;
+        skip.extend(self.held().keys().cloned());
+        let ticked = self.tick_schedules(now, names.as_deref())?;
+        if ticked == 0 && !self.store.work_ready(names.as_deref(), now, &skip)? {
+            return Ok(Vec::new());
+        }
         let answer = self.store.lease(LeaseOp::ClaimWork {
             owner: self.owner.clone(),
             names,
@@ -658,8 +672,9 @@ impl EngineCore {
 
     /// Create or replace the schedule `name`: a run of the stored definition `e` names
     /// (`definition`, its latest version at each tick) at every tick of `cron` in
-    /// `timezone`, enqueued for a worker. Returns its next tick (ms), `None` when the
-    /// expression has none.
+    /// `timezone`, enqueued for a worker. The same cron and time zone keep its stored next
+    /// tick (a due one still runs). Returns its next tick (ms), `None` when the expression
+    /// has none.
     pub fn schedule(
         &self,
         name: &str,
@@ -673,7 +688,8 @@ impl EngineCore {
         // Checked now: a schedule of a definition that cannot run would fail every tick.
         self.load(definition, None)?;
         let next = parsed.next_after(now);
-        self.store
+        let answer = self
+            .store
             .lease(LeaseOp::Schedule(Box::new(ramus_store::ScheduleRow {
                 name: name.to_owned(),
                 definition_name: definition.to_owned(),
@@ -687,7 +703,12 @@ impl EngineCore {
                 created_at: now,
                 updated_at: now,
             })))?;
-        Ok(next)
+        match answer {
+            LeaseAnswer::Scheduled { next } => Ok(next),
+            _ => Err(EngineError::Invalid(
+                "unexpected answer to a schedule".into(),
+            )),
+        }
     }
 
     /// Remove the schedule `name`; the runs it started stay.
@@ -698,20 +719,36 @@ impl EngineCore {
         Ok(())
     }
 
-    /// Enqueue the runs of the schedules whose tick came by `now`, each tick once however
-    /// many workers try (the first to move its `next_at` on enqueues it). Ticks missed
-    /// while no worker ran are not made up: one run, then the next tick after `now`.
-    pub fn tick_schedules(&self, now: i64) -> Result<usize, EngineError> {
+    /// Enqueue the runs of the schedules (of the definitions `names`, or all) whose tick
+    /// came by `now`, each tick once however many workers try (the first to move its
+    /// `next_at` on enqueues it). Ticks missed while no worker ran are not made up: one
+    /// run, then the next tick after `now`. Returns how many runs it enqueued.
+    pub fn tick_schedules(&self, now: i64, names: Option<&[String]>) -> Result<usize, EngineError> {
         let mut made = 0;
         for s in self.store.schedules(Some(now))? {
             let Some(due) = s.next_at else { continue };
+            if names.is_some_and(|n| !n.contains(&s.definition_name)) {
+                continue;
+            }
+            if self
+                .schedule_skip()
+                .get(&s.name)
+                .is_some_and(|&until| until > now)
+            {
+                continue;
+            }
             let next = crate::cron::Cron::parse(&s.cron, s.timezone.as_deref())
                 .ok()
                 .and_then(|c| c.next_after(now));
             let def = match self.load(&s.definition_name, None) {
                 Ok(def) => def,
-                // Not loadable here (a runner this engine lacks): left to other workers.
-                Err(e) if !matches!(e, EngineError::NoDefinition(_)) => continue,
+                // Not loadable here (a runner this engine lacks): left to other workers,
+                // and not looked at again here for a minute.
+                Err(e) if !matches!(e, EngineError::NoDefinition(_)) => {
+                    self.schedule_skip()
+                        .insert(s.name.clone(), now.saturating_add(60_000));
+                    continue;
+                }
                 // Its definition is gone: the tick passes without a run.
                 Err(_) => {
                     self.store.lease(LeaseOp::Tick {
@@ -833,6 +870,14 @@ impl EngineCore {
         }
     }
 
+    /// A step stopped waiting for a slot without taking one (it was cancelled).
+    pub fn stop_waiting(&self, waiter: &str) -> Result<(), EngineError> {
+        self.store.lease(LeaseOp::StopWaiting {
+            waiter: waiter.to_owned(),
+        })?;
+        Ok(())
+    }
+
     /// Give back a slot of `key` a step of this engine held.
     pub fn release_slot(&self, key: &str) -> Result<(), EngineError> {
         self.slots.fetch_sub(1, Ordering::Relaxed);
@@ -850,11 +895,11 @@ impl EngineCore {
 
     /// Hand back every lease this engine holds (it closes).
     pub fn release_all(&self) -> Result<(), EngineError> {
-        if self.slots.swap(0, Ordering::Relaxed) > 0 {
-            self.store.lease(LeaseOp::DropSlots {
-                owner: self.owner.clone(),
-            })?;
-        }
+        // Always: a step may stand in a limit's line without holding a slot.
+        self.slots.store(0, Ordering::Relaxed);
+        self.store.lease(LeaseOp::DropSlots {
+            owner: self.owner.clone(),
+        })?;
         let runs: Vec<String> = self.held().drain().map(|(r, _)| r).collect();
         if !runs.is_empty() {
             self.store.lease(LeaseOp::Release {

@@ -103,6 +103,11 @@ impl Worker {
 
     /// Stop taking work. The runs it took go on in the engine (until they end, or the
     /// engine closes and hands them back); this returns once it no longer claims.
+    ///
+    /// Unlike a Node worker, a Rust worker does not hand resting machines back yet: a
+    /// machine waiting for an event keeps its slot until it ends, so give it a
+    /// `concurrency` above the machines that may rest at once. Claim and start errors are
+    /// not reported; a run it could not start is left to other workers for a minute.
     pub async fn stop(self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_one();
@@ -119,6 +124,15 @@ async fn request<T>(
         .map_err(|_| EngineError::Invalid("the engine is closed".into()))?;
     rx.await
         .map_err(|_| EngineError::Invalid("the engine is closed".into()))?
+}
+
+/// Whether a queued run's start failed for good (its input or definition), not for want
+/// of something another worker may have (a runner) or for a passing store error.
+fn fails_queued(e: &EngineError) -> bool {
+    matches!(
+        e.code(),
+        "ERR_INPUT_SCHEMA" | "ERR_NO_DEFINITION" | "ERR_DEFINITION_NOT_STORABLE" | "ERR_STORAGE"
+    )
 }
 
 /// A claimed queued run's start, from its row.
@@ -195,6 +209,15 @@ async fn work(
                 match started {
                     Ok(h) => {
                         held.insert(c.run_id, h);
+                    }
+                    // What its row or definition makes impossible: it fails, as in Node,
+                    // rather than coming back to every worker.
+                    Err(e) if c.queued && fails_queued(&e) => {
+                        let error =
+                            serde_json::json!({ "name": "Error", "message": e.to_string() });
+                        let _ = host
+                            .core
+                            .fail_queued(&c.run_id, error.to_string(), now as i64);
                     }
                     Err(_) => {
                         let _ = host.core.hand_back(&c.run_id);

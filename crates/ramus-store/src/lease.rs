@@ -27,12 +27,16 @@ pub enum LeaseOp {
         /// The new expiry.
         until: i64,
     },
-    /// Extend the leases `owner` holds on `runs` to `until`.
+    /// Extend the leases `owner` holds on `runs`, and its limit slots that have not
+    /// expired by `now`, to `until`.
     Renew {
         /// Who holds them.
         owner: String,
         /// The runs it believes it holds.
         runs: Vec<String>,
+        /// The time now (ms): a slot that expired by then stays expired (another process
+        /// may hold it now).
+        now: i64,
         /// The new expiry.
         until: i64,
     },
@@ -97,6 +101,12 @@ pub enum LeaseOp {
         key: String,
         /// Who holds it.
         owner: String,
+    },
+    /// A wait for a slot ended without one (its step no longer wants it): it leaves the
+    /// line at once rather than when its row expires.
+    StopWaiting {
+        /// The wait.
+        waiter: String,
     },
     /// Give back every slot `owner` holds (it closes).
     DropSlots {
@@ -232,6 +242,12 @@ pub enum LeaseAnswer {
     Work(Vec<Claimed>),
     /// Done (limits set, a slot given back).
     Done,
+    /// A schedule was set: its next tick (kept when its cron and time zone did not
+    /// change, so setting a schedule again at each start does not skip a due tick).
+    Scheduled {
+        /// The next tick (ms).
+        next: Option<i64>,
+    },
     /// A slot was taken, or not: then `retry_in` says when the limit's rate allows the
     /// next (ms), or is `None` when all its slots are held.
     Acquired {
@@ -284,7 +300,12 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 }),
             }
         }
-        LeaseOp::Renew { owner, runs, until } => {
+        LeaseOp::Renew {
+            owner,
+            runs,
+            now,
+            until,
+        } => {
             let ids = serde_json::to_string(runs).unwrap_or_default();
             conn.prepare_cached(
                 "UPDATE runs SET lease_expires_at = ?3 \
@@ -292,7 +313,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             )
             .and_then(|mut s| s.execute((owner, &ids, until)))
             .map_err(read)?;
-            crate::limits::renew(conn, owner, Some(*until))?;
+            crate::limits::renew(conn, owner, Some((*now, *until)))?;
             let lost = conn
                 .prepare_cached(
                     "SELECT value FROM json_each(?2) WHERE value NOT IN \
@@ -338,35 +359,44 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             Ok(LeaseAnswer::Done)
         }
         LeaseOp::Schedule(row) => {
-            conn.prepare_cached(
-                "INSERT INTO schedules (name, definition_name, cron, timezone, input, context, tags, \
-                     priority, next_at, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-                 ON CONFLICT (name) DO UPDATE SET definition_name = excluded.definition_name, \
-                     cron = excluded.cron, timezone = excluded.timezone, input = excluded.input, \
-                     context = excluded.context, tags = excluded.tags, priority = excluded.priority, \
-                     next_at = excluded.next_at, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    row.name,
-                    row.definition_name,
-                    row.cron,
-                    row.timezone,
-                    row.input,
-                    row.context,
-                    crate::write::tags_json(&row.tags),
-                    row.priority,
-                    row.next_at,
-                    row.updated_at,
-                ])
-            })
-            .map_err(|e| Error::Write {
-                what: "schedule",
-                id: row.name.clone(),
-                source: std::sync::Arc::new(e),
-            })?;
-            Ok(LeaseAnswer::Done)
+            let next: Option<i64> = conn
+                .prepare_cached(
+                    "INSERT INTO schedules (name, definition_name, cron, timezone, input, context, tags, \
+                         priority, next_at, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                     ON CONFLICT (name) DO UPDATE SET definition_name = excluded.definition_name, \
+                         cron = excluded.cron, timezone = excluded.timezone, input = excluded.input, \
+                         context = excluded.context, tags = excluded.tags, priority = excluded.priority, \
+                         next_at = CASE WHEN schedules.cron = excluded.cron \
+                             AND schedules.timezone IS excluded.timezone \
+                             AND schedules.next_at IS NOT NULL \
+                             THEN schedules.next_at ELSE excluded.next_at END, \
+                         updated_at = excluded.updated_at \
+                     RETURNING next_at",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        rusqlite::params![
+                            row.name,
+                            row.definition_name,
+                            row.cron,
+                            row.timezone,
+                            row.input,
+                            row.context,
+                            crate::write::tags_json(&row.tags),
+                            row.priority,
+                            row.next_at,
+                            row.updated_at,
+                        ],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(|e| Error::Write {
+                    what: "schedule",
+                    id: row.name.clone(),
+                    source: std::sync::Arc::new(e),
+                })?;
+            Ok(LeaseAnswer::Scheduled { next })
         }
         LeaseOp::Unschedule { name } => {
             conn.prepare_cached("DELETE FROM schedules WHERE name = ?1")
@@ -398,6 +428,10 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 Some(run) if moved > 0 => enqueue(conn, run),
                 _ => Ok(LeaseAnswer::Done),
             }
+        }
+        LeaseOp::StopWaiting { waiter } => {
+            crate::limits::stop_waiting(conn, waiter)?;
+            Ok(LeaseAnswer::Done)
         }
         LeaseOp::DropSlots { owner } => {
             crate::limits::renew(conn, owner, None)?;
@@ -436,38 +470,47 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             }
             // The best candidates in one scan of the queue, then taken in order. A claim
             // changes what the next may take: a concurrency key taken in this batch, and
-            // run limits (counted again after each take). A run a limit holds back is
-            // passed over; a batch that took nothing ends the claim.
+            // run limits (counted again after each take). A definition whose run limit is
+            // full is left out of the next scans, so it never stands in front of others.
             let mut skip_list: Vec<String> = serde_json::from_str(&skip).unwrap_or_default();
             let mut keys_taken = std::collections::HashSet::new();
             let mut limited = std::collections::HashMap::new();
-            for _ in 0..8 {
+            let mut full_names: Vec<String> = Vec::new();
+            for _ in 0..16 {
                 if claimed.len() >= *limit as usize {
                     break;
                 }
                 let want = (*limit as usize - claimed.len()) * 2 + 8;
                 let skip = serde_json::to_string(&skip_list).unwrap_or_default();
+                let full = serde_json::to_string(&full_names).unwrap_or_default();
                 let batch: Vec<(String, Option<String>, Option<String>, i64)> = conn
                     .prepare_cached(NEXT_QUEUED)
                     .and_then(|mut s| {
-                        s.query_map((now, &names, (*aging_ms).max(1), &skip, want as i64), |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })?
+                        s.query_map(
+                            (now, &names, (*aging_ms).max(1), &skip, want as i64, &full),
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )?
                         .collect::<rusqlite::Result<_>>()
                     })
                     .map_err(read)?;
-                let full = batch.len() == want;
-                let before = claimed.len();
+                if batch.is_empty() {
+                    break;
+                }
+                let (before, blocked_before) = (claimed.len(), full_names.len());
+                let mut all_held = false;
                 for (id, name, key, priority) in batch {
                     if claimed.len() >= *limit as usize {
                         break;
+                    }
+                    if name.as_ref().is_some_and(|n| full_names.contains(n)) {
+                        continue;
                     }
                     skip_list.push(id.clone());
                     if key.as_ref().is_some_and(|k| keys_taken.contains(k)) {
                         continue;
                     }
                     let mut checks = Vec::new();
-                    let mut held_back = false;
+                    let mut held_back = None;
                     for lk in [
                         name.as_ref().map(|n| format!("workflow:{n}")),
                         Some("*".to_owned()),
@@ -490,13 +533,22 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                         match crate::limits::check(conn, &lk, *now, Some(in_use))? {
                             c @ Check::Allowed(_) => checks.push((lk, c)),
                             _ => {
-                                held_back = true;
+                                held_back = Some(lk);
                                 break;
                             }
                         }
                     }
-                    if held_back {
-                        continue;
+                    match held_back.as_deref() {
+                        Some("*") => {
+                            all_held = true;
+                            break;
+                        }
+                        Some(_) => {
+                            // Unblocked only when one of its runs ends: not in this claim.
+                            full_names.extend(name);
+                            continue;
+                        }
+                        None => {}
                     }
                     let Some(token) = take(conn, &id, owner, *now, *until)? else {
                         continue;
@@ -514,7 +566,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                         priority,
                     });
                 }
-                if !full || claimed.len() == before {
+                if all_held || (claimed.len() == before && full_names.len() == blocked_before) {
                     break;
                 }
             }
@@ -534,30 +586,46 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
 }
 
 /// Top-level runs nobody holds (or whose holder's lease expired) that have something to
-/// do, oldest change first. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
+/// do, oldest change first. Each part starts from an index (running runs by status, due
+/// timers, undelivered events), so an idle poll does not visit every resting machine. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
 /// runs to skip (JSON).
 const RESUMABLE: &str = "\
-    SELECT id, priority FROM runs r \
-    WHERE r.status IN ('running', 'waitingForEvent', 'sleeping') \
-      AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
-      AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
-      AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
-      AND r.id NOT IN (SELECT value FROM json_each(?4)) \
-      AND (r.status = 'running' \
-        OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = r.id AND t.fired_at IS NULL AND t.due_at <= ?1) \
-        OR EXISTS (SELECT 1 FROM pending_events e WHERE e.run_id = r.id AND e.delivered_at IS NULL)) \
-    ORDER BY r.updated_at \
+    SELECT id, priority FROM ( \
+      SELECT r.id, r.priority, r.updated_at FROM runs r \
+        WHERE r.status = 'running' AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
+          AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
+          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND r.id NOT IN (SELECT value FROM json_each(?4)) \
+      UNION \
+      SELECT r.id, r.priority, r.updated_at FROM timers t JOIN runs r ON r.id = t.run_id \
+        WHERE t.fired_at IS NULL AND t.due_at <= ?1 \
+          AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
+          AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
+          AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
+          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND r.id NOT IN (SELECT value FROM json_each(?4)) \
+      UNION \
+      SELECT r.id, r.priority, r.updated_at FROM pending_events e JOIN runs r ON r.id = e.run_id \
+        WHERE e.delivered_at IS NULL \
+          AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
+          AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
+          AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
+          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND r.id NOT IN (SELECT value FROM json_each(?4)) \
+    ) ORDER BY updated_at \
     LIMIT ?3";
 
 /// The queued runs to start next: due, not held, their concurrency key free, by effective
 /// priority. `?1` now, `?2` definition names (JSON) or null, `?3` ms of waiting per
-/// priority point, `?4` runs to skip (JSON), `?5` how many. A key is taken by a live run or by a queued one claimed just now.
+/// priority point, `?4` runs to skip (JSON), `?5` how many, `?6` definitions whose run
+/// limit is full (JSON). A key is taken by a live run or by a queued one claimed just now.
 const NEXT_QUEUED: &str = "\
     SELECT id, definition_name, concurrency_key, priority FROM runs q \
     WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
       AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
       AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
       AND q.id NOT IN (SELECT value FROM json_each(?4)) \
+      AND (q.definition_name IS NULL OR q.definition_name NOT IN (SELECT value FROM json_each(?6))) \
       AND (q.concurrency_key IS NULL OR NOT EXISTS ( \
         SELECT 1 FROM runs o WHERE o.concurrency_key = q.concurrency_key AND o.id <> q.id \
           AND (o.status IN ('running', 'waitingForEvent', 'sleeping') \
@@ -573,9 +641,6 @@ pub(crate) fn work_ready(
     now: i64,
     skip: &[String],
 ) -> Result<bool> {
-    if !due_schedules(conn, now)?.is_empty() {
-        return Ok(true);
-    }
     let names = names.map(|n| serde_json::to_string(n).unwrap_or_default());
     let skip = serde_json::to_string(skip).unwrap_or_default();
     let read = |e| Error::read("the queue", e);
@@ -592,7 +657,7 @@ pub(crate) fn work_ready(
     let queued: Option<String> = conn
         .prepare_cached(NEXT_QUEUED)
         .and_then(|mut s| {
-            s.query_row((now, &names, 1, &skip, 1), |r| r.get(0))
+            s.query_row((now, &names, 1, &skip, 1, "[]"), |r| r.get(0))
                 .optional()
         })
         .map_err(read)?;
@@ -610,11 +675,6 @@ fn runs_in_progress(conn: &Connection, key: &str, now: i64) -> Result<i64> {
     )
     .and_then(|mut s| s.query_row((name, now), |r| r.get(0)))
     .map_err(|e| Error::read(format!("the runs the limit {key:?} counts"), e))
-}
-
-/// Schedules whose next tick came by `now`.
-pub(crate) fn due_schedules(conn: &Connection, now: i64) -> Result<Vec<crate::ScheduleRow>> {
-    schedules(conn, Some(now))
 }
 
 /// Every schedule (`due`: only those whose next tick came by then), by name.

@@ -200,6 +200,14 @@ pub(crate) fn acquire(
     Ok(allowed)
 }
 
+/// A waiter left the line (its step no longer wants a slot).
+pub(crate) fn stop_waiting(conn: &Connection, waiter: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM limit_waits WHERE id = ?1")
+        .and_then(|mut s| s.execute([waiter]))
+        .map_err(|e| write_err("waits", e))?;
+    Ok(())
+}
+
 /// Give back one slot of `key` that `owner` holds.
 pub(crate) fn release(conn: &Connection, key: &str, owner: &str) -> Result<()> {
     conn.prepare_cached(
@@ -211,12 +219,16 @@ pub(crate) fn release(conn: &Connection, key: &str, owner: &str) -> Result<()> {
     Ok(())
 }
 
-/// Extend `owner`'s holds to `until`, or drop them all (`None`: it closes).
-pub(crate) fn renew(conn: &Connection, owner: &str, until: Option<i64>) -> Result<()> {
+/// Extend `owner`'s holds that have not expired by `now` to `until` (`Some((now,
+/// until))`), or drop its holds and waits (`None`: it closes). An expired hold is not
+/// brought back: its slot may be another process's now.
+pub(crate) fn renew(conn: &Connection, owner: &str, until: Option<(i64, i64)>) -> Result<()> {
     let r = match until {
-        Some(until) => conn
-            .prepare_cached("UPDATE limit_holds SET expires_at = ?2 WHERE owner = ?1")
-            .and_then(|mut s| s.execute((owner, until))),
+        Some((now, until)) => conn
+            .prepare_cached(
+                "UPDATE limit_holds SET expires_at = ?3 WHERE owner = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.execute((owner, now, until))),
         None => conn
             .prepare_cached("DELETE FROM limit_waits WHERE owner = ?1")
             .and_then(|mut s| s.execute([owner]))

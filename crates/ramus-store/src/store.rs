@@ -552,6 +552,7 @@ impl SqliteStore {
 
     /// Whether a worker would find a run to claim at `now` (see
     /// [`LeaseOp::ClaimWork`](crate::LeaseOp::ClaimWork)); a read, without the write lock.
+    /// Schedules are not looked at (see `schedules`).
     pub fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool> {
         crate::lease::work_ready(&self.reader(), names, now, skip)
     }

@@ -235,6 +235,7 @@ fn stored_runs_nobody_holds_are_claimed_when_they_have_something_to_do() {
         .lease(LeaseOp::Renew {
             owner: "w".into(),
             runs: ids(&first),
+            now: later,
             until: later + MINUTE,
         })
         .unwrap();
@@ -306,6 +307,7 @@ fn limit_slots_are_shared_by_owners_refilled_by_rate_and_lapse_with_their_holder
         .lease(LeaseOp::Renew {
             owner: "c".into(),
             runs: vec![],
+            now: T0 + 1,
             until: T0 + 10 * MINUTE,
         })
         .unwrap();
@@ -378,4 +380,54 @@ fn waiters_are_granted_by_priority_then_by_how_long_they_waited() {
         })
         .unwrap();
     assert!(acquire_as(&store, "llm", "c", "late", 0, T0 + 6 + MINUTE).0);
+}
+
+#[test]
+fn a_definition_at_its_run_limit_does_not_stand_in_front_of_others() {
+    use ramus_store::Limit;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let limits = vec![Limit {
+        key: "workflow:a".into(),
+        concurrency: Some(1),
+        rate: None,
+    }];
+    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    let of = |n: u32, name: &str, at: i64| {
+        let mut q = queued(n, 0, at);
+        q.definition = (name.into(), 1);
+        enqueue(&store, q).0
+    };
+    let first_a = of(1, "a", T0);
+    for n in 2..42 {
+        of(n, "a", T0 + i64::from(n));
+    }
+    let b = of(100, "b", T0 + 100);
+    // Three slots: one `a` (its limit), then `b`, though forty `a`s queued before it.
+    assert_eq!(ids(&claim(&store, "w", 3, T0 + 200)), vec![first_a, b]);
+}
+
+#[test]
+fn a_slot_that_expired_is_not_renewed_back() {
+    use ramus_store::Limit;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let limits = vec![Limit {
+        key: "llm".into(),
+        concurrency: Some(1),
+        rate: None,
+    }];
+    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    assert!(acquire(&store, "llm", "a", T0).0);
+    // A stalls past its lease; B takes the slot; A's late heartbeat must not revive its own.
+    assert!(acquire(&store, "llm", "b", T0 + MINUTE).0);
+    store
+        .lease(LeaseOp::Renew {
+            owner: "a".into(),
+            runs: vec![],
+            now: T0 + MINUTE + 1,
+            until: T0 + 5 * MINUTE,
+        })
+        .unwrap();
+    assert_eq!(store.limits(T0 + MINUTE + 2).unwrap()[0].3, 1);
 }

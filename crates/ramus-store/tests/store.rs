@@ -1083,6 +1083,7 @@ fn a_lease_is_held_by_one_owner_until_it_expires_and_fences_the_writes_of_the_la
         a.lease(LeaseOp::Renew {
             owner: "a".into(),
             runs: vec![r.id.clone()],
+            now: T0 + 60,
             until: T0 + 200
         })
         .unwrap(),
@@ -1127,6 +1128,7 @@ fn a_lease_is_held_by_one_owner_until_it_expires_and_fences_the_writes_of_the_la
         a.lease(LeaseOp::Renew {
             owner: "a".into(),
             runs: vec![r.id.clone()],
+            now: T0 + 250,
             until: T0 + 300
         })
         .unwrap(),
