@@ -60,6 +60,16 @@ fn stored_run(id: &str, kind: Kind, status: RunStatus, updated_at: i64) -> Run {
     }
 }
 
+/// Cap `key` at `concurrency` slots, from T0.
+fn cap(store: &SqliteStore, key: &str, concurrency: i64) {
+    let limits = vec![ramus_store::Limit {
+        key: key.into(),
+        concurrency: Some(concurrency),
+        rate: None,
+    }];
+    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+}
+
 fn enqueue(store: &SqliteStore, q: QueuedRun) -> (String, bool) {
     match store.lease(LeaseOp::Enqueue(Box::new(q))).unwrap() {
         LeaseAnswer::Enqueued {
@@ -334,15 +344,9 @@ fn limit_slots_are_shared_by_owners_refilled_by_rate_and_lapse_with_their_holder
 
 #[test]
 fn waiters_are_granted_by_priority_then_by_how_long_they_waited() {
-    use ramus_store::Limit;
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let limits = vec![Limit {
-        key: "llm".into(),
-        concurrency: Some(1),
-        rate: None,
-    }];
-    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    cap(&store, "llm", 1);
     assert_eq!(
         acquire_as(&store, "llm", "a", "holder", 0, T0),
         (true, None)
@@ -384,15 +388,9 @@ fn waiters_are_granted_by_priority_then_by_how_long_they_waited() {
 
 #[test]
 fn a_definition_at_its_run_limit_does_not_stand_in_front_of_others() {
-    use ramus_store::Limit;
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let limits = vec![Limit {
-        key: "workflow:a".into(),
-        concurrency: Some(1),
-        rate: None,
-    }];
-    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    cap(&store, "workflow:a", 1);
     let of = |n: u32, name: &str, at: i64| {
         let mut q = queued(n, 0, at);
         q.definition = (name.into(), 1);
@@ -409,15 +407,9 @@ fn a_definition_at_its_run_limit_does_not_stand_in_front_of_others() {
 
 #[test]
 fn a_slot_that_expired_is_not_renewed_back() {
-    use ramus_store::Limit;
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let limits = vec![Limit {
-        key: "llm".into(),
-        concurrency: Some(1),
-        rate: None,
-    }];
-    store.lease(LeaseOp::SetLimits { limits, now: T0 }).unwrap();
+    cap(&store, "llm", 1);
     assert!(acquire(&store, "llm", "a", T0).0);
     // A stalls past its lease; B takes the slot; A's late heartbeat must not revive its own.
     assert!(acquire(&store, "llm", "b", T0 + MINUTE).0);
