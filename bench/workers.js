@@ -90,6 +90,36 @@ async function latency() {
   return { median: samples[samples.length >> 1], p90: samples[Math.floor(samples.length * 0.9)] };
 }
 
+// An idle poll over many resting machines nobody holds (waiting for an event that has not
+// come): what every worker pays every poll interval. Starts from indexes, so it should not
+// grow with the machines.
+async function idlePoll(resting) {
+  const { Engine } = require(RAMUS);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-bench-idle-'));
+  const db = path.join(dir, 'runs.sqlite');
+  const maker = new Engine({ db, durability: 'batched' });
+  maker.register('ask', async () => 'asked');
+  const machine = { name: 'resting', initial: 'ask', nodes: { ask: { runner: 'ask', transition: { go: 'done' } }, done: { final: true } } };
+  const runs = [];
+  for (let i = 0; i < resting; i++) runs.push(maker.start(machine));
+  while (maker.waiting({ limit: resting + 1 }).length < resting) await sleep(50);
+  await maker.close();
+  const engine = new Engine({ db, durability: 'batched' });
+  engine.register('ask', async () => 'asked');
+  const worker = engine.work({ pollInterval: 3_600_000 });
+  const times = [];
+  for (let i = 0; i < 21; i++) {
+    const t = process.hrtime.bigint();
+    await worker.poll();
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  await worker.stop();
+  await engine.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  times.sort((a, b) => a - b);
+  return times[10];
+}
+
 (async () => {
   console.log(`\nWorkers on one SQLite file: ${N} queued runs (4 steps each, 2-20 ms of I/O per step), concurrency 50 per worker`);
   console.log('durability | workers | runs/s | steps/s | total ms | speedup');
@@ -104,6 +134,7 @@ async function latency() {
   }
   const { median, p90 } = await latency();
   console.log(`claim latency (enqueue in another process -> first step starts): median ${median} ms, p90 ${p90} ms (worker poll interval 20 ms)`);
+  for (const resting of [1000, 20000]) console.log(`idle poll with ${resting} resting machines nobody holds: median ${(await idlePoll(resting)).toFixed(2)} ms`);
 })().catch((err) => {
   console.error(err);
   process.exit(1);

@@ -587,7 +587,8 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
 
 /// Top-level runs nobody holds (or whose holder's lease expired) that have something to
 /// do, oldest change first. Each part starts from an index (running runs by status, due
-/// timers, undelivered events), so an idle poll does not visit every resting machine. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
+/// timers, undelivered events; `CROSS JOIN` keeps SQLite from starting at the runs), so an
+/// idle poll does not visit every resting machine. `?1` now, `?2` definition names (JSON) or null, `?3` limit, `?4`
 /// runs to skip (JSON).
 const RESUMABLE: &str = "\
     SELECT id, priority FROM ( \
@@ -597,7 +598,7 @@ const RESUMABLE: &str = "\
           AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
           AND r.id NOT IN (SELECT value FROM json_each(?4)) \
       UNION \
-      SELECT r.id, r.priority, r.updated_at FROM timers t JOIN runs r ON r.id = t.run_id \
+      SELECT r.id, r.priority, r.updated_at FROM timers t CROSS JOIN runs r ON r.id = t.run_id \
         WHERE t.fired_at IS NULL AND t.due_at <= ?1 \
           AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
           AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
@@ -605,7 +606,7 @@ const RESUMABLE: &str = "\
           AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
           AND r.id NOT IN (SELECT value FROM json_each(?4)) \
       UNION \
-      SELECT r.id, r.priority, r.updated_at FROM pending_events e JOIN runs r ON r.id = e.run_id \
+      SELECT r.id, r.priority, r.updated_at FROM pending_events e CROSS JOIN runs r ON r.id = e.run_id \
         WHERE e.delivered_at IS NULL \
           AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
           AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
