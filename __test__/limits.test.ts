@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { Engine, TestClock, runDag } from 'ramus';
+import { Engine, LocalSemaphore, TestClock, runDag } from 'ramus';
 
 import { engineFixtures } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
@@ -85,6 +85,21 @@ describe('limits in one process', () => {
     expect(m.now).toBe(3);
     m.open();
     expect(await within(run.finished, 8000, 'nested')).toEqual({ f: 10, l: 'inner' });
+    expect(m.max).toBe(3);
+  });
+
+  test("a run's own semaphores reach the runs nested in its steps", async () => {
+    const engine = open({ durability: 'sync' });
+    const m = meter();
+    const sem = new LocalSemaphore({ tool: 3 });
+    engine.register('fanout', (async () => {
+      const outs = await Promise.all(Array.from({ length: 30 }, () => runDag({ dag: { name: 'tool-call', nodes: { t: { run: () => m.step(1), semaphoreKey: 'tool' } } } })));
+      return outs.length;
+    }) as any);
+    const run = engine.start({ name: 'fan', nodes: { f: { runner: 'fanout' } } }, { semaphores: [sem] });
+    await waitUntil(() => m.now === 3 && sem.counts.get('tool')!.pending === 27, 'three run, 27 wait');
+    m.open();
+    expect(await within(run.finished, 8000, 'fan')).toBe(30);
     expect(m.max).toBe(3);
   });
 
