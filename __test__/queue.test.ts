@@ -206,6 +206,22 @@ describe('workers and runs that need a holder', () => {
     expect(engine.steps(q.runId).map((s) => s.node)).toEqual(['ask', 'done']);
   });
 
+  test('a machine resumed while a claim is out is watched (the claim does not hold the engine)', async () => {
+    const engine = engineWith([]);
+    const run = engine.start(APPROVAL);
+    await waitUntil(() => engine.run(run.runId)?.status === 'waitingForEvent', 'waiting');
+    await engine.close();
+    const other = engineWith([], { db: engine.db });
+    other.enqueue(ECHO, { input: { label: 'q' } });
+    const worker = work(other);
+    const claim = worker.poll();
+    // While the claim waits on the thread pool: a resume, whose machine is watched.
+    const resumed = await other.resume(run.runId);
+    other.send(run.runId, { type: 'approve', data: { by: 'cy' } });
+    expect(await within(resumed.finished, 4000, 'resumed')).toBe('done cy');
+    expect(await claim).toBe(1);
+  });
+
   test('a sleeping machine is claimed again when its timer falls due', async () => {
     const clock = new TestClock(T0);
     const engine = engineWith([], { clock });

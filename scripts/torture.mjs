@@ -46,9 +46,15 @@ console.log(`enqueued ${RUNS} runs in ${Date.now() - t0} ms; ${WORKERS} workers,
 
 /** pid → when it was killed (ms), for steps it never ended. */
 const killedAt = new Map();
+let workerErrors = 0;
 const live = new Set();
 function spawnWorker() {
-  const child = fork(path.join(here, 'queue-worker.mjs'), [RAMUS, db, log, String(CONCURRENCY), String(LEASE)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(path.join(here, 'queue-worker.mjs'), [RAMUS, db, log, String(CONCURRENCY), String(LEASE)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  // A worker that reports an error (a run it could not start, a claim that failed) fails the test.
+  child.stderr.on('data', (d) => {
+    process.stderr.write(d);
+    workerErrors += String(d).split('\n').filter((l) => l.startsWith('worker error:')).length;
+  });
   live.add(child);
   child.on('exit', () => live.delete(child));
   return child;
@@ -132,6 +138,7 @@ for (const [key, list] of executions) {
   }
 }
 await engine.close();
+if (workerErrors > 0) failures.push(`${workerErrors} errors reported by workers`);
 console.log(`${RUNS} runs, ${steps} committed steps, ${lines} log lines, ${reran} steps ran again after a kill; ${kills} workers killed; ${elapsed} ms (${Math.round((RUNS * 1000) / elapsed)} runs/s)`);
 if (failures.length > 0) {
   console.error(`FAILED (${failures.length}):\n${failures.slice(0, 20).join('\n')}`);

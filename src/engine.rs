@@ -30,7 +30,7 @@ pub struct NativeEngine {
     watched: Arc<Watched<i32>>,
     deliver: Option<Deliver>,
     poll: Duration,
-    polling: bool,
+    polling: std::sync::atomic::AtomicBool,
 }
 
 fn parser() -> Box<ramus_engine::Parser> {
@@ -178,7 +178,7 @@ impl NativeEngine {
             watched: Arc::new(Watched::default()),
             deliver,
             poll: Duration::from_millis(poll_ms.max(1) as u64),
-            polling: false,
+            polling: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -542,10 +542,11 @@ impl NativeEngine {
 
     /// Look for events other processes store for this live run (`row` is its row id).
     #[napi]
-    pub fn watch(&mut self, run: i32, row: String) {
+    pub fn watch(&self, run: i32, row: String) {
         self.watched.watch(&row, run, []);
-        if !self.polling {
-            self.polling = true;
+        // `&self`: a claim out on the thread pool holds a borrow of this engine, and a
+        // run resumed meanwhile must still be watched.
+        if !self.polling.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.spawn_poller();
         }
     }
