@@ -216,6 +216,20 @@ describe('limits in one process', () => {
     expect(engine.limits()[0]).toMatchObject({ running: 0, waiting: 0 });
   });
 
+  test("a node's or state's category is its limit key", async () => {
+    const engine = open({ durability: 'sync' });
+    const m = meter();
+    engine.register('metered', (() => m.step('x')) as any);
+    engine.limits({ llm: { concurrency: 1 } });
+    const dag = engine.start({ name: 'cat-dag', nodes: { a: { runner: 'metered', category: 'llm' }, b: { runner: 'metered', category: 'llm' } } });
+    const machine = engine.start({ name: 'cat-machine', initial: 's', nodes: { s: { runner: 'metered', category: 'llm', transition: { '': 'done' } }, done: { final: true } } });
+    await waitUntil(() => m.now === 1 && engine.limits()[0]!.waiting === 2, 'one runs, two wait');
+    m.open();
+    await within(Promise.all([dag.finished, machine.finished]), 8000, 'both');
+    expect(m.max).toBe(1);
+    expect(() => engine.define({ name: 'both', nodes: { a: { runner: 'metered', semaphoreKey: 'llm', category: 'tool' } } })).toThrow(/Node 'a' has (semaphoreKey 'llm' and category 'tool'|category 'tool' and semaphoreKey 'llm'); category is another name for semaphoreKey/);
+  });
+
   test('bad limits are named', () => {
     const engine = open();
     expect(() => engine.limits({ llm: { concurrency: -1 } })).toThrow(/'llm'.concurrency must be a whole number/);

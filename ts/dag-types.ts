@@ -72,6 +72,8 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   parents?: Array<keyof Inputs & string>;
   /** Join rate limiting under this key: the node holds a slot of each of the run's semaphores while it runs. */
   semaphoreKey?: string;
+  /** Another name for `semaphoreKey` (a step's category, e.g. 'llm'): the key its limits are kept under. */
+  category?: string;
   /** Run even when a parent failed; that parent's input is `undefined`. */
   tolerateParentErrors?: boolean;
   tags?: string[];

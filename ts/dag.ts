@@ -206,7 +206,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   protected semaphoreKey(node: number): string {
-    return this.dag.config.nodes[this.dag.names[node]!]?.semaphoreKey ?? '';
+    const n = this.dag.config.nodes[this.dag.names[node]!];
+    return n?.semaphoreKey ?? n?.category ?? '';
   }
 
   /** @internal A step slot is its node, or for a later attempt `attempt * nodes + node`. */

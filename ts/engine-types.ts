@@ -68,6 +68,8 @@ export interface StoredDagNode<K extends string = string> {
   args?: unknown;
   parents?: readonly string[];
   semaphoreKey?: string;
+  /** Another name for `semaphoreKey` (a step's category, e.g. 'llm'): the key its limits are kept under. */
+  category?: string;
   tolerateParentErrors?: boolean;
   tags?: string[];
   info?: object;
@@ -109,6 +111,8 @@ export interface StoredState<K extends string = string> {
   final?: boolean;
   errorState?: string;
   semaphoreKey?: string;
+  /** Another name for `semaphoreKey` (a step's category, e.g. 'llm'): the key its limits are kept under. */
+  category?: string;
   maxVisits?: number;
   timeout?: { after: Duration; state: string };
   retry?: StoredRetry<K>;

@@ -84,6 +84,8 @@ export interface StateNode<Ctx, Root, S extends string = string, M = EventMap, T
   /** Where this state goes when its run throws (overrides the machine's `errorState`). */
   errorState?: NoInfer<S>;
   semaphoreKey?: string;
+  /** Another name for `semaphoreKey` (a step's category, e.g. 'llm'): the key its limits are kept under. */
+  category?: string;
   /** How often this state may run in one machine run. */
   maxVisits?: number;
   /** When the state's run, or its wait for an event, lasts longer than `after`, move to `state`

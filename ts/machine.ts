@@ -67,7 +67,7 @@ export class CompiledMachine {
     this.names = this.native.names();
     const nodes = (config.nodes ?? {}) as Record<string, any>;
     this.runs = runs ?? this.names.map((n) => nodes[n]?.run);
-    this.semaphoreKeys = this.names.map((n) => nodes[n]?.semaphoreKey ?? '');
+    this.semaphoreKeys = this.names.map((n) => nodes[n]?.semaphoreKey ?? nodes[n]?.category ?? '');
     // The core says where each inline condition is: the face does not walk the config again.
     this.conditions =
       conditions ??

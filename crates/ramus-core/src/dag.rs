@@ -226,6 +226,11 @@ impl DagGraph {
             .expect("a node is declared") = tolerate;
     }
 
+    /// The rate-limiting key of the last node declared, if it has one yet.
+    pub fn last_semaphore_key(&self) -> Option<&str> {
+        self.semaphore_keys.last().and_then(|k| k.as_deref())
+    }
+
     /// The rate-limiting key of the last node declared.
     pub fn set_semaphore_key(&mut self, key: Option<String>) {
         *self.semaphore_keys.last_mut().expect("a node is declared") = key;

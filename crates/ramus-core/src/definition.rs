@@ -1036,6 +1036,7 @@ const DAG_NODE: &[&str] = &[
     "retry",
     "timeout",
     "cache",
+    "category",
 ];
 const STATE: &[&str] = &[
     "run",
@@ -1051,6 +1052,7 @@ const STATE: &[&str] = &[
     "info",
     "retry",
     "cache",
+    "category",
 ];
 const TRANSITION: &[&str] = &["state", "condition", "delay"];
 const TIMEOUT: &[&str] = &["after", "state"];
@@ -1058,8 +1060,8 @@ const RETRY: &[&str] = &["attempts", "backoff", "initial", "max", "jitter", "ret
 const CACHE: &[&str] = &["key", "ttl", "version"];
 /// Planned node fields: refused rather than ignored, so a config relying on one does not
 /// silently run without it.
-const NOT_YET_NODE: &[&str] = &["uses", "expand", "map", "category"];
-const NOT_YET_STATE: &[&str] = &["uses", "expand", "map", "category"];
+const NOT_YET_NODE: &[&str] = &["uses", "expand", "map"];
+const NOT_YET_STATE: &[&str] = &["uses", "expand", "map"];
 
 /// Where a field sits, for messages.
 #[derive(Clone, Copy)]
@@ -1321,14 +1323,34 @@ fn state_name(who: Who, field: &str, raw: &RawValue) -> Result<Option<String>, D
     }
 }
 
-fn semaphore_key(who: Who, raw: &RawValue) -> Result<String, DefinitionError> {
-    match classify(raw) {
-        Val::Str(s) => Ok(s.into_owned()),
-        _ => Err(invalid(
+/// `semaphoreKey`, or its alias `category` (`field`): the key a step's limits are kept
+/// under. `prev` is the one the other field gave, if any: both may be given only alike.
+fn semaphore_key(
+    who: Who,
+    field: &str,
+    raw: &RawValue,
+    prev: Option<&str>,
+) -> Result<String, DefinitionError> {
+    let key = match classify(raw) {
+        Val::Str(s) => s.into_owned(),
+        _ => {
+            return Err(invalid(
+                InvalidKind::Type,
+                who.location(Some(field)),
+                format!("{who} {field} must be a string"),
+            ))
+        }
+    };
+    match prev {
+        Some(p) if p != key => Err(invalid(
             InvalidKind::Type,
-            who.location(Some("semaphoreKey")),
-            format!("{who} semaphoreKey must be a string"),
+            who.location(Some(field)),
+            format!(
+                "{who} has {other} '{p}' and {field} '{key}'; category is another name for semaphoreKey: give one, or the same key",
+                other = if field == "category" { "semaphoreKey" } else { "category" }
+            ),
         )),
+        _ => Ok(key),
     }
 }
 
@@ -1942,7 +1964,10 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
         match key.as_ref() {
             "parents" => parents(who, raw, graph)?,
             "run" | "runner" | "args" => self.run.read(cx, who, &key, raw)?,
-            "semaphoreKey" => graph.set_semaphore_key(Some(semaphore_key(who, raw)?)),
+            "semaphoreKey" | "category" => {
+                let prev = graph.last_semaphore_key().map(str::to_owned);
+                graph.set_semaphore_key(Some(semaphore_key(who, &key, raw, prev.as_deref())?));
+            }
             "tolerateParentErrors" => {
                 graph.set_tolerate_parent_errors(boolean(who, &key, raw)?);
             }
@@ -2080,7 +2105,10 @@ fn state(cx: &Cx, name: String, raw: &RawValue) -> Result<StateDef, DefinitionEr
             "transition" => s.transitions = transitions(cx, &name, raw)?,
             "final" => s.is_final = boolean(who, &key, raw)?,
             "errorState" => s.error_state = state_name(who, &key, raw)?,
-            "semaphoreKey" => s.semaphore_key = Some(semaphore_key(who, raw)?),
+            "semaphoreKey" | "category" => {
+                let prev = s.semaphore_key.as_deref();
+                s.semaphore_key = Some(semaphore_key(who, &key, raw, prev)?);
+            }
             "maxVisits" => s.max_visits = positive_int(who, &key, raw)?,
             "timeout" => {
                 let t = timeout(&name, raw)?;

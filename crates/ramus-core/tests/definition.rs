@@ -499,8 +499,8 @@ fn unknown_and_unsupported_fields_are_refused_with_suggestions() {
                 "field 'map' on node 'x' is not supported yet",
             ),
             (
-                d(json!({ "run": F, "category": "io" })),
-                "field 'category' on node 'x' is not supported yet",
+                d(json!({ "run": F, "semaphoreKey": "llm", "category": "io" })),
+                "Node 'x' has category 'io' and semaphoreKey 'llm'; category is another name for semaphoreKey: give one, or the same key",
             ),
             (
                 d(json!({ "run": F, "transition": "a" })),
