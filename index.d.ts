@@ -175,6 +175,11 @@ export declare class NativeEngine {
   schedules(): string
   /** Hand a held run back to the store: another process may take it at once. */
   handBack(runId: string): void
+  /**
+   * How a claimed queued run starts: JSON `{ definition, version, name, input, context,
+   * tags, info }` (see `EngineCore::queued_start`).
+   */
+  queuedStart(runId: string): string
   /** A claimed queued run that cannot start here ends as failed with `error` (JSON). */
   failQueued(runId: string, error: string, clock: number): void
   /**

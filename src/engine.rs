@@ -445,6 +445,24 @@ impl NativeEngine {
         self.core.hand_back(&run_id).map_err(js_error)
     }
 
+    /// How a claimed queued run starts: JSON `{ definition, version, name, input, context,
+    /// tags, info }` (see `EngineCore::queued_start`).
+    #[napi]
+    pub fn queued_start(&self, run_id: String) -> Result<String> {
+        let q = self.core.queued_start(&run_id).map_err(js_error)?;
+        let raw = |t: &Option<String>| t.as_deref().map(raw_json);
+        Ok(json!({
+            "definition": q.definition.0,
+            "version": q.definition.1,
+            "name": q.name,
+            "input": raw(&q.input),
+            "context": raw(&q.context),
+            "tags": q.tags,
+            "info": raw(&q.info),
+        })
+        .to_string())
+    }
+
     /// A claimed queued run that cannot start here ends as failed with `error` (JSON).
     #[napi]
     pub fn fail_queued(&self, run_id: String, error: String, clock: u32) -> Result<()> {

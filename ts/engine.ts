@@ -231,7 +231,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       if (options.idempotencyKey !== undefined) {
         if (!stored) throw new TypeError('start({ idempotencyKey }): only runs of stored definitions (registered runners) take an idempotency key');
         // Created and held in one step, so two processes starting one key make one run.
-        const q = this.#enqueueNative(def, { ...options, tags: options.tags ?? (loaded.config as { tags?: string[] }).tags }, true);
+        const q = this.#enqueueNative(loaded, def, options, true);
         if (!q.created) {
           const live = this.#live.get(q.runId);
           if (live) return live;
@@ -300,8 +300,10 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     return runner;
   }
 
-  #enqueueNative(def: NativeDefinition, options: EnqueueOptions<any> | StartOptions<any>, claim: boolean): { runId: string; created: boolean } {
-    const o = options as EnqueueOptions<any> & StartOptions<any>;
+  /** Queue a run of `def` (`claim`: held here from the start); its tags and info default to the definition's, as a started run's do. */
+  #enqueueNative(loaded: Loaded, def: NativeDefinition, options: EnqueueOptions<any> | StartOptions<any>, claim: boolean): { runId: string; created: boolean } {
+    const config = loaded.config as { tags?: string[]; info?: object };
+    const o = { ...options, tags: options.tags ?? config.tags, info: options.info ?? config.info } as EnqueueOptions<any> & StartOptions<any>;
     const input = storable(o.input, 'input');
     plain(() => def.checkInput(input));
     let runAt: number | undefined;
@@ -331,9 +333,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const { loaded, stored } = this.#loadStartable(definition, options.version, 'enqueue');
     if (!stored) throw new TypeError('enqueue(): a queued run is started by a worker from a stored definition; its nodes must name registered runners, not inline run functions');
     const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
-    // The definition's tags and info, as `start` gives them.
-    const config = loaded.config as { tags?: string[]; info?: object };
-    const q = this.#enqueueNative(def, { ...options, tags: options.tags ?? config.tags, info: options.info ?? config.info }, false);
+    const q = this.#enqueueNative(loaded, def, options, false);
     // A worker here takes it now rather than at its next poll.
     if (q.created) for (const w of this.#workers) w.wake();
     return q;
@@ -381,19 +381,17 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
       {
         claim: async (names, limit, agingMs, skip) => JSON.parse(await this.#native.claimWork(names, limit, this.#clock, agingMs, skip)) as Array<[string, boolean, number]>,
         start: (runId, o, priority) => {
-          const row = this.run(runId);
-          if (!row?.definitionName) throw new Error(`Run ${runId} has no stored definition to start from`);
+          const q = JSON.parse(plain(() => this.#native.queuedStart(runId))) as { definition: string; version: number | null; name: string; input: unknown; context: unknown; tags: string[]; info: object | null };
           let runner: EngineRun;
           try {
-            const loaded = this.#load(row.definitionName, row.definitionVersion ?? undefined);
+            const loaded = this.#load(q.definition, q.version ?? undefined);
             const def = (loaded.dag?.native ?? loaded.machine!.native) as NativeDefinition;
-            const context = (row.snapshot as { context?: unknown } | null)?.context;
-            runner = this.#startStored(loaded, def, { input: row.input ?? undefined, context, tags: row.tags, info: (row.info ?? undefined) as object | undefined, name: row.name, tools: o.tools, semaphores: o.semaphores, priority } as StartOptions, this.durability, true, runId);
+            runner = this.#startStored(loaded, def, { input: q.input ?? undefined, context: q.context ?? undefined, tags: q.tags, info: q.info ?? undefined, name: q.name, tools: o.tools, semaphores: o.semaphores, priority } as StartOptions, this.durability, true, runId);
           } catch (err) {
             // It cannot start from what was stored (its input no longer fits, say): it fails
-            // rather than being claimed again by every worker.
-            // Only for what the stored row or definition makes impossible; a store or lease
-            // error may pass, and the run is claimed again.
+            // rather than being claimed again by every worker. Only for what the stored row
+            // or definition makes impossible; a store or lease error passes, and the run is
+            // claimed again.
             const code = (err as { code?: string })?.code;
             if (code === undefined || FAILS_QUEUED.has(code)) plain(() => this.#native.failQueued(runId, JSON.stringify({ name: (err as Error)?.name ?? 'Error', message: (err as Error)?.message ?? String(err) }), this.#clock));
             throw err;

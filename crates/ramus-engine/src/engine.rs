@@ -595,7 +595,6 @@ impl Engine {
             crate::worker::Host {
                 tx: self.tx.clone(),
                 core: Arc::clone(&self.core),
-                store: Arc::clone(&self.store),
                 closed: Arc::clone(&self.closed),
             },
             options,

@@ -187,6 +187,23 @@ pub struct Enqueue {
     pub concurrency_key: Option<String>,
 }
 
+/// How a claimed queued run starts ([`EngineCore::queued_start`]); JSON values as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedStart {
+    /// The stored definition and version it runs.
+    pub definition: (String, Option<i64>),
+    /// Its name.
+    pub name: String,
+    /// Its input.
+    pub input: Option<String>,
+    /// Its context.
+    pub context: Option<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its info.
+    pub info: Option<String>,
+}
+
 /// What [`EngineCore::enqueue`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enqueued {
@@ -585,32 +602,8 @@ impl EngineCore {
         claim: bool,
         now: i64,
     ) -> Result<Enqueued, EngineError> {
-        let Some(definition) = def.stored.clone() else {
-            return Err(EngineError::DefinitionUse(format!(
-                "Definition '{}' cannot be enqueued: a queued run is started by a worker from a stored definition; name registered runners instead of inline run functions",
-                def.name
-            )));
-        };
-        let id = new_id(now.max(0) as u64);
-        let until = now.saturating_add(self.lease_ms());
-        let answer = self
-            .store
-            .lease(LeaseOp::Enqueue(Box::new(ramus_store::QueuedRun {
-                id,
-                name: e.name.unwrap_or_else(|| def.name.clone()),
-                kind: def.kind(),
-                definition,
-                input: e.input,
-                context: e.context,
-                tags: e.tags,
-                info: e.info,
-                priority: e.priority,
-                run_at: e.run_at,
-                idempotency_key: e.idempotency_key,
-                concurrency_key: e.concurrency_key,
-                created_at: now,
-                claim: claim.then(|| (self.owner.clone(), until)),
-            })))?;
+        let row = self.queued_row(def, e, claim, now)?;
+        let answer = self.store.lease(LeaseOp::Enqueue(Box::new(row)))?;
         match answer {
             LeaseAnswer::Enqueued {
                 run_id,
@@ -626,6 +619,70 @@ impl EngineCore {
                 "unexpected answer to an enqueue".into(),
             )),
         }
+    }
+
+    /// The row that queues a run of `def` (`claim`: held by this engine from the start).
+    fn queued_row(
+        &self,
+        def: &RunDef,
+        e: Enqueue,
+        claim: bool,
+        now: i64,
+    ) -> Result<ramus_store::QueuedRun, EngineError> {
+        let Some(definition) = def.stored.clone() else {
+            return Err(EngineError::DefinitionUse(format!(
+                "Definition '{}' cannot be enqueued: a queued run is started by a worker from a stored definition; name registered runners instead of inline run functions",
+                def.name
+            )));
+        };
+        let until = now.saturating_add(self.lease_ms());
+        Ok(ramus_store::QueuedRun {
+            id: new_id(now.max(0) as u64),
+            name: e.name.unwrap_or_else(|| def.name.clone()),
+            kind: def.kind(),
+            definition,
+            input: e.input,
+            context: e.context,
+            tags: e.tags,
+            info: e.info,
+            priority: e.priority,
+            run_at: e.run_at,
+            idempotency_key: e.idempotency_key,
+            concurrency_key: e.concurrency_key,
+            created_at: now,
+            claim: claim.then(|| (self.owner.clone(), until)),
+        })
+    }
+
+    /// How a claimed queued run starts: its definition (name, version) and the options its
+    /// row holds (JSON texts; the context sits in the row's snapshot until it starts).
+    pub fn queued_start(&self, run_id: &str) -> Result<QueuedStart, EngineError> {
+        let row = self.store.run(run_id)?.ok_or_else(|| {
+            EngineError::NoRun(run_id.to_owned(), self.store.location().to_owned())
+        })?;
+        let definition = row.definition_name.clone().ok_or_else(|| {
+            EngineError::NotResumable(format!(
+                "Run {run_id} ({}) has no stored definition to start from",
+                row.name
+            ))
+        })?;
+        let context = row
+            .snapshot
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .and_then(|s| {
+                s.get("context")
+                    .filter(|c| !c.is_null())
+                    .map(|c| c.to_string())
+            });
+        Ok(QueuedStart {
+            definition: (definition, row.definition_version),
+            name: row.name,
+            input: row.input,
+            context,
+            tags: row.tags,
+            info: row.info,
+        })
     }
 
     /// Claim up to `limit` runs that need a worker at `now` (see
@@ -760,29 +817,22 @@ impl EngineCore {
                     continue;
                 }
             };
-            let Some(definition) = def.stored.clone() else {
+            let e = Enqueue {
+                input: s.input,
+                context: s.context,
+                tags: s.tags,
+                priority: s.priority,
+                idempotency_key: Some(format!("schedule:{}:{due}", s.name)),
+                ..Enqueue::default()
+            };
+            let Ok(run) = self.queued_row(&def, e, false, now) else {
                 continue;
             };
             let answer = self.store.lease(LeaseOp::Tick {
                 name: s.name.clone(),
                 due,
                 next,
-                run: Some(Box::new(ramus_store::QueuedRun {
-                    id: new_id(now.max(0) as u64),
-                    name: def.name.clone(),
-                    kind: def.kind(),
-                    definition,
-                    input: s.input,
-                    context: s.context,
-                    tags: s.tags,
-                    info: None,
-                    priority: s.priority,
-                    run_at: None,
-                    idempotency_key: Some(format!("schedule:{}:{due}", s.name)),
-                    concurrency_key: None,
-                    created_at: now,
-                    claim: None,
-                })),
+                run: Some(Box::new(run)),
             })?;
             if matches!(answer, LeaseAnswer::Enqueued { created: true, .. }) {
                 made += 1;

@@ -34,7 +34,7 @@ pub use engine::{
 };
 pub use engine_core::{
     continuation, end_tree, parse_limits, Continuation, EngineCore, Enqueue, Enqueued, Nested,
-    Parser, ResumePlan,
+    Parser, QueuedStart, ResumePlan,
 };
 pub use error::EngineError;
 pub use runtime::{

@@ -18,7 +18,6 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ramus_store::{SqliteStore, Store};
 use serde_json::Value;
 use tokio::sync::{oneshot, Notify};
 
@@ -55,7 +54,6 @@ impl Default for WorkOptions {
 pub(crate) struct Host {
     pub(crate) tx: Sender<Msg>,
     pub(crate) core: Arc<EngineCore>,
-    pub(crate) store: Arc<SqliteStore>,
     pub(crate) closed: Arc<AtomicBool>,
 }
 
@@ -135,31 +133,20 @@ fn fails_queued(e: &EngineError) -> bool {
     )
 }
 
-/// A claimed queued run's start, from its row.
-fn start_of(store: &SqliteStore, run_id: &str) -> Result<(Target, StartOptions), EngineError> {
-    let row = store
-        .run(run_id)?
-        .ok_or_else(|| EngineError::NoRun(run_id.to_owned(), store.location().to_owned()))?;
-    let json = |t: &Option<String>| {
-        t.as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-    };
-    let name = row.definition_name.clone().ok_or_else(|| {
-        EngineError::NotResumable(format!(
-            "Run {run_id} has no stored definition to start from"
-        ))
-    })?;
-    let context = json(&row.snapshot).and_then(|s| s.get("context").cloned());
+/// A claimed queued run's start, from its row ([`EngineCore::queued_start`]).
+fn start_of(core: &EngineCore, run_id: &str) -> Result<(Target, StartOptions), EngineError> {
+    let q = core.queued_start(run_id)?;
+    let json = |t: Option<String>| t.and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let options = StartOptions {
-        input: json(&row.input),
-        context,
-        tags: Some(row.tags.clone()),
-        name: Some(row.name.clone()),
-        info: json(&row.info),
-        version: row.definition_version,
+        input: json(q.input),
+        context: json(q.context),
+        tags: Some(q.tags),
+        name: Some(q.name),
+        info: json(q.info),
+        version: q.definition.1,
         durability: None,
     };
-    Ok((Target::Name(name), options))
+    Ok((Target::Name(q.definition.0), options))
 }
 
 async fn work(
@@ -189,7 +176,7 @@ async fn work(
             .unwrap_or_else(|e| Err(EngineError::Invalid(format!("the claim panicked: {e}"))));
             for c in claimed.unwrap_or_default() {
                 let started = if c.queued {
-                    match start_of(&host.store, &c.run_id) {
+                    match start_of(&host.core, &c.run_id) {
                         Ok((target, options)) => {
                             let claimed = Some(c.run_id.clone());
                             request(&host.tx, |reply| Msg::Start {
