@@ -250,6 +250,9 @@ describe('workers and runs that need a holder', () => {
     const other = engineWith([], { db: engine.db });
     other.register('slow', (async () => 'taken over') as any);
     const worker = work(other);
+    // Its first timed poll goes out now, not while the engine closes (a later poll waits
+    // for one that is out, so the poll below is the one that finds the runs).
+    await new Promise((r) => setTimeout(r, 0));
     expect(await worker.poll()).toBe(0);
     // Closing hands its leases back: both runs are free, both were mid-step.
     await engine.close();
