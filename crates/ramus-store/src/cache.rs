@@ -102,7 +102,7 @@ impl SqliteCache {
         Error::Write {
             what: "cache entry",
             id: key.to_owned(),
-            source: std::sync::Arc::new(e),
+            source: std::sync::Arc::new(e.into()),
         }
     }
 }

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::db::DbError;
+
 /// The result type of the store.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -20,9 +22,9 @@ pub enum Error {
     Open {
         /// The path (or `:memory:`) that was being opened.
         path: String,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// A schema migration failed; the database is left at the version before it.
@@ -30,9 +32,9 @@ pub enum Error {
     Migration {
         /// The schema version the failing migration would have produced.
         version: u32,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// The database was written by a newer build whose schema this build does not know.
@@ -53,9 +55,9 @@ pub enum Error {
         what: &'static str,
         /// The record's id (or `name` for a definition).
         id: String,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// An update named a row that does not exist.
@@ -72,17 +74,17 @@ pub enum Error {
     Commit {
         /// How many records the failed transaction held.
         records: usize,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// Pruning runs failed; nothing was deleted.
     #[error("pruning runs failed: {source}")]
     Prune {
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// A read failed, or a stored value could not be decoded.
@@ -90,9 +92,9 @@ pub enum Error {
     Read {
         /// What was being read (`runs`, `steps of run X`, ...).
         what: String,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<DbError>,
     },
 
     /// A value that must be JSON text is not.
@@ -123,17 +125,48 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn open(path: &str, source: rusqlite::Error) -> Self {
+    pub(crate) fn open(path: &str, source: impl Into<DbError>) -> Self {
         Error::Open {
             path: path.to_owned(),
-            source: Arc::new(source),
+            source: Arc::new(source.into()),
         }
     }
 
-    pub(crate) fn read(what: impl Into<String>, source: rusqlite::Error) -> Self {
+    pub(crate) fn read(what: impl Into<String>, source: impl Into<DbError>) -> Self {
         Error::Read {
             what: what.into(),
-            source: Arc::new(source),
+            source: Arc::new(source.into()),
+        }
+    }
+
+    pub(crate) fn write(
+        what: &'static str,
+        id: impl Into<String>,
+        source: impl Into<DbError>,
+    ) -> Self {
+        Error::Write {
+            what,
+            id: id.into(),
+            source: Arc::new(source.into()),
+        }
+    }
+
+    pub(crate) fn commit(records: usize, source: impl Into<DbError>) -> Self {
+        Error::Commit {
+            records,
+            source: Arc::new(source.into()),
+        }
+    }
+
+    /// Whether retrying the transaction this error ended can succeed (PostgreSQL aborted
+    /// it to break a deadlock between processes).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Write { source, .. }
+            | Error::Commit { source, .. }
+            | Error::Read { source, .. }
+            | Error::Prune { source } => source.is_retryable(),
+            _ => false,
         }
     }
 }

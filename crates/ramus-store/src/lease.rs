@@ -1,11 +1,14 @@
 //! Run ownership: a live run is held by one engine through a lease on its row (owner,
 //! expiry, fencing token). Claims, renewals and fences run in the writer's transactions, so
-//! two processes claiming one run are serialized by SQLite's write lock: exactly one wins.
+//! two processes claiming one run are serialized by the database (SQLite's write lock, a
+//! PostgreSQL row lock): exactly one wins.
 //!
 //! The queue is ownership too: an enqueued run is a row nobody holds yet (status
 //! `queued`), and a worker takes work by claiming rows, queued or left by their holders.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::params;
+
+use crate::db::Db;
 
 use crate::error::{Error, Result};
 use crate::limits::Check;
@@ -258,7 +261,7 @@ pub enum LeaseAnswer {
     },
 }
 
-pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
+pub(crate) fn apply(conn: &dyn Db, op: &LeaseOp) -> Result<LeaseAnswer> {
     let read = |e| Error::read("leases", e);
     match op {
         LeaseOp::Claim {
@@ -269,26 +272,24 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             until,
         } => {
             let token: Option<i64> = conn
-                .prepare_cached(
+                .row(
                     "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?4, lease_token = lease_token + 1 \
                      WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_owner = ?5 \
                          OR lease_expires_at <= ?3) \
                      RETURNING lease_token",
+                    params![run_id, owner, now, until, dead],
+                    |r| r.get(0),
                 )
-                .and_then(|mut s| {
-                    s.query_row((run_id, owner, now, until, dead), |r| r.get(0))
-                        .optional()
-                })
                 .map_err(read)?;
             if let Some(token) = token {
                 return Ok(LeaseAnswer::Claimed { token });
             }
             let held: Option<(Option<String>, Option<i64>)> = conn
-                .prepare_cached("SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                })
+                .row(
+                    "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+                    params![run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(read)?;
             match held {
                 Some((Some(owner), Some(expires_at))) => {
@@ -307,22 +308,20 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             until,
         } => {
             let ids = serde_json::to_string(runs).unwrap_or_default();
-            conn.prepare_cached(
+            conn.execute(
                 "UPDATE runs SET lease_expires_at = ?3 \
                  WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))",
+                params![owner, ids, until],
             )
-            .and_then(|mut s| s.execute((owner, &ids, until)))
             .map_err(read)?;
             crate::limits::renew(conn, owner, Some((*now, *until)))?;
             let lost = conn
-                .prepare_cached(
+                .rows(
                     "SELECT value FROM json_each(?2) WHERE value NOT IN \
                      (SELECT id FROM runs WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2)))",
+                    params![owner, ids],
+                    |r| r.get::<String>(0),
                 )
-                .and_then(|mut s| {
-                    s.query_map((owner, &ids), |r| r.get::<_, String>(0))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
                 .map_err(read)?;
             Ok(LeaseAnswer::Renewed { lost })
         }
@@ -360,7 +359,7 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
         }
         LeaseOp::Schedule(row) => {
             let next: Option<i64> = conn
-                .prepare_cached(
+                .one(
                     "INSERT INTO schedules (name, definition_name, cron, timezone, input, context, tags, \
                          priority, next_at, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
@@ -368,44 +367,31 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                          cron = excluded.cron, timezone = excluded.timezone, input = excluded.input, \
                          context = excluded.context, tags = excluded.tags, priority = excluded.priority, \
                          next_at = CASE WHEN schedules.cron = excluded.cron \
-                             AND schedules.timezone IS excluded.timezone \
+                             AND schedules.timezone IS NOT DISTINCT FROM excluded.timezone \
                              AND schedules.next_at IS NOT NULL \
                              THEN schedules.next_at ELSE excluded.next_at END, \
                          updated_at = excluded.updated_at \
                      RETURNING next_at",
+                    params![
+                        row.name,
+                        row.definition_name,
+                        row.cron,
+                        row.timezone,
+                        row.input,
+                        row.context,
+                        crate::write::tags_json(&row.tags),
+                        row.priority,
+                        row.next_at,
+                        row.updated_at,
+                    ],
+                    |r| r.get(0),
                 )
-                .and_then(|mut s| {
-                    s.query_row(
-                        rusqlite::params![
-                            row.name,
-                            row.definition_name,
-                            row.cron,
-                            row.timezone,
-                            row.input,
-                            row.context,
-                            crate::write::tags_json(&row.tags),
-                            row.priority,
-                            row.next_at,
-                            row.updated_at,
-                        ],
-                        |r| r.get(0),
-                    )
-                })
-                .map_err(|e| Error::Write {
-                    what: "schedule",
-                    id: row.name.clone(),
-                    source: std::sync::Arc::new(e),
-                })?;
+                .map_err(|e| Error::write("schedule", &row.name, e))?;
             Ok(LeaseAnswer::Scheduled { next })
         }
         LeaseOp::Unschedule { name } => {
-            conn.prepare_cached("DELETE FROM schedules WHERE name = ?1")
-                .and_then(|mut s| s.execute([name]))
-                .map_err(|e| Error::Write {
-                    what: "schedule",
-                    id: name.clone(),
-                    source: std::sync::Arc::new(e),
-                })?;
+            conn.execute("DELETE FROM schedules WHERE name = ?1", params![name])
+                .map_err(|e| Error::write("schedule", name, e))?;
             Ok(LeaseAnswer::Done)
         }
         LeaseOp::Tick {
@@ -415,15 +401,11 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             run,
         } => {
             let moved = conn
-                .prepare_cached(
+                .execute(
                     "UPDATE schedules SET next_at = ?3 WHERE name = ?1 AND next_at = ?2",
+                    params![name, due, next],
                 )
-                .and_then(|mut s| s.execute((name, due, next)))
-                .map_err(|e| Error::Write {
-                    what: "schedule",
-                    id: name.clone(),
-                    source: std::sync::Arc::new(e),
-                })?;
+                .map_err(|e| Error::write("schedule", name, e))?;
             match run {
                 Some(run) if moved > 0 => enqueue(conn, run),
                 _ => Ok(LeaseAnswer::Done),
@@ -452,10 +434,8 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
             let skip = serde_json::to_string(skip).unwrap_or_default();
             let mut claimed = Vec::new();
             let ids: Vec<(String, i64)> = conn
-                .prepare_cached(RESUMABLE)
-                .and_then(|mut s| {
-                    s.query_map((now, &names, limit, &skip), |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<rusqlite::Result<_>>()
+                .rows(RESUMABLE, params![now, names, limit, skip], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(read)?;
             for (id, priority) in ids {
@@ -484,14 +464,11 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                 let skip = serde_json::to_string(&skip_list).unwrap_or_default();
                 let full = serde_json::to_string(&full_names).unwrap_or_default();
                 let batch: Vec<(String, Option<String>, Option<String>, i64)> = conn
-                    .prepare_cached(NEXT_QUEUED)
-                    .and_then(|mut s| {
-                        s.query_map(
-                            (now, &names, (*aging_ms).max(1), &skip, want as i64, &full),
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                        )?
-                        .collect::<rusqlite::Result<_>>()
-                    })
+                    .rows(
+                        NEXT_QUEUED,
+                        params![now, names, (*aging_ms).max(1), skip, want as i64, full],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
                     .map_err(read)?;
                 if batch.is_empty() {
                     break;
@@ -506,8 +483,10 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
                         continue;
                     }
                     skip_list.push(id.clone());
-                    if key.as_ref().is_some_and(|k| keys_taken.contains(k)) {
-                        continue;
+                    if let Some(k) = &key {
+                        if keys_taken.contains(k) || key_busy(conn, k, &id, *now)? {
+                            continue;
+                        }
                     }
                     let mut checks = Vec::new();
                     let mut held_back = None;
@@ -574,11 +553,11 @@ pub(crate) fn apply(conn: &Connection, op: &LeaseOp) -> Result<LeaseAnswer> {
         }
         LeaseOp::Release { owner, runs } => {
             let ids = serde_json::to_string(runs).unwrap_or_default();
-            conn.prepare_cached(
+            conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL \
                  WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))",
+                params![owner, ids],
             )
-            .and_then(|mut s| s.execute((owner, &ids)))
             .map_err(read)?;
             Ok(LeaseAnswer::Released)
         }
@@ -595,7 +574,7 @@ const RESUMABLE: &str = "\
       SELECT r.id, r.priority, r.updated_at FROM runs r \
         WHERE r.status = 'running' AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
           AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
-          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND (CAST(?2 AS TEXT) IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
           AND r.id NOT IN (SELECT value FROM json_each(?4)) \
       UNION \
       SELECT r.id, r.priority, r.updated_at FROM timers t CROSS JOIN runs r ON r.id = t.run_id \
@@ -603,7 +582,7 @@ const RESUMABLE: &str = "\
           AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
           AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
           AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
-          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND (CAST(?2 AS TEXT) IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
           AND r.id NOT IN (SELECT value FROM json_each(?4)) \
       UNION \
       SELECT r.id, r.priority, r.updated_at FROM pending_events e CROSS JOIN runs r ON r.id = e.run_id \
@@ -611,9 +590,9 @@ const RESUMABLE: &str = "\
           AND r.status IN ('running', 'waitingForEvent', 'sleeping') \
           AND r.parent_run_id IS NULL AND r.definition_name IS NOT NULL \
           AND (r.lease_owner IS NULL OR r.lease_expires_at <= ?1) \
-          AND (?2 IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
+          AND (CAST(?2 AS TEXT) IS NULL OR r.definition_name IN (SELECT value FROM json_each(?2))) \
           AND r.id NOT IN (SELECT value FROM json_each(?4)) \
-    ) ORDER BY updated_at \
+    ) AS resumable ORDER BY updated_at \
     LIMIT ?3";
 
 /// The queued runs to start next: due, not held, their concurrency key free, by effective
@@ -624,7 +603,7 @@ const NEXT_QUEUED: &str = "\
     SELECT id, definition_name, concurrency_key, priority FROM runs q \
     WHERE q.status = 'queued' AND (q.run_at IS NULL OR q.run_at <= ?1) \
       AND (q.lease_owner IS NULL OR q.lease_expires_at <= ?1) \
-      AND (?2 IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
+      AND (CAST(?2 AS TEXT) IS NULL OR q.definition_name IN (SELECT value FROM json_each(?2))) \
       AND q.id NOT IN (SELECT value FROM json_each(?4)) \
       AND (q.definition_name IS NULL OR q.definition_name NOT IN (SELECT value FROM json_each(?6))) \
       AND (q.concurrency_key IS NULL OR NOT EXISTS ( \
@@ -632,12 +611,12 @@ const NEXT_QUEUED: &str = "\
           AND (o.status IN ('running', 'waitingForEvent', 'sleeping') \
             OR (o.status = 'queued' AND o.lease_owner IS NOT NULL AND o.lease_expires_at > ?1)))) \
     ORDER BY q.priority + (?1 - coalesce(q.run_at, q.created_at)) / CAST(?3 AS REAL) DESC, q.created_at, q.id \
-    LIMIT ?5";
+    LIMIT ?5 /*pg:FOR UPDATE OF q SKIP LOCKED*/";
 
 /// Whether [`LeaseOp::ClaimWork`] would find anything, read without the write lock (an
 /// idle worker polls this, not the writer).
 pub(crate) fn work_ready(
-    conn: &Connection,
+    conn: &dyn Db,
     names: Option<&[String]>,
     now: i64,
     skip: &[String],
@@ -646,20 +625,14 @@ pub(crate) fn work_ready(
     let skip = serde_json::to_string(skip).unwrap_or_default();
     let read = |e| Error::read("the queue", e);
     let resumable: Option<String> = conn
-        .prepare_cached(RESUMABLE)
-        .and_then(|mut s| {
-            s.query_row((now, &names, 1, &skip), |r| r.get(0))
-                .optional()
-        })
+        .row(RESUMABLE, params![now, names, 1, skip], |r| r.get(0))
         .map_err(read)?;
     if resumable.is_some() {
         return Ok(true);
     }
     let queued: Option<String> = conn
-        .prepare_cached(NEXT_QUEUED)
-        .and_then(|mut s| {
-            s.query_row((now, &names, 1, &skip, 1, "[]"), |r| r.get(0))
-                .optional()
+        .row(NEXT_QUEUED, params![now, names, 1, skip, 1, "[]"], |r| {
+            r.get(0)
         })
         .map_err(read)?;
     Ok(queued.is_some())
@@ -667,26 +640,42 @@ pub(crate) fn work_ready(
 
 /// Top-level runs in progress that a run limit `key` (`workflow:<name>` or `*`) counts:
 /// those running, and queued ones claimed and about to start.
-fn runs_in_progress(conn: &Connection, key: &str, now: i64) -> Result<i64> {
+fn runs_in_progress(conn: &dyn Db, key: &str, now: i64) -> Result<i64> {
     let name = key.strip_prefix("workflow:");
-    conn.prepare_cached(
+    conn.one(
         "SELECT count(*) FROM runs WHERE parent_run_id IS NULL \
-           AND (?1 IS NULL OR definition_name = ?1) \
+           AND (CAST(?1 AS TEXT) IS NULL OR definition_name = ?1) \
            AND (status = 'running' OR (status = 'queued' AND lease_owner IS NOT NULL AND lease_expires_at > ?2))",
+        params![name, now],
+        |r| r.get(0),
     )
-    .and_then(|mut s| s.query_row((name, now), |r| r.get(0)))
     .map_err(|e| Error::read(format!("the runs the limit {key:?} counts"), e))
 }
 
+/// Whether a run other than `id` holds the concurrency key `key`. The scan that found
+/// `id` said it was free; another process may have taken it since (PostgreSQL), so the
+/// key is locked and looked at again.
+fn key_busy(conn: &dyn Db, key: &str, id: &str, now: i64) -> Result<bool> {
+    let read = |e| Error::read(format!("the runs of concurrency key {key:?}"), e);
+    conn.lock(key).map_err(read)?;
+    conn.one(
+        "SELECT EXISTS (SELECT 1 FROM runs o WHERE o.concurrency_key = ?1 AND o.id <> ?2 \
+           AND (o.status IN ('running', 'waitingForEvent', 'sleeping') \
+             OR (o.status = 'queued' AND o.lease_owner IS NOT NULL AND o.lease_expires_at > ?3)))",
+        params![key, id, now],
+        |r| r.get(0),
+    )
+    .map_err(read)
+}
+
 /// Every schedule (`due`: only those whose next tick came by then), by name.
-pub(crate) fn schedules(conn: &Connection, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
-    conn.prepare_cached(
+pub(crate) fn schedules(conn: &dyn Db, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
+    conn.rows(
         "SELECT name, definition_name, cron, timezone, input, context, tags, priority, next_at, \
              created_at, updated_at FROM schedules \
-         WHERE ?1 IS NULL OR (next_at IS NOT NULL AND next_at <= ?1) ORDER BY name",
-    )
-    .and_then(|mut s| {
-        s.query_map([due], |r| {
+         WHERE CAST(?1 AS INTEGER) IS NULL OR (next_at IS NOT NULL AND next_at <= ?1) ORDER BY name",
+        params![due],
+        |r| {
             let tags: String = r.get(6)?;
             Ok(crate::ScheduleRow {
                 name: r.get(0)?,
@@ -701,55 +690,40 @@ pub(crate) fn schedules(conn: &Connection, due: Option<i64>) -> Result<Vec<crate
                 created_at: r.get(9)?,
                 updated_at: r.get(10)?,
             })
-        })?
-        .collect()
-    })
+        },
+    )
     .map_err(|e| Error::read("schedules", e))
 }
 
 /// Take one run found free: its next token, or `None` if it is no longer free.
-fn take(conn: &Connection, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>> {
-    conn.prepare_cached(
+fn take(conn: &dyn Db, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>> {
+    conn.row(
         "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?4, lease_token = lease_token + 1 \
          WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at <= ?3) \
          RETURNING lease_token",
+        params![id, owner, now, until],
+        |r| r.get(0),
     )
-    .and_then(|mut s| {
-        s.query_row((id, owner, now, until), |r| r.get(0))
-            .optional()
-    })
     .map_err(|e| Error::read("leases", e))
 }
 
-fn enqueue(conn: &Connection, q: &QueuedRun) -> Result<LeaseAnswer> {
-    let read = |e| Error::read("queue", e);
-    if let Some(key) = &q.idempotency_key {
-        let found: Option<String> = conn
-            .prepare_cached("SELECT id FROM runs WHERE idempotency_key = ?1")
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .map_err(read)?;
-        if let Some(run_id) = found {
-            return Ok(LeaseAnswer::Enqueued {
-                run_id,
-                created: false,
-                token: None,
-            });
-        }
-    }
+fn enqueue(conn: &dyn Db, q: &QueuedRun) -> Result<LeaseAnswer> {
     let snapshot = q.context.as_ref().map(|c| format!("{{\"context\":{c}}}"));
     let (owner, until, token) = match &q.claim {
         Some((owner, until)) => (Some(owner.as_str()), Some(*until), 1),
         None => (None, None, 0),
     };
-    conn.prepare_cached(
-        "INSERT INTO runs (id, name, kind, definition_name, definition_version, status, input, \
-             tags, info, snapshot, created_at, updated_at, priority, run_at, idempotency_key, \
-             concurrency_key, lease_owner, lease_expires_at, lease_token) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17)",
-    )
-    .and_then(|mut s| {
-        s.execute(rusqlite::params![
+    // A key taken already (by a run committed before, or by another process's enqueue in
+    // flight: the insert waits for it) leaves the insert undone instead of failing it.
+    let inserted = conn
+        .execute(
+            "INSERT INTO runs (id, name, kind, definition_name, definition_version, status, input, \
+                 tags, info, snapshot, created_at, updated_at, priority, run_at, idempotency_key, \
+                 concurrency_key, lease_owner, lease_expires_at, lease_token) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, \
+                 ?16, ?17) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            params![
             q.id,
             q.name,
             q.kind.as_str(),
@@ -767,13 +741,30 @@ fn enqueue(conn: &Connection, q: &QueuedRun) -> Result<LeaseAnswer> {
             owner,
             until,
             token,
-        ])
-    })
-    .map_err(|e| Error::Write {
-        what: "run",
-        id: q.id.clone(),
-        source: std::sync::Arc::new(e),
-    })?;
+            ],
+        )
+        .map_err(|e| Error::write("run", &q.id, e))?;
+    if inserted == 0 {
+        let key = q.idempotency_key.as_deref().unwrap_or_default();
+        let found: Option<String> = conn
+            .row(
+                "SELECT id FROM runs WHERE idempotency_key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::read("queue", e))?;
+        return match found {
+            Some(run_id) => Ok(LeaseAnswer::Enqueued {
+                run_id,
+                created: false,
+                token: None,
+            }),
+            None => Err(Error::NotFound {
+                what: "run with idempotency key",
+                id: key.to_owned(),
+            }),
+        };
+    }
     Ok(LeaseAnswer::Enqueued {
         run_id: q.id.clone(),
         created: true,
@@ -783,13 +774,16 @@ fn enqueue(conn: &Connection, q: &QueuedRun) -> Result<LeaseAnswer> {
 
 /// A submission's fence: its records are written only if `owner` still holds `run_id`
 /// with `token`.
-pub(crate) fn check_fence(conn: &Connection, run_id: &str, owner: &str, token: i64) -> Result<()> {
+pub(crate) fn check_fence(conn: &dyn Db, run_id: &str, owner: &str, token: i64) -> Result<()> {
+    // The row stays locked until the commit (PostgreSQL): no claim can slip in between this
+    // check and the records it lets through. SQLite's writer holds the whole database.
     let row: Option<(Option<String>, i64, Option<i64>)> = conn
-        .prepare_cached("SELECT lease_owner, lease_token, lease_expires_at FROM runs WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
+        .row(
+            "SELECT lease_owner, lease_token, lease_expires_at FROM runs WHERE id = ?1 \
+             /*pg:FOR UPDATE*/",
+            params![run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .map_err(|e| Error::read("leases", e))?;
     match row {
         Some((Some(o), t, _)) if o == owner && t == token => Ok(()),

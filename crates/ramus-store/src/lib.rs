@@ -41,11 +41,14 @@
 
 mod cache;
 mod checkpoint;
+mod db;
 mod error;
 mod hash;
 mod lease;
 mod limits;
 mod model;
+#[cfg(feature = "postgres")]
+mod pg;
 mod read;
 mod schema;
 mod store;
@@ -53,6 +56,7 @@ mod traits;
 mod write;
 
 pub use cache::SqliteCache;
+pub use db::DbError;
 pub use error::{Error, Result};
 pub use hash::content_hash;
 pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun, ScheduleRow};
@@ -62,6 +66,8 @@ pub use model::{
     RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,
     Timer, TimerKind, Transition, UnknownValue,
 };
+#[cfg(feature = "postgres")]
+pub use pg::is_postgres;
 pub use schema::SCHEMA_VERSION;
 pub use store::{Durability, OnCommit, Options, SqliteStore, Synchronous};
 pub use traits::Store;

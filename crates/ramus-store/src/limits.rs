@@ -5,7 +5,9 @@
 //! the runs in progress when a worker claims queued runs. Every check and take runs in the
 //! writer's transaction, so two processes never both take the last slot.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::params;
+
+use crate::db::{Db, DbError};
 
 use crate::error::{Error, Result};
 
@@ -38,12 +40,14 @@ struct Row {
     refilled_at: i64,
 }
 
-fn row(conn: &Connection, key: &str) -> Result<Option<Row>> {
-    conn.prepare_cached(
-        "SELECT concurrency, rate_count, rate_ms, tokens, refilled_at FROM limits WHERE key = ?1",
-    )
-    .and_then(|mut s| {
-        s.query_row([key], |r| {
+fn row(conn: &dyn Db, key: &str) -> Result<Option<Row>> {
+    // Locked until the commit (PostgreSQL): whoever reads a limit to take from it goes
+    // one at a time, across processes, so two cannot both take its last slot.
+    conn.row(
+        "SELECT concurrency, rate_count, rate_ms, tokens, refilled_at FROM limits WHERE key = ?1 \
+         /*pg:FOR UPDATE*/",
+        params![key],
+        |r| {
             let count: Option<i64> = r.get(1)?;
             let ms: Option<i64> = r.get(2)?;
             Ok(Row {
@@ -52,24 +56,25 @@ fn row(conn: &Connection, key: &str) -> Result<Option<Row>> {
                 tokens: r.get(3)?,
                 refilled_at: r.get(4)?,
             })
-        })
-        .optional()
-    })
+        },
+    )
     .map_err(|e| Error::read(format!("the limit {key:?}"), e))
 }
 
 /// Whether `key` has a limit (a cap or a rate).
-pub(crate) fn exists(conn: &Connection, key: &str) -> Result<bool> {
-    conn.prepare_cached(
+pub(crate) fn exists(conn: &dyn Db, key: &str) -> Result<bool> {
+    conn.row(
         "SELECT 1 FROM limits WHERE key = ?1 AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)",
+        params![key],
+        |_| Ok(()),
     )
-    .and_then(|mut s| s.exists([key]))
+    .map(|found| found.is_some())
     .map_err(|e| Error::read(format!("the limit {key:?}"), e))
 }
 
 /// Whether `key` lets one more in at `now`, with `in_use` taken already (`None`: count
 /// the key's live holds).
-pub(crate) fn check(conn: &Connection, key: &str, now: i64, in_use: Option<i64>) -> Result<Check> {
+pub(crate) fn check(conn: &dyn Db, key: &str, now: i64, in_use: Option<i64>) -> Result<Check> {
     let Some(row) = row(conn, key)? else {
         return Ok(Check::Allowed(None));
     };
@@ -77,10 +82,11 @@ pub(crate) fn check(conn: &Connection, key: &str, now: i64, in_use: Option<i64>)
         let used = match in_use {
             Some(n) => n,
             None => conn
-                .prepare_cached(
+                .one(
                     "SELECT count(*) FROM limit_holds WHERE key = ?1 AND expires_at > ?2",
+                    params![key, now],
+                    |r| r.get(0),
                 )
-                .and_then(|mut s| s.query_row((key, now), |r| r.get(0)))
                 .map_err(|e| Error::read(format!("the holds of limit {key:?}"), e))?,
         };
         if used >= max {
@@ -103,39 +109,39 @@ pub(crate) fn check(conn: &Connection, key: &str, now: i64, in_use: Option<i64>)
 }
 
 /// Take what [`check`] allowed: the bucket's tokens after it.
-pub(crate) fn consume(conn: &Connection, key: &str, allowed: Check, now: i64) -> Result<()> {
+pub(crate) fn consume(conn: &dyn Db, key: &str, allowed: Check, now: i64) -> Result<()> {
     if let Check::Allowed(Some(tokens)) = allowed {
-        conn.prepare_cached("UPDATE limits SET tokens = ?2, refilled_at = ?3 WHERE key = ?1")
-            .and_then(|mut s| s.execute((key, tokens, now)))
-            .map_err(|e| write_err(key, e))?;
+        conn.execute(
+            "UPDATE limits SET tokens = ?2, refilled_at = ?3 WHERE key = ?1",
+            params![key, tokens, now],
+        )
+        .map_err(|e| write_err(key, e))?;
     }
     Ok(())
 }
 
-fn write_err(key: &str, e: rusqlite::Error) -> Error {
-    Error::Write {
-        what: "limit",
-        id: key.to_owned(),
-        source: std::sync::Arc::new(e),
-    }
+fn write_err(key: &str, e: DbError) -> Error {
+    Error::write("limit", key, e)
 }
 
 /// Set limits (a new rate starts with a full bucket); keys not named keep theirs.
-pub(crate) fn set(conn: &Connection, limits: &[Limit], now: i64) -> Result<()> {
+pub(crate) fn set(conn: &dyn Db, limits: &[Limit], now: i64) -> Result<()> {
     for l in limits {
         let (count, ms) = l.rate.unzip();
-        conn.prepare_cached(
+        conn.execute(
             "INSERT INTO limits (key, concurrency, rate_count, rate_ms, tokens, refilled_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, coalesce(?3, 0), ?5, ?5) \
+             VALUES (?1, ?2, ?3, ?4, coalesce(?3, CAST(0 AS INTEGER)), ?5, ?5) \
              ON CONFLICT (key) DO UPDATE SET concurrency = excluded.concurrency, \
                  rate_count = excluded.rate_count, rate_ms = excluded.rate_ms, \
-                 tokens = CASE WHEN limits.rate_count IS excluded.rate_count \
-                     AND limits.rate_ms IS excluded.rate_ms THEN limits.tokens ELSE excluded.tokens END, \
-                 refilled_at = CASE WHEN limits.rate_count IS excluded.rate_count \
-                     AND limits.rate_ms IS excluded.rate_ms THEN limits.refilled_at ELSE excluded.refilled_at END, \
+                 tokens = CASE WHEN limits.rate_count IS NOT DISTINCT FROM excluded.rate_count \
+                     AND limits.rate_ms IS NOT DISTINCT FROM excluded.rate_ms \
+                     THEN limits.tokens ELSE excluded.tokens END, \
+                 refilled_at = CASE WHEN limits.rate_count IS NOT DISTINCT FROM excluded.rate_count \
+                     AND limits.rate_ms IS NOT DISTINCT FROM excluded.rate_ms \
+                     THEN limits.refilled_at ELSE excluded.refilled_at END, \
                  updated_at = excluded.updated_at",
+            params![l.key, l.concurrency, count, ms, now],
         )
-        .and_then(|mut s| s.execute((&l.key, l.concurrency, count, ms, now)))
         .map_err(|e| write_err(&l.key, e))?;
     }
     Ok(())
@@ -147,7 +153,7 @@ pub(crate) fn set(conn: &Connection, limits: &[Limit], now: i64) -> Result<()> {
 /// it when it does.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn acquire(
-    conn: &Connection,
+    conn: &dyn Db,
     key: &str,
     owner: &str,
     waiter: &str,
@@ -155,18 +161,23 @@ pub(crate) fn acquire(
     now: i64,
     until: i64,
 ) -> Result<Check> {
+    // The limit is locked first (PostgreSQL), so the line and the slots are read and
+    // changed by one taker at a time.
+    row(conn, key)?;
     let since: Option<i64> = conn
-        .prepare_cached("SELECT since FROM limit_waits WHERE id = ?1")
-        .and_then(|mut s| s.query_row([waiter], |r| r.get(0)).optional())
+        .row(
+            "SELECT since FROM limit_waits WHERE id = ?1",
+            params![waiter],
+            |r| r.get(0),
+        )
         .map_err(|e| Error::read(format!("the waiters of limit {key:?}"), e))?;
     let ahead: bool = conn
-        .prepare_cached(
+        .one(
             "SELECT EXISTS (SELECT 1 FROM limit_waits WHERE key = ?1 AND id <> ?2 AND expires_at > ?3 \
                AND (priority > ?4 OR (priority = ?4 AND since < ?5)))",
+            params![key, waiter, now, priority, since.unwrap_or(now)],
+            |r| r.get(0),
         )
-        .and_then(|mut s| {
-            s.query_row((key, waiter, now, priority, since.unwrap_or(now)), |r| r.get(0))
-        })
         .map_err(|e| Error::read(format!("the waiters of limit {key:?}"), e))?;
     let allowed = if ahead {
         Check::Full
@@ -176,24 +187,23 @@ pub(crate) fn acquire(
     match allowed {
         Check::Allowed(_) => {
             consume(conn, key, allowed, now)?;
-            conn.prepare_cached(
+            conn.execute(
                 "INSERT INTO limit_holds (key, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key, owner, now, until],
             )
-            .and_then(|mut s| s.execute((key, owner, now, until)))
             .map_err(|e| write_err(key, e))?;
             if since.is_some() {
-                conn.prepare_cached("DELETE FROM limit_waits WHERE id = ?1")
-                    .and_then(|mut s| s.execute([waiter]))
+                conn.execute("DELETE FROM limit_waits WHERE id = ?1", params![waiter])
                     .map_err(|e| write_err(key, e))?;
             }
         }
         _ => {
-            conn.prepare_cached(
+            conn.execute(
                 "INSERT INTO limit_waits (id, key, owner, priority, since, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                params![waiter, key, owner, priority, now, until],
             )
-            .and_then(|mut s| s.execute((waiter, key, owner, priority, now, until)))
             .map_err(|e| write_err(key, e))?;
         }
     }
@@ -201,20 +211,19 @@ pub(crate) fn acquire(
 }
 
 /// A waiter left the line (its step no longer wants a slot).
-pub(crate) fn stop_waiting(conn: &Connection, waiter: &str) -> Result<()> {
-    conn.prepare_cached("DELETE FROM limit_waits WHERE id = ?1")
-        .and_then(|mut s| s.execute([waiter]))
+pub(crate) fn stop_waiting(conn: &dyn Db, waiter: &str) -> Result<()> {
+    conn.execute("DELETE FROM limit_waits WHERE id = ?1", params![waiter])
         .map_err(|e| write_err("waits", e))?;
     Ok(())
 }
 
 /// Give back one slot of `key` that `owner` holds.
-pub(crate) fn release(conn: &Connection, key: &str, owner: &str) -> Result<()> {
-    conn.prepare_cached(
+pub(crate) fn release(conn: &dyn Db, key: &str, owner: &str) -> Result<()> {
+    conn.execute(
         "DELETE FROM limit_holds WHERE rowid = \
          (SELECT rowid FROM limit_holds WHERE key = ?1 AND owner = ?2 ORDER BY acquired_at LIMIT 1)",
+        params![key, owner],
     )
-    .and_then(|mut s| s.execute((key, owner)))
     .map_err(|e| write_err(key, e))?;
     Ok(())
 }
@@ -222,20 +231,15 @@ pub(crate) fn release(conn: &Connection, key: &str, owner: &str) -> Result<()> {
 /// Extend `owner`'s holds that have not expired by `now` to `until` (`Some((now,
 /// until))`), or drop its holds and waits (`None`: it closes). An expired hold is not
 /// brought back: its slot may be another process's now.
-pub(crate) fn renew(conn: &Connection, owner: &str, until: Option<(i64, i64)>) -> Result<()> {
+pub(crate) fn renew(conn: &dyn Db, owner: &str, until: Option<(i64, i64)>) -> Result<()> {
     let r = match until {
-        Some((now, until)) => conn
-            .prepare_cached(
-                "UPDATE limit_holds SET expires_at = ?3 WHERE owner = ?1 AND expires_at > ?2",
-            )
-            .and_then(|mut s| s.execute((owner, now, until))),
+        Some((now, until)) => conn.execute(
+            "UPDATE limit_holds SET expires_at = ?3 WHERE owner = ?1 AND expires_at > ?2",
+            params![owner, now, until],
+        ),
         None => conn
-            .prepare_cached("DELETE FROM limit_waits WHERE owner = ?1")
-            .and_then(|mut s| s.execute([owner]))
-            .and_then(|_| {
-                conn.prepare_cached("DELETE FROM limit_holds WHERE owner = ?1")
-                    .and_then(|mut s| s.execute([owner]))
-            }),
+            .execute("DELETE FROM limit_waits WHERE owner = ?1", params![owner])
+            .and_then(|_| conn.execute("DELETE FROM limit_holds WHERE owner = ?1", params![owner])),
     };
     r.map_err(|e| write_err("holds", e))?;
     Ok(())
@@ -245,20 +249,18 @@ pub(crate) fn renew(conn: &Connection, owner: &str, until: Option<(i64, i64)>) -
 pub type LimitUse = (String, Option<i64>, Option<(i64, i64)>, i64, i64);
 
 /// Every limit with the slots held now.
-pub(crate) fn all(conn: &Connection, now: i64) -> Result<Vec<LimitUse>> {
-    conn.prepare_cached(
+pub(crate) fn all(conn: &dyn Db, now: i64) -> Result<Vec<LimitUse>> {
+    conn.rows(
         "SELECT l.key, l.concurrency, l.rate_count, l.rate_ms, \
              (SELECT count(*) FROM limit_holds h WHERE h.key = l.key AND h.expires_at > ?1), \
              (SELECT count(*) FROM limit_waits w WHERE w.key = l.key AND w.expires_at > ?1) \
          FROM limits l ORDER BY l.key",
-    )
-    .and_then(|mut s| {
-        s.query_map([now], |r| {
+        params![now],
+        |r| {
             let count: Option<i64> = r.get(2)?;
             let ms: Option<i64> = r.get(3)?;
             Ok((r.get(0)?, r.get(1)?, count.zip(ms), r.get(4)?, r.get(5)?))
-        })?
-        .collect()
-    })
+        },
+    )
     .map_err(|e| Error::read("limits", e))
 }

@@ -2,7 +2,9 @@
 //! never wait for the writer (nor make it wait).
 
 use rusqlite::types::{Type, Value};
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, ToSql};
+
+use crate::db::{Db, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -137,25 +139,22 @@ fn definition_row(row: &Row<'_>) -> rusqlite::Result<Definition> {
 }
 
 /// Run `sql` with `params` and collect its rows; `what` names the read in errors.
-fn collect<T, P>(
-    conn: &Connection,
+fn collect<T>(
+    conn: &dyn Db,
     what: impl Fn() -> String,
     sql: &str,
-    params: P,
+    params: &[&dyn ToSql],
     map: fn(&Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>>
-where
-    P: rusqlite::Params,
-{
-    let run = || -> rusqlite::Result<Vec<T>> {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params, map)?;
-        rows.collect()
-    };
-    run().map_err(|source| Error::read(what(), source))
+) -> Result<Vec<T>> {
+    conn.rows(sql, params, map)
+        .map_err(|source| Error::read(what(), source))
 }
 
-pub(crate) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
+fn refs(values: &[Value]) -> Vec<&dyn ToSql> {
+    values.iter().map(|v| v as &dyn ToSql).collect()
+}
+
+pub(crate) fn runs(conn: &dyn Db, filter: &RunFilter) -> Result<Vec<Run>> {
     let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
     let mut params: Vec<Value> = Vec::new();
     if let Some(name) = &filter.name {
@@ -175,54 +174,50 @@ pub(crate) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
         sql.push_str(" LIMIT ?");
         params.push(Value::Integer(limit.into()));
     }
-    collect(
-        conn,
-        || "runs".to_owned(),
-        &sql,
-        params_from_iter(params),
+    collect(conn, || "runs".to_owned(), &sql, &refs(&params), run_row)
+}
+
+pub(crate) fn run(conn: &dyn Db, id: &str) -> Result<Option<Run>> {
+    conn.row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        params![id],
         run_row,
     )
+    .map_err(|source| Error::read(format!("run {id}"), source))
 }
 
-pub(crate) fn run(conn: &Connection, id: &str) -> Result<Option<Run>> {
-    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
-        .and_then(|mut stmt| stmt.query_row([id], run_row).optional())
-        .map_err(|source| Error::read(format!("run {id}"), source))
-}
-
-pub(crate) fn lease(conn: &Connection, id: &str) -> Result<Option<(String, i64)>> {
-    conn.prepare_cached(
+pub(crate) fn lease(conn: &dyn Db, id: &str) -> Result<Option<(String, i64)>> {
+    conn.row(
         "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1 AND lease_owner IS NOT NULL",
+        params![id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )
-    .and_then(|mut stmt| {
-        stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()
-    })
     .map_err(|source| Error::read(format!("the lease of run {id}"), source))
 }
 
-pub(crate) fn max_seqs(conn: &Connection, run_id: &str) -> Result<(i64, i64)> {
-    conn.prepare_cached(
+pub(crate) fn max_seqs(conn: &dyn Db, run_id: &str) -> Result<(i64, i64)> {
+    conn.one(
         "SELECT (SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?1), \
                 (SELECT coalesce(max(seq), 0) FROM transitions WHERE run_id = ?1)",
+        params![run_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )
-    .and_then(|mut stmt| stmt.query_row([run_id], |row| Ok((row.get(0)?, row.get(1)?))))
     .map_err(|source| Error::read(format!("sequence numbers of run {run_id}"), source))
 }
 
-pub(crate) fn open_steps(conn: &Connection, run_id: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn open_steps(conn: &dyn Db, run_id: &str) -> Result<Vec<(String, String)>> {
     collect(
         conn,
         || format!("open steps of run {run_id}"),
         "SELECT id, node FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') \
          ORDER BY seq",
-        [run_id],
+        params![run_id],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
 }
 
 pub(crate) fn settled_steps(
-    conn: &Connection,
+    conn: &dyn Db,
     run_id: &str,
 ) -> Result<Vec<(String, bool, Option<String>)>> {
     collect(
@@ -230,52 +225,52 @@ pub(crate) fn settled_steps(
         || format!("settled steps of run {run_id}"),
         "SELECT node, status = 'finished', CASE status WHEN 'finished' THEN output ELSE error END \
          FROM steps WHERE run_id = ?1 AND status IN ('finished', 'error') ORDER BY seq",
-        [run_id],
+        params![run_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
 }
 
-pub(crate) fn children(conn: &Connection, run_id: &str) -> Result<Vec<Run>> {
+pub(crate) fn children(conn: &dyn Db, run_id: &str) -> Result<Vec<Run>> {
     collect(
         conn,
         || format!("runs started inside run {run_id}"),
         &format!("SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ?1 ORDER BY created_at, id"),
-        [run_id],
+        params![run_id],
         run_row,
     )
 }
 
-pub(crate) fn steps(conn: &Connection, run_id: &str) -> Result<Vec<Step>> {
+pub(crate) fn steps(conn: &dyn Db, run_id: &str) -> Result<Vec<Step>> {
     collect(
         conn,
         || format!("steps of run {run_id}"),
         &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY seq"),
-        [run_id],
+        params![run_id],
         step_row,
     )
 }
 
-pub(crate) fn transitions(conn: &Connection, run_id: &str) -> Result<Vec<Transition>> {
+pub(crate) fn transitions(conn: &dyn Db, run_id: &str) -> Result<Vec<Transition>> {
     collect(
         conn,
         || format!("transitions of run {run_id}"),
         &format!("SELECT {TRANSITION_COLUMNS} FROM transitions WHERE run_id = ?1 ORDER BY seq"),
-        [run_id],
+        params![run_id],
         transition_row,
     )
 }
 
-pub(crate) fn events(conn: &Connection, run_id: &str) -> Result<Vec<CustomEvent>> {
+pub(crate) fn events(conn: &dyn Db, run_id: &str) -> Result<Vec<CustomEvent>> {
     collect(
         conn,
         || format!("events of run {run_id}"),
         &format!("SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY time, id"),
-        [run_id],
+        params![run_id],
         event_row,
     )
 }
 
-pub(crate) fn pending_events(conn: &Connection, run_id: &str) -> Result<Vec<PendingEvent>> {
+pub(crate) fn pending_events(conn: &dyn Db, run_id: &str) -> Result<Vec<PendingEvent>> {
     collect(
         conn,
         || format!("pending events of run {run_id}"),
@@ -283,12 +278,12 @@ pub(crate) fn pending_events(conn: &Connection, run_id: &str) -> Result<Vec<Pend
             "SELECT {PENDING_COLUMNS} FROM pending_events \
              WHERE run_id = ?1 AND delivered_at IS NULL ORDER BY created_at, id"
         ),
-        [run_id],
+        params![run_id],
         pending_row,
     )
 }
 
-pub(crate) fn due_timers(conn: &Connection, now: i64) -> Result<Vec<Timer>> {
+pub(crate) fn due_timers(conn: &dyn Db, now: i64) -> Result<Vec<Timer>> {
     collect(
         conn,
         || "due timers".to_owned(),
@@ -296,53 +291,60 @@ pub(crate) fn due_timers(conn: &Connection, now: i64) -> Result<Vec<Timer>> {
             "SELECT {TIMER_COLUMNS} FROM timers \
              WHERE fired_at IS NULL AND due_at <= ?1 ORDER BY due_at, id"
         ),
-        [now],
+        params![now],
         timer_row,
     )
 }
 
-pub(crate) fn timers(conn: &Connection, run_id: &str) -> Result<Vec<Timer>> {
+pub(crate) fn timers(conn: &dyn Db, run_id: &str) -> Result<Vec<Timer>> {
     collect(
         conn,
         || format!("timers of run {run_id}"),
         &format!("SELECT {TIMER_COLUMNS} FROM timers WHERE run_id = ?1 ORDER BY due_at, id"),
-        [run_id],
+        params![run_id],
         timer_row,
     )
 }
 
-pub(crate) fn latest_version(conn: &Connection, name: &str) -> Result<Option<i64>> {
-    conn.prepare_cached("SELECT max(version) FROM definitions WHERE name = ?1")
-        .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)))
-        .map_err(|source| Error::read(format!("latest version of definition {name}"), source))
+pub(crate) fn latest_version(conn: &dyn Db, name: &str) -> Result<Option<i64>> {
+    conn.one(
+        "SELECT max(version) FROM definitions WHERE name = ?1",
+        params![name],
+        |row| row.get(0),
+    )
+    .map_err(|source| Error::read(format!("latest version of definition {name}"), source))
 }
 
 pub(crate) fn definition(
-    conn: &Connection,
+    conn: &dyn Db,
     name: &str,
     version: Option<i64>,
 ) -> Result<Option<Definition>> {
     let result = match version {
-        Some(version) => conn
-            .prepare_cached(&format!(
+        Some(version) => conn.row(
+            &format!(
                 "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ?1 AND version = ?2"
-            ))
-            .and_then(|mut stmt| stmt.query_row((name, version), definition_row).optional()),
-        None => conn
-            .prepare_cached(&format!(
+            ),
+            params![name, version],
+            definition_row,
+        ),
+        None => conn.row(
+            &format!(
                 "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ?1 \
                  ORDER BY version DESC LIMIT 1"
-            ))
-            .and_then(|mut stmt| stmt.query_row([name], definition_row).optional()),
+            ),
+            params![name],
+            definition_row,
+        ),
     };
     result.map_err(|source| Error::read(format!("definition {name:?}"), source))
 }
 
-pub(crate) fn schema_version(conn: &Connection) -> Result<u32> {
-    conn.query_row(
+pub(crate) fn schema_version(conn: &dyn Db) -> Result<u32> {
+    conn.one(
         "SELECT value FROM meta WHERE key = 'schema_version'",
-        [],
-        |row| row.get::<_, String>(0),
+        &[],
+        |row| row.get::<String>(0),
     )
     .map_err(|source| Error::read("schema version", source))
     .map(|v| v.parse().unwrap_or(0))
@@ -350,7 +352,7 @@ pub(crate) fn schema_version(conn: &Connection) -> Result<u32> {
 
 /// The run list of a run browser: like [`runs`] but with a name search, a time window, a
 /// top-level switch and each run's step count; the snapshot column is not read.
-pub(crate) fn run_list(conn: &Connection, query: &RunQuery) -> Result<Vec<RunSummary>> {
+pub(crate) fn run_list(conn: &dyn Db, query: &RunQuery) -> Result<Vec<RunSummary>> {
     let columns = RUN_COLUMNS.replace("snapshot", "NULL");
     let mut sql = format!(
         "SELECT {columns}, (SELECT count(*) FROM steps s WHERE s.run_id = runs.id) \
@@ -389,7 +391,7 @@ pub(crate) fn run_list(conn: &Connection, query: &RunQuery) -> Result<Vec<RunSum
         conn,
         || "run list".to_owned(),
         &sql,
-        params_from_iter(params),
+        &refs(&params),
         |row| {
             Ok(RunSummary {
                 run: run_row(row)?,
@@ -419,5 +421,5 @@ pub(crate) fn probe(conn: &Connection) -> Result<Option<u32>> {
     if !has_meta {
         return Ok(None);
     }
-    schema_version(conn).map(Some)
+    schema_version(conn as &dyn Db).map(Some)
 }

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::params;
+
+use crate::db::{Backend, Db, DbError};
 
 use crate::error::{Error, Result};
 
@@ -233,29 +235,50 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Bring the database to [`SCHEMA_VERSION`]. Returns the version found before.
-pub(crate) fn migrate(conn: &mut Connection, now_ms: i64) -> Result<u32> {
-    let migration_err = |version: u32| {
-        move |source: rusqlite::Error| Error::Migration {
+pub(crate) fn migrate(conn: &dyn Backend, now_ms: i64) -> Result<u32> {
+    let err = |version: u32| {
+        move |source: DbError| Error::Migration {
             version,
             source: Arc::new(source),
         }
     };
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(migration_err(1))?;
+    conn.begin().map_err(err(1))?;
+    let result = migrate_in(conn, now_ms);
+    let end = match &result {
+        Ok(Some(_)) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = conn.execute(end, &[]).map_err(err(SCHEMA_VERSION));
+    let found = result?;
+    ended?;
+    // `None`: nothing to do (the no-op `CREATE TABLE IF NOT EXISTS` was rolled back).
+    Ok(found.unwrap_or(SCHEMA_VERSION))
+}
+
+/// The migration inside its transaction: `Some(found)` once applied, `None` when the
+/// database was already at [`SCHEMA_VERSION`].
+fn migrate_in(conn: &dyn Backend, now_ms: i64) -> Result<Option<u32>> {
+    let err = |version: u32| {
+        move |source: DbError| Error::Migration {
+            version,
+            source: Arc::new(source),
+        }
+    };
+    // Two processes opening one new database: the second waits here for the first's
+    // schema (SQLite's write lock is already held by `begin`).
+    conn.lock("ramus-store schema").map_err(err(1))?;
     // `meta` exists before any migration because it records which ones ran.
-    tx.execute_batch(
+    conn.batch(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
     )
-    .map_err(migration_err(1))?;
-    let found: u32 = tx
-        .query_row(
+    .map_err(err(1))?;
+    let found: u32 = (conn as &dyn Db)
+        .row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |row| row.get::<_, String>(0),
+            &[],
+            |row| row.get::<String>(0),
         )
-        .optional()
-        .map_err(migration_err(1))?
+        .map_err(err(1))?
         .map(|v| v.parse().unwrap_or(u32::MAX))
         .unwrap_or(0);
     if found > SCHEMA_VERSION {
@@ -265,12 +288,14 @@ pub(crate) fn migrate(conn: &mut Connection, now_ms: i64) -> Result<u32> {
         });
     }
     if found == SCHEMA_VERSION {
-        // Nothing to do; dropping `tx` rolls back the no-op `CREATE TABLE IF NOT EXISTS`.
-        return Ok(found);
+        return Ok(None);
+    }
+    if found == 0 {
+        conn.prelude().map_err(err(1))?;
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = i as u32 + 1;
-        tx.execute_batch(sql).map_err(migration_err(version))?;
+        conn.batch(sql).map_err(err(version))?;
     }
     let set = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                ON CONFLICT (key) DO UPDATE SET value = excluded.value";
@@ -283,27 +308,27 @@ pub(crate) fn migrate(conn: &mut Connection, now_ms: i64) -> Result<u32> {
         ),
     ];
     for (key, value) in stamp {
-        tx.execute(set, (key, value))
-            .map_err(migration_err(SCHEMA_VERSION))?;
+        conn.execute(set, params![key, value])
+            .map_err(err(SCHEMA_VERSION))?;
     }
     if found == 0 {
-        tx.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?1)",
-            [now_ms.to_string()],
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('created_at', ?1) ON CONFLICT (key) DO NOTHING",
+            params![now_ms.to_string()],
         )
-        .map_err(migration_err(1))?;
+        .map_err(err(1))?;
     }
-    tx.commit().map_err(migration_err(SCHEMA_VERSION))?;
-    Ok(found)
+    Ok(Some(found))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn version_2_keeps_the_timers_of_a_version_1_file_and_takes_retry_timers() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.execute_batch(
             "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
@@ -319,7 +344,7 @@ mod tests {
                 []
             )
             .is_err());
-        assert_eq!(migrate(&mut conn, 5).unwrap(), 1);
+        assert_eq!(migrate(&conn, 5).unwrap(), 1);
         let kept: (String, i64, String) = conn
             .query_row(
                 "SELECT kind, due_at, payload FROM timers WHERE id = 't'",

@@ -11,7 +11,7 @@
 //! loss, which needs `synchronous = FULL` ([`Synchronous::Full`]) and costs an `fsync`
 //! per group commit.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use crate::checkpoint::{self, Checkpointer};
+use crate::db::{Backend, Db, DbError, DbResult};
 use crate::error::{Error, Result};
 use crate::model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
@@ -104,6 +105,9 @@ impl Default for Options {
 }
 
 type Reply<T> = SyncSender<Result<T>>;
+
+/// A connection of the store: the writer's, or the reader's.
+pub(crate) type Conn = Box<dyn Backend>;
 
 /// What the writer thread calls once a [`SqliteStore::submit_then`] submission committed
 /// (or failed).
@@ -200,11 +204,16 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The read connection. For `:memory:` it is the writer's own connection, because a
     /// second connection to `:memory:` would open a different, empty database.
-    reader: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Conn>>,
     shared: Arc<Shared>,
     /// Runs WAL checkpoints off the commit path; `None` for `:memory:`, in `Off`, or with
     /// `checkpoint_pages` 0.
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Commits announced by the database (PostgreSQL `NOTIFY`); `None` on SQLite, whose
+    /// `data_version` tells the same.
+    version: Option<Arc<AtomicI64>>,
+    /// What else lives as long as the store (PostgreSQL's listener thread).
+    companion: Mutex<Option<Box<dyn Send>>>,
 }
 
 fn thread_error(path: &str, which: &str, e: std::io::Error) -> Error {
@@ -214,7 +223,7 @@ fn thread_error(path: &str, which: &str, e: std::io::Error) -> Error {
     )
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -255,7 +264,8 @@ fn connect(path: &str, options: &Options, memory: bool) -> Result<Connection> {
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`, or a private in-memory one for
-    /// `":memory:"`, with the default [`Options`] and `durability`. Applies the missing
+    /// `":memory:"`, or the PostgreSQL database of a `postgres://` URL (see
+    /// [`open_postgres`](SqliteStore::open_postgres)), with the default [`Options`] and `durability`. Applies the missing
     /// schema migrations.
     pub fn open(path: &str, durability: Durability) -> Result<SqliteStore> {
         SqliteStore::open_with(path, Options::new(durability))
@@ -266,23 +276,15 @@ impl SqliteStore {
     /// In [`Durability::Off`] the schema is still created or migrated (reads need it), but
     /// no record is ever written.
     pub fn open_with(path: &str, options: Options) -> Result<SqliteStore> {
+        #[cfg(feature = "postgres")]
+        if crate::pg::is_postgres(path) {
+            return SqliteStore::open_postgres(path, options);
+        }
         let memory = path == ":memory:";
         let mut conn = connect(path, &options, memory)?;
-        schema::migrate(&mut conn, now_ms())?;
-        let shared = Arc::new(Shared::default());
+        schema::migrate(&conn, now_ms())?;
         if options.durability == Durability::Off {
-            return Ok(SqliteStore {
-                path: path.to_owned(),
-                durability: options.durability,
-                queue: None,
-                gathering: None,
-                max_group_records: options.max_group_records,
-                max_backlog_records: options.max_backlog_records,
-                writer: Mutex::new(None),
-                reader: Arc::new(Mutex::new(conn)),
-                shared,
-                checkpointer: Mutex::new(None),
-            });
+            return SqliteStore::assemble(path, &options, None, Box::new(conn), None, None);
         }
         let mut checkpointer = None;
         if !memory && options.checkpoint_pages > 0 {
@@ -299,16 +301,51 @@ impl SqliteStore {
             .map_err(|e| Error::open(path, e))?;
             checkpointer = Some(started);
         }
-        let conn = Arc::new(Mutex::new(conn));
         let reader = if memory {
-            Arc::clone(&conn)
+            None
         } else {
             let reader = connect(path, &options, false)?;
             reader
                 .pragma_update(None, "query_only", true)
                 .map_err(|e| Error::open(path, e))?;
-            Arc::new(Mutex::new(reader))
+            Some(Box::new(reader) as Conn)
         };
+        SqliteStore::assemble(path, &options, reader, Box::new(conn), checkpointer, None)
+    }
+
+    /// A store on open connections: `writer` (which also reads when there is no `reader`),
+    /// with its writer thread started unless nothing is written. `version` counts commits
+    /// seen by a database that announces them (PostgreSQL's notifications).
+    pub(crate) fn assemble(
+        path: &str,
+        options: &Options,
+        reader: Option<Conn>,
+        writer: Conn,
+        checkpointer: Option<Checkpointer>,
+        version: Option<Arc<AtomicI64>>,
+    ) -> Result<SqliteStore> {
+        let shared = Arc::new(Shared::default());
+        let conn = Arc::new(Mutex::new(writer));
+        let reader = match reader {
+            Some(reader) => Arc::new(Mutex::new(reader)),
+            None => Arc::clone(&conn),
+        };
+        if options.durability == Durability::Off {
+            return Ok(SqliteStore {
+                path: path.to_owned(),
+                durability: options.durability,
+                queue: None,
+                gathering: None,
+                max_group_records: options.max_group_records,
+                max_backlog_records: options.max_backlog_records,
+                writer: Mutex::new(None),
+                reader,
+                shared,
+                checkpointer: Mutex::new(None),
+                version,
+                companion: Mutex::new(None),
+            });
+        }
         let (queue, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let writer = Writer {
             conn,
@@ -333,7 +370,14 @@ impl SqliteStore {
             reader,
             shared,
             checkpointer: Mutex::new(checkpointer),
+            version,
+            companion: Mutex::new(None),
         })
+    }
+
+    /// Keep `companion` alive until the store closes.
+    pub(crate) fn set_listener(&mut self, companion: impl Send + 'static) {
+        *lock(&self.companion) = Some(Box::new(companion));
     }
 
     /// The path the store was opened with.
@@ -484,7 +528,7 @@ impl SqliteStore {
             created_at: now_ms,
         };
         if self.queue.is_none() {
-            return write::resolve_definition(&lock(&self.reader), &def).map(|(v, _)| v);
+            return write::resolve_definition(&**lock(&self.reader), &def).map(|(v, _)| v);
         }
         self.ask(|reply| Msg::Definition(def, reply))
             .unwrap_or(Err(Error::Closed))
@@ -494,7 +538,7 @@ impl SqliteStore {
     /// transaction of its own.
     pub fn lease(&self, op: crate::LeaseOp) -> Result<crate::LeaseAnswer> {
         if self.queue.is_none() {
-            return crate::lease::apply(&lock(&self.reader), &op);
+            return crate::lease::apply(&**lock(&self.reader), &op);
         }
         self.ask(|reply| Msg::Lease(op, reply))
             .unwrap_or(Err(Error::Closed))
@@ -536,79 +580,79 @@ impl SqliteStore {
         }
     }
 
-    fn reader(&self) -> MutexGuard<'_, Connection> {
+    fn reader(&self) -> MutexGuard<'_, Conn> {
         lock(&self.reader)
     }
 
     /// Runs matching `filter`, newest first.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        read::runs(&self.reader(), filter)
+        read::runs(&**self.reader(), filter)
     }
 
     /// One run.
     pub fn run(&self, id: &str) -> Result<Option<Run>> {
-        read::run(&self.reader(), id)
+        read::run(&**self.reader(), id)
     }
 
     /// Whether a worker would find a run to claim at `now` (see
     /// [`LeaseOp::ClaimWork`](crate::LeaseOp::ClaimWork)); a read, without the write lock.
     /// Schedules are not looked at (see `schedules`).
     pub fn work_ready(&self, names: Option<&[String]>, now: i64, skip: &[String]) -> Result<bool> {
-        crate::lease::work_ready(&self.reader(), names, now, skip)
+        crate::lease::work_ready(&**self.reader(), names, now, skip)
     }
 
     /// Schedules (`engine.schedule`) by name; `due`: only those whose next tick came by
     /// then.
     pub fn schedules(&self, due: Option<i64>) -> Result<Vec<crate::ScheduleRow>> {
-        crate::lease::schedules(&self.reader(), due)
+        crate::lease::schedules(&**self.reader(), due)
     }
 
     /// Every limit (`engine.limits`) with the slots held at `now`.
     pub fn limits(&self, now: i64) -> Result<Vec<crate::LimitUse>> {
-        crate::limits::all(&self.reader(), now)
+        crate::limits::all(&**self.reader(), now)
     }
 
     /// Who holds a run's lease, and until when (ms), if anyone does (see `LeaseOp`). An
     /// expired lease is still shown: its holder stopped renewing it.
     pub fn lease_of(&self, id: &str) -> Result<Option<(String, i64)>> {
-        read::lease(&self.reader(), id)
+        read::lease(&**self.reader(), id)
     }
 
     /// The highest step and transition `seq` of a run (0 when none): where a restored run
     /// continues numbering.
     pub fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)> {
-        read::max_seqs(&self.reader(), run_id)
+        read::max_seqs(&**self.reader(), run_id)
     }
 
     /// The ids of a run's steps still `running` or `pending` (interrupted, after a crash).
     pub fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>> {
-        read::open_steps(&self.reader(), run_id)
+        read::open_steps(&**self.reader(), run_id)
     }
 
     /// Each finished or failed step of a run, in `seq` order: its node, whether it
     /// finished, and its output (or error). What a DAG restore keeps.
     pub fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>> {
-        read::settled_steps(&self.reader(), run_id)
+        read::settled_steps(&**self.reader(), run_id)
     }
 
     /// The runs started inside steps of `run_id` (child DAGs and machines), oldest first.
     pub fn children(&self, run_id: &str) -> Result<Vec<Run>> {
-        read::children(&self.reader(), run_id)
+        read::children(&**self.reader(), run_id)
     }
 
     /// The steps of a run, in `seq` order.
     pub fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
-        read::steps(&self.reader(), run_id)
+        read::steps(&**self.reader(), run_id)
     }
 
     /// The transitions of a run, in `seq` order.
     pub fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
-        read::transitions(&self.reader(), run_id)
+        read::transitions(&**self.reader(), run_id)
     }
 
     /// The custom events of a run, oldest first.
     pub fn events(&self, run_id: &str) -> Result<Vec<CustomEvent>> {
-        read::events(&self.reader(), run_id)
+        read::events(&**self.reader(), run_id)
     }
 
     /// Runs waiting for an event (status `waitingForEvent`) matching `filter`'s name, tags
@@ -618,38 +662,38 @@ impl SqliteStore {
             status: Some(RunStatus::WaitingForEvent),
             ..filter.clone()
         };
-        read::runs(&self.reader(), &filter)
+        read::runs(&**self.reader(), &filter)
     }
 
     /// Armed timers due at or before `now_ms`, in due order: what an engine that starts
     /// must fire first.
     pub fn due_timers(&self, now_ms: i64) -> Result<Vec<Timer>> {
-        read::due_timers(&self.reader(), now_ms)
+        read::due_timers(&**self.reader(), now_ms)
     }
 
     /// Every timer of a run (armed and fired), in due order: what a restore re-arms.
     pub fn timers(&self, run_id: &str) -> Result<Vec<Timer>> {
-        read::timers(&self.reader(), run_id)
+        read::timers(&**self.reader(), run_id)
     }
 
     /// Events sent to a run and not delivered yet, oldest first.
     pub fn pending_events(&self, run_id: &str) -> Result<Vec<PendingEvent>> {
-        read::pending_events(&self.reader(), run_id)
+        read::pending_events(&**self.reader(), run_id)
     }
 
     /// The latest version of a definition, without reading its config.
     pub fn latest_version(&self, name: &str) -> Result<Option<i64>> {
-        read::latest_version(&self.reader(), name)
+        read::latest_version(&**self.reader(), name)
     }
 
     /// A definition: the given version, or the latest.
     pub fn definition(&self, name: &str, version: Option<i64>) -> Result<Option<Definition>> {
-        read::definition(&self.reader(), name, version)
+        read::definition(&**self.reader(), name, version)
     }
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32> {
-        read::schema_version(&self.reader())
+        read::schema_version(&**self.reader())
     }
 
     /// The schema version of the Ramus database at `path`, read without opening it for
@@ -666,14 +710,20 @@ impl SqliteStore {
 
     /// Runs matching `query`, newest first, with their step counts (the inspector's list).
     pub fn run_list(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
-        read::run_list(&self.reader(), query)
+        read::run_list(&**self.reader(), query)
     }
 
     /// A number that changes whenever anything has been committed to the database since
     /// the last call saw it, by this store or by another process (SQLite's
     /// `PRAGMA data_version` on the read connection). Pollers compare it to skip work.
     pub fn data_version(&self) -> Result<i64> {
-        read::data_version(&self.reader())
+        if let Some(version) = &self.version {
+            return Ok(version.load(Ordering::Acquire));
+        }
+        match self.reader().sqlite() {
+            Some(conn) => read::data_version(conn),
+            None => Ok(0),
+        }
     }
 }
 
@@ -696,7 +746,7 @@ impl std::fmt::Debug for SqliteStore {
 
 /// The writer thread: owns the write connection.
 struct Writer {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
     checkpoint: Option<Arc<checkpoint::Signal>>,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
@@ -760,7 +810,9 @@ impl Writer {
                 return;
             }
             if let Some(signal) = &self.checkpoint {
-                signal.after_commit(&lock(&self.conn));
+                if let Some(conn) = lock(&self.conn).sqlite() {
+                    signal.after_commit(conn);
+                }
             }
         }
     }
@@ -774,7 +826,11 @@ impl Writer {
                 Some(signal) if signal.finish_pending() => {
                     match self.rx.recv_timeout(checkpoint::IDLE) {
                         Ok(msg) => return Some(msg),
-                        Err(RecvTimeoutError::Timeout) => signal.finish(&lock(&self.conn)),
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(conn) = lock(&self.conn).sqlite() {
+                                signal.finish(conn);
+                            }
+                        }
                         Err(RecvTimeoutError::Disconnected) => return None,
                     }
                 }
@@ -817,21 +873,20 @@ impl Writer {
     /// Apply and commit one group, then answer its callers. Returns whether a close was
     /// in it.
     fn commit_group(&self, group: Vec<Msg>) -> bool {
-        let conn = lock(&self.conn);
+        let guard = lock(&self.conn);
+        let conn: &dyn Backend = &**guard;
+        let always = conn.savepoint_always();
         let writes = group
             .iter()
             .filter(|m| !matches!(m, Msg::Flush(_) | Msg::Close(_)))
             .count();
         let records: usize = group.iter().map(Msg::record_count).sum();
-        let commit_error = |source| Error::Commit {
-            records,
-            source: Arc::new(source),
-        };
+        let commit_error = |source| Error::commit(records, source);
         // Set when the group as a whole failed: BEGIN or COMMIT failed, or an error made
         // SQLite roll the transaction back by itself (disk full, I/O error).
         let mut group_error: Option<Error> = None;
         if writes > 0 {
-            if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
+            if let Err(e) = conn.begin() {
                 group_error = Some(commit_error(e));
             }
         }
@@ -845,7 +900,7 @@ impl Writer {
             let failed = |e: &Option<Error>| e.clone().map_or(Ok(()), Err);
             match msg {
                 Msg::Records(recs) => {
-                    match failed(&group_error).and_then(|()| apply_submission(&conn, &recs)) {
+                    match failed(&group_error).and_then(|()| apply_submission(conn, &recs)) {
                         Ok(()) => {
                             applied_submissions += 1;
                             applied_records += recs.len() as u64;
@@ -856,7 +911,7 @@ impl Writer {
                     }
                 }
                 Msg::Then(recs, done) => {
-                    let result = failed(&group_error).and_then(|()| apply_submission(&conn, &recs));
+                    let result = failed(&group_error).and_then(|()| apply_submission(conn, &recs));
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += recs.len() as u64;
@@ -864,8 +919,8 @@ impl Writer {
                     owed.push(Owed::Then(done, result));
                 }
                 Msg::Definition(def, reply) => {
-                    let result =
-                        failed(&group_error).and_then(|()| write::put_definition(&conn, &def));
+                    let result = failed(&group_error)
+                        .and_then(|()| atomic(conn, always, 1, |c| write::put_definition(c, &def)));
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += 1;
@@ -873,8 +928,8 @@ impl Writer {
                     owed.push(Owed::Definition(reply, result));
                 }
                 Msg::Lease(op, reply) => {
-                    let result =
-                        failed(&group_error).and_then(|()| crate::lease::apply(&conn, &op));
+                    let result = failed(&group_error)
+                        .and_then(|()| atomic(conn, always, 1, |c| crate::lease::apply(c, &op)));
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += 1;
@@ -886,8 +941,9 @@ impl Writer {
                     status,
                     reply,
                 } => {
-                    let result =
-                        failed(&group_error).and_then(|()| write::prune(&conn, older_than, status));
+                    let result = failed(&group_error).and_then(|()| {
+                        atomic(conn, always, 1, |c| write::prune(c, older_than, status))
+                    });
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += 1;
@@ -900,24 +956,26 @@ impl Writer {
             // A failed statement normally undoes only itself (or its savepoint), but some
             // errors make SQLite roll back the whole transaction; what follows would then
             // run outside any transaction, one autocommit at a time, so the group stops.
-            if writes > 0 && group_error.is_none() && conn.is_autocommit() {
-                group_error = Some(commit_error(rusqlite::Error::InvalidParameterName(
-                    "SQLite rolled the transaction back after an error".into(),
+            if writes > 0 && group_error.is_none() && !conn.in_transaction() {
+                group_error = Some(commit_error(DbError::from(
+                    rusqlite::Error::InvalidParameterName(
+                        "the database rolled the transaction back after an error".into(),
+                    ),
                 )));
             }
         }
 
         if writes > 0 {
             if group_error.is_none() {
-                if let Err(e) = exec(&conn, "COMMIT") {
+                if let Err(e) = conn.before_commit().and_then(|()| exec(conn, "COMMIT")) {
                     group_error = Some(commit_error(e));
                 }
             }
-            if group_error.is_some() && !conn.is_autocommit() {
-                let _ = exec(&conn, "ROLLBACK");
+            if group_error.is_some() && conn.in_transaction() {
+                let _ = exec(conn, "ROLLBACK");
             }
         }
-        drop(conn);
+        drop(guard);
 
         match &group_error {
             None if writes > 0 => {
@@ -973,30 +1031,55 @@ impl Writer {
 /// Run a statement without parameters from the statement cache: the transaction and
 /// savepoint statements run once or twice per group, so parsing them each time would be
 /// measurable.
-fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+fn exec(conn: &dyn Db, sql: &str) -> DbResult<()> {
+    conn.execute(sql, &[]).map(|_| ())
 }
 
 /// Apply one submission atomically: all of its records or none.
-fn apply_submission(conn: &Connection, records: &[Record]) -> Result<()> {
-    if let [record] = records {
-        // A single statement is already atomic; skip the savepoint.
-        return write::apply(conn, record);
+fn apply_submission(conn: &dyn Backend, records: &[Record]) -> Result<()> {
+    atomic(
+        conn,
+        conn.savepoint_always() || records.len() > 1,
+        records.len(),
+        |c| {
+            records
+                .iter()
+                .try_for_each(|record| write::apply(c, record))
+        },
+    )
+}
+
+/// Run `f` in a savepoint when `savepoint` says so (several statements that must all hold,
+/// or a database whose failed statement spoils the transaction): on failure only what it
+/// did is undone and the group's transaction goes on. A deadlock PostgreSQL broke by
+/// failing this part is retried a few times before it counts as a failure.
+fn atomic<T>(
+    conn: &dyn Backend,
+    savepoint: bool,
+    records: usize,
+    f: impl Fn(&dyn Db) -> Result<T>,
+) -> Result<T> {
+    if !savepoint {
+        return f(conn);
     }
-    exec(conn, "SAVEPOINT submission").map_err(|e| Error::Commit {
-        records: records.len(),
-        source: Arc::new(e),
-    })?;
-    for record in records {
-        if let Err(e) = write::apply(conn, record) {
-            // Undo this submission only; the group's transaction goes on.
-            let _ = exec(conn, "ROLLBACK TO submission");
-            let _ = exec(conn, "RELEASE submission");
-            return Err(e);
+    let mut tries = 0;
+    loop {
+        exec(conn, "SAVEPOINT submission").map_err(|e| Error::commit(records, e))?;
+        match f(conn) {
+            Ok(v) => {
+                let _ = exec(conn, "RELEASE submission");
+                return Ok(v);
+            }
+            Err(e) => {
+                let _ = exec(conn, "ROLLBACK TO submission");
+                let _ = exec(conn, "RELEASE submission");
+                tries += 1;
+                if !(e.is_retryable() && tries < 5) {
+                    return Err(e);
+                }
+            }
         }
     }
-    let _ = exec(conn, "RELEASE submission");
-    Ok(())
 }
 
 #[cfg(test)]

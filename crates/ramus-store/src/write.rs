@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::params;
+
+use crate::db::{Db, DbResult};
 
 use crate::error::{Error, Result};
 use crate::hash::content_hash;
@@ -83,20 +85,16 @@ const INSERT_DEFINITION: &str = "\
 const PRUNE: &str = "\
     WITH RECURSIVE doomed (id) AS ( \
         SELECT id FROM runs WHERE created_at < ?1 \
-            AND (status = ?2 OR (?2 IS NULL AND status IN ('finished', 'error', 'cancelled'))) \
+            AND (status = ?2 OR (CAST(?2 AS TEXT) IS NULL AND status IN ('finished', 'error', 'cancelled'))) \
         UNION SELECT runs.id FROM runs JOIN doomed ON runs.parent_run_id = doomed.id \
     ) \
-    DELETE FROM runs WHERE id IN doomed";
+    DELETE FROM runs WHERE id IN (SELECT id FROM doomed)";
 
 /// Apply one record.
-pub(crate) fn apply(conn: &Connection, record: &Record) -> Result<()> {
+pub(crate) fn apply(conn: &dyn Db, record: &Record) -> Result<()> {
     let changed = apply_sql(conn, record).map_err(|source| {
         let (what, id) = record.describe();
-        Error::Write {
-            what,
-            id: id.to_owned(),
-            source: Arc::new(source),
-        }
+        Error::write(what, id, source)
     })?;
     // Updates of rows that do not exist are the engine's bug (a step before its run, an id
     // typed twice): say so instead of silently writing nothing.
@@ -128,11 +126,11 @@ pub(crate) fn apply(conn: &Connection, record: &Record) -> Result<()> {
     Ok(())
 }
 
-fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
+fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
     match record {
         Record::Run(r) => {
             let tags = tags_json(&r.tags);
-            conn.prepare_cached(UPSERT_RUN)?.execute(params![
+            conn.execute(UPSERT_RUN, params![
                 r.id,
                 r.name,
                 r.kind,
@@ -154,7 +152,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
                 r.ended_at,
             ])
         }
-        Record::RunUpdate(u) => conn.prepare_cached(UPDATE_RUN)?.execute(params![
+        Record::RunUpdate(u) => conn.execute(UPDATE_RUN, params![
             u.id,
             u.status,
             u.updated_at,
@@ -165,7 +163,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             u.ended_at,
             u.parent_step_id,
         ]),
-        Record::Step(s) => conn.prepare_cached(UPSERT_STEP)?.execute(params![
+        Record::Step(s) => conn.execute(UPSERT_STEP, params![
             s.id,
             s.run_id,
             s.seq,
@@ -180,7 +178,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             s.ended_at,
             s.cached,
         ]),
-        Record::StepUpdate(u) => conn.prepare_cached(UPDATE_STEP)?.execute(params![
+        Record::StepUpdate(u) => conn.execute(UPDATE_STEP, params![
             u.id,
             u.status,
             u.output,
@@ -189,7 +187,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             u.ended_at,
             u.cached,
         ]),
-        Record::Transition(t) => conn.prepare_cached(INSERT_TRANSITION)?.execute(params![
+        Record::Transition(t) => conn.execute(INSERT_TRANSITION, params![
             t.id,
             t.run_id,
             t.step_id,
@@ -200,7 +198,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             t.event_data,
             t.time,
         ]),
-        Record::Event(e) => conn.prepare_cached(INSERT_EVENT)?.execute(params![
+        Record::Event(e) => conn.execute(INSERT_EVENT, params![
             e.id,
             e.run_id,
             e.step_id,
@@ -211,7 +209,7 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             e.data,
             e.time,
         ]),
-        Record::PendingEvent(e) => conn.prepare_cached(INSERT_PENDING)?.execute(params![
+        Record::PendingEvent(e) => conn.execute(INSERT_PENDING, params![
             e.id,
             e.run_id,
             e.event_type,
@@ -220,14 +218,12 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             e.created_at,
             e.delivered_at,
         ]),
-        Record::EventDelivered { id, at } => conn
-            .prepare_cached(DELIVER_PENDING)?
-            .execute(params![id, at]),
-        Record::Timer(t) => conn.prepare_cached(INSERT_TIMER)?.execute(params![
+        Record::EventDelivered { id, at } => conn.execute(DELIVER_PENDING, params![id, at]),
+        Record::Timer(t) => conn.execute(INSERT_TIMER, params![
             t.id, t.run_id, t.kind, t.due_at, t.payload, t.fired_at,
         ]),
-        Record::TimerFired { id, at } => conn.prepare_cached(FIRE_TIMER)?.execute(params![id, at]),
-        Record::TimerCancelled { id } => conn.prepare_cached(DELETE_TIMER)?.execute([id]),
+        Record::TimerFired { id, at } => conn.execute(FIRE_TIMER, params![id, at]),
+        Record::TimerCancelled { id } => conn.execute(DELETE_TIMER, params![id]),
         // Needs a read and a hash; done by `put_definition` in `apply`.
         Record::Definition(_) => Ok(0),
         // A read and a comparison; done by `check_fence` in `apply`.
@@ -236,11 +232,10 @@ fn apply_sql(conn: &Connection, record: &Record) -> rusqlite::Result<usize> {
             run_id,
             owner,
             until,
-        } => conn
-            .prepare_cached(
-                "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, lease_token = lease_token + 1 WHERE id = ?1",
-            )?
-            .execute(params![run_id, owner, until]),
+        } => conn.execute(
+            "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, lease_token = lease_token + 1 WHERE id = ?1",
+            params![run_id, owner, until],
+        ),
     }
 }
 
@@ -252,17 +247,15 @@ pub(crate) fn tags_json(tags: &[String]) -> String {
 /// The version that `def`'s content has or would get, without writing: the latest version
 /// when its hash matches, else the next one.
 pub(crate) fn resolve_definition(
-    conn: &Connection,
+    conn: &dyn Db,
     def: &NewDefinition,
 ) -> Result<(DefinitionVersion, bool)> {
     let hash = content_hash(&def.config, || {
         format!("the config of definition {:?}", def.name)
     })?;
     let latest: Option<(i64, String)> = conn
-        .prepare_cached(LATEST_DEFINITION)
-        .and_then(|mut stmt| {
-            stmt.query_row([&def.name], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
+        .row(LATEST_DEFINITION, params![def.name], |row| {
+            Ok((row.get(0)?, row.get(1)?))
         })
         .map_err(|source| Error::read(format!("definition {:?}", def.name), source))?;
     let (version, created) = match latest {
@@ -282,25 +275,21 @@ pub(crate) fn resolve_definition(
 }
 
 /// Store `def` as a new version unless the latest version has the same content.
-pub(crate) fn put_definition(conn: &Connection, def: &NewDefinition) -> Result<DefinitionVersion> {
+pub(crate) fn put_definition(conn: &dyn Db, def: &NewDefinition) -> Result<DefinitionVersion> {
     let (version, created) = resolve_definition(conn, def)?;
     if created {
-        conn.prepare_cached(INSERT_DEFINITION)
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    def.name,
-                    version.version,
-                    def.kind,
-                    version.hash,
-                    def.config,
-                    def.created_at,
-                ])
-            })
-            .map_err(|source| Error::Write {
-                what: "definition",
-                id: def.name.clone(),
-                source: Arc::new(source),
-            })?;
+        conn.execute(
+            INSERT_DEFINITION,
+            params![
+                def.name,
+                version.version,
+                def.kind,
+                version.hash,
+                def.config,
+                def.created_at,
+            ],
+        )
+        .map_err(|source| Error::write("definition", &def.name, source))?;
     }
     Ok(version)
 }
@@ -308,15 +297,10 @@ pub(crate) fn put_definition(conn: &Connection, def: &NewDefinition) -> Result<D
 /// Delete the runs created before `older_than` (with `status`, if given), the runs started
 /// inside them, and by cascade all their steps, transitions, events, pending events and
 /// timers. Returns how many runs were deleted.
-pub(crate) fn prune(
-    conn: &Connection,
-    older_than: i64,
-    status: Option<RunStatus>,
-) -> Result<usize> {
-    // One statement: SQLite makes it atomic with its cascades, so a failure deletes nothing
-    // and needs no savepoint of its own.
-    conn.prepare_cached(PRUNE)
-        .and_then(|mut stmt| stmt.execute(params![older_than, status]))
+pub(crate) fn prune(conn: &dyn Db, older_than: i64, status: Option<RunStatus>) -> Result<usize> {
+    // One statement: the database makes it atomic with its cascades, so a failure deletes
+    // nothing and needs no savepoint of its own.
+    conn.execute(PRUNE, params![older_than, status])
         .map_err(|source| Error::Prune {
             source: Arc::new(source),
         })

@@ -8,12 +8,13 @@ use ramus_store::{
 };
 use tempfile::TempDir;
 
+mod common;
+
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
 
 fn open(dir: &TempDir) -> SqliteStore {
-    let path = dir.path().join("queue.sqlite");
-    SqliteStore::open(path.to_str().unwrap(), Durability::Sync).unwrap()
+    SqliteStore::open(&common::location(dir, "queue.sqlite"), Durability::Sync).unwrap()
 }
 
 fn queued(n: u32, priority: i64, created_at: i64) -> QueuedRun {

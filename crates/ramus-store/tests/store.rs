@@ -12,7 +12,15 @@ use tempfile::TempDir;
 
 const T0: i64 = 1_700_000_000_000;
 
+mod common;
+
+/// The test's store: SQLite, or PostgreSQL when the run asks for it (see `common`).
 fn db(dir: &TempDir) -> String {
+    common::location(dir, "ramus.sqlite")
+}
+
+/// A SQLite file, for tests that look into the file itself.
+fn file(dir: &TempDir) -> String {
     dir.path().join("ramus.sqlite").to_str().unwrap().to_owned()
 }
 
@@ -102,7 +110,7 @@ fn count(path: &str, table: &str) -> i64 {
 #[test]
 fn migrations_are_idempotent_on_reopen() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     {
         let store = SqliteStore::open(&path, Durability::Sync).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -160,7 +168,7 @@ fn migrations_are_idempotent_on_reopen() {
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     SqliteStore::open(&path, Durability::Batched)
         .unwrap()
         .close()
@@ -241,7 +249,7 @@ fn definitions_get_a_new_version_only_when_content_changes() {
 #[test]
 fn every_record_kind_round_trips() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let store = SqliteStore::open(&path, Durability::Batched).unwrap();
     let parent = run(9, "parent", RunStatus::Running, T0 - 5);
     let full = Run {
@@ -442,7 +450,7 @@ fn every_record_kind_round_trips() {
 #[test]
 fn batched_writes_are_visible_after_flush_and_after_reopen() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let options = Options {
         flush_interval: Duration::from_secs(30),
         ..Options::new(Durability::Batched)
@@ -508,7 +516,7 @@ fn the_flush_interval_commits_without_a_flush() {
 #[test]
 fn sync_writes_are_visible_when_submit_sync_returns() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     for durability in [Durability::Sync, Durability::Batched] {
         let options = Options {
             // In Batched, submit_sync must not wait for the interval.
@@ -577,7 +585,7 @@ fn concurrent_sync_submitters_share_commits() {
 #[test]
 fn prune_removes_old_runs_and_their_children_only() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let store = SqliteStore::open(&path, Durability::Batched).unwrap();
     let cutoff = T0 + 1_000;
     let old_done = run(1, "a", RunStatus::Finished, T0);
@@ -656,7 +664,7 @@ fn prune_removes_old_runs_and_their_children_only() {
 #[test]
 fn off_writes_nothing() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let store = SqliteStore::open(&path, Durability::Off).unwrap();
     let r = run(1, "a", RunStatus::Running, T0);
     store.submit(vec![Record::Run(r.clone())]).unwrap();
@@ -866,7 +874,7 @@ fn memory_stores_are_private() {
 #[test]
 fn checkpoints_start_the_wal_over() {
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let options = Options {
         checkpoint_pages: 8,
         ..Options::new(Durability::Sync)
@@ -938,7 +946,7 @@ fn the_schema_document_matches_the_schema() {
         .unwrap();
     assert!(doc.contains(&format!("schema version **{SCHEMA_VERSION}**")));
     let dir = TempDir::new().unwrap();
-    let path = db(&dir);
+    let path = file(&dir);
     let store = SqliteStore::open(&path, Durability::Sync).unwrap();
     let r = run(1, "a", RunStatus::WaitingForEvent, T0);
     store
