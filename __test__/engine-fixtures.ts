@@ -1,4 +1,4 @@
-// What the Engine test files share: engines on temporary SQLite files closed after each
+// What the Engine test files share: engines on temporary SQLite files (or PostgreSQL schemas) closed after each
 // test, waiting on runs, and a local OTLP/HTTP collector for the tracing tests.
 import { afterEach } from 'vitest';
 import fs from 'node:fs';
@@ -18,6 +18,7 @@ export function engineFixtures(prefix: string) {
   const dirs: string[] = [];
   const engines: Engine[] = [];
   const live: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
+  let schemas = 0;
 
   afterEach(async () => {
     const cancelled = live.splice(0);
@@ -29,9 +30,18 @@ export function engineFixtures(prefix: string) {
   });
 
   function tempDb(): string {
+    // `RAMUS_TEST_PG` (set by .ci/run for its second pass): each engine's database is a new
+    // schema on that PostgreSQL server, which the store creates on first open.
+    const pg = process.env.RAMUS_TEST_PG;
+    if (pg) return `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dt_${process.pid}_${++schemas}_${Date.now()}`;
+    return path.join(tempDir(), 'runs.sqlite');
+  }
+
+  /** A new directory, removed after the test. */
+  function tempDir(): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
     dirs.push(dir);
-    return path.join(dir, 'runs.sqlite');
+    return dir;
   }
 
   function open(options: ConstructorParameters<typeof Engine>[0] = {}): Engine {
@@ -46,7 +56,7 @@ export function engineFixtures(prefix: string) {
     return run;
   }
 
-  return { engines, tempDb, open, track };
+  return { engines, tempDb, tempDir, open, track };
 }
 
 /** The outcome of a promise as a value: `{ ok: true, value }` or `{ ok: false, error }`. */

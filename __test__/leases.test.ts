@@ -21,11 +21,19 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function dbFile(): string {
+function tempDir(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-lease-'));
   dirs.push(d);
-  return path.join(d, 'runs.sqlite');
+  return d;
 }
+
+/** A new database: a SQLite file, or a new PostgreSQL schema in the second pass. */
+function dbFile(): string {
+  const pg = process.env.RAMUS_TEST_PG;
+  if (pg) return `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dlease_${process.pid}_${++schemas}_${Date.now()}`;
+  return path.join(tempDir(), 'runs.sqlite');
+}
+let schemas = 0;
 
 const APPROVAL = {
   name: 'approval',
@@ -88,7 +96,7 @@ describe('leases between engines', () => {
 describe('a holder stopped past its lease (SIGSTOP), then continued', () => {
   test('is taken over, and its step, continued, cannot write', async () => {
     const db = dbFile();
-    const dir = path.dirname(db);
+    const dir = tempDir();
     const script = path.join(dir, 'holder.mjs');
     fs.writeFileSync(
       script,

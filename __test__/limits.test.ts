@@ -13,7 +13,7 @@ import { engineFixtures } from './engine-fixtures';
 import { waitUntil, within } from './helpers.mjs';
 
 const RAMUS = createRequire(import.meta.url).resolve('ramus');
-const { open } = engineFixtures('ramus-limits-');
+const { open, tempDir } = engineFixtures('ramus-limits-');
 const T0 = Date.UTC(2026, 0, 1);
 
 /** Counts steps running at once; `gate` holds them until the test opens it. */
@@ -245,7 +245,7 @@ describe('limits across processes', () => {
   test('three processes never run more steps of a key at once than its limit', async () => {
     const engine = open({ durability: 'sync' });
     engine.limits({ llm: { concurrency: 2 } });
-    const dir = path.dirname(engine.db);
+    const dir = tempDir();
     const log = path.join(dir, 'steps.log');
     const script = path.join(dir, 'child.mjs');
     fs.writeFileSync(
@@ -287,7 +287,7 @@ describe('limits across processes', () => {
   test("a killed process's slots come back when its lease runs out", async () => {
     const engine = open({ durability: 'sync', leaseMs: 1000 });
     engine.limits({ llm: { concurrency: 1 } });
-    const dir = path.dirname(engine.db);
+    const dir = tempDir();
     const script = path.join(dir, 'holder.mjs');
     fs.writeFileSync(
       script,

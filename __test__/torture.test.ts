@@ -1,5 +1,5 @@
 // The torture test at a small size (scripts/torture.mjs; `npm run torture` runs 10,000
-// runs): worker processes over one SQLite file, some SIGKILLed mid-step, and every run
+// runs): worker processes over one SQLite file (or PostgreSQL, in the second pass), some SIGKILLed mid-step, and every run
 // finished right, every step committed once, no step ran in two places at once.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -9,7 +9,10 @@ import { expect, test } from 'vitest';
 const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'torture.mjs');
 
 test('three workers, three killed mid-run and replaced: nothing lost, nothing doubled', async () => {
-  const child = spawn(process.execPath, [script, '--runs', '600', '--workers', '3', '--kills', '3', '--kill-ms', '150', '--lease', '1500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const pg = process.env.RAMUS_TEST_PG;
+  const db = pg ? ['--db', `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dtorture_${process.pid}_${Date.now()}`] : [];
+  const args = [script, '--runs', '600', '--workers', '3', '--kills', '3', '--kill-ms', '150', '--lease', '1500', ...db];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

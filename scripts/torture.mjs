@@ -34,7 +34,10 @@ const KILL_MS = opt('kill-ms', 1000);
 
 const { Engine } = await import(RAMUS);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-torture-'));
-const db = path.join(dir, 'runs.sqlite');
+// `--db postgres://…` runs it on PostgreSQL (a URL with `?options=-csearch_path%3Dname`
+// keeps it in a schema of its own); the default is a new SQLite file.
+const dbAt = process.argv.indexOf('--db');
+const db = dbAt >= 0 ? process.argv[dbAt + 1] : path.join(dir, 'runs.sqlite');
 const log = path.join(dir, 'steps.log');
 fs.writeFileSync(log, '');
 const engine = new Engine({ db, durability: 'sync' });
@@ -42,7 +45,7 @@ register(engine);
 
 const t0 = Date.now();
 for (let n = 0; n < RUNS; n++) engine.enqueue(n % 2 === 0 ? DAG.name : MACHINE.name, { input: { n } });
-console.log(`enqueued ${RUNS} runs in ${Date.now() - t0} ms; ${WORKERS} workers, ${KILLS} kills, lease ${LEASE} ms`);
+console.log(`enqueued ${RUNS} runs in ${Date.now() - t0} ms; ${WORKERS} workers, ${KILLS} kills, lease ${LEASE} ms, on ${db.startsWith('postgres') ? 'PostgreSQL' : 'SQLite'}`);
 
 /** pid → when it was killed (ms), for steps it never ended. */
 const killedAt = new Map();

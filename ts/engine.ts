@@ -89,7 +89,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   constructor(options: EngineOptions<T> = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('Engine options must be an object');
     this.db = options.db ?? './ramus.sqlite';
-    if (typeof this.db !== 'string' || this.db === '') throw new TypeError('Engine db must be a file path or ":memory:"');
+    if (typeof this.db !== 'string' || this.db === '') throw new TypeError('Engine db must be a file path, ":memory:" or a postgres:// URL');
     this.durability = checkDurability(options.durability ?? 'batched');
     this.#tools = (options.tools ?? {}) as Tools;
     this.#cache = options.cache;

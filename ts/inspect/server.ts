@@ -202,7 +202,8 @@ function checkId(id: string): string {
 export async function inspect(options: InspectOptions): Promise<Inspector> {
   const db = options.db;
   if (typeof db !== 'string' || db === '') throw new TypeError('inspect: `db` must be the path of a Ramus database');
-  if (db === ':memory:' || !fs.existsSync(db)) throw new Error(`No Ramus database at ${db}`);
+  const onServer = /^postgres(ql)?:\/\//.test(db);
+  if (db === ':memory:' || (!onServer && !fs.existsSync(db))) throw new Error(`No Ramus database at ${db}`);
   // Opening a store migrates the file: make sure it is a Ramus database first, so a wrong
   // --db never turns somebody's SQLite file into one.
   let schema: number | null;

@@ -210,6 +210,9 @@ pub(crate) trait Backend: Db + Send {
     /// Whether a failed statement spoils the whole transaction until it is rolled back to a
     /// savepoint (PostgreSQL): then every submission and lease change gets its own.
     fn savepoint_always(&self) -> bool;
+    /// Give the connection back to the server until it is used again (a closed store on
+    /// PostgreSQL keeps answering reads, without holding one of the server's connections).
+    fn disconnect(&self) {}
     /// Run just before the writer commits a group (PostgreSQL: announce the commit).
     fn before_commit(&self) -> DbResult<()> {
         Ok(())

@@ -233,7 +233,9 @@ impl<'a> FromSql<'a> for Column {
 /// One connection, its prepared statements (by the store's SQL text) and whether a
 /// transaction is open.
 pub(crate) struct PgConn {
-    client: RefCell<Client>,
+    /// Where to connect again after [`Backend::disconnect`].
+    url: String,
+    client: RefCell<Option<Client>>,
     statements: RefCell<HashMap<String, Statement>>,
     in_transaction: Cell<bool>,
 }
@@ -242,17 +244,51 @@ impl PgConn {
     fn connect(url: &str) -> Result<PgConn> {
         let client = Client::connect(url, NoTls).map_err(|e| Error::open(&redact(url), e))?;
         Ok(PgConn {
-            client: RefCell::new(client),
+            url: url.to_owned(),
+            client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
         })
+    }
+
+    /// Create the schema the URL's `search_path` names first, if it does not exist yet:
+    /// `?options=-csearch_path%3Dname` gives an application (or a test) tables of its own
+    /// on a shared database without a step before the first open.
+    fn own_schema(&self) -> DbResult<()> {
+        let mut client = self.client()?;
+        let row = client.query_one(
+            "SELECT current_schema() IS NULL, current_setting('search_path')",
+            &[],
+        )?;
+        let (missing, path): (bool, String) = (row.get(0), row.get(1));
+        let first = path.split(',').next().unwrap_or_default().trim();
+        if missing && !first.is_empty() && first != "\"$user\"" {
+            let name = first.trim_matches('"').replace('"', "\"\"");
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{name}\""))?;
+        }
+        Ok(())
+    }
+
+    /// The connection, opened again if it was closed or lost.
+    fn client(&self) -> DbResult<std::cell::RefMut<'_, Client>> {
+        let mut slot = self.client.borrow_mut();
+        // A connection the server dropped (a restart) is replaced between transactions;
+        // inside one the failure must surface, since what it did is gone.
+        let broken = slot.as_ref().is_none_or(Client::is_closed);
+        if broken && !self.in_transaction.get() {
+            *slot = Some(Client::connect(&self.url, NoTls)?);
+            self.statements.borrow_mut().clear();
+        }
+        Ok(std::cell::RefMut::map(slot, |c| {
+            c.as_mut().expect("connected above")
+        }))
     }
 
     fn statement(&self, sql: &str) -> DbResult<Statement> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&translate(sql))?;
+        let stmt = self.client()?.prepare(&translate(sql))?;
         let mut cache = self.statements.borrow_mut();
         // Filters make many shapes of a few reads; a bound keeps them from piling up.
         if cache.len() >= 512 {
@@ -291,7 +327,7 @@ impl Db for PgConn {
             // Sent as they are: nothing to prepare, and the transaction state follows them.
             "COMMIT" | "ROLLBACK" => {
                 self.in_transaction.set(false);
-                self.client.borrow_mut().batch_execute(sql)?;
+                self.client()?.batch_execute(sql)?;
                 0
             }
             _ => {
@@ -300,7 +336,7 @@ impl Db for PgConn {
                 let bound = bind(&outputs)?;
                 let refs: Vec<&(dyn PgToSql + Sync)> =
                     bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
-                self.client.borrow_mut().execute(&stmt, &refs)? as usize
+                self.client()?.execute(&stmt, &refs)? as usize
             }
         };
         Ok(changed)
@@ -317,7 +353,7 @@ impl Db for PgConn {
         let bound = bind(&outputs)?;
         let refs: Vec<&(dyn PgToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
-        let rows = self.client.borrow_mut().query(&stmt, &refs)?;
+        let rows = self.client()?.query(&stmt, &refs)?;
         let mut values = Vec::new();
         for row in rows {
             values.clear();
@@ -330,7 +366,7 @@ impl Db for PgConn {
     }
 
     fn batch(&self, sql: &str) -> DbResult<()> {
-        Ok(self.client.borrow_mut().batch_execute(&translate(sql))?)
+        Ok(self.client()?.batch_execute(&translate(sql))?)
     }
 
     fn lock(&self, key: &str) -> DbResult<()> {
@@ -344,7 +380,7 @@ impl Db for PgConn {
 
 impl Backend for PgConn {
     fn begin(&self) -> DbResult<()> {
-        self.client.borrow_mut().batch_execute("BEGIN")?;
+        self.client()?.batch_execute("BEGIN")?;
         self.in_transaction.set(true);
         Ok(())
     }
@@ -357,18 +393,21 @@ impl Backend for PgConn {
         true
     }
 
+    fn disconnect(&self) {
+        self.client.borrow_mut().take();
+        self.statements.borrow_mut().clear();
+    }
+
     fn before_commit(&self) -> DbResult<()> {
         // Delivered to every listener once the commit is done, never for a rollback.
-        self.client
-            .borrow_mut()
-            .batch_execute(&format!("NOTIFY {CHANNEL}"))?;
+        self.client()?.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
         Ok(())
     }
 
     fn prelude(&self) -> DbResult<()> {
         // SQLite's `json_each(text)` as the store uses it: the elements of a JSON array of
         // strings, in a column `value`.
-        self.client.borrow_mut().batch_execute(
+        self.client()?.batch_execute(
             "CREATE OR REPLACE FUNCTION ramus_json_each(text) RETURNS TABLE (value text) \
              LANGUAGE sql IMMUTABLE AS $$ SELECT jsonb_array_elements_text($1::jsonb) $$",
         )?;
@@ -442,6 +481,20 @@ impl Drop for Listener {
     }
 }
 
+/// The schema version of the Ramus tables at `url`, or `None` when there are none.
+pub(crate) fn probe(url: &str) -> Result<Option<u32>> {
+    let conn = PgConn::connect(url)?;
+    let has_meta = (&conn as &dyn Db)
+        .one("SELECT to_regclass('meta') IS NOT NULL", &[], |r| {
+            r.get::<bool>(0)
+        })
+        .map_err(|e| Error::read("schema", e))?;
+    if !has_meta {
+        return Ok(None);
+    }
+    crate::read::schema_version(&conn).map(Some)
+}
+
 impl SqliteStore {
     /// Open the PostgreSQL database at `url` (`postgres://user:password@host:port/db`; a
     /// `?options=-csearch_path%3Dname` keeps the tables in a schema of their own), creating
@@ -460,6 +513,7 @@ impl SqliteStore {
     pub fn open_postgres(url: &str, options: Options) -> Result<SqliteStore> {
         let location = redact(url);
         let writer = PgConn::connect(url)?;
+        writer.own_schema().map_err(|e| Error::open(&location, e))?;
         crate::schema::migrate(&writer, crate::store::now_ms())?;
         let reader = PgConn::connect(url)?;
         let version = Arc::new(AtomicI64::new(1));

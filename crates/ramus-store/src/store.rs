@@ -572,6 +572,10 @@ impl SqliteStore {
         if let Some(checkpointer) = lock(&self.checkpointer).as_mut() {
             checkpointer.stop();
         }
+        // A server's connections are few: a closed store gives its own back (reads
+        // connect again if they come).
+        lock(&self.companion).take();
+        lock(&self.reader).disconnect();
         match (result, joined) {
             (Err(e), _) => Err(e),
             // The writer panicked after answering: later writes are lost, say so.
@@ -700,6 +704,10 @@ impl SqliteStore {
     /// writing; `None` when the file is not a Ramus database (no `meta` table). Lets a
     /// reader refuse a foreign SQLite file instead of migrating it into a Ramus one.
     pub fn probe(path: &str) -> Result<Option<u32>> {
+        #[cfg(feature = "postgres")]
+        if crate::pg::is_postgres(path) {
+            return crate::pg::probe(path);
+        }
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -14,7 +14,7 @@ pub fn location(dir: &TempDir, file: &str) -> String {
     }
 }
 
-/// A URL of `base` whose tables go to a schema nobody used before.
+/// A URL of `base` whose tables go to a schema nobody used before (the store creates it).
 pub fn fresh_schema(base: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let schema = format!(
@@ -26,10 +26,6 @@ pub fn fresh_schema(base: &str) -> String {
             .unwrap()
             .as_micros()
     );
-    let mut client = postgres::Client::connect(base, postgres::NoTls).unwrap();
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
