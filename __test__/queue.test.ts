@@ -1,6 +1,9 @@
 // The queue and its workers: enqueue (priority with aging, runAt, idempotencyKey,
 // concurrencyKey), engine.work() claiming queued runs and runs that need a holder (an event
 // arrived, a timer fell due, their holder stopped), handing idle machines back, and stop().
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { DuplicateRunError, Engine, TestClock, type Worker } from 'ramus';
 
@@ -8,7 +11,7 @@ import { engineFixtures } from './engine-fixtures';
 // @ts-expect-error: plain ESM helpers without types
 import { waitUntil, within } from './helpers.mjs';
 
-const { open } = engineFixtures('ramus-queue-');
+const { open, tempDb } = engineFixtures('ramus-queue-');
 const T0 = Date.UTC(2026, 0, 1);
 
 const ECHO = { name: 'echo', nodes: { out: { runner: 'echo' } } };
@@ -302,4 +305,18 @@ describe('workers and runs that need a holder', () => {
     expect(await work(engine).poll()).toBe(1);
     await drained(engine, [q.runId]);
   });
+});
+
+describe('examples/queue-workers.mjs', () => {
+  test('runs: 20 tickets enqueued once each, taken by the workers, every result back', async () => {
+    const example = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'examples', 'queue-workers.mjs');
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [example], { env: { ...process.env, RAMUS_DB: tempDb() }, timeout: 60_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    expect(out).toContain('enqueued again: false');
+    expect(out).toMatch(/20 tickets triaged on (SQLite|PostgreSQL)/);
+    expect(out).toContain("team: 'facilities'");
+  }, 60_000);
 });

@@ -1,5 +1,6 @@
 'use strict';
-// Worker throughput and claim latency on one SQLite file: 1, 2 and 4 worker processes
+// Worker throughput and claim latency on one store (a SQLite file, and PostgreSQL when
+// RAMUS_BENCH_PG names a database): 1, 2 and 4 worker processes
 // (scripts/queue-worker.mjs, concurrency 50 each) take N queued runs (half a 4-node DAG,
 // half a 4-visit machine) whose steps await 2-20 ms of simulated I/O. While steps wait on
 // I/O, throughput should grow with workers until the store's writer is the limit.
@@ -7,6 +8,7 @@
 // enqueue to its first step's start (from the workers' step log), median of 20.
 //
 //   node bench/workers.js [N=2000] [workers=1,2,4]
+//   RAMUS_BENCH_PG=postgres://user@host:port/db node bench/workers.js   # and on PostgreSQL
 //
 // Each size runs with the workers' runs 'sync' (every step committed before the next) and
 // 'batched'. The runs are enqueued first, all due at one time; the clock starts then.
@@ -21,12 +23,20 @@ const COUNTS = (process.argv[3] ?? '1,2,4').split(',').map(Number);
 const RAMUS = require.resolve('ramus');
 const WORKER = path.join(__dirname, '..', 'scripts', 'queue-worker.mjs');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const PG = process.env.RAMUS_BENCH_PG;
+let schemas = 0;
 
-async function setup() {
+/** A new store: a file in `dir`, or a new schema on PG (the store creates it). */
+function location(store, dir) {
+  if (store === 'sqlite') return path.join(dir, 'runs.sqlite');
+  return `${PG}${PG.includes('?') ? '&' : '?'}options=-csearch_path%3Dbench_${process.pid}_${++schemas}`;
+}
+
+async function setup(store) {
   const { Engine } = require(RAMUS);
   const { register } = await import(path.join(__dirname, '..', 'scripts', 'torture-defs.mjs'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-bench-workers-'));
-  const db = path.join(dir, 'runs.sqlite');
+  const db = location(store, dir);
   const log = path.join(dir, 'steps.log');
   fs.writeFileSync(log, '');
   const engine = new Engine({ db, durability: 'sync' });
@@ -48,8 +58,8 @@ async function stop(children) {
   await Promise.all(children.map((c) => new Promise((resolve) => (c.on('exit', resolve), c.kill('SIGTERM')))));
 }
 
-async function throughput(count, durability) {
-  const { dir, db, log, engine } = await setup();
+async function throughput(store, count, durability) {
+  const { dir, db, log, engine } = await setup(store);
   const children = await spawnWorkers(db, log, count, durability);
   // Queued first, due together: the clock starts when the workers may take them.
   const due = Date.now() + 2000 + N;
@@ -64,8 +74,8 @@ async function throughput(count, durability) {
   return ms;
 }
 
-async function latency() {
-  const { dir, db, log, engine } = await setup();
+async function latency(store) {
+  const { dir, db, log, engine } = await setup(store);
   const children = await spawnWorkers(db, log, 1);
   const samples = [];
   for (let i = 0; i < 20; i++) {
@@ -93,10 +103,10 @@ async function latency() {
 // An idle poll over many resting machines nobody holds (waiting for an event that has not
 // come): what every worker pays every poll interval. Starts from indexes, so it should not
 // grow with the machines.
-async function idlePoll(resting) {
+async function idlePoll(store, resting) {
   const { Engine } = require(RAMUS);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-bench-idle-'));
-  const db = path.join(dir, 'runs.sqlite');
+  const db = location(store, dir);
   const maker = new Engine({ db, durability: 'batched' });
   maker.register('ask', async () => 'asked');
   const machine = { name: 'resting', initial: 'ask', nodes: { ask: { runner: 'ask', transition: { go: 'done' } }, done: { final: true } } };
@@ -121,20 +131,23 @@ async function idlePoll(resting) {
 }
 
 (async () => {
-  console.log(`\nWorkers on one SQLite file: ${N} queued runs (4 steps each, 2-20 ms of I/O per step), concurrency 50 per worker`);
-  console.log('durability | workers | runs/s | steps/s | total ms | speedup');
-  for (const durability of ['sync', 'batched']) {
-    let base;
-    for (const count of COUNTS) {
-      const ms = await throughput(count, durability);
-      const rate = (N * 1000) / ms;
-      base ??= rate;
-      console.log(`${durability.padStart(10)} | ${String(count).padStart(7)} | ${rate.toFixed(0).padStart(6)} | ${(rate * 4).toFixed(0).padStart(7)} | ${String(ms).padStart(8)} | ${(rate / base).toFixed(2)}x`);
+  for (const store of PG ? ['sqlite', 'postgres'] : ['sqlite']) {
+    const where = store === 'sqlite' ? 'one SQLite file' : 'one PostgreSQL database';
+    console.log(`\nWorkers on ${where}: ${N} queued runs (4 steps each, 2-20 ms of I/O per step), concurrency 50 per worker`);
+    console.log('durability | workers | runs/s | steps/s | total ms | speedup');
+    for (const durability of ['sync', 'batched']) {
+      let base;
+      for (const count of COUNTS) {
+        const ms = await throughput(store, count, durability);
+        const rate = (N * 1000) / ms;
+        base ??= rate;
+        console.log(`${durability.padStart(10)} | ${String(count).padStart(7)} | ${rate.toFixed(0).padStart(6)} | ${(rate * 4).toFixed(0).padStart(7)} | ${String(ms).padStart(8)} | ${(rate / base).toFixed(2)}x`);
+      }
     }
+    const { median, p90 } = await latency(store);
+    console.log(`claim latency (enqueue in another process -> first step starts): median ${median} ms, p90 ${p90} ms (worker poll interval 20 ms)`);
+    for (const resting of [1000, 20000]) console.log(`idle poll with ${resting} resting machines nobody holds: median ${(await idlePoll(store, resting)).toFixed(2)} ms`);
   }
-  const { median, p90 } = await latency();
-  console.log(`claim latency (enqueue in another process -> first step starts): median ${median} ms, p90 ${p90} ms (worker poll interval 20 ms)`);
-  for (const resting of [1000, 20000]) console.log(`idle poll with ${resting} resting machines nobody holds: median ${(await idlePoll(resting)).toFixed(2)} ms`);
 })().catch((err) => {
   console.error(err);
   process.exit(1);

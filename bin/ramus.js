@@ -10,7 +10,7 @@ Commands:
   inspect   Serve the run inspector for a Ramus database and print its URL.
 
 Options for inspect:
-  --db <path>       the SQLite file an engine writes (required)
+  --db <path>       the SQLite file an engine writes, or its PostgreSQL URL (required)
   --port <n>        the port to listen on (default: a free one)
   --host <address>  the interface to bind (default: 127.0.0.1; anything else exposes
                     your runs, and the power to send them events, to that network)
@@ -59,8 +59,9 @@ function parse(argv) {
 
 async function main() {
   const opts = parse(process.argv.slice(2));
-  const db = path.resolve(opts.db);
-  if (!fs.existsSync(db)) {
+  const onServer = /^postgres(ql)?:\/\//.test(opts.db);
+  const db = onServer ? opts.db : path.resolve(opts.db);
+  if (!onServer && !fs.existsSync(db)) {
     process.stderr.write(`ramus: no database at ${db}\n`);
     process.exit(1);
   }
