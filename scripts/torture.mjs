@@ -56,7 +56,7 @@ function spawnWorker() {
   // A worker that reports an error (a run it could not start, a claim that failed) fails the test.
   child.stderr.on('data', (d) => {
     process.stderr.write(d);
-    workerErrors += String(d).split('\n').filter((l) => l.startsWith('worker error:')).length;
+    workerErrors += String(d).split('\n').filter((l) => l.startsWith('worker error:') || / panicked at /.test(l)).length;
   });
   live.add(child);
   child.on('exit', () => live.delete(child));

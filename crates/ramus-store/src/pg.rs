@@ -230,6 +230,20 @@ impl<'a> FromSql<'a> for Column {
     }
 }
 
+/// Run `f`, a call of the blocking client, where it may block: the client drives its
+/// connection with a runtime of its own, which cannot start on a thread that already runs
+/// tokio tasks (the engine's timers and pollers read the store from there), so from such
+/// a thread the call goes to a short-lived thread of its own.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// One connection, its prepared statements (by the store's SQL text) and whether a
 /// transaction is open.
 pub(crate) struct PgConn {
@@ -242,7 +256,8 @@ pub(crate) struct PgConn {
 
 impl PgConn {
     fn connect(url: &str) -> Result<PgConn> {
-        let client = Client::connect(url, NoTls).map_err(|e| Error::open(&redact(url), e))?;
+        let client =
+            blocking(|| Client::connect(url, NoTls)).map_err(|e| Error::open(&redact(url), e))?;
         Ok(PgConn {
             url: url.to_owned(),
             client: RefCell::new(Some(client)),
@@ -255,16 +270,21 @@ impl PgConn {
     /// `?options=-csearch_path%3Dname` gives an application (or a test) tables of its own
     /// on a shared database without a step before the first open.
     fn own_schema(&self) -> DbResult<()> {
-        let mut client = self.client()?;
-        let row = client.query_one(
-            "SELECT current_schema() IS NULL, current_setting('search_path')",
-            &[],
-        )?;
+        let row = {
+            let mut client = self.client()?;
+            let client: &mut Client = &mut client;
+            blocking(|| {
+                client.query_one(
+                    "SELECT current_schema() IS NULL, current_setting('search_path')",
+                    &[],
+                )
+            })?
+        };
         let (missing, path): (bool, String) = (row.get(0), row.get(1));
         let first = path.split(',').next().unwrap_or_default().trim();
         if missing && !first.is_empty() && first != "\"$user\"" {
             let name = first.trim_matches('"').replace('"', "\"\"");
-            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{name}\""))?;
+            self.raw(&format!("CREATE SCHEMA IF NOT EXISTS \"{name}\""))?;
         }
         Ok(())
     }
@@ -276,7 +296,8 @@ impl PgConn {
         // inside one the failure must surface, since what it did is gone.
         let broken = slot.as_ref().is_none_or(Client::is_closed);
         if broken && !self.in_transaction.get() {
-            *slot = Some(Client::connect(&self.url, NoTls)?);
+            let url = self.url.as_str();
+            *slot = Some(blocking(|| Client::connect(url, NoTls))?);
             self.statements.borrow_mut().clear();
         }
         Ok(std::cell::RefMut::map(slot, |c| {
@@ -284,11 +305,46 @@ impl PgConn {
         }))
     }
 
+    /// Run statements as they are (no translation, no parameters).
+    fn raw(&self, sql: &str) -> DbResult<()> {
+        let mut client = self.client()?;
+        let client: &mut Client = &mut client;
+        Ok(blocking(|| client.batch_execute(sql))?)
+    }
+
+    /// Run `f` with the prepared statement of `sql` and `params` bound for it.
+    fn with_params<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        f: impl FnOnce(
+                &mut Client,
+                &Statement,
+                &[&(dyn PgToSql + Sync)],
+            ) -> std::result::Result<T, postgres::Error>
+            + Send,
+    ) -> DbResult<T>
+    where
+        T: Send,
+    {
+        let stmt = self.statement(sql)?;
+        let outputs = outputs(params)?;
+        let bound = bind(&outputs)?;
+        let refs: Vec<&(dyn PgToSql + Sync)> =
+            bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
+        let mut client = self.client()?;
+        let client: &mut Client = &mut client;
+        Ok(blocking(|| f(client, &stmt, &refs))?)
+    }
+
     fn statement(&self, sql: &str) -> DbResult<Statement> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client()?.prepare(&translate(sql))?;
+        let translated = translate(sql);
+        let mut client = self.client()?;
+        let client: &mut Client = &mut client;
+        let stmt = blocking(|| client.prepare(&translated))?;
         let mut cache = self.statements.borrow_mut();
         // Filters make many shapes of a few reads; a bound keeps them from piling up.
         if cache.len() >= 512 {
@@ -296,6 +352,12 @@ impl PgConn {
         }
         cache.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        self.disconnect();
     }
 }
 
@@ -327,17 +389,12 @@ impl Db for PgConn {
             // Sent as they are: nothing to prepare, and the transaction state follows them.
             "COMMIT" | "ROLLBACK" => {
                 self.in_transaction.set(false);
-                self.client()?.batch_execute(sql)?;
+                self.raw(sql)?;
                 0
             }
-            _ => {
-                let stmt = self.statement(sql)?;
-                let outputs = outputs(params)?;
-                let bound = bind(&outputs)?;
-                let refs: Vec<&(dyn PgToSql + Sync)> =
-                    bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
-                self.client()?.execute(&stmt, &refs)? as usize
-            }
+            _ => self.with_params(sql, params, |client, stmt, params| {
+                client.execute(stmt, params)
+            })? as usize,
         };
         Ok(changed)
     }
@@ -348,12 +405,9 @@ impl Db for PgConn {
         params: &[&dyn ToSql],
         each: &mut dyn FnMut(&Row<'_>) -> rusqlite::Result<()>,
     ) -> DbResult<()> {
-        let stmt = self.statement(sql)?;
-        let outputs = outputs(params)?;
-        let bound = bind(&outputs)?;
-        let refs: Vec<&(dyn PgToSql + Sync)> =
-            bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
-        let rows = self.client()?.query(&stmt, &refs)?;
+        let rows = self.with_params(sql, params, |client, stmt, params| {
+            client.query(stmt, params)
+        })?;
         let mut values = Vec::new();
         for row in rows {
             values.clear();
@@ -366,7 +420,7 @@ impl Db for PgConn {
     }
 
     fn batch(&self, sql: &str) -> DbResult<()> {
-        Ok(self.client()?.batch_execute(&translate(sql))?)
+        self.raw(&translate(sql))
     }
 
     fn lock(&self, key: &str) -> DbResult<()> {
@@ -380,7 +434,7 @@ impl Db for PgConn {
 
 impl Backend for PgConn {
     fn begin(&self) -> DbResult<()> {
-        self.client()?.batch_execute("BEGIN")?;
+        self.raw("BEGIN")?;
         self.in_transaction.set(true);
         Ok(())
     }
@@ -394,24 +448,25 @@ impl Backend for PgConn {
     }
 
     fn disconnect(&self) {
-        self.client.borrow_mut().take();
         self.statements.borrow_mut().clear();
+        if let Some(client) = self.client.borrow_mut().take() {
+            // Closing says goodbye to the server, a blocking call too.
+            blocking(move || drop(client));
+        }
     }
 
     fn before_commit(&self) -> DbResult<()> {
         // Delivered to every listener once the commit is done, never for a rollback.
-        self.client()?.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
-        Ok(())
+        self.raw(&format!("NOTIFY {CHANNEL}"))
     }
 
     fn prelude(&self) -> DbResult<()> {
         // SQLite's `json_each(text)` as the store uses it: the elements of a JSON array of
         // strings, in a column `value`.
-        self.client()?.batch_execute(
+        self.raw(
             "CREATE OR REPLACE FUNCTION ramus_json_each(text) RETURNS TABLE (value text) \
              LANGUAGE sql IMMUTABLE AS $$ SELECT jsonb_array_elements_text($1::jsonb) $$",
-        )?;
-        Ok(())
+        )
     }
 }
 
@@ -425,10 +480,12 @@ pub(crate) struct Listener {
 impl Listener {
     fn start(url: &str, version: Arc<AtomicI64>) -> Result<Listener> {
         let location = redact(url);
-        let mut client = Client::connect(url, NoTls).map_err(|e| Error::open(&location, e))?;
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .map_err(|e| Error::open(&location, e))?;
+        let mut client = blocking(|| {
+            let mut client = Client::connect(url, NoTls)?;
+            client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            Ok::<_, postgres::Error>(client)
+        })
+        .map_err(|e| Error::open(&location, e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let handle = std::thread::Builder::new()

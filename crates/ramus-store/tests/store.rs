@@ -1155,3 +1155,25 @@ fn a_lease_is_held_by_one_owner_until_it_expires_and_fences_the_writes_of_the_la
         LeaseAnswer::Claimed { token: 3 }
     );
 }
+
+#[test]
+fn a_store_opens_reads_writes_and_closes_from_inside_a_tokio_runtime() {
+    // The engine's timers and pollers read the store from tokio tasks, and a Rust program
+    // may open it from `#[tokio::main]`: the PostgreSQL client's own runtime must not be
+    // started inside theirs (it panicked: "Cannot start a runtime from within a runtime").
+    let dir = TempDir::new().unwrap();
+    let location = db(&dir);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runs = rt.block_on(async {
+        let store = SqliteStore::open(&location, Durability::Sync).unwrap();
+        store
+            .submit_sync(vec![Record::Run(run(1, "in-tokio", RunStatus::Running, T0))])
+            .unwrap();
+        let runs = store.runs(&RunFilter::default()).unwrap().len();
+        store.close().unwrap();
+        assert_eq!(store.runs(&RunFilter::default()).unwrap().len(), 1);
+        drop(store);
+        runs
+    });
+    assert_eq!(runs, 1);
+}
