@@ -1163,11 +1163,18 @@ fn a_store_opens_reads_writes_and_closes_from_inside_a_tokio_runtime() {
     // started inside theirs (it panicked: "Cannot start a runtime from within a runtime").
     let dir = TempDir::new().unwrap();
     let location = db(&dir);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let runs = rt.block_on(async {
         let store = SqliteStore::open(&location, Durability::Sync).unwrap();
         store
-            .submit_sync(vec![Record::Run(run(1, "in-tokio", RunStatus::Running, T0))])
+            .submit_sync(vec![Record::Run(run(
+                1,
+                "in-tokio",
+                RunStatus::Running,
+                T0,
+            ))])
             .unwrap();
         let runs = store.runs(&RunFilter::default()).unwrap().len();
         store.close().unwrap();
