@@ -204,6 +204,14 @@ impl Db for Connection {
 pub(crate) trait Backend: Db + Send {
     /// Begin the writer's transaction; SQLite takes the write lock at once.
     fn begin(&self) -> DbResult<()>;
+    /// Commit the transaction (PostgreSQL also announces the commit to its listeners).
+    fn commit(&self) -> DbResult<()> {
+        self.execute("COMMIT", &[]).map(|_| ())
+    }
+    /// Roll the transaction back.
+    fn rollback(&self) -> DbResult<()> {
+        self.execute("ROLLBACK", &[]).map(|_| ())
+    }
     /// Whether a transaction is open: SQLite rolls one back by itself after some errors
     /// (disk full), and what followed would then run outside it.
     fn in_transaction(&self) -> bool;
@@ -213,10 +221,6 @@ pub(crate) trait Backend: Db + Send {
     /// Give the connection back to the server until it is used again (a closed store on
     /// PostgreSQL keeps answering reads, without holding one of the server's connections).
     fn disconnect(&self) {}
-    /// Run just before the writer commits a group (PostgreSQL: announce the commit).
-    fn before_commit(&self) -> DbResult<()> {
-        Ok(())
-    }
     /// What a new database needs before its first migration (PostgreSQL: the functions
     /// that stand in for SQLite's).
     fn prelude(&self) -> DbResult<()> {

@@ -256,30 +256,27 @@ pub(crate) struct PgConn {
 
 impl PgConn {
     fn connect(url: &str) -> Result<PgConn> {
-        let client =
-            blocking(|| Client::connect(url, NoTls)).map_err(|e| Error::open(&redact(url), e))?;
-        Ok(PgConn {
+        let conn = PgConn {
             url: url.to_owned(),
-            client: RefCell::new(Some(client)),
+            client: RefCell::new(None),
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
-        })
+        };
+        // At once, so a wrong URL fails the open rather than the first read.
+        drop(conn.client().map_err(|e| Error::open(&redact(url), e))?);
+        Ok(conn)
     }
 
     /// Create the schema the URL's `search_path` names first, if it does not exist yet:
     /// `?options=-csearch_path%3Dname` gives an application (or a test) tables of its own
     /// on a shared database without a step before the first open.
     fn own_schema(&self) -> DbResult<()> {
-        let row = {
-            let mut client = self.client()?;
-            let client: &mut Client = &mut client;
-            blocking(|| {
-                client.query_one(
-                    "SELECT current_schema() IS NULL, current_setting('search_path')",
-                    &[],
-                )
-            })?
-        };
+        let row = self.call(|client| {
+            client.query_one(
+                "SELECT current_schema() IS NULL, current_setting('search_path')",
+                &[],
+            )
+        })?;
         let (missing, path): (bool, String) = (row.get(0), row.get(1));
         let first = path.split(',').next().unwrap_or_default().trim();
         if missing && !first.is_empty() && first != "\"$user\"" {
@@ -305,11 +302,19 @@ impl PgConn {
         }))
     }
 
-    /// Run statements as they are (no translation, no parameters).
-    fn raw(&self, sql: &str) -> DbResult<()> {
+    /// Call the client where it may block (see [`blocking`]).
+    fn call<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
+    ) -> DbResult<T> {
         let mut client = self.client()?;
         let client: &mut Client = &mut client;
-        Ok(blocking(|| client.batch_execute(sql))?)
+        Ok(blocking(|| f(client))?)
+    }
+
+    /// Run statements as they are (no translation, no parameters).
+    fn raw(&self, sql: &str) -> DbResult<()> {
+        self.call(|client| client.batch_execute(sql))
     }
 
     /// Run `f` with the prepared statement of `sql` and `params` bound for it.
@@ -332,9 +337,7 @@ impl PgConn {
         let bound = bind(&outputs)?;
         let refs: Vec<&(dyn PgToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn PgToSql + Sync)).collect();
-        let mut client = self.client()?;
-        let client: &mut Client = &mut client;
-        Ok(blocking(|| f(client, &stmt, &refs))?)
+        self.call(|client| f(client, &stmt, &refs))
     }
 
     fn statement(&self, sql: &str) -> DbResult<Statement> {
@@ -342,9 +345,7 @@ impl PgConn {
             return Ok(stmt.clone());
         }
         let translated = translate(sql);
-        let mut client = self.client()?;
-        let client: &mut Client = &mut client;
-        let stmt = blocking(|| client.prepare(&translated))?;
+        let stmt = self.call(|client| client.prepare(&translated))?;
         let mut cache = self.statements.borrow_mut();
         // Filters make many shapes of a few reads; a bound keeps them from piling up.
         if cache.len() >= 512 {
@@ -385,18 +386,10 @@ fn bind<'a>(outputs: &'a [ToSqlOutput<'a>]) -> DbResult<Vec<Param<'a>>> {
 
 impl Db for PgConn {
     fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> DbResult<usize> {
-        let changed = match sql {
-            // Sent as they are: nothing to prepare, and the transaction state follows them.
-            "COMMIT" | "ROLLBACK" => {
-                self.in_transaction.set(false);
-                self.raw(sql)?;
-                0
-            }
-            _ => self.with_params(sql, params, |client, stmt, params| {
-                client.execute(stmt, params)
-            })? as usize,
-        };
-        Ok(changed)
+        let changed = self.with_params(sql, params, |client, stmt, params| {
+            client.execute(stmt, params)
+        })?;
+        Ok(changed as usize)
     }
 
     fn each_row(
@@ -455,9 +448,17 @@ impl Backend for PgConn {
         }
     }
 
-    fn before_commit(&self) -> DbResult<()> {
-        // Delivered to every listener once the commit is done, never for a rollback.
-        self.raw(&format!("NOTIFY {CHANNEL}"))
+    fn commit(&self) -> DbResult<()> {
+        // The notification is delivered to every listener once the commit is done, never
+        // for a rollback. A failure leaves the transaction open for the caller's rollback.
+        self.raw(&format!("NOTIFY {CHANNEL}; COMMIT"))?;
+        self.in_transaction.set(false);
+        Ok(())
+    }
+
+    fn rollback(&self) -> DbResult<()> {
+        self.in_transaction.set(false);
+        self.raw("ROLLBACK")
     }
 
     fn prelude(&self) -> DbResult<()> {

@@ -234,21 +234,23 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The error of the migration to `version`.
+fn err(version: u32) -> impl Fn(DbError) -> Error {
+    move |source| Error::Migration {
+        version,
+        source: Arc::new(source),
+    }
+}
+
 /// Bring the database to [`SCHEMA_VERSION`]. Returns the version found before.
 pub(crate) fn migrate(conn: &dyn Backend, now_ms: i64) -> Result<u32> {
-    let err = |version: u32| {
-        move |source: DbError| Error::Migration {
-            version,
-            source: Arc::new(source),
-        }
-    };
     conn.begin().map_err(err(1))?;
     let result = migrate_in(conn, now_ms);
-    let end = match &result {
-        Ok(Some(_)) => "COMMIT",
-        _ => "ROLLBACK",
-    };
-    let ended = conn.execute(end, &[]).map_err(err(SCHEMA_VERSION));
+    let ended = match &result {
+        Ok(Some(_)) => conn.commit(),
+        _ => conn.rollback(),
+    }
+    .map_err(err(SCHEMA_VERSION));
     let found = result?;
     ended?;
     // `None`: nothing to do (the no-op `CREATE TABLE IF NOT EXISTS` was rolled back).
@@ -258,12 +260,6 @@ pub(crate) fn migrate(conn: &dyn Backend, now_ms: i64) -> Result<u32> {
 /// The migration inside its transaction: `Some(found)` once applied, `None` when the
 /// database was already at [`SCHEMA_VERSION`].
 fn migrate_in(conn: &dyn Backend, now_ms: i64) -> Result<Option<u32>> {
-    let err = |version: u32| {
-        move |source: DbError| Error::Migration {
-            version,
-            source: Arc::new(source),
-        }
-    };
     // Two processes opening one new database: the second waits here for the first's
     // schema (SQLite's write lock is already held by `begin`).
     conn.lock("ramus-store schema").map_err(err(1))?;

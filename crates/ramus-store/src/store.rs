@@ -265,8 +265,8 @@ fn connect(path: &str, options: &Options, memory: bool) -> Result<Connection> {
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`, or a private in-memory one for
     /// `":memory:"`, or the PostgreSQL database of a `postgres://` URL (see
-    /// [`open_postgres`](SqliteStore::open_postgres)), with the default [`Options`] and `durability`. Applies the missing
-    /// schema migrations.
+    /// [`open_postgres`](SqliteStore::open_postgres)), with the default [`Options`] and
+    /// `durability`. Applies the missing schema migrations.
     pub fn open(path: &str, durability: Durability) -> Result<SqliteStore> {
         SqliteStore::open_with(path, Options::new(durability))
     }
@@ -563,6 +563,7 @@ impl SqliteStore {
     /// [`Error::Closed`]; reads keep working. Calling it again does nothing.
     pub fn close(&self) -> Result<()> {
         let Some(handle) = lock(&self.writer).take() else {
+            self.give_back();
             return Ok(());
         };
         let result = self.ask(Msg::Close).unwrap_or(Ok(()));
@@ -572,16 +573,20 @@ impl SqliteStore {
         if let Some(checkpointer) = lock(&self.checkpointer).as_mut() {
             checkpointer.stop();
         }
-        // A server's connections are few: a closed store gives its own back (reads
-        // connect again if they come).
-        lock(&self.companion).take();
-        lock(&self.reader).disconnect();
+        self.give_back();
         match (result, joined) {
             (Err(e), _) => Err(e),
             // The writer panicked after answering: later writes are lost, say so.
             (Ok(()), Err(_)) => Err(Error::Closed),
             (Ok(()), Ok(())) => Ok(()),
         }
+    }
+
+    /// A server's connections are few: a closed store gives its own back (reads connect
+    /// again if they come). Also for a store that never wrote (`Off`).
+    fn give_back(&self) {
+        lock(&self.companion).take();
+        lock(&self.reader).disconnect();
     }
 
     fn reader(&self) -> MutexGuard<'_, Conn> {
@@ -883,7 +888,6 @@ impl Writer {
     fn commit_group(&self, group: Vec<Msg>) -> bool {
         let guard = lock(&self.conn);
         let conn: &dyn Backend = &**guard;
-        let always = conn.savepoint_always();
         let writes = group
             .iter()
             .filter(|m| !matches!(m, Msg::Flush(_) | Msg::Close(_)))
@@ -928,7 +932,7 @@ impl Writer {
                 }
                 Msg::Definition(def, reply) => {
                     let result = failed(&group_error)
-                        .and_then(|()| atomic(conn, always, 1, |c| write::put_definition(c, &def)));
+                        .and_then(|()| atomic(conn, false, 1, |c| write::put_definition(c, &def)));
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += 1;
@@ -937,7 +941,7 @@ impl Writer {
                 }
                 Msg::Lease(op, reply) => {
                     let result = failed(&group_error)
-                        .and_then(|()| atomic(conn, always, 1, |c| crate::lease::apply(c, &op)));
+                        .and_then(|()| atomic(conn, false, 1, |c| crate::lease::apply(c, &op)));
                     if result.is_ok() {
                         applied_submissions += 1;
                         applied_records += 1;
@@ -950,7 +954,7 @@ impl Writer {
                     reply,
                 } => {
                     let result = failed(&group_error).and_then(|()| {
-                        atomic(conn, always, 1, |c| write::prune(c, older_than, status))
+                        atomic(conn, false, 1, |c| write::prune(c, older_than, status))
                     });
                     if result.is_ok() {
                         applied_submissions += 1;
@@ -975,12 +979,12 @@ impl Writer {
 
         if writes > 0 {
             if group_error.is_none() {
-                if let Err(e) = conn.before_commit().and_then(|()| exec(conn, "COMMIT")) {
+                if let Err(e) = conn.commit() {
                     group_error = Some(commit_error(e));
                 }
             }
             if group_error.is_some() && conn.in_transaction() {
-                let _ = exec(conn, "ROLLBACK");
+                let _ = conn.rollback();
             }
         }
         drop(guard);
@@ -1045,29 +1049,24 @@ fn exec(conn: &dyn Db, sql: &str) -> DbResult<()> {
 
 /// Apply one submission atomically: all of its records or none.
 fn apply_submission(conn: &dyn Backend, records: &[Record]) -> Result<()> {
-    atomic(
-        conn,
-        conn.savepoint_always() || records.len() > 1,
-        records.len(),
-        |c| {
-            records
-                .iter()
-                .try_for_each(|record| write::apply(c, record))
-        },
-    )
+    atomic(conn, records.len() > 1, records.len(), |c| {
+        records
+            .iter()
+            .try_for_each(|record| write::apply(c, record))
+    })
 }
 
-/// Run `f` in a savepoint when `savepoint` says so (several statements that must all hold,
-/// or a database whose failed statement spoils the transaction): on failure only what it
-/// did is undone and the group's transaction goes on. A deadlock PostgreSQL broke by
-/// failing this part is retried a few times before it counts as a failure.
+/// Run `f` in a savepoint when it writes `several` statements that must all hold, or on a
+/// database whose failed statement spoils the transaction: on failure only what it did is
+/// undone and the group's transaction goes on. A deadlock PostgreSQL broke by failing this
+/// part is retried a few times before it counts as a failure.
 fn atomic<T>(
     conn: &dyn Backend,
-    savepoint: bool,
+    several: bool,
     records: usize,
     f: impl Fn(&dyn Db) -> Result<T>,
 ) -> Result<T> {
-    if !savepoint {
+    if !(several || conn.savepoint_always()) {
         return f(conn);
     }
     let mut tries = 0;
