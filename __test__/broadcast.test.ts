@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { Engine } from 'ramus';
 
 import { waitUntil, within } from './helpers.mjs';
+import { pgSchema } from './engine-fixtures';
 
 const engines: Engine[] = [];
 const dirs: string[] = [];
@@ -34,8 +35,7 @@ describe('sendWhere', () => {
   test('reaches every one of 1,000 waiting runs with the tags, and no other', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ramus-broadcast-'));
     dirs.push(dir);
-    const pg = process.env.RAMUS_TEST_PG;
-    const db = pg ? `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dbroadcast_${process.pid}_${Date.now()}` : path.join(dir, 'runs.sqlite');
+    const db = pgSchema('broadcast') ?? path.join(dir, 'runs.sqlite');
     const here = engineOn(db);
     const there = engineOn(db);
     const runs = [];

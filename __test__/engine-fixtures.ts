@@ -18,7 +18,6 @@ export function engineFixtures(prefix: string) {
   const dirs: string[] = [];
   const engines: Engine[] = [];
   const live: Array<{ cancel(): void; finished: Promise<unknown> }> = [];
-  let schemas = 0;
 
   afterEach(async () => {
     const cancelled = live.splice(0);
@@ -30,11 +29,7 @@ export function engineFixtures(prefix: string) {
   });
 
   function tempDb(): string {
-    // `RAMUS_TEST_PG` (set by .ci/run for its second pass): each engine's database is a new
-    // schema on that PostgreSQL server, which the store creates on first open.
-    const pg = process.env.RAMUS_TEST_PG;
-    if (pg) return `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dt_${process.pid}_${++schemas}_${Date.now()}`;
-    return path.join(tempDir(), 'runs.sqlite');
+    return pgSchema('t') ?? path.join(tempDir(), 'runs.sqlite');
   }
 
   /** A new directory, removed after the test. */
@@ -57,6 +52,19 @@ export function engineFixtures(prefix: string) {
   }
 
   return { engines, tempDb, tempDir, open, track };
+}
+
+let schemas = 0;
+
+/**
+ * In the PostgreSQL pass (`RAMUS_TEST_PG`, set by .ci/run): the URL of a new schema on that
+ * server, named after `tag`, which the store creates on first open. Otherwise undefined:
+ * the test uses a SQLite file.
+ */
+export function pgSchema(tag: string): string | undefined {
+  const pg = process.env.RAMUS_TEST_PG;
+  if (!pg) return undefined;
+  return `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3D${tag}_${process.pid}_${++schemas}_${Date.now()}`;
 }
 
 /** The outcome of a promise as a value: `{ ok: true, value }` or `{ ok: false, error }`. */

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { Engine, LeaseHeldError, TestClock } from 'ramus';
 
 import { waitUntil, within } from './helpers.mjs';
+import { pgSchema } from './engine-fixtures';
 
 const RAMUS = createRequire(import.meta.url).resolve('ramus');
 const T0 = Date.UTC(2026, 0, 1);
@@ -29,11 +30,8 @@ function tempDir(): string {
 
 /** A new database: a SQLite file, or a new PostgreSQL schema in the second pass. */
 function dbFile(): string {
-  const pg = process.env.RAMUS_TEST_PG;
-  if (pg) return `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dlease_${process.pid}_${++schemas}_${Date.now()}`;
-  return path.join(tempDir(), 'runs.sqlite');
+  return pgSchema('lease') ?? path.join(tempDir(), 'runs.sqlite');
 }
-let schemas = 0;
 
 const APPROVAL = {
   name: 'approval',

@@ -6,11 +6,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
 
+import { pgSchema } from './engine-fixtures';
+
 const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'torture.mjs');
 
 test('three workers, three killed mid-run and replaced: nothing lost, nothing doubled', async () => {
-  const pg = process.env.RAMUS_TEST_PG;
-  const db = pg ? ['--db', `${pg}${pg.includes('?') ? '&' : '?'}options=-csearch_path%3Dtorture_${process.pid}_${Date.now()}`] : [];
+  const pg = pgSchema('torture');
+  const db = pg ? ['--db', pg] : [];
   const args = [script, '--runs', '600', '--workers', '3', '--kills', '3', '--kill-ms', '150', '--lease', '1500', ...db];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
