@@ -183,6 +183,13 @@ export declare class NativeEngine {
   /** A claimed queued run that cannot start here ends as failed with `error` (JSON). */
   failQueued(runId: string, error: string, clock: number): void
   /**
+   * Write a fork of a stored run at one of its steps (JSON `{ atStep, input?, context?,
+   * output? }`, values as JSON) and return the new run's id, for `resume` to run.
+   */
+  fork(runId: string, options: string, clock: number): string
+  /** A machine run's context when one of its steps started, JSON. */
+  contextAt(runId: string, stepId: string): string
+  /**
    * The ids of the top-level runs that have not ended, in the order `resumeAll` resumes
    * them (the earliest due timer first, then the oldest).
    */

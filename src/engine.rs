@@ -470,6 +470,43 @@ impl NativeEngine {
         self.core.fail_queued(&run_id, error, now).map_err(js_error)
     }
 
+    /// Write a fork of a stored run at one of its steps (JSON `{ atStep, input?, context?,
+    /// output? }`, values as JSON) and return the new run's id, for `resume` to run.
+    #[napi]
+    pub fn fork(&self, run_id: String, options: String, clock: u32) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Fork<'a> {
+            at_step: String,
+            #[serde(borrow)]
+            input: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            context: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            output: Option<&'a serde_json::value::RawValue>,
+        }
+        let o: Fork = serde_json::from_str(&options)
+            .map_err(|e| coded("ERR_INVALID_ARGUMENT", format!("fork(runId, options): {e}")))?;
+        let text = |r: Option<&serde_json::value::RawValue>| r.map(|r| r.get().to_owned());
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let options = ramus_engine::ForkOptions {
+            at_step: o.at_step,
+            input: text(o.input),
+            context: text(o.context),
+            output: text(o.output),
+        };
+        self.core.fork(&run_id, &options, now).map_err(js_error)
+    }
+
+    /// A machine run's context when one of its steps started, JSON.
+    #[napi]
+    pub fn context_at(&self, run_id: String, step_id: String) -> Result<String> {
+        self.core
+            .context_at(&run_id, &step_id)
+            .map(|v| v.to_string())
+            .map_err(js_error)
+    }
+
     /// The ids of the top-level runs that have not ended, in the order `resumeAll` resumes
     /// them (the earliest due timer first, then the oldest).
     #[napi]

@@ -42,6 +42,9 @@ fn run_json(r: &Run, with_snapshot: bool) -> Value {
         "traceId": r.trace_id, "spanId": r.span_id,
         "parentRunId": r.parent_run_id, "parentStepId": r.parent_step_id,
         "createdAt": r.created_at, "updatedAt": r.updated_at, "endedAt": r.ended_at,
+        "forkedFrom": r.forked_from_run_id.as_ref().map(|run| json!({
+            "runId": run, "stepId": r.forked_from_step_id,
+        })),
     });
     if with_snapshot {
         v["snapshot"] = value(&r.snapshot);

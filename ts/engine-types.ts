@@ -254,6 +254,8 @@ export interface StoredRun {
   createdAt: number;
   updatedAt: number;
   endedAt: number | null;
+  /** The run and step this run was forked from (`engine.fork`). */
+  forkedFrom: { runId: string; stepId: string } | null;
   /** Only from `engine.run(id)`. */
   snapshot?: unknown;
 }
@@ -274,6 +276,18 @@ export interface StoredStep {
   cached: boolean;
   startedAt: number | null;
   endedAt: number | null;
+}
+
+/** What `engine.fork` changes; values are JSON. */
+export interface ForkOptions {
+  /** The step to fork at (`engine.steps(runId)[i].id`): the fork starts as the run was when it started. */
+  atStep: string;
+  /** A DAG: the fork's root input. A machine: the input the forked state starts with (at the first step, the run's input too). Default: as it was. */
+  input?: unknown;
+  /** A machine: the context the forked state starts with (default: the context it had then). A DAG: the run's context. */
+  context?: unknown;
+  /** A DAG: the output of the step's node, which then does not run again (its downstream does). */
+  output?: unknown;
 }
 
 /** Which runs to list. */

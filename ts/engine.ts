@@ -3,7 +3,7 @@ import { CompiledDag, DagRunner } from './dag';
 import { noticeOnExit } from './exit-notice';
 import type { Dag, Tools } from './dag-types';
 import type { Definition, Durability, EngineOptions, EngineRunOf, RegisteredCondition, RegisteredKeys, RegisteredPredicate, RegisteredRunner, RegisteredRunnerArgs } from './engine-types';
-import type { EnqueueOptions, RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep, WorkOptions } from './engine-types';
+import type { EnqueueOptions, ForkOptions, RegistryEntry, RunFilter, Startable, StartOptions, StartOptionsOf, Storable, StoredRun, StoredStep, WorkOptions } from './engine-types';
 import { inspect, type InspectOptions, type Inspector } from './inspect/server';
 import { CompiledMachine, parseDuration, StateMachineRunner } from './machine';
 import type { Duration, StateMachine, TransitionGuard } from './machine-types';
@@ -495,6 +495,31 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#track(runner);
     runner.startSoon();
     return runner as EngineRun & { readonly finished: Promise<Out> };
+  }
+
+  /**
+   * Fork a stored run at one of its steps: a new run, whose row names the run and step it
+   * came from, starts from the state the old one was in when that step started, and runs
+   * here. A machine enters that step's state again with the context it had then (or
+   * `context`) and its queued events; a DAG keeps the outputs of the nodes whose steps came
+   * before and finished, and `output` sets the step's own node's output instead of running
+   * it. The old run is not touched; it may have finished, failed or been cancelled.
+   */
+  async fork<Out = unknown>(runId: string, options: ForkOptions, runOptions: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun & { readonly finished: Promise<Out> }> {
+    this.#open();
+    if (options === null || typeof options !== 'object' || typeof options.atStep !== 'string' || options.atStep === '') {
+      throw new TypeError('fork(runId, { atStep }): atStep must be the id of one of the run\'s steps (engine.steps(runId))');
+    }
+    const parts = (['input', 'context', 'output'] as const).flatMap((k) => (options[k] === undefined ? [] : [`${JSON.stringify(k)}:${storable(options[k], k)}`]));
+    const json = `{"atStep":${JSON.stringify(options.atStep)}${parts.map((p) => `,${p}`).join('')}}`;
+    const id = plain(() => this.#native.fork(runId, json, this.#clock));
+    return this.resume<Out>(id, runOptions);
+  }
+
+  /** A machine run's context as it was when one of its steps started (stored as JSON Patches). */
+  contextAt<Ctx = Record<string, unknown>>(runId: string, stepId: string): Ctx {
+    this.#open();
+    return JSON.parse(plain(() => this.#native.contextAt(runId, stepId))) as Ctx;
   }
 
   /**

@@ -474,6 +474,40 @@ impl Engine {
         self.request(|reply| Msg::Resume { run_id, reply }).await
     }
 
+    /// Fork a stored run at one of its steps: a new run, recorded as forked from that run
+    /// and step, starts from the state the old one was in when the step started (see
+    /// [`EngineCore::fork`](crate::EngineCore::fork)) and runs here. The old run is not
+    /// touched, whether it ended or not.
+    ///
+    /// ```no_run
+    /// # async fn f(engine: &ramus_engine::Engine, run_id: &str, step_id: &str) -> Result<(), ramus_engine::EngineError> {
+    /// use ramus_engine::ForkOptions;
+    /// let fork = engine
+    ///     .fork(run_id, ForkOptions {
+    ///         at_step: step_id.to_owned(),
+    ///         context: Some(r#"{"approved":false}"#.to_owned()),
+    ///         ..ForkOptions::default()
+    ///     })
+    ///     .await?;
+    /// let output = fork.finished().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fork(
+        &self,
+        run_id: &str,
+        options: crate::ForkOptions,
+    ) -> Result<RunHandle, EngineError> {
+        self.check_open()?;
+        let id = self.core.fork(run_id, &options, self.now() as i64)?;
+        self.resume(&id).await
+    }
+
+    /// A machine run's context as it was when one of its steps started (rebuilt from the
+    /// patches its steps store).
+    pub fn context_at(&self, run_id: &str, step_id: &str) -> Result<Value, EngineError> {
+        self.core.context_at(run_id, step_id)
+    }
+
     /// Resume every run that has not ended (of definition `name` only, if given), those
     /// whose timers fall due first in due order: what a process calls when it starts.
     pub async fn resume_all(&self, name: Option<&str>) -> Result<Resumed, EngineError> {

@@ -45,6 +45,13 @@ pub enum EngineError {
     /// A run that cannot be resumed or take events (ended, nested, inline runners…).
     #[error("{0}")]
     NotResumable(String),
+    /// A step that is not in the database, or not in the run named with it.
+    #[error("{0}")]
+    NoStep(String),
+    /// A run that cannot be forked (nested, inline runners, recorded before steps kept
+    /// what a fork needs).
+    #[error("{0}")]
+    NotForkable(String),
     /// A runner key a definition names is not registered.
     #[error("{0}")]
     UnknownRunner(String),
@@ -96,6 +103,8 @@ impl EngineError {
             EngineError::NoRun(..) => "ERR_NO_RUN",
             EngineError::NoDefinition(_) => "ERR_NO_DEFINITION",
             EngineError::NotResumable(_) => "ERR_NOT_RESUMABLE",
+            EngineError::NoStep(_) => "ERR_NO_STEP",
+            EngineError::NotForkable(_) => "ERR_NOT_FORKABLE",
             EngineError::UnknownRunner(_) => "ERR_UNKNOWN_RUNNER",
             EngineError::StaleRun => "ERR_STALE_RUN",
             EngineError::LocalSteps => "ERR_INTERNAL",

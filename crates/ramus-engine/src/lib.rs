@@ -24,6 +24,7 @@ pub mod sink;
 pub mod step;
 pub mod timers;
 pub mod trace;
+pub mod travel;
 pub mod worker;
 pub mod writer;
 
@@ -46,4 +47,5 @@ pub use step::{Event, Guard, RunError, Step, StepError};
 pub use trace::{
     configure_tracing, flush_tracing, shutdown_tracing, tracing_enabled, TracingConfig,
 };
+pub use travel::{ContextDiffs, ForkOptions};
 pub use writer::{RunRow, RunWriter};

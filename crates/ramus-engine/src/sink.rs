@@ -262,6 +262,32 @@ impl Tap {
         Some(s)
     }
 
+    /// What a machine was doing as the state of `slot` started, as a step stores it to
+    /// be forked from: the core's part and the events it holds (the context and input
+    /// are stored beside it). None unless that state is the one running now.
+    fn step_snapshot(&self, exec: &Executor, slot: u32) -> Option<String> {
+        let (Executor::Machine(run), Values::Machine(m)) = (exec, &self.values) else {
+            return None;
+        };
+        if run.running_slot() != Some(slot) {
+            return None;
+        }
+        #[derive(serde::Serialize)]
+        struct AtStep<'a> {
+            core: ramus_core::MachineSnapshot,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            event: &'a Option<EventValue>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            events: &'a [(u64, EventValue)],
+        }
+        serde_json::to_string(&AtStep {
+            core: run.snapshot(),
+            event: &m.event,
+            events: &m.events,
+        })
+        .ok()
+    }
+
     /// The run's snapshot as stored (`runs.snapshot`).
     pub fn snapshot(&self, exec: &Executor) -> Option<String> {
         match exec {
@@ -373,9 +399,13 @@ impl Tap {
                     s.step_started(slot, &name, &e.step.to_string(), e.time);
                 }
                 if writing {
-                    let input = match &self.values {
-                        Values::Dag { .. } => self.dag_input(def, node as u32),
-                        Values::Machine(m) => text(&m.input),
+                    let (input, context, snapshot) = match &self.values {
+                        Values::Dag { .. } => (self.dag_input(def, node as u32), None, None),
+                        Values::Machine(m) => (
+                            text(&m.input),
+                            self.context.clone(),
+                            self.step_snapshot(exec, slot),
+                        ),
                     };
                     let step = StepStart {
                         id: e.step.to_string(),
@@ -384,6 +414,8 @@ impl Tap {
                         input,
                         attempt: exec.slot_attempt(slot),
                         time: e.time,
+                        context,
+                        snapshot,
                     };
                     if let Some(w) = self.writer.as_mut() {
                         w.step_started(slot, step);

@@ -66,6 +66,11 @@ pub struct StepStart {
     pub attempt: u32,
     /// When it started (ms).
     pub time: u64,
+    /// A machine step: the context it starts with, JSON text.
+    pub context: Option<String>,
+    /// A machine step: what the machine was doing as it started (see
+    /// [`ramus_store::Step::snapshot`]).
+    pub snapshot: Option<String>,
 }
 
 fn step_end(
@@ -114,6 +119,8 @@ pub struct RunWriter {
     /// A run nested in a step continues under the step that ran again.
     reparent: Option<String>,
     fence: Option<Fence>,
+    /// The contexts of the run's machine steps, as stored.
+    contexts: crate::travel::ContextDiffs,
 }
 
 impl RunWriter {
@@ -150,6 +157,8 @@ impl RunWriter {
             created_at: now,
             updated_at: now,
             ended_at: None,
+            forked_from_run_id: None,
+            forked_from_step_id: None,
         });
         // A run given a fence (claimed from the queue, or nested in a fenced run) is fenced
         // from its first write: a holder that lost the lease while it stalled must not
@@ -237,6 +246,7 @@ impl RunWriter {
             ended: false,
             reparent: None,
             fence: None,
+            contexts: Default::default(),
         }
     }
 
@@ -283,6 +293,7 @@ impl RunWriter {
         self.step_seq += 1;
         self.last_step = Some(step.id.clone());
         let at = self.records.len();
+        let context = step.context.as_deref().map(|c| self.contexts.next(c));
         self.records.push(Record::Step(Step {
             id: step.id.clone(),
             run_id: self.run_id.clone(),
@@ -297,6 +308,8 @@ impl RunWriter {
             started_at: Some(step.time as i64),
             ended_at: None,
             cached: false,
+            context,
+            snapshot: step.snapshot,
         }));
         self.open.insert(
             slot,

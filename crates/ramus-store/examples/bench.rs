@@ -41,6 +41,8 @@ fn run_record(run: u32) -> Record {
         created_at: T0,
         updated_at: T0,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     })
 }
 
@@ -65,6 +67,8 @@ fn step_records(run: u32, seq: u32) -> Vec<Record> {
             started_at: Some(T0 + i64::from(seq)),
             ended_at: Some(T0 + i64::from(seq)),
             cached: false,
+            context: None,
+            snapshot: None,
         }),
         Record::RunUpdate(RunUpdate {
             snapshot: Some(format!(

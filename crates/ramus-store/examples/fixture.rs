@@ -80,6 +80,8 @@ fn run(id: &str, name: &str, kind: Kind, status: RunStatus, created_at: i64) -> 
         created_at,
         updated_at: created_at,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     }
 }
 
@@ -129,6 +131,8 @@ impl Steps {
             started_at: Some(started_at),
             ended_at,
             cached: false,
+            context: None,
+            snapshot: None,
         }));
         id
     }
@@ -677,6 +681,8 @@ fn resume(path: &str, run_id: &str) -> Result<()> {
             started_at: Some(t),
             ended_at: Some(t + 1),
             cached: false,
+            context: None,
+            snapshot: None,
         }),
     ];
     records.push(Record::RunUpdate(if is_final {

@@ -188,6 +188,10 @@ pub struct Run {
     pub updated_at: i64,
     /// When the run reached a terminal status.
     pub ended_at: Option<i64>,
+    /// The run this one was forked from (`engine.fork`), if it was.
+    pub forked_from_run_id: Option<String>,
+    /// The step of that run it was forked at.
+    pub forked_from_step_id: Option<String>,
 }
 
 /// A change to an existing run: the status and time always, and each `Some` field. `None`
@@ -264,6 +268,15 @@ pub struct Step {
     pub started_at: Option<i64>,
     /// When it finished, failed or was cancelled.
     pub ended_at: Option<i64>,
+    /// A machine step: the run's context as the state started, as a JSON Patch (RFC 6902)
+    /// from the context of the run's previous step, or a whole document (a patch that
+    /// replaces the root) after a resume or when the patches since the last whole one
+    /// outgrow the context.
+    pub context: Option<String>,
+    /// A machine step: what the machine was doing as the state started (its state,
+    /// limits, queued events), to fork from; the engine's JSON, without the context and
+    /// input that `context` and `input` hold.
+    pub snapshot: Option<String>,
 }
 
 /// A change to an existing step; `None` keeps the stored value.

@@ -14,7 +14,7 @@ use crate::model::{
 
 const RUN_COLUMNS: &str = "id, name, kind, definition_name, definition_version, status, input, \
     output, error, tags, info, trace_id, span_id, parent_run_id, parent_step_id, snapshot, \
-    created_at, updated_at, ended_at";
+    created_at, updated_at, ended_at, forked_from_run_id, forked_from_step_id";
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     let tags: String = row.get(9)?;
@@ -40,11 +40,13 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         created_at: row.get(16)?,
         updated_at: row.get(17)?,
         ended_at: row.get(18)?,
+        forked_from_run_id: row.get(19)?,
+        forked_from_step_id: row.get(20)?,
     })
 }
 
 const STEP_COLUMNS: &str = "id, run_id, seq, node, parent_step_id, input, output, error, \
-    status, attempt, started_at, ended_at, cached";
+    status, attempt, started_at, ended_at, cached, context, snapshot";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
     Ok(Step {
@@ -61,6 +63,8 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
         started_at: row.get(10)?,
         ended_at: row.get(11)?,
         cached: row.get(12)?,
+        context: row.get(13)?,
+        snapshot: row.get(14)?,
     })
 }
 
@@ -250,6 +254,28 @@ pub(crate) fn steps(conn: &dyn Db, run_id: &str) -> Result<Vec<Step>> {
     )
 }
 
+pub(crate) fn step(conn: &dyn Db, id: &str) -> Result<Option<Step>> {
+    conn.row(
+        &format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?1"),
+        params![id],
+        step_row,
+    )
+    .map_err(|source| Error::read(format!("step {id}"), source))
+}
+
+/// `(seq, context)` of a run's steps up to `seq`, latest first: a reader walks back to
+/// the last whole context and applies the patches after it.
+pub(crate) fn step_contexts(conn: &dyn Db, run_id: &str, seq: i64) -> Result<Vec<(i64, String)>> {
+    collect(
+        conn,
+        || format!("step contexts of run {run_id}"),
+        "SELECT seq, context FROM steps WHERE run_id = ?1 AND seq <= ?2 AND context IS NOT NULL \
+         ORDER BY seq DESC",
+        params![run_id, seq],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
 pub(crate) fn transitions(conn: &dyn Db, run_id: &str) -> Result<Vec<Transition>> {
     collect(
         conn,
@@ -395,7 +421,7 @@ pub(crate) fn run_list(conn: &dyn Db, query: &RunQuery) -> Result<Vec<RunSummary
         |row| {
             Ok(RunSummary {
                 run: run_row(row)?,
-                steps: row.get(19)?,
+                steps: row.get(21)?,
             })
         },
     )

@@ -229,6 +229,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX limit_waits_key ON limit_waits (key, priority, since);
     "#,
+    // 7: time travel. A machine step keeps the context it started with (a JSON Patch from
+    // the previous step's) and what the machine was doing then, so any step can be read
+    // back (`contextAt`) or forked from; a forked run names the run and step it came from.
+    r#"
+    ALTER TABLE steps ADD COLUMN context TEXT;
+    ALTER TABLE steps ADD COLUMN snapshot TEXT;
+    ALTER TABLE runs ADD COLUMN forked_from_run_id TEXT;
+    ALTER TABLE runs ADD COLUMN forked_from_step_id TEXT;
+    CREATE INDEX runs_forked ON runs (forked_from_run_id) WHERE forked_from_run_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -654,6 +654,17 @@ impl SqliteStore {
         read::steps(&**self.reader(), run_id)
     }
 
+    /// One step, by id.
+    pub fn step(&self, id: &str) -> Result<Option<Step>> {
+        read::step(&**self.reader(), id)
+    }
+
+    /// `(seq, context)` of a run's machine steps up to `seq`, latest first (see
+    /// [`Step::context`]).
+    pub fn step_contexts(&self, run_id: &str, seq: i64) -> Result<Vec<(i64, String)>> {
+        read::step_contexts(&**self.reader(), run_id, seq)
+    }
+
     /// The transitions of a run, in `seq` order.
     pub fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
         read::transitions(&**self.reader(), run_id)

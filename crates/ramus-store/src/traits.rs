@@ -63,6 +63,10 @@ pub trait Store: Send + Sync {
     fn children(&self, run_id: &str) -> Result<Vec<Run>>;
     /// A run's steps in order.
     fn steps(&self, run_id: &str) -> Result<Vec<Step>>;
+    /// One step, by id.
+    fn step(&self, id: &str) -> Result<Option<Step>>;
+    /// `(seq, context)` of a run's machine steps up to `seq`, latest first.
+    fn step_contexts(&self, run_id: &str, seq: i64) -> Result<Vec<(i64, String)>>;
     /// A run's transitions in order.
     fn transitions(&self, run_id: &str) -> Result<Vec<Transition>>;
     /// A run's custom events, oldest first.
@@ -149,6 +153,12 @@ impl Store for SqliteStore {
     }
     fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
         SqliteStore::steps(self, run_id)
+    }
+    fn step(&self, id: &str) -> Result<Option<Step>> {
+        SqliteStore::step(self, id)
+    }
+    fn step_contexts(&self, run_id: &str, seq: i64) -> Result<Vec<(i64, String)>> {
+        SqliteStore::step_contexts(self, run_id, seq)
     }
     fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
         SqliteStore::transitions(self, run_id)

@@ -15,8 +15,9 @@ use crate::model::{DefinitionVersion, NewDefinition, Record, RunStatus};
 const UPSERT_RUN: &str = "\
     INSERT INTO runs (id, name, kind, definition_name, definition_version, status, input, \
         output, error, tags, info, trace_id, span_id, parent_run_id, parent_step_id, snapshot, \
-        created_at, updated_at, ended_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+        created_at, updated_at, ended_at, forked_from_run_id, forked_from_step_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+        ?20, ?21) \
     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
         definition_name = excluded.definition_name, \
         definition_version = excluded.definition_version, status = excluded.status, \
@@ -24,7 +25,9 @@ const UPSERT_RUN: &str = "\
         tags = excluded.tags, info = excluded.info, trace_id = excluded.trace_id, \
         span_id = excluded.span_id, parent_run_id = excluded.parent_run_id, \
         parent_step_id = excluded.parent_step_id, snapshot = excluded.snapshot, \
-        updated_at = excluded.updated_at, ended_at = excluded.ended_at";
+        updated_at = excluded.updated_at, ended_at = excluded.ended_at, \
+        forked_from_run_id = excluded.forked_from_run_id, \
+        forked_from_step_id = excluded.forked_from_step_id";
 
 const UPDATE_RUN: &str = "\
     UPDATE runs SET status = ?2, updated_at = ?3, output = coalesce(?4, output), \
@@ -35,13 +38,14 @@ const UPDATE_RUN: &str = "\
 
 const UPSERT_STEP: &str = "\
     INSERT INTO steps (id, run_id, seq, node, parent_step_id, input, output, error, status, \
-        attempt, started_at, ended_at, cached) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+        attempt, started_at, ended_at, cached, context, snapshot) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
     ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, seq = excluded.seq, \
         node = excluded.node, parent_step_id = excluded.parent_step_id, \
         input = excluded.input, output = excluded.output, error = excluded.error, \
         status = excluded.status, attempt = excluded.attempt, \
-        started_at = excluded.started_at, ended_at = excluded.ended_at, cached = excluded.cached";
+        started_at = excluded.started_at, ended_at = excluded.ended_at, cached = excluded.cached, \
+        context = excluded.context, snapshot = excluded.snapshot";
 
 const UPDATE_STEP: &str = "\
     UPDATE steps SET status = ?2, output = coalesce(?3, output), error = coalesce(?4, error), \
@@ -150,6 +154,8 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
                 r.created_at,
                 r.updated_at,
                 r.ended_at,
+                r.forked_from_run_id,
+                r.forked_from_step_id,
             ])
         }
         Record::RunUpdate(u) => conn.execute(UPDATE_RUN, params![
@@ -177,6 +183,8 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
             s.started_at,
             s.ended_at,
             s.cached,
+            s.context,
+            s.snapshot,
         ]),
         Record::StepUpdate(u) => conn.execute(UPDATE_STEP, params![
             u.id,

@@ -58,6 +58,8 @@ fn stored_run(id: &str, kind: Kind, status: RunStatus, updated_at: i64) -> Run {
         created_at: T0,
         updated_at,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     }
 }
 

@@ -32,6 +32,8 @@ fn run(n: u32, name: &str, status: RunStatus, tags: &[&str]) -> Run {
         created_at: T0 + i64::from(n) * 1000,
         updated_at: T0 + i64::from(n) * 1000,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     }
 }
 
@@ -50,6 +52,8 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
         started_at: Some(T0),
         ended_at: Some(T0),
         cached: false,
+        context: None,
+        snapshot: None,
     }
 }
 

@@ -50,6 +50,8 @@ fn run(n: u32, name: &str, status: RunStatus, created_at: i64) -> Run {
         created_at,
         updated_at: created_at,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     }
 }
 
@@ -68,6 +70,8 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
         started_at: Some(T0 + seq),
         ended_at: None,
         cached: false,
+        context: None,
+        snapshot: None,
     }
 }
 
@@ -272,6 +276,8 @@ fn every_record_kind_round_trips() {
         created_at: T0,
         updated_at: T0,
         ended_at: None,
+        forked_from_run_id: None,
+        forked_from_step_id: None,
     };
     let s = Step {
         parent_step_id: Some(id(2, 0)),

@@ -1,0 +1,239 @@
+// Time travel through the package: a machine's context at every step (stored as JSON
+// Patches), and forks of machines and DAGs from a step of a run that ended.
+import { describe, expect, test } from 'vitest';
+import type { Engine } from 'ramus';
+
+import { engineFixtures } from './engine-fixtures';
+
+const { open, tempDb } = engineFixtures('ramus-travel-');
+
+/** A counter machine: `work` adds `context.step` to `context.n` while `n < 5`, then ends in `done`, or in `big` when the context says so. */
+function counter(engine: Engine) {
+  const seen: Array<{ state: string; context: any }> = [];
+  engine.register({
+    work: async ({ context }: any) => {
+      seen.push({ state: 'work', context: structuredClone(context) });
+      context.n += context.step;
+      context.log.push(context.n);
+      return context.n;
+    },
+    end: async ({ context }: any) => {
+      seen.push({ state: 'end', context: structuredClone(context) });
+      return { n: context.n, big: context.big === true };
+    },
+    more: ((g: any) => g.context.n < 5) as any,
+    isBig: ((g: any) => g.context.big === true) as any,
+  });
+  engine.define({
+    name: 'counter',
+    initial: 'work',
+    context: { n: 0, step: 1, log: [] },
+    nodes: {
+      work: {
+        runner: 'work',
+        transition: { '': [{ state: 'work', condition: 'more' }, { state: 'big', condition: 'isBig' }, { state: 'done' }] },
+      },
+      done: { runner: 'end', final: true },
+      big: { runner: 'end', final: true },
+    },
+  } as any);
+  return seen;
+}
+
+describe('contextAt', () => {
+  test('the context at every step equals what its runner saw, for a 100 KB context', async () => {
+    const engine = open({ durability: 'sync' });
+    const seen = counter(engine);
+    const pad = 'x'.repeat(100_000);
+    const run = engine.start('counter', { context: { n: 0, step: 1, log: [], pad } });
+    expect(await run.finished).toEqual({ n: 5, big: false });
+    const steps = engine.steps(run.runId);
+    expect(steps.map((s) => s.node)).toEqual(['work', 'work', 'work', 'work', 'work', 'done']);
+    expect(steps.length).toBe(seen.length);
+    steps.forEach((s, i) => expect(engine.contextAt(run.runId, s.id)).toEqual(seen[i]!.context));
+    expect(engine.contextAt<{ log: number[] }>(run.runId, steps[3]!.id).log).toEqual([1, 2, 3]);
+  });
+
+  test('names what it cannot read: a step of no run, a DAG', async () => {
+    const engine = open();
+    counter(engine);
+    const run = engine.start('counter');
+    await run.finished;
+    expect(() => engine.contextAt(run.runId, 'nope')).toThrow(expect.objectContaining({ code: 'ERR_NO_STEP', message: `No step 'nope' in run ${run.runId}` }));
+    engine.register('one', (async () => 1) as any);
+    engine.define({ name: 'tiny', nodes: { a: { runner: 'one' } } } as any);
+    const dag = engine.start('tiny');
+    await dag.finished;
+    expect(() => engine.contextAt(dag.runId, engine.steps(dag.runId)[0]!.id)).toThrow(/is a DAG; contextAt reads a state machine's context/);
+  });
+});
+
+describe('fork a machine', () => {
+  test('at its third step with an edited context: it takes another path; the old run is untouched', async () => {
+    const engine = open({ durability: 'sync' });
+    const seen = counter(engine);
+    const run = engine.start('counter');
+    expect(await run.finished).toEqual({ n: 5, big: false });
+    const steps = engine.steps(run.runId);
+    const third = steps[2]!;
+    const context = engine.contextAt<any>(run.runId, third.id);
+    expect(context).toEqual({ n: 2, step: 1, log: [1, 2] });
+    seen.length = 0;
+
+    const fork = await engine.fork(run.runId, { atStep: third.id, context: { ...context, step: 10, big: true } });
+    expect(await fork.finished).toEqual({ n: 12, big: true });
+    expect(seen.map((s) => s.state)).toEqual(['work', 'end']);
+    expect(seen[0]!.context).toEqual({ n: 2, step: 10, log: [1, 2], big: true });
+    const row = engine.run(fork.runId)!;
+    expect(row).toMatchObject({ status: 'finished', name: 'counter', definitionName: 'counter', forkedFrom: { runId: run.runId, stepId: third.id } });
+    expect(engine.steps(fork.runId).map((s) => s.node)).toEqual(['work', 'big']);
+    expect(engine.transitions(fork.runId).map((t) => [t.from, t.to])).toEqual([[null, 'work'], ['work', 'big']]);
+    // The old run: the same rows, no fork mark.
+    expect(engine.steps(run.runId)).toEqual(steps);
+    expect(engine.run(run.runId)!.forkedFrom).toBeNull();
+
+    // As it was: the same path again from that step.
+    const again = await engine.fork(run.runId, { atStep: third.id });
+    expect(await again.finished).toEqual({ n: 5, big: false });
+    expect(engine.steps(again.runId).map((s) => s.node)).toEqual(['work', 'work', 'work', 'done']);
+  });
+
+  test('a human-in-the-loop run forked at its waiting state waits again, in another engine on the same store', async () => {
+    const db = tempDb();
+    const first = open({ db });
+    const register = (engine: Engine) => {
+      engine.register({
+        draft: async ({ input, context }: any) => {
+          context.drafts = (context.drafts ?? 0) + 1;
+          return `${input} (draft ${context.drafts})`;
+        },
+        publish: async ({ input, event }: any) => ({ text: input, by: event?.data?.by }),
+      });
+      engine.define({
+        name: 'review',
+        initial: 'draft',
+        nodes: {
+          draft: { runner: 'draft', transition: 'wait' },
+          wait: { transition: { approve: 'publish', reject: 'draft' } },
+          publish: { runner: 'publish', final: true },
+        },
+      } as any);
+    };
+    register(first);
+    const run = first.start('review', { input: 'post' });
+    await expect.poll(() => first.run(run.runId)!.status).toBe('waitingForEvent');
+    first.send(run.runId, { type: 'approve', data: { by: 'ann' } });
+    expect(await run.finished).toEqual({ text: 'post (draft 1)', by: 'ann' });
+
+    const second = open({ db });
+    register(second);
+    const draft = second.steps(run.runId)[0]!;
+    const fork = await second.fork(run.runId, { atStep: draft.id, input: 'other post' });
+    await expect.poll(() => second.run(fork.runId)!.status).toBe('waitingForEvent');
+    second.send(fork.runId, { type: 'approve', data: { by: 'bob' } });
+    expect(await fork.finished).toEqual({ text: 'other post (draft 1)', by: 'bob' });
+    expect(second.run(fork.runId)!.input).toBe('other post');
+  });
+
+  test('of a cancelled run: the fork runs on from the step it was cancelled in', async () => {
+    const engine = open();
+    let release!: () => void;
+    let calls = 0;
+    engine.register({
+      slow: async () => {
+        calls += 1;
+        if (calls === 1) await new Promise<void>((r) => (release = r));
+        return 'done';
+      },
+    });
+    engine.define({ name: 'slow', initial: 'a', nodes: { a: { runner: 'slow', final: true } } } as any);
+    const run = engine.start('slow');
+    await expect.poll(() => engine.steps(run.runId).length).toBe(1);
+    run.cancel();
+    await run.finished.catch(() => {});
+    release();
+    expect(engine.run(run.runId)!.status).toBe('cancelled');
+    const fork = await engine.fork(run.runId, { atStep: engine.steps(run.runId)[0]!.id });
+    expect(await fork.finished).toBe('done');
+  });
+});
+
+describe('fork a DAG', () => {
+  function diamond(engine: Engine) {
+    const calls: string[] = [];
+    engine.register('node', (async ({ input, args }: any) => {
+      calls.push(args.name);
+      const parts = Object.keys(input ?? {}).sort().map((k) => input[k]);
+      return `${args.name}(${parts.join(',')})`;
+    }) as any);
+    const node = (name: string, parents: string[] = []) => ({ runner: 'node', args: { name }, parents });
+    engine.define({ name: 'diamond', nodes: { a: node('a'), b: node('b', ['a']), c: node('c', ['a']), d: node('d', ['b', 'c']) } } as any);
+    return calls;
+  }
+
+  test('at a middle node with its output edited: only its downstream runs, the rest keep their outputs', async () => {
+    const engine = open({ durability: 'sync' });
+    const calls = diamond(engine);
+    const run = engine.start('diamond');
+    expect(await run.finished).toBe('d(b(a()),c(a()))');
+    const steps = engine.steps(run.runId);
+    const b = steps.find((s) => s.node === 'b')!;
+    const c = steps.find((s) => s.node === 'c')!;
+    calls.length = 0;
+
+    // Forking at the later of b and c keeps the earlier one.
+    const later = b.seq > c.seq ? b : c;
+    const fork = await engine.fork(run.runId, { atStep: later.id, output: 'EDITED' });
+    const expected = later.node === 'b' ? 'd(EDITED,c(a()))' : 'd(b(a()),EDITED)';
+    expect(await fork.finished).toBe(expected);
+    expect(calls).toEqual(['d']);
+    expect(engine.run(fork.runId)!.forkedFrom).toEqual({ runId: run.runId, stepId: later.id });
+    expect(engine.steps(fork.runId).map((s) => [s.node, s.status])).toEqual([
+      ['a', 'finished'],
+      [later.node === 'b' ? 'c' : 'b', 'finished'],
+      [later.node, 'finished'],
+      ['d', 'finished'],
+    ]);
+  });
+
+  test('without an output: that node and everything after it run again', async () => {
+    const engine = open();
+    const calls = diamond(engine);
+    const run = engine.start('diamond');
+    await run.finished;
+    const first = engine.steps(run.runId)[0]!;
+    calls.length = 0;
+    const fork = await engine.fork(run.runId, { atStep: first.id });
+    expect(await fork.finished).toBe('d(b(a()),c(a()))');
+    expect(calls.sort()).toEqual(['a', 'b', 'c', 'd']);
+  });
+});
+
+describe('fork refuses', () => {
+  test('with an error that names the culprit', async () => {
+    const engine = open();
+    counter(engine);
+    const run = engine.start('counter');
+    await run.finished;
+    const step = engine.steps(run.runId)[0]!;
+    await expect(engine.fork(run.runId, { atStep: 'nope' })).rejects.toMatchObject({ code: 'ERR_NO_STEP' });
+    await expect(engine.fork('0190b6a4-1f00-7a3c-8d2e-5b1f0c9e4a77', { atStep: step.id })).rejects.toMatchObject({ code: 'ERR_NO_RUN' });
+    await expect(engine.fork(run.runId, { atStep: step.id, output: 1 })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+      message: expect.stringContaining('output is for DAG runs'),
+    });
+    await expect(engine.fork(run.runId, {} as any)).rejects.toThrow(TypeError);
+    const other = engine.start('counter');
+    await other.finished;
+    await expect(engine.fork(other.runId, { atStep: step.id })).rejects.toMatchObject({
+      code: 'ERR_NO_STEP',
+      message: `Step '${step.id}' belongs to run ${run.runId}, not to run ${other.runId}`,
+    });
+    const inline = engine.start({ name: 'inline', initial: 'a', nodes: { a: { run: async () => 1, final: true } } } as any);
+    await inline.finished;
+    await expect(engine.fork(inline.runId, { atStep: engine.steps(inline.runId)[0]!.id })).rejects.toMatchObject({
+      code: 'ERR_NOT_FORKABLE',
+      message: expect.stringContaining('inline run functions'),
+    });
+  });
+});

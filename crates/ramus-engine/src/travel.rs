@@ -1,0 +1,367 @@
+//! Time travel: a machine's context at any step (stored as JSON Patches), and forks — a
+//! new run that starts from the state an old one was in at one of its steps.
+//!
+//! A fork is written as an ordinary stored run that has not ended, and is then resumed
+//! like any other: the resume plan is the only code that turns stored rows into a live
+//! run, so a fork needs no path of its own (see [`EngineCore::fork`]).
+
+use ramus_store::{Kind, Record, Run, RunStatus, Step, StepStatus};
+use serde_json::Value;
+
+use crate::engine_core::EngineCore;
+use crate::error::EngineError;
+use crate::ids::new_id;
+
+/// What a fork changes (JSON values as text; `None` keeps the old run's).
+#[derive(Clone, Debug, Default)]
+pub struct ForkOptions {
+    /// The step to fork at: the new run starts as the old one was when it started.
+    pub at_step: String,
+    /// A DAG: the new run's root input. A machine: the input the forked state starts with
+    /// (at the machine's first step that is the run's input too).
+    pub input: Option<String>,
+    /// A machine: the context the forked state starts with (default: the context then).
+    /// A DAG: the run's context.
+    pub context: Option<String>,
+    /// A DAG: the output of the node at `at_step`, which then does not run again (its
+    /// downstream does). Machines do not take it: give the context instead.
+    pub output: Option<String>,
+}
+
+/// The context a machine step stores, given the context of the run's previous step: a
+/// JSON Patch, or the whole document when the patches since the last whole one would
+/// outgrow it (so rebuilding a context never applies more bytes of patches than the
+/// context holds).
+#[derive(Debug, Default)]
+pub struct ContextDiffs {
+    last: Option<(String, Value)>,
+    since_whole: usize,
+}
+
+impl ContextDiffs {
+    /// The stored form of `context` (JSON text) for the next step.
+    pub fn next(&mut self, context: &str) -> String {
+        if let Some((text, _)) = &self.last {
+            if text == context {
+                return "[]".to_owned();
+            }
+        }
+        let Ok(value) = serde_json::from_str::<Value>(context) else {
+            // The face hands over JSON it wrote itself; anything else is kept whole.
+            self.last = None;
+            return whole(context);
+        };
+        let patch = self.last.as_ref().map(|(_, before)| {
+            serde_json::to_string(&json_patch::diff(before, &value)).unwrap_or_default()
+        });
+        let stored = match patch {
+            Some(p) if !p.is_empty() && self.since_whole + p.len() <= context.len() => {
+                self.since_whole += p.len();
+                p
+            }
+            _ => {
+                self.since_whole = 0;
+                whole(context)
+            }
+        };
+        self.last = Some((context.to_owned(), value));
+        stored
+    }
+}
+
+/// A patch that replaces the whole document.
+fn whole(context: &str) -> String {
+    format!(r#"[{{"op":"replace","path":"","value":{context}}}]"#)
+}
+
+fn is_whole(patch: &json_patch::Patch) -> bool {
+    matches!(patch.0.first(), Some(json_patch::PatchOperation::Replace(r)) if r.path.is_empty())
+}
+
+/// A machine's context at step `seq` of `run_id`, rebuilt from the stored patches.
+fn rebuild(core: &EngineCore, run_id: &str, seq: i64) -> Result<Value, EngineError> {
+    let rows = core.store().step_contexts(run_id, seq)?;
+    let mut patches = Vec::new();
+    for (at, text) in rows {
+        let patch: json_patch::Patch = serde_json::from_str(&text).map_err(|e| {
+            EngineError::Invalid(format!(
+                "Step {at} of run {run_id} stores a context this version cannot read: {e}"
+            ))
+        })?;
+        let done = is_whole(&patch);
+        patches.push(patch);
+        if done {
+            break;
+        }
+    }
+    if !patches.last().is_some_and(is_whole) {
+        return Err(EngineError::NotForkable(format!(
+            "Run {run_id} has no stored context at step {seq} (its steps were recorded before contexts were stored per step, schema version 7)"
+        )));
+    }
+    let mut doc = Value::Null;
+    for p in patches.iter().rev() {
+        json_patch::patch(&mut doc, p).map_err(|e| {
+            EngineError::Invalid(format!(
+                "The stored contexts of run {run_id} do not apply at step {seq}: {e}"
+            ))
+        })?;
+    }
+    Ok(doc)
+}
+
+impl EngineCore {
+    /// The step `step_id` of run `run_id`, or a clear error naming both.
+    fn step_of(&self, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
+        let run = self.store().run(run_id)?.ok_or_else(|| {
+            EngineError::NoRun(run_id.to_owned(), self.store().location().to_owned())
+        })?;
+        let step = self
+            .store()
+            .step(step_id)?
+            .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
+        if step.run_id != run_id {
+            let inside = if self
+                .store()
+                .run(&step.run_id)?
+                .is_some_and(|r| r.parent_run_id.as_deref() == Some(run_id))
+            {
+                format!(" (a step of run {} started inside it)", step.run_id)
+            } else {
+                String::new()
+            };
+            return Err(EngineError::NoStep(format!(
+                "Step '{step_id}' belongs to run {}{inside}, not to run {run_id}",
+                step.run_id
+            )));
+        }
+        Ok((run, step))
+    }
+
+    /// A machine's context as it was when step `step_id` of run `run_id` started.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use ramus_engine::{EngineCore, SystemClock};
+    /// # let store: Arc<dyn ramus_store::Store> = Arc::new(ramus_store::SqliteStore::open(":memory:", ramus_store::Durability::Sync).unwrap());
+    /// # let core = EngineCore::new(store, Arc::new(SystemClock), Box::new(|_, _| unreachable!()));
+    /// // A step id that is not in the store is a clear error.
+    /// let err = core.context_at("0190b6a4-1f00-7a3c-8d2e-5b1f0c9e4a77", "nope").unwrap_err();
+    /// assert_eq!(err.code(), "ERR_NO_RUN");
+    /// ```
+    pub fn context_at(&self, run_id: &str, step_id: &str) -> Result<Value, EngineError> {
+        let (run, step) = self.step_of(run_id, step_id)?;
+        if run.kind != Kind::Machine {
+            return Err(EngineError::Invalid(format!(
+                "Run {run_id} ({}) is a DAG; contextAt reads a state machine's context at a step",
+                run.name
+            )));
+        }
+        rebuild(self, run_id, step.seq)
+    }
+
+    /// Write a fork of run `run_id` at step `o.at_step` and return the new run's id; the
+    /// caller resumes it (`resume_plan`) to run it. The old run is not touched.
+    ///
+    /// A machine fork starts in the state of that step, with the context, input, limits
+    /// and queued events it had as it started (the context or input given instead). A DAG
+    /// fork keeps the outputs of the nodes whose steps came before it and finished; that
+    /// step's node (unless `o.output` gives its output) and everything after run again.
+    pub fn fork(&self, run_id: &str, o: &ForkOptions, now: i64) -> Result<String, EngineError> {
+        let (run, step) = self.step_of(run_id, &o.at_step)?;
+        let not_forkable =
+            |why: String| EngineError::NotForkable(format!("Run {run_id} ({}) {why}", run.name));
+        if let Some(parent) = &run.parent_run_id {
+            return Err(not_forkable(format!(
+                "was started inside run {parent}; fork that run at the step that started this one"
+            )));
+        }
+        let (Some(name), Some(version)) = (&run.definition_name, run.definition_version) else {
+            return Err(not_forkable(
+                "was started from a config with inline run functions, so it cannot be forked; define it with registered runners (engine.define) to make its runs forkable".into(),
+            ));
+        };
+        // The definition must load here, as the resume that runs the fork needs it.
+        self.load(name, Some(version))?;
+        for (what, v) in [
+            ("input", &o.input),
+            ("context", &o.context),
+            ("output", &o.output),
+        ] {
+            if let Some(text) = v {
+                serde_json::from_str::<Value>(text)
+                    .map_err(|e| EngineError::Invalid(format!("fork: {what} is not JSON: {e}")))?;
+            }
+        }
+        let id = new_id(now as u64);
+        let mut records = Vec::new();
+        let snapshot = match run.kind {
+            Kind::Machine => {
+                if o.output.is_some() {
+                    return Err(EngineError::Invalid(format!(
+                        "fork: output is for DAG runs; run {run_id} is a state machine, whose state at step {} runs again (give context to change what it starts with)",
+                        o.at_step
+                    )));
+                }
+                let stored = step.snapshot.as_deref().ok_or_else(|| {
+                    not_forkable(format!(
+                        "has no stored state at step {} (recorded before schema version 7, or a step that is not a state's first start)",
+                        o.at_step
+                    ))
+                })?;
+                let mut snap: serde_json::Map<String, Value> = serde_json::from_str(stored)
+                    .map_err(|e| {
+                        not_forkable(format!("stores a step this version cannot read: {e}"))
+                    })?;
+                let core = snap
+                    .get_mut("core")
+                    .and_then(Value::as_object_mut)
+                    .ok_or_else(|| {
+                        not_forkable("stores a step without its machine state".into())
+                    })?;
+                // A new run: it records its own start, arms its own timeout and has every
+                // attempt of the state ahead of it.
+                core.insert("started".into(), Value::Bool(false));
+                core.insert("timeout".into(), Value::Null);
+                core.remove("attempt");
+                let context = match &o.context {
+                    Some(c) => serde_json::from_str(c).unwrap_or(Value::Null),
+                    None => rebuild(self, run_id, step.seq)?,
+                };
+                snap.insert("context".into(), context);
+                if let Some(input) = o.input.as_deref().or(step.input.as_deref()) {
+                    snap.insert(
+                        "input".into(),
+                        serde_json::from_str(input).unwrap_or(Value::Null),
+                    );
+                }
+                Some(Value::Object(snap).to_string())
+            }
+            Kind::Dag => {
+                let context = o.context.clone().or_else(|| {
+                    run.snapshot
+                        .as_deref()
+                        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                        .and_then(|s| s.get("context").cloned())
+                        .map(|c| c.to_string())
+                });
+                let mut seq = 0;
+                let mut keep = |node: &str, s: &Step, output: Option<String>| {
+                    seq += 1;
+                    Record::Step(Step {
+                        id: new_id(now as u64),
+                        run_id: id.clone(),
+                        seq,
+                        node: node.to_owned(),
+                        parent_step_id: None,
+                        input: s.input.clone(),
+                        output,
+                        error: None,
+                        status: StepStatus::Finished,
+                        attempt: 1,
+                        cached: s.cached,
+                        started_at: s.started_at,
+                        ended_at: s.ended_at.or(Some(now)),
+                        context: None,
+                        snapshot: None,
+                    })
+                };
+                for s in self.store().steps(run_id)? {
+                    if s.seq < step.seq && s.status == StepStatus::Finished {
+                        records.push(keep(&s.node, &s, s.output.clone()));
+                    }
+                }
+                if let Some(output) = &o.output {
+                    records.push(keep(&step.node, &step, Some(output.clone())));
+                }
+                context.map(|c| format!(r#"{{"context":{c}}}"#))
+            }
+        };
+        records.insert(
+            0,
+            Record::Run(Run {
+                id: id.clone(),
+                name: run.name.clone(),
+                kind: run.kind,
+                definition_name: run.definition_name.clone(),
+                definition_version: run.definition_version,
+                status: RunStatus::Running,
+                input: match (run.kind, &o.input) {
+                    (Kind::Machine, Some(_)) if step.seq > 1 => run.input.clone(),
+                    (_, input) => input.clone().or(run.input.clone()),
+                },
+                output: None,
+                error: None,
+                tags: run.tags.clone(),
+                info: run.info.clone(),
+                trace_id: None,
+                span_id: None,
+                parent_run_id: None,
+                parent_step_id: None,
+                snapshot,
+                created_at: now,
+                updated_at: now,
+                ended_at: None,
+                forked_from_run_id: Some(run_id.to_owned()),
+                forked_from_step_id: Some(o.at_step.clone()),
+            }),
+        );
+        self.store().submit_sync(records)?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(patches: &[String]) -> Value {
+        let mut doc = Value::Null;
+        for p in patches {
+            let p: json_patch::Patch = serde_json::from_str(p).unwrap();
+            json_patch::patch(&mut doc, &p).unwrap();
+        }
+        doc
+    }
+
+    #[test]
+    fn diffs_rebuild_every_context_and_stay_small() {
+        let mut d = ContextDiffs::default();
+        let big = "x".repeat(10_000);
+        let mut stored = Vec::new();
+        let mut seen = Vec::new();
+        for i in 0..50 {
+            let ctx =
+                serde_json::json!({ "big": big, "n": i, "list": (0..i % 5).collect::<Vec<_>>() });
+            stored.push(d.next(&ctx.to_string()));
+            seen.push(ctx);
+        }
+        for i in 0..seen.len() {
+            assert_eq!(apply(&stored[..=i]), seen[i], "context at step {i}");
+        }
+        let bytes: usize = stored[1..].iter().map(String::len).sum();
+        assert!(
+            bytes < 49 * 200,
+            "patches after the first take {bytes} bytes"
+        );
+        assert!(stored[0].contains(&big), "the first context is whole");
+    }
+
+    #[test]
+    fn patches_give_way_to_a_whole_context_once_they_outgrow_it() {
+        let mut d = ContextDiffs::default();
+        let mut stored = Vec::new();
+        for i in 0..20 {
+            stored.push(d.next(&format!(r#"{{"a":{i},"b":"{}"}}"#, "y".repeat(i))));
+        }
+        let wholes = stored
+            .iter()
+            .filter(|p| is_whole(&serde_json::from_str(p).unwrap()))
+            .count();
+        assert!(
+            wholes > 1,
+            "a small context changing each step is stored whole again"
+        );
+        assert_eq!(d.next(r#"{"a":19,"b":"yyyyyyyyyyyyyyyyyyy"}"#), "[]");
+    }
+}

@@ -1,0 +1,254 @@
+//! Time travel with Rust runners: a machine's context at every step, and forks of machines
+//! and DAGs that take another path from a step of an ended run.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ramus_engine::{Engine, EngineOptions, ForkOptions, StartOptions, Step, StepError, TestClock};
+use ramus_store::{RunStatus, StepStatus};
+use serde_json::{json, Value};
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("timed out")
+}
+
+fn engine(dir: &tempfile::TempDir) -> Engine {
+    let path = dir.path().join("travel.sqlite");
+    Engine::open(
+        EngineOptions::new(path.to_str().unwrap()).test_clock(Arc::new(TestClock::default())),
+    )
+    .unwrap()
+}
+
+/// A counter machine: `work` adds `step` to `n` until `n` reaches 5; then `done`, unless
+/// the context says `big`, then `big`.
+fn counter(engine: &Engine, seen: Arc<Mutex<Vec<Value>>>) {
+    engine
+        .register("work", move |step: Step| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let mut ctx = step.context();
+                seen.lock().unwrap().push(ctx.clone());
+                let n = ctx["n"].as_i64().unwrap_or(0) + ctx["step"].as_i64().unwrap_or(1);
+                ctx["n"] = json!(n);
+                ctx["log"].as_array_mut().unwrap().push(json!(n));
+                Ok::<_, StepError>(json!(n))
+            }
+        })
+        .register("end", |step: Step| async move {
+            Ok::<_, StepError>(json!({ "n": step.context()["n"], "state": step.node() }))
+        })
+        .register_condition("more", |g| g.context["n"].as_i64().unwrap_or(0) < 5)
+        .register_condition("big", |g| g.context["big"] == json!(true));
+}
+
+const COUNTER: &str = r#"{
+    "name": "counter",
+    "initial": "work",
+    "context": { "n": 0, "step": 1, "log": [], "pad": "" },
+    "nodes": {
+        "work": { "runner": "work", "transition": { "": [
+            { "state": "work", "condition": "more" },
+            { "state": "big", "condition": "big" },
+            { "state": "done" }
+        ] } },
+        "done": { "runner": "end", "final": true },
+        "big": { "runner": "end", "final": true }
+    }
+}"#;
+
+#[tokio::test]
+async fn the_context_at_every_step_is_what_the_step_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    counter(&engine, Arc::clone(&seen));
+    let config: Value = serde_json::from_str(COUNTER).unwrap();
+    let run = engine
+        .start(
+            &config,
+            StartOptions::new()
+                .context(json!({ "n": 0, "step": 1, "log": [], "pad": "x".repeat(5000) })),
+        )
+        .await
+        .unwrap();
+    within(run.finished()).await.unwrap();
+    let steps = engine.steps(run.run_id()).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let works: Vec<_> = steps.iter().filter(|s| s.node == "work").collect();
+    assert_eq!(works.len(), seen.len());
+    for (step, saw) in works.iter().zip(&seen) {
+        assert_eq!(
+            &engine.context_at(run.run_id(), &step.id).unwrap(),
+            saw,
+            "step {}",
+            step.seq
+        );
+    }
+    // Each patch after the first is a few bytes; the first holds the 5 KB context.
+    let bytes: Vec<usize> = steps
+        .iter()
+        .map(|s| s.context.as_deref().map_or(0, str::len))
+        .collect();
+    assert!(bytes[0] > 5000, "{bytes:?}");
+    assert!(bytes[1..].iter().all(|&b| b < 200), "{bytes:?}");
+    let err = engine.context_at(run.run_id(), "nope").unwrap_err();
+    assert_eq!(err.code(), "ERR_NO_STEP");
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_machine_forked_with_another_context_takes_another_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    counter(&engine, Arc::clone(&seen));
+    let config: Value = serde_json::from_str(COUNTER).unwrap();
+    let run = engine.start(&config, StartOptions::new()).await.unwrap();
+    assert_eq!(
+        within(run.finished()).await.unwrap(),
+        json!({ "n": 5, "state": "done" })
+    );
+    let steps = engine.steps(run.run_id()).unwrap();
+    let third = &steps[2];
+    assert_eq!(third.node, "work");
+
+    // As it was: the same path again from the third step.
+    let again = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: third.id.clone(),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(again.finished()).await.unwrap(),
+        json!({ "n": 5, "state": "done" })
+    );
+
+    // With an edited context: bigger steps and the `big` ending.
+    let mut ctx = engine.context_at(run.run_id(), &third.id).unwrap();
+    assert_eq!(ctx["n"], json!(2));
+    ctx["step"] = json!(10);
+    ctx["big"] = json!(true);
+    let fork = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: third.id.clone(),
+                context: Some(ctx.to_string()),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(fork.finished()).await.unwrap(),
+        json!({ "n": 12, "state": "big" })
+    );
+    let row = engine.run(fork.run_id()).unwrap().unwrap();
+    assert_eq!(row.forked_from_run_id.as_deref(), Some(run.run_id()));
+    assert_eq!(row.forked_from_step_id.as_deref(), Some(third.id.as_str()));
+    assert_eq!(row.status, RunStatus::Finished);
+    let fork_steps: Vec<String> = engine
+        .steps(fork.run_id())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.node)
+        .collect();
+    assert_eq!(fork_steps, ["work", "big"]);
+    let log = engine
+        .context_at(fork.run_id(), &engine.steps(fork.run_id()).unwrap()[1].id)
+        .unwrap();
+    assert_eq!(log["log"], json!([1, 2, 12]));
+    // The old run is as it was.
+    assert_eq!(engine.steps(run.run_id()).unwrap(), steps);
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dag_fork_keeps_the_outputs_before_the_step_and_can_set_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let c = Arc::clone(&calls);
+    engine.register("echo", move |step: Step| {
+        let c = Arc::clone(&c);
+        async move {
+            let name = step.args()["name"].as_str().unwrap().to_owned();
+            c.lock().unwrap().push(name.clone());
+            let mut parts: Vec<String> = step
+                .input()
+                .as_object()
+                .map(|o| {
+                    o.values()
+                        .map(|v| v.as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            parts.sort();
+            Ok::<_, StepError>(json!(format!("{name}({})", parts.join(","))))
+        }
+    });
+    let node = |name: &str, parents: &[&str]| json!({ "runner": "echo", "args": { "name": name }, "parents": parents });
+    let config = json!({
+        "name": "chain",
+        "nodes": { "a": node("a", &[]), "b": node("b", &["a"]), "c": node("c", &["b"]) }
+    });
+    let run = engine.start(&config, StartOptions::new()).await.unwrap();
+    assert_eq!(within(run.finished()).await.unwrap(), json!("c(b(a()))"));
+    let steps = engine.steps(run.run_id()).unwrap();
+    calls.lock().unwrap().clear();
+
+    let fork = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: steps[1].id.clone(),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(within(fork.finished()).await.unwrap(), json!("c(b(a()))"));
+    assert_eq!(*calls.lock().unwrap(), ["b", "c"], "a kept its output");
+    calls.lock().unwrap().clear();
+
+    let edited = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: steps[1].id.clone(),
+                output: Some(json!("B!").to_string()),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(within(edited.finished()).await.unwrap(), json!("c(B!)"));
+    assert_eq!(*calls.lock().unwrap(), ["c"]);
+    let rows = engine.steps(edited.run_id()).unwrap();
+    assert!(rows.iter().all(|s| s.status == StepStatus::Finished));
+    assert_eq!(
+        rows.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+
+    let err = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: "nope".into(),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_NO_STEP", "{err}");
+    engine.close().await.unwrap();
+}
