@@ -187,6 +187,16 @@ export declare class NativeEngine {
    * output? }`, values as JSON) and return the new run's id, for `resume` to run.
    */
   fork(runId: string, options: string, clock: number): string
+  /**
+   * Set a stored DAG run's node to run again (JSON `{ node, output? }`) with its
+   * downstream; `resume` runs it.
+   */
+  rerun(runId: string, options: string, clock: number): void
+  /**
+   * Merge `patch` (a JSON object) into a stored DAG run's input and set the nodes that
+   * use a changed key to run again; returns them. `resume` runs it.
+   */
+  updateInput(runId: string, patch: string, clock: number): Array<string>
   /** A machine run's context when one of its steps started, JSON. */
   contextAt(runId: string, stepId: string): string
   /**

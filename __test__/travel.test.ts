@@ -237,3 +237,109 @@ describe('fork refuses', () => {
     });
   });
 });
+
+describe('rerun and updateInput', () => {
+  /** A diamond a → (b, c) → d; `c` declares that it reads the root input's `topic`. */
+  function diamond(engine: Engine, fail?: { node: string; times: number }) {
+    const calls: string[] = [];
+    engine.register('node', (async ({ input, args, rootInput }: any) => {
+      calls.push(args.name);
+      if (fail?.node === args.name && fail.times-- > 0) throw new Error(`${args.name} failed`);
+      const parts = Object.keys(input ?? {}).sort().map((k) => input[k]);
+      if (args.name === 'c') parts.push(rootInput.topic);
+      return `${args.name}(${parts.join(',')})`;
+    }) as any);
+    const node = (name: string, parents: string[] = [], more = {}) => ({ runner: 'node', args: { name }, parents, ...more });
+    engine.define({
+      name: 'diamond',
+      nodes: { a: node('a'), b: node('b', ['a']), c: node('c', ['a'], { uses: ['topic'] }), d: node('d', ['b', 'c']) },
+    } as any);
+    return calls;
+  }
+
+  test('rerun of a middle node runs exactly its downstream again, in place; every attempt is kept', async () => {
+    const engine = open({ durability: 'sync' });
+    const calls = diamond(engine);
+    const run = engine.start('diamond', { input: { topic: 'wasm' } });
+    expect(await run.finished).toBe('d(b(a()),c(a(),wasm))');
+    calls.length = 0;
+    const again = await engine.rerun(run.runId, { node: 'b' });
+    expect(again.runId).toBe(run.runId);
+    expect(await again.finished).toBe('d(b(a()),c(a(),wasm))');
+    expect(calls).toEqual(['b', 'd']);
+    calls.length = 0;
+
+    const edited = await engine.rerun(run.runId, { node: 'c', output: 'C!' });
+    expect(await edited.finished).toBe('d(b(a()),C!)');
+    expect(calls).toEqual(['d']);
+    expect(engine.run(run.runId)).toMatchObject({ status: 'finished', output: 'd(b(a()),C!)', endedAt: expect.any(Number) });
+    const steps = engine.steps(run.runId);
+    expect(steps.filter((s) => s.supersededAt === null).map((s) => [s.node, s.output])).toEqual([
+      ['a', 'a()'],
+      ['b', 'b(a())'],
+      ['c', 'C!'],
+      ['d', 'd(b(a()),C!)'],
+    ]);
+    expect(steps.filter((s) => s.node === 'd').map((s) => s.output)).toEqual(['d(b(a()),c(a(),wasm))', 'd(b(a()),c(a(),wasm))', 'd(b(a()),C!)']);
+  });
+
+  test('updateInput reruns only the nodes that use a changed key, and their downstream', async () => {
+    const engine = open();
+    const calls = diamond(engine);
+    const run = engine.start('diamond', { input: { topic: 'wasm', lang: 'en' } });
+    await run.finished;
+    calls.length = 0;
+    const nobody = await engine.updateInput(run.runId, { lang: 'fr' });
+    expect(nobody.rerun).toEqual([]);
+    expect(await nobody.finished).toBe('d(b(a()),c(a(),wasm))');
+    expect(calls).toEqual([]);
+    const updated = await engine.updateInput(run.runId, { topic: 'rust' });
+    expect(updated.rerun).toEqual(['c', 'd']);
+    expect(await updated.finished).toBe('d(b(a()),c(a(),rust))');
+    expect(calls).toEqual(['c', 'd']);
+    expect(engine.run(run.runId)!.input).toEqual({ topic: 'rust', lang: 'fr' });
+  });
+
+  test('a failed node is rerun once its cause is fixed; a cancelled node can be rerun', async () => {
+    const engine = open();
+    const calls = diamond(engine, { node: 'c', times: 1 });
+    const run = engine.start('diamond', { input: { topic: 't' } });
+    await expect(run.finished).rejects.toThrow('c failed');
+    expect(engine.run(run.runId)!.status).toBe('error');
+    const fixed = await engine.rerun(run.runId, { node: 'c' });
+    expect(await fixed.finished).toBe('d(b(a()),c(a(),t))');
+    expect(engine.run(run.runId)!.status).toBe('finished');
+
+    let release!: () => void;
+    engine.register('hold', (async () => {
+      calls.push('hold');
+      if (calls.filter((c) => c === 'hold').length === 1) await new Promise<void>((r) => (release = r));
+      return 'held';
+    }) as any);
+    engine.define({ name: 'held', nodes: { a: { runner: 'node', args: { name: 'a' } }, h: { runner: 'hold', parents: ['a'] } } } as any);
+    const held = engine.start('held');
+    await expect.poll(() => calls.includes('hold')).toBe(true);
+    held.cancel();
+    await held.finished.catch(() => {});
+    release();
+    expect(engine.run(held.runId)!.status).toBe('cancelled');
+    const back = await engine.rerun(held.runId, { node: 'h' });
+    expect(await back.finished).toBe('held');
+  });
+
+  test('refuse with errors that name the culprit', async () => {
+    const engine = open();
+    diamond(engine);
+    const run = engine.start('diamond', { input: { topic: 't' } });
+    await expect(engine.rerun(run.runId, { node: 'b' })).rejects.toMatchObject({ code: 'ERR_NOT_RESUMABLE', message: expect.stringContaining('is running in this engine') });
+    await run.finished;
+    await expect(engine.rerun(run.runId, { node: 'bb' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: `rerun: run ${run.runId} (diamond) has no node 'bb' (did you mean 'b'?)` });
+    await expect(engine.updateInput(run.runId, [] as any)).rejects.toThrow(TypeError);
+    counter(engine);
+    const machine = engine.start('counter');
+    await machine.finished;
+    await expect(engine.rerun(machine.runId, { node: 'work' })).rejects.toMatchObject({ code: 'ERR_NOT_RESUMABLE', message: expect.stringContaining('fork it at a step instead') });
+    // The refused calls left the run as it was: it still reruns.
+    expect(await (await engine.rerun(run.runId, { node: 'd' })).finished).toBe('d(b(a()),c(a(),t))');
+  });
+});

@@ -12,7 +12,7 @@ if (!url) {
 
 // The JS suites whose databases follow RAMUS_TEST_PG (engine-fixtures, or their own
 // helper) and that read the store only through the package: engines, queues, workers,
-// limits, cron, leases across processes, broadcast and the scale-out torture test.
+// limits, cron, leases across processes, broadcast, time travel and the scale-out torture test.
 const suites = [
   '__test__/engine.test.ts',
   '__test__/engine-robust.test.ts',
@@ -23,6 +23,7 @@ const suites = [
   '__test__/schedule.test.ts',
   '__test__/leases.test.ts',
   '__test__/broadcast.test.ts',
+  '__test__/travel.test.ts',
   '__test__/torture.test.ts',
 ];
 

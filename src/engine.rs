@@ -498,6 +498,41 @@ impl NativeEngine {
         self.core.fork(&run_id, &options, now).map_err(js_error)
     }
 
+    /// Set a stored DAG run's node to run again (JSON `{ node, output? }`) with its
+    /// downstream; `resume` runs it.
+    #[napi]
+    pub fn rerun(&self, run_id: String, options: String, clock: u32) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rerun<'a> {
+            node: String,
+            #[serde(borrow)]
+            output: Option<&'a serde_json::value::RawValue>,
+        }
+        let o: Rerun = serde_json::from_str(&options).map_err(|e| {
+            coded(
+                "ERR_INVALID_ARGUMENT",
+                format!("rerun(runId, options): {e}"),
+            )
+        })?;
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        let options = ramus_engine::RerunOptions {
+            node: o.node,
+            output: o.output.map(|r| r.get().to_owned()),
+        };
+        self.core.rerun(&run_id, &options, now).map_err(js_error)
+    }
+
+    /// Merge `patch` (a JSON object) into a stored DAG run's input and set the nodes that
+    /// use a changed key to run again; returns them. `resume` runs it.
+    #[napi]
+    pub fn update_input(&self, run_id: String, patch: String, clock: u32) -> Result<Vec<String>> {
+        let now = with_ctx(|c| c.rt.now(clock)) as i64;
+        self.core
+            .update_input(&run_id, &patch, now)
+            .map_err(js_error)
+    }
+
     /// A machine run's context when one of its steps started, JSON.
     #[napi]
     pub fn context_at(&self, run_id: String, step_id: String) -> Result<String> {

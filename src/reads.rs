@@ -57,7 +57,7 @@ fn step_json(s: &Step) -> Value {
         "id": s.id, "runId": s.run_id, "seq": s.seq, "node": s.node,
         "parentStepId": s.parent_step_id, "input": value(&s.input), "output": value(&s.output),
         "error": value(&s.error), "status": s.status.as_str(), "attempt": s.attempt, "cached": s.cached,
-        "startedAt": s.started_at, "endedAt": s.ended_at,
+        "startedAt": s.started_at, "endedAt": s.ended_at, "supersededAt": s.superseded_at,
     })
 }
 

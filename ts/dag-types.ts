@@ -85,6 +85,8 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   timeout?: Duration;
   /** How the run's `cache` keeps this node's output, or `false` for never. */
   cache?: StepCache<Ctx, Root, Inputs> | boolean;
+  /** The root-input keys it reads: `engine.updateInput` reruns it when one of them changes. */
+  uses?: readonly string[];
   run(args: NodeArgs<Ctx, Root, Inputs, T>): Out | Promise<Out>;
 }
 

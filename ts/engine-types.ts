@@ -76,6 +76,8 @@ export interface StoredDagNode<K extends string = string> {
   retry?: StoredRetry<K>;
   timeout?: Duration;
   cache?: StoredCache | boolean;
+  /** The root-input keys it reads: `engine.updateInput` reruns it when one of them changes. */
+  uses?: readonly string[];
 }
 
 /** A stored step's `cache`: its `key`, if any, is a fixed string. */
@@ -276,6 +278,8 @@ export interface StoredStep {
   cached: boolean;
   startedAt: number | null;
   endedAt: number | null;
+  /** When a rerun (`engine.rerun`, `engine.updateInput`) set this step aside: its node ran again in a later step. */
+  supersededAt: number | null;
 }
 
 /** What `engine.fork` changes; values are JSON. */

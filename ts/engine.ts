@@ -516,6 +516,42 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     return this.resume<Out>(id, runOptions);
   }
 
+  /**
+   * Run one node of a stored DAG run again, or give it `output` instead, and then every
+   * node downstream of it; every other node keeps its output. The run continues here, in
+   * place: its earlier steps stay, set aside (`supersededAt`). For runs that ended
+   * (finished, failed, cancelled: a cancelled node can be rerun) or that no live engine
+   * holds; not for a run live in this engine.
+   */
+  async rerun<Out = unknown>(runId: string, options: { node: string; output?: unknown }, runOptions: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun & { readonly finished: Promise<Out> }> {
+    this.#open();
+    if (options === null || typeof options !== 'object' || typeof options.node !== 'string') throw new TypeError('rerun(runId, { node }): node must be the name of a node of the run');
+    this.#notLive(runId, 'rerun');
+    const output = options.output === undefined ? '' : `,"output":${storable(options.output, 'output')}`;
+    plain(() => this.#native.rerun(runId, `{"node":${JSON.stringify(options.node)}${output}}`, this.#clock));
+    return this.resume<Out>(runId, runOptions);
+  }
+
+  /**
+   * Merge `patch` into a stored DAG run's root input and run again only the nodes whose
+   * `uses` names a key that changed (and what depends on them); the rest keep their outputs.
+   * The run continues here, in place, as with `rerun`.
+   */
+  async updateInput<Out = unknown>(runId: string, patch: Record<string, unknown>, runOptions: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun & { readonly finished: Promise<Out>; readonly rerun: string[] }> {
+    this.#open();
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new TypeError('updateInput(runId, patch): patch must be an object of root-input keys');
+    this.#notLive(runId, 'updateInput');
+    const rerun = plain(() => this.#native.updateInput(runId, storable(patch, 'patch')!, this.#clock));
+    const run = await this.resume<Out>(runId, runOptions);
+    return Object.assign(run, { rerun });
+  }
+
+  /** Refuse to rewrite a run live here (also one whose start waits for the caller's turn: it has no row yet). */
+  #notLive(runId: string, what: string): void {
+    if (!this.#live.has(runId)) return;
+    throw Object.assign(new Error(`${what}: run ${runId} is running in this engine; rerun its nodes once it has ended`), { code: 'ERR_NOT_RESUMABLE' });
+  }
+
   /** A machine run's context as it was when one of its steps started (stored as JSON Patches). */
   contextAt<Ctx = Record<string, unknown>>(runId: string, stepId: string): Ctx {
     this.#open();

@@ -399,6 +399,8 @@ pub struct DagNodeDef {
     pub runner: Option<RunnerDef>,
     /// Its `cache`.
     pub cache: Option<CacheDef>,
+    /// The root-input keys it reads (`uses`): `updateInput` reruns it when one changes.
+    pub uses: Vec<String>,
 }
 
 /// A state machine definition.
@@ -1037,6 +1039,7 @@ const DAG_NODE: &[&str] = &[
     "timeout",
     "cache",
     "category",
+    "uses",
 ];
 const STATE: &[&str] = &[
     "run",
@@ -1173,7 +1176,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The known name closest to `key`, if it is close enough to be a likely typo.
-fn suggest<'k>(key: &str, names: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+///
+/// ```
+/// assert_eq!(ramus_core::suggest("serch", ["search", "merge"].into_iter()), Some("search"));
+/// assert_eq!(ramus_core::suggest("zzz", ["search"].into_iter()), None);
+/// ```
+pub fn suggest<'k>(key: &str, names: impl Iterator<Item = &'k str>) -> Option<&'k str> {
     let limit = ((key.chars().count() + 2) / 4).clamp(1, 3);
     names
         .map(|n| (edit_distance(key, n), n))
@@ -1975,6 +1983,7 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
             "info" => node.info = Some(object(who, &key, raw)?),
             "retry" => self.policy.retry = retry(cx, who, raw)?,
             "cache" => node.cache = cache(cx, who, raw)?,
+            "uses" => node.uses = string_list(who, &key, raw)?,
             "timeout" => {
                 self.policy.timeout = match classify(raw) {
                     Val::Null => None,

@@ -30,7 +30,7 @@ pub mod semaphore;
 pub use dag::{analyze, Analysis, CompiledDag, DagGraph, NodeSpec};
 pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
 pub use definition::{
-    compile as compile_definition, parse as parse_definition, CacheDef, CacheKey,
+    compile as compile_definition, parse as parse_definition, suggest, CacheDef, CacheKey,
     CompiledDefinition, ConditionDef, ContextDef, DagDef, DagNodeDef, Definition, DefinitionError,
     ExpectKind, InvalidKind, MachineDef, ParseOptions, RunnerDef, StateDef, TransitionDef,
     DEFAULT_MAX_STEPS, FN_MARKER,

@@ -67,6 +67,9 @@ pub struct RunDef {
     pub info: Option<String>,
     /// Span attributes per node or state (`{ name: { key: value } }`, JSON text).
     pub attributes: Option<String>,
+    /// DAGs: the root-input keys each node reads (`uses`), by node id; empty when no node
+    /// declares any.
+    pub uses: Vec<Vec<String>>,
 }
 
 impl RunDef {
@@ -90,6 +93,7 @@ impl RunDef {
             tags: Vec::new(),
             info: None,
             attributes: None,
+            uses: Vec::new(),
         }
     }
 
@@ -179,6 +183,11 @@ impl RunDef {
                     tags: d.tags,
                     info: d.info,
                     attributes,
+                    uses: if d.nodes.iter().any(|n| !n.uses.is_empty()) {
+                        d.nodes.iter().map(|n| n.uses.clone()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
             }
             Definition::Machine(m) => {

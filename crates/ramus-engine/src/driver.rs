@@ -603,6 +603,12 @@ impl Driver {
 
     fn resume(&mut self, run_id: &str) -> Result<RunHandle, EngineError> {
         if let Some(&key) = self.by_id.get(run_id) {
+            // A run that ended (a rerun may have reopened its row since) is let go first.
+            if self.runs.get(&key).is_some_and(|s| s.settled) {
+                self.release_if_done(key);
+            }
+        }
+        if let Some(&key) = self.by_id.get(run_id) {
             return self.handle_for(key).ok_or(EngineError::StaleRun);
         }
         let plan = self

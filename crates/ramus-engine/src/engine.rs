@@ -502,6 +502,33 @@ impl Engine {
         self.resume(&id).await
     }
 
+    /// Run a node of a stored DAG run again (or set its output with `output`) and what
+    /// depends on it, keeping every other output; the run continues here, in place (see
+    /// [`EngineCore::rerun`](crate::EngineCore::rerun)).
+    pub async fn rerun(
+        &self,
+        run_id: &str,
+        options: crate::RerunOptions,
+    ) -> Result<RunHandle, EngineError> {
+        self.check_open()?;
+        self.core.rerun(run_id, &options, self.now() as i64)?;
+        self.resume(run_id).await
+    }
+
+    /// Merge `patch` into a stored DAG run's root input and run again only the nodes whose
+    /// `uses` names a key that changed, and their downstream (see
+    /// [`EngineCore::update_input`](crate::EngineCore::update_input)).
+    pub async fn update_input(
+        &self,
+        run_id: &str,
+        patch: &Value,
+    ) -> Result<RunHandle, EngineError> {
+        self.check_open()?;
+        self.core
+            .update_input(run_id, &patch.to_string(), self.now() as i64)?;
+        self.resume(run_id).await
+    }
+
     /// A machine run's context as it was when one of its steps started (rebuilt from the
     /// patches its steps store).
     pub fn context_at(&self, run_id: &str, step_id: &str) -> Result<Value, EngineError> {

@@ -324,22 +324,17 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
     let mut errors: HashMap<u32, u32> = HashMap::new();
     // By node: the last attempt's status and value.
     let mut last: HashMap<u32, (StepStatus, Option<String>)> = HashMap::new();
-    for step in store.steps(run_id)? {
-        let Some(id) = def.node_id(&step.node) else {
+    // Steps a rerun set aside count for nothing: their nodes run again.
+    for (node, status, value) in store.current_steps(run_id)? {
+        let Some(id) = def.node_id(&node) else {
             continue;
         };
-        match step.status {
-            StepStatus::Finished => {
-                finished.push((id, step.output.clone()));
-            }
+        match status {
+            StepStatus::Finished => finished.push((id, value.clone())),
             StepStatus::Error => *errors.entry(id).or_default() += 1,
             _ => {}
         }
-        let value = match step.status {
-            StepStatus::Error => step.error,
-            _ => step.output,
-        };
-        last.insert(id, (step.status, value));
+        last.insert(id, (status, value));
     }
     let done: HashSet<u32> = finished.iter().map(|(n, _)| *n).collect();
     let dag = def.dag();
@@ -936,6 +931,11 @@ impl EngineCore {
             owner: self.owner.clone(),
         })?;
         Ok(())
+    }
+
+    /// Whether this engine holds the run (it is live here).
+    pub fn holds(&self, run_id: &str) -> bool {
+        self.held().contains_key(run_id)
     }
 
     /// A held run ended, or is no longer live here: its lease is not renewed any more.

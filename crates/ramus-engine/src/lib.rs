@@ -47,5 +47,5 @@ pub use step::{Event, Guard, RunError, Step, StepError};
 pub use trace::{
     configure_tracing, flush_tracing, shutdown_tracing, tracing_enabled, TracingConfig,
 };
-pub use travel::{ContextDiffs, ForkOptions};
+pub use travel::{ContextDiffs, ForkOptions, RerunOptions};
 pub use writer::{RunRow, RunWriter};

@@ -264,6 +264,7 @@ impl EngineCore {
                         ended_at: s.ended_at.or(Some(now)),
                         context: None,
                         snapshot: None,
+                        superseded_at: None,
                     })
                 };
                 for s in self.store().steps(run_id)? {
@@ -308,6 +309,211 @@ impl EngineCore {
         );
         self.store().submit_sync(records)?;
         Ok(id)
+    }
+}
+
+/// What [`EngineCore::rerun`] changes (JSON values as text).
+#[derive(Clone, Debug, Default)]
+pub struct RerunOptions {
+    /// The DAG node to run again; its downstream runs again after it.
+    pub node: String,
+    /// Its output instead of running it (its downstream still runs again).
+    pub output: Option<String>,
+}
+
+/// `node` and every node downstream of it, in id order.
+fn downstream(dag: &ramus_core::CompiledDag, from: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    let mut seen = vec![false; dag.len()];
+    let mut todo: Vec<u32> = from.into_iter().collect();
+    while let Some(n) = todo.pop() {
+        if !std::mem::replace(&mut seen[n as usize], true) {
+            todo.extend_from_slice(dag.children(n));
+        }
+    }
+    (0..dag.len() as u32)
+        .filter(|&n| seen[n as usize])
+        .collect()
+}
+
+impl EngineCore {
+    /// A DAG run this engine may run again in place: stored, top-level, from a stored
+    /// definition, and not live here.
+    fn reopenable(
+        &self,
+        run_id: &str,
+        what: &str,
+    ) -> Result<(Run, std::sync::Arc<crate::RunDef>), EngineError> {
+        // Before the row is read: a run that started here may not be committed yet.
+        if self.holds(run_id) {
+            return Err(EngineError::NotResumable(format!(
+                "{what}: run {run_id} is running in this engine; rerun its nodes once it has ended"
+            )));
+        }
+        let run = self.store().run(run_id)?.ok_or_else(|| {
+            EngineError::NoRun(run_id.to_owned(), self.store().location().to_owned())
+        })?;
+        let refuse = |why: String| {
+            EngineError::NotResumable(format!("{what}: run {run_id} ({}) {why}", run.name))
+        };
+        if run.kind != Kind::Dag {
+            return Err(refuse(
+                "is a state machine; fork it at a step instead (engine.fork)".into(),
+            ));
+        }
+        if let Some(parent) = &run.parent_run_id {
+            return Err(refuse(format!(
+                "was started inside run {parent}; rerun the node of that run that started it"
+            )));
+        }
+        let (Some(name), Some(version)) = (&run.definition_name, run.definition_version) else {
+            return Err(refuse("was started from a config with inline run functions; define it with registered runners (engine.define) to rerun its nodes".into()));
+        };
+        if run.status == RunStatus::Queued {
+            return Err(refuse("is queued and has not started".into()));
+        }
+        let def = self.load(name, Some(version))?;
+        Ok((run, def))
+    }
+
+    /// Claim `run` (no other live engine may hold it) and write what makes it run again,
+    /// with `nodes` set aside and `extra` after; the caller resumes it.
+    fn reopen(
+        &self,
+        run: &Run,
+        def: &crate::RunDef,
+        nodes: &[u32],
+        input: Option<String>,
+        extra: Vec<Record>,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let fence = self.claim(&run.id, now)?;
+        let mut records = vec![
+            Record::Fence {
+                run_id: fence.run_id,
+                owner: fence.owner,
+                token: fence.token,
+            },
+            Record::RunReopened {
+                id: run.id.clone(),
+                input,
+                at: now,
+            },
+            Record::StepsSuperseded {
+                run_id: run.id.clone(),
+                nodes: nodes.iter().map(|&n| def.node_name(n).to_owned()).collect(),
+                at: now,
+            },
+        ];
+        records.extend(extra);
+        if let Err(e) = self.store().submit_sync(records) {
+            let _ = self.hand_back(&run.id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Run a node of a stored DAG run again (or set its output), and everything downstream
+    /// of it; every other node keeps its output. The run continues in place (the same id):
+    /// its old steps stay, set aside (`superseded_at`). The caller resumes the run. Works on
+    /// runs that ended (finished, failed, cancelled) and on runs no live engine holds.
+    pub fn rerun(&self, run_id: &str, o: &RerunOptions, now: i64) -> Result<(), EngineError> {
+        let (run, def) = self.reopenable(run_id, "rerun")?;
+        let dag = def.dag().expect("a DAG");
+        let Some(node) = dag.node_id(&o.node) else {
+            let hint =
+                ramus_core::suggest(&o.node, (0..dag.len() as u32).map(|n| dag.node_name(n)))
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+            return Err(EngineError::Invalid(format!(
+                "rerun: run {run_id} ({}) has no node '{}'{hint}",
+                run.name, o.node
+            )));
+        };
+        let mut extra = Vec::new();
+        if let Some(output) = &o.output {
+            if let Err(e) = serde_json::from_str::<Value>(output) {
+                return Err(EngineError::Invalid(format!(
+                    "rerun: output is not JSON: {e}"
+                )));
+            }
+            let last = self
+                .store()
+                .steps(run_id)?
+                .into_iter()
+                .rfind(|s| s.node == o.node);
+            extra.push(Record::Step(Step {
+                id: new_id(now as u64),
+                run_id: run_id.to_owned(),
+                seq: self.store().max_seqs(run_id)?.0 + 1,
+                node: o.node.clone(),
+                parent_step_id: None,
+                input: last.and_then(|s| s.input),
+                output: Some(output.clone()),
+                error: None,
+                status: StepStatus::Finished,
+                attempt: 1,
+                cached: false,
+                started_at: Some(now),
+                ended_at: Some(now),
+                context: None,
+                snapshot: None,
+                superseded_at: None,
+            }));
+        }
+        // The node's own steps are set aside before its new one is written (same commit).
+        let nodes = downstream(dag, [node]);
+        self.reopen(&run, &def, &nodes, None, extra, now)
+    }
+
+    /// Change keys of a stored DAG run's root input (`patch`: a JSON object, merged into
+    /// the input) and run again the nodes whose `uses` names a key that changed, and their
+    /// downstream; the rest keep their outputs. Returns the nodes set to run again. The
+    /// caller resumes the run.
+    pub fn update_input(
+        &self,
+        run_id: &str,
+        patch: &str,
+        now: i64,
+    ) -> Result<Vec<String>, EngineError> {
+        let Ok(Value::Object(patch)) = serde_json::from_str::<Value>(patch) else {
+            return Err(EngineError::Invalid(
+                "updateInput(runId, patch): patch must be a JSON object of root-input keys".into(),
+            ));
+        };
+        let (run, def) = self.reopenable(run_id, "updateInput")?;
+        let mut input = match run.input.as_deref().map(serde_json::from_str::<Value>) {
+            None | Some(Ok(Value::Null)) => serde_json::Map::new(),
+            Some(Ok(Value::Object(o))) => o,
+            Some(_) => {
+                return Err(EngineError::Invalid(format!(
+                    "updateInput: the input of run {run_id} ({}) is not an object, so it has no keys to update",
+                    run.name
+                )));
+            }
+        };
+        let changed: Vec<String> = patch
+            .iter()
+            .filter(|(k, v)| input.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        input.extend(patch);
+        let dag = def.dag().expect("a DAG");
+        let users = def
+            .uses
+            .iter()
+            .enumerate()
+            .filter(|(_, keys)| keys.iter().any(|k| changed.contains(k)))
+            .map(|(n, _)| n as u32);
+        let nodes = downstream(dag, users);
+        self.reopen(
+            &run,
+            &def,
+            &nodes,
+            Some(Value::Object(input).to_string()),
+            Vec::new(),
+            now,
+        )?;
+        Ok(nodes.iter().map(|&n| def.node_name(n).to_owned()).collect())
     }
 }
 

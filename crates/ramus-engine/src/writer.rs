@@ -310,6 +310,7 @@ impl RunWriter {
             cached: false,
             context,
             snapshot: step.snapshot,
+            superseded_at: None,
         }));
         self.open.insert(
             slot,

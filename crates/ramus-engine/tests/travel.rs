@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ramus_engine::{Engine, EngineOptions, ForkOptions, StartOptions, Step, StepError, TestClock};
+use ramus_engine::{
+    Engine, EngineOptions, ForkOptions, RerunOptions, StartOptions, Step, StepError, TestClock,
+};
 use ramus_store::{RunStatus, StepStatus};
 use serde_json::{json, Value};
 
@@ -175,27 +177,8 @@ async fn a_machine_forked_with_another_context_takes_another_path() {
 async fn a_dag_fork_keeps_the_outputs_before_the_step_and_can_set_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(&dir);
-    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
-    let c = Arc::clone(&calls);
-    engine.register("echo", move |step: Step| {
-        let c = Arc::clone(&c);
-        async move {
-            let name = step.args()["name"].as_str().unwrap().to_owned();
-            c.lock().unwrap().push(name.clone());
-            let mut parts: Vec<String> = step
-                .input()
-                .as_object()
-                .map(|o| {
-                    o.values()
-                        .map(|v| v.as_str().unwrap_or("").to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            parts.sort();
-            Ok::<_, StepError>(json!(format!("{name}({})", parts.join(","))))
-        }
-    });
-    let node = |name: &str, parents: &[&str]| json!({ "runner": "echo", "args": { "name": name }, "parents": parents });
+    let (calls, _) = diamond(&engine);
+    let node = |name: &str, parents: &[&str]| json!({ "runner": "node", "args": { "name": name }, "parents": parents });
     let config = json!({
         "name": "chain",
         "nodes": { "a": node("a", &[]), "b": node("b", &["a"]), "c": node("c", &["b"]) }
@@ -250,5 +233,183 @@ async fn a_dag_fork_keeps_the_outputs_before_the_step_and_can_set_its_output() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "ERR_NO_STEP", "{err}");
+    engine.close().await.unwrap();
+}
+
+/// A diamond whose nodes log their runs; `c` reads the root input's `topic`.
+fn diamond(engine: &Engine) -> (Arc<Mutex<Vec<String>>>, Value) {
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let c = Arc::clone(&calls);
+    engine.register("node", move |step: Step| {
+        let c = Arc::clone(&c);
+        async move {
+            let name = step.args()["name"].as_str().unwrap().to_owned();
+            c.lock().unwrap().push(name.clone());
+            let mut parts: Vec<String> = step
+                .input()
+                .as_object()
+                .map(|o| {
+                    o.values()
+                        .map(|v| v.as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            parts.sort();
+            if let Some(t) = step.root_input()["topic"].as_str().filter(|_| name == "c") {
+                parts.push(t.to_owned());
+            }
+            Ok::<_, StepError>(json!(format!("{name}({})", parts.join(","))))
+        }
+    });
+    let node = |name: &str, parents: &[&str]| json!({ "runner": "node", "args": { "name": name }, "parents": parents });
+    let mut c = node("c", &["a"]);
+    c["uses"] = json!(["topic"]);
+    let config = json!({
+        "name": "diamond",
+        "nodes": { "a": node("a", &[]), "b": node("b", &["a"]), "c": c, "d": node("d", &["b", "c"]) }
+    });
+    (calls, config)
+}
+
+#[tokio::test]
+async fn rerun_and_update_input_run_again_only_what_depends_on_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let (calls, config) = diamond(&engine);
+    let run = engine
+        .start(
+            &config,
+            StartOptions::new().input(json!({ "topic": "wasm", "other": 1 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(run.finished()).await.unwrap(),
+        json!("d(b(a()),c(a(),wasm))")
+    );
+    let id = run.run_id().to_owned();
+    calls.lock().unwrap().clear();
+
+    let again = engine
+        .rerun(
+            &id,
+            RerunOptions {
+                node: "b".into(),
+                output: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.run_id(), id, "a rerun continues the same run");
+    assert_eq!(
+        within(again.finished()).await.unwrap(),
+        json!("d(b(a()),c(a(),wasm))")
+    );
+    assert_eq!(*calls.lock().unwrap(), ["b", "d"]);
+    calls.lock().unwrap().clear();
+
+    let edited = engine
+        .rerun(
+            &id,
+            RerunOptions {
+                node: "c".into(),
+                output: Some(json!("C").to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(edited.finished()).await.unwrap(),
+        json!("d(C,b(a()))")
+    );
+    assert_eq!(*calls.lock().unwrap(), ["d"]);
+    calls.lock().unwrap().clear();
+
+    // Only `c` uses `topic`; `other` is used by nobody.
+    let updated = engine
+        .update_input(&id, &json!({ "topic": "rust", "other": 1 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        within(updated.finished()).await.unwrap(),
+        json!("d(b(a()),c(a(),rust))")
+    );
+    assert_eq!(*calls.lock().unwrap(), ["c", "d"]);
+    let row = engine.run(&id).unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Finished);
+    assert_eq!(
+        serde_json::from_str::<Value>(row.input.as_deref().unwrap()).unwrap(),
+        json!({ "topic": "rust", "other": 1 })
+    );
+    // Every attempt is kept; only the latest of each node is current.
+    let steps = engine.steps(&id).unwrap();
+    let current: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.superseded_at.is_none())
+        .map(|s| s.node.as_str())
+        .collect();
+    assert_eq!(current, ["a", "b", "c", "d"]);
+    assert_eq!(steps.iter().filter(|s| s.node == "d").count(), 4);
+
+    let err = engine
+        .rerun(
+            &id,
+            RerunOptions {
+                node: "bb".into(),
+                output: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("rerun: run {id} (diamond) has no node 'bb' (did you mean 'b'?)")
+    );
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_live_in_this_engine_is_not_rerun_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = Arc::clone(&gate);
+    engine.register("wait", move |_step: Step| {
+        let g = Arc::clone(&g);
+        async move {
+            g.notified().await;
+            Ok::<_, StepError>(json!("done"))
+        }
+    });
+    let config = json!({ "name": "gated", "nodes": { "a": { "runner": "wait" } } });
+    let run = engine.start(&config, StartOptions::new()).await.unwrap();
+    let err = engine
+        .rerun(
+            run.run_id(),
+            RerunOptions {
+                node: "a".into(),
+                output: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_NOT_RESUMABLE");
+    assert!(
+        err.to_string().contains("is running in this engine"),
+        "{err}"
+    );
+    gate.notify_one();
+    assert_eq!(within(run.finished()).await.unwrap(), json!("done"));
+    let again = engine
+        .rerun(
+            run.run_id(),
+            RerunOptions {
+                node: "a".into(),
+                output: Some("\"set\"".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(within(again.finished()).await.unwrap(), json!("set"));
     engine.close().await.unwrap();
 }

@@ -69,6 +69,7 @@ fn step_records(run: u32, seq: u32) -> Vec<Record> {
             cached: false,
             context: None,
             snapshot: None,
+            superseded_at: None,
         }),
         Record::RunUpdate(RunUpdate {
             snapshot: Some(format!(

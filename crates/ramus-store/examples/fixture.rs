@@ -133,6 +133,7 @@ impl Steps {
             cached: false,
             context: None,
             snapshot: None,
+            superseded_at: None,
         }));
         id
     }
@@ -683,6 +684,7 @@ fn resume(path: &str, run_id: &str) -> Result<()> {
             cached: false,
             context: None,
             snapshot: None,
+            superseded_at: None,
         }),
     ];
     records.push(Record::RunUpdate(if is_final {

@@ -32,6 +32,8 @@
 //!     created_at: 1_700_000_000_000,
 //!     updated_at: 1_700_000_000_000,
 //!     ended_at: None,
+//!     forked_from_run_id: None,
+//!     forked_from_step_id: None,
 //! })])?;
 //! store.close()?;
 //! # Ok(()) }

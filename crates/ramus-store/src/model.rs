@@ -277,6 +277,9 @@ pub struct Step {
     /// limits, queued events), to fork from; the engine's JSON, without the context and
     /// input that `context` and `input` hold.
     pub snapshot: Option<String>,
+    /// When a rerun (`engine.rerun`, `engine.updateInput`) set this step's result aside:
+    /// its node runs again in a new step, and a restore no longer counts this one.
+    pub superseded_at: Option<i64>,
 }
 
 /// A change to an existing step; `None` keeps the stored value.
@@ -469,6 +472,26 @@ pub enum Record {
     /// Store a definition version (when the version is needed back, use
     /// [`SqliteStore::put_definition`](crate::SqliteStore::put_definition)).
     Definition(NewDefinition),
+    /// An ended (or interrupted) run runs again: status `running`, no output, error or
+    /// end; its input replaced when given.
+    RunReopened {
+        /// The run.
+        id: String,
+        /// Its new input, JSON text.
+        input: Option<String>,
+        /// When.
+        at: i64,
+    },
+    /// The current steps of these nodes of a run are set aside (`steps.superseded_at`):
+    /// the nodes run again.
+    StepsSuperseded {
+        /// The run.
+        run_id: String,
+        /// The nodes.
+        nodes: Vec<String>,
+        /// When.
+        at: i64,
+    },
     /// A new run is held by `owner` until `until` (its first lease: token 1).
     Lease {
         /// The run.
@@ -497,6 +520,8 @@ impl Record {
         match self {
             Record::Run(r) => ("run", &r.id),
             Record::RunUpdate(r) => ("run", &r.id),
+            Record::RunReopened { id, .. } => ("run", id),
+            Record::StepsSuperseded { run_id, .. } => ("steps of run", run_id),
             Record::Step(s) => ("step", &s.id),
             Record::StepUpdate(s) => ("step", &s.id),
             Record::Transition(t) => ("transition", &t.id),

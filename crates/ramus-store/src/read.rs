@@ -8,8 +8,8 @@ use crate::db::{Db, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step, Timer,
-    Transition,
+    CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step, StepStatus,
+    Timer, Transition,
 };
 
 const RUN_COLUMNS: &str = "id, name, kind, definition_name, definition_version, status, input, \
@@ -46,7 +46,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
 }
 
 const STEP_COLUMNS: &str = "id, run_id, seq, node, parent_step_id, input, output, error, \
-    status, attempt, started_at, ended_at, cached, context, snapshot";
+    status, attempt, started_at, ended_at, cached, context, snapshot, superseded_at";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
     Ok(Step {
@@ -65,6 +65,7 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<Step> {
         cached: row.get(12)?,
         context: row.get(13)?,
         snapshot: row.get(14)?,
+        superseded_at: row.get(15)?,
     })
 }
 
@@ -251,6 +252,22 @@ pub(crate) fn steps(conn: &dyn Db, run_id: &str) -> Result<Vec<Step>> {
         &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY seq"),
         params![run_id],
         step_row,
+    )
+}
+
+/// `(node, status, output or error)` of a run's steps that count (not set aside by a
+/// rerun), in `seq` order: what a DAG restore reads, without the columns it does not.
+pub(crate) fn current_steps(
+    conn: &dyn Db,
+    run_id: &str,
+) -> Result<Vec<(String, StepStatus, Option<String>)>> {
+    collect(
+        conn,
+        || format!("current steps of run {run_id}"),
+        "SELECT node, status, CASE WHEN status = 'error' THEN error ELSE output END \
+         FROM steps WHERE run_id = ?1 AND superseded_at IS NULL ORDER BY seq",
+        params![run_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
 }
 

@@ -232,9 +232,11 @@ const MIGRATIONS: &[&str] = &[
     // 7: time travel. A machine step keeps the context it started with (a JSON Patch from
     // the previous step's) and what the machine was doing then, so any step can be read
     // back (`contextAt`) or forked from; a forked run names the run and step it came from.
+    // A rerun sets a node's steps aside (`superseded_at`) instead of deleting them.
     r#"
     ALTER TABLE steps ADD COLUMN context TEXT;
     ALTER TABLE steps ADD COLUMN snapshot TEXT;
+    ALTER TABLE steps ADD COLUMN superseded_at INTEGER;
     ALTER TABLE runs ADD COLUMN forked_from_run_id TEXT;
     ALTER TABLE runs ADD COLUMN forked_from_step_id TEXT;
     CREATE INDEX runs_forked ON runs (forked_from_run_id) WHERE forked_from_run_id IS NOT NULL;

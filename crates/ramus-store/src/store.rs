@@ -654,6 +654,15 @@ impl SqliteStore {
         read::steps(&**self.reader(), run_id)
     }
 
+    /// `(node, status, output or error)` of the steps of a run that count (not set aside
+    /// by a rerun), in `seq` order.
+    pub fn current_steps(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>> {
+        read::current_steps(&**self.reader(), run_id)
+    }
+
     /// One step, by id.
     pub fn step(&self, id: &str) -> Result<Option<Step>> {
         read::step(&**self.reader(), id)

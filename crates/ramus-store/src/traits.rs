@@ -63,6 +63,12 @@ pub trait Store: Send + Sync {
     fn children(&self, run_id: &str) -> Result<Vec<Run>>;
     /// A run's steps in order.
     fn steps(&self, run_id: &str) -> Result<Vec<Step>>;
+    /// `(node, status, output or error)` of a run's steps that count (not set aside by a
+    /// rerun), in order.
+    fn current_steps(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>>;
     /// One step, by id.
     fn step(&self, id: &str) -> Result<Option<Step>>;
     /// `(seq, context)` of a run's machine steps up to `seq`, latest first.
@@ -153,6 +159,12 @@ impl Store for SqliteStore {
     }
     fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
         SqliteStore::steps(self, run_id)
+    }
+    fn current_steps(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>> {
+        SqliteStore::current_steps(self, run_id)
     }
     fn step(&self, id: &str) -> Result<Option<Step>> {
         SqliteStore::step(self, id)

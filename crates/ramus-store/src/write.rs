@@ -38,14 +38,15 @@ const UPDATE_RUN: &str = "\
 
 const UPSERT_STEP: &str = "\
     INSERT INTO steps (id, run_id, seq, node, parent_step_id, input, output, error, status, \
-        attempt, started_at, ended_at, cached, context, snapshot) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+        attempt, started_at, ended_at, cached, context, snapshot, superseded_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
     ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, seq = excluded.seq, \
         node = excluded.node, parent_step_id = excluded.parent_step_id, \
         input = excluded.input, output = excluded.output, error = excluded.error, \
         status = excluded.status, attempt = excluded.attempt, \
         started_at = excluded.started_at, ended_at = excluded.ended_at, cached = excluded.cached, \
-        context = excluded.context, snapshot = excluded.snapshot";
+        context = excluded.context, snapshot = excluded.snapshot, \
+        superseded_at = excluded.superseded_at";
 
 const UPDATE_STEP: &str = "\
     UPDATE steps SET status = ?2, output = coalesce(?3, output), error = coalesce(?4, error), \
@@ -105,6 +106,7 @@ pub(crate) fn apply(conn: &dyn Db, record: &Record) -> Result<()> {
     let is_update = matches!(
         record,
         Record::RunUpdate(_)
+            | Record::RunReopened { .. }
             | Record::StepUpdate(_)
             | Record::EventDelivered { .. }
             | Record::TimerFired { .. }
@@ -185,6 +187,7 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
             s.cached,
             s.context,
             s.snapshot,
+            s.superseded_at,
         ]),
         Record::StepUpdate(u) => conn.execute(UPDATE_STEP, params![
             u.id,
@@ -232,6 +235,18 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
         ]),
         Record::TimerFired { id, at } => conn.execute(FIRE_TIMER, params![id, at]),
         Record::TimerCancelled { id } => conn.execute(DELETE_TIMER, params![id]),
+        Record::RunReopened { id, input, at } => conn.execute(
+            "UPDATE runs SET status = 'running', output = NULL, error = NULL, ended_at = NULL, \
+             input = coalesce(?2, input), updated_at = ?3 WHERE id = ?1",
+            params![id, input, at],
+        ),
+        // One pass over the run's steps (`json_each` of the names), not one per node.
+        Record::StepsSuperseded { run_id, nodes, at } => conn.execute(
+            "UPDATE steps SET superseded_at = ?3 \
+             WHERE run_id = ?1 AND superseded_at IS NULL \
+                 AND node IN (SELECT value FROM json_each(?2))",
+            params![run_id, serde_json::to_string(nodes).unwrap_or_default(), at],
+        ),
         // Needs a read and a hash; done by `put_definition` in `apply`.
         Record::Definition(_) => Ok(0),
         // A read and a comparison; done by `check_fence` in `apply`.

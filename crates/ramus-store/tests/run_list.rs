@@ -54,6 +54,7 @@ fn step(run_id: &str, n: u32, seq: i64) -> Step {
         cached: false,
         context: None,
         snapshot: None,
+        superseded_at: None,
     }
 }
 
