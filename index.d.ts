@@ -525,6 +525,8 @@ export declare const enum Op {
    * were, so it stands where the face does: at the step running now.
    */
   Local = 7,
+  /** DAGs: cancel node `io[2]` and its downstream; the rest of the run goes on. */
+  CancelNode = 8,
 }
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */

@@ -343,3 +343,62 @@ describe('rerun and updateInput', () => {
     expect(await (await engine.rerun(run.runId, { node: 'd' })).finished).toBe('d(b(a()),c(a(),t))');
   });
 });
+
+describe('cancelNode', () => {
+  test('cancels one branch of a live DAG while the rest finishes; rerun brings it back', async () => {
+    const engine = open();
+    let slowCalls = 0;
+    let started!: () => void;
+    const slowStarted = new Promise<void>((r) => (started = r));
+    const seen: string[] = [];
+    engine.register({
+      slow: async ({ isCancelled }: any) => {
+        slowCalls += 1;
+        if (slowCalls === 1) {
+          started();
+          while (!isCancelled()) await new Promise((r) => setImmediate(r));
+          seen.push('slow saw its cancellation');
+          return 'ignored';
+        }
+        return 'slow';
+      },
+      fast: async () => 'fast',
+      count: async ({ input }: any) => Object.keys(input).length,
+    });
+    engine.define({
+      name: 'branches',
+      nodes: {
+        slow: { runner: 'slow' },
+        afterSlow: { runner: 'count', parents: ['slow'] },
+        fast: { runner: 'fast' },
+        afterFast: { runner: 'count', parents: ['fast'] },
+      },
+    } as any);
+    const run = engine.start('branches');
+    await slowStarted;
+    engine.cancelNode(run.runId, 'slow');
+    expect(await run.finished).toMatchObject({ afterFast: 1 });
+    expect(run.nodeState('slow')).toBe('cancelled');
+    expect(run.nodeState('afterSlow')).toBe('cancelled');
+    expect(seen).toEqual(['slow saw its cancellation']);
+    expect(engine.steps(run.runId).map((s) => [s.node, s.status]).sort()).toEqual([
+      ['afterFast', 'finished'],
+      ['fast', 'finished'],
+      ['slow', 'cancelled'],
+    ]);
+    expect(engine.run(run.runId)!.status).toBe('finished');
+
+    const back = await engine.rerun(run.runId, { node: 'slow' });
+    expect(await back.finished).toEqual({ afterFast: 1, afterSlow: 1 });
+    expect(engine.steps(run.runId).filter((s) => s.node === 'fast')).toHaveLength(1);
+  });
+
+  test('refuses what it cannot cancel', async () => {
+    const engine = open();
+    counter(engine);
+    const machine = engine.start('counter');
+    expect(() => engine.cancelNode(machine.runId, 'work')).toThrow(/is a state machine/);
+    await machine.finished;
+    expect(() => engine.cancelNode(machine.runId, 'work')).toThrow(expect.objectContaining({ code: 'ERR_NOT_LIVE' }));
+  });
+});

@@ -53,6 +53,8 @@ pub enum Op {
     /// conditions (as in [`Op::Complete`]). The core applies them as the completions they
     /// were, so it stands where the face does: at the step running now.
     Local = 7,
+    /// DAGs: cancel node `io[2]` and its downstream; the rest of the run goes on.
+    CancelNode = 8,
 }
 
 /// How a step ended, in `io[3]` of [`Op::Complete`].
@@ -382,6 +384,7 @@ impl Ctx {
             4 => Command::Acquired { slot: a as u32 },
             5 => Command::RunNode { node: a as u32 },
             6 => Command::Cancel,
+            8 => Command::CancelNode { node: a as u32 },
             7 => {
                 let n = (a.max(0) as usize).min(io.len().saturating_sub(5));
                 let answers = io[5..5 + n].to_vec();

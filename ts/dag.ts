@@ -177,6 +177,18 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   /**
+   * Cancel one node and everything downstream of it, whether waiting or running (a running
+   * step sees `isCancelled()`; what it returns later is ignored); the other nodes go on, and
+   * the run finishes without the cancelled leaves' outputs. A durable run's cancelled node
+   * can be run again later with `engine.rerun`.
+   */
+  cancelNode(name: string): void {
+    const id = this.#nodeId(name);
+    this.#start();
+    drive(() => this.command(Op.CancelNode, id));
+  }
+
+  /**
    * Stepwise mode: run one ready node. Resolves true once it settled, false when it is not
    * ready (waiting for parents, or already run).
    */

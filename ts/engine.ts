@@ -533,6 +533,18 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
   }
 
   /**
+   * Cancel one node of a DAG run live in this engine, and everything downstream of it; the
+   * rest of the run goes on (see `DagRunner.cancelNode`). `rerun` brings the node back.
+   */
+  cancelNode(runId: string, node: string): void {
+    this.#open();
+    const live = this.#live.get(runId) ?? (this.#runs.get(runId) as EngineRun | undefined);
+    if (!live) throw Object.assign(new Error(`cancelNode: run ${runId} is not running in this engine (cancel a node of a run that ended? rerun it instead)`), { code: 'ERR_NOT_LIVE' });
+    if (!(live instanceof DagRunner)) throw Object.assign(new Error(`cancelNode: run ${runId} is a state machine; only DAG runs have nodes to cancel`), { code: 'ERR_INVALID_ARGUMENT' });
+    live.cancelNode(node);
+  }
+
+  /**
    * Merge `patch` into a stored DAG run's root input and run again only the nodes whose
    * `uses` names a key that changed (and what depends on them); the rest keep their outputs.
    * The run continues here, in place, as with `rerun`.

@@ -278,6 +278,7 @@ impl DagRun {
             Command::Complete { slot, outcome } => self.complete(slot, outcome, now, out),
             Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
             Command::RunNode { node } => self.run_node(node, now, out),
+            Command::CancelNode { node } => self.cancel_branch(node, now, out),
             Command::Cancel => self.cancel(now, out),
             Command::TimerFired { timer } => self.timer_fired(timer, now, out),
             Command::Step | Command::Send { .. } => false,
@@ -552,6 +553,33 @@ impl DagRun {
         self.status = RunStatus::Cancelled;
         self.cancel_nodes(now, out);
         true
+    }
+
+    /// Cancel `node` and every node downstream of it that has not settled; the others go
+    /// on, and the run finishes once they settle (the cancelled leaves give no output).
+    /// False when the run is not running or none of those nodes was left to cancel.
+    fn cancel_branch(&mut self, node: u32, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.status != RunStatus::Running || node as usize >= self.state.len() {
+            return false;
+        }
+        let dag = Arc::clone(&self.dag);
+        let mut seen = vec![false; self.state.len()];
+        self.worklist.clear();
+        self.worklist.push(node);
+        let mut any = false;
+        while let Some(n) = self.worklist.pop() {
+            if std::mem::replace(&mut seen[n as usize], true) {
+                continue;
+            }
+            if !self.state[n as usize].is_terminal() {
+                self.clear_timer(n, out);
+                self.set_state(n, NodeState::Cancelled, now);
+                any = true;
+            }
+            self.worklist.extend_from_slice(dag.children(n));
+        }
+        self.check_finished(now);
+        any
     }
 
     fn cancel_nodes(&mut self, now: u64, out: &mut Vec<Action>) {

@@ -54,6 +54,12 @@ pub enum Command<'a> {
         /// The node.
         node: u32,
     },
+    /// DAGs: cancel one node and everything downstream of it; the rest of the run goes on.
+    /// A running step of those nodes sees its cancellation and its report is ignored.
+    CancelNode {
+        /// The node.
+        node: u32,
+    },
     /// Machines: an event arrived; `handle` is the driver's key for its data.
     Send {
         /// The driver's handle of the event.

@@ -111,6 +111,11 @@ pub(crate) enum Msg {
     Cancel {
         key: RunKey,
     },
+    /// Cancel one node of a DAG run and its downstream.
+    CancelNode {
+        key: RunKey,
+        node: String,
+    },
     /// Test clocks: fire the earliest timers if they fall due at or before `upto`.
     FireNext {
         upto: u64,
@@ -436,6 +441,16 @@ impl Driver {
                 Msg::Cancel { key } => {
                     if self.runs.contains_key(&key) {
                         self.apply(key, Command::Cancel, None, None, &mut NoGuards);
+                        self.check_cancel.insert(key);
+                    }
+                }
+                Msg::CancelNode { key, node } => {
+                    let id = self
+                        .rt
+                        .get(key)
+                        .and_then(|l| l.def.dag().and_then(|d| d.node_id(&node)));
+                    if let (true, Some(node)) = (self.runs.contains_key(&key), id) {
+                        self.apply(key, Command::CancelNode { node }, None, None, &mut NoGuards);
                         self.check_cancel.insert(key);
                     }
                 }

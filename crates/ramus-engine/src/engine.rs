@@ -292,6 +292,16 @@ impl RunHandle {
     pub fn cancel(&self) {
         let _ = self.tx.send(Msg::Cancel { key: self.key });
     }
+
+    /// A DAG run: cancel one node and everything downstream of it; the other nodes go on
+    /// and the run finishes without the cancelled leaves' outputs. Nothing for an unknown
+    /// node, a machine, or a run that ended. [`Engine::rerun`] brings the node back.
+    pub fn cancel_node(&self, node: &str) {
+        let _ = self.tx.send(Msg::CancelNode {
+            key: self.key,
+            node: node.to_owned(),
+        });
+    }
 }
 
 /// The durable engine for Rust programs. See the [module documentation](self).

@@ -413,3 +413,82 @@ async fn a_run_live_in_this_engine_is_not_rerun_under_it() {
     assert_eq!(within(again.finished()).await.unwrap(), json!("set"));
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_branch_ends_while_the_rest_finishes_and_a_rerun_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let slow_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (s, st) = (Arc::clone(&slow_calls), Arc::clone(&started));
+    engine
+        .register("slow", move |step: Step| {
+            let first = s.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let st = Arc::clone(&st);
+            async move {
+                if first {
+                    st.notify_one();
+                    while !step.is_cancelled() {
+                        tokio::task::yield_now().await;
+                    }
+                    return Err(StepError::cancelled());
+                }
+                Ok::<_, StepError>(json!("slow"))
+            }
+        })
+        .register("fast", |_step: Step| async move {
+            Ok::<_, StepError>(json!("fast"))
+        })
+        .register("join", |step: Step| async move {
+            Ok::<_, StepError>(json!(step.input().as_object().unwrap().len()))
+        });
+    let config = json!({
+        "name": "branches",
+        "nodes": {
+            "slow": { "runner": "slow" },
+            "after_slow": { "runner": "join", "parents": ["slow"] },
+            "fast": { "runner": "fast" },
+            "after_fast": { "runner": "join", "parents": ["fast"] }
+        }
+    });
+    let run = engine.start(&config, StartOptions::new()).await.unwrap();
+    within(started.notified()).await;
+    run.cancel_node("slow");
+    assert_eq!(
+        within(run.finished()).await.unwrap(),
+        json!({ "after_fast": 1 })
+    );
+    let status = |node: &str| {
+        engine
+            .steps(run.run_id())
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.node == node)
+            .map(|s| s.status)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status("slow"), [StepStatus::Cancelled]);
+    assert_eq!(status("after_slow"), []);
+    assert_eq!(status("after_fast"), [StepStatus::Finished]);
+
+    let back = engine
+        .rerun(
+            run.run_id(),
+            RerunOptions {
+                node: "slow".into(),
+                output: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(back.finished()).await.unwrap(),
+        json!({ "after_fast": 1, "after_slow": 1 })
+    );
+    assert_eq!(
+        status("fast"),
+        [StepStatus::Finished],
+        "the other branch did not run again"
+    );
+    engine.close().await.unwrap();
+}
