@@ -276,6 +276,11 @@ export declare class NativeStore {
   lease(runId: string): string | null
   /** A run's steps in `seq` order (JSON array). */
   steps(runId: string): string
+  /**
+   * A machine run's context when one of its steps started (JSON), rebuilt from the
+   * patches its steps store.
+   */
+  contextAt(runId: string, stepId: string): string
   /** A run's transitions in order (JSON array). */
   transitions(runId: string): string
   /** A run's custom events, oldest first (JSON array). */

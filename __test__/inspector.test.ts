@@ -210,6 +210,16 @@ describe('inspector API', () => {
     expect((await http(`/api/runs/${runs.dag}`, { method: 'DELETE' })).status).toBe(405);
   });
 
+  it('runs nothing by itself: a fork or rerun needs the engine that has the runners (engine.inspect())', async () => {
+    const post = (what: string, body: unknown, headers: Record<string, string> = {}) =>
+      http(`/api/runs/${runs.dag}/${what}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json', ...headers } });
+    const res = await post('fork', { atStep: 'x' });
+    expect(res.status).toBe(501);
+    expect(res.json().error).toMatch(/open it from an engine \(engine\.inspect\(\)\)/);
+    expect((await post('rerun', { node: 'a' }, { Origin: 'http://evil.example' })).status).toBe(403);
+    expect((await http(`/api/runs/${runs.dag}`)).json().actions).toBe(false);
+  });
+
   it('refuses other Host headers (DNS rebinding)', async () => {
     expect((await http('/api/runs', { headers: { Host: 'evil.example:80' } })).status).toBe(421);
   });
@@ -690,6 +700,81 @@ describe.skipIf(!Engine || chromiumMissing)('inspector on real engine runs', () 
       await page.locator('svg.graph g.node[data-node="send"]').click();
       await expect.poll(() => page.locator('.step-panel').textContent()).toContain('ana@example.com');
       await page.screenshot({ path: join(shots, '12-engine-approved-from-browser.png'), fullPage: true });
+    } finally {
+      await live.close();
+      await engine.close();
+    }
+  }, 30_000);
+
+  it('edits a DAG node\u2019s output and forks a machine with another context from the browser', async () => {
+    const path = join(work, 'travel.sqlite');
+    const engine = new Engine!({ db: path, durability: 'sync' }) as EngineLike & {
+      define(c: object): unknown;
+      start(name: string, o?: object): { runId: string; finished: Promise<unknown> };
+      steps(id: string): Array<{ id: string; node: string; output: unknown; supersededAt: number | null }>;
+      inspect(o?: object): Promise<Inspector>;
+    };
+    engine.register({
+      word: ({ args }) => args.word,
+      join: ({ input }) => Object.keys(input).sort().map((k) => input[k]).join(' '),
+      work: ({ context }) => {
+        context.n += context.step;
+        return context.n;
+      },
+      more: ((g: any) => g.context.n < 5) as any,
+      big: ((g: any) => g.context.big === true) as any,
+    });
+    engine.define({ name: 'words', nodes: { a: { runner: 'word', args: { word: 'hello' } }, b: { runner: 'word', args: { word: 'world' } }, j: { runner: 'join', parents: ['a', 'b'] } } });
+    engine.define({
+      name: 'count',
+      initial: 'work',
+      context: { n: 0, step: 1 },
+      nodes: {
+        work: { runner: 'work', transition: { '': [{ state: 'work', condition: 'more' }, { state: 'big', condition: 'big' }, { state: 'done' }] } },
+        done: { final: true },
+        big: { final: true },
+      },
+    });
+    const words = engine.start('words');
+    expect(await words.finished).toBe('hello world');
+    const count = engine.start('count');
+    await count.finished;
+    const live = await engine.inspect({ pollInterval: 100 });
+    try {
+      // A DAG: give `b` another output; `j` runs again, `a` keeps its own.
+      const b = engine.steps(words.runId).find((st) => st.node === 'b')!;
+      await page.goto(`${live.url}#/run/${words.runId}/step/${b.id}`);
+      await page.locator('.step-panel details.section:has(.step-actions) > summary').click();
+      await page.fill('.step-panel textarea.node-output', '"there"');
+      await page.click('.step-panel button.set-output');
+      await expect.poll(() => page.locator('.step-panel .action-result').textContent()).toBe('Set the output of b; rerunning what follows');
+      await expect.poll(() => engine.run(words.runId)?.output, { timeout: 5_000 }).toBe('hello there');
+      const current = engine.steps(words.runId).filter((st) => st.supersededAt === null);
+      expect(current.map((st) => [st.node, st.output]).sort()).toEqual([['a', 'hello'], ['b', 'there'], ['j', 'hello there']]);
+
+      // A machine: fork at its third step with a bigger step and the `big` ending.
+      const third = engine.steps(count.runId)[2]!;
+      await page.goto(`${live.url}#/run/${count.runId}/step/${third.id}`);
+      await page.locator('.step-panel details.section:has(.step-actions) > summary').click();
+      expect(JSON.parse(await page.locator('.step-panel textarea.fork-context').inputValue())).toEqual({ n: 2, step: 1 });
+      await page.fill('.step-panel textarea.fork-context', '{"n": 2, "step": 10, "big": true}');
+      await page.click('.step-panel button.fork-step');
+      await page.waitForURL((u) => /#\/run\//.test(u.hash) && !u.hash.includes(count.runId));
+      const forkId = decodeURIComponent(new URL(page.url()).hash.split('/')[2]!);
+      await expect.poll(() => engine.run(forkId)?.status, { timeout: 5_000 }).toBe('finished');
+      expect(engine.run(forkId)).toMatchObject({ output: 12, forkedFrom: { runId: count.runId, stepId: third.id } });
+      await expect.poll(() => page.locator('.run-head .badge').first().getAttribute('data-status')).toBe('finished');
+      expect(await page.locator('.run-head a.forked-from').getAttribute('href')).toBe(`#/run/${count.runId}/step/${third.id}`);
+      await page.screenshot({ path: join(shots, '13-engine-forked-from-browser.png'), fullPage: true });
+
+      // Writes from another origin are refused; errors name the culprit.
+      const post = (what: string, body: unknown, headers: Record<string, string> = {}) =>
+        fetch(new URL(`api/runs/${count.runId}/${what}`, live.url), { method: 'POST', body: JSON.stringify(body), headers: { Authorization: `Bearer ${live.token}`, 'Content-Type': 'application/json', ...headers } });
+      expect((await post('fork', { atStep: third.id }, { Origin: 'http://evil.example' })).status).toBe(403);
+      const wrong = await post('rerun', { node: 'work' });
+      expect(wrong.status).toBe(409);
+      expect(((await wrong.json()) as { error: string }).error).toMatch(/is a state machine; fork it at a step instead/);
+      expect((await post('fork', { atStep: 'nope' })).status).toBe(404);
     } finally {
       await live.close();
       await engine.close();

@@ -199,6 +199,28 @@ function runView(runId, stepId) {
     location.hash = `#/run/${encodeURIComponent(id)}`;
   };
 
+  // What the step panel's buttons ask the engine that serves this page.
+  const post = async (what, body) => (await api(`/api/runs/${encodeURIComponent(runId)}/${what}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  })).json();
+  const actions = {
+    async fork(body) {
+      const { runId: fork } = await post('fork', body);
+      openRun(fork);
+      return `Forked: run ${fork}`;
+    },
+    async rerun(body) {
+      await post('rerun', body);
+      return body.output === undefined ? `Rerunning ${body.node} and what follows` : `Set the output of ${body.node}; rerunning what follows`;
+    },
+    async cancelNode(body) {
+      await post('cancel-node', body);
+      return `Cancelled ${body.node} and what follows`;
+    },
+  };
+
   async function loadChild(id) {
     const res = await api(`/api/runs/${encodeURIComponent(id)}`);
     const d = res.json();
@@ -234,10 +256,11 @@ function runView(runId, stepId) {
       return;
     }
     const readyAt = readyTimes(data).get(selected);
-    if (panel) panel.update(detail, { readyAt });
+    const opts = { readyAt, kind: data.run.kind, actions: data.actions ? actions : undefined };
+    if (panel) panel.update(detail, opts);
     else {
       clear(stepBox);
-      panel = mountStepPanel(stepBox, detail, { readyAt, onOpenRun: openRun });
+      panel = mountStepPanel(stepBox, detail, { ...opts, onOpenRun: openRun });
     }
   }
 
@@ -253,7 +276,8 @@ function runView(runId, stepId) {
         h('dt', { text: 'steps' }), h('dd', { text: String(data.steps.length) }),
         r.definitionName ? [h('dt', { text: 'definition' }), h('dd', { text: `${r.definitionName} v${r.definitionVersion}` })] : null,
         (r.tags ?? []).length ? [h('dt', { text: 'tags' }), h('dd', null, r.tags.map((t) => h('span', { class: 'tag', text: t })))] : null,
-        r.parentRunId ? [h('dt', { text: 'started by' }), h('dd', null, h('a', { href: `#/run/${encodeURIComponent(r.parentRunId)}`, text: 'parent run' }))] : null),
+        r.parentRunId ? [h('dt', { text: 'started by' }), h('dd', null, h('a', { href: `#/run/${encodeURIComponent(r.parentRunId)}`, text: 'parent run' }))] : null,
+        r.forkedFrom ? [h('dt', { text: 'forked from' }), h('dd', null, h('a', { class: 'forked-from', href: `#/run/${encodeURIComponent(r.forkedFrom.runId)}/step/${encodeURIComponent(r.forkedFrom.stepId)}`, text: 'its step' }))] : null),
       r.error ? h('div', { class: 'error-box run-error' },
         h('div', { class: 'error-message', text: `${r.error.name ? `${r.error.name}: ` : ''}${errorMessage(r.error)}` }),
         typeof r.error.stack === 'string' ? h('pre', { class: 'stack', text: r.error.stack }) : null) : null].filter(Boolean));

@@ -725,10 +725,62 @@ function section(title, content, open = true) {
   return h('details', { class: 'section', open }, h('summary', { text: title }), content);
 }
 
+/** The buttons that change a run from one of its steps: fork from it (a machine with an
+ * edited context), rerun the node, give it another output, cancel it while it runs.
+ * `actions` does the requests: `fork(body)`, `rerun(body)`, `cancelNode()`, each resolving
+ * with a message or throwing one. */
+function stepActions(step, kind, actions) {
+  const result = h('p', { class: 'action-result', role: 'status' });
+  const say = (text, ok) => {
+    result.textContent = text;
+    result.className = `action-result ${ok ? 'ok' : 'bad'}`;
+  };
+  const run = async (f) => {
+    try {
+      say(await f(), true);
+    } catch (e) {
+      say(String(e.message ?? e), false);
+    }
+  };
+  const json = (area, what) => {
+    try {
+      return JSON.parse(area.value);
+    } catch (e) {
+      throw new Error(`The ${what} is not JSON: ${e.message}`);
+    }
+  };
+  const editor = (value, label, name) => {
+    const area = h('textarea', { class: `json-editor ${name}`, rows: 6, spellcheck: 'false', 'aria-label': label });
+    area.value = value === undefined || value === null ? '' : JSON.stringify(value, null, 2);
+    return area;
+  };
+  const box = h('div', { class: 'step-actions' });
+  if (kind === 'machine') {
+    const context = editor(step.context, 'context the fork starts with (JSON)', 'fork-context');
+    box.append(
+      h('label', { class: 'payload-label' }, 'Context the fork starts with (JSON)', context),
+      h('button', { class: 'fork-step', text: 'Fork from this step', on: { click: () => run(() => actions.fork(step.context === undefined && !context.value.trim() ? { atStep: step.id } : { atStep: step.id, context: json(context, 'context') })) } }));
+  } else {
+    const output = editor(step.output, 'the node\u2019s new output (JSON)', 'node-output');
+    box.append(
+      h('div', { class: 'action-row' },
+        h('button', { class: 'rerun-node', text: 'Rerun this node', on: { click: () => run(() => actions.rerun({ node: step.node })) } }),
+        h('button', { class: 'fork-step', text: 'Fork from this step', on: { click: () => run(() => actions.fork({ atStep: step.id })) } }),
+        step.status === 'running' || step.status === 'pending'
+          ? h('button', { class: 'cancel-node', text: 'Cancel this node', on: { click: () => run(() => actions.cancelNode({ node: step.node })) } })
+          : null),
+      h('label', { class: 'payload-label' }, 'Output (JSON): set it and rerun what follows', output),
+      h('button', { class: 'set-output', text: 'Set output and rerun', on: { click: () => run(() => actions.rerun({ node: step.node, output: json(output, 'output') })) } }));
+  }
+  box.appendChild(result);
+  return box;
+}
+
 /** Shows one step: `{ step, events, children }` with the step's input, output and error
  * (values as the API serves them), its custom events and the runs it started.
  * `options.readyAt` (ms) adds the wait before it started; `options.onOpenRun(id)` links
- * child runs. */
+ * child runs; `options.actions` (with `options.kind`, 'dag' or 'machine') adds the buttons
+ * that fork from the step, rerun or cancel its node (see `stepActions`). */
 export function mountStepPanel(el, data, options = {}) {
   const root = h('div', { class: 'step-panel' });
   el.appendChild(root);
@@ -762,8 +814,9 @@ export function mountStepPanel(el, data, options = {}) {
     }
     value('Input', step.input, true);
     value('Output', step.output, true);
-    if (step.context !== undefined) value('Context snapshot', step.context, false);
-    else root.appendChild(section('Context snapshot', h('p', { class: 'muted', text: 'Not recorded per step (the run page shows the run\u2019s latest snapshot).' }), false));
+    if (step.context !== undefined) value('Context at this step', step.context, false);
+    else root.appendChild(section('Context at this step', h('p', { class: 'muted', text: options.kind === 'dag' ? 'DAG nodes share the run\u2019s context; it is not kept per step.' : 'Not recorded for this step (recorded before schema version 7).' }), false));
+    if (options.actions && step.supersededAt === null) root.appendChild(section('Change the run', stepActions(step, options.kind, options.actions), false));
     const list = h('div', { class: 'events' });
     if (events.length === 0) list.appendChild(h('span', { class: 'muted', text: 'none' }));
     for (const ev of events) {

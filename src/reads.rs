@@ -307,6 +307,15 @@ impl NativeStore {
         Ok(list(&steps, step_json))
     }
 
+    /// A machine run's context when one of its steps started (JSON), rebuilt from the
+    /// patches its steps store.
+    #[napi]
+    pub fn context_at(&self, run_id: String, step_id: String) -> Result<String> {
+        ramus_engine::travel::context_at(self.inner.as_ref(), &run_id, &step_id)
+            .map(|v| v.to_string())
+            .map_err(crate::js_error)
+    }
+
     /// A run's transitions in order (JSON array).
     #[napi]
     pub fn transitions(&self, run_id: String) -> Result<String> {

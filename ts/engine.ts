@@ -799,7 +799,20 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#open();
     if (this.db === ':memory:') throw new Error('The inspector reads a database file; an engine on :memory: has none to show');
     this.flush();
-    return inspect({ ...options, db: this.db });
+    // The page's forks and reruns run here, where the runners are; their outcome is on the page.
+    const settle = (run: EngineRun): string => {
+      run.finished.catch(() => {});
+      return run.runId;
+    };
+    return inspect({
+      ...options,
+      db: this.db,
+      actions: {
+        fork: async (runId, o) => settle(await this.fork(runId, o)),
+        rerun: async (runId, o) => settle(await this.rerun(runId, o)),
+        cancelNode: (runId, node) => this.cancelNode(runId, node),
+      },
+    });
   }
 
   /** Write what live runs (and the runs nested in them) collected, and wait until everything written so far is committed. */

@@ -187,6 +187,15 @@ export class RunReader {
     const children = (JSON.parse(this.store.children(runId)) as Array<{ parentStepId: string | null }>).filter(
       (r) => r.parentStepId === stepId,
     );
-    return { step: step as unknown as Obj, events: events as unknown as Json, children: children as unknown as Json };
+    // A machine step's context, rebuilt from the patches its steps store (DAG nodes share
+    // the run's context, and steps recorded before schema 7 kept none).
+    let context: Json | undefined;
+    try {
+      context = JSON.parse(this.store.contextAt(runId, stepId)) as Json;
+    } catch {
+      context = undefined;
+    }
+    const row = (context === undefined ? step : { ...step, context }) as unknown as Obj;
+    return { step: row, events: events as unknown as Json, children: children as unknown as Json };
   }
 }

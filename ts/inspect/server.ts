@@ -29,6 +29,19 @@ export interface InspectOptions {
    * (in `url`, as `?token=`, which the page keeps as a cookie); `false` for none.
    */
   token?: string | false;
+  /**
+   * What the page may do to runs besides sending events: given by `engine.inspect()`,
+   * whose engine holds the runners a fork or rerun needs. A plain `inspect({ db })` has
+   * none, and its page shows no such buttons.
+   */
+  actions?: InspectActions;
+}
+
+/** Run changes the page can ask for; each resolves with the id of the run that goes on. */
+export interface InspectActions {
+  fork(runId: string, options: { atStep: string; input?: unknown; context?: unknown; output?: unknown }): Promise<string>;
+  rerun(runId: string, options: { node: string; output?: unknown }): Promise<string>;
+  cancelNode(runId: string, node: string): void;
 }
 
 export interface Inspector {
@@ -298,7 +311,11 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
       if (parts.length === 3 && method === 'GET') {
         const page = reader.run(id, version);
         if (!page) throw new HttpError(404, 'No such run');
-        sendJson(req, res, 200, page);
+        sendJson(req, res, 200, { ...page, actions: options.actions !== undefined });
+        return;
+      }
+      if (parts.length === 4 && ['fork', 'rerun', 'cancel-node'].includes(parts[3]!) && method === 'POST') {
+        await act(req, res, id, parts[3]!);
         return;
       }
       if (parts.length === 5 && parts[3] === 'steps' && method === 'GET') {
@@ -317,7 +334,8 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
     throw new HttpError(404, 'Not found');
   }
 
-  async function sendEvent(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
+  /** The JSON object a write carries, once it is known to come from this page. */
+  async function writeBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     // A write from a page of another origin is refused outright (browsers send `Origin` on
     // every POST), whatever its content type.
     const origin = req.headers.origin;
@@ -341,8 +359,41 @@ export async function inspect(options: InspectOptions): Promise<Inspector> {
     } catch {
       throw new HttpError(400, 'The body is not JSON');
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'Expected { type, data? }');
-    const event = parsed as { type?: unknown; data?: unknown };
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'Expected a JSON object');
+    return parsed as Record<string, unknown>;
+  }
+
+  /** Fork a run at a step, rerun (or set the output of) a DAG node, or cancel one. */
+  async function act(req: http.IncomingMessage, res: http.ServerResponse, id: string, what: string): Promise<void> {
+    const body = await writeBody(req);
+    const actions = options.actions;
+    if (!actions) throw new HttpError(501, 'This inspector reads a database and runs nothing: open it from an engine (engine.inspect()) to fork, rerun or cancel, with its runners');
+    const text = (key: string): string => {
+      const v = body[key];
+      if (typeof v !== 'string' || v === '' || v.length > 200) throw new HttpError(400, `'${key}' must be a non-empty string`);
+      return v;
+    };
+    try {
+      if (what === 'fork') {
+        const runId = await actions.fork(id, { atStep: text('atStep'), input: body['input'], context: body['context'], output: body['output'] });
+        sendJson(req, res, 201, { runId });
+      } else if (what === 'rerun') {
+        const runId = await actions.rerun(id, { node: text('node'), output: body['output'] });
+        sendJson(req, res, 201, { runId });
+      } else {
+        actions.cancelNode(id, text('node'));
+        sendJson(req, res, 200, { runId: id });
+      }
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      const code = (e as { code?: string }).code;
+      const status = code === 'ERR_NO_RUN' || code === 'ERR_NO_STEP' ? 404 : code === 'ERR_INVALID_ARGUMENT' || e instanceof TypeError ? 400 : 409;
+      throw new HttpError(status, e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  async function sendEvent(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
+    const event = (await writeBody(req)) as { type?: unknown; data?: unknown };
     if (typeof event.type !== 'string' || event.type.trim() === '' || event.type.length > 200) {
       throw new HttpError(400, "'type' must be a non-empty string of at most 200 characters");
     }

@@ -5,7 +5,7 @@
 //! like any other: the resume plan is the only code that turns stored rows into a live
 //! run, so a fork needs no path of its own (see [`EngineCore::fork`]).
 
-use ramus_store::{Kind, Record, Run, RunStatus, Step, StepStatus};
+use ramus_store::{Kind, Record, Run, RunStatus, Step, StepStatus, Store};
 use serde_json::Value;
 
 use crate::engine_core::EngineCore;
@@ -79,8 +79,8 @@ fn is_whole(patch: &json_patch::Patch) -> bool {
 }
 
 /// A machine's context at step `seq` of `run_id`, rebuilt from the stored patches.
-fn rebuild(core: &EngineCore, run_id: &str, seq: i64) -> Result<Value, EngineError> {
-    let rows = core.store().step_contexts(run_id, seq)?;
+fn rebuild(store: &dyn Store, run_id: &str, seq: i64) -> Result<Value, EngineError> {
+    let rows = store.step_contexts(run_id, seq)?;
     let mut patches = Vec::new();
     for (at, text) in rows {
         let patch: json_patch::Patch = serde_json::from_str(&text).map_err(|e| {
@@ -110,54 +110,56 @@ fn rebuild(core: &EngineCore, run_id: &str, seq: i64) -> Result<Value, EngineErr
     Ok(doc)
 }
 
-impl EngineCore {
-    /// The step `step_id` of run `run_id`, or a clear error naming both.
-    fn step_of(&self, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
-        let run = self.store().run(run_id)?.ok_or_else(|| {
-            EngineError::NoRun(run_id.to_owned(), self.store().location().to_owned())
-        })?;
-        let step = self
-            .store()
-            .step(step_id)?
-            .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
-        if step.run_id != run_id {
-            let inside = if self
-                .store()
-                .run(&step.run_id)?
-                .is_some_and(|r| r.parent_run_id.as_deref() == Some(run_id))
-            {
-                format!(" (a step of run {} started inside it)", step.run_id)
-            } else {
-                String::new()
-            };
-            return Err(EngineError::NoStep(format!(
-                "Step '{step_id}' belongs to run {}{inside}, not to run {run_id}",
-                step.run_id
-            )));
-        }
-        Ok((run, step))
+/// The step `step_id` of run `run_id`, or a clear error naming both.
+fn step_of(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
+    let run = store
+        .run(run_id)?
+        .ok_or_else(|| EngineError::NoRun(run_id.to_owned(), store.location().to_owned()))?;
+    let step = store
+        .step(step_id)?
+        .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
+    if step.run_id != run_id {
+        let inside = if store
+            .run(&step.run_id)?
+            .is_some_and(|r| r.parent_run_id.as_deref() == Some(run_id))
+        {
+            format!(" (a step of run {} started inside it)", step.run_id)
+        } else {
+            String::new()
+        };
+        return Err(EngineError::NoStep(format!(
+            "Step '{step_id}' belongs to run {}{inside}, not to run {run_id}",
+            step.run_id
+        )));
     }
+    Ok((run, step))
+}
 
-    /// A machine's context as it was when step `step_id` of run `run_id` started.
-    ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # use ramus_engine::{EngineCore, SystemClock};
-    /// # let store: Arc<dyn ramus_store::Store> = Arc::new(ramus_store::SqliteStore::open(":memory:", ramus_store::Durability::Sync).unwrap());
-    /// # let core = EngineCore::new(store, Arc::new(SystemClock), Box::new(|_, _| unreachable!()));
-    /// // A step id that is not in the store is a clear error.
-    /// let err = core.context_at("0190b6a4-1f00-7a3c-8d2e-5b1f0c9e4a77", "nope").unwrap_err();
-    /// assert_eq!(err.code(), "ERR_NO_RUN");
-    /// ```
+/// A machine's context as it was when step `step_id` of run `run_id` started, read from
+/// any store (the inspector reads it without an engine).
+///
+/// ```
+/// # let store = ramus_store::SqliteStore::open(":memory:", ramus_store::Durability::Sync).unwrap();
+/// // A run that is not in the store is a clear error.
+/// let err = ramus_engine::travel::context_at(&store, "0190b6a4-1f00-7a3c-8d2e-5b1f0c9e4a77", "nope").unwrap_err();
+/// assert_eq!(err.code(), "ERR_NO_RUN");
+/// ```
+pub fn context_at(store: &dyn Store, run_id: &str, step_id: &str) -> Result<Value, EngineError> {
+    let (run, step) = step_of(store, run_id, step_id)?;
+    if run.kind != Kind::Machine {
+        return Err(EngineError::Invalid(format!(
+            "Run {run_id} ({}) is a DAG; contextAt reads a state machine's context at a step",
+            run.name
+        )));
+    }
+    rebuild(store, run_id, step.seq)
+}
+
+impl EngineCore {
+    /// A machine's context as it was when step `step_id` of run `run_id` started (see
+    /// [`context_at`]).
     pub fn context_at(&self, run_id: &str, step_id: &str) -> Result<Value, EngineError> {
-        let (run, step) = self.step_of(run_id, step_id)?;
-        if run.kind != Kind::Machine {
-            return Err(EngineError::Invalid(format!(
-                "Run {run_id} ({}) is a DAG; contextAt reads a state machine's context at a step",
-                run.name
-            )));
-        }
-        rebuild(self, run_id, step.seq)
+        context_at(self.store().as_ref(), run_id, step_id)
     }
 
     /// Write a fork of run `run_id` at step `o.at_step` and return the new run's id; the
@@ -168,7 +170,7 @@ impl EngineCore {
     /// fork keeps the outputs of the nodes whose steps came before it and finished; that
     /// step's node (unless `o.output` gives its output) and everything after run again.
     pub fn fork(&self, run_id: &str, o: &ForkOptions, now: i64) -> Result<String, EngineError> {
-        let (run, step) = self.step_of(run_id, &o.at_step)?;
+        let (run, step) = step_of(self.store().as_ref(), run_id, &o.at_step)?;
         let not_forkable =
             |why: String| EngineError::NotForkable(format!("Run {run_id} ({}) {why}", run.name));
         if let Some(parent) = &run.parent_run_id {
@@ -226,7 +228,7 @@ impl EngineCore {
                 core.remove("attempt");
                 let context = match &o.context {
                     Some(c) => serde_json::from_str(c).unwrap_or(Value::Null),
-                    None => rebuild(self, run_id, step.seq)?,
+                    None => rebuild(self.store().as_ref(), run_id, step.seq)?,
                 };
                 snap.insert("context".into(), context);
                 if let Some(input) = o.input.as_deref().or(step.input.as_deref()) {
