@@ -402,3 +402,38 @@ describe('cancelNode', () => {
     expect(() => engine.cancelNode(machine.runId, 'work')).toThrow(expect.objectContaining({ code: 'ERR_NOT_LIVE' }));
   });
 });
+
+describe('mergeDag', () => {
+  test('merges a DAG under prefixed names, wired to where its roots read and its leaves go', async () => {
+    const { mergeDag, runDag } = await import('ramus');
+    const research = {
+      name: 'research',
+      nodes: {
+        search: { run: ({ input }: any) => `found ${input.plan}` },
+        rank: { parents: ['search'], run: ({ input }: any) => `${input['search']} (ranked)` },
+      },
+    };
+    const pipeline = {
+      name: 'pipeline',
+      nodes: {
+        plan: { run: ({ rootInput }: any) => `plan for ${rootInput.topic}` },
+        write: { parents: ['plan'], run: ({ input }: any) => Object.keys(input).sort().map((k) => `${k}=${input[k]}`).join('; ') },
+      },
+    };
+    const merged = mergeDag(pipeline as any, research as any, { prefix: 'r.', inputs: ['plan'], outputs: ['write'] });
+    expect(Object.keys(merged.nodes)).toEqual(['plan', 'write', 'r.search', 'r.rank']);
+    expect(await runDag({ dag: merged, input: { topic: 'wasm' } })).toBe('plan=plan for wasm; r.rank=found plan for wasm (ranked)');
+    expect(pipeline.nodes.write).not.toHaveProperty('parents', ['plan', 'r.rank']);
+
+    // Stored definitions of registered runners merge the same way.
+    const engine = open();
+    engine.register({ echo: (async ({ args, input }: any) => `${args.name}(${Object.keys(input ?? {}).sort().join(',')})`) as any });
+    const node = (name: string, parents?: string[]) => ({ runner: 'echo', args: { name }, ...(parents ? { parents } : {}) });
+    const stored = mergeDag({ name: 'outer', nodes: { a: node('a'), z: node('z', ['a']) } } as any, { name: 'inner', nodes: { x: node('x'), y: node('y', ['x']) } } as any, { inputs: ['a'], outputs: ['z'] });
+    engine.define(stored);
+    expect(await engine.start('outer').finished).toBe('z(a,inner.y)');
+
+    expect(() => mergeDag(pipeline as any, research as any, { prefix: '', inputs: ['nope'] })).toThrow("mergeDag: inputs names 'nope', which is not a node of pipeline");
+    expect(() => mergeDag(merged, research as any, { prefix: 'r.' })).toThrow("mergeDag: pipeline already has a node 'r.search' (choose another prefix)");
+  });
+});

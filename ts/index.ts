@@ -3,6 +3,7 @@ import './load-addon';
 export { analyzeDag, CompiledDag, DagRunner, runDag } from './dag';
 export { DagBuilder } from './dag-types';
 export { chain, type ChainNode, type ChainRun, type ChainStep } from './chain';
+export { mergeDag, type MergeOptions } from './merge';
 export type {
   AnyInputs,
   Dag,

@@ -1063,7 +1063,7 @@ const RETRY: &[&str] = &["attempts", "backoff", "initial", "max", "jitter", "ret
 const CACHE: &[&str] = &["key", "ttl", "version"];
 /// Planned node fields: refused rather than ignored, so a config relying on one does not
 /// silently run without it.
-const NOT_YET_NODE: &[&str] = &["uses", "expand", "map"];
+const NOT_YET_NODE: &[&str] = &["expand", "map"];
 const NOT_YET_STATE: &[&str] = &["uses", "expand", "map"];
 
 /// Where a field sits, for messages.
