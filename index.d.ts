@@ -43,6 +43,8 @@ export declare class NativeDefinition {
    * parent ids and entry `i` the offset of node `i`'s parents in it.
    */
   parentTable(): Uint32Array
+  /** DAGs: the ids of nodes that make their work at run time (`expand`, `map`). */
+  derivedNodes(): Uint32Array
   /** DAGs: leaf node ids, in declaration order. */
   leaves(): Uint32Array
   /** DAGs: root node ids, in declaration order. */

@@ -741,6 +741,55 @@ describe('runs nested in steps across a restart', () => {
   });
 });
 
+describe('a node that expands into a machine, across a restart', () => {
+  // The expanded machine waits for a person; its runners are the same code in both processes.
+  const EXPAND_RUNNERS = `
+    ({ log }) => ({
+      plan: async ({ rootInput }) => { log('plan'); return 'post about ' + rootInput; },
+      review: async ({ input }) => {
+        log('expand');
+        return {
+          name: 'approval',
+          initial: 'draft',
+          nodes: {
+            draft: { run: async ({ input }) => { log('draft'); return 'draft of ' + input.plan; }, transition: 'wait' },
+            wait: { transition: { approve: 'done' } },
+            done: { final: true, run: ({ input, event }) => ({ text: input, by: event.data.by }) },
+          },
+        };
+      },
+    })
+  `;
+  const OUTER = { name: 'publish', nodes: { plan: { runner: 'plan' }, review: { parents: ['plan'], expand: 'review' } } };
+
+  test('the machine it made still waits after kill -9, and the run finishes when the person answers', async () => {
+    const ws = workspace();
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register((${EXPAND_RUNNERS})({ log }));
+      const run = engine.start(${JSON.stringify(OUTER)}, { input: 'wasm' });
+      await until(() => engine.runs({ name: 'approval' })[0]?.status === 'waitingForEvent', 'the expanded machine waits');
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls()).toEqual(['plan', 'expand', 'draft']);
+
+    const engine = ws.engine({ durability: 'sync' });
+    const calls: string[] = [];
+    engine.register(new Function(`return (${EXPAND_RUNNERS})`)()({ log: (s: string) => calls.push(s) }));
+    const approval = engine.runs({ name: 'approval' })[0]!;
+    expect(approval).toMatchObject({ status: 'waitingForEvent', parentRunId: runId });
+    const run = track(await engine.resume(runId));
+    // The expand step runs again and makes the same machine, which goes on where it was.
+    await waitUntil(() => calls.length === 1, 'the interrupted expand step ran again');
+    expect(calls).toEqual(['expand']);
+    engine.send(approval.id, { type: 'approve', data: { by: 'ann' } });
+    expect(await within(run.finished, 5000, 'publish')).toEqual({ text: 'draft of post about wasm', by: 'ann' });
+    expect(calls).toEqual(['expand']);
+    expect(engine.runs({ name: 'approval' }).map((r) => r.id)).toEqual([approval.id]);
+  });
+});
+
 // ---- (9) a retry waiting across a restart ----
 
 const FLAKY_DAG = {

@@ -87,6 +87,26 @@ impl NativeDefinition {
         Uint32Array::new(table)
     }
 
+    /// DAGs: the ids of nodes that make their work at run time (`expand`, `map`).
+    #[napi]
+    pub fn derived_nodes(&self) -> Uint32Array {
+        Uint32Array::new(
+            self.inner
+                .runners
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    matches!(
+                        r,
+                        ramus_engine::RunnerRef::Expand { .. }
+                            | ramus_engine::RunnerRef::Map { .. }
+                    )
+                })
+                .map(|(i, _)| i as u32)
+                .collect(),
+        )
+    }
+
     /// DAGs: leaf node ids, in declaration order.
     #[napi]
     pub fn leaves(&self) -> Uint32Array {

@@ -1,3 +1,4 @@
+import type { StateMachine } from './machine-types';
 import { pipedNode, type ChainNode, type ChainRun } from './chain';
 import type { NodeResultCache } from './cache';
 import type { Semaphore } from './semaphore';
@@ -90,7 +91,19 @@ export interface DagNode<Ctx, Root, Inputs extends AnyInputs = AnyInputs, Out = 
   run(args: NodeArgs<Ctx, Root, Inputs, T>): Out | Promise<Out>;
 }
 
-export type DagNodes<Ctx, Root, T = Tools> = Record<string, DagNode<Ctx, Root, any, any, T>>;
+/**
+ * A node that makes its work at run time instead of running a function of its own: `expand`
+ * returns a DAG or machine config, which runs nested in the node's step with the node's input;
+ * `map` runs `dag` once per item of parent `over`'s output (concurrently, limits applying),
+ * each with the item as its root input, and outputs their outputs in item order.
+ */
+export type DerivedNode<Ctx, Root, T = Tools> = Omit<DagNode<Ctx, Root, any, any, T>, 'run'> &
+  (
+    | { expand: (args: NodeArgs<Ctx, Root, any, T>) => Dag<any, any, any> | StateMachine<any, any> | Promise<Dag<any, any, any> | StateMachine<any, any>>; map?: never; run?: never }
+    | { map: { over: string; dag: Dag<any, any, any> }; expand?: never; run?: never }
+  );
+
+export type DagNodes<Ctx, Root, T = Tools> = Record<string, DagNode<Ctx, Root, any, any, T> | DerivedNode<Ctx, Root, T>>;
 
 export interface Dag<Ctx extends object, Root, Out = unknown, T = Tools> {
   name: string;

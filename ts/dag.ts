@@ -1,10 +1,11 @@
 import { Op, RunEnd, RunFlag, StepOutcome } from '../index.js';
-import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache } from './dag-types';
+import type { Dag, DagNodes, DagNodeState, DagRunnerOptions, NodeArgs, NodeResultCache, Tools } from './dag-types';
 import { CancelledError, TimeoutError } from './errors';
 import { DataCode, W_ARG, W_DATA, W_STATE, type RamusEvent, type WireEvent } from './events';
 import { native, plain, type NativeDefinition } from './native';
 import { cachedCall, drive, failureOutcome, retryPredicates, RunnerBase, stepArgs, type EngineInit, type Plan } from './runner';
 import { dagJson, definitionJson, errorText, StorageError } from './values';
+import { derivedRunner } from './expand';
 
 /** The node states by the binding's codes (`NodeState` in ramus-core). */
 const NODE_STATES = native.nodeStates() as DagNodeState[];
@@ -40,7 +41,7 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
     if (definition) {
       this.native = definition;
       this.names = definition.names();
-      this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run);
+      this.runners = runners ?? this.names.map((n) => dag.nodes[n]!.run as (args: NodeArgs<any, any, any>) => unknown);
     } else {
       // What JSON.stringify throws (a cycle, a getter) is rethrown as the definition's error, as before.
       const text = plain(() => dagJson(dag));
@@ -50,6 +51,11 @@ export class CompiledDag<Ctx extends object = any, Root = unknown, Out = unknown
     }
     this.parentTable = this.native.parentTable();
     this.leaves = this.native.leaves();
+    for (const i of this.native.derivedNodes()) {
+      const name = this.names[i]!;
+      const nest = (config: object, input: unknown, tools: unknown) => new DagRunner({ dag: config as Dag<any, any>, input, ...(tools === undefined ? {} : { tools: tools as Tools }) }).run();
+      this.runners[i] = derivedRunner(name, dag.nodes[name] as Record<string, any>, lookup, nest) as unknown as (args: NodeArgs<any, any, any>) => unknown;
+    }
     this.retryOn = retryPredicates(this.names, dag.nodes, lookup);
     this.timed = this.native.usesTimers();
   }

@@ -64,7 +64,7 @@ export type RegisteredKeys<R> = [keyof R] extends [never] ? string : keyof R & s
 /** A DAG node of a stored definition: it names a registered runner instead of holding code.
  * `K`: the registered keys it may name (an engine's `RegisteredKeys`). */
 export interface StoredDagNode<K extends string = string> {
-  runner: K;
+  runner?: K;
   args?: unknown;
   parents?: readonly string[];
   semaphoreKey?: string;
@@ -78,6 +78,10 @@ export interface StoredDagNode<K extends string = string> {
   cache?: StoredCache | boolean;
   /** The root-input keys it reads: `engine.updateInput` reruns it when one of them changes. */
   uses?: readonly string[];
+  /** A registered runner that returns the DAG or machine config this node runs (nested in its step); instead of `runner`. */
+  expand?: K;
+  /** Run `dag` once per item of parent `over`'s output; instead of `runner`. */
+  map?: { over: string; dag: { name: string; nodes: Record<string, StoredDagNode<K>> } };
 }
 
 /** A stored step's `cache`: its `key`, if any, is a fixed string. */

@@ -401,6 +401,22 @@ pub struct DagNodeDef {
     pub cache: Option<CacheDef>,
     /// The root-input keys it reads (`uses`): `updateInput` reruns it when one changes.
     pub uses: Vec<String>,
+    /// `expand`: a function (inline) or a registered runner's key (stored) that returns the
+    /// definition this node runs, nested in its step.
+    pub expand: Option<RunnerDef>,
+    /// `map`: a DAG run once per item of a parent's output.
+    pub map: Option<MapDef>,
+}
+
+/// A node's `map: { over, dag }`: `dag` runs once per item of parent `over`'s output (an
+/// array), each run nested in the node's step with the item as its input; the node's
+/// output is their outputs in item order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapDef {
+    /// The parent whose output is the list.
+    pub over: String,
+    /// The DAG's config, raw JSON text (validated as a DAG).
+    pub dag: String,
 }
 
 /// A state machine definition.
@@ -1040,6 +1056,8 @@ const DAG_NODE: &[&str] = &[
     "cache",
     "category",
     "uses",
+    "expand",
+    "map",
 ];
 const STATE: &[&str] = &[
     "run",
@@ -1063,7 +1081,7 @@ const RETRY: &[&str] = &["attempts", "backoff", "initial", "max", "jitter", "ret
 const CACHE: &[&str] = &["key", "ttl", "version"];
 /// Planned node fields: refused rather than ignored, so a config relying on one does not
 /// silently run without it.
-const NOT_YET_NODE: &[&str] = &["expand", "map"];
+const NOT_YET_NODE: &[&str] = &[];
 const NOT_YET_STATE: &[&str] = &["uses", "expand", "map"];
 
 /// Where a field sits, for messages.
@@ -1678,6 +1696,84 @@ impl Cx<'_> {
 }
 
 /// `run`, `runner` and `args`, shared by nodes and states and settled once all are read.
+/// A node's `expand`: a function, or in a stored definition a registered runner's key.
+fn expand(cx: &Cx, who: Who, raw: &RawValue) -> Result<RunnerDef, DefinitionError> {
+    match classify(raw) {
+        Val::Marker(m) if m == FN_MARKER => {
+            if cx.opts.stored {
+                let (Who::Node(n) | Who::State(n) | Who::Dag(n) | Who::Machine(n)) = who;
+                return Err(cx.not_storable(
+                    who.location(Some("expand")),
+                    &format!("node '{n}' has an inline expand function"),
+                    "name a registered runner that returns the definition instead (expand: 'key')",
+                ));
+            }
+            Ok(RunnerDef::Inline)
+        }
+        Val::Str(s) if !s.is_empty() => Ok(RunnerDef::Registered {
+            key: s.into_owned(),
+            args: None,
+        }),
+        v => Err(wrong_type(
+            who,
+            "expand",
+            "a function that returns a DAG or machine config (or a registered runner's key)",
+            &v,
+        )),
+    }
+}
+
+/// A node's `map: { over, dag }`, its DAG checked as a definition of its own.
+fn map(cx: &Cx, who: Who, raw: &RawValue) -> Result<MapDef, DefinitionError> {
+    let v = classify(raw);
+    let Val::Object(_) = v else {
+        return Err(wrong_type(who, "map", "an object { over, dag }", &v));
+    };
+    let mut over = None;
+    let mut dag = None;
+    for_each_entry(raw.get(), |k, value| {
+        match k.as_ref() {
+            "over" => over = Some(string(who, "map.over", value)?),
+            // Its runners are checked by parsing it below (functions are fine inline).
+            "dag" => match classify(value) {
+                Val::Object(_) => dag = Some(value.get().to_owned()),
+                v => {
+                    return Err(wrong_type(
+                        who,
+                        "map.dag",
+                        "a DAG config { name, nodes }",
+                        &v,
+                    ))
+                }
+            },
+            other => {
+                return Err(invalid(
+                    InvalidKind::UnknownField,
+                    who.location(Some("map")),
+                    format!("unknown field '{other}' on map of {who} (map takes over and dag)"),
+                ))
+            }
+        }
+        Ok(())
+    })?;
+    let (Some(over), Some(dag)) = (over, dag) else {
+        return Err(invalid(
+            InvalidKind::Missing,
+            who.location(Some("map")),
+            format!("{who} map needs over (the parent whose output is the list) and dag (what runs per item)"),
+        ));
+    };
+    let opts = ParseOptions::new(ExpectKind::Dag).stored(cx.opts.stored);
+    parse(&dag, &opts).map_err(|e| {
+        invalid(
+            InvalidKind::Type,
+            who.location(Some("map")),
+            format!("{who} map.dag: {e}"),
+        )
+    })?;
+    Ok(MapDef { over, dag })
+}
+
 #[derive(Default)]
 struct RunFields {
     inline: bool,
@@ -1984,6 +2080,8 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
             "retry" => self.policy.retry = retry(cx, who, raw)?,
             "cache" => node.cache = cache(cx, who, raw)?,
             "uses" => node.uses = string_list(who, &key, raw)?,
+            "expand" => node.expand = Some(expand(cx, who, raw)?),
+            "map" => node.map = Some(map(cx, who, raw)?),
             "timeout" => {
                 self.policy.timeout = match classify(raw) {
                     Val::Null => None,
@@ -2001,7 +2099,45 @@ impl<'a> ObjectSink<'a> for DagNodes<'_, '_, 'a> {
             self.graph.set_policy(policy);
         }
         let run = std::mem::take(&mut self.run);
-        self.node.runner = run.settle(self.cx, Who::Node(&self.name))?;
+        let who = Who::Node(&self.name);
+        let derived = match (&self.node.expand, &self.node.map) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    InvalidKind::Conflict,
+                    who.location(Some("map")),
+                    format!("{who} has both expand and map; give one"),
+                ))
+            }
+            (Some(_), None) => Some("expand"),
+            (None, Some(_)) => Some("map"),
+            (None, None) => None,
+        };
+        if let Some(field) = derived {
+            if run.inline || run.key.is_some() {
+                return Err(invalid(
+                    InvalidKind::Conflict,
+                    who.location(Some(field)),
+                    format!("{who} has both {field} and a runner; {field} is what it runs"),
+                ));
+            }
+        }
+        if let Some(m) = &self.node.map {
+            let node = self.graph.len() as u32 - 1;
+            if !self.graph.parent_names(node).any(|p| p == m.over) {
+                return Err(invalid(
+                    InvalidKind::Type,
+                    who.location(Some("map")),
+                    format!(
+                        "{who} maps over '{}', which is not one of its parents",
+                        m.over
+                    ),
+                ));
+            }
+        }
+        self.node.runner = match derived {
+            Some(_) => None,
+            None => run.settle(self.cx, who)?,
+        };
         self.seen = 0;
         self.nodes.push(std::mem::take(&mut self.node));
         Ok(())

@@ -32,7 +32,7 @@ pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
 pub use definition::{
     compile as compile_definition, parse as parse_definition, suggest, CacheDef, CacheKey,
     CompiledDefinition, ConditionDef, ContextDef, DagDef, DagNodeDef, Definition, DefinitionError,
-    ExpectKind, InvalidKind, MachineDef, ParseOptions, RunnerDef, StateDef, TransitionDef,
+    ExpectKind, InvalidKind, MachineDef, MapDef, ParseOptions, RunnerDef, StateDef, TransitionDef,
     DEFAULT_MAX_STEPS, FN_MARKER,
 };
 pub use error::DagError;

@@ -35,6 +35,19 @@ pub enum RunnerRef {
     },
     /// A state without a runner: it passes its input on.
     None,
+    /// A DAG node that runs the definition its `expand` returns (a registered runner's
+    /// key in a stored definition; `None`: an inline function).
+    Expand {
+        /// The registry key.
+        key: Option<String>,
+    },
+    /// A DAG node that runs `dag` (JSON text) once per item of parent `over`'s output.
+    Map {
+        /// The parent whose output is the list.
+        over: String,
+        /// The DAG's config, JSON text.
+        dag: String,
+    },
 }
 
 /// A definition, compiled.
@@ -174,7 +187,23 @@ impl RunDef {
                     name: d.name,
                     tolerate_failures: d.tolerate_failures,
                     stored: None,
-                    runners: d.nodes.iter().map(|n| runner(n.runner.as_ref())).collect(),
+                    runners: d
+                        .nodes
+                        .iter()
+                        .map(|n| match (&n.expand, &n.map) {
+                            (Some(e), _) => RunnerRef::Expand {
+                                key: match e {
+                                    RunnerDef::Registered { key, .. } => Some(key.clone()),
+                                    RunnerDef::Inline => None,
+                                },
+                            },
+                            (None, Some(m)) => RunnerRef::Map {
+                                over: m.over.clone(),
+                                dag: m.dag.clone(),
+                            },
+                            (None, None) => runner(n.runner.as_ref()),
+                        })
+                        .collect(),
                     conditions: Vec::new(),
                     inline_conditions: Vec::new(),
                     context,

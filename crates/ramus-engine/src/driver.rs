@@ -767,6 +767,12 @@ impl Driver {
                 )));
                 return;
             }
+            Some(RunnerRef::Expand { .. } | RunnerRef::Map { .. }) => {
+                self.local.push_back(fail(format!(
+                    "'{node_name}' expands or maps at run time, which only the Node engine does for now"
+                )));
+                return;
+            }
             _ => (None, Value::Null),
         };
         let tap = live.tap.as_deref();

@@ -994,6 +994,8 @@ impl EngineCore {
                 k.join(", ")
             }
         };
+        // The DAGs of `map` nodes are checked once the registry is let go (each takes it).
+        let mut maps = Vec::new();
         for (i, r) in def.runners.iter().enumerate() {
             let node = def.node_name(i as u32);
             match r {
@@ -1014,6 +1016,18 @@ impl EngineCore {
                         known()
                     )))
                 }
+                RunnerRef::Expand { key: Some(key) } if !registered.contains(key) => {
+                    return Err(EngineError::UnknownRunner(format!(
+                        "{what}: node '{node}' expands with runner '{key}', which is not registered in this engine (registered: {})",
+                        known()
+                    )))
+                }
+                RunnerRef::Expand { key: None } => {
+                    return Err(EngineError::DefinitionUse(format!(
+                        "{what} cannot be stored: node '{node}' has an inline expand function; name a registered runner that returns the definition instead (expand: 'key')"
+                    )))
+                }
+                RunnerRef::Map { dag, .. } => maps.push((node, dag)),
                 _ => {}
             }
         }
@@ -1030,6 +1044,11 @@ impl EngineCore {
                     )));
                 }
             }
+        }
+        drop(registered);
+        for (node, dag) in maps {
+            let sub = RunDef::parse(dag, Some(Kind::Dag), true, None)?;
+            self.check_runners(&sub, &format!("{what}, map of node '{node}'"))?;
         }
         Ok(())
     }
