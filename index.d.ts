@@ -534,6 +534,8 @@ export declare const enum Op {
   Local = 7,
   /** DAGs: cancel node `io[2]` and its downstream; the rest of the run goes on. */
   CancelNode = 8,
+  /** DAGs: take the graph staged with `stageGraph` (nodes added while it runs). */
+  Grow = 9,
 }
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */
@@ -664,6 +666,12 @@ export declare function setObserve(run: number, on: boolean): void
 
 /** Flush and stop exporting; runs created afterwards record no spans. */
 export declare function shutdownTracing(): Promise<unknown>
+
+/**
+ * A live DAG run takes a larger definition (its nodes, then new ones); `Op.Grow` then
+ * starts what can start.
+ */
+export declare function stageGraph(run: number, definition: NativeDefinition): void
 
 /** Bits of a [`Rec::Status`] record's flags. */
 export declare const enum StatusFlag {

@@ -887,6 +887,7 @@ module.exports.runId = nativeBinding.runId
 module.exports.send = nativeBinding.send
 module.exports.setObserve = nativeBinding.setObserve
 module.exports.shutdownTracing = nativeBinding.shutdownTracing
+module.exports.stageGraph = nativeBinding.stageGraph
 module.exports.StatusFlag = nativeBinding.StatusFlag
 module.exports.stepId = nativeBinding.stepId
 module.exports.StepOutcome = nativeBinding.StepOutcome

@@ -790,6 +790,39 @@ describe('a node that expands into a machine, across a restart', () => {
   });
 });
 
+describe('a DAG grown while it ran, across a restart', () => {
+  test('the nodes added before kill -9 run after the resume', async () => {
+    const ws = workspace();
+    const DAG = { name: 'grown', nodes: { a: { runner: 'word', args: 'a' }, w: { runner: 'wait' } } };
+    const { runId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register({
+        word: async ({ args }) => { log('word ' + args); return args; },
+        wait: async () => { log('wait'); return hang(); },
+        join: async ({ input }) => Object.keys(input).sort().map((k) => input[k]).join('+'),
+      });
+      const run = engine.start(${JSON.stringify(DAG)});
+      await until(() => run.nodeState('a') === 'finished' && run.nodeState('w') === 'running', 'a finished, w runs');
+      run.addNodes({ j: { runner: 'join', parents: ['a', 'w'] } });
+      engine.flush();
+      report({ runId: run.runId });
+      die();
+    `);
+    expect(ws.calls().sort()).toEqual(['wait', 'word a']);
+    const engine = ws.engine({ durability: 'sync' });
+    const calls: string[] = [];
+    engine.register({
+      word: (async ({ args }: any) => (calls.push(`word ${args}`), args)) as any,
+      wait: (async () => (calls.push('wait'), 'waited')) as any,
+      join: (async ({ input }: any) => Object.keys(input).sort().map((k) => input[k]).join('+')) as any,
+    });
+    expect(engine.run(runId)).toMatchObject({ definitionVersion: 2 });
+    const run = track(await engine.resume(runId));
+    expect(await within(run.finished, 5000, 'grown')).toBe('a+waited');
+    expect(calls).toEqual(['wait']);
+  });
+});
+
 // ---- (9) a retry waiting across a restart ----
 
 const FLAKY_DAG = {

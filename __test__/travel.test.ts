@@ -517,3 +517,54 @@ describe('expand and map', () => {
     expect(() => engine.define({ name: 'r', nodes: { a: { runner: 'one', expand: 'one' } } } as any)).toThrow("Node 'a' has both expand and a runner; expand is what it runs");
   });
 });
+
+describe('addNodes', () => {
+  test('grows a live DAG: new nodes run once their parents finish, and the output takes the new leaves', async () => {
+    const { DagRunner } = await import('ramus');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runner = new DagRunner({
+      input: 'x',
+      dag: {
+        name: 'grow',
+        nodes: {
+          a: { run: () => 'a' },
+          slow: { run: async () => (await gate, 'slow') },
+        },
+      } as any,
+    });
+    const done = runner.run();
+    await expect.poll(() => runner.nodeState('a')).toBe('finished');
+    runner.addNodes({
+      b: { parents: ['a'], run: ({ input }: any) => `b(${input.a})` },
+      c: { parents: ['b', 'slow'], run: ({ input }: any) => `c(${input.b},${input.slow})` },
+    } as any);
+    await expect.poll(() => runner.nodeState('b')).toBe('finished');
+    expect(runner.nodeState('c')).toBe('waiting');
+    release();
+    expect(await done).toBe('c(b(a),slow)');
+    expect(() => runner.addNodes({ d: { run: () => 1 } } as any)).toThrow(/the run has ended/);
+  });
+
+  test('refuses what the graph cannot take, naming it; a durable run of a stored definition goes on under a new version', async () => {
+    const engine = open({ durability: 'sync' });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    engine.register({
+      word: (async ({ args }: any) => args.word) as any,
+      wait: (async () => (await gate, 'waited')) as any,
+      join: (async ({ input }: any) => Object.keys(input).sort().map((k) => input[k]).join('+')) as any,
+    });
+    engine.define({ name: 'grows', nodes: { a: { runner: 'word', args: { word: 'a' } }, w: { runner: 'wait' } } } as any);
+    const run = engine.start('grows') as any;
+    await expect.poll(() => run.nodeState('a')).toBe('finished');
+    expect(() => run.addNodes({ a: { runner: 'word' } })).toThrow("addNodes: DAG 'grows' already has a node 'a'");
+    expect(() => run.addNodes({ z: { runner: 'word', parents: ['nope'] } })).toThrow(/unknown parent 'nope'/);
+    expect(() => run.addNodes({ z: { run: () => 1 } })).toThrow(/a run of a stored definition takes nodes that name registered runners/);
+    run.addNodes({ j: { runner: 'join', parents: ['a', 'w'] } });
+    release();
+    expect(await run.finished).toBe('a+waited');
+    expect(engine.run(run.runId)).toMatchObject({ definitionName: 'grows', definitionVersion: 2 });
+    expect(engine.steps(run.runId).map((s) => s.node).sort()).toEqual(['a', 'j', 'w']);
+  });
+});

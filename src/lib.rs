@@ -55,6 +55,8 @@ pub enum Op {
     Local = 7,
     /// DAGs: cancel node `io[2]` and its downstream; the rest of the run goes on.
     CancelNode = 8,
+    /// DAGs: take the graph staged with `stageGraph` (nodes added while it runs).
+    Grow = 9,
 }
 
 /// How a step ended, in `io[3]` of [`Op::Complete`].
@@ -385,6 +387,7 @@ impl Ctx {
             5 => Command::RunNode { node: a as u32 },
             6 => Command::Cancel,
             8 => Command::CancelNode { node: a as u32 },
+            9 => Command::Grow,
             7 => {
                 let n = (a.max(0) as usize).min(io.len().saturating_sub(5));
                 let answers = io[5..5 + n].to_vec();
@@ -717,6 +720,16 @@ pub fn choose(
                 context: context.as_deref(),
             },
         )
+    })
+}
+
+/// A live DAG run takes a larger definition (its nodes, then new ones); `Op.Grow` then
+/// starts what can start.
+#[napi]
+pub fn stage_graph(run: i32, definition: &NativeDefinition) -> Result<()> {
+    ctx(|c| {
+        c.rt.stage_graph(unpack(run), Arc::clone(&definition.inner))
+            .map_err(js_error)
     })
 }
 

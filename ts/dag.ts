@@ -135,7 +135,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   /** The run's output once it finished. */
   output: Out | undefined;
   #outputs: unknown[];
-  readonly #shared: Uint8Array;
+  #shared: Uint8Array;
   #errors: unknown[] = [];
   #failedNode = -1;
   #autorun: (() => boolean) | undefined;
@@ -180,6 +180,29 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const id = this.#nodeId(name);
     if (this.final !== undefined) return NODE_STATES[this.final.charCodeAt(36 + id) - 48]!;
     return NODE_STATES[native.nodeState(this.key, id)]!;
+  }
+
+  /**
+   * Grow the DAG while it runs: `nodes` are added (their parents may be nodes it had or
+   * nodes added with them; no cycles); those whose parents have finished start now, the
+   * others when their parents settle, and the run's output takes the new leaves. A durable
+   * run of a stored definition goes on under a new version of it (nodes must name
+   * registered runners), so a resume after a crash runs the larger graph. Not for a run
+   * that ended, nor for DAGs whose nodes retry or time out.
+   */
+  addNodes(nodes: DagNodes<Ctx, Root>): void {
+    if (nodes === null || typeof nodes !== 'object') throw new TypeError('addNodes(nodes): nodes must be an object of named nodes');
+    if (this.settled) throw new Error('addNodes: the run has ended; nodes can be added only while it runs');
+    const have = this.dag.config.nodes;
+    for (const name of Object.keys(nodes)) {
+      if (Object.prototype.hasOwnProperty.call(have, name)) throw new Error(`addNodes: DAG '${this.dag.config.name}' already has a node '${name}'`);
+    }
+    const config = { ...this.dag.config, nodes: { ...have, ...nodes } } as Dag<Ctx, Root, Out>;
+    const grown = (this.engine ? this.engine.compile(config) : new CompiledDag(config)) as CompiledDag<Ctx, Root, Out>;
+    plain(() => native.stageGraph(this.key, grown.native));
+    (this as { dag: CompiledDag<Ctx, Root, Out> }).dag = grown;
+    this.#shared = grown.sharedShape;
+    drive(() => this.command(Op.Grow));
   }
 
   /**

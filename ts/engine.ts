@@ -122,6 +122,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
         // still being committed.
         if (this.#live.get(row) === r) this.#live.delete(row);
       },
+      compile: (config) => this.#loadStartable(config as Startable<string>, undefined, 'addNodes').loaded.dag!,
     };
   }
 

@@ -196,6 +196,8 @@ export interface EngineLink {
   readonly store: NativeStore;
   track(r: RunnerBase<any>): void;
   untrack(r: RunnerBase<any>): void;
+  /** A DAG config made runnable as the engine makes its configs (registered runners bound; stored when it names only those). */
+  compile(config: object): import('./dag').CompiledDag;
 }
 
 /** What an `Engine` passes to the runners it creates or resumes. */

@@ -112,6 +112,22 @@ pub struct DagRun {
     restored: bool,
     /// Attempts and timers, for DAGs whose nodes retry or time out.
     tries: Option<Box<Tries>>,
+    /// A larger graph that [`Command::Grow`] takes.
+    staged: Option<Arc<CompiledDag>>,
+}
+
+/// Why a run cannot take a larger graph.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GrowError {
+    /// The run ended.
+    #[error("the run has ended; nodes can be added only while it runs")]
+    Ended,
+    /// The new graph does not start with the run's nodes, in their order.
+    #[error("the new graph does not keep the run's nodes (node {0} differs)")]
+    Mismatch(String),
+    /// Attempts are numbered by the node count: a DAG whose nodes retry or time out keeps it.
+    #[error("its nodes retry or time out, and attempts are numbered by the node count; add nodes to a DAG without retry or timeout")]
+    Timed,
 }
 
 /// Which attempt each node is at, and the timer armed for it. Attempt `k` (0-based) of
@@ -159,7 +175,74 @@ impl DagRun {
             worklist: Vec::new(),
             restored: false,
             tries: None,
+            staged: None,
         }
+    }
+
+    /// Stage a larger graph for [`Command::Grow`]: the run's nodes first (the same names in
+    /// the same order, with the same parents), then the new ones.
+    pub fn stage(&mut self, dag: Arc<CompiledDag>) -> Result<(), GrowError> {
+        if !matches!(self.status, RunStatus::Pending | RunStatus::Running) {
+            return Err(GrowError::Ended);
+        }
+        if self.tries.is_some() || self.dag.uses_timers() || dag.uses_timers() {
+            return Err(GrowError::Timed);
+        }
+        for n in 0..self.state.len() as u32 {
+            if n as usize >= dag.len()
+                || dag.node_name(n) != self.dag.node_name(n)
+                || dag.parents(n) != self.dag.parents(n)
+            {
+                return Err(GrowError::Mismatch(self.dag.node_name(n).to_owned()));
+            }
+        }
+        self.staged = Some(dag);
+        Ok(())
+    }
+
+    /// Take the staged graph: each new node settles against parents that settled already.
+    fn grow(&mut self, now: u64, out: &mut Vec<Action>) -> bool {
+        let Some(dag) = self.staged.take() else {
+            return false;
+        };
+        let old = self.state.len();
+        if !matches!(self.status, RunStatus::Pending | RunStatus::Running) || dag.len() <= old {
+            return false;
+        }
+        self.state.resize(dag.len(), NodeState::Waiting);
+        self.remaining
+            .extend((old..dag.len()).map(|i| dag.parents(i as u32).len() as u32));
+        self.unsettled += dag.len() - old;
+        self.dag = Arc::clone(&dag);
+        let started = self.status == RunStatus::Running;
+        for &n in dag.topological_order() {
+            if (n as usize) < old {
+                continue;
+            }
+            for &p in dag.parents(n) {
+                if self.state[n as usize] != NodeState::Waiting {
+                    break;
+                }
+                match self.state[p as usize] {
+                    NodeState::Finished => self.remaining[n as usize] -= 1,
+                    NodeState::Error | NodeState::Cancelled if dag.tolerates_parent_errors(n) => {
+                        self.remaining[n as usize] -= 1
+                    }
+                    NodeState::Error | NodeState::Cancelled => {
+                        self.set_state(n, NodeState::Cancelled, now)
+                    }
+                    _ => {}
+                }
+            }
+            if started
+                && self.state[n as usize] == NodeState::Waiting
+                && self.remaining[n as usize] == 0
+            {
+                self.make_ready(n, now, out);
+            }
+        }
+        self.check_finished(now);
+        true
     }
 
     fn tries_mut(&mut self) -> &mut Tries {
@@ -279,6 +362,7 @@ impl DagRun {
             Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
             Command::RunNode { node } => self.run_node(node, now, out),
             Command::CancelNode { node } => self.cancel_branch(node, now, out),
+            Command::Grow => self.grow(now, out),
             Command::Cancel => self.cancel(now, out),
             Command::TimerFired { timer } => self.timer_fired(timer, now, out),
             Command::Step | Command::Send { .. } => false,

@@ -28,7 +28,7 @@ pub mod run;
 pub mod semaphore;
 
 pub use dag::{analyze, Analysis, CompiledDag, DagGraph, NodeSpec};
-pub use dag_run::{DagRun, DagRunOptions, NodeState, RunStatus};
+pub use dag_run::{DagRun, DagRunOptions, GrowError, NodeState, RunStatus};
 pub use definition::{
     compile as compile_definition, parse as parse_definition, suggest, CacheDef, CacheKey,
     CompiledDefinition, ConditionDef, ContextDef, DagDef, DagNodeDef, Definition, DefinitionError,

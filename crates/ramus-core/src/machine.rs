@@ -955,7 +955,7 @@ impl MachineRun {
             } => self.send(handle, event, queue, guards, now, out),
             Command::TimerFired { timer } => self.timer_fired(timer, now, out),
             Command::Cancel => self.cancel(now, out),
-            Command::RunNode { .. } | Command::CancelNode { .. } => false,
+            Command::RunNode { .. } | Command::CancelNode { .. } | Command::Grow => false,
         }
     }
 

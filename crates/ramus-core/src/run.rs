@@ -54,6 +54,10 @@ pub enum Command<'a> {
         /// The node.
         node: u32,
     },
+    /// DAGs: take the larger graph staged with [`DagRun::stage`](crate::DagRun::stage) (the
+    /// run's nodes and new ones): new nodes whose parents finished start now, the others
+    /// when their parents settle.
+    Grow,
     /// DAGs: cancel one node and everything downstream of it; the rest of the run goes on.
     /// A running step of those nodes sees its cancellation and its report is ignored.
     CancelNode {

@@ -457,3 +457,75 @@ fn state_and_status_codes_are_positions_in_all() {
         assert_eq!(s.code() as usize, i, "{}", s.as_str());
     }
 }
+
+#[test]
+fn a_run_grows_and_cancels_a_branch() {
+    let spec = |name: &str, parents: &[&str]| NodeSpec {
+        name: name.into(),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    let small = Arc::new(CompiledDag::compile("g", &[spec("a", &[]), spec("b", &[])]).unwrap());
+    let mut run = DagRun::new(
+        Arc::clone(&small),
+        DagRunOptions::default(),
+        Recorder::new(1, 2, None, None),
+    );
+    let mut l = Vec::new();
+    run.apply(Command::Start, 0, &mut l);
+    assert_eq!(l, vec![run_(0), run_(1)]);
+    l.clear();
+    run.apply(
+        Command::Complete {
+            slot: 0,
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
+    // A graph that changes the run's nodes is refused.
+    let wrong = Arc::new(CompiledDag::compile("g", &[spec("b", &[]), spec("a", &[])]).unwrap());
+    assert!(run.stage(wrong).is_err());
+    // c's parent finished: it starts at once; d waits for b and c.
+    let big = Arc::new(
+        CompiledDag::compile(
+            "g",
+            &[
+                spec("a", &[]),
+                spec("b", &[]),
+                spec("c", &["a"]),
+                spec("d", &["b", "c"]),
+            ],
+        )
+        .unwrap(),
+    );
+    run.stage(big).unwrap();
+    assert!(run.apply(Command::Grow, 0, &mut l));
+    assert_eq!(l, vec![run_(2)]);
+    assert_eq!(run.node_state(3), NodeState::Waiting);
+    l.clear();
+    // Cancelling b takes d with it; c finishes and the run ends without them.
+    assert!(run.apply(Command::CancelNode { node: 1 }, 0, &mut l));
+    assert_eq!(run.node_state(3), NodeState::Cancelled);
+    assert!(run.is_cancelled(1));
+    run.apply(
+        Command::Complete {
+            slot: 2,
+            outcome: Outcome::Ok,
+        },
+        0,
+        &mut l,
+    );
+    assert_eq!(run.status(), RunStatus::Finished);
+    assert!(
+        !run.apply(
+            Command::Complete {
+                slot: 1,
+                outcome: Outcome::Ok
+            },
+            0,
+            &mut l
+        ),
+        "the cancelled step's late report is ignored"
+    );
+}

@@ -1130,6 +1130,37 @@ impl Runtime {
         Ok(())
     }
 
+    /// A live DAG run takes a larger definition (its nodes, then new ones: `addNodes`);
+    /// [`Command::Grow`] then starts what can start. A stored run records the definition
+    /// version it goes on under, so a resume loads the larger graph.
+    pub fn stage_graph(&mut self, key: RunKey, def: Arc<RunDef>) -> Result<(), EngineError> {
+        let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
+        let (Executor::Dag(run), Some(dag)) = (&mut live.exec, def.dag()) else {
+            return Err(EngineError::Invalid(
+                "addNodes: only a DAG run takes new nodes".into(),
+            ));
+        };
+        if live.def.stored.is_some() && def.stored.is_none() {
+            return Err(EngineError::Invalid(
+                "addNodes: a run of a stored definition takes nodes that name registered runners (runner: 'key')".into(),
+            ));
+        }
+        run.stage(Arc::clone(dag))
+            .map_err(|e| EngineError::Invalid(format!("addNodes: {e}")))?;
+        let n = dag.len();
+        if let Some(tap) = live.tap.as_deref_mut() {
+            if let Values::Dag { outputs, errors } = &mut tap.values {
+                outputs.resize(n, None);
+                errors.resize(n, None);
+            }
+            if let (Some(w), Some((_, version))) = (tap.writer.as_mut(), &def.stored) {
+                w.redefined(*version);
+            }
+        }
+        live.def = def;
+        Ok(())
+    }
+
     /// Cancel the runs nested in steps of `key` (and below) that no longer count: the step
     /// was cancelled, failed with its run, or timed out.
     fn cascade(&mut self, key: RunKey, out: &mut Vec<(RunKey, Action)>) {

@@ -454,6 +454,14 @@ impl RunWriter {
         }
     }
 
+    /// The run goes on under another version of its definition.
+    pub fn redefined(&mut self, version: i64) {
+        self.records.push(Record::RunRedefined {
+            id: self.run_id.clone(),
+            version,
+        });
+    }
+
     /// An event sent to the run (stored) was taken.
     pub fn delivered(&mut self, id: String, at: u64) {
         self.records

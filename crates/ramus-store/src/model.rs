@@ -482,6 +482,13 @@ pub enum Record {
         /// When.
         at: i64,
     },
+    /// A run goes on under another version of its definition (nodes were added to it).
+    RunRedefined {
+        /// The run.
+        id: String,
+        /// The definition version.
+        version: i64,
+    },
     /// The current steps of these nodes of a run are set aside (`steps.superseded_at`):
     /// the nodes run again.
     StepsSuperseded {
@@ -520,7 +527,7 @@ impl Record {
         match self {
             Record::Run(r) => ("run", &r.id),
             Record::RunUpdate(r) => ("run", &r.id),
-            Record::RunReopened { id, .. } => ("run", id),
+            Record::RunReopened { id, .. } | Record::RunRedefined { id, .. } => ("run", id),
             Record::StepsSuperseded { run_id, .. } => ("steps of run", run_id),
             Record::Step(s) => ("step", &s.id),
             Record::StepUpdate(s) => ("step", &s.id),

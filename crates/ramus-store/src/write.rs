@@ -107,6 +107,7 @@ pub(crate) fn apply(conn: &dyn Db, record: &Record) -> Result<()> {
         record,
         Record::RunUpdate(_)
             | Record::RunReopened { .. }
+            | Record::RunRedefined { .. }
             | Record::StepUpdate(_)
             | Record::EventDelivered { .. }
             | Record::TimerFired { .. }
@@ -239,6 +240,10 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
             "UPDATE runs SET status = 'running', output = NULL, error = NULL, ended_at = NULL, \
              input = coalesce(?2, input), updated_at = ?3 WHERE id = ?1",
             params![id, input, at],
+        ),
+        Record::RunRedefined { id, version } => conn.execute(
+            "UPDATE runs SET definition_version = ?2 WHERE id = ?1",
+            params![id, version],
         ),
         // One pass over the run's steps (`json_each` of the names), not one per node.
         Record::StepsSuperseded { run_id, nodes, at } => conn.execute(
