@@ -816,7 +816,7 @@ describe('a DAG grown while it ran, across a restart', () => {
       wait: (async () => (calls.push('wait'), 'waited')) as any,
       join: (async ({ input }: any) => Object.keys(input).sort().map((k) => input[k]).join('+')) as any,
     });
-    expect(engine.run(runId)).toMatchObject({ definitionVersion: 2 });
+    expect(engine.run(runId)).toMatchObject({ definitionName: `grown (grown in run ${runId})` });
     const run = track(await engine.resume(runId));
     expect(await within(run.finished, 5000, 'grown')).toBe('a+waited');
     expect(calls).toEqual(['wait']);

@@ -384,10 +384,15 @@ describe('cancelNode', () => {
     await expect.poll(() => seen).toEqual(['slow saw its cancellation']);
     expect(engine.steps(run.runId).map((s) => [s.node, s.status]).sort()).toEqual([
       ['afterFast', 'finished'],
+      ['afterSlow', 'cancelled'],
       ['fast', 'finished'],
       ['slow', 'cancelled'],
     ]);
     expect(engine.run(run.runId)!.status).toBe('finished');
+    // A rerun of the other branch leaves the cancelled one cancelled.
+    const other = await engine.rerun(run.runId, { node: 'afterFast' });
+    expect(await other.finished).toMatchObject({ afterFast: 1 });
+    expect(slowCalls).toBe(1);
 
     const back = await engine.rerun(run.runId, { node: 'slow' });
     expect(await back.finished).toEqual({ afterFast: 1, afterSlow: 1 });
@@ -433,6 +438,10 @@ describe('mergeDag', () => {
     const stored = mergeDag({ name: 'outer', nodes: { a: node('a'), z: node('z', ['a']) } } as any, { name: 'inner', nodes: { x: node('x'), y: node('y', ['x']) } } as any, { inputs: ['a'], outputs: ['z'] });
     engine.define(stored);
     expect(await engine.start('outer').finished).toBe('z(a,inner.y)');
+
+    // A merged map still reads its list from its (renamed) parent.
+    const mapper = { name: 'mapper', nodes: { list: { run: () => [1, 2] }, each: { parents: ['list'], map: { over: 'list', dag: { name: 'inc', nodes: { i: { run: ({ rootInput }: any) => rootInput + 1 } } } } } } };
+    expect(await runDag({ dag: mergeDag({ name: 'outer', nodes: { start: { run: () => 0 } } } as any, mapper as any, { inputs: ['start'] }), input: null })).toEqual([2, 3]);
 
     expect(() => mergeDag(pipeline as any, research as any, { prefix: '', inputs: ['nope'] })).toThrow("mergeDag: inputs names 'nope', which is not a node of pipeline");
     expect(() => mergeDag(merged, research as any, { prefix: 'r.' })).toThrow("mergeDag: pipeline already has a node 'r.search' (choose another prefix)");
@@ -564,7 +573,11 @@ describe('addNodes', () => {
     run.addNodes({ j: { runner: 'join', parents: ['a', 'w'] } });
     release();
     expect(await run.finished).toBe('a+waited');
-    expect(engine.run(run.runId)).toMatchObject({ definitionName: 'grows', definitionVersion: 2 });
+    expect(engine.run(run.runId)).toMatchObject({ name: 'grows', definitionName: `grows (grown in run ${run.runId})`, definitionVersion: 1 });
     expect(engine.steps(run.runId).map((s) => s.node).sort()).toEqual(['a', 'j', 'w']);
+    // The definition other runs start from is as it was.
+    const again = engine.start('grows') as any;
+    expect(await again.finished).toEqual({ a: 'a', w: 'waited' });
+    expect(engine.run(again.runId)).toMatchObject({ definitionName: 'grows', definitionVersion: 1 });
   });
 });

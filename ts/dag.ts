@@ -198,7 +198,10 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
       if (Object.prototype.hasOwnProperty.call(have, name)) throw new Error(`addNodes: DAG '${this.dag.config.name}' already has a node '${name}'`);
     }
     const config = { ...this.dag.config, nodes: { ...have, ...nodes } } as Dag<Ctx, Root, Out>;
-    const grown = (this.engine ? this.engine.compile(config) : new CompiledDag(config)) as CompiledDag<Ctx, Root, Out>;
+    // An engine stores a grown graph of registered runners under a name of this run's own,
+    // so the definition other runs start from stays as it was.
+    const own = this.engine && this.runId ? { ...config, name: `${this.dag.config.name.replace(/ \(grown in run [^)]*\)$/, '')} (grown in run ${this.runId})` } : config;
+    const grown = (this.engine ? this.engine.compile(own) : new CompiledDag(config)) as CompiledDag<Ctx, Root, Out>;
     plain(() => native.stageGraph(this.key, grown.native));
     (this as { dag: CompiledDag<Ctx, Root, Out> }).dag = grown;
     this.#shared = grown.sharedShape;

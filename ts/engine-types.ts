@@ -61,10 +61,8 @@ export type RegistryEntry<F, T> = F extends RegisteredRunner<T> ? F : F extends 
 /** The keys an engine's type knows: any string while it knows none (`register` not chained on `new Engine`). */
 export type RegisteredKeys<R> = [keyof R] extends [never] ? string : keyof R & string;
 
-/** A DAG node of a stored definition: it names a registered runner instead of holding code.
- * `K`: the registered keys it may name (an engine's `RegisteredKeys`). */
-export interface StoredDagNode<K extends string = string> {
-  runner?: K;
+/** What every node of a stored definition may have besides how it runs. */
+export interface StoredDagNodeFields<K extends string = string> {
   args?: unknown;
   parents?: readonly string[];
   semaphoreKey?: string;
@@ -78,11 +76,17 @@ export interface StoredDagNode<K extends string = string> {
   cache?: StoredCache | boolean;
   /** The root-input keys it reads: `engine.updateInput` reruns it when one of them changes. */
   uses?: readonly string[];
-  /** A registered runner that returns the DAG or machine config this node runs (nested in its step); instead of `runner`. */
-  expand?: K;
-  /** Run `dag` once per item of parent `over`'s output; instead of `runner`. */
-  map?: { over: string; dag: { name: string; nodes: Record<string, StoredDagNode<K>> } };
 }
+
+/** A DAG node of a stored definition: it names a registered runner instead of holding code
+ * (or, instead, a registered runner that returns what it runs, or a DAG to map over a list).
+ * `K`: the registered keys it may name (an engine's `RegisteredKeys`). */
+export type StoredDagNode<K extends string = string> = StoredDagNodeFields<K> &
+  (
+    | { runner: K; expand?: never; map?: never }
+    | { /** A registered runner that returns the DAG or machine config this node runs (nested in its step). */ expand: K; runner?: never; map?: never }
+    | { /** Run `dag` once per item of parent `over`'s output. */ map: { over: string; dag: { name: string; nodes: Record<string, StoredDagNode<K>> } }; runner?: never; expand?: never }
+  );
 
 /** A stored step's `cache`: its `key`, if any, is a fixed string. */
 export type StoredCache = { key?: string; ttl?: Duration; version?: string };

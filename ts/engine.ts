@@ -514,7 +514,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     const parts = (['input', 'context', 'output'] as const).flatMap((k) => (options[k] === undefined ? [] : [`${JSON.stringify(k)}:${storable(options[k], k)}`]));
     const json = `{"atStep":${JSON.stringify(options.atStep)}${parts.map((p) => `,${p}`).join('')}}`;
     const id = plain(() => this.#native.fork(runId, json, this.#clock));
-    return this.resume<Out>(id, runOptions);
+    return this.#resumeClaimed<Out>(id, runOptions);
   }
 
   /**
@@ -530,7 +530,7 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     this.#notLive(runId, 'rerun');
     const output = options.output === undefined ? '' : `,"output":${storable(options.output, 'output')}`;
     plain(() => this.#native.rerun(runId, `{"node":${JSON.stringify(options.node)}${output}}`, this.#clock));
-    return this.resume<Out>(runId, runOptions);
+    return this.#resumeClaimed<Out>(runId, runOptions);
   }
 
   /**
@@ -555,8 +555,22 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new TypeError('updateInput(runId, patch): patch must be an object of root-input keys');
     this.#notLive(runId, 'updateInput');
     const rerun = plain(() => this.#native.updateInput(runId, storable(patch, 'patch')!, this.#clock));
-    const run = await this.resume<Out>(runId, runOptions);
+    const run = await this.#resumeClaimed<Out>(runId, runOptions);
     return Object.assign(run, { rerun });
+  }
+
+  /** Resume a run this engine just claimed and rewrote; if it cannot run here, it is handed back for any engine to take. */
+  async #resumeClaimed<Out>(runId: string, runOptions: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'>): Promise<EngineRun & { readonly finished: Promise<Out> }> {
+    try {
+      return await this.resume<Out>(runId, runOptions);
+    } catch (err) {
+      try {
+        this.#native.handBack(runId);
+      } catch {
+        // the store is gone: its lease lapses
+      }
+      throw err;
+    }
   }
 
   /** Refuse to rewrite a run live here (also one whose start waits for the caller's turn: it has no row yet). */

@@ -53,14 +53,18 @@ export function mergeDag<Ctx extends object, Root, Out>(into: Dag<Ctx, Root, Out
     if (input === null || typeof input !== 'object' || prefix === '') return input;
     return Object.fromEntries(Object.entries(input).map(([k, v]) => [k.startsWith(prefix) ? k.slice(prefix.length) : k, v]));
   };
+  const withOwnInput = (f: unknown) => (typeof f === 'function' ? (args: object) => f(Object.create(args, { input: { value: unprefixed((args as { input: unknown }).input), enumerable: true } })) : f);
   for (const n of names) {
-    const node = dag.nodes[n] as { parents?: readonly string[]; run?: unknown };
+    const node = dag.nodes[n] as { parents?: readonly string[]; run?: unknown; expand?: unknown; map?: { over: string; dag: unknown } };
     const parents = node.parents?.length ? node.parents.map(named) : [...(options.inputs ?? [])];
-    const run = node.run;
-    const wrapped = typeof run === 'function' && node.parents?.length
-      ? { run: (args: object) => run(Object.create(args, { input: { value: unprefixed((args as { input: unknown }).input), enumerable: true } })) }
-      : {};
-    set(named(n), { ...node, parents, ...wrapped });
+    const moved: Record<string, unknown> = { ...node, parents };
+    if (node.parents?.length) {
+      if (node.run !== undefined) moved['run'] = withOwnInput(node.run);
+      if (node.expand !== undefined) moved['expand'] = withOwnInput(node.expand);
+      // A map reads its list from a parent: that parent has its merged name now.
+      if (node.map !== undefined) moved['map'] = { ...node.map, over: named(node.map.over) };
+    }
+    set(named(n), moved);
   }
   const leaves = names.filter((n) => !parented.has(n)).map(named);
   for (const o of options.outputs ?? []) {

@@ -462,6 +462,39 @@ impl DagRun {
         true
     }
 
+    /// Before [`start`](Self::start): mark a node cancelled in an earlier process (with
+    /// [`Command::CancelNode`]): it will not run, and its children that do not tolerate it
+    /// are cancelled too. False when the node is unknown or already marked.
+    pub fn restore_cancelled(&mut self, node: u32) -> bool {
+        if self.status != RunStatus::Pending
+            || node as usize >= self.state.len()
+            || self.state[node as usize] != NodeState::Waiting
+        {
+            return false;
+        }
+        self.state[node as usize] = NodeState::Error;
+        self.unsettled -= 1;
+        self.restored = true;
+        let dag = Arc::clone(&self.dag);
+        let mut gone = vec![node];
+        while let Some(f) = gone.pop() {
+            for &child in dag.children(f) {
+                if self.state[child as usize] != NodeState::Waiting {
+                    continue;
+                }
+                if dag.tolerates_parent_errors(child) {
+                    self.remaining[child as usize] -= 1;
+                } else {
+                    self.state[child as usize] = NodeState::Cancelled;
+                    self.unsettled -= 1;
+                    gone.push(child);
+                }
+            }
+        }
+        self.state[node as usize] = NodeState::Cancelled;
+        true
+    }
+
     /// Start the run: the roots become ready (and start, unless stepwise).
     fn start(&mut self, now: u64, out: &mut Vec<Action>) {
         if self.status != RunStatus::Pending {

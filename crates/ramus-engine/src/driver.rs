@@ -621,6 +621,11 @@ impl Driver {
             // A run that ended (a rerun may have reopened its row since) is let go first.
             if self.runs.get(&key).is_some_and(|s| s.settled) {
                 self.release_if_done(key);
+                if self.by_id.contains_key(run_id) {
+                    return Err(EngineError::NotResumable(format!(
+                        "Run {run_id} is still ending in this engine (its last steps or nested runs are settling); resume it once they are"
+                    )));
+                }
             }
         }
         if let Some(&key) = self.by_id.get(run_id) {

@@ -509,7 +509,7 @@ impl Engine {
     ) -> Result<RunHandle, EngineError> {
         self.check_open()?;
         let id = self.core.fork(run_id, &options, self.now() as i64)?;
-        self.resume(&id).await
+        self.resume_claimed(&id).await
     }
 
     /// Run a node of a stored DAG run again (or set its output with `output`) and what
@@ -522,7 +522,7 @@ impl Engine {
     ) -> Result<RunHandle, EngineError> {
         self.check_open()?;
         self.core.rerun(run_id, &options, self.now() as i64)?;
-        self.resume(run_id).await
+        self.resume_claimed(run_id).await
     }
 
     /// Merge `patch` into a stored DAG run's root input and run again only the nodes whose
@@ -536,7 +536,17 @@ impl Engine {
         self.check_open()?;
         self.core
             .update_input(run_id, &patch.to_string(), self.now() as i64)?;
-        self.resume(run_id).await
+        self.resume_claimed(run_id).await
+    }
+
+    /// Resume a run this engine just claimed and rewrote; one that cannot run here is
+    /// handed back for any engine to take.
+    async fn resume_claimed(&self, run_id: &str) -> Result<RunHandle, EngineError> {
+        let resumed = self.resume(run_id).await;
+        if resumed.is_err() {
+            let _ = self.core.hand_back(run_id);
+        }
+        resumed
     }
 
     /// A machine run's context as it was when one of its steps started (rebuilt from the

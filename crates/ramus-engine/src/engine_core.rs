@@ -325,6 +325,7 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
     // By node: the last attempt's status and value.
     let mut last: HashMap<u32, (StepStatus, Option<String>)> = HashMap::new();
     // Steps a rerun set aside count for nothing: their nodes run again.
+    let mut cancelled = Vec::new();
     for (node, status, value) in store.current_steps(run_id)? {
         let Some(id) = def.node_id(&node) else {
             continue;
@@ -335,6 +336,14 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
             _ => {}
         }
         last.insert(id, (status, value));
+    }
+    // A node cancelled with `cancelNode` stays cancelled (an interrupted step's
+    // `Interrupted` cancel runs again).
+    for (&node, (status, value)) in &last {
+        if *status == StepStatus::Cancelled && value.as_deref() == Some(crate::sink::NODE_CANCELLED)
+        {
+            cancelled.push(node);
+        }
     }
     let done: HashSet<u32> = finished.iter().map(|(n, _)| *n).collect();
     let dag = def.dag();
@@ -371,6 +380,7 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
         failed,
         attempts,
         timers,
+        cancelled,
     })
 }
 

@@ -95,6 +95,8 @@ pub enum Restore {
         attempts: Vec<(u32, u32)>,
         /// Armed retry timers `(timer, due, row id)`.
         timers: Vec<(u64, u64, String)>,
+        /// Nodes cancelled with `cancelNode`: they stay cancelled.
+        cancelled: Vec<u32>,
     },
     /// A machine: the core's snapshot, the values beside it, the context and its armed
     /// timers `(timer, due, row id)`.
@@ -592,10 +594,14 @@ impl Runtime {
                     failed,
                     attempts,
                     timers,
+                    cancelled,
                 }) = restore
                 {
                     for (node, _) in finished {
                         run.restore_finished(*node);
+                    }
+                    for &node in cancelled {
+                        run.restore_cancelled(node);
                     }
                     for (node, _) in failed {
                         run.restore_failed(*node);
@@ -959,7 +965,9 @@ impl Runtime {
         let mut ended = None;
         if let Some(tap) = live.tap.as_deref_mut() {
             tap.actions(&live.def, &scratch, now);
+            tap.branch_cancel = matches!(command, Command::CancelNode { .. });
             tap.events(&mut live.exec, &live.def);
+            tap.branch_cancel = false;
         }
         for a in &scratch {
             if let Action::Ended(end) = a {
@@ -1131,8 +1139,8 @@ impl Runtime {
     }
 
     /// A live DAG run takes a larger definition (its nodes, then new ones: `addNodes`);
-    /// [`Command::Grow`] then starts what can start. A stored run records the definition
-    /// version it goes on under, so a resume loads the larger graph.
+    /// [`Command::Grow`] then starts what can start. A stored run records the stored
+    /// definition it goes on under, so a resume loads the larger graph.
     pub fn stage_graph(&mut self, key: RunKey, def: Arc<RunDef>) -> Result<(), EngineError> {
         let live = self.get_mut(key).ok_or(EngineError::StaleRun)?;
         let (Executor::Dag(run), Some(dag)) = (&mut live.exec, def.dag()) else {
@@ -1153,8 +1161,8 @@ impl Runtime {
                 outputs.resize(n, None);
                 errors.resize(n, None);
             }
-            if let (Some(w), Some((_, version))) = (tap.writer.as_mut(), &def.stored) {
-                w.redefined(*version);
+            if let (Some(w), Some((name, version))) = (tap.writer.as_mut(), &def.stored) {
+                w.redefined(name, *version);
             }
         }
         live.def = def;

@@ -77,6 +77,11 @@ impl MachineValues {
     }
 }
 
+/// The error of a DAG node cancelled with `cancelNode` while its run went on: a restore
+/// keeps such a node cancelled (a rerun of it sets the step aside).
+pub const NODE_CANCELLED: &str =
+    r#"{"name":"CancelledError","message":"cancelled with cancelNode; rerun brings it back"}"#;
+
 /// A `TimeoutError` as stored.
 fn timeout_error(message: &str) -> String {
     serde_json::json!({ "name": "TimeoutError", "message": message }).to_string()
@@ -103,6 +108,8 @@ pub struct Tap {
     moves: VecDeque<(u32, u32, Option<u64>, InputRef)>,
     /// Machines: the timeout message of each move out of a state that timed out.
     timeouts: HashMap<u32, String>,
+    /// The events being handled come from a `cancelNode` (see [`NODE_CANCELLED`]).
+    pub branch_cancel: bool,
 }
 
 impl Tap {
@@ -125,6 +132,7 @@ impl Tap {
             listened,
             moves: VecDeque::new(),
             timeouts: HashMap::new(),
+            branch_cancel: false,
         }
     }
 
@@ -462,8 +470,17 @@ impl Tap {
                 if let Some(s) = self.spans.as_mut() {
                     s.step_ended(slot, "cancelled", None, e.time);
                 }
+                // A branch cancelled with `cancelNode` is recorded so a restore keeps it, on a
+                // row of its own for a node that had not started. Other cancels (the run's, a
+                // failed parent's) record none: a rerun runs what did not finish.
+                let branch = self.branch_cancel;
                 if let Some(w) = self.writer.as_mut().filter(|_| writing) {
-                    w.step_ended(slot, StepStatus::Cancelled, None, None, e.time, false);
+                    let error = branch.then(|| NODE_CANCELLED.to_owned());
+                    if w.open_step(slot).is_some() {
+                        w.step_ended(slot, StepStatus::Cancelled, None, error, e.time, false);
+                    } else if let (true, Some(name)) = (branch, node_name()) {
+                        w.node_cancelled(e.step.to_string(), name, e.time);
+                    }
                 }
             }
             EventKind::MachineStart => {

@@ -270,7 +270,10 @@ impl EngineCore {
                     })
                 };
                 for s in self.store().steps(run_id)? {
-                    if s.seq < step.seq && s.status == StepStatus::Finished {
+                    if s.seq < step.seq
+                        && s.status == StepStatus::Finished
+                        && s.superseded_at.is_none()
+                    {
                         records.push(keep(&s.node, &s, s.output.clone()));
                     }
                 }
@@ -309,7 +312,18 @@ impl EngineCore {
                 forked_from_step_id: Some(o.at_step.clone()),
             }),
         );
-        self.store().submit_sync(records)?;
+        // Held by this engine from its first commit: no other process's resumeAll takes it
+        // before this engine's resume does.
+        let (owner, until) = self.first_lease(&id, now);
+        records.push(Record::Lease {
+            run_id: id.clone(),
+            owner,
+            until,
+        });
+        if let Err(e) = self.store().submit_sync(records) {
+            self.let_go(&id);
+            return Err(e.into());
+        }
         Ok(id)
     }
 }
@@ -375,6 +389,24 @@ impl EngineCore {
         }
         let def = self.load(name, Some(version))?;
         Ok((run, def))
+    }
+
+    /// The nodes of a DAG run whose current step failed: a run that does not tolerate
+    /// failures runs them again with any rerun (else their errors would stand, with their
+    /// downstream cancelled, in a run that goes on as if they did not matter).
+    fn failed_nodes(&self, run: &Run, def: &crate::RunDef) -> Result<Vec<u32>, EngineError> {
+        if def.tolerate_failures {
+            return Ok(Vec::new());
+        }
+        let mut last = std::collections::HashMap::new();
+        for (node, status, _) in self.store().current_steps(&run.id)? {
+            last.insert(node, status);
+        }
+        Ok(last
+            .into_iter()
+            .filter(|(_, s)| *s == StepStatus::Error)
+            .filter_map(|(n, _)| def.node_id(&n))
+            .collect())
     }
 
     /// Claim `run` (no other live engine may hold it) and write what makes it run again,
@@ -463,7 +495,8 @@ impl EngineCore {
             }));
         }
         // The node's own steps are set aside before its new one is written (same commit).
-        let nodes = downstream(dag, [node]);
+        let failed = self.failed_nodes(&run, &def)?;
+        let nodes = downstream(dag, std::iter::once(node).chain(failed));
         self.reopen(&run, &def, &nodes, None, extra, now)
     }
 
@@ -506,7 +539,8 @@ impl EngineCore {
             .enumerate()
             .filter(|(_, keys)| keys.iter().any(|k| changed.contains(k)))
             .map(|(n, _)| n as u32);
-        let nodes = downstream(dag, users);
+        let failed = self.failed_nodes(&run, &def)?;
+        let nodes = downstream(dag, users.chain(failed));
         self.reopen(
             &run,
             &def,

@@ -321,6 +321,30 @@ impl RunWriter {
         );
     }
 
+    /// A node that had not started was cancelled while the run went on: a row of its own
+    /// records it (see [`crate::sink::NODE_CANCELLED`]).
+    pub fn node_cancelled(&mut self, id: String, node: String, time: u64) {
+        self.step_seq += 1;
+        self.records.push(Record::Step(Step {
+            id,
+            run_id: self.run_id.clone(),
+            seq: self.step_seq,
+            node,
+            parent_step_id: None,
+            input: None,
+            output: None,
+            error: Some(crate::sink::NODE_CANCELLED.to_owned()),
+            status: StepStatus::Cancelled,
+            attempt: 1,
+            started_at: None,
+            ended_at: Some(time as i64),
+            cached: false,
+            context: None,
+            snapshot: None,
+            superseded_at: None,
+        }));
+    }
+
     /// A step ended (`cached`: its output came from a cache).
     pub fn step_ended(
         &mut self,
@@ -454,10 +478,11 @@ impl RunWriter {
         }
     }
 
-    /// The run goes on under another version of its definition.
-    pub fn redefined(&mut self, version: i64) {
+    /// The run goes on under another stored definition.
+    pub fn redefined(&mut self, name: &str, version: i64) {
         self.records.push(Record::RunRedefined {
             id: self.run_id.clone(),
+            name: name.to_owned(),
             version,
         });
     }

@@ -468,8 +468,29 @@ async fn a_cancelled_branch_ends_while_the_rest_finishes_and_a_rerun_brings_it_b
             .collect::<Vec<_>>()
     };
     assert_eq!(status("slow"), [StepStatus::Cancelled]);
-    assert_eq!(status("after_slow"), []);
+    assert_eq!(
+        status("after_slow"),
+        [StepStatus::Cancelled],
+        "its cancel is recorded"
+    );
     assert_eq!(status("after_fast"), [StepStatus::Finished]);
+
+    // A rerun of the other branch leaves the cancelled one cancelled.
+    let other = engine
+        .rerun(
+            run.run_id(),
+            RerunOptions {
+                node: "after_fast".into(),
+                output: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(other.finished()).await.unwrap(),
+        json!({ "after_fast": 1 })
+    );
+    assert_eq!(slow_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     let back = engine
         .rerun(

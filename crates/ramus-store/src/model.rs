@@ -482,11 +482,13 @@ pub enum Record {
         /// When.
         at: i64,
     },
-    /// A run goes on under another version of its definition (nodes were added to it).
+    /// A run goes on under another stored definition (nodes were added to it).
     RunRedefined {
         /// The run.
         id: String,
-        /// The definition version.
+        /// The definition's name.
+        name: String,
+        /// Its version.
         version: i64,
     },
     /// The current steps of these nodes of a run are set aside (`steps.superseded_at`):

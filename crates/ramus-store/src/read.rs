@@ -255,7 +255,7 @@ pub(crate) fn steps(conn: &dyn Db, run_id: &str) -> Result<Vec<Step>> {
     )
 }
 
-/// `(node, status, output or error)` of a run's steps that count (not set aside by a
+/// `(node, status, output, or error of a failed or cancelled step)` of a run's steps that count (not set aside by a
 /// rerun), in `seq` order: what a DAG restore reads, without the columns it does not.
 pub(crate) fn current_steps(
     conn: &dyn Db,
@@ -264,7 +264,7 @@ pub(crate) fn current_steps(
     collect(
         conn,
         || format!("current steps of run {run_id}"),
-        "SELECT node, status, CASE WHEN status = 'error' THEN error ELSE output END \
+        "SELECT node, status, CASE WHEN status IN ('error', 'cancelled') THEN error ELSE output END \
          FROM steps WHERE run_id = ?1 AND superseded_at IS NULL ORDER BY seq",
         params![run_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),

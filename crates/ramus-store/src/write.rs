@@ -241,13 +241,17 @@ fn apply_sql(conn: &dyn Db, record: &Record) -> DbResult<usize> {
              input = coalesce(?2, input), updated_at = ?3 WHERE id = ?1",
             params![id, input, at],
         ),
-        Record::RunRedefined { id, version } => conn.execute(
-            "UPDATE runs SET definition_version = ?2 WHERE id = ?1",
-            params![id, version],
+        Record::RunRedefined { id, name, version } => conn.execute(
+            "UPDATE runs SET definition_name = ?2, definition_version = ?3 WHERE id = ?1",
+            params![id, name, version],
         ),
         // One pass over the run's steps (`json_each` of the names), not one per node.
         Record::StepsSuperseded { run_id, nodes, at } => conn.execute(
-            "UPDATE steps SET superseded_at = ?3 \
+            // A step still open (the run was interrupted) ends with it: the runs it started
+            // are not continued by the node's new step.
+            "UPDATE steps SET superseded_at = ?3, \
+                 status = CASE WHEN status IN ('running', 'pending') THEN 'cancelled' ELSE status END, \
+                 ended_at = coalesce(ended_at, ?3) \
              WHERE run_id = ?1 AND superseded_at IS NULL \
                  AND node IN (SELECT value FROM json_each(?2))",
             params![run_id, serde_json::to_string(nodes).unwrap_or_default(), at],
