@@ -56,6 +56,10 @@ describe('TypeScript types (strict tsc --noEmit)', () => {
     expect(errorsIn('tools-and-parents.ts')).toEqual([]);
   });
 
+  test('time travel and live editing are typed: fork, rerun, updateInput, addNodes, mergeDag, expand and map (types/travel.ts)', () => {
+    expect(errorsIn('travel.ts')).toEqual([]);
+  });
+
   test('types resolve from an ES module too (types/usage-esm.mts)', () => {
     expect(errorsIn('usage-esm.mts')).toEqual([]);
   });

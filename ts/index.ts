@@ -12,6 +12,7 @@ export type {
   DagNodes,
   DagNodeState,
   DagOutput,
+  DerivedNode,
   DagRunnerOptions,
   LeafOutput,
   NodeArgs,
@@ -58,6 +59,7 @@ export type {
   EnqueueOptions,
   EngineRun,
   EngineRunOf,
+  ForkOptions,
   RegisteredCondition,
   RegisteredKeys,
   RegisteredPredicate,
@@ -71,6 +73,7 @@ export type {
   Storable,
   StoredDag,
   StoredDagNode,
+  StoredDagNodeFields,
   StoredRetry,
   StoredMachine,
   StoredRun,
@@ -82,5 +85,5 @@ export type {
 export { StorageError } from './values';
 export { nestAcrossAwaits } from './context';
 export { TestClock } from './testing';
-export { inspect, inspectorAssets, type InspectOptions, type Inspector } from './inspect/server';
+export { inspect, inspectorAssets, type InspectActions, type InspectOptions, type Inspector } from './inspect/server';
 export { configureTracing, flushTracing, shutdownTracing, type TracingOptions } from './tracing';

@@ -296,6 +296,13 @@ impl RunHandle {
     /// A DAG run: cancel one node and everything downstream of it; the other nodes go on
     /// and the run finishes without the cancelled leaves' outputs. Nothing for an unknown
     /// node, a machine, or a run that ended. [`Engine::rerun`] brings the node back.
+    ///
+    /// ```no_run
+    /// # async fn f(run: &ramus_engine::RunHandle) {
+    /// run.cancel_node("slow-branch");
+    /// let output = run.finished().await; // without the slow branch's leaves
+    /// # }
+    /// ```
     pub fn cancel_node(&self, node: &str) {
         let _ = self.tx.send(Msg::CancelNode {
             key: self.key,
@@ -515,6 +522,17 @@ impl Engine {
     /// Run a node of a stored DAG run again (or set its output with `output`) and what
     /// depends on it, keeping every other output; the run continues here, in place (see
     /// [`EngineCore::rerun`](crate::EngineCore::rerun)).
+    ///
+    /// ```no_run
+    /// # async fn f(engine: &ramus_engine::Engine, run_id: &str) -> Result<(), ramus_engine::EngineError> {
+    /// use ramus_engine::RerunOptions;
+    /// // `search` gave a poor answer: give it a better one; what depends on it runs again.
+    /// let run = engine
+    ///     .rerun(run_id, RerunOptions { node: "search".into(), output: Some(r#"["a better source"]"#.into()) })
+    ///     .await?;
+    /// let output = run.finished().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn rerun(
         &self,
         run_id: &str,
@@ -528,6 +546,14 @@ impl Engine {
     /// Merge `patch` into a stored DAG run's root input and run again only the nodes whose
     /// `uses` names a key that changed, and their downstream (see
     /// [`EngineCore::update_input`](crate::EngineCore::update_input)).
+    ///
+    /// ```no_run
+    /// # async fn f(engine: &ramus_engine::Engine, run_id: &str) -> Result<(), ramus_engine::EngineError> {
+    /// // Only the nodes declared with `"uses": ["topic"]` (and what follows them) run again.
+    /// let run = engine.update_input(run_id, &serde_json::json!({ "topic": "rust" })).await?;
+    /// run.finished().await.ok();
+    /// # Ok(()) }
+    /// ```
     pub async fn update_input(
         &self,
         run_id: &str,
