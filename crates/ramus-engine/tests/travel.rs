@@ -116,6 +116,26 @@ async fn a_machine_forked_with_another_context_takes_another_path() {
     let steps = engine.steps(run.run_id()).unwrap();
     let third = &steps[2];
     assert_eq!(third.node, "work");
+    // A small context changing each step is stored whole again now and then: each step's
+    // context is rebuilt from the last whole one before it.
+    let wholes = steps
+        .iter()
+        .filter(|s| {
+            s.context
+                .as_deref()
+                .is_some_and(|c| c.starts_with(r#"[{"op":"replace","path":"","#))
+        })
+        .count();
+    assert!(wholes > 1, "{wholes} whole contexts");
+    let saw = seen.lock().unwrap().clone();
+    for (step, ctx) in steps.iter().filter(|s| s.node == "work").zip(&saw) {
+        assert_eq!(
+            &engine.context_at(run.run_id(), &step.id).unwrap(),
+            ctx,
+            "step {}",
+            step.seq
+        );
+    }
 
     // As it was: the same path again from the third step.
     let again = engine

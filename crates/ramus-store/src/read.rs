@@ -280,13 +280,18 @@ pub(crate) fn step(conn: &dyn Db, id: &str) -> Result<Option<Step>> {
     .map_err(|source| Error::read(format!("step {id}"), source))
 }
 
-/// `(seq, context)` of a run's steps up to `seq`, latest first: a reader walks back to
-/// the last whole context and applies the patches after it.
+/// `(seq, context)` of a run's steps up to `seq`, latest first, from the last whole
+/// context on (a patch that replaces the root): what rebuilding the context at `seq` reads.
+/// The whole one is found walking back the `(run_id, seq)` index, so a long run's earlier
+/// history is not read.
 pub(crate) fn step_contexts(conn: &dyn Db, run_id: &str, seq: i64) -> Result<Vec<(i64, String)>> {
     collect(
         conn,
         || format!("step contexts of run {run_id}"),
         "SELECT seq, context FROM steps WHERE run_id = ?1 AND seq <= ?2 AND context IS NOT NULL \
+             AND seq >= coalesce((SELECT w.seq FROM steps w WHERE w.run_id = ?1 AND w.seq <= ?2 \
+                 AND w.context LIKE '[{\"op\":\"replace\",\"path\":\"\",%' \
+                 ORDER BY w.seq DESC LIMIT 1), CAST(0 AS INTEGER)) \
          ORDER BY seq DESC",
         params![run_id, seq],
         |row| Ok((row.get(0)?, row.get(1)?)),
