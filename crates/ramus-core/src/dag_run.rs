@@ -434,45 +434,26 @@ impl DagRun {
     /// failed parent (those that tolerate it count it as settled, the others are cancelled,
     /// and so on down). False when the node is unknown or already marked.
     pub fn restore_failed(&mut self, node: u32) -> bool {
-        if self.status != RunStatus::Pending
-            || node as usize >= self.state.len()
-            || self.state[node as usize] != NodeState::Waiting
-        {
-            return false;
-        }
-        self.state[node as usize] = NodeState::Error;
-        self.unsettled -= 1;
-        self.restored = true;
-        let dag = Arc::clone(&self.dag);
-        let mut failed = vec![node];
-        while let Some(f) = failed.pop() {
-            for &child in dag.children(f) {
-                if self.state[child as usize] != NodeState::Waiting {
-                    continue;
-                }
-                if dag.tolerates_parent_errors(child) {
-                    self.remaining[child as usize] -= 1;
-                } else {
-                    self.state[child as usize] = NodeState::Cancelled;
-                    self.unsettled -= 1;
-                    failed.push(child);
-                }
-            }
-        }
-        true
+        self.restore_unfinished(node, NodeState::Error)
     }
 
     /// Before [`start`](Self::start): mark a node cancelled in an earlier process (with
     /// [`Command::CancelNode`]): it will not run, and its children that do not tolerate it
     /// are cancelled too. False when the node is unknown or already marked.
     pub fn restore_cancelled(&mut self, node: u32) -> bool {
+        self.restore_unfinished(node, NodeState::Cancelled)
+    }
+
+    /// A node that ended without an output in an earlier process, as `state`, and its
+    /// children as a failed parent leaves them.
+    fn restore_unfinished(&mut self, node: u32, state: NodeState) -> bool {
         if self.status != RunStatus::Pending
             || node as usize >= self.state.len()
             || self.state[node as usize] != NodeState::Waiting
         {
             return false;
         }
-        self.state[node as usize] = NodeState::Error;
+        self.state[node as usize] = state;
         self.unsettled -= 1;
         self.restored = true;
         let dag = Arc::clone(&self.dag);
@@ -491,7 +472,6 @@ impl DagRun {
                 }
             }
         }
-        self.state[node as usize] = NodeState::Cancelled;
         true
     }
 
