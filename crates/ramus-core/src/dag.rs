@@ -569,6 +569,27 @@ impl CompiledDag {
         &self.child_ix[self.child_off[i] as usize..self.child_off[i + 1] as usize]
     }
 
+    /// The nodes of `from` and every node downstream of them, in id order.
+    ///
+    /// ```
+    /// use ramus_core::{CompiledDag, NodeSpec};
+    /// let spec = |n: &str, p: &[&str]| NodeSpec { name: n.into(), parents: p.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    /// let dag = CompiledDag::compile("d", &[spec("a", &[]), spec("b", &["a"]), spec("c", &[]), spec("d", &["b", "c"])]).unwrap();
+    /// assert_eq!(dag.downstream([1]), [1, 3]);
+    /// ```
+    pub fn downstream(&self, from: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let mut seen = vec![false; self.len()];
+        let mut todo: Vec<u32> = from.into_iter().collect();
+        while let Some(n) = todo.pop() {
+            if !std::mem::replace(&mut seen[n as usize], true) {
+                todo.extend_from_slice(self.children(n));
+            }
+        }
+        (0..self.len() as u32)
+            .filter(|&n| seen[n as usize])
+            .collect()
+    }
+
     /// Nodes without parents, in declaration order.
     pub fn roots(&self) -> &[u32] {
         &self.roots

@@ -659,21 +659,13 @@ impl DagRun {
         if self.status != RunStatus::Running || node as usize >= self.state.len() {
             return false;
         }
-        let dag = Arc::clone(&self.dag);
-        let mut seen = vec![false; self.state.len()];
-        self.worklist.clear();
-        self.worklist.push(node);
         let mut any = false;
-        while let Some(n) = self.worklist.pop() {
-            if std::mem::replace(&mut seen[n as usize], true) {
-                continue;
-            }
+        for n in self.dag.downstream([node]) {
             if !self.state[n as usize].is_terminal() {
                 self.clear_timer(n, out);
                 self.set_state(n, NodeState::Cancelled, now);
                 any = true;
             }
-            self.worklist.extend_from_slice(dag.children(n));
         }
         self.check_finished(now);
         any

@@ -337,20 +337,6 @@ pub struct RerunOptions {
     pub output: Option<String>,
 }
 
-/// `node` and every node downstream of it, in id order.
-fn downstream(dag: &ramus_core::CompiledDag, from: impl IntoIterator<Item = u32>) -> Vec<u32> {
-    let mut seen = vec![false; dag.len()];
-    let mut todo: Vec<u32> = from.into_iter().collect();
-    while let Some(n) = todo.pop() {
-        if !std::mem::replace(&mut seen[n as usize], true) {
-            todo.extend_from_slice(dag.children(n));
-        }
-    }
-    (0..dag.len() as u32)
-        .filter(|&n| seen[n as usize])
-        .collect()
-}
-
 impl EngineCore {
     /// A DAG run this engine may run again in place: stored, top-level, from a stored
     /// definition, and not live here.
@@ -496,7 +482,7 @@ impl EngineCore {
         }
         // The node's own steps are set aside before its new one is written (same commit).
         let failed = self.failed_nodes(&run, &def)?;
-        let nodes = downstream(dag, std::iter::once(node).chain(failed));
+        let nodes = dag.downstream(std::iter::once(node).chain(failed));
         self.reopen(&run, &def, &nodes, None, extra, now)
     }
 
@@ -540,7 +526,7 @@ impl EngineCore {
             .filter(|(_, keys)| keys.iter().any(|k| changed.contains(k)))
             .map(|(n, _)| n as u32);
         let failed = self.failed_nodes(&run, &def)?;
-        let nodes = downstream(dag, users.chain(failed));
+        let nodes = dag.downstream(users.chain(failed));
         self.reopen(
             &run,
             &def,
