@@ -874,11 +874,7 @@ impl EngineCore {
         u.ended_at = Some(now);
         let mut records = Vec::with_capacity(2);
         if let Some(f) = self.fence_of(run_id) {
-            records.push(Record::Fence {
-                run_id: f.run_id,
-                owner: f.owner,
-                token: f.token,
-            });
+            records.push(f.record());
         }
         records.push(Record::RunUpdate(u));
         self.store.submit_sync(records)?;

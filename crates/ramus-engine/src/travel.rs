@@ -408,11 +408,7 @@ impl EngineCore {
     ) -> Result<(), EngineError> {
         let fence = self.claim(&run.id, now)?;
         let mut records = vec![
-            Record::Fence {
-                run_id: fence.run_id,
-                owner: fence.owner,
-                token: fence.token,
-            },
+            fence.record(),
             Record::RunReopened {
                 id: run.id.clone(),
                 input,

@@ -51,6 +51,18 @@ pub struct Fence {
     pub token: i64,
 }
 
+impl Fence {
+    /// The record that makes a submission conditional on this lease (see
+    /// [`Record::Fence`]).
+    pub fn record(&self) -> Record {
+        Record::Fence {
+            run_id: self.run_id.clone(),
+            owner: self.owner.clone(),
+            token: self.token,
+        }
+    }
+}
+
 /// A step that starts: what its row holds.
 #[derive(Debug)]
 pub struct StepStart {
@@ -173,14 +185,7 @@ impl RunWriter {
         });
         let mut records = vec![record];
         if let (true, Some(f)) = (claimed, &fence) {
-            records.insert(
-                0,
-                Record::Fence {
-                    run_id: f.run_id.clone(),
-                    owner: f.owner.clone(),
-                    token: f.token,
-                },
-            );
+            records.insert(0, f.record());
         }
         if let Some((owner, until)) = row.lease {
             records.push(Record::Lease {
@@ -597,14 +602,7 @@ impl RunWriter {
             open.pending = None;
         }
         if let Some(f) = &self.fence {
-            self.records.insert(
-                0,
-                Record::Fence {
-                    run_id: f.run_id.clone(),
-                    owner: f.owner.clone(),
-                    token: f.token,
-                },
-            );
+            self.records.insert(0, f.record());
         }
         Some(std::mem::take(&mut self.records))
     }
