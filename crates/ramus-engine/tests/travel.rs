@@ -123,7 +123,7 @@ async fn a_machine_forked_with_another_context_takes_another_path() {
         .filter(|s| {
             s.context
                 .as_deref()
-                .is_some_and(|c| c.starts_with(r#"[{"op":"replace","path":"","#))
+                .is_some_and(|c| c.starts_with(ramus_store::WHOLE_CONTEXT))
         })
         .count();
     assert!(wholes > 1, "{wholes} whole contexts");

@@ -66,7 +66,7 @@ pub use limits::{Limit, LimitUse};
 pub use model::{
     CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
     RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,
-    Timer, TimerKind, Transition, UnknownValue,
+    Timer, TimerKind, Transition, UnknownValue, WHOLE_CONTEXT,
 };
 #[cfg(feature = "postgres")]
 pub use pg::is_postgres;

@@ -282,6 +282,11 @@ pub struct Step {
     pub superseded_at: Option<i64>,
 }
 
+/// How a [`Step::context`] that holds the whole document begins: a JSON Patch replacing
+/// the root (`[{"op":"replace","path":"","value":…}]`). Writers store whole contexts so,
+/// and readers start rebuilding a context at the last one.
+pub const WHOLE_CONTEXT: &str = r#"[{"op":"replace","path":"","value":"#;
+
 /// A change to an existing step; `None` keeps the stored value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepUpdate {

@@ -290,10 +290,10 @@ pub(crate) fn step_contexts(conn: &dyn Db, run_id: &str, seq: i64) -> Result<Vec
         || format!("step contexts of run {run_id}"),
         "SELECT seq, context FROM steps WHERE run_id = ?1 AND seq <= ?2 AND context IS NOT NULL \
              AND seq >= coalesce((SELECT w.seq FROM steps w WHERE w.run_id = ?1 AND w.seq <= ?2 \
-                 AND w.context LIKE '[{\"op\":\"replace\",\"path\":\"\",%' \
+                 AND w.context LIKE ?3 \
                  ORDER BY w.seq DESC LIMIT 1), CAST(0 AS INTEGER)) \
          ORDER BY seq DESC",
-        params![run_id, seq],
+        params![run_id, seq, format!("{}%", crate::model::WHOLE_CONTEXT)],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
 }
