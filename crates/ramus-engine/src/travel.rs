@@ -39,17 +39,18 @@ pub struct ContextDiffs {
 }
 
 impl ContextDiffs {
-    /// The stored form of `context` (JSON text) for the next step.
-    pub fn next(&mut self, context: &str) -> String {
+    /// The stored form of `context` (JSON text) for the next step. Taken by value: it is
+    /// kept to compare the next one with, and a context may be large.
+    pub fn next(&mut self, context: String) -> String {
         if let Some((text, _)) = &self.last {
-            if text == context {
+            if *text == context {
                 return "[]".to_owned();
             }
         }
-        let Ok(value) = serde_json::from_str::<Value>(context) else {
+        let Ok(value) = serde_json::from_str::<Value>(&context) else {
             // The face hands over JSON it wrote itself; anything else is kept whole.
             self.last = None;
-            return whole(context);
+            return whole(&context);
         };
         let patch = self.last.as_ref().map(|(_, before)| {
             serde_json::to_string(&json_patch::diff(before, &value)).unwrap_or_default()
@@ -61,10 +62,10 @@ impl ContextDiffs {
             }
             _ => {
                 self.since_whole = 0;
-                whole(context)
+                whole(&context)
             }
         };
-        self.last = Some((context.to_owned(), value));
+        self.last = Some((context, value));
         stored
     }
 }
@@ -559,7 +560,7 @@ mod tests {
         for i in 0..50 {
             let ctx =
                 serde_json::json!({ "big": big, "n": i, "list": (0..i % 5).collect::<Vec<_>>() });
-            stored.push(d.next(&ctx.to_string()));
+            stored.push(d.next(ctx.to_string()));
             seen.push(ctx);
         }
         for i in 0..seen.len() {
@@ -578,13 +579,16 @@ mod tests {
         let mut d = ContextDiffs::default();
         let mut stored = Vec::new();
         for i in 0..20 {
-            stored.push(d.next(&format!(r#"{{"a":{i},"b":"{}"}}"#, "y".repeat(i))));
+            stored.push(d.next(format!(r#"{{"a":{i},"b":"{}"}}"#, "y".repeat(i))));
         }
         let wholes = stored.iter().filter(|p| is_whole(p)).count();
         assert!(
             wholes > 1,
             "a small context changing each step is stored whole again"
         );
-        assert_eq!(d.next(r#"{"a":19,"b":"yyyyyyyyyyyyyyyyyyy"}"#), "[]");
+        assert_eq!(
+            d.next(r#"{"a":19,"b":"yyyyyyyyyyyyyyyyyyy"}"#.to_owned()),
+            "[]"
+        );
     }
 }

@@ -298,7 +298,7 @@ impl RunWriter {
         self.step_seq += 1;
         self.last_step = Some(step.id.clone());
         let at = self.records.len();
-        let context = step.context.as_deref().map(|c| self.contexts.next(c));
+        let context = step.context.map(|c| self.contexts.next(c));
         self.records.push(Record::Step(Step {
             id: step.id.clone(),
             run_id: self.run_id.clone(),
