@@ -384,7 +384,10 @@ impl EngineCore {
     /// failures runs them again with any rerun (else their errors would stand, with their
     /// downstream cancelled, in a run that goes on as if they did not matter).
     fn failed_nodes(&self, run: &Run, def: &crate::RunDef) -> Result<Vec<u32>, EngineError> {
-        if def.tolerate_failures {
+        // A run that finished without tolerating failures has none standing (a failed
+        // attempt it retried is followed by the one that finished): the resume reads its
+        // steps anyway, so they are not read twice.
+        if def.tolerate_failures || run.status == RunStatus::Finished {
             return Ok(Vec::new());
         }
         let mut last = std::collections::HashMap::new();
