@@ -447,11 +447,11 @@ export declare function hasEnded(run: number): boolean
 export declare function heldSteps(): boolean
 
 /**
- * Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints) and the
- * face's condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does
- * not, threw).
+ * Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints), the face's
+ * condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does not,
+ * threw) and its `retryOn` for timeouts `(run, step, message) => 0 | 1` (retry).
  */
-export declare function init(io: Int32Array, guard: (arg0: number, arg1: number, arg2: number) => number): void
+export declare function init(io: Int32Array, guard: (arg0: number, arg1: number, arg2: number) => number, retry: (arg0: number, arg1: number, arg2: string) => number): void
 
 /**
  * Hand the binding the face's `onWake(recordCount)`, called on the JS thread after due
@@ -589,8 +589,9 @@ export declare const enum Rec {
    */
   Flush = 11,
   /**
-   * `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout`; its
-   * error is a `TimeoutError` with the message `message(run)`.
+   * `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout` (or a
+   * state's, when its `retryOn` retries that); its error is a `TimeoutError` with the
+   * message `message(run)`.
    */
   TimedOut = 12,
 }

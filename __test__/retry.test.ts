@@ -181,6 +181,44 @@ describe('timeout on DAG nodes', () => {
     expect(runner.output).toBe('second');
   });
 
+  test('a timeout that retryOn declines is not retried: the node fails with the TimeoutError', async () => {
+    const clock = new TestClock(T0);
+    const asked: unknown[] = [];
+    let calls = 0;
+    const run = runDag({
+      clock,
+      dag: {
+        name: 'd',
+        nodes: {
+          hang: {
+            timeout: 50,
+            retry: {
+              attempts: 3,
+              initial: 10,
+              retryOn: (e) => {
+                asked.push(e);
+                return !(e instanceof TimeoutError);
+              },
+            },
+            run: () => {
+              calls++;
+              return new Promise(() => {});
+            },
+          },
+        },
+      },
+    });
+    run.catch(() => {});
+    await settle();
+    await clock.advance(50);
+    const err = await within(run, 2000, 'run').catch((e) => e);
+    expect(err).toBeInstanceOf(TimeoutError);
+    expect(asked).toHaveLength(1);
+    expect(asked[0]).toBeInstanceOf(TimeoutError);
+    expect((asked[0] as Error).message).toBe('Node hang timed out after 50ms');
+    expect(calls).toBe(1);
+  });
+
   test('a timeout without retry fails the run with the TimeoutError', async () => {
     const clock = new TestClock(T0);
     const run = runDag({ clock, dag: { name: 'd', nodes: { hang: { timeout: '2s', run: () => new Promise(() => {}) } } } });
@@ -250,6 +288,65 @@ describe('retry on machine states', () => {
     expect(events.some((e) => e.type === 'state_machine:error')).toBe(false);
   });
 
+  test("a state's timeout is taken, not retried, unless retryOn says so; then each attempt has a timeout of its own", async () => {
+    for (const retryTimeouts of [false, true]) {
+      const clock = new TestClock(T0);
+      // Another live run, whose retryOn must not be the one asked.
+      const other = new StateMachineRunner({
+        clock,
+        config: { name: 'other', initial: 'w', nodes: { w: { retry: { attempts: 2, retryOn: () => !retryTimeouts }, transition: { x: 'z' } }, z: { final: true } } },
+      });
+      void other.run();
+      const seen: Array<[number, boolean]> = [];
+      const checks: Array<() => void> = [];
+      const machine = new StateMachineRunner({
+        clock,
+        config: {
+          name: 'm',
+          initial: 'call',
+          nodes: {
+            call: {
+              timeout: { after: '1s', state: 'late' },
+              retry: { attempts: 3, backoff: 'fixed', initial: '5s', retryOn: (e) => retryTimeouts && e instanceof TimeoutError },
+              run: ({ attempt, isCancelled }) => {
+                checks.push(() => seen.push([attempt, isCancelled()]));
+                return attempt === 2 ? 'second' : new Promise(() => {});
+              },
+              transition: 'done',
+            },
+            done: { final: true, run: ({ input }) => `done with ${input}` },
+            late: { final: true, run: ({ input }) => `late: ${(input as Error).message}` },
+          },
+        },
+      });
+      const events: RamusEvent[] = [];
+      machine.on('event', (e: RamusEvent) => events.push(e));
+      void machine.run();
+      const done = machine.finished;
+      await settle();
+      await clock.advance('1s');
+      if (!retryTimeouts) {
+        expect(await within(done, 2000, 'run')).toBe('late: State call timed out after 1s');
+        expect(events.some((e) => e.type === 'state_machine:retry')).toBe(false);
+        other.cancel();
+        continue;
+      }
+      expect(machine.machineStatus).toBe('sleeping');
+      const retry = events.find((e) => e.type === 'state_machine:retry')!;
+      expect((retry.data as any).error).toBeInstanceOf(TimeoutError);
+      expect((retry.data as any).error.message).toBe('State call timed out after 1s');
+      expect((retry.data as any).delay).toBe(5000);
+      await clock.advance('5s');
+      expect(await within(done, 2000, 'run')).toBe('done with second');
+      for (const c of checks) c();
+      expect(seen).toEqual([
+        [1, true],
+        [2, false],
+      ]);
+      other.cancel();
+    }
+  });
+
   test('out of attempts, the error state applies as it would without retry', async () => {
     const clock = new TestClock(T0);
     const machine = new StateMachineRunner({
@@ -306,5 +403,32 @@ describe('retries of durable runs', () => {
       ['fetch', 'finished', 2, undefined],
     ]);
     expect(f.attempts).toEqual([1, 2]);
+  });
+
+  test("a stored machine's state timeout retried by a registered retryOn: the timed-out attempt is an error row", async () => {
+    const clock = new TestClock(T0);
+    const engine = new Engine({ db: ':memory:', clock, durability: 'sync' });
+    engines.push(engine);
+    engine.register('call', (({ attempt }: { attempt: number }) => (attempt === 1 ? new Promise(() => {}) : 'ok')) as any);
+    engine.register('timeouts', ((e: Error) => e instanceof TimeoutError) as any);
+    engine.define({
+      name: 'caller',
+      initial: 'call',
+      nodes: {
+        call: { runner: 'call', timeout: { after: '30s', state: 'gaveUp' }, retry: { attempts: 2, initial: '1m', retryOn: 'timeouts' }, transition: 'done' },
+        done: { final: true },
+        gaveUp: { final: true },
+      },
+    });
+    const run = engine.start('caller');
+    await settle();
+    await clock.advance('30s');
+    await clock.advance('1m');
+    expect(await within(run.finished, 2000, 'run')).toBe('ok');
+    expect(run.state).toBe('done');
+    expect(engine.steps(run.runId).map((s) => [s.node, s.status, s.attempt, s.error?.name, s.error?.message])).toEqual([
+      ['call', 'error', 1, 'TimeoutError', 'State call timed out after 30s'],
+      ['call', 'finished', 2, undefined, undefined],
+    ]);
   });
 });

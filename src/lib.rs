@@ -108,8 +108,9 @@ pub enum Rec {
     /// `[Flush, run]`: a batched durable run collected records: flush it at the end of
     /// the turn.
     Flush = 11,
-    /// `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout`; its
-    /// error is a `TimeoutError` with the message `message(run)`.
+    /// `[TimedOut, run, slot, node]`: a DAG node's attempt ran past its `timeout` (or a
+    /// state's, when its `retryOn` retries that); its error is a `TimeoutError` with the
+    /// message `message(run)`.
     TimedOut = 12,
 }
 
@@ -205,12 +206,15 @@ pub(crate) fn unpack(key: i32) -> RunKey {
 
 /// The face's condition evaluator: `(run, transition, eventHandle) => 0 | 1 | 2`.
 type GuardFn = FunctionRef<FnArgs<(u32, u32, f64)>, u32>;
+/// The face's `retryOn` for a timeout: `(run, step, message) => 0 | 1` (retry).
+type RetryFn = FunctionRef<FnArgs<(u32, u32, String)>, u32>;
 
 /// What the JS thread keeps for the binding.
 pub(crate) struct Ctx {
     pub(crate) rt: Runtime,
     io: Option<(*mut i32, usize, Reference)>,
     guard: Option<GuardFn>,
+    retry: Option<RetryFn>,
     out: Vec<(RunKey, Action)>,
     touched: Vec<RunKey>,
     /// Records that did not fit the buffer, for `more()`.
@@ -228,6 +232,7 @@ thread_local! {
         rt: Runtime::new(),
         io: None,
         guard: None,
+        retry: None,
         out: Vec::new(),
         touched: Vec::new(),
         overflow: Vec::new(),
@@ -278,18 +283,24 @@ pub(crate) fn coded(code: &str, message: impl Into<String>) -> JsError {
     napi::Error::new(code.to_owned(), message.into())
 }
 
-/// Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints) and the
-/// face's condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does
-/// not, threw).
+/// Hand the binding the shared buffer (an `Int32Array` of [`Io::Size`] ints), the face's
+/// condition evaluator `(run, transition, eventHandle) => 0 | 1 | 2` (holds, does not,
+/// threw) and its `retryOn` for timeouts `(run, step, message) => 0 | 1` (retry).
 #[napi]
-pub fn init(env: Env, io: Int32Array, guard: Function<FnArgs<(u32, u32, f64)>, u32>) -> Result<()> {
-    init_inner(env, io, guard).map_err(napi_error)
+pub fn init(
+    env: Env,
+    io: Int32Array,
+    guard: Function<FnArgs<(u32, u32, f64)>, u32>,
+    retry: Function<FnArgs<(u32, u32, String)>, u32>,
+) -> Result<()> {
+    init_inner(env, io, guard, retry).map_err(napi_error)
 }
 
 fn init_inner(
     env: Env,
     io: Int32Array,
     guard: Function<FnArgs<(u32, u32, f64)>, u32>,
+    retry: Function<FnArgs<(u32, u32, String)>, u32>,
 ) -> napi::Result<()> {
     let mut io = io;
     // SAFETY: the ArrayBuffer behind `io` is kept alive by the reference below and is
@@ -300,9 +311,11 @@ fn init_inner(
     let object = io.into_unknown(&env)?.coerce_to_object()?;
     let reference = object.create_ref::<false>()?;
     let guard = guard.create_ref()?;
+    let retry = retry.create_ref()?;
     with_ctx(|c| {
         c.io = Some((ptr, len, Reference(reference)));
         c.guard = Some(guard);
+        c.retry = Some(retry);
     });
     Ok(())
 }
@@ -312,6 +325,7 @@ fn init_inner(
 struct FaceGuards<'a> {
     env: &'a Env,
     guard: Option<&'a GuardFn>,
+    retry: Option<&'a RetryFn>,
     machine: Option<Arc<ramus_core::CompiledMachine>>,
     state: u32,
     answer: i32,
@@ -354,6 +368,17 @@ impl Guards for FaceGuards<'_> {
                 Err(GuardFailed)
             }
         }
+    }
+
+    fn retries_timeout(&mut self, step: u32, _slot: u32, message: &str) -> bool {
+        let Some(retry) = self.retry else {
+            return false;
+        };
+        // A `retryOn` that throws declines, as it does for a runner's error.
+        retry
+            .borrow_back(self.env)
+            .and_then(|f| f.call((self.run, step, message.to_owned()).into()))
+            .is_ok_and(|r| r == 1)
     }
 }
 
@@ -414,6 +439,7 @@ impl Ctx {
         let mut guards = FaceGuards {
             env,
             guard: self.guard.as_ref(),
+            retry: self.retry.as_ref(),
             machine,
             state,
             answer,
@@ -446,19 +472,29 @@ impl Ctx {
 
     /// Fire the timers of `clock` due at `now`, and write their records.
     pub(crate) fn fire(&mut self, env: &Env, clock: u32, now: u64) -> Result<i32> {
-        let mut guards = FaceGuards {
-            env,
-            guard: self.guard.as_ref(),
-            machine: None,
-            state: 0,
-            answer: -1,
-            run: 0,
-            error: None,
-        };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         self.rt.release_committed(&mut out);
-        self.rt.fire_due(clock, now, &mut guards, &mut out);
+        for (key, timer) in self.rt.take_due(clock, now) {
+            // Per run: a condition or `retryOn` the timer leads to is the run's own.
+            let mut guards = FaceGuards {
+                env,
+                guard: self.guard.as_ref(),
+                retry: self.retry.as_ref(),
+                machine: None,
+                state: 0,
+                answer: -1,
+                run: key.index,
+                error: None,
+            };
+            let _ = self.rt.apply(
+                key,
+                Command::TimerFired { timer },
+                Default::default(),
+                &mut guards,
+                &mut out,
+            );
+        }
         self.out = out;
         self.respond()
     }
@@ -553,8 +589,9 @@ impl Ctx {
                     ])
                 }
                 Action::TimedOut { slot, node } => {
-                    if let Some(d) = self.rt.get(*key).and_then(|l| l.def.dag()) {
-                        self.messages.insert(key.index, d.timeout_message(*node));
+                    if let Some(l) = self.rt.get(*key) {
+                        self.messages
+                            .insert(key.index, l.def.timeout_message(*node));
                     }
                     recs.extend([tag(Rec::TimedOut, 4), run, *slot as i32, *node as i32])
                 }

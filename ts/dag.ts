@@ -273,6 +273,11 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     this.#errors[node] = new TimeoutError(native.message(this.key) ?? `Node ${this.dag.names[node]} timed out`);
   }
 
+  /** @internal */
+  override retryPredicate(node: number): ((error: unknown) => boolean) | undefined {
+    return this.dag.retryOn?.[node];
+  }
+
   /** @internal Stepwise: a node is ready; `autorun` may start it at once. */
   override ready(slot: number): void {
     if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));

@@ -346,6 +346,16 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
     return start === end ? -1 : -2;
   }
 
+  /** @internal */
+  override retryPredicate(state: number): ((error: unknown) => boolean) | undefined {
+    return this.#m.retryOn?.[state];
+  }
+
+  /** @internal A timed-out attempt that its `retryOn` retries: its error, for the retry's event. */
+  override timedOut(state: number): void {
+    this.#lastError = new TimeoutError(native.message(this.key) ?? `State ${this.#m.names[state]} timed out`);
+  }
+
   /** @internal Evaluate a condition: 1 holds, 0 does not, 2 it threw (the error is kept). */
   override guard(transition: number, handle: number): number {
     const condition = this.#m.conditions[transition];

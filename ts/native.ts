@@ -13,13 +13,18 @@ export type { NativeDefinition, NativeEngine, NativeStore } from '../index.js';
  */
 export const io = new Int32Array(Io.Size);
 
-/** Hooks the runners install: a condition the core asks, and timers that fired. */
+/** Hooks the runners install: a condition or a timeout's `retryOn` the core asks, and timers that fired. */
 export const hooks = {
   guard: (_run: number, _transition: number, _handle: number): number => 1,
+  retryTimeout: (_run: number, _step: number, _message: string): number => 0,
   wake: (_count: number): void => {},
 };
 
-addon.init(io, (run, transition, handle) => hooks.guard(run, transition, handle));
+addon.init(
+  io,
+  (run, transition, handle) => hooks.guard(run, transition, handle),
+  (run, step, message) => hooks.retryTimeout(run, step, message),
+);
 /** `native.call` without napi-rs's wrapper: the one crossing of every step. */
 export const call = addon.fastCall() as () => number;
 addon.initTimers((count) => hooks.wake(count));

@@ -4,7 +4,7 @@ import { Io, Op, Rec, ResponseFlag, RunFlag, StepOutcome } from '../index.js';
 import { callIn, currentFrame, type StepFrame, type StepOwner } from './context';
 import { stepCacheKey, type NodeResultCache } from './cache';
 import type { StepCache, Tools } from './dag-types';
-import { CancelledError } from './errors';
+import { CancelledError, TimeoutError } from './errors';
 import { reportListenerError, W_DATA, DataCode, type RamusErrorEvent, type RamusEvent, type WireBatch, type WireEvent } from './events';
 import { call, hooks, io, native, plain, rethrown, type NativeDefinition, type NativeStore } from './native';
 import { SlotRequest, type Semaphore } from './semaphore';
@@ -181,6 +181,10 @@ function apply(buf: Int32Array, n: number): void {
 }
 
 hooks.guard = (run, transition, handle) => runs[run]?.guard(transition, handle) ?? 1;
+hooks.retryTimeout = (run, step, message) => {
+  const on = runs[run]?.retryPredicate(step);
+  return on && failureOutcome(on, new TimeoutError(message)) === StepOutcome.Error ? 1 : 0;
+};
 hooks.wake = (count) => drive(() => dispatch(count));
 
 // ---- runners -----------------------------------------------------------------------------
@@ -659,8 +663,12 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
   ready(_slot: number, _node: number): void {}
   /** @internal Call a step's runner (`budget`, `attempt`: see `Rec.Run`). */
   abstract launch(slot: number, node: number, budget: number, attempt: number): void;
-  /** @internal A DAG node's attempt ran past its timeout. */
+  /** @internal A step's attempt ran past its timeout (a DAG node's; a state's that is retried). */
   timedOut(_node: number): void {}
+  /** @internal The `retryOn` of a node or state. */
+  retryPredicate(_step: number): ((error: unknown) => boolean) | undefined {
+    return undefined;
+  }
   /** @internal Report the steps a machine ran by itself before anything else reaches the run. */
   flushLocal(): void {}
   /** @internal A condition the core asks about (machines). */

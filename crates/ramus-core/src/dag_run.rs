@@ -349,8 +349,21 @@ impl DagRun {
         true
     }
 
-    /// Apply a command (see [`crate::Executor::apply`]).
+    /// Apply a command (see [`crate::Executor::apply`]), with no `retryOn` predicate to
+    /// ask (see [`apply_asking`](Self::apply_asking)).
     pub fn apply(&mut self, command: Command, now: u64, out: &mut Vec<Action>) -> bool {
+        self.apply_asking(command, &mut crate::NoGuards, now, out)
+    }
+
+    /// Apply a command; a timed-out attempt of a node whose `retry` has a `retryOn` is
+    /// retried when `guards` says so ([`Guards::retries_timeout`](crate::Guards::retries_timeout)).
+    pub fn apply_asking(
+        &mut self,
+        command: Command,
+        guards: &mut dyn crate::Guards,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let before = self.status;
         let applied = match command {
             Command::Start => {
@@ -364,7 +377,7 @@ impl DagRun {
             Command::CancelNode { node } => self.cancel_branch(node, now, out),
             Command::Grow => self.grow(now, out),
             Command::Cancel => self.cancel(now, out),
-            Command::TimerFired { timer } => self.timer_fired(timer, now, out),
+            Command::TimerFired { timer } => self.timer_fired(timer, guards, now, out),
             Command::Step | Command::Send { .. } => false,
         };
         if self.status != before {
@@ -584,7 +597,13 @@ impl DagRun {
     }
 
     /// A node's timer fell due: its retry wait ended, or its attempt ran out of time.
-    fn timer_fired(&mut self, timer: u64, now: u64, out: &mut Vec<Action>) -> bool {
+    fn timer_fired(
+        &mut self,
+        timer: u64,
+        guards: &mut dyn crate::Guards,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let Some((slot, retry)) = timer_slot(timer) else {
             return false;
         };
@@ -612,7 +631,13 @@ impl DagRun {
         // here the attempt is over (a retry takes the node's slot, or the node is in error),
         // so its `is_cancelled` is true and what it reports later is ignored.
         out.push(Action::TimedOut { slot, node });
-        self.failed(node, slot, true, now, out);
+        let retryable = match self.dag.policy(node).and_then(|p| p.retry.as_ref()) {
+            Some(r) if r.retry_on.is_some() && r.retries_after(self.slot_attempt(slot)) => {
+                guards.retries_timeout(node, slot, &self.dag.timeout_message(node))
+            }
+            _ => true,
+        };
+        self.failed(node, slot, retryable, now, out);
         self.check_finished(now);
         true
     }

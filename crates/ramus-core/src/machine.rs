@@ -641,6 +641,17 @@ pub trait Guards {
     /// (`None` for `""` transitions). `Err` when the condition itself failed; the driver
     /// keeps the error and the core treats it as the current state's failure.
     fn holds(&mut self, transition: u32, event: Option<u64>) -> Result<bool, GuardFailed>;
+
+    /// Whether the `retryOn` of `step` (a DAG node or a machine state) retries the
+    /// `TimeoutError` with `message` that its timeout gives the attempt of `slot`. The core
+    /// asks only when the step's `retry` names a `retryOn` and allows another attempt;
+    /// without one, a DAG node's timeout is retried and a state's timeout is taken.
+    /// Answering false (the default: a driver with no predicates to ask) keeps a step with a
+    /// `retryOn` from retrying its timeouts.
+    fn retries_timeout(&mut self, step: u32, slot: u32, message: &str) -> bool {
+        let _ = (step, slot, message);
+        false
+    }
 }
 
 /// A condition threw; the driver holds the error.
@@ -953,7 +964,7 @@ impl MachineRun {
                 event,
                 queue,
             } => self.send(handle, event, queue, guards, now, out),
-            Command::TimerFired { timer } => self.timer_fired(timer, now, out),
+            Command::TimerFired { timer } => self.timer_fired(timer, guards, now, out),
             Command::Cancel => self.cancel(now, out),
             Command::RunNode { .. } | Command::CancelNode { .. } | Command::Grow => false,
         }
@@ -1411,7 +1422,13 @@ impl MachineRun {
     }
 
     /// A timer armed by an [`Action::ArmTimer`] fired.
-    fn timer_fired(&mut self, timer: u64, now: u64, out: &mut Vec<Action>) -> bool {
+    fn timer_fired(
+        &mut self,
+        timer: u64,
+        guards: &mut dyn Guards,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
         if let Phase::Sleeping(s) = self.phase {
             if s.timer == timer {
                 self.transition(s.target, s.event, s.input, now, out);
@@ -1433,6 +1450,17 @@ impl MachineRun {
         match self.phase {
             Phase::Running { slot, .. } | Phase::Acquiring { slot, .. } => {
                 self.abandoned.push((slot, self.current));
+                if self.retries_timeout(slot, guards) {
+                    // The attempt failed with the timeout's error (the driver makes it),
+                    // and the next one, after the wait, has a timeout of its own.
+                    out.push(Action::TimedOut {
+                        slot,
+                        node: self.current,
+                    });
+                    self.phase = Phase::Ready;
+                    self.last = Some((slot, self.current));
+                    return self.retry(slot, now, out);
+                }
             }
             Phase::Waiting => {}
             Phase::Sleeping(s) => self.clear_sleep(s, out),
@@ -1648,6 +1676,18 @@ impl MachineRun {
         self.rec
             .run_event(EventKind::MachineFinish, DataRef::RunOutput, now);
         out.push(Action::Ended(End::Finished));
+    }
+
+    /// Whether the timed-out attempt of `slot` is retried rather than the timeout taken:
+    /// only when the state's `retryOn` says so and another attempt is allowed.
+    fn retries_timeout(&self, slot: u32, guards: &mut dyn Guards) -> bool {
+        let state = self.current;
+        match &self.m.states[state as usize].retry {
+            Some(r) if r.retry_on.is_some() && r.retries_after(self.attempt) => {
+                guards.retries_timeout(state, slot, &self.m.timeout_message(state))
+            }
+            _ => false,
+        }
     }
 
     /// The attempt of `slot` failed: when the state's `retry` allows another, wait for it.

@@ -208,10 +208,12 @@ pub enum Action {
         /// Delay or timeout.
         kind: TimerKind,
     },
-    /// A DAG node's attempt ran past its `timeout`: it counts as failed with a
-    /// `TimeoutError` (see [`CompiledDag::timeout_message`](crate::CompiledDag::timeout_message))
-    /// and is cancelled; what it reports later is ignored. The failure follows as usual
-    /// (a retry, or the node's error).
+    /// A DAG node's attempt ran past its `timeout`, or a machine state's attempt past the
+    /// state's timeout when its `retryOn` retries that: it counts as failed with a
+    /// `TimeoutError` (see [`CompiledDag::timeout_message`](crate::CompiledDag::timeout_message),
+    /// [`CompiledMachine::timeout_message`](crate::CompiledMachine::timeout_message)) and is
+    /// cancelled; what it reports later is ignored. The failure follows as usual (a retry,
+    /// or the node's error).
     TimedOut {
         /// The attempt's step slot.
         slot: u32,
@@ -294,7 +296,7 @@ impl Executor {
         out: &mut Vec<Action>,
     ) -> bool {
         match self {
-            Executor::Dag(d) => d.apply(command, now, out),
+            Executor::Dag(d) => d.apply_asking(command, guards, now, out),
             Executor::Machine(m) => m.apply(command, guards, now, out),
         }
     }

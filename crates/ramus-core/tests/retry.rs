@@ -470,3 +470,150 @@ fn a_state_out_of_attempts_fails_as_without_retry() {
         ]
     );
 }
+
+/// A `retryOn` oracle: answers `retry` and remembers what it was asked.
+struct RetryOnTimeouts {
+    retry: bool,
+    asked: Vec<(u32, u32, String)>,
+}
+
+impl ramus_core::Guards for RetryOnTimeouts {
+    fn holds(&mut self, _: u32, _: Option<u64>) -> Result<bool, ramus_core::GuardFailed> {
+        Ok(true)
+    }
+
+    fn retries_timeout(&mut self, step: u32, slot: u32, message: &str) -> bool {
+        self.asked.push((step, slot, message.to_owned()));
+        self.retry
+    }
+}
+
+/// `call` (run, `retry` with a `retryOn`, `timeout: { after: 50, state: 'late' }`) → `done`.
+fn timed_machine() -> Arc<CompiledMachine> {
+    let mut spec = machine_spec(2);
+    let call = &mut spec.states[0];
+    call.retry.as_mut().unwrap().retry_on = Some(ramus_core::RetryOn::Inline);
+    call.timeout = Some((50, "late".into()));
+    call.timeout_label = Some("50ms".into());
+    spec.states.push(StateSpec {
+        name: "late".into(),
+        is_final: true,
+        ..Default::default()
+    });
+    Arc::new(CompiledMachine::compile(&spec).unwrap())
+}
+
+#[test]
+fn a_state_timeout_is_retried_only_when_its_retry_on_says_so() {
+    for retry in [true, false] {
+        let mut run = MachineRun::new(
+            timed_machine(),
+            Recorder::new(1, 0, None, None),
+            false,
+            None,
+        );
+        let mut oracle = RetryOnTimeouts {
+            retry,
+            asked: Vec::new(),
+        };
+        let mut out = Vec::new();
+        run.apply(Command::Start, &mut oracle, 0, &mut out);
+        let Some(&Action::ArmTimer { timer, .. }) = out.first() else {
+            panic!("{out:?}")
+        };
+        out.clear();
+        run.apply(Command::TimerFired { timer }, &mut oracle, 50, &mut out);
+        assert_eq!(
+            oracle.asked,
+            vec![(0, 0, "State call timed out after 50ms".into())]
+        );
+        assert!(run.is_cancelled(0), "the timed-out attempt is cancelled");
+        if retry {
+            assert_eq!(out[0], Action::TimedOut { slot: 0, node: 0 });
+            assert_eq!(run.status(), MachineStatus::Sleeping, "{out:?}");
+            let Some(&Action::ArmTimer {
+                timer: wait,
+                at: 1050,
+                kind: TimerKind::Retry,
+            }) = out.get(1)
+            else {
+                panic!("{out:?}")
+            };
+            // The second attempt runs with a timeout of its own; it is the last, so when
+            // it times out too the timeout is taken without asking.
+            out.clear();
+            run.apply(
+                Command::TimerFired { timer: wait },
+                &mut oracle,
+                1050,
+                &mut out,
+            );
+            let [Action::ArmTimer {
+                timer: again,
+                at: 1100,
+                ..
+            }, Action::Run { slot: 1, node: 0 }] = out[..]
+            else {
+                panic!("{out:?}")
+            };
+            assert_eq!(run.slot_attempt(1), 2);
+            out.clear();
+            run.apply(
+                Command::TimerFired { timer: again },
+                &mut oracle,
+                1100,
+                &mut out,
+            );
+            assert_eq!(oracle.asked.len(), 1);
+        }
+        assert_eq!(run.current(), 2, "the timeout's state: {out:?}");
+        assert!(out.contains(&Action::Ended(End::Finished)), "{out:?}");
+    }
+    // Without a `retryOn`, a state's timeout is never retried and nothing is asked.
+    let mut spec = machine_spec(3);
+    spec.states[0].timeout = Some((50, "done".into()));
+    let m = Arc::new(CompiledMachine::compile(&spec).unwrap());
+    let mut run = MachineRun::new(m, Recorder::new(1, 0, None, None), false, None);
+    let mut oracle = RetryOnTimeouts {
+        retry: true,
+        asked: Vec::new(),
+    };
+    let mut out = Vec::new();
+    run.apply(Command::Start, &mut oracle, 0, &mut out);
+    let Some(&Action::ArmTimer { timer, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    run.apply(Command::TimerFired { timer }, &mut oracle, 50, &mut out);
+    assert!(oracle.asked.is_empty());
+    assert_eq!(run.status(), MachineStatus::Final);
+}
+
+#[test]
+fn a_dag_node_timeout_that_its_retry_on_declines_fails_the_node() {
+    let mut p = policy(3, Some(50));
+    p.retry.as_mut().unwrap().retry_on = Some(ramus_core::RetryOn::Inline);
+    for retry in [false, true] {
+        let Executor::Dag(mut run) = dag_run(dag(p.clone())) else {
+            unreachable!()
+        };
+        let mut oracle = RetryOnTimeouts {
+            retry,
+            asked: Vec::new(),
+        };
+        let mut out = Vec::new();
+        run.apply_asking(Command::Start, &mut oracle, 0, &mut out);
+        out.clear();
+        run.apply_asking(Command::TimerFired { timer: 2 }, &mut oracle, 50, &mut out);
+        assert_eq!(
+            oracle.asked,
+            vec![(0, 0, "Node a timed out after 50ms".into())]
+        );
+        assert_eq!(out[0], Action::TimedOut { slot: 0, node: 0 });
+        let expected = if retry {
+            NodeState::Retrying
+        } else {
+            NodeState::Error
+        };
+        assert_eq!(run.node_state(0), expected, "{out:?}");
+    }
+}

@@ -333,6 +333,15 @@ impl RunDef {
         }
     }
 
+    /// The message of the `TimeoutError` the timeout of `node` (a DAG node or a state)
+    /// gives.
+    pub fn timeout_message(&self, node: u32) -> String {
+        match &self.compiled {
+            Compiled::Dag(d) => d.timeout_message(node),
+            Compiled::Machine(m) => m.timeout_message(node),
+        }
+    }
+
     /// Whether its runs arm timers (delays, timeouts, retries), so they need a clock.
     pub fn uses_timers(&self) -> bool {
         match &self.compiled {

@@ -1210,21 +1210,33 @@ impl Runtime {
         guards: &mut dyn Guards,
         out: &mut Vec<(RunKey, Action)>,
     ) -> usize {
-        let due = match self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
-            Some(c) => c.wheel.pop_due(now),
-            None => return 0,
-        };
+        let due = self.take_due(clock, now);
         let n = due.len();
-        for d in due {
+        for (run, timer) in due {
             let _ = self.apply(
-                d.run,
-                Command::TimerFired { timer: d.timer },
+                run,
+                Command::TimerFired { timer },
                 CommandValues::default(),
                 guards,
                 out,
             );
         }
         n
+    }
+
+    /// The timers of `clock` due at `now`, taken off the wheel, as `(run, timer)` in due
+    /// order: the caller fires each with [`Command::TimerFired`] (with guards that know
+    /// the run, where its conditions need that).
+    pub fn take_due(&mut self, clock: ClockId, now: u64) -> Vec<(RunKey, u64)> {
+        match self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
+            Some(c) => c
+                .wheel
+                .pop_due(now)
+                .into_iter()
+                .map(|d| (d.run, d.timer))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// When the next timer of `clock` falls due.

@@ -330,8 +330,10 @@ impl Tap {
                     }
                 }
                 Action::TimedOut { node, .. } => {
-                    if let (Values::Dag { errors, .. }, Some(dag)) = (&mut self.values, def.dag()) {
-                        errors[*node as usize] = Some(timeout_error(&dag.timeout_message(*node)));
+                    let error = Some(timeout_error(&def.timeout_message(*node)));
+                    match &mut self.values {
+                        Values::Dag { errors, .. } => errors[*node as usize] = error,
+                        Values::Machine(m) => m.error = error,
                     }
                 }
                 Action::ClearTimer { timer } => {
