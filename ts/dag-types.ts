@@ -137,8 +137,8 @@ export interface DagRunnerOptions<Ctx extends object, Root, Out = unknown> {
   name?: string;
   /** Rate limiters for nodes with a `semaphoreKey`. */
   semaphores?: Semaphore[];
-  /** Asked when a node becomes ready: return false to leave it `ready` for `runNode`. */
-  autorun?: () => boolean;
+  /** Asked when a node becomes ready (with its name): return false to leave it `ready` for `runNode`. */
+  autorun?: (node: string) => boolean;
   /** Where node outputs are cached (every node's, but those with `cache: false`): see `memoryCache`, `sqliteCache`… */
   cache?: NodeResultCache;
   /** The W3C traceparent the run's span joins (default: the caller's active span); see `configureTracing`. */

@@ -138,7 +138,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   #shared: Uint8Array;
   #errors: unknown[] = [];
   #failedNode = -1;
-  #autorun: (() => boolean) | undefined;
+  #autorun: ((node: string) => boolean) | undefined;
   #cache: NodeResultCache | undefined;
   #nodeWaiters: Map<number, Array<(ran: boolean) => void>> | undefined;
   #started = false;
@@ -280,7 +280,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
 
   /** @internal Stepwise: a node is ready; `autorun` may start it at once. */
   override ready(slot: number): void {
-    if (this.#autorun!()) drive(() => this.command(Op.RunNode, slot));
+    if (this.#autorun!(this.dag.names[slot % this.dag.names.length]!)) drive(() => this.command(Op.RunNode, slot));
   }
 
   protected reported(slot: number, outcome: number, value: unknown): void {

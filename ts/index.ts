@@ -2,6 +2,7 @@
 import './load-addon';
 export { analyzeDag, CompiledDag, DagRunner, runDag } from './dag';
 export { DagBuilder } from './dag-types';
+export { DagNodeRunner, type DagNodeRunnerEvents, type DagNodeRunnerOptions, type RunnerResult } from './node-runner';
 export { chain, type ChainNode, type ChainRun, type ChainStep } from './chain';
 export { mergeDag, type MergeOptions } from './merge';
 export type {
