@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use ramus_core::{DagRun, MachineSnapshot, RunPhase};
 use ramus_store::{
-    Kind, LeaseAnswer, LeaseOp, PendingEvent, Record, Run, RunFilter, RunStatus, StepStatus,
-    StepUpdate, Store,
+    CurrentStep, Kind, LeaseAnswer, LeaseOp, PendingEvent, Record, Run, RunFilter, RunStatus,
+    StepStatus, StepUpdate, Store,
 };
 
 use crate::clock::Clock;
@@ -318,34 +318,42 @@ fn armed_timers(store: &dyn Store, run_id: &str) -> Result<Vec<(u64, u64, String
 /// waits for it; one whose attempt was interrupted runs that attempt again (a crash does
 /// not use up an attempt). The timeouts of interrupted attempts are disarmed: the attempt
 /// that runs again has its own.
-fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore, EngineError> {
-    let mut finished = Vec::new();
-    let mut failed = Vec::new();
-    let mut errors: HashMap<u32, u32> = HashMap::new();
-    // By node: the last attempt's status and value.
-    let mut last: HashMap<u32, (StepStatus, Option<String>)> = HashMap::new();
-    // Steps a rerun set aside count for nothing: their nodes run again.
-    let mut cancelled = Vec::new();
-    for (node, status, value) in store.current_steps(run_id)? {
-        let Some(id) = def.node_id(&node) else {
+fn dag_restore(
+    store: &dyn Store,
+    run_id: &str,
+    def: &RunDef,
+    steps: Vec<CurrentStep>,
+) -> Result<Restore, EngineError> {
+    // Steps a rerun set aside are not among `steps`: their nodes run again. By node (dense:
+    // a large DAG's restore is a pass over its rows, not a map per row): the last attempt's
+    // row, how many attempts failed, whether one finished.
+    let n = def.len();
+    let ids: Vec<Option<u32>> = steps.iter().map(|s| def.node_id(&s.node)).collect();
+    let mut last: Vec<Option<usize>> = vec![None; n];
+    let mut errors = vec![0u32; n];
+    let mut done = vec![false; n];
+    for (i, s) in steps.iter().enumerate() {
+        let Some(id) = ids[i] else {
             continue;
         };
-        match status {
-            StepStatus::Finished => finished.push((id, value.clone())),
-            StepStatus::Error => *errors.entry(id).or_default() += 1,
+        match s.status {
+            StepStatus::Finished => done[id as usize] = true,
+            StepStatus::Error => errors[id as usize] += 1,
             _ => {}
         }
-        last.insert(id, (status, value));
+        last[id as usize] = Some(i);
     }
+    let last_of = |node: u32| last[node as usize].map(|i| &steps[i]);
     // A node cancelled with `cancelNode` stays cancelled (an interrupted step's
     // `Interrupted` cancel runs again).
-    for (&node, (status, value)) in &last {
-        if *status == StepStatus::Cancelled && value.as_deref() == Some(crate::sink::NODE_CANCELLED)
-        {
-            cancelled.push(node);
-        }
-    }
-    let done: HashSet<u32> = finished.iter().map(|(n, _)| *n).collect();
+    let cancelled: Vec<u32> = (0..n as u32)
+        .filter(|&node| {
+            last_of(node).is_some_and(|s| {
+                s.status == StepStatus::Cancelled
+                    && s.value.as_deref() == Some(crate::sink::NODE_CANCELLED)
+            })
+        })
+        .collect();
     let dag = def.dag();
     let mut timers = Vec::new();
     let mut stale = Vec::new();
@@ -353,7 +361,7 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
     for (timer, due, row) in armed_timers(store, run_id)? {
         let node = dag.map(|d| DagRun::timer_node(d, timer));
         match node {
-            Some(Some(node)) if DagRun::is_retry_timer(timer) && !done.contains(&node) => {
+            Some(Some(node)) if DagRun::is_retry_timer(timer) && !done[node as usize] => {
                 waiting.insert(node);
                 timers.push((timer, due, row));
             }
@@ -364,17 +372,22 @@ fn dag_restore(store: &dyn Store, run_id: &str, def: &RunDef) -> Result<Restore,
         store.submit(stale)?;
     }
     let mut attempts = Vec::new();
-    for (&node, &n) in &errors {
-        if done.contains(&node) {
-            continue;
-        }
-        match last.get(&node) {
-            Some((StepStatus::Error, value)) if !waiting.contains(&node) => {
-                failed.push((node, value.clone()));
+    let mut failed = Vec::new();
+    for node in (0..n as u32).filter(|&k| errors[k as usize] > 0 && !done[k as usize]) {
+        match last_of(node) {
+            Some(s) if s.status == StepStatus::Error && !waiting.contains(&node) => {
+                failed.push((node, s.value.clone()));
             }
-            _ => attempts.push((node, n)),
+            _ => attempts.push((node, errors[node as usize])),
         }
     }
+    // The outputs, moved out of the rows rather than copied.
+    let finished = steps
+        .into_iter()
+        .zip(ids)
+        .filter(|(s, _)| s.status == StepStatus::Finished)
+        .filter_map(|(s, id)| Some((id?, s.value)))
+        .collect();
     Ok(Restore::Dag {
         finished,
         failed,
@@ -395,7 +408,20 @@ pub fn continuation(
     now: i64,
 ) -> Result<Continuation, EngineError> {
     let run_id = row.id.as_str();
-    let interrupted = store.open_steps(run_id)?;
+    // A DAG restore reads its current steps anyway, and its open steps are among them: one
+    // pass over a large run's rows, not two.
+    let current = match def.kind() {
+        Kind::Dag => Some(store.current_steps(run_id)?),
+        Kind::Machine => None,
+    };
+    let interrupted = match &current {
+        Some(steps) => steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Pending))
+            .map(|s| (s.id.clone(), s.node.clone()))
+            .collect(),
+        None => store.open_steps(run_id)?,
+    };
     if !interrupted.is_empty() {
         store.submit(
             interrupted
@@ -424,9 +450,9 @@ pub fn continuation(
         .map(|c| c.to_string());
     let not_resumable =
         |why: String| EngineError::NotResumable(format!("Run {run_id} ({}) {why}", row.name));
-    let restore = match def.kind() {
-        Kind::Dag => dag_restore(store, run_id, def)?,
-        Kind::Machine => {
+    let restore = match current {
+        Some(steps) => dag_restore(store, run_id, def, steps)?,
+        None => {
             let snap = snapshot
                 .as_ref()
                 .ok_or_else(|| not_resumable("has no snapshot to resume from".into()))?;

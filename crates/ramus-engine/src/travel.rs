@@ -391,8 +391,8 @@ impl EngineCore {
             return Ok(Vec::new());
         }
         let mut last = std::collections::HashMap::new();
-        for (node, status, _) in self.store().current_steps(&run.id)? {
-            last.insert(node, status);
+        for s in self.store().current_steps(&run.id)? {
+            last.insert(s.node, s.status);
         }
         Ok(last
             .into_iter()

@@ -64,9 +64,9 @@ pub use hash::content_hash;
 pub use lease::{Claimed, LeaseAnswer, LeaseOp, QueuedRun, ScheduleRow};
 pub use limits::{Limit, LimitUse};
 pub use model::{
-    CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent, Record, Run,
-    RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus, StepUpdate,
-    Timer, TimerKind, Transition, UnknownValue, WHOLE_CONTEXT,
+    CurrentStep, CustomEvent, Definition, DefinitionVersion, Kind, NewDefinition, PendingEvent,
+    Record, Run, RunFilter, RunQuery, RunStatus, RunSummary, RunUpdate, Stats, Step, StepStatus,
+    StepUpdate, Timer, TimerKind, Transition, UnknownValue, WHOLE_CONTEXT,
 };
 #[cfg(feature = "postgres")]
 pub use pg::is_postgres;

@@ -237,6 +237,19 @@ impl RunUpdate {
     }
 }
 
+/// A step that counts (not set aside by a rerun), with only what a DAG restore reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentStep {
+    /// The step's id.
+    pub id: String,
+    /// Its node.
+    pub node: String,
+    /// Its status.
+    pub status: StepStatus,
+    /// Its error when it failed or was cancelled, else its output.
+    pub value: Option<String>,
+}
+
 /// One step: a DAG node run or a visit of a machine state. A row of `steps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {

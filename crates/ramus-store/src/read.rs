@@ -8,7 +8,7 @@ use crate::db::{Db, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step, StepStatus,
+    CurrentStep, CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step,
     Timer, Transition,
 };
 
@@ -255,19 +255,23 @@ pub(crate) fn steps(conn: &dyn Db, run_id: &str) -> Result<Vec<Step>> {
     )
 }
 
-/// `(node, status, output, or error of a failed or cancelled step)` of a run's steps that count (not set aside by a
-/// rerun), in `seq` order: what a DAG restore reads, without the columns it does not.
-pub(crate) fn current_steps(
-    conn: &dyn Db,
-    run_id: &str,
-) -> Result<Vec<(String, StepStatus, Option<String>)>> {
+/// A run's steps that count (not set aside by a rerun), in `seq` order: what a DAG
+/// restore reads (its open steps among them), without the columns it does not.
+pub(crate) fn current_steps(conn: &dyn Db, run_id: &str) -> Result<Vec<CurrentStep>> {
     collect(
         conn,
         || format!("current steps of run {run_id}"),
-        "SELECT node, status, CASE WHEN status IN ('error', 'cancelled') THEN error ELSE output END \
+        "SELECT id, node, status, CASE WHEN status IN ('error', 'cancelled') THEN error ELSE output END \
          FROM steps WHERE run_id = ?1 AND superseded_at IS NULL ORDER BY seq",
         params![run_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        |row| {
+            Ok(CurrentStep {
+                id: row.get(0)?,
+                node: row.get(1)?,
+                status: row.get(2)?,
+                value: row.get(3)?,
+            })
+        },
     )
 }
 

@@ -654,12 +654,8 @@ impl SqliteStore {
         read::steps(&**self.reader(), run_id)
     }
 
-    /// `(node, status, output or error)` of the steps of a run that count (not set aside
-    /// by a rerun), in `seq` order.
-    pub fn current_steps(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>> {
+    /// The steps of a run that count (not set aside by a rerun), in `seq` order.
+    pub fn current_steps(&self, run_id: &str) -> Result<Vec<crate::CurrentStep>> {
         read::current_steps(&**self.reader(), run_id)
     }
 

@@ -63,12 +63,9 @@ pub trait Store: Send + Sync {
     fn children(&self, run_id: &str) -> Result<Vec<Run>>;
     /// A run's steps in order.
     fn steps(&self, run_id: &str) -> Result<Vec<Step>>;
-    /// `(node, status, output or error)` of a run's steps that count (not set aside by a
-    /// rerun), in order.
-    fn current_steps(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>>;
+    /// A run's steps that count (not set aside by a rerun), in order: its open ones
+    /// among them (a rerun closes the open steps it sets aside).
+    fn current_steps(&self, run_id: &str) -> Result<Vec<crate::CurrentStep>>;
     /// One step, by id.
     fn step(&self, id: &str) -> Result<Option<Step>>;
     /// `(seq, context)` of a run's machine steps up to `seq`, latest first.
@@ -160,10 +157,7 @@ impl Store for SqliteStore {
     fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
         SqliteStore::steps(self, run_id)
     }
-    fn current_steps(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<(String, crate::StepStatus, Option<String>)>> {
+    fn current_steps(&self, run_id: &str) -> Result<Vec<crate::CurrentStep>> {
         SqliteStore::current_steps(self, run_id)
     }
     fn step(&self, id: &str) -> Result<Option<Step>> {
