@@ -209,6 +209,107 @@ describe('fork a DAG', () => {
   });
 });
 
+describe('fork at a step of a nested run', () => {
+  function squares(engine: Engine) {
+    const calls: string[] = [];
+    engine.register({
+      list: (async () => [1, 2, 3]) as any,
+      square: (async ({ rootInput }: any) => (calls.push(`square ${rootInput}`), rootInput * rootInput)) as any,
+      plusOne: (async ({ input, rootInput }: any) => (calls.push(`plusOne ${rootInput}`), input.square + 1)) as any,
+    });
+    engine.define({
+      name: 'squares',
+      nodes: {
+        list: { runner: 'list' },
+        each: { parents: ['list'], map: { over: 'list', dag: { name: 'sq', nodes: { square: { runner: 'square' }, plus: { runner: 'plusOne', parents: ['square'] } } } } },
+        total: { runner: 'sum', parents: ['each'] },
+      },
+    } as any);
+    return calls;
+  }
+
+  test('forks the chain above it: the step that started the nested run runs again, and gets the nested fork and the siblings that ended before it', async () => {
+    const engine = open({ durability: 'sync' });
+    engine.register('sum', (async ({ input }: any) => input.each.reduce((a: number, b: number) => a + b, 0)) as any);
+    const calls = squares(engine);
+    const run = engine.start('squares');
+    expect(await run.finished).toBe(2 + 5 + 10);
+    const children = engine.children(run.runId);
+    expect(children.map((c) => c.status)).toEqual(['finished', 'finished', 'finished']);
+    const second = children[1]!;
+    const square = engine.steps(second.id).find((s) => s.node === 'square')!;
+    calls.length = 0;
+
+    // Named through the top-level run (the nested run's own id works too): its square's output is edited.
+    const fork = await engine.fork(run.runId, { atStep: square.id, output: 100 });
+    expect(await fork.finished).toBe(2 + 101 + 10);
+    // The first child is kept as it ended; the second is the nested fork (its plus runs
+    // again); the third had not ended before it, so it runs again.
+    expect(calls.sort()).toEqual(['plusOne 2', 'plusOne 3', 'square 3']);
+    expect(engine.run(fork.runId)!.forkedFrom?.runId).toBe(run.runId);
+    const forked = engine.children(fork.runId);
+    expect(forked.map((c) => [c.status, c.forkedFrom?.runId])).toEqual([
+      ['finished', children[0]!.id],
+      ['finished', second.id],
+      ['finished', undefined],
+    ]);
+    expect(forked[1]!.forkedFrom).toEqual({ runId: second.id, stepId: square.id });
+    expect(engine.steps(forked[1]!.id).map((s) => [s.node, s.status, s.output])).toEqual([
+      ['square', 'finished', 100],
+      ['plus', 'finished', 101],
+    ]);
+    // The old run is untouched.
+    expect(engine.children(run.runId).map((c) => c.status)).toEqual(['finished', 'finished', 'finished']);
+
+    // The same fork, named by the nested run itself.
+    calls.length = 0;
+    const again = await engine.fork(second.id, { atStep: square.id });
+    expect(await again.finished).toBe(2 + 5 + 10);
+    expect(calls.sort()).toEqual(['plusOne 2', 'plusOne 3', 'square 2', 'square 3']);
+    expect(engine.run(again.runId)!.parentRunId ?? null).toBe(null);
+  });
+  test('a machine made by an expand node, forked at the state where it waited: the fork waits again and takes another answer', async () => {
+    const engine = open({ durability: 'sync' });
+    const calls: string[] = [];
+    engine.register({
+      plan: (async ({ rootInput }: any) => (calls.push('plan'), `post about ${rootInput}`)) as any,
+      review: (async () => {
+        calls.push('expand');
+        return {
+          name: 'approval',
+          initial: 'draft',
+          nodes: {
+            draft: { run: async ({ input }: any) => (calls.push('draft'), `draft of ${input.plan}`), transition: 'wait' },
+            wait: { transition: { approve: 'done' } },
+            done: { final: true, run: ({ input, event }: any) => ({ text: input, by: event.data.by }) },
+          },
+        };
+      }) as any,
+    });
+    engine.define({ name: 'publish', nodes: { plan: { runner: 'plan' }, review: { parents: ['plan'], expand: 'review' } } } as any);
+    const run = engine.start('publish', { input: 'wasm' });
+    const waiting = async (parent: string) => {
+      for (let i = 0; i < 200 && engine.children(parent)[0]?.status !== 'waitingForEvent'; i++) await new Promise((r) => setImmediate(r));
+      return engine.children(parent)[0]!;
+    };
+    const approval = await waiting(run.runId);
+    engine.send(approval.id, { type: 'approve', data: { by: 'ann' } });
+    expect(await run.finished).toEqual({ text: 'draft of post about wasm', by: 'ann' });
+    const wait = engine.steps(approval.id).find((s) => s.node === 'wait')!;
+    calls.length = 0;
+
+    const fork = await engine.fork(run.runId, { atStep: wait.id });
+    const forked = await waiting(fork.runId);
+    expect(forked.forkedFrom).toEqual({ runId: approval.id, stepId: wait.id });
+    // plan kept its output; the expand step ran again and made the machine, which went on
+    // from its waiting state: the draft was not written again.
+    expect(calls).toEqual(['expand']);
+    engine.send(forked.id, { type: 'approve', data: { by: 'bob' } });
+    expect(await fork.finished).toEqual({ text: 'draft of post about wasm', by: 'bob' });
+    expect(calls).toEqual(['expand']);
+  });
+});
+
 describe('fork refuses', () => {
   test('with an error that names the culprit', async () => {
     const engine = open();
@@ -227,7 +328,7 @@ describe('fork refuses', () => {
     await other.finished;
     await expect(engine.fork(other.runId, { atStep: step.id })).rejects.toMatchObject({
       code: 'ERR_NO_STEP',
-      message: `Step '${step.id}' belongs to run ${run.runId}, not to run ${other.runId}`,
+      message: `Step '${step.id}' belongs to run ${run.runId}, which is neither run ${other.runId} nor started inside it`,
     });
     const inline = engine.start({ name: 'inline', initial: 'a', nodes: { a: { run: async () => 1, final: true } } } as any);
     await inline.finished;

@@ -189,7 +189,12 @@ async fn main() {
     // What running those nodes costs anyway: a new run of a DAG of as many nodes, same
     // runner, same store; the rest of updateInput's time is its own.
     let small: serde_json::Map<String, Value> = (0..ran)
-        .map(|i| (format!("n{i}"), json!({ "runner": "leaf", "args": { "i": i } })))
+        .map(|i| {
+            (
+                format!("n{i}"),
+                json!({ "runner": "leaf", "args": { "i": i } }),
+            )
+        })
         .collect();
     engine
         .define(&json!({ "name": "small", "nodes": small }))

@@ -138,6 +138,34 @@ fn step_of(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, Step)
     Ok((run, step))
 }
 
+/// The step `step_id` of run `run_id` or of a run started inside it (at any depth), with
+/// the run it belongs to.
+fn step_within(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
+    let top = store
+        .run(run_id)?
+        .ok_or_else(|| EngineError::NoRun(run_id.to_owned(), store.location().to_owned()))?;
+    let step = store
+        .step(step_id)?
+        .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
+    if step.run_id == run_id {
+        return Ok((top, step));
+    }
+    let owner = store
+        .run(&step.run_id)?
+        .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
+    let mut above = owner.parent_run_id.clone();
+    while let Some(p) = above {
+        if p == run_id {
+            return Ok((owner, step));
+        }
+        above = store.run(&p)?.and_then(|r| r.parent_run_id);
+    }
+    Err(EngineError::NoStep(format!(
+        "Step '{step_id}' belongs to run {}, which is neither run {run_id} nor started inside it",
+        step.run_id
+    )))
+}
+
 /// A machine's context as it was when step `step_id` of run `run_id` started, read from
 /// any store (the inspector reads it without an engine).
 ///
@@ -165,29 +193,22 @@ impl EngineCore {
         context_at(self.store().as_ref(), run_id, step_id)
     }
 
-    /// Write a fork of run `run_id` at step `o.at_step` and return the new run's id; the
-    /// caller resumes it (`resume_plan`) to run it. The old run is not touched.
+    /// Write a fork of run `run_id` at step `o.at_step` and return the new top-level run's
+    /// id; the caller resumes it (`resume_plan`) to run it. The old run is not touched.
     ///
     /// A machine fork starts in the state of that step, with the context, input, limits
     /// and queued events it had as it started (the context or input given instead). A DAG
     /// fork keeps the outputs of the nodes whose steps came before it and finished; that
     /// step's node (unless `o.output` gives its output) and everything after run again.
+    ///
+    /// The step may belong to a run started inside a step of another (`run_id` is then
+    /// that run, or one it was started inside): the chain of runs above it is forked at
+    /// the steps that started each, so the top-level fork runs that step again, and the
+    /// nested run that step starts is the fork at `o.at_step` (its siblings that had ended
+    /// before it are kept, as they ended).
     pub fn fork(&self, run_id: &str, o: &ForkOptions, now: i64) -> Result<String, EngineError> {
-        let (run, step) = step_of(self.store().as_ref(), run_id, &o.at_step)?;
-        let not_forkable =
-            |why: String| EngineError::NotForkable(format!("Run {run_id} ({}) {why}", run.name));
-        if let Some(parent) = &run.parent_run_id {
-            return Err(not_forkable(format!(
-                "was started inside run {parent}; fork that run at the step that started this one"
-            )));
-        }
-        let (Some(name), Some(version)) = (&run.definition_name, run.definition_version) else {
-            return Err(not_forkable(
-                "was started from a config with inline run functions, so it cannot be forked; define it with registered runners (engine.define) to make its runs forkable".into(),
-            ));
-        };
-        // The definition must load here, as the resume that runs the fork needs it.
-        self.load(name, Some(version))?;
+        let store = self.store().as_ref();
+        let (run, step) = step_within(store, run_id, &o.at_step)?;
         for (what, v) in [
             ("input", &o.input),
             ("context", &o.context),
@@ -198,8 +219,107 @@ impl EngineCore {
                     .map_err(|e| EngineError::Invalid(format!("fork: {what} is not JSON: {e}")))?;
             }
         }
-        let id = new_id(now as u64);
         let mut records = Vec::new();
+        let (_, id) = self.fork_at(&run, &step, o, now, &mut records)?;
+        // Held by this engine from its first commit: no other process's resumeAll takes it
+        // before this engine's resume does.
+        let (owner, until) = self.first_lease(&id, now);
+        records.push(Record::Lease {
+            run_id: id.clone(),
+            owner,
+            until,
+        });
+        if let Err(e) = self.store().submit_sync(records) {
+            self.let_go(&id);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Append the records of a fork of `run` at its `step` (and of the runs above it) to
+    /// `records`; `(this fork's id, the top-level fork's id)`.
+    fn fork_at(
+        &self,
+        run: &Run,
+        step: &Step,
+        o: &ForkOptions,
+        now: i64,
+        records: &mut Vec<Record>,
+    ) -> Result<(String, String), EngineError> {
+        let store = self.store().as_ref();
+        let run_id = run.id.as_str();
+        let not_forkable =
+            |why: String| EngineError::NotForkable(format!("Run {run_id} ({}) {why}", run.name));
+        // Above a nested run: its parent forked at the step that started it, with a step
+        // standing for that one, open, so that the resume runs it again and hands it the
+        // runs recorded as started inside it.
+        let parent = match (&run.parent_run_id, &run.parent_step_id) {
+            (Some(p), Some(ps)) => {
+                let (prun, pstep) = step_of(store, p, ps)?;
+                let at = ForkOptions {
+                    at_step: ps.clone(),
+                    ..ForkOptions::default()
+                };
+                let (pid, top) = self.fork_at(&prun, &pstep, &at, now, records)?;
+                let seq = records
+                    .iter()
+                    .filter(|r| matches!(r, Record::Step(s) if s.run_id == pid))
+                    .count() as i64
+                    + 1;
+                let standing = new_id(now as u64);
+                records.push(Record::Step(Step {
+                    id: standing.clone(),
+                    run_id: pid.clone(),
+                    seq,
+                    node: pstep.node.clone(),
+                    parent_step_id: None,
+                    input: pstep.input.clone(),
+                    output: None,
+                    error: None,
+                    status: StepStatus::Running,
+                    attempt: 1,
+                    cached: false,
+                    started_at: Some(now),
+                    ended_at: None,
+                    context: pstep.context.clone(),
+                    snapshot: pstep.snapshot.clone(),
+                    superseded_at: None,
+                }));
+                // The runs that step had started before this one and that had ended are
+                // kept as they ended: it gets their outcomes again instead of running them.
+                for sib in store.children(p)? {
+                    if sib.id == run.id {
+                        break;
+                    }
+                    if sib.parent_step_id.as_deref() == Some(ps.as_str())
+                        && sib.status.is_terminal()
+                    {
+                        records.push(Record::Run(Run {
+                            id: new_id(now as u64),
+                            parent_run_id: Some(pid.clone()),
+                            parent_step_id: Some(standing.clone()),
+                            forked_from_run_id: Some(sib.id.clone()),
+                            forked_from_step_id: None,
+                            ..sib
+                        }));
+                    }
+                }
+                Some((pid, standing, top))
+            }
+            _ => {
+                let (Some(name), Some(version)) = (&run.definition_name, run.definition_version)
+                else {
+                    return Err(not_forkable(
+                        "was started from a config with inline run functions, so it cannot be forked; define it with registered runners (engine.define) to make its runs forkable".into(),
+                    ));
+                };
+                // The definition must load here, as the resume that runs the fork needs it.
+                self.load(name, Some(version))?;
+                None
+            }
+        };
+        let id = new_id(now as u64);
+        let mut own = Vec::new();
         let snapshot = match run.kind {
             Kind::Machine => {
                 if o.output.is_some() {
@@ -231,7 +351,7 @@ impl EngineCore {
                 core.remove("attempt");
                 let context = match &o.context {
                     Some(c) => serde_json::from_str(c).unwrap_or(Value::Null),
-                    None => rebuild(self.store().as_ref(), run_id, step.seq)?,
+                    None => rebuild(store, run_id, step.seq)?,
                 };
                 snap.insert("context".into(), context);
                 if let Some(input) = o.input.as_deref().or(step.input.as_deref()) {
@@ -272,62 +392,49 @@ impl EngineCore {
                         superseded_at: None,
                     })
                 };
-                for s in self.store().steps(run_id)? {
+                for s in store.steps(run_id)? {
                     if s.seq < step.seq
                         && s.status == StepStatus::Finished
                         && s.superseded_at.is_none()
                     {
-                        records.push(keep(&s.node, &s, s.output.clone()));
+                        own.push(keep(&s.node, &s, s.output.clone()));
                     }
                 }
                 if let Some(output) = &o.output {
-                    records.push(keep(&step.node, &step, Some(output.clone())));
+                    own.push(keep(&step.node, step, Some(output.clone())));
                 }
                 context.map(|c| format!(r#"{{"context":{c}}}"#))
             }
         };
-        records.insert(
-            0,
-            Record::Run(Run {
-                id: id.clone(),
-                name: run.name.clone(),
-                kind: run.kind,
-                definition_name: run.definition_name.clone(),
-                definition_version: run.definition_version,
-                status: RunStatus::Running,
-                input: match (run.kind, &o.input) {
-                    (Kind::Machine, Some(_)) if step.seq > 1 => run.input.clone(),
-                    (_, input) => input.clone().or(run.input.clone()),
-                },
-                output: None,
-                error: None,
-                tags: run.tags.clone(),
-                info: run.info.clone(),
-                trace_id: None,
-                span_id: None,
-                parent_run_id: None,
-                parent_step_id: None,
-                snapshot,
-                created_at: now,
-                updated_at: now,
-                ended_at: None,
-                forked_from_run_id: Some(run_id.to_owned()),
-                forked_from_step_id: Some(o.at_step.clone()),
-            }),
-        );
-        // Held by this engine from its first commit: no other process's resumeAll takes it
-        // before this engine's resume does.
-        let (owner, until) = self.first_lease(&id, now);
-        records.push(Record::Lease {
-            run_id: id.clone(),
-            owner,
-            until,
-        });
-        if let Err(e) = self.store().submit_sync(records) {
-            self.let_go(&id);
-            return Err(e.into());
-        }
-        Ok(id)
+        records.push(Record::Run(Run {
+            id: id.clone(),
+            name: run.name.clone(),
+            kind: run.kind,
+            definition_name: run.definition_name.clone(),
+            definition_version: run.definition_version,
+            status: RunStatus::Running,
+            input: match (run.kind, &o.input) {
+                (Kind::Machine, Some(_)) if step.seq > 1 => run.input.clone(),
+                (_, input) => input.clone().or(run.input.clone()),
+            },
+            output: None,
+            error: None,
+            tags: run.tags.clone(),
+            info: run.info.clone(),
+            trace_id: None,
+            span_id: None,
+            parent_run_id: parent.as_ref().map(|(p, _, _)| p.clone()),
+            parent_step_id: parent.as_ref().map(|(_, s, _)| s.clone()),
+            snapshot,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            forked_from_run_id: Some(run_id.to_owned()),
+            forked_from_step_id: Some(step.id.clone()),
+        }));
+        records.extend(own);
+        let top = parent.map_or_else(|| id.clone(), |(_, _, top)| top);
+        Ok((id, top))
     }
 }
 
