@@ -33,13 +33,12 @@ describe('schedules', () => {
     expect(await tick(T0 + 5 * 60_000)).toBe(1);
     await waitUntil(() => a.runs({ name: 'digest' }).every((r) => r.status === 'finished'), 'the first tick runs');
     // Three ticks pass with no worker looking: one run, then the next tick after now. The
-    // worker whose poll enqueues it may have looked for work just before (seen on
-    // PostgreSQL): the next poll takes it.
-    let taken = await tick(T0 + 20 * 60_000 + 30_000);
-    for (let i = 0; i < 5 && taken === 0; i++) taken += (await Promise.all(workers.map((w) => w.poll()))).reduce((x, y) => x + y, 0);
-    expect(taken).toBe(1);
-    const runs = a.runs({ name: 'digest' });
-    expect(runs.length).toBe(2);
+    // runs are counted, not what these polls took: a worker whose run ended looks for work
+    // by itself a few ms later (seen taking the tick's run on PostgreSQL), and more polls
+    // must not make up the missed ticks.
+    await tick(T0 + 20 * 60_000 + 30_000);
+    for (let i = 0; i < 3; i++) await Promise.all(workers.map((w) => w.poll()));
+    expect(a.runs({ name: 'digest' }).length).toBe(2);
     await waitUntil(() => a.runs({ name: 'digest' }).every((r) => r.status === 'finished'), 'the second tick runs');
     expect(a.runs({ name: 'digest' }).map((r) => [r.output, r.tags])).toEqual([
       ['digest for core', ['cron']],
