@@ -298,7 +298,7 @@ export interface ForkOptions {
   input?: unknown;
   /** A machine: the context the forked state starts with (default: the context it had then). A DAG: the run's context. */
   context?: unknown;
-  /** A DAG: the output of the step's node, which then does not run again (its downstream does). */
+  /** The output of the step's node or state, which then does not run (a DAG's downstream runs again; a machine goes on from it as from its runner's). */
   output?: unknown;
 }
 

@@ -149,6 +149,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
         this.#nextHandle = Math.max(this.#nextHandle, handle);
       }
       this.#previous = r.previous == null ? -1 : this.#m.native.stateId(r.previous);
+      // A fork's output for the state it starts in (`engine.fork(…, { output })`).
+      if (r.given !== undefined) this.#given = { value: r.given };
     }
     if (plan.status) [this.#status, this.#current] = plan.status;
     // Events sent while nobody ran it: taken once it starts.
@@ -156,6 +158,8 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   }
 
   #pending: Plan['pending'] | undefined;
+  /** The output the next step takes instead of running (a fork's). */
+  #given: { value: unknown } | undefined;
 
   /** The current state's name. */
   get state(): S {
@@ -246,6 +250,12 @@ export class StateMachineRunner<Ctx extends object = any, Root = unknown, Out = 
   /** @internal */
   launch(slot: number, state: number, budget: number, attempt: number): void {
     this.#budget = budget;
+    const given = this.#given;
+    if (given) {
+      this.#given = undefined;
+      settle(this, slot, StepOutcome.Ok, given.value);
+      return;
+    }
     const run = this.#m.runs[state];
     if (!run) {
       // A state without run passes its input on as its output.

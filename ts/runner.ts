@@ -953,7 +953,7 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
 export interface Plan {
   done?: { status: string; output: unknown; error: unknown };
   dag?: { finished: Array<[number, unknown]>; failed: Array<[number, unknown]> };
-  machine?: { input?: unknown; output?: unknown; stateOutput?: unknown; event?: { type: string; data: unknown }; events?: Array<[number, { type: string; data: unknown }]>; previous?: string | null };
+  machine?: { input?: unknown; output?: unknown; stateOutput?: unknown; given?: unknown; event?: { type: string; data: unknown }; events?: Array<[number, { type: string; data: unknown }]>; previous?: string | null };
   /** A resumed machine's status code and current state before it starts again. */
   status?: [number, number];
   context?: unknown;

@@ -151,6 +151,8 @@ struct RunState {
     /// The last event handle given (handles restored from a snapshot included).
     next_handle: u64,
     settled: bool,
+    /// A fork's output for the state the machine starts in, taken by its first step.
+    given: Option<Value>,
 }
 
 /// What the engine hands its driver thread.
@@ -612,6 +614,7 @@ impl Driver {
                 done,
                 next_handle,
                 settled: false,
+                given: None,
             },
         );
     }
@@ -642,6 +645,10 @@ impl Driver {
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok())
             .unwrap_or_else(|| json!({}));
+        let given = match &c.restore {
+            Restore::Machine { values, .. } => values.given.as_ref().map(|g| parse(Some(g.get()))),
+            Restore::Dag { .. } => None,
+        };
         // New events must not reuse a handle the restored queue or values hold.
         let next_handle = match &c.restore {
             Restore::Machine {
@@ -683,6 +690,9 @@ impl Driver {
         self.first_input(key, &root);
         let taken = pending.iter().map(|e| e.id.clone()).collect();
         self.adopt(key, run_id.to_owned(), context, root, next_handle, taken);
+        if let Some(s) = self.runs.get_mut(&key) {
+            s.given = given;
+        }
         let handle = self.handle_for(key);
         self.apply(key, Command::Start, None, None, &mut NoGuards);
         for e in pending {
@@ -745,6 +755,16 @@ impl Driver {
 
     /// Call the runner of `node` for step `slot`.
     fn launch(&mut self, key: RunKey, slot: u32, node: u32) {
+        // A forked machine's first step with an output given: it ends with that output.
+        if let Some(output) = self.runs.get_mut(&key).and_then(|s| s.given.take()) {
+            self.local.push_back(Msg::Complete {
+                key,
+                slot,
+                result: Ok(output),
+                choice: None,
+            });
+            return;
+        }
         let (Some(live), Some(state)) = (self.rt.get(key), self.runs.get(&key)) else {
             return;
         };

@@ -49,6 +49,10 @@ pub struct MachineValues {
     /// The last error, JSON text (not stored in snapshots: the core re-creates it).
     #[serde(skip)]
     pub error: Option<String>,
+    /// A fork's output for the state it starts in: that state's next step takes it
+    /// instead of running (kept until a step ends, so a resume before then still does).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub given: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// An event's type and data.
@@ -168,6 +172,7 @@ impl Tap {
                 }
             }
             Values::Machine(m) => {
+                m.given = None;
                 if error {
                     m.error = value;
                 } else {

@@ -23,8 +23,8 @@ pub struct ForkOptions {
     /// A machine: the context the forked state starts with (default: the context then).
     /// A DAG: the run's context.
     pub context: Option<String>,
-    /// A DAG: the output of the node at `at_step`, which then does not run again (its
-    /// downstream does). Machines do not take it: give the context instead.
+    /// The output of the node or state at `at_step`, which then does not run: a DAG's
+    /// downstream runs again, a machine goes on from it as from its runner's output.
     pub output: Option<String>,
 }
 
@@ -322,12 +322,6 @@ impl EngineCore {
         let mut own = Vec::new();
         let snapshot = match run.kind {
             Kind::Machine => {
-                if o.output.is_some() {
-                    return Err(EngineError::Invalid(format!(
-                        "fork: output is for DAG runs; run {run_id} is a state machine, whose state at step {} runs again (give context to change what it starts with)",
-                        o.at_step
-                    )));
-                }
                 let stored = step.snapshot.as_deref().ok_or_else(|| {
                     not_forkable(format!(
                         "has no stored state at step {} (recorded before schema version 7, or a step that is not a state's first start)",
@@ -354,6 +348,14 @@ impl EngineCore {
                     None => rebuild(store, run_id, step.seq)?,
                 };
                 snap.insert("context".into(), context);
+                // The state's step takes this output instead of running, then the machine
+                // goes on from it as it would from the runner's.
+                if let Some(output) = &o.output {
+                    snap.insert(
+                        "given".into(),
+                        serde_json::from_str(output).unwrap_or(Value::Null),
+                    );
+                }
                 if let Some(input) = o.input.as_deref().or(step.input.as_deref()) {
                     snap.insert(
                         "input".into(),

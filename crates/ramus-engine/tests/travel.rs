@@ -194,6 +194,44 @@ async fn a_machine_forked_with_another_context_takes_another_path() {
 }
 
 #[tokio::test]
+async fn a_machine_forked_with_an_output_takes_it_for_that_step_instead_of_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    counter(&engine, Arc::clone(&seen));
+    let config: Value = serde_json::from_str(COUNTER).unwrap();
+    let run = engine.start(&config, StartOptions::new()).await.unwrap();
+    within(run.finished()).await.unwrap();
+    let steps = engine.steps(run.run_id()).unwrap();
+    let done = steps.iter().find(|s| s.node == "done").unwrap();
+    let calls = seen.lock().unwrap().len();
+    let fork = engine
+        .fork(
+            run.run_id(),
+            ForkOptions {
+                at_step: done.id.clone(),
+                output: Some(r#"{"n":99,"state":"given"}"#.into()),
+                ..ForkOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within(fork.finished()).await.unwrap(),
+        json!({ "n": 99, "state": "given" })
+    );
+    assert_eq!(seen.lock().unwrap().len(), calls, "no work step ran");
+    let fork_steps = engine.steps(fork.run_id()).unwrap();
+    assert_eq!(fork_steps.len(), 1);
+    assert_eq!(fork_steps[0].node, "done");
+    assert_eq!(
+        fork_steps[0].output.as_deref(),
+        Some(r#"{"n":99,"state":"given"}"#)
+    );
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dag_fork_keeps_the_outputs_before_the_step_and_can_set_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(&dir);
