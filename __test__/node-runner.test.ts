@@ -271,6 +271,39 @@ describe('DagNodeRunner', () => {
     expect(events.map((e) => e.type)).toContain('dag:node_finish');
   });
 
+  test('finished read after the node settled settles as it did', async () => {
+    const search = parent('search', ['a', 'b']);
+    const summary = new DagNodeRunner({
+      name: 'summary',
+      dagName: 'research',
+      rootInput: {},
+      context: {},
+      config: { parents: ['search'], run: ({ input }) => (input.search as string[]).join() },
+    });
+    summary.init([search]);
+    await search.run();
+    await settle();
+    expect(summary.state).toBe('finished');
+    expect(await within(summary.finished, 2000, 'summary')).toEqual({ name: 'summary', output: 'a,b' });
+    const bad = parent('bad', 1, true);
+    await bad.run();
+    await expect(within(bad.finished, 2000, 'bad')).rejects.toThrow('bad failed');
+  });
+
+  test('a parent cancelled after init cancels its children (parentError)', async () => {
+    const p = new DagNodeRunner({ name: 'p', dagName: 'd', rootInput: {}, context: {}, config: { parents: ['gate'], run: () => 1 } });
+    const gate = parent('gate', 1);
+    p.init([gate]);
+    const child = new DagNodeRunner({ name: 'child', dagName: 'd', rootInput: {}, context: {}, config: { parents: ['p'], run: () => 2 } });
+    const { outcome } = watch(child);
+    child.init([p]);
+    p.cancel();
+    await expect(within(outcome, 2000, 'child')).rejects.toThrow('parentError');
+    expect(child.state).toBe('cancelled');
+    await expect(within(child.finished, 2000, 'child')).rejects.toThrow('parentError');
+    await expect(p.finished).rejects.toThrow('Cancelled');
+  });
+
   test('cancel() before it runs: it never runs, and finished rejects', async () => {
     const p = parent('parent', 1);
     let ran = false;

@@ -269,8 +269,8 @@ describe('fork at a step of a nested run', () => {
     // Named through the top-level run (the nested run's own id works too): its square's output is edited.
     const fork = await engine.fork(run.runId, { atStep: square.id, output: 100 });
     expect(await fork.finished).toBe(2 + 101 + 10);
-    // The first child is kept as it ended; the second is the nested fork (its plus runs
-    // again); the third had not ended before it, so it runs again.
+    // The first child (started before the second) is kept as it ended; the second is the
+    // nested fork (its plus runs again); the third, started after it, runs again.
     expect(calls.sort()).toEqual(['plusOne 2', 'plusOne 3', 'square 3']);
     expect(engine.run(fork.runId)!.forkedFrom?.runId).toBe(run.runId);
     const forked = engine.children(fork.runId);
@@ -294,6 +294,56 @@ describe('fork at a step of a nested run', () => {
     expect(calls.sort()).toEqual(['plusOne 2', 'plusOne 3', 'square 2', 'square 3']);
     expect(engine.run(again.runId)!.parentRunId ?? null).toBe(null);
   });
+  test('refused while a run the step had started before that one has not ended', async () => {
+    const engine = open({ durability: 'sync' });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    engine.register({
+      sum: (async ({ input }: any) => input.each.reduce((a: number, b: number) => a + b, 0)) as any,
+      list: (async () => [1, 2, 3]) as any,
+      square: (async ({ rootInput }: any) => (rootInput === 2 ? gate.then(() => 4) : rootInput * rootInput)) as any,
+      plusOne: (async ({ input }: any) => input.square + 1) as any,
+    });
+    engine.define({
+      name: 'squares',
+      nodes: {
+        list: { runner: 'list' },
+        each: { parents: ['list'], map: { over: 'list', dag: { name: 'sq', nodes: { square: { runner: 'square' }, plus: { runner: 'plusOne', parents: ['square'] } } } } },
+        total: { runner: 'sum', parents: ['each'] },
+      },
+    } as any);
+    const run = engine.start('squares');
+    for (let i = 0; i < 500 && engine.children(run.runId)[2]?.status !== 'finished'; i++) await new Promise((r) => setImmediate(r));
+    const [, second, third] = engine.children(run.runId);
+    expect([second!.status, third!.status]).toEqual(['running', 'finished']);
+    const square = engine.steps(third!.id).find((s) => s.node === 'square')!;
+    await expect(engine.fork(run.runId, { atStep: square.id })).rejects.toMatchObject({
+      code: 'ERR_NOT_FORKABLE',
+      message: expect.stringContaining(`had started run ${second!.id} (sq) before it, which has not ended`),
+    });
+    release();
+    expect(await run.finished).toBe(2 + 5 + 10);
+  });
+
+  test('under a machine, the step standing for the one that started the nested run keeps its whole context', async () => {
+    const engine = open({ durability: 'sync' });
+    const { runDag } = await import('ramus');
+    engine.register({
+      prep: (async ({ context }: any) => ((context.pad = 'p'.repeat(5000)), (context.n = 1), 'ready')) as any,
+      call: (async ({ context }: any) => runDag({ input: context.n, dag: { name: 'inner', nodes: { twice: { run: ({ rootInput }: any) => rootInput * 2 } } } })) as any,
+    });
+    engine.define({ name: 'outer', initial: 'prep', context: { n: 0 }, nodes: { prep: { runner: 'prep', transition: 'call' }, call: { runner: 'call', final: true } } } as any);
+    const run = engine.start('outer');
+    expect(await run.finished).toBe(2);
+    const inner = engine.children(run.runId)[0]!;
+    const twice = engine.steps(inner.id)[0]!;
+    const fork = await engine.fork(run.runId, { atStep: twice.id, output: 21 });
+    expect(await fork.finished).toBe(21);
+    const [standing] = engine.steps(fork.runId);
+    expect(standing!.node).toBe('call');
+    expect(engine.contextAt<any>(fork.runId, standing!.id)).toMatchObject({ n: 1, pad: 'p'.repeat(5000) });
+  });
+
   test('a machine made by an expand node, forked at the state where it waited: the fork waits again and takes another answer', async () => {
     const engine = open({ durability: 'sync' });
     const calls: string[] = [];

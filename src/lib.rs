@@ -256,7 +256,7 @@ pub(crate) fn ctx<T>(f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
         Ok(mut c) => f(&mut c),
         Err(_) => Err(coded(
             "ERR_REENTRANT",
-            "ramus: a transition condition cannot call into the engine (send, cancel, emit or start runs after it returns)",
+            "ramus: a transition condition or a retryOn predicate cannot call into the engine (send, cancel, emit or start runs after it returns)",
         )),
     })
 }

@@ -104,6 +104,11 @@ export class DagNodeRunner<Ctx extends object = any, Root = unknown, Inputs exte
     return this.#options.dagId ?? this.#dag?.runId;
   }
 
+  /** @internal Whether `cancel()` ended it (rather than a failed parent). */
+  get cancelCalled(): boolean {
+    return this.#cancelled;
+  }
+
   /** `waiting` for parents, `ready` (parents done, `autorun` said no), `pendingSemaphore`, `running`, then `finished`, `error` or `cancelled`. */
   get state(): DagNodeState {
     if (this.#dag) return this.#dag.nodeState(this.name);
@@ -112,12 +117,8 @@ export class DagNodeRunner<Ctx extends object = any, Root = unknown, Inputs exte
 
   /** Resolves with `{ name, output }` when the node finishes; rejects when it fails or is cancelled. */
   get finished(): Promise<{ name: string; output: Out }> {
-    this.#finished ??= new Promise((resolve, reject) => {
-      this.once('finish', resolve);
-      this.once('ramus:error', (e) => reject(e.error));
-      this.once('cancelled', () => reject(new Error('Cancelled')));
-      this.once('parentError', () => reject(new Error('parentError')));
-    });
+    // Read after the node settled, it settles as the node did.
+    this.#finished ??= outcomeOf(this, new Error('Cancelled'), new Error('parentError')).then((output) => ({ name: this.name, output: output as Out }));
     return this.#finished;
   }
 
@@ -157,7 +158,7 @@ export class DagNodeRunner<Ctx extends object = any, Root = unknown, Inputs exte
 
   #start(): void {
     const placeholders: Record<string, DagNode<Ctx, Root>> = {};
-    for (const p of this.#parents) placeholders[p.name] = { cache: false, run: () => outcomeOf(p) };
+    for (const p of this.#parents) placeholders[p.name] = { cache: false, run: () => parentOutcome(p) };
     const { parents: _declared, ...own } = this.config as DagNode<Ctx, Root> & { parents?: string[] };
     const node = { ...own, parents: this.#parents.map((p) => p.name) } as DagNode<Ctx, Root>;
     this.#settled = new Promise((resolve) => (this.#settle = resolve));
@@ -172,6 +173,8 @@ export class DagNodeRunner<Ctx extends object = any, Root = unknown, Inputs exte
     });
     this.#dag = dag;
     this.result = undefined;
+    // A node run again after it failed settles anew.
+    this.#finished = undefined;
     dag.on('event', (e: RamusEvent) => this.#event(e));
     dag.run().catch(() => {});
   }
@@ -209,13 +212,32 @@ export class DagNodeRunner<Ctx extends object = any, Root = unknown, Inputs exte
   }
 }
 
-/** A parent's output, or its failure, for the placeholder that stands for it. */
-function outcomeOf(p: DagNodeRunner<any, any, any, any>): Promise<unknown> {
+/**
+ * How a node settles (or settled): its output, or its error; `cancelled` when it was
+ * cancelled, `parentError` when a failed parent cancelled it. Listeners go once it settles.
+ */
+function outcomeOf(p: DagNodeRunner<any, any, any, any>, cancelled: Error, parentError: Error): Promise<unknown> {
   if (p.result) return p.result.type === 'success' ? Promise.resolve(p.result.output) : Promise.reject(p.result.error);
-  if (p.state === 'cancelled') return Promise.reject(new ParentFailed(`${p.name} was cancelled`));
+  if (p.state === 'cancelled') return Promise.reject(p.cancelCalled ? cancelled : parentError);
   return new Promise((resolve, reject) => {
-    p.once('finish', (e) => resolve(e.output));
-    p.once('ramus:error', (e) => reject(e.error));
-    p.once('parentError', () => reject(new ParentFailed(`a parent of ${p.name} failed`)));
+    const done = () => {
+      p.off('finish', onFinish);
+      p.off('ramus:error', onError);
+      p.off('cancelled', onCancelled);
+      p.off('parentError', onParentError);
+    };
+    const onFinish = (e: { output: unknown }) => (done(), resolve(e.output));
+    const onError = (e: { error: unknown }) => (done(), reject(e.error));
+    const onCancelled = () => (done(), reject(cancelled));
+    const onParentError = () => (done(), reject(parentError));
+    p.on('finish', onFinish);
+    p.on('ramus:error', onError);
+    p.on('cancelled', onCancelled);
+    p.on('parentError', onParentError);
   });
+}
+
+/** A parent's output, or its failure, for the placeholder that stands for it. */
+function parentOutcome(p: DagNodeRunner<any, any, any, any>): Promise<unknown> {
+  return outcomeOf(p, new ParentFailed(`${p.name} was cancelled`), new ParentFailed(`a parent of ${p.name} failed`));
 }

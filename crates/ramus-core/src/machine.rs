@@ -1450,7 +1450,9 @@ impl MachineRun {
         match self.phase {
             Phase::Running { slot, .. } | Phase::Acquiring { slot, .. } => {
                 self.abandoned.push((slot, self.current));
-                if self.retries_timeout(slot, guards) {
+                // An attempt still waiting for its semaphores never ran: not one to retry.
+                let ran = matches!(self.phase, Phase::Running { .. });
+                if ran && self.retries_timeout(slot, guards) {
                     // The attempt failed with the timeout's error (the driver makes it),
                     // and the next one, after the wait, has a timeout of its own.
                     out.push(Action::TimedOut {

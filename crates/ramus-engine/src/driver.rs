@@ -220,6 +220,23 @@ pub(crate) fn define(core: &EngineCore, config: &Value) -> Result<Defined, Engin
     })
 }
 
+/// The guards of a timer that fires: Rust runs have no `retryOn` predicates (their runners
+/// say `StepError::no_retry()` instead), so a timeout is retried as without one: a DAG
+/// node's is, a state's is not.
+struct NoRetryOn {
+    dag: bool,
+}
+
+impl Guards for NoRetryOn {
+    fn holds(&mut self, _: u32, _: Option<u64>) -> Result<bool, GuardFailed> {
+        Ok(true)
+    }
+
+    fn retries_timeout(&mut self, _: u32, _: u32, _: &str) -> bool {
+        self.dag
+    }
+}
+
 /// Transition conditions of one command, with the values they see.
 struct Conditions {
     def: Arc<RunDef>,
@@ -1051,7 +1068,18 @@ impl Driver {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         // Timers never ask conditions: a delay moves, a timeout leaves its state.
-        self.rt.fire_due(self.clock, now, &mut NoGuards, &mut out);
+        for (key, timer) in self.rt.take_due(self.clock, now) {
+            let mut guards = NoRetryOn {
+                dag: self.rt.get(key).is_some_and(|l| l.def.dag().is_some()),
+            };
+            let _ = self.rt.apply(
+                key,
+                Command::TimerFired { timer },
+                CommandValues::default(),
+                &mut guards,
+                &mut out,
+            );
+        }
         self.check_cancel.extend(out.iter().map(|(k, _)| *k));
         self.perform(&mut out);
         self.out = out;

@@ -1201,32 +1201,9 @@ impl Runtime {
         }
     }
 
-    /// Fire the timers of `clock` due at or before `now` (its time), earliest first, and
-    /// apply them. Returns how many fired.
-    pub fn fire_due(
-        &mut self,
-        clock: ClockId,
-        now: u64,
-        guards: &mut dyn Guards,
-        out: &mut Vec<(RunKey, Action)>,
-    ) -> usize {
-        let due = self.take_due(clock, now);
-        let n = due.len();
-        for (run, timer) in due {
-            let _ = self.apply(
-                run,
-                Command::TimerFired { timer },
-                CommandValues::default(),
-                guards,
-                out,
-            );
-        }
-        n
-    }
-
-    /// The timers of `clock` due at `now`, taken off the wheel, as `(run, timer)` in due
-    /// order: the caller fires each with [`Command::TimerFired`] (with guards that know
-    /// the run, where its conditions need that).
+    /// The timers of `clock` due at or before `now` (its time), taken off the wheel, as
+    /// `(run, timer)`, earliest first: the caller fires each with [`Command::TimerFired`],
+    /// with guards of that run (its conditions, its `retryOn`).
     pub fn take_due(&mut self, clock: ClockId, now: u64) -> Vec<(RunKey, u64)> {
         match self.clocks.get_mut(clock as usize).and_then(Option::as_mut) {
             Some(c) => c

@@ -281,7 +281,11 @@ impl EngineCore {
                     cached: false,
                     started_at: Some(now),
                     ended_at: None,
-                    context: pstep.context.clone(),
+                    // Whole: the patch the old step stored is from a step the fork lacks.
+                    context: match &pstep.context {
+                        Some(_) => Some(whole(&rebuild(store, p, pstep.seq)?.to_string())),
+                        None => None,
+                    },
                     snapshot: pstep.snapshot.clone(),
                     superseded_at: None,
                 }));
@@ -291,8 +295,18 @@ impl EngineCore {
                     if sib.id == run.id {
                         break;
                     }
-                    if sib.parent_step_id.as_deref() == Some(ps.as_str())
-                        && sib.status.is_terminal()
+                    if sib.parent_step_id.as_deref() != Some(ps.as_str()) {
+                        continue;
+                    }
+                    // The step hands its nested runs back in the order it starts them: one
+                    // that is still running cannot be kept, nor left out without the
+                    // fork taking its place.
+                    if !sib.status.is_terminal() {
+                        return Err(EngineError::NotForkable(format!(
+                            "Run {} ({}) cannot be forked at step {}: the step that started it had started run {} ({}) before it, which has not ended; fork once it has",
+                            run.id, run.name, step.id, sib.id, sib.name
+                        )));
+                    }
                     {
                         records.push(Record::Run(Run {
                             id: new_id(now as u64),

@@ -866,6 +866,39 @@ async fn concurrent_sync_runs_wait_for_their_commits_and_all_end_stored() {
 }
 
 #[tokio::test]
+async fn a_dag_timeout_is_retried_here_though_its_stored_definition_names_a_retry_on() {
+    // The predicate is the JS face's: a Rust process sharing the database runs such a
+    // definition as without one (a node's timeout is retried).
+    let (engine, _) = memory();
+    engine.register("hangs-once", |step: Step| async move {
+        if step.attempt() == 1 {
+            step.cancelled().await;
+            return Err(StepError::cancelled());
+        }
+        Ok::<_, StepError>(json!(step.attempt()))
+    });
+    let run = engine
+        .start(
+            json!({
+                "name": "retry-on-key",
+                "nodes": { "a": { "runner": "hangs-once", "timeout": "5s",
+                    "retry": { "attempts": 2, "backoff": "fixed", "initial": "1s", "retryOn": "transient" } } }
+            }),
+            StartOptions::new(),
+        )
+        .await
+        .unwrap();
+    within(engine.advance(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    within(engine.advance(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(within(run.finished()).await.unwrap(), json!(2));
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_node_retries_after_its_backoff_and_a_timed_out_attempt_is_cancelled() {
     let (engine, _) = memory();
     let attempts = Arc::new(Mutex::new(Vec::new()));
