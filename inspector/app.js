@@ -277,7 +277,9 @@ function runView(runId, stepId) {
         r.definitionName ? [h('dt', { text: 'definition' }), h('dd', { text: `${r.definitionName} v${r.definitionVersion}` })] : null,
         (r.tags ?? []).length ? [h('dt', { text: 'tags' }), h('dd', null, r.tags.map((t) => h('span', { class: 'tag', text: t })))] : null,
         r.parentRunId ? [h('dt', { text: 'started by' }), h('dd', null, h('a', { href: `#/run/${encodeURIComponent(r.parentRunId)}`, text: 'parent run' }))] : null,
-        r.forkedFrom ? [h('dt', { text: 'forked from' }), h('dd', null, h('a', { class: 'forked-from', href: `#/run/${encodeURIComponent(r.forkedFrom.runId)}/step/${encodeURIComponent(r.forkedFrom.stepId)}`, text: 'its step' }))] : null),
+        r.forkedFrom ? [h('dt', { text: 'forked from' }), h('dd', null, r.forkedFrom.stepId
+          ? h('a', { class: 'forked-from', href: `#/run/${encodeURIComponent(r.forkedFrom.runId)}/step/${encodeURIComponent(r.forkedFrom.stepId)}`, text: 'its step' })
+          : h('a', { class: 'forked-from', href: `#/run/${encodeURIComponent(r.forkedFrom.runId)}`, text: 'a run, kept as it ended' }))] : null),
       r.error ? h('div', { class: 'error-box run-error' },
         h('div', { class: 'error-message', text: `${r.error.name ? `${r.error.name}: ` : ''}${errorMessage(r.error)}` }),
         typeof r.error.stack === 'string' ? h('pre', { class: 'stack', text: r.error.stack }) : null) : null].filter(Boolean));

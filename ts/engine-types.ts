@@ -264,8 +264,11 @@ export interface StoredRun {
   createdAt: number;
   updatedAt: number;
   endedAt: number | null;
-  /** The run and step this run was forked from (`engine.fork`). */
-  forkedFrom: { runId: string; stepId: string } | null;
+  /**
+   * The run and step this run was forked from (`engine.fork`). A run a nested fork kept as
+   * it ended (a sibling started before the forked one) names its run and no step.
+   */
+  forkedFrom: { runId: string; stepId: string | null } | null;
   /** Only from `engine.run(id)`. */
   snapshot?: unknown;
 }
