@@ -372,6 +372,8 @@ describe('fork at a step of a nested run', () => {
     engine.send(approval.id, { type: 'approve', data: { by: 'ann' } });
     expect(await run.finished).toEqual({ text: 'draft of post about wasm', by: 'ann' });
     const wait = engine.steps(approval.id).find((s) => s.node === 'wait')!;
+    // Its context at a step is read through the top-level run too.
+    expect(engine.contextAt(run.runId, wait.id)).toEqual(engine.contextAt(approval.id, wait.id));
     calls.length = 0;
 
     const fork = await engine.fork(run.runId, { atStep: wait.id });

@@ -113,31 +113,6 @@ fn rebuild(store: &dyn Store, run_id: &str, seq: i64) -> Result<Value, EngineErr
     Ok(doc)
 }
 
-/// The step `step_id` of run `run_id`, or a clear error naming both.
-fn step_of(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
-    let run = store
-        .run(run_id)?
-        .ok_or_else(|| EngineError::NoRun(run_id.to_owned(), store.location().to_owned()))?;
-    let step = store
-        .step(step_id)?
-        .ok_or_else(|| EngineError::NoStep(format!("No step '{step_id}' in run {run_id}")))?;
-    if step.run_id != run_id {
-        let inside = if store
-            .run(&step.run_id)?
-            .is_some_and(|r| r.parent_run_id.as_deref() == Some(run_id))
-        {
-            format!(" (a step of run {} started inside it)", step.run_id)
-        } else {
-            String::new()
-        };
-        return Err(EngineError::NoStep(format!(
-            "Step '{step_id}' belongs to run {}{inside}, not to run {run_id}",
-            step.run_id
-        )));
-    }
-    Ok((run, step))
-}
-
 /// The step `step_id` of run `run_id` or of a run started inside it (at any depth), with
 /// the run it belongs to.
 fn step_within(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, Step), EngineError> {
@@ -166,8 +141,9 @@ fn step_within(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, S
     )))
 }
 
-/// A machine's context as it was when step `step_id` of run `run_id` started, read from
-/// any store (the inspector reads it without an engine).
+/// A machine's context as it was when step `step_id` of run `run_id` (or of a machine
+/// started inside it) started, read from any store (the inspector reads it without an
+/// engine).
 ///
 /// ```
 /// # let store = ramus_store::SqliteStore::open(":memory:", ramus_store::Durability::Sync).unwrap();
@@ -176,14 +152,15 @@ fn step_within(store: &dyn Store, run_id: &str, step_id: &str) -> Result<(Run, S
 /// assert_eq!(err.code(), "ERR_NO_RUN");
 /// ```
 pub fn context_at(store: &dyn Store, run_id: &str, step_id: &str) -> Result<Value, EngineError> {
-    let (run, step) = step_of(store, run_id, step_id)?;
+    // A step of a machine started inside the run is found through it too.
+    let (run, step) = step_within(store, run_id, step_id)?;
     if run.kind != Kind::Machine {
         return Err(EngineError::Invalid(format!(
-            "Run {run_id} ({}) is a DAG; contextAt reads a state machine's context at a step",
-            run.name
+            "Run {} ({}) is a DAG; contextAt reads a state machine's context at a step",
+            run.id, run.name
         )));
     }
-    rebuild(store, run_id, step.seq)
+    rebuild(store, &run.id, step.seq)
 }
 
 impl EngineCore {
@@ -255,7 +232,7 @@ impl EngineCore {
         // runs recorded as started inside it.
         let parent = match (&run.parent_run_id, &run.parent_step_id) {
             (Some(p), Some(ps)) => {
-                let (prun, pstep) = step_of(store, p, ps)?;
+                let (prun, pstep) = step_within(store, p, ps)?;
                 let at = ForkOptions {
                     at_step: ps.clone(),
                     ..ForkOptions::default()
