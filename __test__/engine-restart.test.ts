@@ -790,6 +790,47 @@ describe('a node that expands into a machine, across a restart', () => {
   });
 });
 
+describe('a machine forked with an output, across a restart', () => {
+  test('killed before the forked step ended, the resumed fork still ends that step with the given output', async () => {
+    const ws = workspace();
+    const MACHINE = {
+      name: 'answer',
+      initial: 'ask',
+      nodes: { ask: { runner: 'ask', semaphoreKey: 'llm', transition: 'show' }, show: { runner: 'show', final: true } },
+    };
+    const RUNNERS = `({ log }) => ({
+      ask: async () => { log('ask'); return 'from the model'; },
+      show: async ({ input }) => { log('show:' + input); return 'shown: ' + input; },
+    })`;
+    const { forkId } = await ws.killed(`
+      const engine = new Engine({ db, durability: 'sync' });
+      engine.register((${RUNNERS})({ log }));
+      engine.define(${JSON.stringify(MACHINE)});
+      const run = engine.start('answer', { semaphores: [new ramus.LocalSemaphore({ llm: 1 })] });
+      await run.finished;
+      const ask = engine.steps(run.runId)[0];
+      // The fork's step waits for a slot that never frees here.
+      const fork = await engine.fork(run.runId, { atStep: ask.id, output: 'given' }, { semaphores: [new ramus.LocalSemaphore({ llm: 0 })] });
+      await until(() => engine.run(fork.runId)?.status === 'running', 'the fork runs');
+      await sleep(20);
+      report({ forkId: fork.runId });
+      die();
+    `);
+    expect(ws.calls()).toEqual(['ask', 'show:from the model']);
+    const engine = ws.engine({ durability: 'sync' });
+    const calls: string[] = [];
+    engine.register(new Function(`return (${RUNNERS})`)()({ log: (s: string) => calls.push(s) }));
+    const fork = track(await engine.resume(forkId));
+    expect(await within(fork.finished, 5000, 'fork')).toBe('shown: given');
+    // The model was not asked again: the step took the output the fork gave it.
+    expect(calls).toEqual(['show:given']);
+    expect(engine.steps(forkId).filter((s) => s.status === 'finished').map((s) => [s.node, s.output])).toEqual([
+      ['ask', 'given'],
+      ['show', 'shown: given'],
+    ]);
+  });
+});
+
 describe('a DAG grown while it ran, across a restart', () => {
   test('the nodes added before kill -9 run after the resume', async () => {
     const ws = workspace();
