@@ -341,6 +341,8 @@ describe('fork at a step of a nested run', () => {
     expect(await fork.finished).toBe(21);
     const [standing] = engine.steps(fork.runId);
     expect(standing!.node).toBe('call');
+    // Closed by the resume as the stand-in it was, not as a step a crash interrupted.
+    expect([standing!.status, (standing!.error as any)?.name]).toEqual(['cancelled', 'Forked']);
     expect(engine.contextAt<any>(fork.runId, standing!.id)).toMatchObject({ n: 1, pad: 'p'.repeat(5000) });
   });
 

@@ -348,7 +348,7 @@ impl NativeStore {
     #[napi]
     pub fn open_steps(&self, run_id: String) -> Result<Vec<String>> {
         let steps = self.inner.open_steps(&run_id).map_err(store_error)?;
-        Ok(steps.into_iter().map(|(id, _)| id).collect())
+        Ok(steps.into_iter().map(|(id, _, _)| id).collect())
     }
 
     /// Runs started inside steps of `run_id` (JSON array, oldest first).

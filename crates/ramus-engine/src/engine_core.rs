@@ -284,12 +284,19 @@ impl Continuation {
     }
 }
 
-fn interrupted_record(id: String, now: i64) -> Record {
+/// How an open step ends when its run resumes: `pending` is a fork's step standing for the
+/// one it runs again (see [`EngineCore::fork`]); any other was interrupted.
+fn interrupted_record(id: String, status: StepStatus, now: i64) -> Record {
+    let error = if status == StepStatus::Pending {
+        STANDS_FOR
+    } else {
+        INTERRUPTED
+    };
     Record::StepUpdate(StepUpdate {
         id,
         status: StepStatus::Cancelled,
         output: None,
-        error: Some(INTERRUPTED.to_owned()),
+        error: Some(error.to_owned()),
         started_at: None,
         ended_at: Some(now),
         cached: false,
@@ -418,7 +425,7 @@ pub fn continuation(
         Some(steps) => steps
             .iter()
             .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Pending))
-            .map(|s| (s.id.clone(), s.node.clone()))
+            .map(|s| (s.id.clone(), s.node.clone(), s.status))
             .collect(),
         None => store.open_steps(run_id)?,
     };
@@ -426,15 +433,15 @@ pub fn continuation(
         store.submit(
             interrupted
                 .iter()
-                .map(|(id, _)| interrupted_record(id.clone(), now))
+                .map(|(id, _, status)| interrupted_record(id.clone(), *status, now))
                 .collect(),
         )?;
     }
     let mut nested: Nested = HashMap::new();
     for child in store.children(run_id)? {
         let step = child.parent_step_id.as_deref().unwrap_or_default();
-        match interrupted.iter().find(|(id, _)| id == step) {
-            Some((_, node)) => nested.entry(node.clone()).or_default().push_back(child),
+        match interrupted.iter().find(|(id, _, _)| id == step) {
+            Some((_, node, _)) => nested.entry(node.clone()).or_default().push_back(child),
             None if !child.status.is_terminal() => end_tree(store, &child.id, now)?,
             None => {}
         }
@@ -496,7 +503,7 @@ pub fn end_tree(store: &dyn Store, run_id: &str, now: i64) -> Result<(), EngineE
     let mut records: Vec<Record> = store
         .open_steps(run_id)?
         .into_iter()
-        .map(|(id, _)| interrupted_record(id, now))
+        .map(|(id, _, status)| interrupted_record(id, status, now))
         .collect();
     let mut u = ramus_store::RunUpdate::status(run_id, RunStatus::Cancelled, now);
     u.error = Some(CHILD_INTERRUPTED.to_owned());
@@ -506,6 +513,8 @@ pub fn end_tree(store: &dyn Store, run_id: &str, now: i64) -> Result<(), EngineE
     Ok(())
 }
 
+/// The error a fork's standing step ends with (the step that started the nested run forked).
+const STANDS_FOR: &str = r#"{"name":"Forked","message":"stood for the step of the run forked from, which the fork ran again to continue the nested run forked inside it"}"#;
 /// The error a step interrupted by a crash ends with.
 const INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this step ran; it runs again on resume"}"#;
 const CHILD_INTERRUPTED: &str = r#"{"name":"Interrupted","message":"the process stopped while this run ran, and the step that started it did not start it again"}"#;

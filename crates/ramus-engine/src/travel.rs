@@ -253,7 +253,9 @@ impl EngineCore {
                     input: pstep.input.clone(),
                     output: None,
                     error: None,
-                    status: StepStatus::Running,
+                    // Open, as an interrupted step, so the resume runs its node again;
+                    // `pending` tells it apart when the resume closes it.
+                    status: StepStatus::Pending,
                     attempt: 1,
                     cached: false,
                     started_at: Some(now),

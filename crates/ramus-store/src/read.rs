@@ -9,7 +9,7 @@ use crate::db::{Db, Row};
 use crate::error::{Error, Result};
 use crate::model::{
     CurrentStep, CustomEvent, Definition, PendingEvent, Run, RunFilter, RunQuery, RunSummary, Step,
-    Timer, Transition,
+    StepStatus, Timer, Transition,
 };
 
 const RUN_COLUMNS: &str = "id, name, kind, definition_name, definition_version, status, input, \
@@ -210,14 +210,14 @@ pub(crate) fn max_seqs(conn: &dyn Db, run_id: &str) -> Result<(i64, i64)> {
     .map_err(|source| Error::read(format!("sequence numbers of run {run_id}"), source))
 }
 
-pub(crate) fn open_steps(conn: &dyn Db, run_id: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn open_steps(conn: &dyn Db, run_id: &str) -> Result<Vec<(String, String, StepStatus)>> {
     collect(
         conn,
         || format!("open steps of run {run_id}"),
-        "SELECT id, node FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') \
+        "SELECT id, node, status FROM steps WHERE run_id = ?1 AND status IN ('running', 'pending') \
          ORDER BY seq",
         params![run_id],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
 }
 

@@ -634,7 +634,7 @@ impl SqliteStore {
     }
 
     /// The ids of a run's steps still `running` or `pending` (interrupted, after a crash).
-    pub fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>> {
+    pub fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String, crate::StepStatus)>> {
         read::open_steps(&**self.reader(), run_id)
     }
 

@@ -56,7 +56,7 @@ pub trait Store: Send + Sync {
     fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)>;
     /// `(id, node)` of a run's steps still `running` or `pending` (interrupted by a
     /// crash), in order.
-    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>>;
+    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String, crate::StepStatus)>>;
     /// `(node, finished, output or error)` of a run's settled steps, latest per node.
     fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>>;
     /// Runs started inside steps of `run_id`, oldest first.
@@ -145,7 +145,7 @@ impl Store for SqliteStore {
     fn max_seqs(&self, run_id: &str) -> Result<(i64, i64)> {
         SqliteStore::max_seqs(self, run_id)
     }
-    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String)>> {
+    fn open_steps(&self, run_id: &str) -> Result<Vec<(String, String, crate::StepStatus)>> {
         SqliteStore::open_steps(self, run_id)
     }
     fn settled_steps(&self, run_id: &str) -> Result<Vec<(String, bool, Option<String>)>> {
