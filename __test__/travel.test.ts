@@ -236,11 +236,17 @@ describe('fork a DAG', () => {
 });
 
 describe('fork at a step of a nested run', () => {
-  function squares(engine: Engine) {
+  /** Squares 1, 2, 3 (plus one) in a map, and sums them; item 2's square waits for `hold` when given. */
+  function squares(engine: Engine, hold?: Promise<void>) {
     const calls: string[] = [];
     engine.register({
+      sum: (async ({ input }: any) => input.each.reduce((a: number, b: number) => a + b, 0)) as any,
       list: (async () => [1, 2, 3]) as any,
-      square: (async ({ rootInput }: any) => (calls.push(`square ${rootInput}`), rootInput * rootInput)) as any,
+      square: (async ({ rootInput }: any) => {
+        calls.push(`square ${rootInput}`);
+        if (hold && rootInput === 2) await hold;
+        return rootInput * rootInput;
+      }) as any,
       plusOne: (async ({ input, rootInput }: any) => (calls.push(`plusOne ${rootInput}`), input.square + 1)) as any,
     });
     engine.define({
@@ -256,7 +262,6 @@ describe('fork at a step of a nested run', () => {
 
   test('forks the chain above it: the step that started the nested run runs again, and gets the nested fork and the siblings that ended before it', async () => {
     const engine = open({ durability: 'sync' });
-    engine.register('sum', (async ({ input }: any) => input.each.reduce((a: number, b: number) => a + b, 0)) as any);
     const calls = squares(engine);
     const run = engine.start('squares');
     expect(await run.finished).toBe(2 + 5 + 10);
@@ -294,24 +299,12 @@ describe('fork at a step of a nested run', () => {
     expect(calls.sort()).toEqual(['plusOne 2', 'plusOne 3', 'square 2', 'square 3']);
     expect(engine.run(again.runId)!.parentRunId ?? null).toBe(null);
   });
+
   test('refused while a run the step had started before that one has not ended', async () => {
     const engine = open({ durability: 'sync' });
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    engine.register({
-      sum: (async ({ input }: any) => input.each.reduce((a: number, b: number) => a + b, 0)) as any,
-      list: (async () => [1, 2, 3]) as any,
-      square: (async ({ rootInput }: any) => (rootInput === 2 ? gate.then(() => 4) : rootInput * rootInput)) as any,
-      plusOne: (async ({ input }: any) => input.square + 1) as any,
-    });
-    engine.define({
-      name: 'squares',
-      nodes: {
-        list: { runner: 'list' },
-        each: { parents: ['list'], map: { over: 'list', dag: { name: 'sq', nodes: { square: { runner: 'square' }, plus: { runner: 'plusOne', parents: ['square'] } } } } },
-        total: { runner: 'sum', parents: ['each'] },
-      },
-    } as any);
+    squares(engine, gate);
     const run = engine.start('squares');
     for (let i = 0; i < 500 && engine.children(run.runId)[2]?.status !== 'finished'; i++) await new Promise((r) => setImmediate(r));
     const [, second, third] = engine.children(run.runId);
