@@ -632,7 +632,7 @@ impl DagRun {
         // so its `is_cancelled` is true and what it reports later is ignored.
         out.push(Action::TimedOut { slot, node });
         let retryable = match self.dag.policy(node).and_then(|p| p.retry.as_ref()) {
-            Some(r) if r.retry_on.is_some() && r.retries_after(self.slot_attempt(slot)) => {
+            Some(r) if r.asks_on_timeout(self.slot_attempt(slot)) => {
                 guards.retries_timeout(node, slot, &self.dag.timeout_message(node))
             }
             _ => true,

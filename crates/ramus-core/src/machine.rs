@@ -1685,7 +1685,7 @@ impl MachineRun {
     fn retries_timeout(&self, slot: u32, guards: &mut dyn Guards) -> bool {
         let state = self.current;
         match &self.m.states[state as usize].retry {
-            Some(r) if r.retry_on.is_some() && r.retries_after(self.attempt) => {
+            Some(r) if r.asks_on_timeout(self.attempt) => {
                 guards.retries_timeout(state, slot, &self.m.timeout_message(state))
             }
             _ => false,

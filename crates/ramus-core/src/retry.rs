@@ -75,6 +75,13 @@ impl RetryPolicy {
         attempt < self.attempts.min(MAX_ATTEMPTS)
     }
 
+    /// Whether a timeout of attempt `attempt` is a question for the `retryOn` (see
+    /// [`Guards::retries_timeout`](crate::Guards::retries_timeout)): it names one, and
+    /// another attempt is allowed.
+    pub fn asks_on_timeout(&self, attempt: u32) -> bool {
+        self.retry_on.is_some() && self.retries_after(attempt)
+    }
+
     /// The wait after attempt `attempt` failed; `seed` picks the jitter (the same seed gives
     /// the same wait, so a run is replayable).
     pub fn delay_ms(&self, attempt: u32, seed: u64) -> u64 {

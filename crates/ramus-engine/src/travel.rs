@@ -181,8 +181,9 @@ impl EngineCore {
     /// The step may belong to a run started inside a step of another (`run_id` is then
     /// that run, or one it was started inside): the chain of runs above it is forked at
     /// the steps that started each, so the top-level fork runs that step again, and the
-    /// nested run that step starts is the fork at `o.at_step` (its siblings that had ended
-    /// before it are kept, as they ended).
+    /// nested run that step starts is the fork at `o.at_step`. The runs that step had
+    /// started before that one are kept as they ended (refused while one has not ended);
+    /// those it started after it run again.
     pub fn fork(&self, run_id: &str, o: &ForkOptions, now: i64) -> Result<String, EngineError> {
         let store = self.store().as_ref();
         let (run, step) = step_within(store, run_id, &o.at_step)?;
@@ -281,21 +282,19 @@ impl EngineCore {
                     // that is still running cannot be kept, nor left out without the
                     // fork taking its place.
                     if !sib.status.is_terminal() {
-                        return Err(EngineError::NotForkable(format!(
-                            "Run {} ({}) cannot be forked at step {}: the step that started it had started run {} ({}) before it, which has not ended; fork once it has",
-                            run.id, run.name, step.id, sib.id, sib.name
+                        return Err(not_forkable(format!(
+                            "cannot be forked at step {}: the step that started it had started run {} ({}) before it, which has not ended; fork once it has",
+                            step.id, sib.id, sib.name
                         )));
                     }
-                    {
-                        records.push(Record::Run(Run {
-                            id: new_id(now as u64),
-                            parent_run_id: Some(pid.clone()),
-                            parent_step_id: Some(standing.clone()),
-                            forked_from_run_id: Some(sib.id.clone()),
-                            forked_from_step_id: None,
-                            ..sib
-                        }));
-                    }
+                    records.push(Record::Run(Run {
+                        id: new_id(now as u64),
+                        parent_run_id: Some(pid.clone()),
+                        parent_step_id: Some(standing.clone()),
+                        forked_from_run_id: Some(sib.id.clone()),
+                        forked_from_step_id: None,
+                        ..sib
+                    }));
                 }
                 Some((pid, standing, top))
             }
