@@ -536,6 +536,11 @@ export declare const enum Op {
   CancelNode = 8,
   /** DAGs: take the graph staged with `stageGraph` (nodes added while it runs). */
   Grow = 9,
+  /**
+   * DAGs: run node `io[2]` and its downstream again while the run goes on; `io[3]` 1
+   * when the value passed along is the node's new output (it does not run).
+   */
+  Rerun = 10,
 }
 
 /** Milliseconds of a duration (a number of ms, or `'90s'`, `'15m'`, `'2h'`, `'30d'`). */

@@ -501,7 +501,9 @@ describe('rerun and updateInput', () => {
     const engine = open();
     diamond(engine);
     const run = engine.start('diamond', { input: { topic: 't' } });
-    await expect(engine.rerun(run.runId, { node: 'b' })).rejects.toMatchObject({ code: 'ERR_NOT_RESUMABLE', message: expect.stringContaining('is running in this engine') });
+    // While it runs here, a rerun applies to the live run (see cancelNode); updateInput waits for its end.
+    await expect(engine.rerun(run.runId, { node: 'bb' })).rejects.toThrow(/has no node 'bb'/);
+    await expect(engine.updateInput(run.runId, { topic: 'u' })).rejects.toMatchObject({ code: 'ERR_NOT_RESUMABLE', message: expect.stringContaining('is running in this engine') });
     await run.finished;
     await expect(engine.rerun(run.runId, { node: 'bb' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: `rerun: run ${run.runId} (diamond) has no node 'bb' (did you mean 'b'?)` });
     await expect(engine.updateInput(run.runId, [] as any)).rejects.toThrow(TypeError);
@@ -567,6 +569,70 @@ describe('cancelNode', () => {
     const back = await engine.rerun(run.runId, { node: 'slow' });
     expect(await back.finished).toEqual({ afterFast: 1, afterSlow: 1 });
     expect(engine.steps(run.runId).filter((s) => s.node === 'fast')).toHaveLength(1);
+  });
+
+  test('rerun of a run still running here: the node and its downstream run again while the rest goes on', async () => {
+    const engine = open({ durability: 'sync' });
+    const calls: string[] = [];
+    let aRuns = 0;
+    let openGate!: () => void;
+    const gate = new Promise<void>((r) => (openGate = r));
+    const started: Record<string, () => void> = {};
+    const onStart = (name: string) => new Promise<void>((r) => (started[name] = r));
+    const abandoned: string[] = [];
+    const waitForCancel = async (name: string, isCancelled: () => boolean) => {
+      started[name]?.();
+      while (!isCancelled()) await new Promise((r) => setImmediate(r));
+      abandoned.push(name);
+      return 'ignored';
+    };
+    engine.register({
+      gate: async () => (await gate, 'g'),
+      a: async () => (calls.push('a'), `a${++aRuns}`),
+      b: async ({ input, isCancelled }: any) => {
+        calls.push('b');
+        return calls.filter((c) => c === 'b').length === 1 ? waitForCancel('b', isCancelled) : `b(${input.a})`;
+      },
+      x: async ({ isCancelled }: any) => (calls.push('x'), waitForCancel('x', isCancelled)),
+    });
+    engine.define({ name: 'live', nodes: { gate: { runner: 'gate' }, a: { runner: 'a' }, b: { runner: 'b', parents: ['a'] }, x: { runner: 'x' } } } as any);
+    const bStarted = onStart('b');
+    const xStarted = onStart('x');
+    const run = engine.start('live');
+    await Promise.all([bStarted, xStarted]);
+
+    // b runs (its first attempt waits): rerun a, and b is abandoned and runs again after a.
+    const same = await engine.rerun(run.runId, { node: 'a' });
+    expect(same).toBe(run);
+    await expect.poll(() => run.nodeState('b')).toBe('finished');
+    expect(abandoned).toContain('b');
+    // A node cancelled while the run goes on comes back with an output given to it.
+    engine.cancelNode(run.runId, 'x');
+    expect(run.nodeState('x')).toBe('cancelled');
+    await engine.rerun(run.runId, { node: 'x', output: 'X!' });
+    expect(run.nodeState('x')).toBe('finished');
+    expect(run.nodeState('gate')).toBe('running');
+
+    openGate();
+    expect(await run.finished).toEqual({ gate: 'g', b: 'b(a2)', x: 'X!' });
+    expect(calls.slice(0, 3).sort()).toEqual(['a', 'b', 'x']);
+    expect(calls.slice(3)).toEqual(['a', 'b']);
+    const steps = engine.steps(run.runId);
+    expect(steps.filter((s) => s.supersededAt === null).map((s) => [s.node, s.status, s.output, s.attempt]).sort()).toEqual([
+      ['a', 'finished', 'a2', 1],
+      ['b', 'finished', 'b(a2)', 1],
+      ['gate', 'finished', 'g', 1],
+      ['x', 'finished', 'X!', 1],
+    ]);
+    expect(steps.filter((s) => s.supersededAt !== null).map((s) => [s.node, s.status, s.output]).sort()).toEqual([
+      ['a', 'finished', 'a1'],
+      ['b', 'cancelled', null],
+      ['x', 'cancelled', null],
+    ]);
+    expect(engine.run(run.runId)).toMatchObject({ status: 'finished', output: { gate: 'g', b: 'b(a2)', x: 'X!' } });
+    // Once it ended, a rerun goes through the store, from the kept outputs.
+    const after = await engine.rerun(run.runId, { node: 'b' });
+    expect(await after.finished).toEqual({ gate: 'g', b: 'b(a2)', x: 'X!' });
   });
 
   test('refuses what it cannot cancel', async () => {

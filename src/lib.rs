@@ -57,6 +57,9 @@ pub enum Op {
     CancelNode = 8,
     /// DAGs: take the graph staged with `stageGraph` (nodes added while it runs).
     Grow = 9,
+    /// DAGs: run node `io[2]` and its downstream again while the run goes on; `io[3]` 1
+    /// when the value passed along is the node's new output (it does not run).
+    Rerun = 10,
 }
 
 /// How a step ended, in `io[3]` of [`Op::Complete`].
@@ -413,6 +416,10 @@ impl Ctx {
             6 => Command::Cancel,
             8 => Command::CancelNode { node: a as u32 },
             9 => Command::Grow,
+            10 => Command::Rerun {
+                node: a as u32,
+                given: b != 0,
+            },
             7 => {
                 let n = (a.max(0) as usize).min(io.len().saturating_sub(5));
                 let answers = io[5..5 + n].to_vec();

@@ -142,6 +142,8 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   #cache: NodeResultCache | undefined;
   #nodeWaiters: Map<number, Array<(ran: boolean) => void>> | undefined;
   #started = false;
+  /** A node ran again: an abandoned attempt may report after its node moved on. */
+  #reran = false;
 
   constructor(options: DagRunnerOptions<Ctx, Root, Out>, init?: EngineInit) {
     if (options === null || typeof options !== 'object') throw new TypeError('DagRunner options must be an object');
@@ -221,6 +223,32 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
   }
 
   /**
+   * Run one node again while the run goes on, and everything downstream of it, each as a
+   * new attempt (a running attempt of those nodes sees `isCancelled()`; what it returns
+   * later is ignored); every other node keeps its output. With `output`, the node takes
+   * it instead of running, and its downstream runs on it. A cancelled node comes back
+   * this way. For a run that ended, use `engine.rerun`.
+   */
+  rerunNode(name: string, options: { output?: unknown } = {}): void {
+    const id = this.#nodeId(name);
+    if (options === null || typeof options !== 'object') throw new TypeError('rerunNode(name, options): options must be an object');
+    if (this.settled) throw Object.assign(new Error(`rerunNode: run ${this.runId} has ended; rerun its node with engine.rerun`), { code: 'ERR_NOT_LIVE' });
+    const given = 'output' in options;
+    let json: string | undefined;
+    if (given && this.json) {
+      const text = this.valueJson(options.output, `${name}.output`);
+      if (text instanceof StorageError) throw text;
+      json = text;
+    }
+    this.#start();
+    this.#reran = true;
+    drive(() => {
+      if (given) this.#outputs[id] = options.output;
+      this.command(Op.Rerun, id, given ? 1 : 0, json);
+    });
+  }
+
+  /**
    * Stepwise mode: run one ready node. Resolves true once it settled, false when it is not
    * ready (waiting for parents, or already run).
    */
@@ -287,7 +315,7 @@ export class DagRunner<Ctx extends object = any, Root = unknown, Out = unknown> 
     const n = this.dag.names.length;
     const node = slot < n ? slot : slot % n;
     // An attempt that timed out: its node has moved on, and its values must not overwrite.
-    if (this.dag.timed && native.isCancelled(this.key, slot)) return;
+    if ((this.dag.timed || this.#reran) && native.isCancelled(this.key, slot)) return;
     const waiters = this.#nodeWaiters?.get(node);
     if (waiters) {
       this.#nodeWaiters!.delete(node);

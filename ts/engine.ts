@@ -522,11 +522,17 @@ export class Engine<R extends object = {}, T extends Tools = Tools> {
    * node downstream of it; every other node keeps its output. The run continues here, in
    * place: its earlier steps stay, set aside (`supersededAt`). For runs that ended
    * (finished, failed, cancelled: a cancelled node can be rerun) or that no live engine
-   * holds; not for a run live in this engine.
+   * holds. A run still running in this engine reruns the node while it goes on
+   * (`DagRunner.rerunNode`; `runOptions` then do not apply) and is returned as it is.
    */
   async rerun<Out = unknown>(runId: string, options: { node: string; output?: unknown }, runOptions: Pick<StartOptions, 'tools' | 'semaphores' | 'keepAlive' | 'durability'> = {}): Promise<EngineRun & { readonly finished: Promise<Out> }> {
     this.#open();
     if (options === null || typeof options !== 'object' || typeof options.node !== 'string') throw new TypeError('rerun(runId, { node }): node must be the name of a node of the run');
+    const live = this.#live.get(runId);
+    if (live instanceof DagRunner && !live.settled) {
+      live.rerunNode(options.node, options.output === undefined ? {} : { output: options.output });
+      return live as EngineRun & { readonly finished: Promise<Out> };
+    }
     this.#notLive(runId, 'rerun');
     const output = options.output === undefined ? '' : `,"output":${storable(options.output, 'output')}`;
     plain(() => this.#native.rerun(runId, `{"node":${JSON.stringify(options.node)}${output}}`, this.#clock));

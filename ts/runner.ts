@@ -514,9 +514,9 @@ export abstract class RunnerBase<Out> extends EventEmitter implements StepOwner 
     return this.#outcome !== PENDING;
   }
 
-  /** Send a command (an op and its argument) to the run. */
-  protected command(op: number, a = 0): void {
-    this.#call(op, a);
+  /** Send a command (an op and its arguments, and a value as JSON for the sinks) to the run. */
+  protected command(op: number, a = 0, b = 0, value?: string): void {
+    this.#call(op, a, b, -1, value);
   }
 
   /** Start the run (once); resolves like `finished`. */

@@ -126,7 +126,7 @@ pub enum GrowError {
     #[error("the new graph does not keep the run's nodes (node {0} differs)")]
     Mismatch(String),
     /// Attempts are numbered by the node count: a DAG whose nodes retry or time out keeps it.
-    #[error("its nodes retry or time out, and attempts are numbered by the node count; add nodes to a DAG without retry or timeout")]
+    #[error("its nodes retry, time out or were rerun, and attempts are numbered by the node count; add nodes to a DAG without retry or timeout, before any rerun")]
     Timed,
 }
 
@@ -142,6 +142,8 @@ struct Tries {
     failed: Vec<u32>,
     /// The timer armed for each node, 0 for none.
     timer: Vec<u64>,
+    /// Per node, the slots its reruns set aside: attempts are counted from there.
+    base: Vec<u32>,
 }
 
 fn retry_timer(slot: u32) -> u64 {
@@ -251,6 +253,7 @@ impl DagRun {
             Box::new(Tries {
                 failed: vec![0; n],
                 timer: vec![0; n],
+                base: vec![0; n],
             })
         })
     }
@@ -274,7 +277,11 @@ impl DagRun {
 
     /// Which attempt (1-based) a step slot is.
     pub fn slot_attempt(&self, slot: u32) -> u32 {
-        slot / self.state.len() as u32 + 1
+        let base = self
+            .tries
+            .as_ref()
+            .map_or(0, |t| t.base[self.slot_node(slot) as usize]);
+        (slot / self.state.len() as u32).saturating_sub(base) + 1
     }
 
     /// Before [`start`](Self::start): a node failed `failed` attempts in an earlier
@@ -375,6 +382,7 @@ impl DagRun {
             Command::Acquired { slot } => self.semaphore_acquired(slot, now, out),
             Command::RunNode { node } => self.run_node(node, now, out),
             Command::CancelNode { node } => self.cancel_branch(node, now, out),
+            Command::Rerun { node, given } => self.rerun(node, given, now, out),
             Command::Grow => self.grow(now, out),
             Command::Cancel => self.cancel(now, out),
             Command::TimerFired { timer } => self.timer_fired(timer, guards, now, out),
@@ -694,6 +702,92 @@ impl DagRun {
         }
         self.check_finished(now);
         any
+    }
+
+    /// Run `node` and its downstream again while the run goes on (see [`Command::Rerun`]).
+    /// Each gets a new slot (a new attempt, numbered from 1 again), so an abandoned
+    /// attempt's late report is told apart. False when the run is not running, or a node
+    /// has no slot left.
+    fn rerun(&mut self, node: u32, given: bool, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.status != RunStatus::Running || node as usize >= self.state.len() {
+            return false;
+        }
+        let dag = Arc::clone(&self.dag);
+        let len = self.state.len() as u64;
+        let nodes = dag.downstream([node]);
+        if nodes
+            .iter()
+            .any(|&n| u64::from(self.node_slot(n)) + len > u64::from(u32::MAX))
+        {
+            return false;
+        }
+        for &n in &nodes {
+            let state = self.state[n as usize];
+            if !state.is_terminal() && state != NodeState::Waiting {
+                // Abandoned: its step ends cancelled before the new attempt has one.
+                self.clear_timer(n, out);
+                self.set_state(n, NodeState::Cancelled, now);
+            }
+        }
+        // One event for the whole rerun, before any new attempt: a store sets the old
+        // steps of these nodes aside here.
+        self.rec.step_event(
+            self.node_slot(node),
+            EventKind::DagNodeState,
+            DataRef::State("rerun"),
+            now,
+        );
+        for &n in &nodes {
+            let tries = self.tries_mut();
+            tries.failed[n as usize] += 1;
+            tries.base[n as usize] = tries.failed[n as usize];
+            if self.state[n as usize].is_terminal() {
+                self.unsettled += 1;
+            }
+            self.state[n as usize] = NodeState::Waiting;
+        }
+        // In topological order: a node settles against parents outside the rerun as a
+        // fresh node would; the others wait for the nodes rerun before them.
+        for &n in dag.topological_order() {
+            if nodes.binary_search(&n).is_err() {
+                continue;
+            }
+            let mut remaining = 0;
+            let mut gone = false;
+            for &p in dag.parents(n) {
+                match self.state[p as usize] {
+                    NodeState::Finished => {}
+                    NodeState::Error | NodeState::Cancelled if dag.tolerates_parent_errors(n) => {}
+                    NodeState::Error | NodeState::Cancelled => gone = true,
+                    _ => remaining += 1,
+                }
+            }
+            self.remaining[n as usize] = remaining;
+            if gone {
+                self.set_state(n, NodeState::Cancelled, now);
+            }
+        }
+        if given && self.state[node as usize] == NodeState::Waiting {
+            let slot = self.node_slot(node);
+            self.rec
+                .step_event(slot, EventKind::DagNodeStart, DataRef::NodeInput, now);
+            self.rec
+                .step_event(slot, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
+            self.set_state(node, NodeState::Finished, now);
+            for &child in dag.children(node) {
+                self.parent_settled(child, now, out);
+            }
+        }
+        for &n in dag.topological_order() {
+            if self.state[n as usize] == NodeState::Waiting
+                && self.remaining[n as usize] == 0
+                && nodes.binary_search(&n).is_ok()
+            {
+                self.make_ready(n, now, out);
+            }
+        }
+        self.check_finished(now);
+        true
     }
 
     fn cancel_nodes(&mut self, now: u64, out: &mut Vec<Action>) {

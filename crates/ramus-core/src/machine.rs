@@ -966,7 +966,10 @@ impl MachineRun {
             } => self.send(handle, event, queue, guards, now, out),
             Command::TimerFired { timer } => self.timer_fired(timer, guards, now, out),
             Command::Cancel => self.cancel(now, out),
-            Command::RunNode { .. } | Command::CancelNode { .. } | Command::Grow => false,
+            Command::RunNode { .. }
+            | Command::CancelNode { .. }
+            | Command::Rerun { .. }
+            | Command::Grow => false,
         }
     }
 

@@ -64,6 +64,16 @@ pub enum Command<'a> {
         /// The node.
         node: u32,
     },
+    /// DAGs, while the run goes on: run a node again, and everything downstream of it,
+    /// each as a new attempt with a step of its own (a running attempt of those nodes is
+    /// abandoned: it sees its cancellation and its report is ignored). Every other node
+    /// keeps its state and output. A cancelled node comes back this way.
+    Rerun {
+        /// The node.
+        node: u32,
+        /// The driver holds the node's new output: it finishes with it instead of running.
+        given: bool,
+    },
     /// Machines: an event arrived; `handle` is the driver's key for its data.
     Send {
         /// The driver's handle of the event.

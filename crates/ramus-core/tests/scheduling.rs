@@ -12,6 +12,18 @@ fn run_(n: u32) -> Action {
     Action::Run { slot: n, node: n }
 }
 
+fn run_at(slot: u32, node: u32) -> Action {
+    Action::Run { slot, node }
+}
+
+fn spec(name: &str, parents: &[&str]) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 /// A random DAG: node `i` may only take parents among nodes `< i` (so it is acyclic), and
 /// the declaration order is shuffled so parents are not always declared first.
 fn random_dag() -> impl Strategy<Value = Vec<NodeSpec>> {
@@ -460,11 +472,6 @@ fn state_and_status_codes_are_positions_in_all() {
 
 #[test]
 fn a_run_grows_and_cancels_a_branch() {
-    let spec = |name: &str, parents: &[&str]| NodeSpec {
-        name: name.into(),
-        parents: parents.iter().map(|p| p.to_string()).collect(),
-        ..Default::default()
-    };
     let small = Arc::new(CompiledDag::compile("g", &[spec("a", &[]), spec("b", &[])]).unwrap());
     let mut run = DagRun::new(
         Arc::clone(&small),
@@ -528,4 +535,115 @@ fn a_run_grows_and_cancels_a_branch() {
         ),
         "the cancelled step's late report is ignored"
     );
+}
+
+/// A node of a live run runs again with its downstream (a diamond's middle node): the
+/// running attempt is abandoned, each node gets a new slot numbered from attempt 1, the
+/// other nodes keep their states, and a cancelled node comes back.
+#[test]
+fn a_rerun_while_the_run_goes_on_runs_only_the_downstream_again() {
+    let dag = Arc::new(
+        CompiledDag::compile(
+            "g",
+            &[
+                spec("a", &[]),
+                spec("b", &["a"]),
+                spec("c", &["a"]),
+                spec("d", &["b", "c"]),
+            ],
+        )
+        .unwrap(),
+    );
+    let mut run = DagRun::new(
+        Arc::clone(&dag),
+        DagRunOptions::default(),
+        Recorder::new(1, 2, None, None),
+    );
+    let ok = |slot| Command::Complete {
+        slot,
+        outcome: Outcome::Ok,
+    };
+    let mut l = Vec::new();
+    run.apply(Command::Start, 0, &mut l);
+    run.apply(ok(0), 0, &mut l);
+    l.clear();
+    // b and c run; b finishes; c is rerun while it runs.
+    run.apply(ok(1), 0, &mut l);
+    assert!(l.is_empty(), "d waits for c");
+    let b_step = run.step_id(1, 0);
+    assert!(run.apply(
+        Command::Rerun {
+            node: 2,
+            given: false
+        },
+        0,
+        &mut l
+    ));
+    let c = run.node_slot(2);
+    assert_ne!(c, 2, "a new slot for c's new attempt");
+    assert_eq!(
+        run.slot_attempt(c),
+        1,
+        "a rerun's attempt is numbered from 1"
+    );
+    assert_eq!(l, vec![run_at(c, 2)], "only c starts again");
+    assert!(
+        run.is_cancelled(2),
+        "the abandoned attempt sees its cancellation"
+    );
+    assert!(
+        !run.apply(ok(2), 0, &mut l),
+        "and its late report is ignored"
+    );
+    assert_eq!(run.node_state(1), NodeState::Finished, "b keeps its output");
+    assert_eq!(run.step_id(1, 0), b_step, "and its step");
+    l.clear();
+    run.apply(ok(c), 0, &mut l);
+    let d = run.node_slot(3);
+    assert_eq!(l, vec![run_at(d, 3)], "d runs once, after c's new attempt");
+    // d cancelled, then brought back with a given output: the run finishes.
+    l.clear();
+    assert!(run.apply(Command::CancelNode { node: 3 }, 0, &mut l));
+    assert_eq!(run.status(), RunStatus::Finished, "every node settled");
+    assert!(
+        !run.apply(
+            Command::Rerun {
+                node: 3,
+                given: true
+            },
+            0,
+            &mut l
+        ),
+        "a run that ended is rerun through the store"
+    );
+
+    let mut run = DagRun::new(
+        Arc::clone(&dag),
+        DagRunOptions::default(),
+        Recorder::new(1, 2, None, None),
+    );
+    run.apply(Command::Start, 0, &mut l);
+    run.apply(ok(0), 0, &mut l);
+    assert!(run.apply(Command::CancelNode { node: 1 }, 0, &mut l));
+    assert_eq!(run.node_state(3), NodeState::Cancelled);
+    l.clear();
+    assert!(run.apply(
+        Command::Rerun {
+            node: 1,
+            given: true
+        },
+        0,
+        &mut l
+    ));
+    assert_eq!(
+        run.node_state(1),
+        NodeState::Finished,
+        "b takes the given output"
+    );
+    assert!(l.is_empty(), "d still waits for c");
+    run.apply(ok(2), 0, &mut l);
+    let d = run.node_slot(3);
+    assert_eq!(l, vec![run_at(d, 3)]);
+    run.apply(ok(d), 0, &mut l);
+    assert_eq!(run.status(), RunStatus::Finished);
 }

@@ -895,6 +895,13 @@ impl Runtime {
         };
         if let Some(tap) = live.tap.as_deref_mut() {
             match command {
+                // The late report of an attempt a rerun or timeout abandoned: its value
+                // must not replace the current attempt's.
+                Command::Complete { slot, .. }
+                    if matches!(live.exec, Executor::Dag(_)) && live.exec.is_cancelled(slot) => {}
+                Command::Rerun { node, given: true } => {
+                    tap.step_value(node, values.value.map(str::to_owned), false)
+                }
                 Command::Complete { slot, outcome } => match outcome {
                     // A DAG keeps values by node; its later attempts have slots of their own.
                     Outcome::Ok | Outcome::Cached | Outcome::Choose { .. } => tap.step_value(

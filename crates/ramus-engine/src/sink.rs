@@ -473,6 +473,19 @@ impl Tap {
                     w.step_ended(slot, StepStatus::Error, None, error, e.time, false);
                 }
             }
+            EventKind::DagNodeState if e.data == DataRef::State("rerun") => {
+                if let (Some(w), Some(dag), Some(n)) = (
+                    self.writer.as_mut().filter(|_| writing),
+                    def.dag(),
+                    exec.slot_node(slot),
+                ) {
+                    let nodes = dag.downstream([n]);
+                    w.superseded(
+                        nodes.iter().map(|&n| def.node_name(n).to_owned()).collect(),
+                        e.time,
+                    );
+                }
+            }
             EventKind::DagNodeState if e.data == DataRef::State("cancelled") => {
                 if let Some(s) = self.spans.as_mut() {
                     s.step_ended(slot, "cancelled", None, e.time);

@@ -483,6 +483,15 @@ impl RunWriter {
         }
     }
 
+    /// These nodes run again while the run goes on: their current steps are set aside.
+    pub fn superseded(&mut self, nodes: Vec<String>, at: u64) {
+        self.records.push(Record::StepsSuperseded {
+            run_id: self.run_id.clone(),
+            nodes,
+            at: at as i64,
+        });
+    }
+
     /// The run goes on under another stored definition.
     pub fn redefined(&mut self, name: &str, version: i64) {
         self.records.push(Record::RunRedefined {
