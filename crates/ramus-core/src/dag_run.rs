@@ -221,21 +221,7 @@ impl DagRun {
             if (n as usize) < old {
                 continue;
             }
-            for &p in dag.parents(n) {
-                if self.state[n as usize] != NodeState::Waiting {
-                    break;
-                }
-                match self.state[p as usize] {
-                    NodeState::Finished => self.remaining[n as usize] -= 1,
-                    NodeState::Error | NodeState::Cancelled if dag.tolerates_parent_errors(n) => {
-                        self.remaining[n as usize] -= 1
-                    }
-                    NodeState::Error | NodeState::Cancelled => {
-                        self.set_state(n, NodeState::Cancelled, now)
-                    }
-                    _ => {}
-                }
-            }
+            self.join_parents(n, now);
             if started
                 && self.state[n as usize] == NodeState::Waiting
                 && self.remaining[n as usize] == 0
@@ -752,42 +738,43 @@ impl DagRun {
             if nodes.binary_search(&n).is_err() {
                 continue;
             }
-            let mut remaining = 0;
-            let mut gone = false;
-            for &p in dag.parents(n) {
-                match self.state[p as usize] {
-                    NodeState::Finished => {}
-                    NodeState::Error | NodeState::Cancelled if dag.tolerates_parent_errors(n) => {}
-                    NodeState::Error | NodeState::Cancelled => gone = true,
-                    _ => remaining += 1,
-                }
+            self.join_parents(n, now);
+            if self.state[n as usize] != NodeState::Waiting {
+                continue;
             }
-            self.remaining[n as usize] = remaining;
-            if gone {
-                self.set_state(n, NodeState::Cancelled, now);
-            }
-        }
-        if given && self.state[node as usize] == NodeState::Waiting {
-            let slot = self.node_slot(node);
-            self.rec
-                .step_event(slot, EventKind::DagNodeStart, DataRef::NodeInput, now);
-            self.rec
-                .step_event(slot, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
-            self.set_state(node, NodeState::Finished, now);
-            for &child in dag.children(node) {
-                self.parent_settled(child, now, out);
-            }
-        }
-        for &n in dag.topological_order() {
-            if self.state[n as usize] == NodeState::Waiting
-                && self.remaining[n as usize] == 0
-                && nodes.binary_search(&n).is_ok()
-            {
+            if n == node && given {
+                let slot = self.node_slot(node);
+                self.rec
+                    .step_event(slot, EventKind::DagNodeStart, DataRef::NodeInput, now);
+                self.rec
+                    .step_event(slot, EventKind::DagNodeFinish, DataRef::NodeOutput, now);
+                self.set_state(node, NodeState::Finished, now);
+            } else if self.remaining[n as usize] == 0 {
                 self.make_ready(n, now, out);
             }
         }
         self.check_finished(now);
         true
+    }
+
+    /// A node that is new, or set to run again, against its parents as they stand: it
+    /// waits for those that have not settled; a failed or cancelled parent it does not
+    /// tolerate cancels it.
+    fn join_parents(&mut self, n: u32, now: u64) {
+        let dag = Arc::clone(&self.dag);
+        let mut remaining = 0;
+        for &p in dag.parents(n) {
+            match self.state[p as usize] {
+                NodeState::Finished => {}
+                NodeState::Error | NodeState::Cancelled if dag.tolerates_parent_errors(n) => {}
+                NodeState::Error | NodeState::Cancelled => {
+                    self.set_state(n, NodeState::Cancelled, now);
+                    return;
+                }
+                _ => remaining += 1,
+            }
+        }
+        self.remaining[n as usize] = remaining;
     }
 
     fn cancel_nodes(&mut self, now: u64, out: &mut Vec<Action>) {
